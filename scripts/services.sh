@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the system services Switchboard and its tests use, when they are missing.
+#   scripts/services.sh install [redis|ldap|rabbitmq|chromium|all]   (default: all)
+# Uses apt-get when running as root on Debian/Ubuntu; otherwise prints what to install.
+# Tests start their own private servers on free loopback ports (test/support/servers.ts) and
+# stop them by PID; nothing here starts a service.
+set -euo pipefail
+
+want="${2:-all}"
+declare -A PKG=( [redis]=redis-server [ldap]="slapd ldap-utils" [rabbitmq]=rabbitmq-server [chromium]=chromium )
+declare -A BIN=( [redis]=redis-server [ldap]=slapd [rabbitmq]=rabbitmq-server [chromium]=chromium )
+# The foundation needs redis only; the others join as their features land.
+ALL=(redis)
+
+case "${1:-}" in
+  install) ;;
+  *) echo "usage: $0 install [redis|ldap|rabbitmq|chromium|all]" >&2; exit 2 ;;
+esac
+
+if [ "$want" = all ]; then names=("${ALL[@]}"); else names=("$want"); fi
+missing=()
+for n in "${names[@]}"; do
+  [ -n "${PKG[$n]:-}" ] || { echo "unknown service '$n' (expected redis, ldap, rabbitmq, chromium or all)" >&2; exit 2; }
+  if ! PATH="$PATH:/usr/sbin:/sbin" command -v "${BIN[$n]}" >/dev/null 2>&1; then missing+=(${PKG[$n]}); fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages: ${missing[*]}; install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]})" >&2
+  exit 1
+fi
+echo "installing ${missing[*]} with apt-get…" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# policy-rc.d keeps Debian's maintainer scripts from starting system-wide daemons we don't use.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "installed ${missing[*]}" >&2

@@ -1,0 +1,129 @@
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { SwitchboardError } from '../core/errors.ts';
+import { ApiClient, addressPath } from './client.ts';
+import { checkConfigCommand, hashPasswordCommand, startCommand } from './local-commands.ts';
+
+const program = new Command('switchboard')
+  .description('Switchboard workflow integration gateway')
+  .showHelpAfterError('(run with --help for usage)')
+  .addOption(new Option('--url <url>', 'gateway HTTP address').env('SWITCHBOARD_URL').default('http://127.0.0.1:3000'))
+  .addOption(new Option('--user <name>', 'directory user for HTTP Basic (password from SWITCHBOARD_PASSWORD)').env('SWITCHBOARD_USER'))
+  .exitOverride();
+
+function client(): ApiClient {
+  const o = program.opts<{ url: string; user?: string }>();
+  return new ApiClient({ url: o.url, user: o.user, password: process.env.SWITCHBOARD_PASSWORD });
+}
+
+const print = (v: unknown): void => {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+};
+
+program
+  .command('start')
+  .description('run the gateway (config: --config, SWITCHBOARD_CONFIG, or config/switchboard.yaml)')
+  .option('-c, --config <file>', 'configuration file')
+  .action(async (o: { config?: string }) => startCommand(o.config));
+
+program
+  .command('check-config')
+  .description('validate a configuration file and list every problem')
+  .argument('[file]', 'configuration file (default: SWITCHBOARD_CONFIG or config/switchboard.yaml)')
+  .action((file?: string) => checkConfigCommand(file));
+
+program
+  .command('hash-password')
+  .description('read a password on stdin and print its hash for the file directory')
+  .action(() => hashPasswordCommand());
+
+program
+  .command('send')
+  .description('send a message; prints {id, duplicate} once the destination durably accepted it')
+  .argument('<address>', 'destination, e.g. queue:orders')
+  .option('--json <json>', 'message body as JSON')
+  .option('--file <file>', 'read the JSON body from a file (- for stdin)')
+  .option('--id <id>', 'message id (the dedup key); generated when omitted')
+  .option('--header <key=value...>', 'message header (repeatable)')
+  .option('--correlation-id <id>', 'correlation id')
+  .option('--reply-to <address>', 'address for replies')
+  .action(async (address: string, o: { json?: string; file?: string; id?: string; header?: string[]; correlationId?: string; replyTo?: string }) => {
+    if ((o.json === undefined) === (o.file === undefined)) throw new SwitchboardError('usage', 'give the body with exactly one of --json or --file', 2);
+    const text = o.json ?? readFileSync(o.file === '-' ? 0 : o.file!, 'utf8');
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (err) {
+      throw new SwitchboardError('usage', `the body is not valid JSON: ${(err as Error).message}`, 2);
+    }
+    const headers = Object.fromEntries((o.header ?? []).map((h) => {
+      const eq = h.indexOf('=');
+      if (eq <= 0) throw new SwitchboardError('usage', `--header '${h}': expected key=value`, 2);
+      return [h.slice(0, eq), h.slice(eq + 1)];
+    }));
+    print(await client().request('POST', '/api/messages', { to: address, body, id: o.id, headers, correlationId: o.correlationId, replyTo: o.replyTo }));
+  });
+
+program
+  .command('receive')
+  .description('take messages from a queue and acknowledge them (--peek leaves them leased, to come back)')
+  .argument('<address>', 'queue address, e.g. queue:orders')
+  .option('--max <n>', 'most messages to take', '10')
+  .option('--lease <seconds>', 'lease while messages are processed', '30')
+  .option('--peek', 'do not acknowledge (the messages return after the lease)')
+  .action(async (address: string, o: { max: string; lease: string; peek?: boolean }) => {
+    const api = client();
+    const got = await api.request<{ messages: { lease: string }[] }>('POST', `/api/queues/${addressPath(address)}/receive`, { max: Number(o.max), leaseSeconds: Number(o.lease) });
+    // Print first, then acknowledge: a crash in between re-delivers rather than loses.
+    for (const m of got.messages) process.stdout.write(`${JSON.stringify(m)}\n`);
+    if (!o.peek && got.messages.length > 0) {
+      const ack = await api.request<{ acked: number; expired: string[] }>('POST', `/api/queues/${addressPath(address)}/ack`, { leases: got.messages.map((m) => m.lease) });
+      if (ack.expired.length > 0) process.stderr.write(`${ack.expired.length} lease(s) had expired; those messages will be delivered again\n`);
+    }
+  });
+
+program
+  .command('browse')
+  .description('show the depth and the first messages of a queue')
+  .argument('<address>')
+  .option('--limit <n>', 'messages to show', '20')
+  .action(async (address: string, o: { limit: string }) => print(await client().request('GET', `/api/queues/${addressPath(address)}?limit=${encodeURIComponent(o.limit)}`)));
+
+const dlq = program.command('dlq').description('dead letters');
+dlq
+  .command('ls')
+  .description('list the dead letters of an address')
+  .argument('<address>', 'the original address, e.g. queue:orders')
+  .option('--limit <n>', 'messages to show', '20')
+  .action(async (address: string, o: { limit: string }) => print(await client().request('GET', `/api/dlq/${addressPath(address)}?limit=${encodeURIComponent(o.limit)}`)));
+dlq
+  .command('replay')
+  .description('move dead letters back to their address (all, or --id …)')
+  .argument('<address>')
+  .option('--id <id...>', 'only these message ids')
+  .action(async (address: string, o: { id?: string[] }) => print(await client().request('POST', `/api/dlq/${addressPath(address)}/replay`, o.id ? { ids: o.id } : {})));
+
+program
+  .command('can')
+  .description('explain whether a user may do a verb on an address, and which rule decides')
+  .argument('<user>')
+  .argument('<verb>', 'send, consume, browse, start or admin')
+  .argument('<address>')
+  .action(async (user: string, verb: string, address: string) => {
+    const q = new URLSearchParams({ user, verb, address });
+    print(await client().request('GET', `/api/can?${q}`));
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode;
+  } else if (err instanceof SwitchboardError) {
+    process.stderr.write(`switchboard: ${err.message}\n`);
+    process.exitCode = err.code === 'usage' ? 2 : 1;
+  } else {
+    process.stderr.write(`switchboard: unexpected error: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}

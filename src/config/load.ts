@@ -1,0 +1,76 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from '../core/errors.ts';
+import { configSchema, type Config } from './schema.ts';
+
+export const DEFAULT_CONFIG = 'config/switchboard.yaml';
+
+export interface LoadedConfig {
+  file: string;
+  config: Config;
+}
+
+/** `${VAR}` in any string is replaced from the environment; a missing variable is an error. */
+function substitute(value: unknown, env: NodeJS.ProcessEnv, path: string, problems: string[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+      const v = env[name];
+      if (v === undefined) problems.push(`${path || '(top)'}: environment variable ${name} is not set (referenced as \${${name}})`);
+      return v ?? '';
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substitute(v, env, `${path}[${i}]`, problems));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v, env, path ? `${path}.${k}` : k, problems)]));
+  }
+  return value;
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((acc, k) => (typeof k === 'number' ? `${acc}[${k}]` : acc ? `${acc}.${String(k)}` : String(k)), '') || '(top)';
+}
+
+function describe(issue: z.core.$ZodIssue): string {
+  const where = formatPath(issue.path);
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((k) => `${where === '(top)' ? k : `${where}.${k}`}: unknown key (not part of the configuration; check the spelling)`).join('\n');
+  }
+  return `${where}: ${issue.message}`;
+}
+
+/** Parses and validates config text; throws ConfigError listing every problem. */
+export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(file, doc.errors.map((e) => `YAML syntax: ${e.message.split('\n')[0]}`));
+  }
+  const raw = doc.toJS() ?? {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(file, ['(top): expected a mapping of sections (http, redis, directory, …)']);
+  const problems: string[] = [];
+  const substituted = substitute(raw, env, '', problems) as Record<string, unknown>;
+  if (env.REDIS_URL) {
+    substituted.redis = { ...((substituted.redis as object | undefined) ?? {}), url: env.REDIS_URL };
+  }
+  const parsed = configSchema.safeParse(substituted);
+  if (!parsed.success) problems.push(...parsed.error.issues.flatMap((i) => describe(i).split('\n')));
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(file, problems);
+  return parsed.data;
+}
+
+export function configFile(explicit?: string, env: NodeJS.ProcessEnv = process.env): string {
+  return resolve(explicit ?? env.SWITCHBOARD_CONFIG ?? DEFAULT_CONFIG);
+}
+
+export function loadConfig(explicit?: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const file = configFile(explicit, env);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(file, [code === 'ENOENT' ? 'file not found (set SWITCHBOARD_CONFIG or pass --config FILE)' : `cannot read: ${code ?? (err as Error).message}`]);
+  }
+  return { file, config: parseConfig(text, file, env) };
+}

@@ -1,0 +1,88 @@
+import { z } from 'zod';
+import { isAddress } from '../core/address.ts';
+import { parseDuration } from '../core/duration.ts';
+import { parsePattern } from '../core/pattern.ts';
+import { isPasswordHash } from '../auth/password.ts';
+import { VERBS } from '../auth/permissions.ts';
+
+/** A duration as written in config ('30s', '4h', or ms) → milliseconds. */
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `expected a duration like 500ms, 30s, 10m, 4h, 7d or a number of ms, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+});
+
+const address = z.string().refine(isAddress, { error: (i) => `expected an address like queue:orders (scheme:path), got ${JSON.stringify(i.input)}` });
+
+const pattern = z.string().superRefine((v, ctx) => {
+  try {
+    parsePattern(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+const port = z.number().int().min(0).max(65535);
+
+const fileUser = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]*$/, 'expected a user name of letters, digits, . _ @ -'),
+  passwordHash: z.string().refine(isPasswordHash, 'expected a hash made by `switchboard hash-password` (scrypt$…)'),
+  groups: z.array(z.string().min(1)).default([]),
+});
+
+const directory = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('file'), users: z.array(fileUser).default([]) }),
+]);
+
+const permission = z
+  .strictObject({
+    group: z.string().min(1).optional(),
+    user: z.string().min(1).optional(),
+    peer: z.string().min(1).optional(),
+    allow: z.array(z.strictObject({ address: pattern, verbs: z.array(z.enum(VERBS)).min(1) })).min(1),
+  })
+  .refine((p) => [p.group, p.user, p.peer].filter((x) => x !== undefined).length === 1, 'expected exactly one of group, user or peer');
+
+const route = z.strictObject({
+  from: address,
+  to: address,
+  /** Messages in flight at once on this route (its credit). */
+  concurrency: z.number().int().min(1).max(1000).default(20),
+});
+
+export const configSchema = z.strictObject({
+  http: z.strictObject({
+    port: port.default(3000),
+    host: z.string().default('127.0.0.1'),
+    baseUrl: z.url().optional(),
+    /** Largest accepted request body. */
+    bodyLimit: z.string().regex(/^\d+(b|kb|mb)$/i, 'expected a size like 256kb or 1mb').default('1mb'),
+  }),
+  redis: z
+    .strictObject({
+      url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL').optional(),
+      prefix: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected letters, digits, _ or -').default('sb'),
+      /** Where the private redis-server keeps its data when no url is given. */
+      dataDir: z.string().default('data/redis'),
+    })
+    .default({ prefix: 'sb', dataDir: 'data/redis' }),
+  queues: z
+    .strictObject({
+      maxAttempts: z.number().int().min(1).max(100).default(5),
+      backoff: duration.default(1000),
+      dedupTtl: duration.default(86_400_000),
+      lockTimeout: duration.default(30_000),
+      stalledCheck: duration.default(15_000),
+    })
+    .default({ maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, lockTimeout: 30_000, stalledCheck: 15_000 }),
+  directory: directory.default({ type: 'file', users: [] }),
+  permissions: z.array(permission).default([]),
+  routes: z.array(route).default([]),
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
+});
+
+export type Config = z.infer<typeof configSchema>;
+export type RouteConfig = z.infer<typeof route>;

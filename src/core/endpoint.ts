@@ -1,0 +1,68 @@
+import type { Message } from './message.ts';
+
+/** What a destination says when it has durably accepted a message. */
+export interface SendResult {
+  id: string;
+  /** True when the id was seen before at this destination: accepted, not delivered again. */
+  duplicate: boolean;
+}
+
+/**
+ * Called with each message a consumer takes. Resolving acknowledges the message at the source.
+ * Throwing a retryable error (DestinationUnavailable) hands it back without counting an attempt
+ * and slows the consumer down; any other error counts as a failed attempt (retry with backoff,
+ * then dead-letter).
+ */
+export type DeliveryHandler = (message: Message) => Promise<void>;
+
+export interface ConsumeOptions {
+  /** At most this many messages are in the handler at once: the consumer's credit. */
+  maxInFlight: number;
+}
+
+export interface Subscription {
+  /** Stops taking messages; in-flight ones finish or are handed back. */
+  close(): Promise<void>;
+}
+
+export interface HealthReport {
+  ok: boolean;
+  detail?: string;
+}
+
+export interface BrowseResult {
+  address: string;
+  depth: number;
+  messages: Message[];
+  [extra: string]: unknown;
+}
+
+export type LeasedMessage = Message & { lease: string };
+
+export interface AckResult {
+  acked: number;
+  /** Leases that had already expired (their message is back in the queue or dead-lettered). */
+  expired: string[];
+}
+
+/**
+ * One transport (Camel's "component"): knows one scheme. The router never learns a transport's
+ * name; adding a transport is adding a folder that implements this and registering it.
+ */
+export interface Endpoint {
+  readonly scheme: string;
+  /**
+   * True when send() itself is an idempotent receiver (atomic id check and store). Otherwise the
+   * router applies its dedup store around send().
+   */
+  readonly dedupsOnIngress: boolean;
+  send(message: Message): Promise<SendResult>;
+  consume?(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription>;
+  browse?(address: string, limit: number): Promise<BrowseResult>;
+  receive?(address: string, max: number, leaseMs: number): Promise<LeasedMessage[]>;
+  ack?(address: string, leases: string[]): Promise<AckResult>;
+  deadLetters?(address: string, limit: number): Promise<BrowseResult>;
+  replayDeadLetters?(address: string, ids?: string[]): Promise<{ replayed: number }>;
+  health(): Promise<HealthReport>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,27 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Prometheus metrics of one gateway; a registry each, so several gateways can share a process. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly messagesIn = new Counter({ name: 'switchboard_messages_in_total', help: 'Messages durably accepted by an endpoint', labelNames: ['endpoint'], registers: [this.registry] });
+  readonly messagesOut = new Counter({ name: 'switchboard_messages_out_total', help: 'Messages delivered by an endpoint to a consumer and acknowledged', labelNames: ['endpoint'], registers: [this.registry] });
+  readonly messagesFailed = new Counter({ name: 'switchboard_messages_failed_total', help: 'Sends refused or deliveries that failed', labelNames: ['endpoint'], registers: [this.registry] });
+  readonly duplicates = new Counter({ name: 'switchboard_duplicates_total', help: 'Messages whose id was seen before: accepted, not delivered again', labelNames: ['endpoint'], registers: [this.registry] });
+  readonly deadLettered = new Counter({ name: 'switchboard_dead_lettered_total', help: 'Messages moved to a dead-letter queue', labelNames: ['endpoint'], registers: [this.registry] });
+  readonly sendSeconds = new Histogram({ name: 'switchboard_send_duration_seconds', help: 'Time for an endpoint to durably accept a message', labelNames: ['endpoint'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [this.registry] });
+  readonly queueDepth: Gauge;
+
+  constructor(depths: () => Promise<Record<string, number>>) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'switchboard_' });
+    this.queueDepth = new Gauge({
+      name: 'switchboard_queue_depth',
+      help: 'Messages waiting in a queue (not yet delivered)',
+      labelNames: ['address'],
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const [address, depth] of Object.entries(await depths())) this.set({ address }, depth);
+      },
+    });
+  }
+}

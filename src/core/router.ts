@@ -1,0 +1,135 @@
+import type { Logger } from 'pino';
+import { parseAddress, type Address } from './address.ts';
+import type { DedupStore } from './dedup.ts';
+import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from './endpoint.ts';
+import { UnknownScheme, ValidationError } from './errors.ts';
+import type { Message } from './message.ts';
+import type { Metrics } from './metrics.ts';
+
+/**
+ * Dispatches by scheme to the registered endpoints and is the single place where dedup,
+ * metrics and logging wrap every send and delivery, so no transport re-implements them.
+ */
+export class Router {
+  private readonly endpoints = new Map<string, Endpoint>();
+
+  constructor(
+    private readonly dedup: DedupStore,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  register(endpoint: Endpoint): void {
+    this.endpoints.set(endpoint.scheme, endpoint);
+  }
+
+  get schemes(): string[] {
+    return [...this.endpoints.keys()];
+  }
+
+  /** Resolves an address to its endpoint; `dlq:X` resolves to X's endpoint. */
+  resolve(raw: string): { address: Address; endpoint: Endpoint } {
+    const address = parseAddress(raw);
+    const target = address.scheme === 'dlq' ? parseAddress(address.path) : address;
+    const endpoint = this.endpoints.get(target.scheme);
+    if (!endpoint) throw new UnknownScheme(target.scheme, this.schemes);
+    return { address: target, endpoint };
+  }
+
+  /** Resolves when the destination has durably accepted the message (or had it already). */
+  async send(message: Message): Promise<SendResult> {
+    const to = parseAddress(message.to);
+    if (to.scheme === 'dlq') throw new ValidationError(`'${to.raw}': dead-letter queues are written by Switchboard only; send to the original address instead`);
+    const { endpoint } = this.resolve(to.raw);
+    const label = { endpoint: endpoint.scheme };
+    const started = process.hrtime.bigint();
+    try {
+      let result: SendResult;
+      if (!endpoint.dedupsOnIngress && (await this.dedup.seen(to.raw, message.id))) {
+        result = { id: message.id, duplicate: true };
+      } else {
+        result = await endpoint.send(message);
+        if (!endpoint.dedupsOnIngress) await this.dedup.remember(to.raw, message.id);
+      }
+      if (result.duplicate) {
+        this.metrics.duplicates.inc(label);
+        this.log.debug({ msgId: message.id, to: to.raw }, 'duplicate message id: accepted, not delivered again');
+      } else {
+        this.metrics.messagesIn.inc(label);
+        this.log.debug({ msgId: message.id, to: to.raw, sender: `${message.sender.kind}:${message.sender.name}` }, 'message accepted');
+      }
+      this.metrics.sendSeconds.observe(label, Number(process.hrtime.bigint() - started) / 1e9);
+      return result;
+    } catch (err) {
+      this.metrics.messagesFailed.inc(label);
+      this.log.warn({ msgId: message.id, to: to.raw, err: (err as Error).message }, 'send failed');
+      throw err;
+    }
+  }
+
+  async consume(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (!endpoint.consume) throw new ValidationError(`messages cannot be consumed from ${a.scheme}: addresses`);
+    const label = { endpoint: endpoint.scheme };
+    return endpoint.consume(a.raw, async (m) => {
+      try {
+        await handler(m);
+        this.metrics.messagesOut.inc(label);
+      } catch (err) {
+        this.metrics.messagesFailed.inc(label);
+        throw err;
+      }
+    }, options);
+  }
+
+  async browse(address: string, limit: number): Promise<BrowseResult> {
+    const parsed = parseAddress(address);
+    if (parsed.scheme === 'dlq') return this.deadLetters(parsed.path, limit);
+    const { endpoint } = this.resolve(address);
+    if (!endpoint.browse) throw new ValidationError(`${parsed.scheme}: addresses cannot be browsed`);
+    return endpoint.browse(address, limit);
+  }
+
+  async receive(address: string, max: number, leaseMs: number): Promise<LeasedMessage[]> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (!endpoint.receive || parseAddress(address).scheme === 'dlq') throw new ValidationError(`${address} does not support receive with leases`);
+    const messages = await endpoint.receive(a.raw, max, leaseMs);
+    return messages;
+  }
+
+  async ack(address: string, leases: string[]): Promise<AckResult> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (!endpoint.ack) throw new ValidationError(`${address} does not support acknowledging leases`);
+    const result = await endpoint.ack(a.raw, leases);
+    this.metrics.messagesOut.inc({ endpoint: endpoint.scheme }, result.acked);
+    return result;
+  }
+
+  async deadLetters(address: string, limit: number): Promise<BrowseResult> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (!endpoint.deadLetters) throw new ValidationError(`${a.scheme}: addresses have no dead letters`);
+    return endpoint.deadLetters(a.raw, limit);
+  }
+
+  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (!endpoint.replayDeadLetters) throw new ValidationError(`${a.scheme}: addresses have no dead letters`);
+    return endpoint.replayDeadLetters(a.raw, ids);
+  }
+
+  async health(): Promise<Record<string, HealthReport>> {
+    const out: Record<string, HealthReport> = {};
+    await Promise.all([...this.endpoints].map(async ([scheme, ep]) => {
+      try {
+        out[scheme] = await ep.health();
+      } catch (err) {
+        out[scheme] = { ok: false, detail: (err as Error).message };
+      }
+    }));
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.endpoints.values()].map((ep) => ep.close()));
+  }
+}

@@ -1,0 +1,249 @@
+import { randomUUID } from 'node:crypto';
+import { Job, Queue, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
+import { isRetryable } from '../../core/errors.ts';
+import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../../core/message.ts';
+import type { Metrics } from '../../core/metrics.ts';
+import { addressFromBullQueueName, bullQueueName, dedupId } from './names.ts';
+
+export interface QueueEndpointOptions {
+  /** Connection shared by producers; BullMQ duplicates it for each worker's blocking reads. */
+  redis: Redis;
+  /** Key prefix for every BullMQ key. */
+  prefix: string;
+  /** Deliveries before a message is dead-lettered (failed attempts and expired leases both count). */
+  maxAttempts: number;
+  /** First retry delay; doubles each attempt. */
+  backoffMs: number;
+  /** How long a message id is remembered per queue for dedup. */
+  dedupTtlMs: number;
+  /** Lock of a message being processed by a route; renewed while the handler runs. */
+  lockMs: number;
+  /** How often expired locks and leases are looked for (messages return within lease + this). */
+  stalledCheckMs: number;
+  metrics: Metrics;
+  log: Logger;
+}
+
+type Data = StoredMessage;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `queue:` — internal durable queues on BullMQ. The dead-letter queue of `queue:x` is BullMQ's
+ * failed set of x, so dead-lettering and replay are each one atomic BullMQ script.
+ */
+export class QueueEndpoint implements Endpoint {
+  readonly scheme = 'queue';
+  readonly dedupsOnIngress = true;
+  private readonly queues = new Map<string, Queue<Data>>();
+  private readonly leaseWorkers = new Map<string, Worker<Data>>();
+  private readonly subscriptions = new Set<Subscription>();
+
+  constructor(private readonly o: QueueEndpointOptions) {}
+
+  private queue(address: string): Queue<Data> {
+    let q = this.queues.get(address);
+    if (!q) {
+      q = new Queue<Data>(bullQueueName(address), { connection: this.o.redis, prefix: this.o.prefix });
+      q.on('error', (err) => this.o.log.error({ err: err.message, address }, 'queue connection error'));
+      this.queues.set(address, q);
+    }
+    return q;
+  }
+
+  /** Addresses of the queues this process has touched, with their depth (for /metrics). */
+  async depths(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const [address, q] of this.queues) out[address] = await depthOf(q);
+    return out;
+  }
+
+  async send(message: Message): Promise<SendResult> {
+    const q = this.queue(message.to);
+    // The dedup key and the job are written by one BullMQ script: no window in which a crash
+    // leaves the id marked without the message stored, or stored twice. With a TTL the key
+    // outlives the job, so a redelivery after the message was consumed is still caught.
+    const jobId = randomUUID();
+    const job = await q.add('m', encodeMessage(message), {
+      jobId,
+      attempts: this.o.maxAttempts,
+      backoff: { type: 'exponential', delay: this.o.backoffMs },
+      removeOnComplete: true,
+      removeOnFail: false,
+      deduplication: { id: dedupId(message.id), ttl: this.o.dedupTtlMs },
+    });
+    // A deduplicated add returns the id of the job that holds the dedup key.
+    return { id: message.id, duplicate: job.id !== jobId };
+  }
+
+  async consume(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription> {
+    let stopping = false;
+    const worker: Worker<Data> = new Worker<Data>(
+      bullQueueName(address),
+      async (job) => {
+        const message = decodeMessage(job.data);
+        let pause = Math.min(this.o.backoffMs, 250);
+        // A destination that cannot accept now keeps this message here (in flight, locked) and
+        // so, with every slot busy, the worker stops pulling: backpressure, not a failed attempt.
+        for (;;) {
+          try {
+            await handler(message);
+            return;
+          } catch (err) {
+            if (!isRetryable(err)) throw err;
+            if (stopping) throw Worker.RateLimitError(); // hands the message back to the queue
+            this.o.log.debug({ address, msgId: message.id, err: (err as Error).message }, 'destination unavailable; holding');
+            await sleep(pause * (0.75 + Math.random() / 2));
+            pause = Math.min(pause * 2, 5000);
+          }
+        }
+      },
+      {
+        connection: this.o.redis,
+        prefix: this.o.prefix,
+        concurrency: options.maxInFlight,
+        lockDuration: this.o.lockMs,
+        stalledInterval: this.o.stalledCheckMs,
+        maxStalledCount: this.o.maxAttempts,
+      },
+    );
+    worker.on('error', (err) => this.o.log.error({ err: err.message, address }, 'consumer error'));
+    worker.on('failed', (job, err) => {
+      if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) {
+        this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
+        this.o.log.warn({ address, msgId: job.data?.id, err: err.message }, 'message dead-lettered');
+      }
+    });
+    const sub: Subscription = {
+      close: async () => {
+        stopping = true;
+        this.subscriptions.delete(sub);
+        await worker.close();
+      },
+    };
+    this.subscriptions.add(sub);
+    return sub;
+  }
+
+  async browse(address: string, limit: number): Promise<BrowseResult> {
+    const q = this.queue(address);
+    const [counts, jobs] = await Promise.all([
+      q.getJobCounts('wait', 'prioritized', 'delayed', 'active'),
+      q.getJobs(['wait', 'prioritized', 'delayed'], 0, limit - 1, true),
+    ]);
+    return {
+      address,
+      depth: (counts.wait ?? 0) + (counts.prioritized ?? 0) + (counts.delayed ?? 0),
+      inFlight: counts.active ?? 0,
+      messages: jobs.filter(Boolean).map((j) => decodeMessage(j.data)),
+    };
+  }
+
+  private leaseWorker(address: string): Worker<Data> {
+    let w = this.leaseWorkers.get(address);
+    if (!w) {
+      w = new Worker<Data>(bullQueueName(address), null, {
+        connection: this.o.redis,
+        prefix: this.o.prefix,
+        autorun: false,
+        lockDuration: this.o.lockMs,
+        stalledInterval: this.o.stalledCheckMs,
+        maxStalledCount: this.o.maxAttempts,
+      });
+      w.on('error', (err) => this.o.log.error({ err: err.message, address }, 'lease worker error'));
+      // Without a running loop nobody else would return expired leases to the queue.
+      void w.startStalledCheckTimer();
+      this.leaseWorkers.set(address, w);
+    }
+    return w;
+  }
+
+  /** Peek-lock: the messages stay in the queue, locked for `leaseMs`, until acked. */
+  async receive(address: string, max: number, leaseMs: number): Promise<LeasedMessage[]> {
+    const w = this.leaseWorker(address);
+    const out: LeasedMessage[] = [];
+    while (out.length < max) {
+      const token = randomUUID();
+      const job = (await w.getNextJob(token, { block: false })) as Job<Data> | undefined;
+      if (!job) break;
+      await job.extendLock(token, leaseMs);
+      out.push({ ...decodeMessage(job.data), lease: `${job.id}.${token}` });
+    }
+    return out;
+  }
+
+  async ack(address: string, leases: string[]): Promise<AckResult> {
+    const q = this.queue(address);
+    const result: AckResult = { acked: 0, expired: [] };
+    for (const lease of leases) {
+      const dot = lease.indexOf('.');
+      const job = dot > 0 ? await Job.fromId<Data>(q, lease.slice(0, dot)) : undefined;
+      try {
+        if (!job) throw new Error('gone');
+        await job.moveToCompleted(null, lease.slice(dot + 1), false);
+        result.acked++;
+      } catch {
+        result.expired.push(lease);
+      }
+    }
+    return result;
+  }
+
+  async deadLetters(address: string, limit: number): Promise<BrowseResult> {
+    const q = this.queue(address);
+    const [depth, jobs] = await Promise.all([q.getFailedCount(), q.getFailed(0, limit - 1)]);
+    return {
+      address: `dlq:${address}`,
+      depth,
+      messages: jobs.filter(Boolean).map((j) => ({
+        ...decodeMessage(j.data),
+        deadLetter: { reason: j.failedReason, attempts: j.attemptsMade, at: j.finishedOn ? new Date(j.finishedOn).toISOString() : undefined },
+      })),
+    };
+  }
+
+  /** Moves dead letters (all, or those with the given message ids) back to the queue. */
+  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
+    const q = this.queue(address);
+    const wanted = ids ? new Set(ids) : undefined;
+    let replayed = 0;
+    const page = 500;
+    for (let start = 0; ; ) {
+      const jobs = (await q.getFailed(start, start + page - 1)).filter(Boolean);
+      if (jobs.length === 0) break;
+      let skipped = 0;
+      for (const job of jobs) {
+        if (wanted && !wanted.has(job.data.id)) { skipped++; continue; }
+        await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+        replayed++;
+      }
+      // Retried jobs leave the failed set, so the next page starts after the ones we kept.
+      start += skipped;
+      if (jobs.length < page) break;
+    }
+    return { replayed };
+  }
+
+  async health(): Promise<HealthReport> {
+    const pong = await this.o.redis.ping();
+    return { ok: pong === 'PONG', detail: `${this.queues.size} queue(s) open, ${this.subscriptions.size} consumer(s)` };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.subscriptions].map((s) => s.close()));
+    await Promise.all([...this.leaseWorkers.values()].map((w) => w.close()));
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    this.leaseWorkers.clear();
+    this.queues.clear();
+  }
+}
+
+async function depthOf(q: Queue<Data>): Promise<number> {
+  const c = await q.getJobCounts('wait', 'prioritized', 'delayed');
+  return (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0);
+}
+
+export { addressFromBullQueueName };

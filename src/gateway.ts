@@ -1,0 +1,110 @@
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { FileDirectory } from './auth/file-directory.ts';
+import { Permissions, rulesFromConfig } from './auth/permissions.ts';
+import type { Config } from './config/schema.ts';
+import { DedupStore } from './core/dedup.ts';
+import { Metrics } from './core/metrics.ts';
+import { Router } from './core/router.ts';
+import { QueueEndpoint } from './endpoints/queue/queue-endpoint.ts';
+import { createLogger } from './log.ts';
+import { Route } from './routes/route.ts';
+import { startEmbeddedRedis, type EmbeddedRedis } from './store/embedded-redis.ts';
+import { openRedis, redactUrl } from './store/redis.ts';
+import { createApp } from './web/app.ts';
+
+export interface GatewayOptions {
+  config: Config;
+  log?: Logger;
+}
+
+/** A running gateway: config → Redis → endpoints → router → routes → HTTP door. */
+export interface Gateway {
+  /** Base URL of the HTTP door, e.g. http://127.0.0.1:3000 */
+  readonly url: string;
+  readonly redisUrl: string;
+  readonly router: Router;
+  readonly log: Logger;
+  /** Graceful stop: no new requests, routes hand back or finish in-flight messages, then Redis. */
+  stop(): Promise<void>;
+}
+
+export async function startGateway({ config, log = createLogger(config.log.level) }: GatewayOptions): Promise<Gateway> {
+  const cleanup: (() => Promise<unknown>)[] = [];
+  const undo = async () => {
+    for (const fn of cleanup.reverse()) await fn().catch((err) => log.error({ err: (err as Error).message }, 'error while stopping'));
+  };
+  try {
+    let embedded: EmbeddedRedis | undefined;
+    let redisUrl = config.redis.url;
+    if (!redisUrl) {
+      embedded = await startEmbeddedRedis(config.redis.dataDir);
+      cleanup.push(() => embedded!.stop());
+      redisUrl = embedded.url;
+      log.info({ redis: redisUrl, dataDir: config.redis.dataDir, pid: embedded.pid }, 'started a private redis-server (no redis.url configured)');
+    }
+    const redis: Redis = await openRedis(redisUrl);
+    cleanup.push(() => redis.quit());
+    log.info({ redis: redactUrl(redisUrl) }, 'connected to redis');
+
+    let queues: QueueEndpoint | undefined;
+    const metrics = new Metrics(async () => (queues ? queues.depths() : {}));
+    const router = new Router(new DedupStore(redis, config.redis.prefix, config.queues.dedupTtl), metrics, log);
+    queues = new QueueEndpoint({
+      redis,
+      prefix: config.redis.prefix,
+      maxAttempts: config.queues.maxAttempts,
+      backoffMs: config.queues.backoff,
+      dedupTtlMs: config.queues.dedupTtl,
+      lockMs: config.queues.lockTimeout,
+      stalledCheckMs: config.queues.stalledCheck,
+      metrics,
+      log,
+    });
+    router.register(queues);
+    cleanup.push(() => router.close());
+
+    const permissions = new Permissions(rulesFromConfig(config.permissions));
+    const directory = new FileDirectory(config.directory.users);
+
+    const routes = config.routes.map((def) => new Route(def, router, log));
+    routes.forEach((r) => r.validate());
+    cleanup.push(() => Promise.all(routes.map((r) => r.stop())));
+    for (const r of routes) await r.start();
+
+    const app = createApp({
+      router,
+      directory,
+      permissions,
+      metrics,
+      redis,
+      log,
+      bodyLimit: config.http.bodyLimit,
+      readiness: async () => ({ directory: await directory.health() }),
+    });
+    const server: Server = app.listen(config.http.port, config.http.host);
+    await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => { throw err; })]);
+    cleanup.push(() => closeServer(server));
+    const { port } = server.address() as AddressInfo;
+    const url = `http://${config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host}:${port}`;
+    log.info({ url, routes: routes.length }, 'switchboard is ready');
+
+    let stopped: Promise<void> | undefined;
+    return { url, redisUrl, router, log, stop: () => (stopped ??= undo()) };
+  } catch (err) {
+    await undo();
+    throw err;
+  }
+}
+
+/** Stops accepting connections, lets running requests finish for a few seconds, then cuts. */
+async function closeServer(server: Server): Promise<void> {
+  const closed = new Promise<void>((r) => server.close(() => r()));
+  server.closeIdleConnections();
+  const timer = setTimeout(() => server.closeAllConnections(), 5000);
+  await closed;
+  clearTimeout(timer);
+}

@@ -1,0 +1,50 @@
+import type { Logger } from 'pino';
+import type { Subscription } from '../core/endpoint.ts';
+import type { Router } from '../core/router.ts';
+
+export interface RouteDefinition {
+  from: string;
+  to: string;
+  /** Messages in flight at once: the route's credit at its source. */
+  concurrency: number;
+}
+
+/**
+ * A route moves messages from a source to a destination (Camel's route; with the destination's
+ * dedup, an idempotent consumer). The source is acknowledged only after the destination
+ * durably accepted, and at most `concurrency` messages are in flight, so a slow or stopped
+ * destination makes the route stop pulling and the messages wait at the source.
+ */
+export class Route {
+  private subscription?: Subscription;
+
+  constructor(
+    readonly definition: RouteDefinition,
+    private readonly router: Router,
+    private readonly log: Logger,
+  ) {}
+
+  /** Checks both ends resolve to an endpoint; throws a clear error otherwise. */
+  validate(): void {
+    this.router.resolve(this.definition.from);
+    this.router.resolve(this.definition.to);
+  }
+
+  async start(): Promise<void> {
+    const { from, to, concurrency } = this.definition;
+    this.subscription = await this.router.consume(
+      from,
+      async (message) => {
+        // The envelope keeps its id, so the destination's dedup sees a redelivery as the same message.
+        await this.router.send({ ...message, to, from: message.from ?? from });
+      },
+      { maxInFlight: concurrency },
+    );
+    this.log.info({ from, to, concurrency }, 'route started');
+  }
+
+  async stop(): Promise<void> {
+    await this.subscription?.close();
+    this.subscription = undefined;
+  }
+}

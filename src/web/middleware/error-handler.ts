@@ -1,0 +1,39 @@
+import type { NextFunction, Request, Response } from 'express';
+import type { Logger } from 'pino';
+import { SwitchboardError } from '../../core/errors.ts';
+
+interface BodyParserError extends Error {
+  type?: string;
+  status?: number;
+  limit?: number;
+  body?: string;
+}
+
+/**
+ * The one place errors become responses: typed errors keep their code and message; body-parser
+ * errors get a clear message; anything else is logged and answered as `internal` without
+ * details (never a stack trace to a user).
+ */
+export function errorHandler(log: Logger, bodyLimit: string) {
+  // Express recognises error handlers by their four parameters.
+  return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    let status = 500;
+    let code = 'internal';
+    let message = 'internal error; the details are in the gateway log';
+    const e = err as BodyParserError;
+    if (err instanceof SwitchboardError) {
+      ({ status, code, message } = err);
+      if (status === 503) res.setHeader('Retry-After', '5');
+    } else if (e?.type === 'entity.too.large') {
+      status = 413; code = 'payload_too_large'; message = `request body is larger than the limit of ${bodyLimit}`;
+    } else if (e?.type === 'entity.parse.failed') {
+      status = 400; code = 'bad_json'; message = `request body is not valid JSON: ${e.message}`;
+    } else if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') {
+      status = 415; code = 'unsupported_encoding'; message = e.message;
+    } else {
+      log.error({ err, method: req.method, path: req.path }, 'unhandled error');
+    }
+    if (status >= 500 && status !== 503) log.error({ code, path: req.path }, message);
+    res.status(status).json({ error: { code, message } });
+  };
+}
