@@ -9,6 +9,7 @@ import type { Config } from './config/schema.ts';
 import { DedupStore } from './core/dedup.ts';
 import { Metrics } from './core/metrics.ts';
 import { Router } from './core/router.ts';
+import { parsePattern } from './core/pattern.ts';
 import { QueueEndpoint } from './endpoints/queue/queue-endpoint.ts';
 import { createLogger } from './log.ts';
 import { Route } from './routes/route.ts';
@@ -61,6 +62,7 @@ export async function startGateway({ config, log = createLogger(config.log.level
       dedupTtlMs: config.queues.dedupTtl,
       lockMs: config.queues.lockTimeout,
       stalledCheckMs: config.queues.stalledCheck,
+      limits: config.queues.limits.map((l) => ({ pattern: parsePattern(l.address), maxDepth: l.maxDepth })),
       metrics,
       log,
     });

@@ -76,8 +76,10 @@ export const configSchema = z.strictObject({
       dedupTtl: duration.default(86_400_000),
       lockTimeout: duration.default(30_000),
       stalledCheck: duration.default(15_000),
+      /** Bounded queues (first matching pattern wins): senders get 503 and routes hold back when full. */
+      limits: z.array(z.strictObject({ address: pattern, maxDepth: z.number().int().min(1) })).default([]),
     })
-    .default({ maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, lockTimeout: 30_000, stalledCheck: 15_000 }),
+    .default({ maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, lockTimeout: 30_000, stalledCheck: 15_000, limits: [] }),
   directory: directory.default({ type: 'file', users: [] }),
   permissions: z.array(permission).default([]),
   routes: z.array(route).default([]),

@@ -31,19 +31,23 @@ export function freePort(): Promise<number> {
 export interface EmbeddedRedis {
   url: string;
   pid: number;
+  port: number;
+  /** SIGTERM (Redis flushes the AOF), SIGKILL after 10 s. */
   stop(): Promise<void>;
+  /** SIGKILL, for crash tests. */
+  kill(): Promise<void>;
 }
 
 /**
  * A private redis-server owned by this gateway: loopback only, a free port, AOF on (fsync every
  * second) with data under `dir`, so queued messages survive a restart of the gateway.
  */
-export async function startEmbeddedRedis(dir: string, options: { appendfsync?: 'always' | 'everysec' } = {}): Promise<EmbeddedRedis> {
+export async function startEmbeddedRedis(dir: string, options: { appendfsync?: 'always' | 'everysec'; port?: number } = {}): Promise<EmbeddedRedis> {
   const bin = redisServerBinary();
   if (!bin) throw new RedisNotInstalled();
   const dataDir = resolve(dir);
   mkdirSync(dataDir, { recursive: true });
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const child: ChildProcess = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir, '--appendonly', 'yes', '--appendfsync', options.appendfsync ?? 'everysec', '--save', '', '--protected-mode', 'yes'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (d: Buffer) => { output = (output + d.toString()).slice(-4000); });
@@ -60,6 +64,13 @@ export async function startEmbeddedRedis(dir: string, options: { appendfsync?: '
   return {
     url: `redis://127.0.0.1:${port}`,
     pid: child.pid!,
+    port,
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');

@@ -3,7 +3,8 @@ import { Job, Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
-import { isRetryable } from '../../core/errors.ts';
+import { DestinationUnavailable, isRetryable } from '../../core/errors.ts';
+import { matchesPattern, type AddressPattern } from '../../core/pattern.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { addressFromBullQueueName, bullQueueName, dedupId } from './names.ts';
@@ -23,6 +24,8 @@ export interface QueueEndpointOptions {
   lockMs: number;
   /** How often expired locks and leases are looked for (messages return within lease + this). */
   stalledCheckMs: number;
+  /** Bounded queues: a send to a queue holding maxDepth messages is refused as unavailable. */
+  limits: { pattern: AddressPattern; maxDepth: number }[];
   metrics: Metrics;
   log: Logger;
 }
@@ -61,8 +64,19 @@ export class QueueEndpoint implements Endpoint {
     return out;
   }
 
+  private maxDepth(address: string): number | undefined {
+    return this.o.limits.find((l) => matchesPattern(l.pattern, address))?.maxDepth;
+  }
+
   async send(message: Message): Promise<SendResult> {
     const q = this.queue(message.to);
+    const max = this.maxDepth(message.to);
+    if (max !== undefined) {
+      // Checked before the add, not atomically with it: concurrent senders may overshoot by
+      // their number, which a depth limit for backpressure tolerates.
+      const depth = await depthOf(q);
+      if (depth >= max) throw new DestinationUnavailable(message.to, `the queue is full (${depth} messages, maxDepth ${max}); try again later`);
+    }
     // The dedup key and the job are written by one BullMQ script: no window in which a crash
     // leaves the id marked without the message stored, or stored twice. With a TTL the key
     // outlives the job, so a redelivery after the message was consumed is still caught.
