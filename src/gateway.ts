@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { FileDirectory } from './auth/file-directory.ts';
+import { createDirectory } from './auth/create-directory.ts';
 import { Permissions, rulesFromConfig } from './auth/permissions.ts';
 import type { Config } from './config/schema.ts';
 import { DedupStore } from './core/dedup.ts';
@@ -70,7 +70,7 @@ export async function startGateway({ config, log = createLogger(config.log.level
     cleanup.push(() => router.close());
 
     const permissions = new Permissions(rulesFromConfig(config.permissions));
-    const directory = new FileDirectory(config.directory.users);
+    const directory = createDirectory(config.directory, log);
 
     const routes = config.routes.map((def) => new Route(def, router, log));
     routes.forEach((r) => r.validate());

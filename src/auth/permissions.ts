@@ -48,9 +48,10 @@ export function rulesFromConfig(entries: PermissionConfigEntry[]): PermissionRul
   );
 }
 
-/** A group in a rule may be a cn or a full DN; DNs compare case-insensitively. */
+/** A group in a rule may be a cn or a full DN; DNs compare case-insensitively, ignoring spaces after commas. */
+const normalizeGroup = (g: string) => g.toLowerCase().replace(/,\s+/g, ',');
 function sameGroup(a: string, b: string): boolean {
-  return a === b || a.toLowerCase() === b.toLowerCase();
+  return a === b || normalizeGroup(a) === normalizeGroup(b);
 }
 
 /**

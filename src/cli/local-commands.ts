@@ -12,7 +12,7 @@ const projectRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 export function checkConfigCommand(file?: string): void {
   const { file: path, config } = loadConfig(file);
-  process.stdout.write(`${path}: OK (${config.routes.length} route(s), ${config.permissions.length} permission entr${config.permissions.length === 1 ? 'y' : 'ies'}, ${config.directory.users.length} user(s))\n`);
+  process.stdout.write(`${path}: OK (${config.routes.length} route(s), ${config.permissions.length} permission entr${config.permissions.length === 1 ? 'y' : 'ies'}, ${config.directory.type === 'file' ? `${config.directory.users.length} user(s)` : `ldap ${config.directory.url}`})\n`);
 }
 
 export async function hashPasswordCommand(): Promise<void> {

@@ -33,8 +33,26 @@ const fileUser = z.strictObject({
   groups: z.array(z.string().min(1)).default([]),
 });
 
+const ldapDirectory = z.strictObject({
+  type: z.literal('ldap'),
+  url: z.string().regex(/^ldaps?:\/\//, 'expected an ldap:// or ldaps:// URL'),
+  bindDN: z.string().min(1),
+  bindPassword: z.string().min(1, 'expected the service account password (use ${LDAP_BIND_PASSWORD})'),
+  userBase: z.string().min(1),
+  userFilter: z.string().includes('{username}', { message: 'expected a filter containing {username}, e.g. (uid={username})' }).default('(uid={username})'),
+  usernameAttribute: z.string().min(1).default('uid'),
+  groupBase: z.string().min(1).optional(),
+  groupFilter: z.string().includes('{dn}', { message: 'expected a filter containing {dn}, e.g. (member={dn})' }).default('(|(member={dn})(uniqueMember={dn}))'),
+  memberOfAttribute: z.string().min(1).optional(),
+  nestedGroups: z.boolean().default(false),
+  cacheTtl: duration.default(60_000),
+  timeout: duration.default(5000),
+  tls: z.strictObject({ caFile: z.string().optional(), startTls: z.boolean().default(false), rejectUnauthorized: z.boolean().default(true) }).optional(),
+});
+
 const directory = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('file'), users: z.array(fileUser).default([]) }),
+  ldapDirectory,
 ]);
 
 const permission = z

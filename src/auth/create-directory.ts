@@ -1,0 +1,27 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import type { Directory } from './directory.ts';
+import { FileDirectory } from './file-directory.ts';
+import { LdapDirectory } from './ldap-directory.ts';
+
+export function createDirectory(config: Config['directory'], log: Logger): Directory {
+  if (config.type === 'file') return new FileDirectory(config.users);
+  return new LdapDirectory(
+    {
+      url: config.url,
+      bindDN: config.bindDN,
+      bindPassword: config.bindPassword,
+      userBase: config.userBase,
+      userFilter: config.userFilter,
+      usernameAttribute: config.usernameAttribute,
+      groupFilter: config.groupFilter,
+      nestedGroups: config.nestedGroups,
+      cacheTtlMs: config.cacheTtl,
+      timeoutMs: config.timeout,
+      ...(config.groupBase !== undefined ? { groupBase: config.groupBase } : {}),
+      ...(config.memberOfAttribute !== undefined ? { memberOfAttribute: config.memberOfAttribute } : {}),
+      ...(config.tls !== undefined ? { tls: config.tls } : {}),
+    },
+    log,
+  );
+}

@@ -1,0 +1,167 @@
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions } from 'node:tls';
+import { Client, Filter, InvalidCredentialsError, type Entry } from 'ldapts';
+import type { Logger } from 'pino';
+import type { HealthReport } from '../core/endpoint.ts';
+import { DependencyUnavailable } from '../core/errors.ts';
+import type { Principal } from '../core/message.ts';
+import type { Directory } from './directory.ts';
+
+export interface LdapOptions {
+  /** ldap:// or ldaps:// URL. */
+  url: string;
+  /** Service account that searches users and groups. */
+  bindDN: string;
+  bindPassword: string;
+  userBase: string;
+  /** Filter with `{username}`, e.g. `(uid={username})`; the value is escaped (RFC 4515). */
+  userFilter: string;
+  /** Attribute holding the login name (the principal's name). */
+  usernameAttribute: string;
+  /** Where groups are searched; omit to rely on memberOf only. */
+  groupBase?: string;
+  /** Filter with `{dn}` (the user's DN, escaped), e.g. `(|(member={dn})(uniqueMember={dn}))`. */
+  groupFilter: string;
+  /** Attribute on the user entry listing group DNs (e.g. memberOf), read in addition to the search. */
+  memberOfAttribute?: string;
+  /** Follow groups that are members of groups (up to 5 levels). */
+  nestedGroups: boolean;
+  /** How long a user's entry and groups are cached; membership changes show within it. */
+  cacheTtlMs: number;
+  /** Per-operation and connect timeout: a slow directory counts as down. */
+  timeoutMs: number;
+  tls?: { caFile?: string; startTls?: boolean; rejectUnauthorized?: boolean };
+}
+
+interface UserRecord {
+  dn: string;
+  name: string;
+  groups: string[];
+}
+
+/** RDN value of a DN's first component: `cn=ops,ou=groups,…` → `ops`. */
+function firstRdnValue(dn: string): string {
+  const m = /^[^=]+=((?:\\.|[^,\\])*)/.exec(dn);
+  return m ? m[1]!.replace(/\\(.)/g, '$1') : dn;
+}
+
+function firstString(v: Entry[string] | undefined): string | undefined {
+  const x = Array.isArray(v) ? v[0] : v;
+  return x === undefined ? undefined : Buffer.isBuffer(x) ? x.toString('utf8') : String(x);
+}
+
+function strings(v: Entry[string] | undefined): string[] {
+  if (v === undefined) return [];
+  return (Array.isArray(v) ? v : [v]).map((x) => (Buffer.isBuffer(x) ? x.toString('utf8') : String(x)));
+}
+
+/**
+ * The LDAP directory (ldapts). Each operation uses a fresh connection, so an outage costs only
+ * the operations during it and the first one after recovery just works. Anything but a wrong
+ * password is "directory unavailable": the door fails closed with 503, never open.
+ */
+export class LdapDirectory implements Directory {
+  private readonly cache = new Map<string, { record: UserRecord | null; until: number }>();
+  private readonly tlsOptions?: ConnectionOptions;
+
+  constructor(private readonly o: LdapOptions, private readonly log: Logger) {
+    if (o.tls) {
+      this.tlsOptions = {
+        ...(o.tls.caFile ? { ca: readFileSync(o.tls.caFile) } : {}),
+        rejectUnauthorized: o.tls.rejectUnauthorized ?? true,
+      };
+    }
+  }
+
+  private async connect(): Promise<Client> {
+    const client = new Client({ url: this.o.url, timeout: this.o.timeoutMs, connectTimeout: this.o.timeoutMs, ...(this.tlsOptions ? { tlsOptions: this.tlsOptions } : {}) });
+    if (this.o.tls?.startTls) await client.startTLS(this.tlsOptions ?? {});
+    return client;
+  }
+
+  private unavailable(err: unknown): DependencyUnavailable {
+    const reason = (err as Error).message || (err as Error).name;
+    this.log.warn({ err: reason }, 'directory unavailable');
+    return new DependencyUnavailable('directory', `the LDAP directory cannot be reached (${reason}); try again shortly`);
+  }
+
+  /** Runs `fn` on a connection bound as the service account. */
+  private async asService<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+    let client: Client | undefined;
+    try {
+      client = await this.connect();
+      await client.bind(this.o.bindDN, this.o.bindPassword);
+      return await fn(client);
+    } catch (err) {
+      throw this.unavailable(err);
+    } finally {
+      await client?.unbind().catch(() => {});
+    }
+  }
+
+  private async findUser(c: Client, username: string): Promise<UserRecord | null> {
+    const filter = this.o.userFilter.replaceAll('{username}', Filter.escape(username));
+    const attributes = [this.o.usernameAttribute, ...(this.o.memberOfAttribute ? [this.o.memberOfAttribute] : [])];
+    const { searchEntries } = await c.search(this.o.userBase, { scope: 'sub', filter, attributes, sizeLimit: 2 });
+    // Zero or several matches: no login (an ambiguous filter must not pick one at random).
+    if (searchEntries.length !== 1) return null;
+    const entry = searchEntries[0]!;
+    const groupDns = new Set<string>(this.o.memberOfAttribute ? strings(entry[this.o.memberOfAttribute]) : []);
+    if (this.o.groupBase) {
+      let frontier = [entry.dn];
+      for (let depth = 0; depth < (this.o.nestedGroups ? 5 : 1) && frontier.length > 0; depth++) {
+        const next: string[] = [];
+        for (const dn of frontier) {
+          const gf = this.o.groupFilter.replaceAll('{dn}', Filter.escape(dn));
+          const groups = await c.search(this.o.groupBase, { scope: 'sub', filter: gf, attributes: ['cn'] });
+          for (const g of groups.searchEntries) if (!groupDns.has(g.dn)) { groupDns.add(g.dn); next.push(g.dn); }
+        }
+        frontier = next;
+      }
+    }
+    const groups = [...groupDns].flatMap((dn) => [dn, firstRdnValue(dn)]);
+    return { dn: entry.dn, name: firstString(entry[this.o.usernameAttribute]) ?? username, groups: [...new Set(groups)] };
+  }
+
+  private async record(username: string): Promise<UserRecord | null> {
+    const hit = this.cache.get(username);
+    if (hit && hit.until > Date.now()) return hit.record;
+    const record = await this.asService((c) => this.findUser(c, username));
+    if (this.cache.size > 10_000) this.cache.clear();
+    this.cache.set(username, { record, until: Date.now() + this.o.cacheTtlMs });
+    return record;
+  }
+
+  async lookup(username: string): Promise<Principal | null> {
+    if (!username) return null;
+    const r = await this.record(username);
+    return r ? { kind: 'user', name: r.name, groups: r.groups } : null;
+  }
+
+  async authenticate(username: string, password: string): Promise<Principal | null> {
+    // An empty password is an unauthenticated bind, which some servers report as success.
+    if (!username || !password) return null;
+    const r = await this.record(username);
+    if (!r) return null;
+    let client: Client | undefined;
+    try {
+      client = await this.connect();
+      await client.bind(r.dn, password);
+    } catch (err) {
+      if (err instanceof InvalidCredentialsError) return null;
+      throw this.unavailable(err);
+    } finally {
+      await client?.unbind().catch(() => {});
+    }
+    return { kind: 'user', name: r.name, groups: r.groups };
+  }
+
+  async health(): Promise<HealthReport> {
+    try {
+      await this.asService(async () => undefined);
+      return { ok: true, detail: `ldap ${this.o.url}` };
+    } catch (err) {
+      return { ok: false, detail: (err as Error).message };
+    }
+  }
+}
