@@ -3,7 +3,10 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { AuditLog } from './auth/audit.ts';
+import { Authenticator } from './auth/authenticator.ts';
 import { createDirectory } from './auth/create-directory.ts';
+import { TokenStore } from './auth/tokens.ts';
 import { Permissions, rulesFromConfig } from './auth/permissions.ts';
 import type { Config } from './config/schema.ts';
 import { DedupStore } from './core/dedup.ts';
@@ -16,6 +19,7 @@ import { Route } from './routes/route.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/embedded-redis.ts';
 import { openRedis, redactUrl } from './store/redis.ts';
 import { createApp } from './web/app.ts';
+import { sessionSecret } from './web/sessions.ts';
 
 export interface GatewayOptions {
   config: Config;
@@ -71,6 +75,9 @@ export async function startGateway({ config, log = createLogger(config.log.level
 
     const permissions = new Permissions(rulesFromConfig(config.permissions));
     const directory = createDirectory(config.directory, log);
+    const tokens = new TokenStore(redis, config.redis.prefix);
+    const audit = new AuditLog(redis, config.redis.prefix, log);
+    const auth = new Authenticator(directory, tokens, audit);
 
     const routes = config.routes.map((def) => new Route(def, router, log));
     routes.forEach((r) => r.validate());
@@ -80,6 +87,12 @@ export async function startGateway({ config, log = createLogger(config.log.level
     const app = createApp({
       router,
       directory,
+      auth,
+      tokens,
+      audit,
+      prefix: config.redis.prefix,
+      session: { redis, prefix: config.redis.prefix, secret: await sessionSecret(redis, config.redis.prefix), ttlMs: config.http.sessionTtl, secure: (config.http.baseUrl ?? '').startsWith('https:') },
+      loginLimits: { perUser: config.http.loginLimits.perUser, perIp: config.http.loginLimits.perIp, windowMs: config.http.loginLimits.window },
       permissions,
       metrics,
       redis,

@@ -13,13 +13,17 @@ export async function hashPassword(password: string): Promise<string> {
   return `scrypt$${N}$${R}$${P}$${salt.toString('base64')}$${key.toString('base64')}`;
 }
 
+/** A well-formed hash with parameters scrypt accepts (N a power of two from 2^10 to 2^20). */
 export function isPasswordHash(value: string): boolean {
-  return /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/.test(value);
+  const m = /^scrypt\$(\d+)\$(\d+)\$(\d+)\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]{16,}$/.exec(value);
+  if (!m) return false;
+  const [n, r, p] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  return n >= 1024 && n <= 1_048_576 && (n & (n - 1)) === 0 && r >= 1 && r <= 32 && p >= 1 && p <= 16;
 }
 
 export async function verifyPassword(password: string, hash: string): Promise<boolean> {
+  if (password.length === 0 || !isPasswordHash(hash)) return false;
   const parts = hash.split('$');
-  if (parts.length !== 6 || parts[0] !== 'scrypt' || password.length === 0) return false;
   const [, n, r, p, salt, expected] = parts as [string, string, string, string, string, string];
   const want = Buffer.from(expected, 'base64');
   const got = await scrypt(password, Buffer.from(salt, 'base64'), want.length, { N: Number(n), r: Number(r), p: Number(p), maxmem: 256 * Number(n) * Number(r) });

@@ -80,6 +80,11 @@ export class Permissions {
     return false;
   }
 
+  /** The rules that apply to a principal (by user, peer, or one of its groups). */
+  rulesFor(p: Principal): PermissionRule[] {
+    return this.compiled.filter((c) => this.applies(c.rule, p)).map((c) => c.rule);
+  }
+
   check(p: Principal, verb: Verb, address: string): Decision {
     const base = { verb, address, principal: principalId(p) };
     if (p.kind === 'flow' || p.kind === 'system') return { ...base, allowed: true, reason: `${base.principal} is deployed code and acts unrestricted` };

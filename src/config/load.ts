@@ -14,6 +14,12 @@ export interface LoadedConfig {
 
 /** `${VAR}` in any string is replaced from the environment; a missing variable is an error. */
 function substitute(value: unknown, env: NodeJS.ProcessEnv, path: string, problems: string[]): unknown {
+  // A scalar that is only `${VAR}` takes the variable's type as YAML would read it (port: ${PORT}).
+  const whole = typeof value === 'string' ? /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(value) : null;
+  if (whole && env[whole[1]!] !== undefined) {
+    const v = env[whole[1]!]!;
+    return /^-?\d+(\.\d+)?$/.test(v) ? Number(v) : v === 'true' ? true : v === 'false' ? false : v;
+  }
   if (typeof value === 'string') {
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
       const v = env[name];
@@ -54,7 +60,9 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
     substituted.redis = { ...((substituted.redis as object | undefined) ?? {}), url: env.REDIS_URL };
   }
   const parsed = configSchema.safeParse(substituted);
-  if (!parsed.success) problems.push(...parsed.error.issues.flatMap((i) => describe(i).split('\n')));
+  // A path whose variable is missing already has its problem; the empty value would add a second.
+  const missingAt = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
+  if (!parsed.success) problems.push(...parsed.error.issues.filter((i) => !missingAt.has(formatPath(i.path))).flatMap((i) => describe(i).split('\n')));
   if (problems.length > 0 || !parsed.success) throw new ConfigError(file, problems);
   return parsed.data;
 }

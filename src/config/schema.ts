@@ -78,6 +78,12 @@ export const configSchema = z.strictObject({
     baseUrl: z.url().optional(),
     /** Largest accepted request body. */
     bodyLimit: z.string().regex(/^\d+(b|kb|mb)$/i, 'expected a size like 256kb or 1mb').default('1mb'),
+    /** A web session ends after this long without a request. */
+    sessionTtl: duration.default(8 * 3_600_000),
+    /** Failed logins allowed per user name and per client IP within the window. */
+    loginLimits: z
+      .strictObject({ perUser: z.number().int().min(1).default(10), perIp: z.number().int().min(1).default(100), window: duration.default(900_000) })
+      .default({ perUser: 10, perIp: 100, window: 900_000 }),
   }),
   redis: z
     .strictObject({

@@ -37,7 +37,8 @@ const RULES: Record<Scheme, { check: (path: string) => string | undefined; expec
 
 function brokerPath(p: string, what: string): string | undefined {
   const slash = p.indexOf('/');
-  if (slash <= 0) return `missing ${what} name before '/'`;
+  if (slash < 0) return `missing '/' between the ${what} name and the address`;
+  if (slash === 0) return `missing ${what} name before '/'`;
   if (!NAME.test(p.slice(0, slash))) return `bad ${what} name '${p.slice(0, slash)}'`;
   const rest = p.slice(slash + 1);
   if (rest === '') return 'missing address after the /';

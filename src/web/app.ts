@@ -3,9 +3,15 @@ import helmet from 'helmet';
 import { NotFound } from '../core/errors.ts';
 import type { AppDeps } from './deps.ts';
 import { authenticate } from './middleware/authenticate.ts';
+import { loginRateLimits } from './middleware/login-rate-limit.ts';
 import { errorHandler } from './middleware/error-handler.ts';
 import { requireRedis } from './middleware/require-redis.ts';
+import { adminRoutes } from './routes/admin.ts';
+import { auditRoutes } from './routes/audit.ts';
+import { pageRoutes } from './routes/pages.ts';
+import { sessions } from './sessions.ts';
 import { canRoutes } from './routes/can.ts';
+import { tokenRoutes } from './routes/tokens.ts';
 import { healthRoutes } from './routes/health.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { queueRoutes } from './routes/queues.ts';
@@ -18,12 +24,23 @@ export function createApp(deps: AppDeps): Express {
   app.use(helmet());
   app.use(healthRoutes(deps));
   // Credentials before the body: an unauthenticated client gets 401 and its body is never parsed.
-  app.use('/api', requireRedis(deps.redis), authenticate(deps.directory));
+  const apiLimited = (_req: unknown, res: import('express').Response, message: string) => {
+    res.status(429).json({ error: { code: 'too_many_attempts', message } });
+  };
+  app.use('/api', requireRedis(deps.redis), ...loginRateLimits(deps.redis, deps.prefix, deps.loginLimits, apiLimited), authenticate(deps.auth));
   app.use('/api', express.json({ limit: deps.bodyLimit, strict: false, type: () => true }));
   app.use(messageRoutes(deps));
   app.use(queueRoutes(deps));
   app.use(canRoutes(deps));
+  app.use(tokenRoutes(deps));
+  app.use(auditRoutes(deps));
+  // Pages: sessions in Redis, form bodies, CSRF checked per form route.
+  const pages = express.Router();
+  pages.use(requireRedis(deps.redis), sessions(deps.session), express.urlencoded({ extended: false, limit: '64kb' }));
+  pages.use(pageRoutes(deps));
+  pages.use(adminRoutes(deps));
+  app.use(pages);
   app.use((req, _res, next) => next(new NotFound(`no such endpoint: ${req.method} ${req.path}`)));
-  app.use(errorHandler(deps.log, deps.bodyLimit));
+  app.use(errorHandler(deps.log, deps.bodyLimit, deps.audit));
   return app;
 }

@@ -1,6 +1,11 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { AuditLog } from '../auth/audit.ts';
+import type { Authenticator } from '../auth/authenticator.ts';
 import type { Directory } from '../auth/directory.ts';
+import type { TokenStore } from '../auth/tokens.ts';
+import type { LoginLimits } from './middleware/login-rate-limit.ts';
+import type { SessionOptions } from './sessions.ts';
 import type { Permissions } from '../auth/permissions.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
@@ -9,6 +14,13 @@ import type { Router } from '../core/router.ts';
 export interface AppDeps {
   router: Router;
   directory: Directory;
+  auth: Authenticator;
+  tokens: TokenStore;
+  audit: AuditLog;
+  loginLimits: LoginLimits;
+  session: SessionOptions;
+  /** Redis key prefix (rate-limit counters, sessions). */
+  prefix: string;
   permissions: Permissions;
   metrics: Metrics;
   redis: Redis;

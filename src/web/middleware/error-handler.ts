@@ -1,6 +1,14 @@
 import type { NextFunction, Request, Response } from 'express';
 import type { Logger } from 'pino';
-import { SwitchboardError } from '../../core/errors.ts';
+import type { AuditLog } from '../../auth/audit.ts';
+import { PermissionDenied, SwitchboardError } from '../../core/errors.ts';
+import { render } from '../views.ts';
+
+/** Browsers on page routes get an HTML page; API clients (and everything under /api) get JSON. */
+function wantsPage(req: Request): boolean {
+  if (req.path.startsWith('/api/') || req.path === '/api' || req.path.startsWith('/hooks/')) return false;
+  return req.accepts(['json', 'html']) === 'html';
+}
 
 interface BodyParserError extends Error {
   type?: string;
@@ -14,7 +22,7 @@ interface BodyParserError extends Error {
  * errors get a clear message; anything else is logged and answered as `internal` without
  * details (never a stack trace to a user).
  */
-export function errorHandler(log: Logger, bodyLimit: string) {
+export function errorHandler(log: Logger, bodyLimit: string, audit?: AuditLog) {
   // Express recognises error handlers by their four parameters.
   return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
     let status = 500;
@@ -23,6 +31,7 @@ export function errorHandler(log: Logger, bodyLimit: string) {
     const e = err as BodyParserError;
     if (err instanceof SwitchboardError) {
       ({ status, code, message } = err);
+      if (err instanceof PermissionDenied) void audit?.record({ action: 'access.denied', actor: err.principal, ip: req.ip, target: err.address, detail: `${err.verb} denied on ${err.address}` });
       if (status === 503) res.setHeader('Retry-After', '5');
     } else if (e?.type === 'entity.too.large') {
       status = 413; code = 'payload_too_large'; message = `request body is larger than the limit of ${bodyLimit}`;
@@ -34,6 +43,11 @@ export function errorHandler(log: Logger, bodyLimit: string) {
       log.error({ err, method: req.method, path: req.path }, 'unhandled error');
     }
     if (status >= 500 && status !== 503) log.error({ code, path: req.path }, message);
+    if (wantsPage(req)) {
+      res.locals.csrfToken ??= '';
+      const heading = status === 404 ? 'Not found' : status === 403 ? 'Not allowed' : status === 503 ? 'Temporarily unavailable' : status >= 500 ? 'Something went wrong' : 'That did not work';
+      return render(res, 'error', { title: heading, heading, message: message.charAt(0).toUpperCase() + message.slice(1) }, status);
+    }
     res.status(status).json({ error: { code, message } });
   };
 }

@@ -1,0 +1,57 @@
+import { createHash } from 'node:crypto';
+import { Unauthenticated } from '../core/errors.ts';
+import type { Principal } from '../core/message.ts';
+import type { AuditLog } from './audit.ts';
+import type { Directory } from './directory.ts';
+import type { TokenStore } from './tokens.ts';
+
+const CACHE_MAX = 1000;
+/** One message for every way a login can fail, so user names cannot be probed. */
+export const BAD_LOGIN = 'invalid user name or password';
+
+/**
+ * Turns credentials into a principal for every door (HTTP Basic, bearer tokens, the web login;
+ * later AMQP SASL). A verified password is remembered for `credentialCacheMs` (keyed by a hash of
+ * user and password, never the password) so API clients don't pay a directory bind per request;
+ * groups always come from the directory's lookup, which has its own cache TTL.
+ */
+export class Authenticator {
+  private readonly verified = new Map<string, number>();
+
+  constructor(
+    private readonly directory: Directory,
+    private readonly tokens: TokenStore,
+    private readonly audit: AuditLog,
+    private readonly credentialCacheMs = 60_000,
+  ) {}
+
+  async password(username: string, password: string, ctx: { ip?: string; door: string }): Promise<Principal> {
+    if (!username || !password) throw new Unauthenticated(BAD_LOGIN);
+    const key = createHash('sha256').update(`${username}\0${password}`).digest('hex');
+    const until = this.verified.get(key);
+    if (until !== undefined && until > Date.now()) {
+      const p = await this.directory.lookup(username);
+      if (p) return p;
+    }
+    const principal = await this.directory.authenticate(username, password);
+    if (!principal) {
+      this.verified.delete(key);
+      await this.audit.record({ action: 'login.failure', actor: `user:${username.slice(0, 128)}`, ip: ctx.ip, target: ctx.door, detail: 'bad user name or password' });
+      throw new Unauthenticated(BAD_LOGIN);
+    }
+    if (this.verified.size >= CACHE_MAX) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(key, Date.now() + this.credentialCacheMs);
+    await this.audit.record({ action: 'login.success', actor: `user:${principal.name}`, ip: ctx.ip, target: ctx.door });
+    return principal;
+  }
+
+  async token(token: string, ctx: { ip?: string; door: string }): Promise<Principal> {
+    const owner = await this.tokens.verify(token);
+    const principal = owner ? await this.directory.lookup(owner.user) : null;
+    if (!owner || !principal) {
+      await this.audit.record({ action: 'login.failure', actor: owner ? `user:${owner.user}` : 'token:(invalid)', ip: ctx.ip, target: ctx.door, detail: owner ? 'token owner no longer in the directory' : 'unknown or revoked token' });
+      throw new Unauthenticated('invalid or revoked API token');
+    }
+    return principal;
+  }
+}

@@ -1,0 +1,44 @@
+import { Router as ExpressRouter } from 'express';
+import { VERBS, type PermissionRule, type Verb } from '../../auth/permissions.ts';
+import { DependencyUnavailable, SwitchboardError } from '../../core/errors.ts';
+import { parsePattern } from '../../core/pattern.ts';
+import type { AppDeps } from '../deps.ts';
+import { csrfToken } from '../middleware/csrf.ts';
+import { requireLogin } from '../middleware/require-login.ts';
+import { render } from '../views.ts';
+
+/** /admin — the permission mapping and "test a user" (explain), for principals with admin rights. */
+export function adminRoutes({ directory, permissions }: AppDeps): ExpressRouter {
+  const r = ExpressRouter();
+  r.get('/admin', requireLogin(directory, permissions), csrfToken, async (req, res) => {
+    if (!res.locals.isAdmin) {
+      return render(res, 'error', { title: 'Not allowed', heading: 'Not allowed', message: 'The admin pages need an admin permission, and no rule gives you one.' }, 403);
+    }
+    const me = res.locals.principal;
+    const bySelector: Record<string, PermissionRule[]> = {};
+    for (const rule of permissions.rules) {
+      const key = rule.group !== undefined ? `Group ${rule.group}` : rule.user !== undefined ? `User ${rule.user}` : `Peer ${rule.peer}`;
+      (bySelector[key] ??= []).push(rule);
+    }
+    const q = req.query as Record<string, string | undefined>;
+    let decision;
+    let decisionGroups: string[] = [];
+    let explainError: string | undefined;
+    if (q.user && q.verb && q.address) {
+      try {
+        if (!(VERBS as readonly string[]).includes(q.verb)) throw new SwitchboardError('bad_request', `unknown verb '${q.verb}'`);
+        parsePattern(q.address);
+        if (!permissions.check(me, 'admin', q.address).allowed) throw new SwitchboardError('forbidden', `you have no admin right on ${q.address}`, 403);
+        const target = await directory.lookup(q.user);
+        if (!target) throw new SwitchboardError('not_found', `no user '${q.user}' in the directory`, 404);
+        decision = permissions.check(target, q.verb as Verb, q.address);
+        decisionGroups = (target.groups ?? []).filter((g) => !g.includes('='));
+      } catch (err) {
+        if (err instanceof DependencyUnavailable || err instanceof SwitchboardError) explainError = err.message;
+        else throw err;
+      }
+    }
+    render(res, 'admin/index', { title: 'Administration', bySelector, verbs: VERBS, query: q, decision, decisionGroups, explainError });
+  });
+  return r;
+}

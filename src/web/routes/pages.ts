@@ -1,0 +1,65 @@
+import { Router as ExpressRouter, type Request, type Response } from 'express';
+import { BAD_LOGIN } from '../../auth/authenticator.ts';
+import { DependencyUnavailable, Unauthenticated } from '../../core/errors.ts';
+import type { AppDeps } from '../deps.ts';
+import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
+import { loginRateLimits } from '../middleware/login-rate-limit.ts';
+import { requireLogin } from '../middleware/require-login.ts';
+import { render } from '../views.ts';
+
+/** Only same-site paths are followed after login (no open redirect). */
+function safeNext(v: unknown): string {
+  return typeof v === 'string' && v.startsWith('/') && !v.startsWith('//') && !v.startsWith('/\\') ? v : '/';
+}
+
+/** Login, logout and the start page. */
+export function pageRoutes(deps: AppDeps): ExpressRouter {
+  const { auth, audit, directory, permissions } = deps;
+  const r = ExpressRouter();
+  const loginPage = (res: Response, status: number, data: { error?: string; next?: string; username?: string }) =>
+    render(res, 'login', { title: 'Sign in', next: data.next ?? '/', error: data.error, username: data.username }, status);
+  const limited = (req: Request, res: Response, message: string) => {
+    res.locals.csrfToken = res.locals.csrfToken ?? '';
+    loginPage(res, 429, { error: `Too many failed sign-ins: ${message}.`, next: safeNext(req.body?.next) });
+  };
+
+  r.get('/login', csrfToken, (req, res) => {
+    if (req.session.user) return res.redirect(303, safeNext(req.query.next));
+    loginPage(res, 200, { next: safeNext(req.query.next) });
+  });
+
+  r.post('/login', csrfToken, csrfProtect, ...loginRateLimits(deps.redis, deps.prefix, deps.loginLimits, limited), async (req, res) => {
+    const { username, password } = req.body as { username?: unknown; password?: unknown };
+    const next = safeNext(req.body?.next);
+    const name = typeof username === 'string' ? username.trim() : '';
+    try {
+      const principal = await auth.password(name, typeof password === 'string' ? password : '', { ip: req.ip, door: 'web-login' });
+      // A new session id at login: an id planted before login (session fixation) is worthless.
+      await new Promise<void>((ok, fail) => req.session.regenerate((err) => (err ? fail(err) : ok())));
+      req.session.user = { name: principal.name, groups: [...(principal.groups ?? [])] };
+      req.session.loggedInAt = new Date().toISOString();
+      res.redirect(303, next);
+    } catch (err) {
+      if (err instanceof Unauthenticated) return loginPage(res, 401, { error: `Sign-in failed: ${BAD_LOGIN}.`, next, username: name });
+      if (err instanceof DependencyUnavailable) {
+        res.setHeader('Retry-After', '10');
+        return loginPage(res, 503, { error: 'Sign-in is not possible right now: the user directory cannot be reached. Please try again in a few minutes.', next, username: name });
+      }
+      throw err;
+    }
+  });
+
+  r.post('/logout', csrfToken, csrfProtect, async (req, res) => {
+    const who = req.session.user?.name;
+    await new Promise<void>((ok) => req.session.destroy(() => ok()));
+    res.clearCookie('sb.sid', { path: '/' });
+    if (who) await audit.record({ action: 'logout', actor: `user:${who}`, ip: req.ip, target: 'web' });
+    res.redirect(303, '/login');
+  });
+
+  r.get('/', requireLogin(directory, permissions), csrfToken, (req, res) => {
+    render(res, 'home', { title: 'Home', rules: permissions.rulesFor(res.locals.principal) });
+  });
+
+  return r;
+}
