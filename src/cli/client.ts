@@ -4,6 +4,8 @@ export interface ClientOptions {
   url: string;
   user?: string;
   password?: string;
+  /** An API token; used instead of user and password when set. */
+  token?: string;
 }
 
 /** A thin client of the HTTP API: the CLI goes through the same door, checks and errors as everyone. */
@@ -12,7 +14,8 @@ export class ApiClient {
 
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
-    if (this.o.user !== undefined) headers.authorization = `Basic ${Buffer.from(`${this.o.user}:${this.o.password ?? ''}`).toString('base64')}`;
+    if (this.o.token) headers.authorization = `Bearer ${this.o.token}`;
+    else if (this.o.user !== undefined) headers.authorization = `Basic ${Buffer.from(`${this.o.user}:${this.o.password ?? ''}`).toString('base64')}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     let res: Response;
     try {

@@ -9,11 +9,12 @@ const program = new Command('switchboard')
   .showHelpAfterError('(run with --help for usage)')
   .addOption(new Option('--url <url>', 'gateway HTTP address').env('SWITCHBOARD_URL').default('http://127.0.0.1:3000'))
   .addOption(new Option('--user <name>', 'directory user for HTTP Basic (password from SWITCHBOARD_PASSWORD)').env('SWITCHBOARD_USER'))
+  .addHelpText('after', '\nCredentials: SWITCHBOARD_USER + SWITCHBOARD_PASSWORD, or an API token in SWITCHBOARD_TOKEN.')
   .exitOverride();
 
 function client(): ApiClient {
   const o = program.opts<{ url: string; user?: string }>();
-  return new ApiClient({ url: o.url, user: o.user, password: process.env.SWITCHBOARD_PASSWORD });
+  return new ApiClient({ url: o.url, user: o.user, password: process.env.SWITCHBOARD_PASSWORD, token: process.env.SWITCHBOARD_TOKEN });
 }
 
 const print = (v: unknown): void => {
@@ -113,6 +114,22 @@ program
     const q = new URLSearchParams({ user, verb, address });
     print(await client().request('GET', `/api/can?${q}`));
   });
+
+const tokens = program.command('tokens').description('your API tokens (for scripts: SWITCHBOARD_TOKEN)');
+tokens
+  .command('create')
+  .description('create an API token; the token is printed once and cannot be shown again')
+  .argument('<name>', 'what the token is for, e.g. "nightly export"')
+  .action(async (name: string) => print(await client().request('POST', '/api/tokens', { name })));
+tokens
+  .command('ls')
+  .description('list your API tokens (ids and names, never the secrets)')
+  .action(async () => print(await client().request('GET', '/api/tokens')));
+tokens
+  .command('revoke')
+  .description('revoke one of your API tokens')
+  .argument('<id>', 'token id from `tokens ls`')
+  .action(async (id: string) => print(await client().request('DELETE', `/api/tokens/${encodeURIComponent(id)}`)));
 
 try {
   await program.parseAsync(process.argv);
