@@ -9,8 +9,8 @@ set -euo pipefail
 want="${2:-all}"
 declare -A PKG=( [redis]=redis-server [ldap]="slapd ldap-utils" [rabbitmq]=rabbitmq-server [chromium]=chromium )
 declare -A BIN=( [redis]=redis-server [ldap]=slapd [rabbitmq]=rabbitmq-server [chromium]=chromium )
-# The foundation needs redis only; the others join as their features land.
-ALL=(redis)
+# What the test suite uses today; rabbitmq joins with the AMQP feature.
+ALL=(redis ldap chromium)
 
 case "${1:-}" in
   install) ;;
