@@ -135,7 +135,8 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode;
+    // Commander has printed the problem; help and --version exit 0, usage mistakes 2.
+    process.exitCode = err.exitCode === 0 ? 0 : 2;
   } else if (err instanceof SwitchboardError) {
     process.stderr.write(`switchboard: ${err.message}\n`);
     process.exitCode = err.code === 'usage' ? 2 : 1;

@@ -62,7 +62,7 @@ export interface Endpoint {
   receive?(address: string, max: number, leaseMs: number): Promise<LeasedMessage[]>;
   ack?(address: string, leases: string[]): Promise<AckResult>;
   deadLetters?(address: string, limit: number): Promise<BrowseResult>;
-  replayDeadLetters?(address: string, ids?: string[]): Promise<{ replayed: number }>;
+  replayDeadLetters?(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }>;
   health(): Promise<HealthReport>;
   close(): Promise<void>;
 }

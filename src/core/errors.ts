@@ -32,7 +32,7 @@ export class ValidationError extends SwitchboardError {
 
 export class ConfigError extends SwitchboardError {
   constructor(readonly file: string, readonly problems: string[]) {
-    super('bad_config', `${file}: ${problems.length} problem(s) in the configuration:\n  - ${problems.join('\n  - ')}`, 500);
+    super('bad_config', `${file}: ${problems.length} problem(s) in the configuration:\n${problems.map((p) => `${file}: ${p}`).join('\n')}`, 500);
   }
 }
 

@@ -111,7 +111,7 @@ export class Router {
     return endpoint.deadLetters(a.raw, limit);
   }
 
-  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
+  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.replayDeadLetters) throw new ValidationError(`${a.scheme}: addresses have no dead letters`);
     return endpoint.replayDeadLetters(a.raw, ids);

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { Job, Queue, Worker } from 'bullmq';
+import { Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
-import { DestinationUnavailable, isRetryable } from '../../core/errors.ts';
+import { DestinationUnavailable, NotFound, isRetryable } from '../../core/errors.ts';
 import { matchesPattern, type AddressPattern } from '../../core/pattern.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
@@ -45,7 +45,15 @@ export class QueueEndpoint implements Endpoint {
   private readonly leaseWorkers = new Map<string, Worker<Data>>();
   private readonly subscriptions = new Set<Subscription>();
 
-  constructor(private readonly o: QueueEndpointOptions) {}
+  /**
+   * An expired lease or a crash while holding a message is a delivery that did not finish; with
+   * this many allowed, a message is handed out at most maxAttempts times before it is dead-lettered.
+   */
+  private readonly stallsAllowed: number;
+
+  constructor(private readonly o: QueueEndpointOptions) {
+    this.stallsAllowed = Math.max(0, o.maxAttempts - 1);
+  }
 
   private queue(address: string): Queue<Data> {
     let q = this.queues.get(address);
@@ -121,7 +129,7 @@ export class QueueEndpoint implements Endpoint {
         concurrency: options.maxInFlight,
         lockDuration: this.o.lockMs,
         stalledInterval: this.o.stalledCheckMs,
-        maxStalledCount: this.o.maxAttempts,
+        maxStalledCount: this.stallsAllowed,
       },
     );
     worker.on('error', (err) => this.o.log.error({ err: err.message, address }, 'consumer error'));
@@ -165,7 +173,7 @@ export class QueueEndpoint implements Endpoint {
         autorun: false,
         lockDuration: this.o.lockMs,
         stalledInterval: this.o.stalledCheckMs,
-        maxStalledCount: this.o.maxAttempts,
+        maxStalledCount: this.stallsAllowed,
       });
       w.on('error', (err) => this.o.log.error({ err: err.message, address }, 'lease worker error'));
       // Without a running loop nobody else would return expired leases to the queue.
@@ -183,6 +191,14 @@ export class QueueEndpoint implements Endpoint {
       const token = randomUUID();
       const job = (await w.getNextJob(token, { block: false })) as Job<Data> | undefined;
       if (!job) break;
+      // BullMQ marks a message whose leases expired too often and leaves the failing to the
+      // worker that next takes it: here, that is us.
+      if (job.deferredFailure) {
+        await job.moveToFailed(new UnrecoverableError(job.deferredFailure), token, false);
+        this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
+        this.o.log.warn({ address, msgId: job.data?.id, reason: job.deferredFailure }, 'message dead-lettered');
+        continue;
+      }
       await job.extendLock(token, leaseMs);
       out.push({ ...decodeMessage(job.data), lease: `${job.id}.${token}` });
     }
@@ -220,10 +236,10 @@ export class QueueEndpoint implements Endpoint {
   }
 
   /** Moves dead letters (all, or those with the given message ids) back to the queue. */
-  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
+  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
     const q = this.queue(address);
     const wanted = ids ? new Set(ids) : undefined;
-    let replayed = 0;
+    const replayedIds = new Set<string>();
     const page = 500;
     for (let start = 0; ; ) {
       const jobs = (await q.getFailed(start, start + page - 1)).filter(Boolean);
@@ -232,13 +248,17 @@ export class QueueEndpoint implements Endpoint {
       for (const job of jobs) {
         if (wanted && !wanted.has(job.data.id)) { skipped++; continue; }
         await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-        replayed++;
+        replayedIds.add(job.data.id);
       }
       // Retried jobs leave the failed set, so the next page starts after the ones we kept.
       start += skipped;
       if (jobs.length < page) break;
     }
-    return { replayed };
+    if (!wanted || replayedIds.size === wanted.size) return { replayed: replayedIds.size };
+    // Ids asked for but not found are named, so a typo is not silent.
+    const notFound = [...wanted].filter((id) => !replayedIds.has(id));
+    if (replayedIds.size === 0) throw new NotFound(`no dead letter with id ${notFound.join(', ')} in dlq:${address}`);
+    return { replayed: replayedIds.size, notFound };
   }
 
   async health(): Promise<HealthReport> {

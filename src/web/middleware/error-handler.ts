@@ -39,6 +39,11 @@ export function errorHandler(log: Logger, bodyLimit: string, audit?: AuditLog) {
       status = 400; code = 'bad_json'; message = `request body is not valid JSON: ${e.message}`;
     } else if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') {
       status = 415; code = 'unsupported_encoding'; message = e.message;
+    } else if (err instanceof URIError || (e as { expose?: boolean })?.expose === true && typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+      // Malformed percent-encoding in the URL, a body that does not decompress, …: the client's fault.
+      status = err instanceof URIError ? 400 : e.status!;
+      code = 'bad_request';
+      message = err instanceof URIError ? 'the URL is not valid: malformed percent-encoding (encode an address with encodeURIComponent)' : `the request could not be read: ${e.message}`;
     } else {
       log.error({ err, method: req.method, path: req.path }, 'unhandled error');
     }
