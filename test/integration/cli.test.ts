@@ -288,10 +288,11 @@ test('check-config accepts a good file and lists every problem of a bad one, nam
   assert.equal(bad.stdout, '');
   assertNoStack(bad.stderr);
   assert.ok(bad.stderr.includes(badFile), `the output names the file: ${bad.stderr}`);
-  const problems = bad.stderr.split('\n').filter((l) => /^\s+- /.test(l));
+  // One line per problem, each naming the file and the path inside it.
+  const problems = bad.stderr.split('\n').filter((l) => l.startsWith(`${badFile}: `) && !/problem\(s\)/.test(l));
   const paths = ['http.port', 'queues.backoff', 'routes[0].to', 'bogus'];
   assert.equal(problems.length, paths.length, `one line per problem:\n${bad.stderr}`);
-  for (const p of paths) assert.equal(problems.filter((l) => l.includes(`- ${p}:`)).length, 1, `one line naming ${p}:\n${bad.stderr}`);
+  for (const p of paths) assert.equal(problems.filter((l) => l.includes(`${badFile}: ${p}:`)).length, 1, `one line naming ${p}:\n${bad.stderr}`);
   assert.ok(problems.some((l) => l.includes('routes[0].to') && l.includes('"nowhere"')), 'the problem says what was found');
 
   const missing = await cli(['check-config', join(dir, 'no-such.yaml')], { user: null });
