@@ -6,6 +6,15 @@ import type { Directory } from './directory.ts';
 import type { TokenStore } from './tokens.ts';
 
 const CACHE_MAX = 1000;
+/**
+ * Directories compare names ignoring surrounding spaces and runs of spaces (LDAP's
+ * insignificant-space handling): so do we, for the login and for rate-limit keys alike, or
+ * ' alice' would be a fresh name to guess passwords for.
+ */
+export function normalizeUsername(name: string): string {
+  return name.trim().replace(/\s+/g, ' ');
+}
+
 /** One message for every way a login can fail, so user names cannot be probed. */
 export const BAD_LOGIN = 'invalid user name or password';
 
@@ -25,11 +34,16 @@ export class Authenticator {
     private readonly credentialCacheMs = 60_000,
   ) {}
 
-  async password(username: string, password: string, ctx: { ip?: string; door: string }): Promise<Principal> {
+  /**
+   * `cache` lets repeated API calls skip the directory bind; an interactive login (the web form)
+   * always binds and is always audited.
+   */
+  async password(rawUsername: string, password: string, ctx: { ip?: string; door: string; cache?: boolean }): Promise<Principal> {
+    const username = normalizeUsername(rawUsername);
     if (!username || !password) throw new Unauthenticated(BAD_LOGIN);
     const key = createHash('sha256').update(`${username}\0${password}`).digest('hex');
     const until = this.verified.get(key);
-    if (until !== undefined && until > Date.now()) {
+    if (ctx.cache !== false && until !== undefined && until > Date.now()) {
       const p = await this.directory.lookup(username);
       if (p) return p;
     }

@@ -2,6 +2,7 @@ import type { Request, Response } from 'express';
 import { ipKeyGenerator, rateLimit, type RateLimitRequestHandler } from 'express-rate-limit';
 import type { Redis } from 'ioredis';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
+import { normalizeUsername } from '../../auth/authenticator.ts';
 import { claimedUser } from './authenticate.ts';
 
 export interface LoginLimits {
@@ -43,7 +44,7 @@ export function loginRateLimits(redis: Redis, prefix: string, limits: LoginLimit
       limit: limits.perUser,
       store: store('user'),
       skip: (req) => claimedUser(req) === undefined,
-      keyGenerator: (req) => (claimedUser(req) ?? '').toLowerCase().slice(0, 256),
+      keyGenerator: (req) => normalizeUsername(claimedUser(req) ?? '').toLowerCase().slice(0, 256),
       handler: (req, res) => onLimited(req, res, `too many failed logins for this user name; try again in up to ${minutes} minute(s)`),
     }),
   ];

@@ -8,10 +8,11 @@ import { requireLogin } from '../middleware/require-login.ts';
 import { render } from '../views.ts';
 
 /** /admin — the permission mapping and "test a user" (explain), for principals with admin rights. */
-export function adminRoutes({ directory, permissions }: AppDeps): ExpressRouter {
+export function adminRoutes({ directory, permissions, audit }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
   r.get('/admin', requireLogin(directory, permissions), csrfToken, async (req, res) => {
     if (!res.locals.isAdmin) {
+      await audit.record({ action: 'access.denied', actor: `user:${res.locals.principal.name}`, ip: req.ip, target: '/admin', detail: 'admin pages denied: no admin right' });
       return render(res, 'error', { title: 'Not allowed', heading: 'Not allowed', message: 'The admin pages need an admin permission, and no rule gives you one.' }, 403);
     }
     const me = res.locals.principal;

@@ -33,7 +33,7 @@ export function pageRoutes(deps: AppDeps): ExpressRouter {
     const next = safeNext(req.body?.next);
     const name = typeof username === 'string' ? username.trim() : '';
     try {
-      const principal = await auth.password(name, typeof password === 'string' ? password : '', { ip: req.ip, door: 'web-login' });
+      const principal = await auth.password(name, typeof password === 'string' ? password : '', { ip: req.ip, door: 'web-login', cache: false });
       // A new session id at login: an id planted before login (session fixation) is worthless.
       await new Promise<void>((ok, fail) => req.session.regenerate((err) => (err ? fail(err) : ok())));
       req.session.user = { name: principal.name, groups: [...(principal.groups ?? [])] };
