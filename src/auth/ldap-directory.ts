@@ -74,8 +74,12 @@ export class LdapDirectory implements Directory {
   }
 
   private async connect(): Promise<Client> {
-    const client = new Client({ url: this.o.url, timeout: this.o.timeoutMs, connectTimeout: this.o.timeoutMs, ...(this.tlsOptions ? { tlsOptions: this.tlsOptions } : {}) });
-    if (this.o.tls?.startTls) await client.startTLS(this.tlsOptions ?? {});
+    // Fresh option objects each time: ldapts stores the upgraded socket into the options it is given.
+    // tlsOptions on the client are for ldaps:// only (given on ldap:// they break a later StartTLS).
+    const ldaps = this.o.url.startsWith('ldaps:');
+    const client = new Client({ url: this.o.url, timeout: this.o.timeoutMs, connectTimeout: this.o.timeoutMs, ...(ldaps && this.tlsOptions ? { tlsOptions: { ...this.tlsOptions } } : {}) });
+    // The certificate must name the host we dialled, as for LDAPS.
+    if (this.o.tls?.startTls) await client.startTLS({ ...this.tlsOptions, host: new URL(this.o.url).hostname });
     return client;
   }
 

@@ -19,6 +19,10 @@ export const LDAP = {
 
 export interface TestLdap {
   url: string;
+  /** ldaps:// URL when started with { tls: true }. */
+  ldapsUrl?: string;
+  /** PEM file of the CA that signed the server certificate ({ tls: true }). */
+  caFile?: string;
   port: number;
   pid: number;
   /** Stops slapd (an outage); `start()` brings it back with the same data. */
@@ -29,12 +33,24 @@ export interface TestLdap {
   dispose(): Promise<void>;
 }
 
+/** A throwaway CA and a server certificate for 127.0.0.1 / localhost, made with openssl. */
+async function makeCertificates(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const ca = join(dir, 'ca.pem'), caKey = join(dir, 'ca.key'), key = join(dir, 'server.key'), csr = join(dir, 'server.csr'), cert = join(dir, 'server.pem'), ext = join(dir, 'ext.cnf');
+  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', ca, '-days', '2', '-subj', '/CN=Switchboard Test LDAP CA']);
+  await run('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=localhost']);
+  writeFileSync(ext, 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  await run('openssl', ['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-out', cert, '-days', '2', '-extfile', ext]);
+  return { ca, cert, key };
+}
+
 /** A private OpenLDAP slapd on a free loopback port, seeded from test/fixtures/directory.ldif. */
-export async function startTestLdap(): Promise<TestLdap> {
+export async function startTestLdap(options: { tls?: boolean } = {}): Promise<TestLdap> {
   const dir = mkdtempSync(join(tmpdir(), 'sb-ldap-'));
   mkdirSync(join(dir, 'db'));
   const conf = join(dir, 'slapd.conf');
+  const certs = options.tls ? await makeCertificates(dir) : undefined;
   writeFileSync(conf, [
+    ...(certs ? [`TLSCACertificateFile ${certs.ca}`, `TLSCertificateFile ${certs.cert}`, `TLSCertificateKeyFile ${certs.key}`] : []),
     'include /etc/ldap/schema/core.schema',
     'include /etc/ldap/schema/cosine.schema',
     'include /etc/ldap/schema/inetorgperson.schema',
@@ -54,11 +70,12 @@ export async function startTestLdap(): Promise<TestLdap> {
   await run('/usr/sbin/slapadd', ['-f', conf, '-l', FIXTURE]);
   const port = await freePort();
   const url = `ldap://127.0.0.1:${port}`;
+  const ldapsUrl = certs ? `ldaps://127.0.0.1:${await freePort()}` : undefined;
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
 
   async function start(): Promise<void> {
-    const c = spawn(SLAPD, ['-f', conf, '-h', `${url}/`, '-d', '0'], { stdio: 'ignore' });
+    const c = spawn(SLAPD, ['-f', conf, '-h', ldapsUrl ? `${url}/ ${ldapsUrl}/` : `${url}/`, '-d', '0'], { stdio: 'ignore' });
     child = c;
     exited = new Promise((r) => c.once('exit', () => r()));
     const deadline = Date.now() + 15_000;
@@ -86,6 +103,7 @@ export async function startTestLdap(): Promise<TestLdap> {
   return {
     url,
     port,
+    ...(ldapsUrl ? { ldapsUrl, caFile: certs!.ca } : {}),
     get pid() {
       return child?.pid ?? -1;
     },
