@@ -40,7 +40,8 @@ export class Router {
   async send(message: Message): Promise<SendResult> {
     const to = parseAddress(message.to);
     if (to.scheme === 'dlq') throw new ValidationError(`'${to.raw}': dead-letter queues are written by Switchboard only; send to the original address instead`);
-    const { endpoint } = this.resolve(to.raw);
+    const endpoint = this.endpoints.get(to.scheme);
+    if (!endpoint) throw new UnknownScheme(to.scheme, this.schemes);
     const label = { endpoint: endpoint.scheme };
     const started = process.hrtime.bigint();
     try {

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -88,7 +88,8 @@ export class QueueEndpoint implements Endpoint {
     // The dedup key and the job are written by one BullMQ script: no window in which a crash
     // leaves the id marked without the message stored, or stored twice. With a TTL the key
     // outlives the job, so a redelivery after the message was consumed is still caught.
-    const jobId = randomUUID();
+    // Short (it appears in every key and event BullMQ writes), never a plain integer, no ':'.
+    const jobId = `m${randomBytes(9).toString('base64url')}`;
     const job = await q.add('m', encodeMessage(message), {
       jobId,
       attempts: this.o.maxAttempts,
