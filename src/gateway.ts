@@ -5,6 +5,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AuditLog } from './auth/audit.ts';
 import { Authenticator } from './auth/authenticator.ts';
+import { LoginGuard } from './auth/login-guard.ts';
 import { createDirectory } from './auth/create-directory.ts';
 import { TokenStore } from './auth/tokens.ts';
 import { Permissions, rulesFromConfig } from './auth/permissions.ts';
@@ -77,7 +78,8 @@ export async function startGateway({ config, log = createLogger(config.log.level
     const directory = createDirectory(config.directory, log);
     const tokens = new TokenStore(redis, config.redis.prefix);
     const audit = new AuditLog(redis, config.redis.prefix, log);
-    const auth = new Authenticator(directory, tokens, audit);
+    const guard = new LoginGuard(redis, config.redis.prefix, { perUser: config.http.loginLimits.perUser, perIp: config.http.loginLimits.perIp, windowMs: config.http.loginLimits.window });
+    const auth = new Authenticator(directory, tokens, audit, guard);
 
     const routes = config.routes.map((def) => new Route(def, router, log));
     routes.forEach((r) => r.validate());
@@ -92,7 +94,6 @@ export async function startGateway({ config, log = createLogger(config.log.level
       audit,
       prefix: config.redis.prefix,
       session: { redis, prefix: config.redis.prefix, secret: await sessionSecret(redis, config.redis.prefix), ttlMs: config.http.sessionTtl, secure: (config.http.baseUrl ?? '').startsWith('https:') },
-      loginLimits: { perUser: config.http.loginLimits.perUser, perIp: config.http.loginLimits.perIp, windowMs: config.http.loginLimits.window },
       permissions,
       metrics,
       redis,

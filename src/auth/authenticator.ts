@@ -3,6 +3,7 @@ import { Unauthenticated } from '../core/errors.ts';
 import type { Principal } from '../core/message.ts';
 import type { AuditLog } from './audit.ts';
 import type { Directory } from './directory.ts';
+import type { LoginGuard } from './login-guard.ts';
 import type { TokenStore } from './tokens.ts';
 
 const CACHE_MAX = 1000;
@@ -31,6 +32,7 @@ export class Authenticator {
     private readonly directory: Directory,
     private readonly tokens: TokenStore,
     private readonly audit: AuditLog,
+    private readonly guard: LoginGuard,
     private readonly credentialCacheMs = 60_000,
   ) {}
 
@@ -40,7 +42,11 @@ export class Authenticator {
    */
   async password(rawUsername: string, password: string, ctx: { ip?: string; door: string; cache?: boolean }): Promise<Principal> {
     const username = normalizeUsername(rawUsername);
-    if (!username || !password) throw new Unauthenticated(BAD_LOGIN);
+    await this.guard.check(username || undefined, ctx.ip);
+    if (!username || !password) {
+      await this.guard.failed(username || undefined, ctx.ip);
+      throw new Unauthenticated(BAD_LOGIN);
+    }
     const key = createHash('sha256').update(`${username}\0${password}`).digest('hex');
     const until = this.verified.get(key);
     if (ctx.cache !== false && until !== undefined && until > Date.now()) {
@@ -50,6 +56,7 @@ export class Authenticator {
     const principal = await this.directory.authenticate(username, password);
     if (!principal) {
       this.verified.delete(key);
+      await this.guard.failed(username, ctx.ip);
       await this.audit.record({ action: 'login.failure', actor: `user:${username.slice(0, 128)}`, ip: ctx.ip, target: ctx.door, detail: 'bad user name or password' });
       throw new Unauthenticated(BAD_LOGIN);
     }
@@ -60,9 +67,11 @@ export class Authenticator {
   }
 
   async token(token: string, ctx: { ip?: string; door: string }): Promise<Principal> {
+    await this.guard.check(undefined, ctx.ip);
     const owner = await this.tokens.verify(token);
     const principal = owner ? await this.directory.lookup(owner.user) : null;
     if (!owner || !principal) {
+      await this.guard.failed(undefined, ctx.ip);
       await this.audit.record({ action: 'login.failure', actor: owner ? `user:${owner.user}` : 'token:(invalid)', ip: ctx.ip, target: ctx.door, detail: owner ? 'token owner no longer in the directory' : 'unknown or revoked token' });
       throw new Unauthenticated('invalid or revoked API token');
     }

@@ -3,7 +3,6 @@ import helmet from 'helmet';
 import { NotFound } from '../core/errors.ts';
 import type { AppDeps } from './deps.ts';
 import { authenticate } from './middleware/authenticate.ts';
-import { loginRateLimits } from './middleware/login-rate-limit.ts';
 import { errorHandler } from './middleware/error-handler.ts';
 import { requireRedis } from './middleware/require-redis.ts';
 import { adminRoutes } from './routes/admin.ts';
@@ -24,10 +23,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(helmet());
   app.use(healthRoutes(deps));
   // Credentials before the body: an unauthenticated client gets 401 and its body is never parsed.
-  const apiLimited = (_req: unknown, res: import('express').Response, message: string) => {
-    res.status(429).json({ error: { code: 'too_many_attempts', message } });
-  };
-  app.use('/api', requireRedis(deps.redis), ...loginRateLimits(deps.redis, deps.prefix, deps.loginLimits, apiLimited), authenticate(deps.auth));
+  app.use('/api', requireRedis(deps.redis), authenticate(deps.auth));
   app.use('/api', express.json({ limit: deps.bodyLimit, strict: false, type: () => true }));
   app.use(messageRoutes(deps));
   app.use(queueRoutes(deps));

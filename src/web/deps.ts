@@ -4,7 +4,6 @@ import type { AuditLog } from '../auth/audit.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { Directory } from '../auth/directory.ts';
 import type { TokenStore } from '../auth/tokens.ts';
-import type { LoginLimits } from './middleware/login-rate-limit.ts';
 import type { SessionOptions } from './sessions.ts';
 import type { Permissions } from '../auth/permissions.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -17,7 +16,6 @@ export interface AppDeps {
   auth: Authenticator;
   tokens: TokenStore;
   audit: AuditLog;
-  loginLimits: LoginLimits;
   session: SessionOptions;
   /** Redis key prefix (rate-limit counters, sessions). */
   prefix: string;

@@ -3,18 +3,6 @@ import type { Authenticator } from '../../auth/authenticator.ts';
 import { Unauthenticated } from '../../core/errors.ts';
 import type { Principal } from '../../core/message.ts';
 
-/** The user name a request claims (Basic header or login form), for per-user rate limits and audit. */
-export function claimedUser(req: Request): string | undefined {
-  const header = req.headers.authorization;
-  if (header?.toLowerCase().startsWith('basic ')) {
-    const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    return colon > 0 ? decoded.slice(0, colon) : undefined;
-  }
-  const body = req.body as { username?: unknown } | undefined;
-  return typeof body?.username === 'string' && body.username ? body.username : undefined;
-}
-
 /** API door: HTTP Basic against the directory, or `Authorization: Bearer <API token>`. */
 export function authenticate(auth: Authenticator) {
   return async (req: Request, res: Response, next: NextFunction) => {

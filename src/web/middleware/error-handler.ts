@@ -1,6 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../../auth/audit.ts';
+import { TooManyAttempts } from '../../auth/login-guard.ts';
 import { PermissionDenied, SwitchboardError } from '../../core/errors.ts';
 import { render } from '../views.ts';
 
@@ -33,6 +34,7 @@ export function errorHandler(log: Logger, bodyLimit: string, audit?: AuditLog) {
       ({ status, code, message } = err);
       if (err instanceof PermissionDenied) void audit?.record({ action: 'access.denied', actor: err.principal, ip: req.ip, target: err.address, detail: `${err.verb} denied on ${err.address}` });
       if (status === 503) res.setHeader('Retry-After', '5');
+      if (err instanceof TooManyAttempts) res.setHeader('Retry-After', String(err.retryAfterSeconds));
     } else if (e?.type === 'entity.too.large') {
       status = 413; code = 'payload_too_large'; message = `request body is larger than the limit of ${bodyLimit}`;
     } else if (e?.type === 'entity.parse.failed') {

@@ -1,9 +1,9 @@
-import { Router as ExpressRouter, type Request, type Response } from 'express';
+import { Router as ExpressRouter, type Response } from 'express';
 import { BAD_LOGIN } from '../../auth/authenticator.ts';
 import { DependencyUnavailable, Unauthenticated } from '../../core/errors.ts';
 import type { AppDeps } from '../deps.ts';
 import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
-import { loginRateLimits } from '../middleware/login-rate-limit.ts';
+import { TooManyAttempts } from '../../auth/login-guard.ts';
 import { requireLogin } from '../middleware/require-login.ts';
 import { render } from '../views.ts';
 
@@ -18,17 +18,13 @@ export function pageRoutes(deps: AppDeps): ExpressRouter {
   const r = ExpressRouter();
   const loginPage = (res: Response, status: number, data: { error?: string; next?: string; username?: string }) =>
     render(res, 'login', { title: 'Sign in', next: data.next ?? '/', error: data.error, username: data.username }, status);
-  const limited = (req: Request, res: Response, message: string) => {
-    res.locals.csrfToken = res.locals.csrfToken ?? '';
-    loginPage(res, 429, { error: `Too many failed sign-ins: ${message}.`, next: safeNext(req.body?.next) });
-  };
 
   r.get('/login', csrfToken, (req, res) => {
     if (req.session.user) return res.redirect(303, safeNext(req.query.next));
     loginPage(res, 200, { next: safeNext(req.query.next) });
   });
 
-  r.post('/login', csrfToken, csrfProtect, ...loginRateLimits(deps.redis, deps.prefix, deps.loginLimits, limited), async (req, res) => {
+  r.post('/login', csrfToken, csrfProtect, async (req, res) => {
     const { username, password } = req.body as { username?: unknown; password?: unknown };
     const next = safeNext(req.body?.next);
     const name = typeof username === 'string' ? username.trim() : '';
@@ -40,6 +36,10 @@ export function pageRoutes(deps: AppDeps): ExpressRouter {
       req.session.loggedInAt = new Date().toISOString();
       res.redirect(303, next);
     } catch (err) {
+      if (err instanceof TooManyAttempts) {
+        res.setHeader('Retry-After', String(err.retryAfterSeconds));
+        return loginPage(res, 429, { error: `Too many failed sign-ins: ${err.message}.`, next, username: name });
+      }
       if (err instanceof Unauthenticated) return loginPage(res, 401, { error: `Sign-in failed: ${BAD_LOGIN}.`, next, username: name });
       if (err instanceof DependencyUnavailable) {
         res.setHeader('Retry-After', '10');
