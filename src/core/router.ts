@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { parseAddress, type Address } from './address.ts';
 import type { DedupStore } from './dedup.ts';
 import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from './endpoint.ts';
-import { UnknownScheme, ValidationError } from './errors.ts';
+import { UnknownScheme, ValidationError, isRetryable } from './errors.ts';
 import type { Message } from './message.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -63,7 +63,8 @@ export class Router {
       return result;
     } catch (err) {
       this.metrics.messagesFailed.inc(label);
-      this.log.warn({ msgId: message.id, to: to.raw, err: (err as Error).message }, 'send failed');
+      // A destination that is only busy (full, down) is retried by the caller; one line per retry would drown the log.
+      this.log[isRetryable(err) ? 'debug' : 'warn']({ msgId: message.id, to: to.raw, err: (err as Error).message }, 'send failed');
       throw err;
     }
   }
