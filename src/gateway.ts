@@ -20,6 +20,11 @@ import { Route } from './routes/route.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/embedded-redis.ts';
 import { openRedis, redactUrl } from './store/redis.ts';
 import { createApp } from './web/app.ts';
+import { FlowEndpoint } from './endpoints/flow/flow-endpoint.ts';
+import { Inbox } from './endpoints/inbox/inbox.ts';
+import { InboxEndpoint } from './endpoints/inbox/inbox-endpoint.ts';
+import { loadFlows } from './flows/loader.ts';
+import { FlowRuntime } from './flows/runtime.ts';
 import { sessionSecret } from './web/sessions.ts';
 
 export interface GatewayOptions {
@@ -44,6 +49,8 @@ export async function startGateway({ config, log = createLogger(config.log.level
     for (const fn of cleanup.reverse()) await fn().catch((err) => log.error({ err: (err as Error).message }, 'error while stopping'));
   };
   try {
+    // Flow files first: a broken one stops the start before anything else is touched.
+    const flowDefs = await loadFlows(config.flows.dir);
     let embedded: EmbeddedRedis | undefined;
     let redisUrl = config.redis.url;
     if (!redisUrl) {
@@ -81,6 +88,24 @@ export async function startGateway({ config, log = createLogger(config.log.level
     const guard = new LoginGuard(redis, config.redis.prefix, { perUser: config.http.loginLimits.perUser, perIp: config.http.loginLimits.perIp, windowMs: config.http.loginLimits.window });
     const auth = new Authenticator(directory, tokens, audit, guard);
 
+    const inbox = new Inbox(redis, config.redis.prefix, router, permissions, log);
+    router.register(new InboxEndpoint('person', inbox));
+    router.register(new InboxEndpoint('group', inbox));
+    inbox.startSweeper();
+    const flows = new FlowRuntime({
+      redis,
+      prefix: config.redis.prefix,
+      router,
+      flows: flowDefs,
+      concurrency: config.flows.concurrency,
+      lockMs: config.flows.lockTimeout,
+      stalledCheckMs: config.flows.stalledCheck,
+      log,
+    });
+    router.register(new FlowEndpoint(flows));
+    flows.start();
+    if (flowDefs.size > 0) log.info({ flows: [...flowDefs.keys()], dir: config.flows.dir }, 'flows loaded');
+
     const routes = config.routes.map((def) => new Route(def, router, log));
     routes.forEach((r) => r.validate());
     cleanup.push(() => Promise.all(routes.map((r) => r.stop())));
@@ -95,6 +120,8 @@ export async function startGateway({ config, log = createLogger(config.log.level
       prefix: config.redis.prefix,
       session: { redis, prefix: config.redis.prefix, secret: await sessionSecret(redis, config.redis.prefix), ttlMs: config.http.sessionTtl, secure: (config.http.baseUrl ?? '').startsWith('https:') },
       permissions,
+      flows,
+      inbox,
       metrics,
       redis,
       log,

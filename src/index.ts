@@ -9,6 +9,8 @@ export { parseAddress, isAddress, SCHEMES, type Address, type Scheme } from './c
 export { parsePattern, matchesPattern, type AddressPattern } from './core/pattern.ts';
 export { createMessage, principalId, type Message, type MessageInput, type Principal } from './core/message.ts';
 export * from './core/errors.ts';
+export { defineFlow, isFlowDefinition, type FlowContext, type FlowDefinition, type FlowOptions, type Decision, type TaskSpec, type FieldKind, type SendOptions, type MessageMatch } from './flows/define.ts';
+export { FlowTimeout, NonDeterministicChange } from './flows/errors.ts';
 export { startGateway, type Gateway, type GatewayOptions } from './gateway.ts';
 export { loadConfig, parseConfig } from './config/load.ts';
 export type { Config } from './config/schema.ts';

@@ -115,6 +115,81 @@ program
     print(await client().request('GET', `/api/can?${q}`));
   });
 
+const flows = program.command('flows').description('flow instances');
+flows
+  .command('start')
+  .description('start an instance of a flow; prints {instanceId}')
+  .argument('<name>', 'flow name')
+  .option('--json <json>', 'input as JSON', '{}')
+  .option('--id <id>', 'message id (starting twice with the same id starts one instance)')
+  .action(async (name: string, o: { json: string; id?: string }) => {
+    let input: unknown;
+    try {
+      input = JSON.parse(o.json);
+    } catch (err) {
+      throw new SwitchboardError('usage', `--json is not valid JSON: ${(err as Error).message}`, 2);
+    }
+    print(await client().request('POST', `/api/flows/${encodeURIComponent(name)}`, { input, ...(o.id ? { id: o.id } : {}) }));
+  });
+flows
+  .command('ls')
+  .description('list recent instances (of one flow, or all)')
+  .argument('[name]', 'flow name')
+  .option('--limit <n>', 'how many', '50')
+  .action(async (name: string | undefined, o: { limit: string }) => {
+    const q = new URLSearchParams({ limit: o.limit, ...(name ? { name } : {}) });
+    print(await client().request('GET', `/api/flows?${q}`));
+  });
+flows
+  .command('show')
+  .description('status, input, result and steps of an instance')
+  .argument('<name>')
+  .argument('<id>')
+  .action(async (name: string, id: string) => print(await client().request('GET', `/api/flows/${encodeURIComponent(name)}/${encodeURIComponent(id)}`)));
+flows
+  .command('retry')
+  .description('retry a failed instance from its last step (admin)')
+  .argument('<name>')
+  .argument('<id>')
+  .action(async (name: string, id: string) => print(await client().request('POST', `/api/flows/${encodeURIComponent(name)}/${encodeURIComponent(id)}/retry`, {})));
+flows
+  .command('cancel')
+  .description('cancel an instance: it runs no further steps (admin, or who started it)')
+  .argument('<name>')
+  .argument('<id>')
+  .action(async (name: string, id: string) => print(await client().request('POST', `/api/flows/${encodeURIComponent(name)}/${encodeURIComponent(id)}/cancel`, {})));
+
+const tasks = program.command('tasks').description('your tasks and your groups\' tasks');
+tasks
+  .command('ls')
+  .description('open tasks you may act on')
+  .action(async () => print(await client().request('GET', '/api/tasks')));
+tasks
+  .command('show')
+  .argument('<id>')
+  .description('one task with its data and history')
+  .action(async (id: string) => print(await client().request('GET', `/api/tasks/${encodeURIComponent(id)}`)));
+tasks
+  .command('claim')
+  .argument('<id>')
+  .description('claim a group task ("I am working on this")')
+  .action(async (id: string) => print(await client().request('POST', `/api/tasks/${encodeURIComponent(id)}/claim`, {})));
+tasks
+  .command('decide')
+  .argument('<id>')
+  .argument('<action>', 'one of the task\'s actions, e.g. approve')
+  .option('--comment <text>', 'a comment')
+  .option('--field <name=value...>', 'a form field (repeatable)')
+  .description('decide a task (claims it if unclaimed)')
+  .action(async (id: string, action: string, o: { comment?: string; field?: string[] }) => {
+    const fields = Object.fromEntries((o.field ?? []).map((f) => {
+      const eq = f.indexOf('=');
+      if (eq <= 0) throw new SwitchboardError('usage', `--field '${f}': expected name=value`, 2);
+      return [f.slice(0, eq), f.slice(eq + 1)];
+    }));
+    print(await client().request('POST', `/api/tasks/${encodeURIComponent(id)}/decision`, { action, fields, ...(o.comment ? { comment: o.comment } : {}) }));
+  });
+
 const tokens = program.command('tokens').description('your API tokens (for scripts: SWITCHBOARD_TOKEN)');
 tokens
   .command('create')

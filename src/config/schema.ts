@@ -107,6 +107,18 @@ export const configSchema = z.strictObject({
   directory: directory.default({ type: 'file', users: [] }),
   permissions: z.array(permission).default([]),
   routes: z.array(route).default([]),
+  flows: z
+    .strictObject({
+      /** Folder of flow files (.ts/.js), loaded at start. */
+      dir: z.string().default('workflows'),
+      /** Instances replayed at once by one process. */
+      concurrency: z.number().int().min(1).max(500).default(20),
+      /** Lock on an instance while one process replays it; a crashed process's lock expires after this. */
+      lockTimeout: duration.default(30_000),
+      /** How often runs lost in a crash are looked for. */
+      stalledCheck: duration.default(15_000),
+    })
+    .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000 }),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
 });
 

@@ -16,7 +16,24 @@ export function redisServerBinary(): string | undefined {
   return which.status === 0 ? which.stdout.trim() || undefined : undefined;
 }
 
-export function freePort(): Promise<number> {
+const handedOut = new Set<number>();
+
+/**
+ * A free loopback port, never one this process handed out before: a port freed by a stopped
+ * server and handed to the next one would meet clients' pooled keep-alive sockets to the old one.
+ */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < 20; i++) {
+    const port = await anyFreePort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  return anyFreePort();
+}
+
+function anyFreePort(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.unref();

@@ -11,6 +11,8 @@ import { pageRoutes } from './routes/pages.ts';
 import { sessions } from './sessions.ts';
 import { canRoutes } from './routes/can.ts';
 import { tokenRoutes } from './routes/tokens.ts';
+import { flowPageRoutes, flowRoutes } from './routes/flows.ts';
+import { taskRoutes } from './routes/tasks.ts';
 import { healthRoutes } from './routes/health.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { queueRoutes } from './routes/queues.ts';
@@ -29,12 +31,15 @@ export function createApp(deps: AppDeps): Express {
   app.use(queueRoutes(deps));
   app.use(canRoutes(deps));
   app.use(tokenRoutes(deps));
+  app.use(taskRoutes(deps));
+  app.use(flowRoutes(deps));
   app.use(auditRoutes(deps));
   // Pages: sessions in Redis, form bodies, CSRF checked per form route.
   const pages = express.Router();
   pages.use(requireRedis(deps.redis), sessions(deps.session), express.urlencoded({ extended: false, limit: '64kb' }));
   pages.use(pageRoutes(deps));
   pages.use(adminRoutes(deps));
+  pages.use(flowPageRoutes(deps));
   app.use(pages);
   app.use((req, _res, next) => next(new NotFound(`no such endpoint: ${req.method} ${req.path}`)));
   app.use(errorHandler(deps.log, deps.bodyLimit, deps.audit));

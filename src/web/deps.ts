@@ -5,6 +5,8 @@ import type { Authenticator } from '../auth/authenticator.ts';
 import type { Directory } from '../auth/directory.ts';
 import type { TokenStore } from '../auth/tokens.ts';
 import type { SessionOptions } from './sessions.ts';
+import type { FlowRuntime } from '../flows/runtime.ts';
+import type { Inbox } from '../endpoints/inbox/inbox.ts';
 import type { Permissions } from '../auth/permissions.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
@@ -17,6 +19,10 @@ export interface AppDeps {
   tokens: TokenStore;
   audit: AuditLog;
   session: SessionOptions;
+  /** The flow runtime, when flows are enabled. */
+  flows?: FlowRuntime;
+  /** People's tasks. */
+  inbox?: Inbox;
   /** Redis key prefix (rate-limit counters, sessions). */
   prefix: string;
   permissions: Permissions;

@@ -1,0 +1,34 @@
+import type { Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
+import type { Message } from '../../core/message.ts';
+import type { FlowRuntime } from '../../flows/runtime.ts';
+
+/**
+ * `flow:<name>` starts an instance with the message body as input; `flow:<name>/<id>` delivers
+ * to a running instance (what ctx.receive and ctx.request wait on). Both are idempotent by
+ * message id: the instance id derives from the starting message id, and an inbox takes an id once.
+ */
+export class FlowEndpoint implements Endpoint {
+  readonly scheme = 'flow';
+  readonly dedupsOnIngress = true;
+
+  constructor(private readonly runtime: FlowRuntime) {}
+
+  async send(message: Message): Promise<SendResult> {
+    const path = message.to.slice('flow:'.length);
+    const slash = path.indexOf('/');
+    if (slash < 0) {
+      const r = await this.runtime.startFromMessage(path, message);
+      return { id: message.id, duplicate: r.duplicate, instanceId: r.instanceId } as SendResult;
+    }
+    const r = await this.runtime.deliver(path.slice(0, slash), path.slice(slash + 1), message);
+    return { id: message.id, duplicate: r.duplicate };
+  }
+
+  async health(): Promise<HealthReport> {
+    return { ok: true, detail: `${this.runtime.definitions.size} flow(s) deployed` };
+  }
+
+  async close(): Promise<void> {
+    await this.runtime.close();
+  }
+}

@@ -1,0 +1,268 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { parseDuration } from '../core/duration.ts';
+import type { SendResult } from '../core/endpoint.ts';
+import { ValidationError } from '../core/errors.ts';
+import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../core/message.ts';
+import type { Decision, FlowContext, MessageMatch, SendOptions, TaskSpec } from './define.ts';
+import { FlowTimeout, NonDeterministicChange, Suspend } from './errors.ts';
+import type { InstanceMeta, InstanceStore, JournalEntry } from './store.ts';
+
+export interface ContextDeps {
+  store: InstanceStore;
+  send(message: Message): Promise<SendResult>;
+  /** Schedules a run of this instance at `at` (epoch ms). */
+  wakeAt(id: string, at: number): Promise<void>;
+  log: Logger;
+}
+
+/** Deep partial equality: every field of `want` must be in `have` with an equal value. */
+export function matches(have: unknown, want: unknown): boolean {
+  if (want === null || typeof want !== 'object') return have === want;
+  if (have === null || typeof have !== 'object') return false;
+  if (Array.isArray(want)) return Array.isArray(have) && want.length === have.length && want.every((w, i) => matches(have[i], w));
+  return Object.entries(want as Record<string, unknown>).every(([k, v]) => matches((have as Record<string, unknown>)[k], v));
+}
+
+const toJson = (v: unknown): unknown => (v === undefined ? null : JSON.parse(JSON.stringify(v)));
+
+/**
+ * The replaying ctx of one run of one instance. Step n returns what the journal recorded for n;
+ * past the journal it does the work, journals it, and goes on; where it must wait it records
+ * what it waits for and unwinds the run (Suspend), leaving nothing in memory.
+ */
+export class ReplayContext implements FlowContext {
+  private n = 0;
+  private readonly pending: JournalEntry[] = [];
+  /** Set when the run must stop; every later ctx call throws it again. */
+  stopped?: Suspend;
+  /** The failure that stopped the run, for the instance's status. */
+  failure?: Error;
+  /** What the instance waits for when the run stopped with 'waiting'. */
+  waitingOn?: InstanceMeta['waitingOn'];
+
+  constructor(
+    private readonly meta: InstanceMeta,
+    private readonly journal: Map<number, JournalEntry>,
+    private readonly deps: ContextDeps,
+    private readonly isCancelled: () => Promise<boolean>,
+  ) {}
+
+  get id(): string {
+    return this.meta.id;
+  }
+
+  get flow(): string {
+    return this.meta.flow;
+  }
+
+  private get address(): string {
+    return `flow:${this.meta.flow}/${this.meta.id}`;
+  }
+
+  private stop(reason: Suspend['reason'], failure?: Error): never {
+    this.stopped ??= new Suspend(reason);
+    if (failure) this.failure ??= failure;
+    throw this.stopped;
+  }
+
+  /** The next step number and what the journal holds for it, checking the code still asks for the same. */
+  private next(kind: JournalEntry['kind'], target?: string): { n: number; rec?: JournalEntry } {
+    if (this.stopped) throw this.stopped;
+    const n = this.n++;
+    const rec = this.journal.get(n);
+    if (rec && (rec.kind !== kind || (rec.target ?? '') !== (target ?? ''))) {
+      const what = (k: string, t?: string) => (t ? `${k} ${t}` : k);
+      this.stop('failed', new NonDeterministicChange(n, what(rec.kind, rec.target), what(kind, target)));
+    }
+    return { n, rec };
+  }
+
+  /** Before any new side effect: journal pending now()/uuid() values, and honour a cancel. */
+  private async beforeEffect(): Promise<void> {
+    await this.flush();
+    let cancelled: boolean;
+    try {
+      cancelled = await this.isCancelled();
+    } catch (err) {
+      if (err instanceof Suspend) this.stop(err.reason);
+      throw err;
+    }
+    if (cancelled) this.stop('cancelled');
+  }
+
+  async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const entries = this.pending.splice(0);
+    await this.deps.store.writeSteps(this.id, entries);
+    for (const e of entries) this.journal.set(e.n, e);
+  }
+
+  private message(n: number, to: string, body: unknown, o: SendOptions = {}): Message {
+    return {
+      id: `${this.id}:${n}`,
+      to,
+      from: this.address,
+      sender: { kind: 'flow', name: this.flow },
+      headers: { ...(o.headers ?? {}) },
+      contentType: 'application/json',
+      body: body ?? null,
+      createdAt: new Date().toISOString(),
+      ...(o.subject !== undefined ? { subject: o.subject } : {}),
+      ...(o.correlationId !== undefined ? { correlationId: o.correlationId } : {}),
+      ...(o.replyTo !== undefined ? { replyTo: o.replyTo } : {}),
+    };
+  }
+
+  async send(to: string, body: unknown, options?: SendOptions): Promise<{ id: string }> {
+    const { n, rec } = this.next('send', to);
+    if (rec) return rec.result as { id: string };
+    await this.beforeEffect();
+    const m = this.message(n, to, body, options);
+    await this.deps.send(m);
+    const entry: JournalEntry = { n, kind: 'send', target: to, at: new Date().toISOString(), done: true, result: { id: m.id } };
+    await this.deps.store.writeSteps(this.id, [entry]);
+    return { id: m.id };
+  }
+
+  /** Sends (once) and then waits for the message correlated with this step. */
+  private async sendAndWait(kind: 'request' | 'ask', to: string, body: unknown, options: SendOptions & { timeout?: string | number }): Promise<Message> {
+    const { n, rec } = this.next(kind, to);
+    if (rec?.done) return this.settled(rec);
+    let deadline = rec?.deadline;
+    if (!rec) {
+      await this.beforeEffect();
+      deadline = options.timeout !== undefined ? Date.now() + parseDuration(options.timeout) : undefined;
+      await this.deps.send(this.message(n, to, body, { ...options, correlationId: `${this.id}:${n}`, replyTo: this.address }));
+      const entry: JournalEntry = { n, kind, target: to, at: new Date().toISOString(), done: false, ...(deadline !== undefined ? { deadline } : {}) };
+      await this.deps.store.writeSteps(this.id, [entry]);
+      this.journal.set(n, entry);
+      if (deadline !== undefined) await this.deps.wakeAt(this.id, deadline);
+    }
+    return this.wait(n, kind, to, deadline, (m) => m.correlationId === `${this.id}:${n}`, kind === 'ask' ? 'decision' : 'reply');
+  }
+
+  private settled(rec: JournalEntry): Message {
+    if (rec.error) throw new FlowTimeout(rec.n, rec.kind === 'ask' ? 'decision' : rec.kind === 'request' ? 'reply' : 'message');
+    return decodeMessage(rec.result as StoredMessage);
+  }
+
+  private async wait(n: number, kind: JournalEntry['kind'], target: string | undefined, deadline: number | undefined, accept: (m: StoredMessage) => boolean, what: string): Promise<Message> {
+    const base = this.journal.get(n)!;
+    for (const { raw, message } of await this.deps.store.inbox(this.id)) {
+      if (!accept(message)) continue;
+      const entry: JournalEntry = { ...base, done: true, result: message, consumed: message.id, at: new Date().toISOString() };
+      await this.flush();
+      await this.deps.store.consume(this.id, entry, raw);
+      this.journal.set(n, entry);
+      return decodeMessage(message);
+    }
+    if (deadline !== undefined && Date.now() >= deadline) {
+      const entry: JournalEntry = { ...base, done: true, error: { name: 'FlowTimeout', code: 'flow_timeout', message: `no ${what} before the timeout` } };
+      await this.flush();
+      await this.deps.store.writeSteps(this.id, [entry]);
+      this.journal.set(n, entry);
+      throw new FlowTimeout(n, what);
+    }
+    this.waitingOn = { step: n, kind, ...(target ? { target } : {}), ...(deadline !== undefined ? { until: new Date(deadline).toISOString() } : {}) };
+    this.stop('waiting');
+  }
+
+  request(to: string, body: unknown, options: SendOptions & { timeout?: string | number } = {}): Promise<Message> {
+    return this.sendAndWait('request', to, body, options);
+  }
+
+  async ask(to: string, task: TaskSpec, options: { timeout?: string | number } = {}): Promise<Decision> {
+    if (!/^(person|group):/.test(to)) throw new ValidationError(`ctx.ask: '${to}' is not a person: or group: address`);
+    if (!task || typeof task.title !== 'string' || !Array.isArray(task.actions) || task.actions.length === 0) {
+      throw new ValidationError('ctx.ask: a task needs a title and at least one action');
+    }
+    const reply = await this.sendAndWait('ask', to, toJson(task), { ...options, headers: { 'switchboard-task': 'ask' } });
+    return reply.body as Decision;
+  }
+
+  async receive(options: { timeout?: string | number; match?: MessageMatch } = {}): Promise<Message> {
+    const { n, rec } = this.next('receive');
+    if (rec?.done) return this.settled(rec);
+    let deadline = rec?.deadline;
+    if (!rec) {
+      await this.flush();
+      deadline = options.timeout !== undefined ? Date.now() + parseDuration(options.timeout) : undefined;
+      const entry: JournalEntry = { n, kind: 'receive', at: new Date().toISOString(), done: false, ...(deadline !== undefined ? { deadline } : {}) };
+      await this.deps.store.writeSteps(this.id, [entry]);
+      this.journal.set(n, entry);
+      if (deadline !== undefined) await this.deps.wakeAt(this.id, deadline);
+    }
+    const mine = `${this.id}:`;
+    // Replies to this instance's own requests and asks are theirs, unless the match asks for one.
+    const accept = (m: StoredMessage) => (options.match?.correlationId !== undefined || !m.correlationId?.startsWith(mine)) && (!options.match || matches(m, options.match));
+    return this.wait(n, 'receive', undefined, deadline, accept, 'message');
+  }
+
+  async sleep(duration: string | number): Promise<void> {
+    const { n, rec } = this.next('sleep');
+    if (rec?.done) return;
+    let deadline = rec?.deadline;
+    if (!rec) {
+      await this.flush();
+      deadline = Date.now() + parseDuration(duration);
+      const entry: JournalEntry = { n, kind: 'sleep', at: new Date().toISOString(), done: false, deadline };
+      await this.deps.store.writeSteps(this.id, [entry]);
+      this.journal.set(n, entry);
+      await this.deps.wakeAt(this.id, deadline);
+    }
+    if (Date.now() >= deadline!) {
+      const entry: JournalEntry = { ...this.journal.get(n)!, done: true };
+      await this.deps.store.writeSteps(this.id, [entry]);
+      this.journal.set(n, entry);
+      return;
+    }
+    this.waitingOn = { step: n, kind: 'sleep', until: new Date(deadline!).toISOString() };
+    this.stop('waiting');
+  }
+
+  async step<T>(name: string, fn: () => Promise<T> | T): Promise<T> {
+    const { n, rec } = this.next('step', name);
+    if (rec) {
+      if (rec.error) throw Object.assign(new Error(rec.error.message), { name: rec.error.name, code: rec.error.code });
+      return rec.result as T;
+    }
+    await this.beforeEffect();
+    let entry: JournalEntry;
+    try {
+      const result = toJson(await fn()) as T;
+      entry = { n, kind: 'step', target: name, at: new Date().toISOString(), done: true, result };
+      await this.deps.store.writeSteps(this.id, [entry]);
+      return result;
+    } catch (err) {
+      if (err instanceof Suspend) throw err;
+      const e = err as Error & { code?: string };
+      entry = { n, kind: 'step', target: name, at: new Date().toISOString(), done: true, error: { name: e.name ?? 'Error', message: e.message ?? String(err), ...(e.code ? { code: String(e.code) } : {}) } };
+      await this.deps.store.writeSteps(this.id, [entry]);
+      throw err;
+    }
+  }
+
+  now(): Date {
+    const { n, rec } = this.next('now');
+    if (rec) return new Date(rec.result as string);
+    const at = new Date();
+    this.pending.push({ n, kind: 'now', at: at.toISOString(), done: true, result: at.toISOString() });
+    return at;
+  }
+
+  uuid(): string {
+    const { n, rec } = this.next('uuid');
+    if (rec) return rec.result as string;
+    const id = randomUUID();
+    this.pending.push({ n, kind: 'uuid', at: new Date().toISOString(), done: true, result: id });
+    return id;
+  }
+
+  log(message: string, fields: Record<string, unknown> = {}): void {
+    // Past the last journaled step the flow runs ahead; before it, it is replaying what was logged.
+    if (this.n >= this.journal.size) this.deps.log.info({ ...fields, flow: this.flow, instance: this.id }, message);
+  }
+}
+
+export { encodeMessage };
