@@ -100,6 +100,7 @@ export async function startGateway({ config, log = createLogger(config.log.level
       concurrency: config.flows.concurrency,
       lockMs: config.flows.lockTimeout,
       stalledCheckMs: config.flows.stalledCheck,
+      retentionMs: config.flows.retention,
       log,
     });
     router.register(new FlowEndpoint(flows));

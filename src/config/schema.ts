@@ -117,8 +117,10 @@ export const configSchema = z.strictObject({
       lockTimeout: duration.default(30_000),
       /** How often runs lost in a crash are looked for. */
       stalledCheck: duration.default(15_000),
+      /** How long a finished (completed, failed, cancelled) instance stays visible. */
+      retention: duration.default(30 * 86_400_000),
     })
-    .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000 }),
+    .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000, retention: 30 * 86_400_000 }),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
 });
 

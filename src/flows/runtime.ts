@@ -21,6 +21,8 @@ export interface FlowRuntimeOptions {
   lockMs: number;
   /** How often a crashed run is looked for (BullMQ stalled check). */
   stalledCheckMs: number;
+  /** How long a completed, failed or cancelled instance stays visible. */
+  retentionMs: number;
   log: Logger;
 }
 
@@ -213,6 +215,7 @@ export class FlowRuntime {
     const current = await this.store.meta(id);
     if (current?.status === 'cancelled') return;
     await this.store.update(id, { ...fields, status }, ['waitingOn']);
+    if (current) await this.store.expire(id, current.flow, this.o.retentionMs);
     this.o.log.info({ flow: current?.flow, instance: id, status, error: fields.error?.message }, `flow instance ${status}`);
   }
 
@@ -255,6 +258,7 @@ export class FlowRuntime {
     const last = Math.max(-1, ...journal.keys());
     if (last >= 0 && journal.get(last)!.kind === 'step' && journal.get(last)!.error) await this.store.deleteStep(id, last);
     await this.store.update(id, { status: 'running' }, ['error']);
+    await this.store.persist(id);
     this.o.log.info({ flow: name, instance: id, by }, 'flow instance retried');
     await this.wake(id);
     return this.view(name, id);
@@ -265,6 +269,7 @@ export class FlowRuntime {
     if (!meta || meta.flow !== name) throw new NotFound(`no instance '${id}' of flow '${name}'`);
     if (FINISHED.includes(meta.status)) throw new Conflict(`instance '${id}' has already ${meta.status}`);
     await this.store.update(id, { status: 'cancelled', cancelledBy: by }, ['waitingOn']);
+    await this.store.expire(id, name, this.o.retentionMs);
     this.o.log.info({ flow: name, instance: id, by }, 'flow instance cancelled');
     return this.view(name, id);
   }

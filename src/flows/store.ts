@@ -126,6 +126,23 @@ export class InstanceStore {
     return raws.map((raw) => ({ raw, message: JSON.parse(raw) as StoredMessage })).filter((m) => !done.has(m.message.id));
   }
 
+  /** A finished instance is kept for `ms` (status, journal, result), then Redis drops it. */
+  async expire(id: string, flow: string, ms: number): Promise<void> {
+    const p = this.redis.multi();
+    for (const part of ['meta', 'journal', 'inbox', 'seen', 'consumed']) p.pexpire(this.k(id, part), ms);
+    await p.exec();
+    // Index entries older than the retention point at nothing any more.
+    const cutoff = Date.now() - ms;
+    await this.redis.pipeline().zremrangebyscore(this.index(flow), '-inf', cutoff).zremrangebyscore(this.index(), '-inf', cutoff).exec();
+  }
+
+  /** Undoes `expire` (a failed instance being retried lives on). */
+  async persist(id: string): Promise<void> {
+    const p = this.redis.multi();
+    for (const part of ['meta', 'journal', 'inbox', 'seen', 'consumed']) p.persist(this.k(id, part));
+    await p.exec();
+  }
+
   async lock(id: string, token: string, ms: number): Promise<boolean> {
     return (await this.redis.set(this.k(id, 'lock'), token, 'PX', ms, 'NX')) === 'OK';
   }
