@@ -22,6 +22,7 @@ import { openRedis, redactUrl } from './store/redis.ts';
 import { createApp } from './web/app.ts';
 import { FlowEndpoint } from './endpoints/flow/flow-endpoint.ts';
 import { Inbox } from './endpoints/inbox/inbox.ts';
+import { EmailEndpoint } from './endpoints/email/email-endpoint.ts';
 import { InboxEndpoint } from './endpoints/inbox/inbox-endpoint.ts';
 import { loadFlows } from './flows/loader.ts';
 import { FlowRuntime } from './flows/runtime.ts';
@@ -88,10 +89,15 @@ export async function startGateway({ config, log = createLogger(config.log.level
     const guard = new LoginGuard(redis, config.redis.prefix, { perUser: config.http.loginLimits.perUser, perIp: config.http.loginLimits.perIp, windowMs: config.http.loginLimits.window });
     const auth = new Authenticator(directory, tokens, audit, guard);
 
-    const inbox = new Inbox(redis, config.redis.prefix, router, permissions, log);
+    if (config.email) {
+      router.register(new EmailEndpoint({ redis, prefix: config.redis.prefix, smtp: config.email.smtp, from: config.email.from, maxAttempts: config.email.maxAttempts, backoffMs: config.email.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
+    }
+    const baseUrl = config.http.baseUrl ?? `http://localhost:${config.http.port}`;
+    const inbox = new Inbox({ redis, prefix: config.redis.prefix, router, permissions, directory, baseUrl, email: config.email !== undefined, remindersMs: config.people.reminders, log });
     router.register(new InboxEndpoint('person', inbox));
     router.register(new InboxEndpoint('group', inbox));
-    inbox.startSweeper();
+    await inbox.start();
+    cleanup.push(() => inbox.stop());
     const flows = new FlowRuntime({
       redis,
       prefix: config.redis.prefix,

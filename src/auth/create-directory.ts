@@ -14,6 +14,7 @@ export function createDirectory(config: Config['directory'], log: Logger): Direc
       userBase: config.userBase,
       userFilter: config.userFilter,
       usernameAttribute: config.usernameAttribute,
+      mailAttribute: config.mailAttribute,
       groupFilter: config.groupFilter,
       nestedGroups: config.nestedGroups,
       cacheTtlMs: config.cacheTtl,

@@ -10,5 +10,7 @@ export interface Directory {
   authenticate(username: string, password: string): Promise<Principal | null>;
   /** The user and their groups without a password check (for explain and admin views); null if unknown. */
   lookup(username: string): Promise<Principal | null>;
+  /** Members of a group (by cn or DN), for notices to a group; [] for an unknown group. */
+  members(group: string): Promise<Principal[]>;
   health(): Promise<HealthReport>;
 }

@@ -7,6 +7,7 @@ export interface FileUser {
   name: string;
   passwordHash: string;
   groups: string[];
+  email?: string;
 }
 
 // Verified against when the user is unknown, so an unknown name costs the same time as a wrong
@@ -24,12 +25,20 @@ export class FileDirectory implements Directory {
   async authenticate(username: string, password: string): Promise<Principal | null> {
     const user = this.users.get(username);
     const ok = await verifyPassword(password, user?.passwordHash ?? DUMMY_HASH);
-    return ok && user ? { kind: 'user', name: user.name, groups: user.groups } : null;
+    return ok && user ? FileDirectory.principal(user) : null;
   }
 
   async lookup(username: string): Promise<Principal | null> {
     const user = this.users.get(username);
-    return user ? { kind: 'user', name: user.name, groups: user.groups } : null;
+    return user ? FileDirectory.principal(user) : null;
+  }
+
+  async members(group: string): Promise<Principal[]> {
+    return [...this.users.values()].filter((u) => u.groups.includes(group)).map((u) => FileDirectory.principal(u));
+  }
+
+  private static principal(u: FileUser): Principal {
+    return { kind: 'user', name: u.name, groups: u.groups, ...(u.email ? { email: u.email } : {}) };
   }
 
   async health(): Promise<HealthReport> {

@@ -18,6 +18,8 @@ export interface LdapOptions {
   userFilter: string;
   /** Attribute holding the login name (the principal's name). */
   usernameAttribute: string;
+  /** Attribute holding the e-mail address. */
+  mailAttribute?: string;
   /** Where groups are searched; omit to rely on memberOf only. */
   groupBase?: string;
   /** Filter with `{dn}` (the user's DN, escaped), e.g. `(|(member={dn})(uniqueMember={dn}))`. */
@@ -37,6 +39,7 @@ interface UserRecord {
   dn: string;
   name: string;
   groups: string[];
+  email?: string;
 }
 
 /** RDN value of a DN's first component: `cn=ops,ou=groups,…` → `ops`. */
@@ -105,7 +108,7 @@ export class LdapDirectory implements Directory {
 
   private async findUser(c: Client, username: string): Promise<UserRecord | null> {
     const filter = this.o.userFilter.replaceAll('{username}', Filter.escape(username));
-    const attributes = [this.o.usernameAttribute, ...(this.o.memberOfAttribute ? [this.o.memberOfAttribute] : [])];
+    const attributes = [this.o.usernameAttribute, ...(this.o.mailAttribute ? [this.o.mailAttribute] : []), ...(this.o.memberOfAttribute ? [this.o.memberOfAttribute] : [])];
     const { searchEntries } = await c.search(this.o.userBase, { scope: 'sub', filter, attributes, sizeLimit: 2 });
     // Zero or several matches: no login (an ambiguous filter must not pick one at random).
     if (searchEntries.length !== 1) return null;
@@ -124,7 +127,8 @@ export class LdapDirectory implements Directory {
       }
     }
     const groups = [...groupDns].flatMap((dn) => [dn, firstRdnValue(dn)]);
-    return { dn: entry.dn, name: firstString(entry[this.o.usernameAttribute]) ?? username, groups: [...new Set(groups)] };
+    const email = this.o.mailAttribute ? firstString(entry[this.o.mailAttribute]) : undefined;
+    return { dn: entry.dn, name: firstString(entry[this.o.usernameAttribute]) ?? username, groups: [...new Set(groups)], ...(email ? { email } : {}) };
   }
 
   private async record(username: string): Promise<UserRecord | null> {
@@ -139,7 +143,33 @@ export class LdapDirectory implements Directory {
   async lookup(username: string): Promise<Principal | null> {
     if (!username) return null;
     const r = await this.record(username);
-    return r ? { kind: 'user', name: r.name, groups: r.groups } : null;
+    return r ? LdapDirectory.principal(r) : null;
+  }
+
+  private static principal(r: UserRecord): Principal {
+    return { kind: 'user', name: r.name, groups: r.groups, ...(r.email ? { email: r.email } : {}) };
+  }
+
+  /** Direct members of a group found by cn (or DN) under groupBase that are users under userBase. */
+  async members(group: string): Promise<Principal[]> {
+    if (!this.o.groupBase) return [];
+    const out: Principal[] = [];
+    await this.asService(async (c) => {
+      const filter = group.includes('=') ? undefined : `(cn=${Filter.escape(group)})`;
+      const found = filter
+        ? (await c.search(this.o.groupBase!, { scope: 'sub', filter, attributes: ['member', 'uniqueMember'] })).searchEntries
+        : (await c.search(group, { scope: 'base', attributes: ['member', 'uniqueMember'] })).searchEntries;
+      const dns = found.flatMap((g) => [...strings(g.member), ...strings(g.uniqueMember)]);
+      for (const dn of dns) {
+        if (!dn.toLowerCase().endsWith(this.o.userBase.toLowerCase())) continue;
+        const { searchEntries } = await c.search(dn, { scope: 'base', attributes: [this.o.usernameAttribute] });
+        const name = firstString(searchEntries[0]?.[this.o.usernameAttribute]);
+        if (!name) continue;
+        const p = await this.lookup(name).catch(() => null);
+        if (p) out.push(p);
+      }
+    });
+    return out;
   }
 
   async authenticate(username: string, password: string): Promise<Principal | null> {
@@ -157,7 +187,7 @@ export class LdapDirectory implements Directory {
     } finally {
       await client?.unbind().catch(() => {});
     }
-    return { kind: 'user', name: r.name, groups: r.groups };
+    return LdapDirectory.principal(r);
   }
 
   async health(): Promise<HealthReport> {

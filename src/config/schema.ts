@@ -31,6 +31,7 @@ const fileUser = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]*$/, 'expected a user name of letters, digits, . _ @ -'),
   passwordHash: z.string().refine(isPasswordHash, 'expected a hash made by `switchboard hash-password` (scrypt$…)'),
   groups: z.array(z.string().min(1)).default([]),
+  email: z.email().optional(),
 });
 
 const ldapDirectory = z.strictObject({
@@ -44,6 +45,8 @@ const ldapDirectory = z.strictObject({
   groupBase: z.string().min(1).optional(),
   groupFilter: z.string().includes('{dn}', { message: 'expected a filter containing {dn}, e.g. (member={dn})' }).default('(|(member={dn})(uniqueMember={dn}))'),
   memberOfAttribute: z.string().min(1).optional(),
+  /** Attribute with the user's e-mail address (task notices). */
+  mailAttribute: z.string().min(1).default('mail'),
   nestedGroups: z.boolean().default(false),
   cacheTtl: duration.default(60_000),
   timeout: duration.default(5000),
@@ -121,6 +124,21 @@ export const configSchema = z.strictObject({
       retention: duration.default(30 * 86_400_000),
     })
     .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000, retention: 30 * 86_400_000 }),
+  email: z
+    .strictObject({
+      smtp: z.string().regex(/^smtps?:\/\//, 'expected an smtp:// or smtps:// URL, e.g. smtp://user:pass@mail.example.com:587'),
+      from: z.string().min(3),
+      /** Tries per e-mail while the relay is down, then the e-mail is dead-lettered. */
+      maxAttempts: z.number().int().min(1).max(100).default(10),
+      backoff: duration.default(5000),
+    })
+    .optional(),
+  people: z
+    .strictObject({
+      /** Reminder e-mails this long before a task is due, e.g. [1h, 15m]. */
+      reminders: z.array(duration).default([]),
+    })
+    .default({ reminders: [] }),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
 });
 

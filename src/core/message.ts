@@ -12,6 +12,8 @@ export interface Principal {
   readonly name: string;
   /** Groups from the directory, for permission checks; not carried on messages. */
   readonly groups?: readonly string[];
+  /** E-mail address from the directory, for notices; not carried on messages. */
+  readonly email?: string;
 }
 
 /** The envelope every hop carries (DESIGN §2). */

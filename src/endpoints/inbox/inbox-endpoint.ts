@@ -18,6 +18,6 @@ export class InboxEndpoint implements Endpoint {
   }
 
   async close(): Promise<void> {
-    this.inbox.stop();
+    // The Inbox is shared by person: and group:; the gateway stops it once.
   }
 }

@@ -1,10 +1,16 @@
+import { Queue, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { Directory } from '../../auth/directory.ts';
 import type { Permissions } from '../../auth/permissions.ts';
+import { parseDuration } from '../../core/duration.ts';
+import { parseAddress } from '../../core/address.ts';
 import { Conflict, NotFound, PermissionDenied, ValidationError } from '../../core/errors.ts';
 import { principalId, type Message, type Principal } from '../../core/message.ts';
 import type { Router } from '../../core/router.ts';
 import type { Decision, FieldKind, TaskSpec } from '../../flows/define.ts';
-import { TaskStore, type Task } from './task-store.ts';
+import { TaskEvents } from './task-events.ts';
+import { TaskStore, type HistoryEntry, type Task } from './task-store.ts';
 
 const FIELD_KINDS = new Set(['text', 'number', 'date']);
 
@@ -45,12 +51,63 @@ export function validateFields(spec: Record<string, FieldKind>, given: unknown):
  * waits (the flow); a decision not yet accepted by its destination is sent again by a sweep, and
  * its fixed message id makes the repeat harmless.
  */
+export interface InboxOptions {
+  redis: Redis;
+  prefix: string;
+  router: Router;
+  permissions: Permissions;
+  directory: Directory;
+  /** Where links in e-mails point, e.g. https://switchboard.example.com */
+  baseUrl: string;
+  /** E-mail notices on new, overdue and escalated tasks (needs the email: endpoint). */
+  email: boolean;
+  /** Reminder e-mails this long before a task is due, e.g. [3600000] for an hour before. */
+  remindersMs: number[];
+  log: Logger;
+}
+
+interface PeopleJob {
+  kind: 'notify-new' | 'due' | 'remind';
+  taskId: string;
+}
+
 export class Inbox {
   readonly store: TaskStore;
+  readonly events: TaskEvents;
   private sweeper?: NodeJS.Timeout;
+  private readonly router: Router;
+  private readonly permissions: Permissions;
+  private readonly log: Logger;
+  private readonly jobs: Queue<PeopleJob>;
+  private worker?: Worker<PeopleJob>;
 
-  constructor(redis: import('ioredis').Redis, prefix: string, private readonly router: Router, private readonly permissions: Permissions, private readonly log: Logger) {
-    this.store = new TaskStore(redis, prefix);
+  constructor(private readonly o: InboxOptions) {
+    this.store = new TaskStore(o.redis, o.prefix);
+    this.events = new TaskEvents(o.redis, o.prefix, o.log);
+    this.router = o.router;
+    this.permissions = o.permissions;
+    this.log = o.log;
+    this.jobs = new Queue<PeopleJob>('{people}', { connection: o.redis, prefix: o.prefix });
+    this.jobs.on('error', (err) => o.log.error({ err: err.message }, 'people jobs queue error'));
+  }
+
+  /** Durable follow-ups of a task (notices, due date): each runs once per task, retried if it fails. */
+  private async schedule(kind: PeopleJob['kind'], taskId: string, at = Date.now(), suffix = ''): Promise<void> {
+    await this.jobs.add(kind, { kind, taskId }, {
+      delay: Math.max(0, at - Date.now()),
+      attempts: 10,
+      backoff: { type: 'exponential', delay: 2000 },
+      removeOnComplete: true,
+      removeOnFail: 1000,
+      deduplication: { id: `${kind}:${taskId}${suffix}`, ttl: 7 * 86_400_000 },
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.events.start();
+    this.worker = new Worker<PeopleJob>('{people}', async (job) => this.runJob(job.data), { connection: this.o.redis, prefix: this.o.prefix, concurrency: 5 });
+    this.worker.on('error', (err) => this.log.error({ err: err.message }, 'people jobs worker error'));
+    this.startSweeper();
   }
 
   /** Turns a message to person:/group: into a task (once per message id). */
@@ -71,8 +128,8 @@ export class Inbox {
         ...base, kind: 'task', title: String(spec.title).slice(0, 500), actions: spec.actions, fields,
         data: spec.data && typeof spec.data === 'object' ? spec.data : {},
         ...(spec.description ? { description: String(spec.description) } : {}),
-        ...(spec.due ? { due: spec.due } : {}),
-        ...(spec.escalateTo ? { escalateTo: spec.escalateTo } : {}),
+        ...(spec.due ? { due: dueDate(spec.due, message.createdAt) } : {}),
+        ...(spec.escalateTo ? { escalateTo: escalationTarget(spec.escalateTo) } : {}),
       };
     } else {
       task = {
@@ -80,7 +137,61 @@ export class Inbox {
         data: body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : { message: body },
       };
     }
-    return this.store.create(task, { messageId: message.id, ...(message.replyTo ? { replyTo: message.replyTo } : {}), ...(message.correlationId ? { correlationId: message.correlationId } : {}) });
+    const created = await this.store.create(task, { messageId: message.id, ...(message.replyTo ? { replyTo: message.replyTo } : {}), ...(message.correlationId ? { correlationId: message.correlationId } : {}) });
+    // Scheduled even for a repeat of the same message: a crash right after the create is mended
+    // by the sender's retry, and the jobs' dedup ids keep them to one each.
+    await this.schedule('notify-new', task.id);
+    if (task.due) {
+      await this.schedule('due', task.id, Date.parse(task.due));
+      for (const r of this.o.remindersMs) if (Date.parse(task.due) - r > Date.now()) await this.schedule('remind', task.id, Date.parse(task.due) - r, `:${r}`);
+    }
+    if (created) await this.events.publish({ type: 'created', taskId: task.id, ...where(task) });
+    return created;
+  }
+
+  private async runJob(job: PeopleJob): Promise<void> {
+    const task = await this.store.get(job.taskId);
+    if (!task || task.status !== 'open') return;
+    if (job.kind === 'notify-new') {
+      await this.mail(task, `New task: ${task.title}`, `A new task waits for ${task.assignee ?? `the group ${task.group}`}:\n\n  ${task.title}\n${task.due ? `  due ${task.due}\n` : ''}\nOpen it: ${this.link(task.id)}\n`, 'new');
+    } else if (job.kind === 'remind') {
+      await this.mail(task, `Reminder: ${task.title} is due ${task.due}`, `This task is due ${task.due}:\n\n  ${task.title}\n\nOpen it: ${this.link(task.id)}\n`, `remind-${Date.parse(task.due ?? '0')}`);
+    } else if (job.kind === 'due') {
+      await this.escalate(task);
+    }
+  }
+
+  /** Past due: to the escalation target if there is one (both sides told), else a notice. */
+  private async escalate(task: Task): Promise<void> {
+    if (!task.escalateTo) {
+      await this.mail(task, `Overdue: ${task.title}`, `This task was due ${task.due} and is still open:\n\n  ${task.title}\n\nOpen it: ${this.link(task.id)}\n`, 'overdue');
+      return;
+    }
+    const entry: HistoryEntry = { at: new Date().toISOString(), by: 'system:switchboard', action: 'escalated', detail: `overdue since ${task.due}; moved to ${task.escalateTo}` };
+    const r = await this.store.reassign(task.id, task.escalateTo, entry);
+    if (!r.ok) return;
+    const moved = (await this.store.get(task.id))!;
+    await this.events.publish({ type: 'escalated', taskId: task.id, ...where(moved), previous: where(task), by: 'system:switchboard' });
+    const text = `The task "${task.title}" was due ${task.due} and has been escalated from ${task.assignee ?? `group ${task.group}`} to ${task.escalateTo}.\n\nOpen it: ${this.link(task.id)}\n`;
+    await this.mail(task, `Escalated: ${task.title}`, text, 'escalated-from');
+    await this.mail(moved, `Escalated to you: ${task.title}`, text, 'escalated-to');
+  }
+
+  private link(id: string): string {
+    return `${this.o.baseUrl.replace(/\/$/, '')}/tasks/${encodeURIComponent(id)}`;
+  }
+
+  /** E-mails the task's person, or every member of its group, through the durable email: outbox. */
+  private async mail(task: Task, subject: string, text: string, tag: string): Promise<void> {
+    if (!this.o.email) return;
+    const people = task.assignee !== undefined ? [await this.o.directory.lookup(task.assignee)] : await this.o.directory.members(task.group!);
+    for (const p of people) {
+      if (!p?.email) continue;
+      await this.router.send({
+        id: `task:${task.id}:${tag}:${p.name}`, to: `email:${p.email}`, sender: { kind: 'system', name: 'switchboard' },
+        headers: { 'switchboard-task': task.id }, contentType: 'application/json', body: { subject, text }, createdAt: new Date().toISOString(),
+      });
+    }
   }
 
   /** May this principal claim and decide this task? */
@@ -129,7 +240,39 @@ export class Inbox {
     if (!this.mayAct(p, task)) throw new PermissionDenied(principalId(p), 'consume', this.address(task));
     const r = await this.store.claim(id, principalId(p), from);
     if (!r.ok) this.refuse(r, id);
+    await this.events.publish({ type: 'claimed', taskId: id, ...where(task), by: principalId(p) });
     return this.get(p, id);
+  }
+
+  /** Gives a claimed task back to its group. */
+  async release(p: Principal, id: string, from?: string): Promise<Task> {
+    const task = await this.get(p, id);
+    if (!this.mayAct(p, task)) throw new PermissionDenied(principalId(p), 'consume', this.address(task));
+    const r = await this.store.claim(id, principalId(p), from, 'release');
+    if (!r.ok) {
+      if (r.reason === 'claimed' && r.holder === '') throw new Conflict(`task '${id}' is not claimed by you`);
+      this.refuse(r, id);
+    }
+    await this.events.publish({ type: 'released', taskId: id, ...where(task), by: principalId(p) });
+    return this.get(p, id);
+  }
+
+  /** Hands a task to another person, who must be allowed to act on it. */
+  async delegate(p: Principal, id: string, to: unknown, from?: string): Promise<Task> {
+    const task = await this.get(p, id);
+    if (!this.mayAct(p, task)) throw new PermissionDenied(principalId(p), 'consume', this.address(task));
+    if (typeof to !== 'string' || !to.trim()) throw new ValidationError("'to' must be the user name of the person to delegate to");
+    const name = to.trim().replace(/^person:/, '');
+    const target = await this.o.directory.lookup(name);
+    if (!target) throw new ValidationError(`there is no user '${name}' in the directory`);
+    if (!this.mayAct(target, task)) throw new ValidationError(`${name} may not act on this task (no consume right on ${this.address(task)})`);
+    const entry: HistoryEntry = { at: new Date().toISOString(), by: principalId(p), action: 'delegated', detail: `to ${name}`, ...(from ? { from } : {}) };
+    const r = await this.store.reassign(id, `person:${name}`, entry, principalId(p));
+    if (!r.ok) this.refuse(r, id);
+    await this.events.publish({ type: 'delegated', taskId: id, assignee: name, previous: where(task), by: principalId(p) });
+    await this.schedule('notify-new', id, Date.now(), `:delegated:${name}:${entry.at}`);
+    // The delegate may see it now; the delegator may no longer, which is fine: they answered with 200.
+    return this.store.get(id).then((t) => publicTask(t!));
   }
 
   async decide(p: Principal, id: string, input: { action?: unknown; fields?: unknown; comment?: unknown }, from?: string): Promise<Task> {
@@ -141,6 +284,7 @@ export class Inbox {
     const decision: Decision = { action: input.action, fields: validateFields(task.fields, input.fields), ...(input.comment ? { comment: input.comment as string } : {}), by: principalId(p), at: new Date().toISOString() };
     const r = await this.store.decide(task, decision, from);
     if (!r.ok) this.refuse(r, id);
+    await this.events.publish({ type: 'decided', taskId: id, ...where(task), by: decision.by });
     await this.notify(id).catch((err) => this.log.warn({ task: id, err: (err as Error).message }, 'decision not delivered yet; the sweep will retry'));
     return this.get(p, id);
   }
@@ -171,9 +315,32 @@ export class Inbox {
     this.sweeper.unref();
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
+    await this.worker?.close();
+    await this.jobs.close();
+    await this.events.stop();
   }
+}
+
+function where(t: { assignee?: string; group?: string }): { assignee?: string; group?: string } {
+  return t.assignee !== undefined ? { assignee: t.assignee } : { group: t.group! };
+}
+
+/** '4h' from creation, or an ISO date-time. */
+function dueDate(due: string, createdAt: string): string {
+  if (/^\d{4}-\d{2}-\d{2}/.test(due) && !Number.isNaN(Date.parse(due))) return new Date(due).toISOString();
+  try {
+    return new Date(Date.parse(createdAt) + parseDuration(due)).toISOString();
+  } catch {
+    throw new ValidationError(`task 'due' must be a duration like 4h or an ISO date-time, got ${JSON.stringify(due)}`);
+  }
+}
+
+function escalationTarget(to: string): string {
+  const a = parseAddress(to);
+  if (a.scheme !== 'person' && a.scheme !== 'group') throw new ValidationError(`task 'escalateTo' must be a person: or group: address, got '${to}'`);
+  return a.raw;
 }
 
 function publicTask(t: Task & { replyTo?: string; correlationId?: string; messageId?: string }): Task {

@@ -1,0 +1,59 @@
+import { EventEmitter } from 'node:events';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+
+/** A change to a task that open inboxes may need to show. */
+export interface TaskEvent {
+  type: 'created' | 'claimed' | 'released' | 'delegated' | 'decided' | 'escalated';
+  taskId: string;
+  /** Where the task is now (after the change). */
+  assignee?: string;
+  group?: string;
+  /** Where it was before a delegation or escalation. */
+  previous?: { assignee?: string; group?: string };
+  by?: string;
+}
+
+/**
+ * Task changes over Redis pub/sub, so an inbox open on any gateway process hears about a task
+ * created or claimed on another. Delivery is best effort (pub/sub): inboxes also reload the list
+ * when they reconnect.
+ */
+export class TaskEvents {
+  private readonly local = new EventEmitter();
+  private subscriber?: Redis;
+
+  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger) {
+    this.local.setMaxListeners(0);
+  }
+
+  private get channel(): string {
+    return `${this.prefix}:task-events`;
+  }
+
+  async start(): Promise<void> {
+    this.subscriber = this.redis.duplicate();
+    this.subscriber.on('error', (err) => this.log.warn({ err: err.message }, 'task events subscriber error'));
+    this.subscriber.on('message', (_channel, raw: string) => {
+      try {
+        this.local.emit('event', JSON.parse(raw) as TaskEvent);
+      } catch {
+        /* not ours */
+      }
+    });
+    await this.subscriber.subscribe(this.channel);
+  }
+
+  async publish(event: TaskEvent): Promise<void> {
+    await this.redis.publish(this.channel, JSON.stringify(event)).catch((err) => this.log.warn({ err: (err as Error).message }, 'task event not published'));
+  }
+
+  on(listener: (e: TaskEvent) => void): () => void {
+    this.local.on('event', listener);
+    return () => this.local.off('event', listener);
+  }
+
+  async stop(): Promise<void> {
+    await this.subscriber?.quit().catch(() => {});
+  }
+}
