@@ -319,7 +319,7 @@ describe('the shipped demo config', () => {
     assert.equal(config.redis.url, undefined);
     assert.equal(config.directory.type, 'file');
     assert.deepEqual(fileUsers(config).map((u) => u.name), ['alice', 'bob', 'ops']);
-    assert.deepEqual(config.routes, [{ from: 'queue:demo.in', to: 'queue:demo.out', concurrency: 20 }]);
+    assert.deepEqual(config.routes, [{ from: 'queue:demo.in', to: 'queue:demo.out', concurrency: 20 }, { from: 'queue:legacy.requests', to: 'flow:legacy-responder', concurrency: 20 }]);
   });
 
   test("the demo users' documented passwords (alice-pw, bob-pw, ops-pw) log in", async () => {
