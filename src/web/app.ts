@@ -8,6 +8,7 @@ import { requireRedis } from './middleware/require-redis.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { pageRoutes } from './routes/pages.ts';
+import { inboxRoutes } from './routes/inbox.ts';
 import { sessions } from './sessions.ts';
 import { canRoutes } from './routes/can.ts';
 import { tokenRoutes } from './routes/tokens.ts';
@@ -40,6 +41,7 @@ export function createApp(deps: AppDeps): Express {
   pages.use(pageRoutes(deps));
   pages.use(adminRoutes(deps));
   pages.use(flowPageRoutes(deps));
+  pages.use(inboxRoutes(deps));
   app.use(pages);
   app.use((req, _res, next) => next(new NotFound(`no such endpoint: ${req.method} ${req.path}`)));
   app.use(errorHandler(deps.log, deps.bodyLimit, deps.audit));

@@ -14,7 +14,10 @@ export function requireLogin(directory: Directory, permissions: Permissions) {
   return async (req: Request, res: Response, next: NextFunction) => {
     let user = req.session.user;
     if (!user) {
-      res.redirect(303, `/login?next=${encodeURIComponent(req.originalUrl)}`);
+      // A session cookie whose session is gone from the store (a brand-new one took its place):
+      // it expired or was ended elsewhere; say so at the login.
+      const expired = /(?:^|;\s*)sb\.sid=/.test(req.headers.cookie ?? '') && req.session.csrfToken === undefined;
+      res.redirect(303, `/login?next=${encodeURIComponent(req.originalUrl)}${expired ? '&expired=1' : ''}`);
       return;
     }
     try {

@@ -16,12 +16,12 @@ function safeNext(v: unknown): string {
 export function pageRoutes(deps: AppDeps): ExpressRouter {
   const { auth, audit, directory, permissions } = deps;
   const r = ExpressRouter();
-  const loginPage = (res: Response, status: number, data: { error?: string; next?: string; username?: string }) =>
-    render(res, 'login', { title: 'Sign in', next: data.next ?? '/', error: data.error, username: data.username }, status);
+  const loginPage = (res: Response, status: number, data: { error?: string; next?: string; username?: string; notice?: string }) =>
+    render(res, 'login', { title: 'Sign in', next: data.next ?? '/', error: data.error, username: data.username, notice: data.notice }, status);
 
   r.get('/login', csrfToken, (req, res) => {
     if (req.session.user) return res.redirect(303, safeNext(req.query.next));
-    loginPage(res, 200, { next: safeNext(req.query.next) });
+    loginPage(res, 200, { next: safeNext(req.query.next), ...(req.query.expired === '1' ? { notice: 'Your session has expired. Please sign in again.' } : {}) });
   });
 
   r.post('/login', csrfToken, csrfProtect, async (req, res) => {

@@ -1,0 +1,26 @@
+// Live inbox: server-sent events say a task changed; the list is fetched again and replaced.
+(function () {
+  var list = document.getElementById('task-list');
+  var status = document.getElementById('live-status');
+  if (!list || !window.EventSource) return;
+  var pending = false;
+  function refresh() {
+    if (pending) return;
+    pending = true;
+    fetch(list.getAttribute('data-live') + window.location.search, { credentials: 'same-origin', headers: { accept: 'text/html' } })
+      .then(function (r) {
+        if (r.redirected || r.status === 401 || r.url.indexOf('/login') >= 0) {
+          status.textContent = 'Your session has expired. Reload the page to sign in again.';
+          return null;
+        }
+        return r.ok ? r.text() : null;
+      })
+      .then(function (html) { if (html !== null && html !== undefined) list.innerHTML = html; })
+      .catch(function () { status.textContent = 'Lost the connection; retrying…'; })
+      .then(function () { pending = false; });
+  }
+  var events = new EventSource('/inbox/events');
+  events.addEventListener('task', refresh);
+  events.addEventListener('open', function () { status.textContent = 'New tasks appear here by themselves.'; refresh(); });
+  events.addEventListener('error', function () { status.textContent = 'Reconnecting…'; });
+})();

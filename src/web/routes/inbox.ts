@@ -1,0 +1,123 @@
+import express, { Router as ExpressRouter, type Request, type Response } from 'express';
+import { join } from 'node:path';
+import { SwitchboardError } from '../../core/errors.ts';
+import { principalId, type Principal } from '../../core/message.ts';
+import type { Inbox } from '../../endpoints/inbox/inbox.ts';
+import type { Task } from '../../endpoints/inbox/task-store.ts';
+import type { TaskEvent } from '../../endpoints/inbox/task-events.ts';
+import type { AppDeps } from '../deps.ts';
+import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
+import { requireLogin } from '../middleware/require-login.ts';
+import { render } from '../views.ts';
+
+interface ListQuery {
+  q?: string;
+  sort?: 'due' | 'created';
+  show?: 'all' | 'mine' | 'groups';
+}
+
+function listFor(tasks: Task[], p: Principal, query: ListQuery): { tasks: Task[]; counts: { mine: number; groups: number; overdue: number; all: number } } {
+  const now = Date.now();
+  const counts = {
+    all: tasks.length,
+    mine: tasks.filter((t) => t.assignee === p.name || t.claimedBy === principalId(p)).length,
+    groups: tasks.filter((t) => t.group !== undefined).length,
+    overdue: tasks.filter((t) => t.due && Date.parse(t.due) < now).length,
+  };
+  let shown = tasks;
+  if (query.show === 'mine') shown = shown.filter((t) => t.assignee === p.name || t.claimedBy === principalId(p));
+  if (query.show === 'groups') shown = shown.filter((t) => t.group !== undefined);
+  const q = (query.q ?? '').trim().toLowerCase();
+  if (q) shown = shown.filter((t) => t.title.toLowerCase().includes(q) || (t.description ?? '').toLowerCase().includes(q));
+  if (query.sort === 'created') shown = [...shown].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+  return { tasks: shown, counts };
+}
+
+function query(req: Request): ListQuery {
+  const q = req.query as Record<string, unknown>;
+  return {
+    ...(typeof q.q === 'string' ? { q: q.q.slice(0, 200) } : {}),
+    sort: q.sort === 'created' ? 'created' : 'due',
+    show: q.show === 'mine' || q.show === 'groups' ? q.show : 'all',
+  };
+}
+
+/** A value of a task's data as text for its table (nested values as compact JSON). */
+function cell(v: unknown): string {
+  if (v === null || v === undefined) return '';
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+/** The web inbox: my tasks and my groups', live over server-sent events; a task page to act. */
+export function inboxRoutes(deps: AppDeps): ExpressRouter {
+  const r = ExpressRouter();
+  const login = requireLogin(deps.directory, deps.permissions);
+  const inbox = (): Inbox => {
+    if (!deps.inbox) throw new SwitchboardError('not_found', 'the inbox is not enabled in this gateway', 404);
+    return deps.inbox;
+  };
+
+  r.use('/static', express.static(join(import.meta.dirname, '..', '..', '..', 'public'), { maxAge: '1h', index: false }));
+
+  r.get('/inbox', login, csrfToken, async (req, res) => {
+    const p = res.locals.principal as Principal;
+    const q = query(req);
+    const { tasks, counts } = listFor(await inbox().list(p), p, q);
+    render(res, 'inbox/index', { title: counts.all ? `Inbox (${counts.all})` : 'Inbox', tasks, counts, query: q, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 300) : undefined, now: Date.now() });
+  });
+
+  // The list alone, for the live refresh.
+  r.get('/inbox/list', login, async (req, res) => {
+    const p = res.locals.principal as Principal;
+    const { tasks, counts } = listFor(await inbox().list(p), p, query(req));
+    render(res, 'inbox/list', { title: 'Inbox', tasks, counts, now: Date.now(), partial: true });
+  });
+
+  r.get('/inbox/events', login, (req, res) => {
+    const p = res.locals.principal as Principal;
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache, no-transform', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    res.write('retry: 3000\n\n');
+    const concerns = (e: TaskEvent) =>
+      [e, e.previous ?? {}].some((w) => (w.assignee !== undefined && (w.assignee === p.name || inbox().mayAct(p, { assignee: w.assignee }))) || (w.group !== undefined && inbox().mayAct(p, { group: w.group })));
+    const off = inbox().events.on((e) => {
+      if (concerns(e)) res.write(`event: task\ndata: ${JSON.stringify({ type: e.type, taskId: e.taskId, by: e.by })}\n\n`);
+    });
+    const ping = setInterval(() => res.write(': keep-alive\n\n'), 20_000);
+    req.on('close', () => {
+      off();
+      clearInterval(ping);
+    });
+  });
+
+  const showTask = async (req: Request, res: Response, extra: { error?: string; status?: number } = {}) => {
+    const p = res.locals.principal as Principal;
+    const task = await inbox().get(p, String(req.params.id));
+    const rows = Object.entries(task.data ?? {}).map(([k, v]) => ({ key: k, value: cell(v) }));
+    render(res, 'inbox/task', { title: task.title, task, rows, mayAct: inbox().mayAct(p, task), me: principalId(p), error: extra.error, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined, now: Date.now() }, extra.status ?? 200);
+  };
+
+  r.get('/tasks/:id', login, csrfToken, (req, res) => showTask(req, res));
+
+  // Each form: act, then back to a page (POST-redirect-GET); a conflict shows on the task page.
+  const act = (fn: (p: Principal, req: Request) => Promise<unknown>, after: (req: Request) => string) => async (req: Request, res: Response) => {
+    try {
+      await fn(res.locals.principal as Principal, req);
+      res.redirect(303, after(req));
+    } catch (err) {
+      if (err instanceof SwitchboardError && (err.status === 409 || err.status === 400)) return showTask(req, res, { error: err.message, status: err.status });
+      throw err;
+    }
+  };
+  const id = (req: Request) => String(req.params.id);
+  r.post('/tasks/:id/claim', login, csrfToken, csrfProtect, act((p, req) => inbox().claim(p, id(req), req.ip), (req) => `/tasks/${encodeURIComponent(id(req))}?done=claimed`));
+  r.post('/tasks/:id/release', login, csrfToken, csrfProtect, act((p, req) => inbox().release(p, id(req), req.ip), () => '/inbox?done=released'));
+  r.post('/tasks/:id/delegate', login, csrfToken, csrfProtect, act((p, req) => inbox().delegate(p, id(req), (req.body as { to?: unknown }).to, req.ip), (req) => `/inbox?done=${encodeURIComponent(`delegated to ${String((req.body as { to?: unknown }).to).trim()}`)}`));
+  r.post('/tasks/:id/decision', login, csrfToken, csrfProtect, act(async (p, req) => {
+    const body = req.body as Record<string, unknown>;
+    const fields: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(body)) if (k.startsWith('field.')) fields[k.slice(6)] = v;
+    return inbox().decide(p, id(req), { action: body.action, fields, ...(typeof body.comment === 'string' && body.comment.trim() ? { comment: body.comment.trim() } : {}) }, req.ip);
+  }, (req) => `/inbox?done=${encodeURIComponent(`decided "${String((req.body as { action?: unknown }).action)}"`)}`));
+  return r;
+}
