@@ -26,6 +26,9 @@ import { EmailEndpoint } from './endpoints/email/email-endpoint.ts';
 import { InboxEndpoint } from './endpoints/inbox/inbox-endpoint.ts';
 import { loadFlows } from './flows/loader.ts';
 import { FlowRuntime } from './flows/runtime.ts';
+import { Broker } from './endpoints/amqp/broker.ts';
+import { MqEndpoint } from './endpoints/amqp/mq-endpoint.ts';
+import { deliverReply } from './endpoints/amqp/replies.ts';
 import { sessionSecret } from './web/sessions.ts';
 
 export interface GatewayOptions {
@@ -112,6 +115,32 @@ export async function startGateway({ config, log = createLogger(config.log.level
     router.register(new FlowEndpoint(flows));
     flows.start();
     if (flowDefs.size > 0) log.info({ flows: [...flowDefs.keys()], dir: config.flows.dir }, 'flows loaded');
+
+    const brokerNames = Object.keys(config.brokers);
+    if (brokerNames.length > 0) {
+      const brokers = Object.entries(config.brokers).map(([name, b]) => new Broker({
+        name, url: b.url, sasl: b.sasl ?? (b.username || new URL(b.url).username ? 'PLAIN' : 'ANONYMOUS'), addressFormat: b.addressFormat, sendTimeoutMs: b.sendTimeout,
+        ...(b.username !== undefined ? { username: b.username } : {}), ...(b.password !== undefined ? { password: b.password } : {}),
+        ...(b.tls ? { tls: b.tls } : {}), ...(b.containerId ? { containerId: b.containerId } : {}),
+      }, log));
+      brokers.forEach((b) => b.start());
+      const mq = new MqEndpoint({
+        brokers, redis, prefix: config.redis.prefix, maxAttempts: Math.min(...Object.values(config.brokers).map((b) => b.maxAttempts)), backoffMs: config.queues.backoff,
+        replyQueues: new Map(Object.entries(config.brokers).filter(([, b]) => b.replyQueue).map(([n, b]) => [n, b.replyQueue!])), metrics, log,
+      });
+      router.register(mq);
+      metrics.connected.reset();
+      const collect = () => { for (const s of mq.brokerStates()) metrics.connected.set({ kind: 'broker', name: s.name }, s.state === 'open' ? 1 : 0); };
+      const timer = setInterval(collect, 1000);
+      timer.unref();
+      cleanup.push(async () => clearInterval(timer));
+      // Replies from legacy systems come back on each broker's reply queue and go to the waiting flow.
+      for (const [name, b] of Object.entries(config.brokers)) {
+        if (!b.replyQueue) continue;
+        const sub = await router.consume(`mq:${name}/${b.replyQueue}`, (m) => deliverReply(m, router, flows), { maxInFlight: 50 });
+        cleanup.push(() => sub.close());
+      }
+    }
 
     const routes = config.routes.map((def) => new Route(def, router, log));
     routes.forEach((r) => r.validate());

@@ -74,6 +74,36 @@ const route = z.strictObject({
   concurrency: z.number().int().min(1).max(1000).default(20),
 });
 
+const broker = z
+  .strictObject({
+    url: z.string().regex(/^amqps?:\/\//, 'expected an amqp:// or amqps:// URL'),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    /** PLAIN (username/password), ANONYMOUS, or EXTERNAL (client certificate). */
+    sasl: z.enum(['PLAIN', 'ANONYMOUS', 'EXTERNAL']).optional(),
+    tls: z.strictObject({ ca: z.string().optional(), cert: z.string().optional(), key: z.string().optional(), rejectUnauthorized: z.boolean().default(true), servername: z.string().optional() }).optional(),
+    containerId: z.string().optional(),
+    /** rabbitmq: mq:b/x is the queue x (/queue/x, durable); plain: the path is the AMQP address (Artemis, Qpid, Azure Service Bus, Solace). */
+    addressFormat: z.enum(['plain', 'rabbitmq']).default('plain'),
+    /** Address on this broker where replies to flows come back (needed for ctx.request('mq:…')). */
+    replyQueue: z.string().min(1).optional(),
+    /** How long a send waits for the broker to confirm. */
+    sendTimeout: duration.default(10_000),
+    /** Deliveries of a consumed message that fail before it is rejected to the broker's dead-letter queue. */
+    maxAttempts: z.number().int().min(1).max(100).default(5),
+  });
+
+const amqpServer = z.strictObject({
+  port: port.default(5672),
+  host: z.string().default('127.0.0.1'),
+  /** TLS for the embedded endpoint: PEM files. */
+  tls: z.strictObject({ key: z.string(), cert: z.string(), ca: z.string().optional() }).optional(),
+  /** Messages a client may have in flight on one link (its credit). */
+  credit: z.number().int().min(1).max(10_000).default(100),
+  /** Largest accepted message body. */
+  maxMessageBytes: z.number().int().min(1).default(1_048_576),
+});
+
 export const configSchema = z.strictObject({
   http: z.strictObject({
     port: port.default(3000),
@@ -124,6 +154,8 @@ export const configSchema = z.strictObject({
       retention: duration.default(30 * 86_400_000),
     })
     .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000, retention: 30 * 86_400_000 }),
+  brokers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'broker names are letters, digits, _ and -'), broker).default({}),
+  amqp: amqpServer.optional(),
   email: z
     .strictObject({
       smtp: z.string().regex(/^smtps?:\/\//, 'expected an smtp:// or smtps:// URL, e.g. smtp://user:pass@mail.example.com:587'),

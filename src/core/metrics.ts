@@ -10,6 +10,8 @@ export class Metrics {
   readonly deadLettered = new Counter({ name: 'switchboard_dead_lettered_total', help: 'Messages moved to a dead-letter queue', labelNames: ['endpoint'], registers: [this.registry] });
   readonly sendSeconds = new Histogram({ name: 'switchboard_send_duration_seconds', help: 'Time for an endpoint to durably accept a message', labelNames: ['endpoint'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [this.registry] });
   readonly queueDepth: Gauge;
+  /** Per remote party (broker, peer): 1 connected, 0 not. Filled by whoever owns the connections. */
+  readonly connected = new Gauge({ name: 'switchboard_connection_up', help: 'Connection to a broker or peer: 1 up, 0 down', labelNames: ['kind', 'name'], registers: [this.registry] });
 
   constructor(depths: () => Promise<Record<string, number>>) {
     collectDefaultMetrics({ register: this.registry, prefix: 'switchboard_' });

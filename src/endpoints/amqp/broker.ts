@@ -1,0 +1,202 @@
+import { readFileSync } from 'node:fs';
+import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea';
+import type { Logger } from 'pino';
+import { DestinationUnavailable, SwitchboardError } from '../../core/errors.ts';
+import type { AmqpMessage } from './mapping.ts';
+
+export interface BrokerConfig {
+  name: string;
+  url: string;
+  username?: string;
+  password?: string;
+  /** SASL mechanism: PLAIN with username/password, ANONYMOUS, or EXTERNAL with a client certificate. */
+  sasl: 'PLAIN' | 'ANONYMOUS' | 'EXTERNAL';
+  tls?: { ca?: string; cert?: string; key?: string; rejectUnauthorized: boolean; servername?: string };
+  containerId?: string;
+  /** rabbitmq: mq:b/x is the queue x (/queue/x, durable terminus). plain: the path is the AMQP address. */
+  addressFormat: 'rabbitmq' | 'plain';
+  /** How long a send waits for the broker's settlement before it counts as failed. */
+  sendTimeoutMs: number;
+}
+
+/** The broker said no to a message (rejected): not worth repeating as it is. */
+export class BrokerRejected extends SwitchboardError {
+  constructor(broker: string, address: string, reason: string) {
+    super('broker_rejected', `broker '${broker}' rejected the message for ${address}: ${reason}`, 502);
+  }
+}
+
+type Outcome = { resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout };
+
+/**
+ * One AMQP 1.0 connection to an in-house broker (rhea): reconnects with backoff and jitter,
+ * re-attaches its links, and keeps a sender per address. A send resolves only when the broker
+ * accepted the message (settlement); released, modified, a timeout or a lost connection is
+ * "unavailable, try again", a rejection is final.
+ */
+export class Broker {
+  private connection?: Connection;
+  private readonly senders = new Map<string, Sender>();
+  private readonly pending = new Map<Sender, Map<number, Outcome>>();
+  private state: 'connecting' | 'open' | 'down' = 'connecting';
+  private lastError = '';
+  private readonly openWaiters = new Set<() => void>();
+  private closing = false;
+
+  constructor(readonly config: BrokerConfig, private readonly log: Logger) {}
+
+  get status(): { state: string; lastError?: string } {
+    return { state: this.state, ...(this.lastError ? { lastError: this.lastError } : {}) };
+  }
+
+  /** The AMQP address for a Switchboard path (`mq:<broker>/<path>`). */
+  address(path: string): string {
+    return this.config.addressFormat === 'rabbitmq' ? `/queue/${path}` : path;
+  }
+
+  start(): void {
+    const u = new URL(this.config.url);
+    const tls = u.protocol === 'amqps:';
+    const t = this.config.tls;
+    const options: Record<string, unknown> = {
+      host: u.hostname,
+      port: Number(u.port || (tls ? 5671 : 5672)),
+      container_id: this.config.containerId ?? `switchboard-${this.config.name}`,
+      reconnect: true,
+      initial_reconnect_delay: 200,
+      max_reconnect_delay: 10_000,
+      idle_time_out: 30_000,
+      ...(this.config.sasl === 'PLAIN' ? { username: this.config.username ?? decodeURIComponent(u.username), password: this.config.password ?? decodeURIComponent(u.password) } : {}),
+      ...(this.config.sasl === 'ANONYMOUS' ? { username: 'anonymous', sasl_mechanisms: ['ANONYMOUS'] } : {}),
+      ...(this.config.sasl === 'EXTERNAL' ? { sasl_mechanisms: ['EXTERNAL'] } : {}),
+      ...(tls ? { transport: 'tls', rejectUnauthorized: t?.rejectUnauthorized ?? true, ...(t?.ca ? { ca: readFileSync(t.ca) } : {}), ...(t?.cert ? { cert: readFileSync(t.cert) } : {}), ...(t?.key ? { key: readFileSync(t.key) } : {}), ...(t?.servername ? { servername: t.servername } : {}) } : {}),
+    };
+    // rhea adds jitter to reconnect delays; each attempt is logged once as state, not per retry.
+    const container = rhea.create_container({ id: options.container_id as string });
+    const c = container.connect(options as unknown as ConnectionOptions);
+    this.connection = c;
+    c.on('connection_open', () => {
+      this.state = 'open';
+      this.lastError = '';
+      this.log.info({ broker: this.config.name }, 'broker connected');
+      for (const w of this.openWaiters) w();
+      this.openWaiters.clear();
+    });
+    c.on('disconnected', (ctx: EventContext) => {
+      const reason = (ctx as { error?: Error }).error?.message ?? 'disconnected';
+      if (this.state === 'open' && !this.closing) this.log.warn({ broker: this.config.name, err: reason }, 'broker disconnected; reconnecting with backoff');
+      this.state = 'down';
+      this.lastError = reason;
+      this.failPending(new DestinationUnavailable(`mq:${this.config.name}`, 'the broker connection was lost before it confirmed the message'));
+    });
+    // A bad address or a refused attach ends the session; without these listeners rhea would
+    // re-raise the error on the container and take the process down.
+    c.on('connection_error', (ctx: EventContext) => { this.lastError = describe(ctx.connection.error); this.log.warn({ broker: this.config.name, err: this.lastError }, 'broker connection error'); });
+    c.on('session_error', (ctx: EventContext) => { this.lastError = describe(ctx.session?.error); this.log.warn({ broker: this.config.name, err: this.lastError }, 'broker session error'); });
+    c.on('error', (err: unknown) => { this.lastError = describe(err); this.log.warn({ broker: this.config.name, err: this.lastError }, 'broker error'); });
+    c.on('sender_error', (ctx: EventContext) => this.linkError(ctx));
+    c.on('receiver_error', (ctx: EventContext) => this.linkError(ctx));
+    c.on('settled', () => {});
+    c.on('accepted', (ctx: EventContext) => this.settle(ctx, undefined));
+    c.on('rejected', (ctx: EventContext) => this.settle(ctx, new BrokerRejected(this.config.name, ctx.sender?.target?.address ?? '?', describe((ctx.delivery?.remote_state as { error?: unknown } | undefined)?.error) || 'rejected')));
+    c.on('released', (ctx: EventContext) => this.settle(ctx, new DestinationUnavailable(`mq:${this.config.name}`, 'the broker released the message (not taken now)')));
+    c.on('modified', (ctx: EventContext) => this.settle(ctx, new DestinationUnavailable(`mq:${this.config.name}`, 'the broker did not take the message (modified)')));
+  }
+
+  private linkError(ctx: EventContext): void {
+    const link = (ctx.sender ?? ctx.receiver) as Sender | Receiver | undefined;
+    const err = describe(link?.error);
+    this.lastError = err;
+    this.log.warn({ broker: this.config.name, err }, 'broker refused a link');
+    if (ctx.sender) {
+      for (const [address, s] of this.senders) if (s === ctx.sender) this.senders.delete(address);
+      const waiting = this.pending.get(ctx.sender);
+      if (waiting) for (const [, o] of waiting) { clearTimeout(o.timer); o.reject(new BrokerRejected(this.config.name, ctx.sender.target?.address ?? '?', err)); }
+      this.pending.delete(ctx.sender);
+    }
+  }
+
+  private settle(ctx: EventContext, err: Error | undefined): void {
+    const d = ctx.delivery as Delivery | undefined;
+    if (!d || !ctx.sender) return;
+    const o = this.pending.get(ctx.sender)?.get(d.id);
+    if (!o) return;
+    this.pending.get(ctx.sender)!.delete(d.id);
+    clearTimeout(o.timer);
+    if (err) o.reject(err);
+    else o.resolve();
+  }
+
+  private failPending(err: Error): void {
+    for (const [, m] of this.pending) for (const [, o] of m) { clearTimeout(o.timer); o.reject(err); }
+    this.pending.clear();
+    this.senders.clear();
+  }
+
+  /** Resolves when the connection is open, or fails as unavailable after `ms`. */
+  async ready(ms: number): Promise<void> {
+    if (this.state === 'open' && this.connection?.is_open()) return;
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => { this.openWaiters.delete(done); reject(new DestinationUnavailable(`mq:${this.config.name}`, `not connected to the broker (${this.lastError || 'connecting'})`)); }, ms);
+      const done = () => { clearTimeout(t); resolve(); };
+      this.openWaiters.add(done);
+    });
+  }
+
+  private sender(address: string): Sender {
+    let s = this.senders.get(address);
+    if (!s || s.is_closed()) {
+      s = this.connection!.open_sender({ target: { address, durable: 2 }, autosettle: true });
+      this.senders.set(address, s);
+      this.pending.set(s, new Map());
+    }
+    return s;
+  }
+
+  /** Sends and resolves once the broker accepted it. */
+  async send(address: string, message: AmqpMessage): Promise<void> {
+    await this.ready(this.config.sendTimeoutMs);
+    const s = this.sender(address);
+    if (!s.sendable()) {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => { s.removeListener('sendable', ok); reject(new DestinationUnavailable(`mq:${this.config.name}/${address}`, 'the broker gave no credit in time')); }, this.config.sendTimeoutMs);
+        const ok = () => { clearTimeout(t); resolve(); };
+        s.once('sendable', ok);
+      });
+    }
+    await new Promise<void>((resolve, reject) => {
+      const d = s.send(message as unknown as Parameters<Sender['send']>[0]);
+      const timer = setTimeout(() => {
+        this.pending.get(s)?.delete(d.id);
+        reject(new DestinationUnavailable(`mq:${this.config.name}/${address}`, `no settlement from the broker within ${this.config.sendTimeoutMs} ms`));
+      }, this.config.sendTimeoutMs);
+      this.pending.get(s)!.set(d.id, { resolve, reject, timer });
+    });
+  }
+
+  /** A receiver link that gives credit only when asked (manual credit, manual settlement). */
+  receiver(address: string): Receiver {
+    return this.connection!.open_receiver({ source: { address, durable: 2 }, autoaccept: false, credit_window: 0 });
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    const c = this.connection;
+    if (!c) return;
+    await new Promise<void>((r) => {
+      const t = setTimeout(r, 3000);
+      c.once('connection_close', () => { clearTimeout(t); r(); });
+      c.once('disconnected', () => { clearTimeout(t); r(); });
+      c.close();
+    });
+    this.failPending(new DestinationUnavailable(`mq:${this.config.name}`, 'the gateway is stopping'));
+  }
+}
+
+export function describe(err: unknown): string {
+  if (!err) return '';
+  if (err instanceof Error) return err.message;
+  const e = err as { condition?: string; description?: string };
+  if (e.condition || e.description) return [e.condition, e.description].filter(Boolean).join(': ');
+  return String(err);
+}

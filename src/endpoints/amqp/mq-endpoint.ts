@@ -1,0 +1,177 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Delivery, EventContext, Receiver } from 'rhea';
+import type { Logger } from 'pino';
+import type { ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, SendResult, Subscription } from '../../core/endpoint.ts';
+import { UnknownScheme, ValidationError, isRetryable } from '../../core/errors.ts';
+import type { Message } from '../../core/message.ts';
+import type { Metrics } from '../../core/metrics.ts';
+import { Broker, describe } from './broker.ts';
+import { fromAmqp, toAmqp, type AmqpMessage } from './mapping.ts';
+
+export interface MqEndpointOptions {
+  brokers: Broker[];
+  redis: Redis;
+  prefix: string;
+  /** Failed deliveries of one message before it is rejected to the broker's dead-letter queue. */
+  maxAttempts: number;
+  backoffMs: number;
+  /** Per broker: the broker address replies come back to (when a replyTo is a Switchboard address). */
+  replyQueues: Map<string, string>;
+  metrics: Metrics;
+  log: Logger;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `mq:<broker>/<address>` — queues on in-house brokers over AMQP 1.0. Sends count only once the
+ * broker accepted them. Consumers give credit only for what they can hand on, settle (accept)
+ * only after the destination durably accepted, hold a message while the destination is
+ * unavailable (so the rest waits on the broker), and reject a poison message to the broker's
+ * dead-letter queue after maxAttempts.
+ */
+export class MqEndpoint implements Endpoint {
+  readonly scheme = 'mq';
+  // Brokers don't dedup; the ids travel as message_id so the next Switchboard ingress does.
+  readonly dedupsOnIngress = false;
+  private readonly brokers: Map<string, Broker>;
+  private readonly subs = new Set<Subscription>();
+
+  constructor(private readonly o: MqEndpointOptions) {
+    this.brokers = new Map(o.brokers.map((b) => [b.config.name, b]));
+  }
+
+  private split(address: string): { broker: Broker; path: string } {
+    const rest = address.slice('mq:'.length);
+    const slash = rest.indexOf('/');
+    const name = rest.slice(0, slash);
+    const broker = this.brokers.get(name);
+    if (!broker) throw new UnknownScheme(`mq:${name}`, [...this.brokers.keys()].map((b) => `mq:${b}`));
+    return { broker, path: rest.slice(slash + 1) };
+  }
+
+  async send(message: Message): Promise<SendResult> {
+    const { broker, path } = this.split(message.to);
+    let replyTo: string | undefined;
+    if (message.replyTo) {
+      // A reply to an mq: address of the same broker is a plain broker address; any other
+      // Switchboard address (a waiting flow) comes back through this broker's reply queue.
+      const own = `mq:${broker.config.name}/`;
+      if (message.replyTo.startsWith(own)) replyTo = broker.address(message.replyTo.slice(own.length));
+      else {
+        const q = this.o.replyQueues.get(broker.config.name);
+        if (!q) throw new ValidationError(`replies from broker '${broker.config.name}' need brokers.${broker.config.name}.replyQueue in the config`);
+        replyTo = broker.address(q);
+      }
+    }
+    const amqp = toAmqp(message, { ...(replyTo ? { replyTo } : {}) });
+    if (message.replyTo) (amqp.application_properties as Record<string, string>)['switchboard-reply-to'] = message.replyTo;
+    await broker.send(broker.address(path), amqp);
+    return { id: message.id, duplicate: false };
+  }
+
+  private attemptsKey(broker: string, id: string): string {
+    return `${this.o.prefix}:mq-attempts:{${broker}}:${createHash('sha256').update(id).digest('hex')}`;
+  }
+
+  async consume(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription> {
+    const { broker, path } = this.split(address);
+    const receiver: Receiver = broker.receiver(broker.address(path));
+    let busy = 0;
+    let stopping = false;
+    const topUp = () => {
+      // Credit = free slots: never more messages in hand than maxInFlight.
+      const want = options.maxInFlight - busy - (receiver as unknown as { credit: number }).credit;
+      if (!stopping && want > 0) receiver.add_credit(want);
+    };
+    receiver.on('receiver_open', topUp);
+    receiver.on('message', (ctx: EventContext) => {
+      const delivery = ctx.delivery as Delivery;
+      if (stopping || busy >= options.maxInFlight) {
+        // RabbitMQ can send past our credit: give it back rather than hold more than we said.
+        delivery.release({ delivery_failed: false });
+        return;
+      }
+      busy++;
+      void this.handle(broker, address, ctx.message as unknown as AmqpMessage, delivery, handler, () => stopping).finally(() => {
+        busy--;
+        topUp();
+      });
+    });
+    const sub: Subscription = {
+      close: async () => {
+        stopping = true;
+        this.subs.delete(sub);
+        receiver.close();
+      },
+    };
+    this.subs.add(sub);
+    return sub;
+  }
+
+  private async handle(broker: Broker, address: string, amqp: AmqpMessage, delivery: Delivery, handler: DeliveryHandler, stopping: () => boolean): Promise<void> {
+    let message: Message;
+    try {
+      // The sender of a message from a broker is that broker; what it claims is kept as a header.
+      message = fromAmqp(amqp, address, { kind: 'broker', name: broker.config.name }, {
+        mapReplyTo: (r) => `mq:${broker.config.name}/${broker.config.addressFormat === 'rabbitmq' ? r.replace(/^\/queue\//, '') : r}`,
+      });
+      const claimedReplyTo = (amqp.application_properties as Record<string, unknown> | undefined)?.['switchboard-reply-to'];
+      if (typeof claimedReplyTo === 'string') message.headers['switchboard-reply-to'] = claimedReplyTo;
+    } catch (err) {
+      this.o.log.warn({ address, err: (err as Error).message }, 'malformed message rejected to the broker');
+      delivery.reject({ condition: 'amqp:decode-error', description: (err as Error).message });
+      this.o.metrics.messagesFailed.inc({ endpoint: 'mq' });
+      return;
+    }
+    let pause = Math.min(this.o.backoffMs, 250);
+    for (;;) {
+      try {
+        await handler(message);
+        delivery.accept();
+        this.o.metrics.messagesOut.inc({ endpoint: 'mq' });
+        return;
+      } catch (err) {
+        if (isRetryable(err) && !stopping()) {
+          // Destination unavailable: hold this one (no new credit), try again later.
+          await sleep(pause * (0.75 + Math.random() / 2));
+          pause = Math.min(pause * 2, 5000);
+          continue;
+        }
+        if (isRetryable(err)) {
+          delivery.release({ delivery_failed: false });
+          return;
+        }
+        const n = await this.o.redis.incr(this.attemptsKey(broker.config.name, message.id));
+        await this.o.redis.pexpire(this.attemptsKey(broker.config.name, message.id), 86_400_000);
+        if (n >= this.o.maxAttempts) {
+          this.o.log.warn({ address, msgId: message.id, err: (err as Error).message, attempts: n }, 'poison message rejected to the broker (its dead-letter queue, if configured)');
+          this.o.metrics.deadLettered.inc({ endpoint: 'mq' });
+          delivery.reject({ condition: 'switchboard:delivery-failed', description: `failed ${n} times: ${(err as Error).message}` });
+        } else {
+          await sleep(this.o.backoffMs * 2 ** (n - 1));
+          delivery.modified({ delivery_failed: true });
+        }
+        return;
+      }
+    }
+  }
+
+  async health(): Promise<HealthReport> {
+    const states = [...this.brokers.values()].map((b) => ({ name: b.config.name, ...b.status }));
+    const down = states.filter((s) => s.state !== 'open');
+    return { ok: down.length === 0, detail: states.map((s) => `${s.name}: ${s.state}${s.lastError ? ` (${s.lastError})` : ''}`).join('; ') };
+  }
+
+  brokerStates(): { name: string; state: string; lastError?: string }[] {
+    return [...this.brokers.values()].map((b) => ({ name: b.config.name, ...b.status }));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.subs].map((s) => s.close()));
+    await Promise.all([...this.brokers.values()].map((b) => b.close()));
+  }
+}
+
+export { describe };
