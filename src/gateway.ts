@@ -27,6 +27,7 @@ import { InboxEndpoint } from './endpoints/inbox/inbox-endpoint.ts';
 import { loadFlows } from './flows/loader.ts';
 import { FlowRuntime } from './flows/runtime.ts';
 import { Broker } from './endpoints/amqp/broker.ts';
+import { AmqpServer } from './amqp-server/amqp-server.ts';
 import { MqEndpoint } from './endpoints/amqp/mq-endpoint.ts';
 import { deliverReply } from './endpoints/amqp/replies.ts';
 import { sessionSecret } from './web/sessions.ts';
@@ -41,6 +42,8 @@ export interface Gateway {
   /** Base URL of the HTTP door, e.g. http://127.0.0.1:3000 */
   readonly url: string;
   readonly redisUrl: string;
+  /** Port of the embedded AMQP 1.0 endpoint, when enabled. */
+  readonly amqpPort?: number;
   readonly router: Router;
   readonly log: Logger;
   /** Graceful stop: no new requests, routes hand back or finish in-flight messages, then Redis. */
@@ -164,6 +167,12 @@ export async function startGateway({ config, log = createLogger(config.log.level
       bodyLimit: config.http.bodyLimit,
       readiness: async () => ({ directory: await directory.health() }),
     });
+    let amqp: AmqpServer | undefined;
+    if (config.amqp) {
+      amqp = new AmqpServer({ port: config.amqp.port, host: config.amqp.host, credit: config.amqp.credit, maxMessageBytes: config.amqp.maxMessageBytes, auth, directory, permissions, router, metrics, log, ...(config.amqp.tls ? { tls: config.amqp.tls } : {}) });
+      await amqp.start();
+      cleanup.push(() => amqp!.close());
+    }
     const server: Server = app.listen(config.http.port, config.http.host);
     await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => { throw err; })]);
     cleanup.push(() => closeServer(server));
@@ -172,7 +181,7 @@ export async function startGateway({ config, log = createLogger(config.log.level
     log.info({ url, routes: routes.length }, 'switchboard is ready');
 
     let stopped: Promise<void> | undefined;
-    return { url, redisUrl, router, log, stop: () => (stopped ??= undo()) };
+    return { url, redisUrl, router, log, ...(amqp ? { amqpPort: amqp.port } : {}), stop: () => (stopped ??= undo()) };
   } catch (err) {
     await undo();
     throw err;
