@@ -58,15 +58,58 @@ function sameGroup(a: string, b: string): boolean {
  * Default deny: a principal may do what at least one rule for it, or for one of its groups,
  * allows. Flows and the gateway itself are deployed code and act unrestricted.
  */
+type Compiled = { rule: PermissionRule; pattern: AddressPattern; order: number };
+
+/** Scheme and first path segment of an address: the keys the rule index is built on. */
+function indexKeys(address: string): { scheme: string; first: string } {
+  const colon = address.indexOf(':');
+  const rest = address.slice(colon + 1);
+  const m = /^[^./:]*/.exec(rest);
+  return { scheme: address.slice(0, colon), first: m ? m[0] : '' };
+}
+
 export class Permissions {
-  private compiled: { rule: PermissionRule; pattern: AddressPattern }[] = [];
+  private compiled: Compiled[] = [];
+  // Rules indexed by scheme and first segment, so a check looks at the few rules that could
+  // match instead of all of them (thousands of console rules stay cheap).
+  private anyScheme: Compiled[] = [];
+  private schemeWide = new Map<string, Compiled[]>();
+  private exact = new Map<string, Compiled[]>();
+  private listeners = new Set<() => void>();
+  /** Version of the console rules these permissions reflect (0: config only). */
+  version = 0;
 
   constructor(rules: PermissionRule[]) {
     this.replace(rules);
   }
 
-  replace(rules: PermissionRule[]): void {
-    this.compiled = rules.map((rule) => ({ rule, pattern: parsePattern(rule.address) }));
+  replace(rules: PermissionRule[], version = this.version): void {
+    const compiled = rules.map((rule, order) => ({ rule, pattern: parsePattern(rule.address), order }));
+    const anyScheme: Compiled[] = [];
+    const schemeWide = new Map<string, Compiled[]>();
+    const exact = new Map<string, Compiled[]>();
+    for (const c of compiled) {
+      const first = c.pattern.segments[0];
+      if (c.pattern.scheme === '**') anyScheme.push(c);
+      else if (first === undefined || first === '*' || first === '**') (schemeWide.get(c.pattern.scheme) ?? schemeWide.set(c.pattern.scheme, []).get(c.pattern.scheme)!).push(c);
+      else {
+        const key = `${c.pattern.scheme}\0${first}`;
+        (exact.get(key) ?? exact.set(key, []).get(key)!).push(c);
+      }
+    }
+    this.compiled = compiled;
+    this.anyScheme = anyScheme;
+    this.schemeWide = schemeWide;
+    this.exact = exact;
+    const changed = version !== this.version;
+    this.version = version;
+    if (changed || rules.length > 0) for (const l of this.listeners) l();
+  }
+
+  /** Called after every replace (a rule change): doors re-check what they hold open. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   get rules(): PermissionRule[] {
@@ -85,16 +128,35 @@ export class Permissions {
     return this.compiled.filter((c) => this.applies(c.rule, p)).map((c) => c.rule);
   }
 
+  /** Rules whose pattern could match the address, in configuration order. */
+  private candidates(address: string): Compiled[] {
+    const { scheme, first } = indexKeys(address);
+    const lists = [this.anyScheme, this.schemeWide.get(scheme), this.exact.get(`${scheme}\0${first}`)].filter((l): l is Compiled[] => l !== undefined && l.length > 0);
+    if (lists.length === 1) return lists[0]!;
+    return lists.flat().sort((a, b) => a.order - b.order);
+  }
+
+  /** Every rule granting `verb` on `address` (to anyone). */
+  grants(verb: Verb, address: string): PermissionRule[] {
+    return this.candidates(address).filter((c) => c.rule.verbs.includes(verb) && matchesPattern(c.pattern, address)).map((c) => c.rule);
+  }
+
   check(p: Principal, verb: Verb, address: string): Decision {
     const base = { verb, address, principal: principalId(p) };
     if (p.kind === 'flow' || p.kind === 'system') return { ...base, allowed: true, reason: `${base.principal} is deployed code and acts unrestricted` };
-    for (const { rule, pattern } of this.compiled) {
+    for (const { rule, pattern } of this.candidates(address)) {
       if (rule.verbs.includes(verb) && this.applies(rule, p) && matchesPattern(pattern, address)) {
         const who = rule.group !== undefined ? `group ${rule.group}` : rule.user !== undefined ? `user ${rule.user}` : `peer ${rule.peer}`;
         return { ...base, allowed: true, rule, reason: `rule ${rule.id} (${rule.source}) allows ${who} to ${verb} on ${rule.address}` };
       }
     }
     return { ...base, allowed: false, reason: `no rule allows ${base.principal} to ${verb} on ${address} (default deny)` };
+  }
+
+  /** Admin patterns of a principal: where it may manage rules (delegated administration). */
+  adminScopes(p: Principal): AddressPattern[] {
+    if (p.kind === 'system') return [parsePattern('**')];
+    return this.compiled.filter((c) => c.rule.verbs.includes('admin') && this.applies(c.rule, p)).map((c) => c.pattern);
   }
 
   require(p: Principal, verb: Verb, address: string): Decision {

@@ -98,9 +98,19 @@ export class ReplayContext implements FlowContext {
     for (const e of entries) this.journal.set(e.n, e);
   }
 
+  /**
+   * The id of what step n sends: `<instanceId>:<n>`, stable across replays so a repeat is
+   * deduplicated downstream; after an admin retry `<instanceId>:<n>:r<attempt>`, so a request
+   * sent again is not taken for the first one.
+   */
+  private stepId(n: number): string {
+    const attempt = Number(this.meta.attempt ?? 0);
+    return attempt > 0 ? `${this.id}:${n}:r${attempt}` : `${this.id}:${n}`;
+  }
+
   private message(n: number, to: string, body: unknown, o: SendOptions = {}): Message {
     return {
-      id: `${this.id}:${n}`,
+      id: this.stepId(n),
       to,
       from: this.address,
       sender: { kind: 'flow', name: this.flow },
@@ -133,13 +143,14 @@ export class ReplayContext implements FlowContext {
     if (!rec) {
       await this.beforeEffect();
       deadline = options.timeout !== undefined ? Date.now() + parseDuration(options.timeout) : undefined;
-      await this.deps.send(this.message(n, to, body, { ...options, correlationId: `${this.id}:${n}`, replyTo: this.address }));
-      const entry: JournalEntry = { n, kind, target: to, at: new Date().toISOString(), done: false, ...(deadline !== undefined ? { deadline } : {}) };
+      await this.deps.send(this.message(n, to, body, { ...options, correlationId: this.stepId(n), replyTo: this.address }));
+      const entry: JournalEntry = { n, kind, target: to, at: new Date().toISOString(), done: false, correlation: this.stepId(n), ...(deadline !== undefined ? { deadline } : {}) };
       await this.deps.store.writeSteps(this.id, [entry]);
       this.journal.set(n, entry);
       if (deadline !== undefined) await this.deps.wakeAt(this.id, deadline);
     }
-    return this.wait(n, kind, to, deadline, (m) => m.correlationId === `${this.id}:${n}`, kind === 'ask' ? 'decision' : 'reply');
+    const correlation = this.journal.get(n)?.correlation ?? this.stepId(n);
+    return this.wait(n, kind, to, deadline, (m) => m.correlationId === correlation, kind === 'ask' ? 'decision' : 'reply');
   }
 
   private settled(rec: JournalEntry): Message {

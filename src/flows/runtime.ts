@@ -178,7 +178,8 @@ export class FlowRuntime {
       const stop = ctx.stopped ?? (thrown instanceof Suspend ? thrown : undefined);
       if (stop?.reason === 'waiting') {
         await ctx.flush();
-        await this.store.update(id, { status: 'waiting', waitingOn: ctx.waitingOn });
+        // A cancel that landed while this run went on stands: nothing is written over it.
+        if ((await this.store.meta(id))?.status !== 'cancelled') await this.store.update(id, { status: 'waiting', waitingOn: ctx.waitingOn });
       } else if (stop?.reason === 'failed') {
         await this.finish(id, 'failed', { error: describe(ctx.failure) });
       } else if (stop) {
@@ -249,15 +250,20 @@ export class FlowRuntime {
     return out;
   }
 
-  /** Retries a failed instance from its last step: a step that failed runs again, the rest replays. */
+  /**
+   * Retries a failed instance from its last step: a step that failed, or a request, receive or
+   * ask that timed out, runs again (a request is sent again with a new id, since the first one
+   * was deduplicated away); everything before it replays.
+   */
   async retry(name: string, id: string, by: string): Promise<FlowView> {
     const meta = await this.store.meta(id);
     if (!meta || meta.flow !== name) throw new NotFound(`no instance '${id}' of flow '${name}'`);
     if (meta.status !== 'failed') throw new Conflict(`instance '${id}' is ${meta.status}; only a failed instance can be retried`);
     const journal = await this.store.journal(id);
     const last = Math.max(-1, ...journal.keys());
-    if (last >= 0 && journal.get(last)!.kind === 'step' && journal.get(last)!.error) await this.store.deleteStep(id, last);
-    await this.store.update(id, { status: 'running' }, ['error']);
+    const entry = journal.get(last);
+    if (entry?.error && ['step', 'request', 'receive', 'ask'].includes(entry.kind)) await this.store.deleteStep(id, last);
+    await this.store.update(id, { status: 'running', attempt: String(Number(meta.attempt ?? 0) + 1) }, ['error']);
     await this.store.persist(id);
     this.o.log.info({ flow: name, instance: id, by }, 'flow instance retried');
     await this.wake(id);

@@ -16,6 +16,8 @@ export interface JournalEntry {
   deadline?: number;
   /** Message consumed by a receive/request/ask (never consumed twice). */
   consumed?: string;
+  /** The correlation id a request or ask waits for. */
+  correlation?: string;
 }
 
 export interface InstanceMeta {
@@ -32,6 +34,8 @@ export interface InstanceMeta {
   replyTo?: string;
   correlationId?: string;
   cancelledBy?: string;
+  /** How often an admin retried it; part of message ids sent after a retry. */
+  attempt?: string;
 }
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);

@@ -18,5 +18,9 @@ export async function resolve(specifier, context, next) {
   if (fromFlow && !relative) {
     throw new Error(`flows may import only 'switchboard' and 'zod' (and their own relative files), not '${specifier}': reach the world through ctx`);
   }
-  return next(specifier, context);
+  const resolved = await next(specifier, context);
+  // A flow file is an ES module wherever it lies: without a package.json saying "type": "module"
+  // the TypeScript loader would compile it to CommonJS, whose require() calls bypass this hook.
+  if (resolved.url.startsWith(flowsDir) && /\.(ts|js)$/.test(resolved.url)) return { ...resolved, format: resolved.url.endsWith('.ts') ? 'module-typescript' : 'module' };
+  return resolved;
 }

@@ -11,7 +11,8 @@ import type { FlowRuntime } from '../../flows/runtime.ts';
  */
 export async function deliverReply(m: Message, router: Router, flows: FlowRuntime): Promise<void> {
   const cid = m.correlationId ?? '';
-  const instanceId = cid.slice(0, cid.lastIndexOf(':'));
+  // `<instanceId>:<step>` or `<instanceId>:<step>:r<attempt>`; instance ids never hold a ':'.
+  const instanceId = cid.includes(':') ? cid.slice(0, cid.indexOf(':')) : '';
   if (!instanceId) throw new ValidationError(`a reply without a flow correlation id (got '${cid}') cannot be matched to a waiting flow`);
   const meta = await flows.store.meta(instanceId);
   if (!meta) throw new ValidationError(`no flow instance '${instanceId}' waits for correlation id '${cid}'`);
