@@ -7,15 +7,24 @@
   function refresh() {
     if (pending) return;
     pending = true;
-    fetch(list.getAttribute('data-live') + window.location.search, { credentials: 'same-origin', headers: { accept: 'text/html' } })
+    fetch(list.getAttribute('data-live') + window.location.search, { credentials: 'same-origin', headers: { accept: 'text/html' }, redirect: 'manual' })
       .then(function (r) {
-        if (r.redirected || r.status === 401 || r.url.indexOf('/login') >= 0) {
+        if (r.type === 'opaqueredirect' || r.redirected || r.status === 401 || r.url.indexOf('/login') >= 0) {
           status.textContent = 'Your session has expired. Reload the page to sign in again.';
           return null;
         }
         return r.ok ? r.text() : null;
       })
-      .then(function (html) { if (html !== null && html !== undefined) list.innerHTML = html; })
+      .then(function (html) {
+        if (html === null || html === undefined) return;
+        // Keep the keyboard user's place: refocus the same task link if it is still there.
+        var focused = document.activeElement && list.contains(document.activeElement) ? document.activeElement.getAttribute('href') : null;
+        list.innerHTML = html;
+        if (focused) {
+          var again = list.querySelector('a[href="' + focused.replace(/"/g, '') + '"]');
+          if (again) again.focus();
+        }
+      })
       .catch(function () { status.textContent = 'Lost the connection; retrying…'; })
       .then(function () { pending = false; });
   }

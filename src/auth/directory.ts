@@ -12,5 +12,7 @@ export interface Directory {
   lookup(username: string): Promise<Principal | null>;
   /** Members of a group (by cn or DN), for notices to a group; [] for an unknown group. */
   members(group: string): Promise<Principal[]>;
+  /** Group names (cn) starting with `prefix`, for pickers and to check a rule names a real group. */
+  groups(prefix: string, limit: number): Promise<string[]>;
   health(): Promise<HealthReport>;
 }

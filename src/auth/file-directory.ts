@@ -37,6 +37,11 @@ export class FileDirectory implements Directory {
     return [...this.users.values()].filter((u) => u.groups.includes(group)).map((u) => FileDirectory.principal(u));
   }
 
+  async groups(prefix: string, limit: number): Promise<string[]> {
+    const all = new Set([...this.users.values()].flatMap((u) => u.groups));
+    return [...all].filter((g) => g.toLowerCase().startsWith(prefix.toLowerCase())).sort().slice(0, limit);
+  }
+
   private static principal(u: FileUser): Principal {
     return { kind: 'user', name: u.name, groups: u.groups, ...(u.email ? { email: u.email } : {}) };
   }

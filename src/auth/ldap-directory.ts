@@ -150,6 +150,19 @@ export class LdapDirectory implements Directory {
     return { kind: 'user', name: r.name, groups: r.groups, ...(r.email ? { email: r.email } : {}) };
   }
 
+  async groups(prefix: string, limit: number): Promise<string[]> {
+    if (!this.o.groupBase) return [];
+    return this.asService(async (c) => {
+      const filter = prefix ? `(cn=${Filter.escape(prefix)}*)` : '(cn=*)';
+      const { searchEntries } = await c.search(this.o.groupBase!, { scope: 'sub', filter, attributes: ['cn'], sizeLimit: Math.max(limit, 1) }).catch((err: Error) => {
+        // More matches than the size limit: the first ones are enough for a picker.
+        if (err.name === 'SizeLimitExceededError') return { searchEntries: [] as Entry[] };
+        throw err;
+      });
+      return searchEntries.map((e) => firstString(e.cn) ?? firstRdnValue(e.dn)).sort().slice(0, limit);
+    });
+  }
+
   /** Direct members of a group found by cn (or DN) under groupBase that are users under userBase. */
   async members(group: string): Promise<Principal[]> {
     if (!this.o.groupBase) return [];

@@ -14,6 +14,8 @@ export interface PermissionRule {
   address: string;
   verbs: Verb[];
   source: 'config' | 'console';
+  createdBy?: string;
+  createdAt?: string;
 }
 
 export interface Decision {

@@ -23,7 +23,9 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
-  app.use(helmet());
+  // Over plain http (the demo, an internal network behind TLS offload) upgrade-insecure-requests
+  // would send the browser to https URLs nobody serves.
+  app.use(helmet({ contentSecurityPolicy: { directives: { upgradeInsecureRequests: deps.session.secure ? [] : null } } }));
   app.use(healthRoutes(deps));
   // Credentials before the body: an unauthenticated client gets 401 and its body is never parsed.
   app.use('/api', requireRedis(deps.redis), authenticate(deps.auth));

@@ -69,6 +69,8 @@ export interface InboxOptions {
 interface PeopleJob {
   kind: 'notify-new' | 'due' | 'remind';
   taskId: string;
+  /** Distinguishes notices of one kind (a delegation is a new notice even for someone told before). */
+  tag?: string;
 }
 
 export class Inbox {
@@ -93,7 +95,7 @@ export class Inbox {
 
   /** Durable follow-ups of a task (notices, due date): each runs once per task, retried if it fails. */
   private async schedule(kind: PeopleJob['kind'], taskId: string, at = Date.now(), suffix = ''): Promise<void> {
-    await this.jobs.add(kind, { kind, taskId }, {
+    await this.jobs.add(kind, { kind, taskId, ...(suffix ? { tag: suffix.replace(/^:/, '') } : {}) }, {
       delay: Math.max(0, at - Date.now()),
       attempts: 10,
       backoff: { type: 'exponential', delay: 2000 },
@@ -153,7 +155,7 @@ export class Inbox {
     const task = await this.store.get(job.taskId);
     if (!task || task.status !== 'open') return;
     if (job.kind === 'notify-new') {
-      await this.mail(task, `New task: ${task.title}`, `A new task waits for ${task.assignee ?? `the group ${task.group}`}:\n\n  ${task.title}\n${task.due ? `  due ${task.due}\n` : ''}\nOpen it: ${this.link(task.id)}\n`, 'new');
+      await this.mail(task, `New task: ${task.title}`, `A new task waits for ${task.assignee ?? `the group ${task.group}`}:\n\n  ${task.title}\n${task.due ? `  due ${task.due}\n` : ''}\nOpen it: ${this.link(task.id)}\n`, job.tag ? `new-${job.tag}` : 'new');
     } else if (job.kind === 'remind') {
       await this.mail(task, `Reminder: ${task.title} is due ${task.due}`, `This task is due ${task.due}:\n\n  ${task.title}\n\nOpen it: ${this.link(task.id)}\n`, `remind-${Date.parse(task.due ?? '0')}`);
     } else if (job.kind === 'due') {

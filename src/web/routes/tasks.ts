@@ -23,6 +23,12 @@ export function taskRoutes({ inbox }: AppDeps): ExpressRouter {
   r.post('/api/tasks/:id/claim', async (req, res) => {
     res.json(await people().claim(principalOf(res), taskId(req.params.id), req.ip));
   });
+  r.post('/api/tasks/:id/release', async (req, res) => {
+    res.json(await people().release(principalOf(res), taskId(req.params.id), req.ip));
+  });
+  r.post('/api/tasks/:id/delegate', async (req, res) => {
+    res.json(await people().delegate(principalOf(res), taskId(req.params.id), (req.body ?? {}).to, req.ip));
+  });
   r.post('/api/tasks/:id/decision', async (req, res) => {
     res.json(await people().decide(principalOf(res), taskId(req.params.id), (req.body ?? {}) as Record<string, unknown>, req.ip));
   });
