@@ -9,6 +9,8 @@ import { LoginGuard } from './auth/login-guard.ts';
 import { createDirectory } from './auth/create-directory.ts';
 import { TokenStore } from './auth/tokens.ts';
 import { Permissions, rulesFromConfig } from './auth/permissions.ts';
+import { PermissionStore } from './auth/permission-store.ts';
+import { PermissionAdmin } from './auth/permission-admin.ts';
 import type { Config } from './config/schema.ts';
 import { DedupStore } from './core/dedup.ts';
 import { Metrics } from './core/metrics.ts';
@@ -88,7 +90,11 @@ export async function startGateway({ config, log = createLogger(config.log.level
     router.register(queues);
     cleanup.push(() => router.close());
 
-    const permissions = new Permissions(rulesFromConfig(config.permissions));
+    const configRules = rulesFromConfig(config.permissions);
+    const permissions = new Permissions(configRules);
+    const permissionStore = new PermissionStore(redis, config.redis.prefix, permissions, configRules, log);
+    await permissionStore.start();
+    cleanup.push(() => permissionStore.stop());
     const directory = createDirectory(config.directory, log);
     const tokens = new TokenStore(redis, config.redis.prefix);
     const audit = new AuditLog(redis, config.redis.prefix, log);
@@ -150,7 +156,17 @@ export async function startGateway({ config, log = createLogger(config.log.level
     cleanup.push(() => Promise.all(routes.map((r) => r.stop())));
     for (const r of routes) await r.start();
 
+    // Peers come with the network map; none are known before it lands.
+    const permissionAdmin = new PermissionAdmin(permissions, permissionStore, directory, () => []);
+    const knownAddresses = async () => [
+      ...[...flowDefs.keys()].map((n) => `flow:${n}`),
+      ...Object.keys(config.brokers).map((b) => `mq:${b}/`),
+      ...(await directory.groups('', 200).catch(() => [])).map((g) => `group:${g}`),
+      ...Object.keys(await queues!.depths()),
+    ];
     const app = createApp({
+      permissionAdmin,
+      knownAddresses,
       router,
       directory,
       auth,
@@ -172,6 +188,9 @@ export async function startGateway({ config, log = createLogger(config.log.level
       amqp = new AmqpServer({ port: config.amqp.port, host: config.amqp.host, credit: config.amqp.credit, maxMessageBytes: config.amqp.maxMessageBytes, auth, directory, permissions, router, metrics, log, ...(config.amqp.tls ? { tls: config.amqp.tls } : {}) });
       await amqp.start();
       cleanup.push(() => amqp!.close());
+      // A revoked right detaches the links that relied on it, within a second of the change.
+      const off = permissions.onChange(() => amqp!.recheck());
+      cleanup.push(async () => off());
     }
     const server: Server = app.listen(config.http.port, config.http.host);
     await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => { throw err; })]);

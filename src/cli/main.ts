@@ -190,6 +190,49 @@ tasks
     print(await client().request('POST', `/api/tasks/${encodeURIComponent(id)}/decision`, { action, fields, ...(o.comment ? { comment: o.comment } : {}) }));
   });
 
+const perms = program.command('permissions').description('map groups, users and peers to verbs on address patterns, live');
+perms
+  .command('ls')
+  .description('every rule (config and console) with the rule set version')
+  .action(async () => print(await client().request('GET', '/api/permissions')));
+perms
+  .command('add')
+  .description('add a rule; it takes effect within a second on every gateway process')
+  .option('--group <name>', 'a group (cn or DN)')
+  .option('--user <name>', 'a user')
+  .option('--peer <alias>', 'a peer gateway')
+  .requiredOption('--address <pattern>', "address pattern, e.g. 'queue:payments.**'")
+  .requiredOption('--verbs <verbs>', 'comma-separated: send,consume,browse,start,admin')
+  .option('--force', 'add even if the directory does not know the name yet')
+  .action(async (o: { group?: string; user?: string; peer?: string; address: string; verbs: string; force?: boolean }) => {
+    const selector = o.group !== undefined ? { group: o.group } : o.user !== undefined ? { user: o.user } : o.peer !== undefined ? { peer: o.peer } : undefined;
+    if (!selector || [o.group, o.user, o.peer].filter((x) => x !== undefined).length !== 1) throw new SwitchboardError('usage', 'give exactly one of --group, --user or --peer', 2);
+    print(await client().request('POST', '/api/permissions', { ...selector, address: o.address, verbs: o.verbs.split(',').map((v) => v.trim()).filter(Boolean), ...(o.force ? { force: true } : {}) }));
+  });
+perms
+  .command('rm')
+  .description('remove a console rule')
+  .argument('<id>', 'rule id from `permissions ls`')
+  .action(async (id: string) => print(await client().request('DELETE', `/api/permissions/${encodeURIComponent(id)}`)));
+perms
+  .command('history')
+  .description('every change: version, when, who, what')
+  .action(async () => print(await client().request('GET', '/api/permissions/history')));
+perms
+  .command('revert')
+  .description('make the console rules what they were right after a version from the history')
+  .argument('<version>')
+  .action(async (version: string) => {
+    if (!/^\d+$/.test(version)) throw new SwitchboardError('usage', `version must be a number, got '${version}'`, 2);
+    print(await client().request('POST', '/api/permissions/revert', { version: Number(version) }));
+  });
+perms
+  .command('who-can')
+  .description('the rules and groups (with members) that grant a verb on an address')
+  .argument('<verb>')
+  .argument('<address>')
+  .action(async (verb: string, address: string) => print(await client().request('GET', `/api/who-can?${new URLSearchParams({ verb, address })}`)));
+
 const tokens = program.command('tokens').description('your API tokens (for scripts: SWITCHBOARD_TOKEN)');
 tokens
   .command('create')

@@ -13,6 +13,8 @@ import { sessions } from './sessions.ts';
 import { canRoutes } from './routes/can.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { flowPageRoutes, flowRoutes } from './routes/flows.ts';
+import { permissionRoutes } from './routes/permissions.ts';
+import { permissionPageRoutes } from './routes/permission-pages.ts';
 import { taskRoutes } from './routes/tasks.ts';
 import { healthRoutes } from './routes/health.ts';
 import { messageRoutes } from './routes/messages.ts';
@@ -36,6 +38,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(tokenRoutes(deps));
   app.use(taskRoutes(deps));
   app.use(flowRoutes(deps));
+  app.use(permissionRoutes(deps));
   app.use(auditRoutes(deps));
   // Pages: sessions in Redis, form bodies, CSRF checked per form route.
   const pages = express.Router();
@@ -44,6 +47,7 @@ export function createApp(deps: AppDeps): Express {
   pages.use(adminRoutes(deps));
   pages.use(flowPageRoutes(deps));
   pages.use(inboxRoutes(deps));
+  pages.use(permissionPageRoutes(deps));
   app.use(pages);
   app.use((req, _res, next) => next(new NotFound(`no such endpoint: ${req.method} ${req.path}`)));
   app.use(errorHandler(deps.log, deps.bodyLimit, deps.audit));

@@ -4,6 +4,7 @@ import type { AuditLog } from '../auth/audit.ts';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { Directory } from '../auth/directory.ts';
 import type { TokenStore } from '../auth/tokens.ts';
+import type { PermissionAdmin } from '../auth/permission-admin.ts';
 import type { SessionOptions } from './sessions.ts';
 import type { FlowRuntime } from '../flows/runtime.ts';
 import type { Inbox } from '../endpoints/inbox/inbox.ts';
@@ -21,6 +22,10 @@ export interface AppDeps {
   session: SessionOptions;
   /** The flow runtime, when flows are enabled. */
   flows?: FlowRuntime;
+  /** Live rules (console/API/CLI). */
+  permissionAdmin?: PermissionAdmin;
+  /** Addresses this gateway knows (flows, brokers, groups, queues) for pattern previews. */
+  knownAddresses?: () => Promise<string[]>;
   /** People's tasks. */
   inbox?: Inbox;
   /** Redis key prefix (rate-limit counters, sessions). */

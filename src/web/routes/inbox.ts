@@ -83,9 +83,12 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
     const off = inbox().events.on((e) => {
       if (concerns(e)) res.write(`event: task\ndata: ${JSON.stringify({ type: e.type, taskId: e.taskId, by: e.by })}\n\n`);
     });
+    // A rule change may add or take away whole groups' tasks: every open inbox reloads its list.
+    const offRules = deps.permissions.onChange(() => res.write(`event: task\ndata: ${JSON.stringify({ type: 'rules-changed' })}\n\n`));
     const ping = setInterval(() => res.write(': keep-alive\n\n'), 20_000);
     req.on('close', () => {
       off();
+      offRules();
       clearInterval(ping);
     });
   });

@@ -1,0 +1,146 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { PermissionRule, Permissions, Verb } from './permissions.ts';
+
+export interface RuleChange {
+  version: number;
+  /** What happened to the rule: it was added or removed (a revert is made of both). */
+  op: 'add' | 'remove';
+  at: string;
+  /** Who changed it (`user:alice`). */
+  by: string;
+  /** Client IP. */
+  from?: string;
+  action: 'add' | 'remove' | 'revert';
+  rule: PermissionRule;
+}
+
+// Adds or removes one console rule, bumps the version and records the change, atomically.
+// KEYS: rules hash, version, history list. ARGV: action, id, rule json, change json (version filled in here)
+const CHANGE = `
+if ARGV[1] == 'add' then
+  if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return -1 end
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+else
+  if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return -2 end
+end
+local v = redis.call('INCR', KEYS[2])
+local change = cjson.decode(ARGV[4])
+change['version'] = v
+redis.call('RPUSH', KEYS[3], cjson.encode(change))
+return v`;
+
+/**
+ * Console rules live in Redis (the config file's rules are the read-only baseline). Every change
+ * bumps a version and is recorded; every gateway process hears of it over pub/sub and also checks
+ * the version every second, so a missed event cannot leave a process on stale rules.
+ */
+export class PermissionStore {
+  private subscriber?: Redis;
+  private poll?: NodeJS.Timeout;
+  private loaded = -1;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly permissions: Permissions,
+    private readonly configRules: PermissionRule[],
+    private readonly log: Logger,
+  ) {}
+
+  private get keys() {
+    const p = `${this.prefix}:{perm}`;
+    return { rules: `${p}:rules`, version: `${p}:version`, history: `${p}:history`, channel: `${p}:changed` };
+  }
+
+  async consoleRules(): Promise<PermissionRule[]> {
+    const h = await this.redis.hgetall(this.keys.rules);
+    return Object.values(h).map((v) => JSON.parse(v) as PermissionRule).sort((a, b) => (a.createdAt ?? '').localeCompare(b.createdAt ?? '') || a.id.localeCompare(b.id));
+  }
+
+  async version(): Promise<number> {
+    return Number((await this.redis.get(this.keys.version)) ?? 0);
+  }
+
+  /** Loads config + console rules into the live Permissions if the version moved. */
+  async refresh(force = false): Promise<void> {
+    const v = await this.version();
+    if (!force && v === this.loaded) return;
+    const rules = await this.consoleRules();
+    this.permissions.replace([...this.configRules, ...rules], v);
+    if (this.loaded !== -1) this.log.info({ version: v, consoleRules: rules.length }, 'permission rules changed');
+    this.loaded = v;
+  }
+
+  async start(): Promise<void> {
+    await this.refresh(true);
+    this.subscriber = this.redis.duplicate();
+    this.subscriber.on('error', (err) => this.log.warn({ err: err.message }, 'permission change subscriber error'));
+    this.subscriber.on('message', () => void this.refresh().catch(() => {}));
+    await this.subscriber.subscribe(this.keys.channel);
+    this.poll = setInterval(() => void this.refresh().catch(() => {}), 1000);
+    this.poll.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.poll) clearInterval(this.poll);
+    await this.subscriber?.quit().catch(() => {});
+  }
+
+  private async change(action: 'add' | 'remove', rule: PermissionRule, by: string, from?: string, label: RuleChange['action'] = action): Promise<number> {
+    const change: Omit<RuleChange, 'version'> = { at: new Date().toISOString(), by, ...(from ? { from } : {}), action: label, op: action, rule };
+    const k = this.keys;
+    const v = (await this.redis.eval(CHANGE, 3, k.rules, k.version, k.history, action, rule.id, JSON.stringify(rule), JSON.stringify(change))) as number;
+    if (v > 0) {
+      await this.redis.publish(k.channel, String(v));
+      await this.refresh();
+    }
+    return v;
+  }
+
+  async add(rule: { group?: string; user?: string; peer?: string; address: string; verbs: Verb[] }, by: string, from?: string): Promise<PermissionRule> {
+    const full: PermissionRule = { id: `r${randomBytes(6).toString('hex')}`, ...rule, source: 'console', createdBy: by, createdAt: new Date().toISOString() };
+    await this.change('add', full, by, from);
+    return full;
+  }
+
+  /** False when no console rule has this id (any more). */
+  async remove(id: string, by: string, from?: string): Promise<PermissionRule | null> {
+    const raw = await this.redis.hget(this.keys.rules, id);
+    if (!raw) return null;
+    const rule = JSON.parse(raw) as PermissionRule;
+    return (await this.change('remove', rule, by, from)) > 0 ? rule : null;
+  }
+
+  /**
+   * Makes the console rules what they were right after `version`: each rule added or removed is
+   * one recorded change (action 'revert', with `removed: true` for the removals).
+   */
+  async revert(version: number, by: string, from?: string): Promise<{ added: PermissionRule[]; removed: PermissionRule[] }> {
+    const target = await this.rulesAt(version);
+    const current = new Map((await this.consoleRules()).map((r) => [r.id, r]));
+    const added: PermissionRule[] = [];
+    const removed: PermissionRule[] = [];
+    for (const [id, rule] of current) if (!target.has(id) && (await this.change('remove', rule, by, from, 'revert')) > 0) removed.push(rule);
+    for (const [id, rule] of target) if (!current.has(id) && (await this.change('add', rule, by, from, 'revert')) > 0) added.push(rule);
+    return { added, removed };
+  }
+
+  async history(limit = 200): Promise<RuleChange[]> {
+    const rows = await this.redis.lrange(this.keys.history, -limit, -1);
+    return rows.map((r) => JSON.parse(r) as RuleChange).reverse();
+  }
+
+  /** The console rules as they were right after `version` (replaying the history). */
+  async rulesAt(version: number): Promise<Map<string, PermissionRule>> {
+    const rows = (await this.redis.lrange(this.keys.history, 0, -1)).map((r) => JSON.parse(r) as RuleChange);
+    const set = new Map<string, PermissionRule>();
+    for (const c of rows) {
+      if (c.version > version) break;
+      if (c.op === 'add') set.set(c.rule.id, c.rule);
+      else set.delete(c.rule.id);
+    }
+    return set;
+  }
+}
