@@ -32,6 +32,7 @@ import { Broker } from './endpoints/amqp/broker.ts';
 import { AmqpServer } from './amqp-server/amqp-server.ts';
 import { MqEndpoint } from './endpoints/amqp/mq-endpoint.ts';
 import { deliverReply } from './endpoints/amqp/replies.ts';
+import { WebhookEndpoint } from './endpoints/webhook/webhook-endpoint.ts';
 import { sessionSecret } from './web/sessions.ts';
 
 export interface GatewayOptions {
@@ -74,7 +75,8 @@ export async function startGateway({ config, log = createLogger(config.log.level
 
     let queues: QueueEndpoint | undefined;
     const metrics = new Metrics(async () => (queues ? queues.depths() : {}));
-    const router = new Router(new DedupStore(redis, config.redis.prefix, config.queues.dedupTtl), metrics, log);
+    const dedup = new DedupStore(redis, config.redis.prefix, config.queues.dedupTtl);
+    const router = new Router(dedup, metrics, log);
     queues = new QueueEndpoint({
       redis,
       prefix: config.redis.prefix,
@@ -103,6 +105,14 @@ export async function startGateway({ config, log = createLogger(config.log.level
 
     if (config.email) {
       router.register(new EmailEndpoint({ redis, prefix: config.redis.prefix, smtp: config.email.smtp, from: config.email.from, maxAttempts: config.email.maxAttempts, backoffMs: config.email.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
+    }
+    const outbound = Object.entries(config.webhooks).filter(([, w]) => w.url);
+    if (outbound.length > 0) {
+      router.register(new WebhookEndpoint({
+        redis, prefix: config.redis.prefix, dedupTtlMs: config.queues.dedupTtl, metrics, log,
+        maxAttempts: Math.max(...outbound.map(([, w]) => w.maxAttempts)), backoffMs: Math.min(...outbound.map(([, w]) => w.backoff)),
+        targets: outbound.map(([name, w]) => ({ name, url: w.url!, secret: w.secret, timeoutMs: w.timeout })),
+      }));
     }
     const baseUrl = config.http.baseUrl ?? `http://localhost:${config.http.port}`;
     const inbox = new Inbox({ redis, prefix: config.redis.prefix, router, permissions, directory, baseUrl, email: config.email !== undefined, remindersMs: config.people.reminders, log });
@@ -165,6 +175,8 @@ export async function startGateway({ config, log = createLogger(config.log.level
       ...Object.keys(await queues!.depths()),
     ];
     const app = createApp({
+      dedup,
+      hooks: Object.entries(config.webhooks).filter(([, w]) => w.inbound).map(([name, w]) => ({ name, secret: w.secret, to: w.inbound!.to })),
       permissionAdmin,
       knownAddresses,
       router,

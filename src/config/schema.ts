@@ -154,6 +154,22 @@ export const configSchema = z.strictObject({
       retention: duration.default(30 * 86_400_000),
     })
     .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000, retention: 30 * 86_400_000 }),
+  webhooks: z
+    .record(
+      z.string().regex(/^[A-Za-z0-9_-]+$/, 'webhook names are letters, digits, _ and -'),
+      z.strictObject({
+        /** Where webhook:<name> POSTs; omit for an inbound-only hook. */
+        url: z.url().optional(),
+        /** Shared secret for the HMAC-SHA256 signatures, both ways (use ${VAR}). */
+        secret: z.string().min(16, 'expected a secret of at least 16 characters'),
+        timeout: duration.default(10_000),
+        maxAttempts: z.number().int().min(1).max(100).default(8),
+        backoff: duration.default(2000),
+        /** POST /hooks/<name> routes verified requests to this address. */
+        inbound: z.strictObject({ to: address }).optional(),
+      }),
+    )
+    .default({}),
   brokers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'broker names are letters, digits, _ and -'), broker).default({}),
   amqp: amqpServer.optional(),
   email: z

@@ -28,6 +28,13 @@ export class DedupStore {
     await this.redis.set(this.key(scope, id), '1', 'PX', this.ttlMs);
   }
 
+  /** Binds `key` to `value` for `ttlMs` unless bound already; returns the earlier value, or null. */
+  async bind(scope: string, key: string, value: string, ttlMs: number): Promise<string | null> {
+    const k = this.key(scope, key);
+    const set = await this.redis.set(k, value, 'PX', ttlMs, 'NX');
+    return set === 'OK' ? null : await this.redis.get(k);
+  }
+
   /** Atomically records the id; false when it was already there. */
   async claim(scope: string, id: string): Promise<boolean> {
     return (await this.redis.set(this.key(scope, id), '1', 'PX', this.ttlMs, 'NX')) === 'OK';

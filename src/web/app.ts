@@ -14,6 +14,7 @@ import { canRoutes } from './routes/can.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 import { flowPageRoutes, flowRoutes } from './routes/flows.ts';
 import { permissionRoutes } from './routes/permissions.ts';
+import { hookRoutes } from './routes/hooks.ts';
 import { permissionPageRoutes } from './routes/permission-pages.ts';
 import { taskRoutes } from './routes/tasks.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -29,6 +30,9 @@ export function createApp(deps: AppDeps): Express {
   // would send the browser to https URLs nobody serves.
   app.use(helmet({ contentSecurityPolicy: { directives: { upgradeInsecureRequests: deps.session.secure ? [] : null } } }));
   app.use(healthRoutes(deps));
+  // Webhooks authenticate by signature, not by user: before the API's credential check.
+  app.use('/hooks', requireRedis(deps.redis));
+  app.use(hookRoutes(deps));
   // Credentials before the body: an unauthenticated client gets 401 and its body is never parsed.
   app.use('/api', requireRedis(deps.redis), authenticate(deps.auth));
   app.use('/api', express.json({ limit: deps.bodyLimit, strict: false, type: () => true }));

@@ -26,6 +26,10 @@ export interface AppDeps {
   permissionAdmin?: PermissionAdmin;
   /** Addresses this gateway knows (flows, brokers, groups, queues) for pattern previews. */
   knownAddresses?: () => Promise<string[]>;
+  /** Idempotent-receiver store (also binds webhook signatures to their ids). */
+  dedup?: import('../core/dedup.ts').DedupStore;
+  /** Inbound webhooks: POST /hooks/<name> → address. */
+  hooks?: { name: string; secret: string; to: string }[];
   /** People's tasks. */
   inbox?: Inbox;
   /** Redis key prefix (rate-limit counters, sessions). */

@@ -1,0 +1,63 @@
+import express, { Router as ExpressRouter } from 'express';
+import { NotFound, SwitchboardError, Unauthenticated, ValidationError } from '../../core/errors.ts';
+import type { Message } from '../../core/message.ts';
+import { verify } from '../../endpoints/webhook/signature.ts';
+import type { AppDeps } from '../deps.ts';
+
+export interface InboundHook {
+  name: string;
+  secret: string;
+  to: string;
+}
+
+/**
+ * POST /hooks/:name — inbound webhooks, authenticated by their HMAC signature (no user login):
+ * a bad or stale signature is 401 and nothing is routed; a good one is routed to the configured
+ * address with the sender `webhook:<name>`, deduplicated by X-Switchboard-Id.
+ */
+export function hookRoutes(deps: AppDeps & { hooks?: InboundHook[] }): ExpressRouter {
+  const r = ExpressRouter();
+  const hooks = new Map((deps.hooks ?? []).map((h) => [h.name, h]));
+  r.post('/hooks/:name', express.raw({ type: () => true, limit: deps.bodyLimit }), async (req, res) => {
+    const hook = hooks.get(String(req.params.name));
+    if (!hook) throw new NotFound(`no inbound webhook '${req.params.name}'`);
+    const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const problem = verify(hook.secret, req.get('x-switchboard-timestamp'), req.get('x-switchboard-signature'), body);
+    if (problem) {
+      await deps.audit.record({ action: 'webhook.refused', actor: `webhook:${hook.name}`, ...(req.ip ? { ip: req.ip } : {}), target: hook.to, detail: problem });
+      throw new Unauthenticated(`webhook '${hook.name}': ${problem}`);
+    }
+    const id = req.get('x-switchboard-id');
+    if (!id || !/^[\x21-\x7e]{1,256}$/.test(id)) throw new ValidationError('X-Switchboard-Id must be the message id: 1 to 256 visible ASCII characters');
+    let parsed: unknown;
+    try {
+      parsed = body.length ? JSON.parse(body.toString('utf8')) : null;
+    } catch (err) {
+      throw new SwitchboardError('bad_json', `webhook body is not valid JSON: ${(err as Error).message}`, 400);
+    }
+    const message: Message = {
+      id,
+      to: hook.to,
+      from: `webhook:${hook.name}`,
+      sender: { kind: 'system', name: `webhook:${hook.name}` },
+      headers: {},
+      contentType: 'application/json',
+      body: parsed,
+      createdAt: new Date().toISOString(),
+      ...(req.get('x-switchboard-correlation-id') ? { correlationId: req.get('x-switchboard-correlation-id')! } : {}),
+      ...(req.get('x-switchboard-subject') ? { subject: req.get('x-switchboard-subject')! } : {}),
+    };
+    const claimed = req.get('x-switchboard-sender');
+    if (claimed) message.headers['switchboard-claimed-sender'] = claimed;
+    // The signature covers timestamp and body, not the id: a captured request replayed with a new
+    // id inside the window is still the same request, so each signature is bound to its first id.
+    const first = deps.dedup ? await deps.dedup.bind(`hook-sig:${hook.name}`, req.get('x-switchboard-signature')!, id, 600_000) : null;
+    if (first !== null && first !== id) {
+      await deps.audit.record({ action: 'webhook.replayed', actor: `webhook:${hook.name}`, ...(req.ip ? { ip: req.ip } : {}), target: hook.to, detail: `a signed request first seen as ${first} came back as ${id}` });
+      return void res.status(202).json({ id, duplicate: true });
+    }
+    const result = await deps.router.send(message);
+    res.status(202).json({ id, duplicate: result.duplicate });
+  });
+  return r;
+}
