@@ -33,6 +33,10 @@ import { AmqpServer } from './amqp-server/amqp-server.ts';
 import { MqEndpoint } from './endpoints/amqp/mq-endpoint.ts';
 import { deliverReply } from './endpoints/amqp/replies.ts';
 import { WebhookEndpoint } from './endpoints/webhook/webhook-endpoint.ts';
+import { NetworkMap } from './endpoints/peer/network-map.ts';
+import { PeerEndpoint } from './endpoints/peer/peer-endpoint.ts';
+import { PeerListener } from './amqp-server/peer-listener.ts';
+import { loadSigningKey } from './network/identity.ts';
 import { sessionSecret } from './web/sessions.ts';
 
 export interface GatewayOptions {
@@ -47,6 +51,8 @@ export interface Gateway {
   readonly redisUrl: string;
   /** Port of the embedded AMQP 1.0 endpoint, when enabled. */
   readonly amqpPort?: number;
+  /** Port of the peer listener, when a network is configured. */
+  readonly peerPort?: number;
   readonly router: Router;
   readonly log: Logger;
   /** Graceful stop: no new requests, routes hand back or finish in-flight messages, then Redis. */
@@ -74,7 +80,12 @@ export async function startGateway({ config, log = createLogger(config.log.level
     log.info({ redis: redactUrl(redisUrl) }, 'connected to redis');
 
     let queues: QueueEndpoint | undefined;
-    const metrics = new Metrics(async () => (queues ? queues.depths() : {}));
+    let outboxes: PeerEndpoint | undefined;
+    const metrics = new Metrics(async () => ({
+      ...(queues ? await queues.depths() : {}),
+      // A peer's outbox depth, labelled with its address pattern.
+      ...Object.fromEntries(Object.entries(outboxes ? await outboxes.depths() : {}).map(([alias, n]) => [`peer:${alias}/**`, n])),
+    }));
     const dedup = new DedupStore(redis, config.redis.prefix, config.queues.dedupTtl);
     const router = new Router(dedup, metrics, log);
     queues = new QueueEndpoint({
@@ -113,6 +124,21 @@ export async function startGateway({ config, log = createLogger(config.log.level
         maxAttempts: Math.max(...outbound.map(([, w]) => w.maxAttempts)), backoffMs: Math.min(...outbound.map(([, w]) => w.backoff)),
         targets: outbound.map(([name, w]) => ({ name, url: w.url!, secret: w.secret, timeoutMs: w.timeout })),
       }));
+    }
+    let peers: PeerEndpoint | undefined;
+    let networkMap: NetworkMap | undefined;
+    if (config.network) {
+      const n = config.network;
+      networkMap = new NetworkMap({ peers: n.peers, ...(n.mapFile ? { mapFile: n.mapFile } : {}), log });
+      networkMap.start();
+      cleanup.push(async () => networkMap!.stop());
+      peers = new PeerEndpoint({
+        redis, prefix: config.redis.prefix, map: networkMap, identity: n.identity, key: n.key, cert: n.cert, ca: n.ca,
+        signingKey: loadSigningKey(n.signingKey), eventHorizonMs: n.eventHorizon, router, metrics, log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}),
+      });
+      router.register(peers);
+      await peers.start();
+      outboxes = peers;
     }
     const baseUrl = config.http.baseUrl ?? `http://localhost:${config.http.port}`;
     const inbox = new Inbox({ redis, prefix: config.redis.prefix, router, permissions, directory, baseUrl, email: config.email !== undefined, remindersMs: config.people.reminders, log });
@@ -166,13 +192,13 @@ export async function startGateway({ config, log = createLogger(config.log.level
     cleanup.push(() => Promise.all(routes.map((r) => r.stop())));
     for (const r of routes) await r.start();
 
-    // Peers come with the network map; none are known before it lands.
-    const permissionAdmin = new PermissionAdmin(permissions, permissionStore, directory, () => []);
+    const permissionAdmin = new PermissionAdmin(permissions, permissionStore, directory, () => networkMap?.aliases ?? []);
     const knownAddresses = async () => [
       ...[...flowDefs.keys()].map((n) => `flow:${n}`),
       ...Object.keys(config.brokers).map((b) => `mq:${b}/`),
       ...(await directory.groups('', 200).catch(() => [])).map((g) => `group:${g}`),
       ...Object.keys(await queues!.depths()),
+      ...(networkMap?.aliases ?? []).map((a) => `peer:${a}/`),
     ];
     const app = createApp({
       dedup,
@@ -204,6 +230,18 @@ export async function startGateway({ config, log = createLogger(config.log.level
       const off = permissions.onChange(() => amqp!.recheck());
       cleanup.push(async () => off());
     }
+    let peerListener: PeerListener | undefined;
+    if (config.network && networkMap) {
+      const n = config.network;
+      peerListener = new PeerListener({ host: n.host, port: n.port, key: n.key, cert: n.cert, ca: n.ca, map: networkMap, permissions, router, dedup, eventHorizonMs: n.eventHorizon, credit: 50, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576, audit, log });
+      await peerListener.start();
+      cleanup.push(() => peerListener!.close());
+      const timer = setInterval(() => {
+        for (const s of peers!.states()) metrics.connected.set({ kind: 'peer', name: s.alias }, s.state === 'open' ? 1 : 0);
+      }, 1000);
+      timer.unref();
+      cleanup.push(async () => clearInterval(timer));
+    }
     const server: Server = app.listen(config.http.port, config.http.host);
     await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => { throw err; })]);
     cleanup.push(() => closeServer(server));
@@ -212,7 +250,7 @@ export async function startGateway({ config, log = createLogger(config.log.level
     log.info({ url, routes: routes.length }, 'switchboard is ready');
 
     let stopped: Promise<void> | undefined;
-    return { url, redisUrl, router, log, ...(amqp ? { amqpPort: amqp.port } : {}), stop: () => (stopped ??= undo()) };
+    return { url, redisUrl, router, log, ...(amqp ? { amqpPort: amqp.port } : {}), ...(peerListener ? { peerPort: peerListener.port } : {}), stop: () => (stopped ??= undo()) };
   } catch (err) {
     await undo();
     throw err;

@@ -233,6 +233,28 @@ perms
   .argument('<address>')
   .action(async (verb: string, address: string) => print(await client().request('GET', `/api/who-can?${new URLSearchParams({ verb, address })}`)));
 
+const network = program.command('network').description('peer network material: a development CA and node certificates and signing keys');
+network
+  .command('init-ca')
+  .description('create a development network CA (network-ca.key, mode 0600, and network-ca.crt) in a folder')
+  .option('--dir <dir>', 'where to write', 'certs')
+  .option('--name <x500>', 'the CA subject', 'CN=Switchboard Development Network CA')
+  .action(async (o: { dir: string; name: string }) => {
+    const { initCa } = await import('../network/identity.ts');
+    print(await initCa(o.dir, o.name));
+  });
+network
+  .command('issue')
+  .description('issue node material for an identity: TLS key and certificate (signed by the CA), Ed25519 signing key pair')
+  .argument('<identity>', "X.500 name, e.g. 'O=Bank B,L=Paris,C=FR'")
+  .requiredOption('--alias <alias>', 'file name stem, e.g. bank-b')
+  .option('--dir <dir>', 'folder with network-ca.key/.crt, and where to write', 'certs')
+  .option('--host <host...>', 'host names or IPs the certificate is valid for', ['localhost', '127.0.0.1'])
+  .action(async (identity: string, o: { alias: string; dir: string; host: string[] }) => {
+    const { issue } = await import('../network/identity.ts');
+    print(await issue(identity, o.dir, o.dir, o.alias, o.host));
+  });
+
 const tokens = program.command('tokens').description('your API tokens (for scripts: SWITCHBOARD_TOKEN)');
 tokens
   .command('create')

@@ -4,6 +4,7 @@ import { parseDuration } from '../core/duration.ts';
 import { parsePattern } from '../core/pattern.ts';
 import { isPasswordHash } from '../auth/password.ts';
 import { VERBS } from '../auth/permissions.ts';
+import { peerSchema } from '../endpoints/peer/network-map.ts';
 
 /** A duration as written in config ('30s', '4h', or ms) → milliseconds. */
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -104,6 +105,27 @@ const amqpServer = z.strictObject({
   maxMessageBytes: z.number().int().min(1).default(1_048_576),
 });
 
+const network = z.strictObject({
+  /** This gateway's legal identity, as in its certificate: 'O=Bank A,L=London,C=GB'. */
+  identity: z.string().regex(/^\s*[A-Za-z]+=/, "expected an X.500 name like 'O=Bank A,L=London,C=GB'"),
+  host: z.string().default('127.0.0.1'),
+  /** Port of the peer listener (mutual TLS). */
+  port: port,
+  key: z.string(),
+  cert: z.string(),
+  /** The network's root CA (PEM). */
+  ca: z.string(),
+  /** This gateway's Ed25519 signing key (PEM). */
+  signingKey: z.string(),
+  /** Messages not delivered to a peer within this long are dead-lettered with a notice. */
+  eventHorizon: duration.default(7 * 86_400_000),
+  /** Where notices of undeliverable messages go when the sender was not a flow, e.g. group:network-admins. */
+  noticesTo: address.optional(),
+  peers: z.array(peerSchema).default([]),
+  /** A YAML file with more peers (a list, or {peers: [...]}), read again whenever it changes. */
+  mapFile: z.string().optional(),
+});
+
 export const configSchema = z.strictObject({
   http: z.strictObject({
     port: port.default(3000),
@@ -172,6 +194,7 @@ export const configSchema = z.strictObject({
     .default({}),
   brokers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'broker names are letters, digits, _ and -'), broker).default({}),
   amqp: amqpServer.optional(),
+  network: network.optional(),
   email: z
     .strictObject({
       smtp: z.string().regex(/^smtps?:\/\//, 'expected an smtp:// or smtps:// URL, e.g. smtp://user:pass@mail.example.com:587'),

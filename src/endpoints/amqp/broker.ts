@@ -17,6 +17,8 @@ export interface BrokerConfig {
   addressFormat: 'rabbitmq' | 'plain';
   /** How long a send waits for the broker's settlement before it counts as failed. */
   sendTimeoutMs: number;
+  /** Extra TLS options (e.g. checkServerIdentity for a peer whose certificate must name an identity). */
+  tlsExtra?: Record<string, unknown>;
 }
 
 /** The broker said no to a message (rejected): not worth repeating as it is. */
@@ -67,9 +69,11 @@ export class Broker {
       max_reconnect_delay: 10_000,
       idle_time_out: 30_000,
       ...(this.config.sasl === 'PLAIN' ? { username: this.config.username ?? decodeURIComponent(u.username), password: this.config.password ?? decodeURIComponent(u.password) } : {}),
-      ...(this.config.sasl === 'ANONYMOUS' ? { username: 'anonymous', sasl_mechanisms: ['ANONYMOUS'] } : {}),
-      ...(this.config.sasl === 'EXTERNAL' ? { sasl_mechanisms: ['EXTERNAL'] } : {}),
-      ...(tls ? { transport: 'tls', rejectUnauthorized: t?.rejectUnauthorized ?? true, ...(t?.ca ? { ca: readFileSync(t.ca) } : {}), ...(t?.cert ? { cert: readFileSync(t.cert) } : {}), ...(t?.key ? { key: readFileSync(t.key) } : {}), ...(t?.servername ? { servername: t.servername } : {}) } : {}),
+      // rhea picks ANONYMOUS for a user name without a password, and EXTERNAL (the TLS client
+      // certificate) when asked to.
+      ...(this.config.sasl === 'ANONYMOUS' ? { username: 'anonymous' } : {}),
+      ...(this.config.sasl === 'EXTERNAL' ? { enable_sasl_external: true } : {}),
+      ...(tls ? { transport: 'tls', rejectUnauthorized: t?.rejectUnauthorized ?? true, ...(t?.ca ? { ca: readFileSync(t.ca) } : {}), ...(t?.cert ? { cert: readFileSync(t.cert) } : {}), ...(t?.key ? { key: readFileSync(t.key) } : {}), ...(t?.servername ? { servername: t.servername } : /^[\d.]+$|:/.test(u.hostname) ? {} : { servername: u.hostname }), ...(this.config.tlsExtra ?? {}) } : {}),
     };
     // rhea adds jitter to reconnect delays; each attempt is logged once as state, not per retry.
     const container = rhea.create_container({ id: options.container_id as string });
@@ -183,6 +187,19 @@ export class Broker {
     this.closing = true;
     const c = this.connection;
     if (!c) return;
+    // A connection waiting to reconnect would otherwise try again after close, and keep the
+    // process alive: stop reconnecting first.
+    const internal = c as unknown as { options: { reconnect?: unknown }; scheduled_reconnect?: NodeJS.Timeout };
+    internal.options.reconnect = false;
+    if (internal.scheduled_reconnect) {
+      clearTimeout(internal.scheduled_reconnect);
+      internal.scheduled_reconnect = undefined;
+    }
+    if (!c.is_open()) {
+      this.failPending(new DestinationUnavailable(`mq:${this.config.name}`, 'the gateway is stopping'));
+      c.close();
+      return;
+    }
     await new Promise<void>((r) => {
       const t = setTimeout(r, 3000);
       c.once('connection_close', () => { clearTimeout(t); r(); });

@@ -1,0 +1,168 @@
+import { readFileSync } from 'node:fs';
+import type { Server, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import rhea, { type Connection, type Delivery, type EventContext, type Receiver } from 'rhea';
+import type { Logger } from 'pino';
+import type { AuditLog } from '../auth/audit.ts';
+import type { Permissions } from '../auth/permissions.ts';
+import { parseAddress } from '../core/address.ts';
+import type { DedupStore } from '../core/dedup.ts';
+import { PermissionDenied, SwitchboardError, isRetryable } from '../core/errors.ts';
+import type { Router } from '../core/router.ts';
+import { matchesPattern } from '../core/pattern.ts';
+import { describe } from '../endpoints/amqp/broker.ts';
+import { CLAIMED_SENDER_HEADER, fromAmqp, type AmqpMessage } from '../endpoints/amqp/mapping.ts';
+import { localAddress, type NetworkMap, type Peer } from '../endpoints/peer/network-map.ts';
+import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY } from '../endpoints/peer/peer-endpoint.ts';
+import { verifyEnvelope } from '../network/envelope.ts';
+import { certificateIdentity } from '../network/identity.ts';
+
+export interface PeerListenerOptions {
+  host: string;
+  port: number;
+  key: string;
+  cert: string;
+  ca: string;
+  map: NetworkMap;
+  permissions: Permissions;
+  router: Router;
+  dedup: DedupStore;
+  /** Ids are remembered at least this long (the network's event horizon). */
+  eventHorizonMs: number;
+  credit: number;
+  maxMessageBytes: number;
+  audit: AuditLog;
+  log: Logger;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The inbound side of the peer network: mutual TLS only, and the client certificate must be a
+ * peer in the network map (its subject is the peer's identity, and that identity becomes the
+ * sender). Each message must carry that peer's Ed25519 signature over the envelope; it may go
+ * only where the peer's `allow` patterns (or a rule for the peer) let it; it is deduplicated by
+ * id for the event horizon; and when the destination cannot take it, no credit is given back,
+ * so the rest waits at the peer.
+ */
+export class PeerListener {
+  private server?: Server;
+  private readonly peers = new WeakMap<Connection, Peer>();
+  private readonly sockets = new Set<Socket>();
+  private stopping = false;
+
+  constructor(private readonly o: PeerListenerOptions) {}
+
+  get port(): number {
+    return (this.server?.address() as { port: number } | null)?.port ?? this.o.port;
+  }
+
+  async start(): Promise<void> {
+    const container = rhea.create_container({ id: 'switchboard-peer-listener' });
+    container.sasl_server_mechanisms.enable_anonymous();
+    container.on('connection_open', (ctx: EventContext) => {
+      const socket = (ctx.connection as unknown as { socket?: TLSSocket }).socket;
+      const raw = socket?.getPeerCertificate?.()?.raw;
+      const identity = raw ? certificateIdentity(Buffer.from(`-----BEGIN CERTIFICATE-----\n${raw.toString('base64')}\n-----END CERTIFICATE-----\n`)) : undefined;
+      const peer = identity ? this.o.map.byIdentity(identity) : undefined;
+      if (!peer) {
+        void this.o.audit.record({ action: 'peer.refused', actor: `peer:${identity ?? '(no certificate)'}`, ...(socket?.remoteAddress ? { ip: socket.remoteAddress } : {}), detail: 'certificate subject is not a peer in the network map' });
+        ctx.connection.close({ condition: 'amqp:unauthorized-access', description: `'${identity ?? 'no certificate'}' is not a peer in this gateway's network map` });
+        return;
+      }
+      this.peers.set(ctx.connection, peer);
+    });
+    container.on('receiver_open', (ctx: EventContext) => {
+      const receiver = ctx.receiver as Receiver;
+      const remote = (receiver as unknown as { remote: { attach: { target?: { address?: string } } } }).remote.attach;
+      receiver.set_target(remote.target as never);
+      const peer = this.peers.get(ctx.connection);
+      if (!peer) return void receiver.close({ condition: 'amqp:unauthorized-access', description: 'not a known peer' });
+      receiver.add_credit(this.o.credit);
+    });
+    container.on('sender_open', (ctx: EventContext) => {
+      // Peers deliver into this gateway; they do not consume from it.
+      ctx.sender?.close({ condition: 'amqp:not-allowed', description: 'peers send to this gateway; receiving is not offered' });
+    });
+    container.on('message', (ctx: EventContext) => void this.onMessage(ctx));
+    container.on('connection_error', (ctx: EventContext) => this.o.log.debug({ err: describe(ctx.connection.error) }, 'peer connection error'));
+    container.on('session_error', (ctx: EventContext) => this.o.log.debug({ err: describe(ctx.session?.error) }, 'peer session error'));
+    container.on('error', (err: unknown) => this.o.log.warn({ err: describe(err) }, 'peer listener error'));
+    this.server = container.listen({
+      port: this.o.port, host: this.o.host, transport: 'tls',
+      key: readFileSync(this.o.key), cert: readFileSync(this.o.cert), ca: readFileSync(this.o.ca),
+      requestCert: true, rejectUnauthorized: true, autoaccept: false, credit_window: 0,
+    } as never) as unknown as Server;
+    this.server.on('secureConnection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
+    this.server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('listening', () => resolve());
+      this.server!.once('error', reject);
+    });
+    this.o.log.info({ port: this.port }, 'peer listener (mutual TLS) listening');
+  }
+
+  private allowed(peer: Peer, address: string): boolean {
+    return peer.allow.some((p) => matchesPattern(p, address)) || this.o.permissions.check({ kind: 'peer', name: peer.alias }, 'send', address).allowed;
+  }
+
+  private async onMessage(ctx: EventContext): Promise<void> {
+    const receiver = ctx.receiver as Receiver;
+    const delivery = ctx.delivery as Delivery;
+    const peer = this.peers.get(ctx.connection);
+    const amqp = ctx.message as unknown as AmqpMessage;
+    let giveCredit = true;
+    try {
+      if (!peer) throw new PermissionDenied('(unknown peer)', 'send', '');
+      const target = (receiver.target as { address?: string } | undefined)?.address ?? '';
+      const address = parseAddress(localAddress(target)).raw;
+      if (!this.allowed(peer, address)) throw new PermissionDenied(`peer:${peer.alias}`, 'send', address);
+      const message = fromAmqp(amqp, address, { kind: 'peer', name: peer.alias }, { maxBytes: this.o.maxMessageBytes });
+      const props = (amqp.application_properties ?? {}) as Record<string, unknown>;
+      const signature = props[SIGNATURE_PROPERTY];
+      const origin = props[ORIGIN_PROPERTY];
+      delete message.headers[SIGNATURE_PROPERTY];
+      delete message.headers[ORIGIN_PROPERTY];
+      // The sender the peer's gateway stamped is kept (as a header) but is not part of what it signed.
+      const claimed = message.headers[CLAIMED_SENDER_HEADER];
+      delete message.headers[CLAIMED_SENDER_HEADER];
+      if (typeof signature !== 'string' || typeof origin !== 'string' || !verifyEnvelope(peer.verifyKey, message, target, origin, signature)) {
+        await this.o.audit.record({ action: 'peer.forged', actor: `peer:${peer.alias}`, target: address, detail: `message ${message.id}: the signature of ${peer.alias} does not verify (altered or forged in transit)` });
+        throw new SwitchboardError('bad_signature', `message ${message.id} does not carry a valid signature of peer ${peer.alias}`, 403);
+      }
+      if (claimed !== undefined) message.headers[CLAIMED_SENDER_HEADER] = claimed;
+      const scope = `peer-in:${peer.alias}`;
+      if (!(await this.o.dedup.seen(scope, message.id))) {
+        // Hold while the destination cannot take it: no credit back, so the peer keeps the rest.
+        for (let pause = 200; ; pause = Math.min(pause * 2, 5000)) {
+          try {
+            await this.o.router.send(message);
+            break;
+          } catch (err) {
+            if (!isRetryable(err) || this.stopping) throw err;
+            await sleep(pause);
+          }
+        }
+        await this.o.dedup.bind(scope, message.id, '1', this.o.eventHorizonMs);
+      }
+      delivery.accept();
+    } catch (err) {
+      if (isRetryable(err)) {
+        delivery.release({ delivery_failed: true });
+      } else {
+        const e = err as Error;
+        delivery.reject({ condition: err instanceof PermissionDenied || (err as SwitchboardError).code === 'bad_signature' ? 'amqp:unauthorized-access' : 'amqp:invalid-field', description: e.message });
+      }
+      if (!(err instanceof SwitchboardError)) { giveCredit = true; this.o.log.error({ err: (err as Error).message }, 'peer message failed'); }
+    } finally {
+      if (giveCredit && !this.stopping) receiver.add_credit(1);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.stopping = true;
+    const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    for (const s of this.sockets) s.destroy();
+    await closed;
+  }
+}
