@@ -8,7 +8,7 @@ import { requireLogin } from '../middleware/require-login.ts';
 import { render } from '../views.ts';
 
 /** /admin — the permission mapping and "test a user" (explain), for principals with admin rights. */
-export function adminRoutes({ directory, permissions, audit }: AppDeps): ExpressRouter {
+export function adminRoutes({ directory, permissions, audit, router }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
   r.get('/admin', requireLogin(directory, permissions), csrfToken, async (req, res) => {
     if (!res.locals.isAdmin) {
@@ -39,7 +39,9 @@ export function adminRoutes({ directory, permissions, audit }: AppDeps): Express
         else throw err;
       }
     }
-    render(res, 'admin/index', { title: 'Administration', bySelector, verbs: VERBS, query: q, decision, decisionGroups, explainError });
+    const health = await router.health();
+    const connections = Object.entries(health).filter(([scheme]) => ['mq', 'peer', 'email', 'webhook', 'queue', 'flow'].includes(scheme)).map(([scheme, h]) => ({ scheme, ok: h.ok, detail: h.detail ?? '' }));
+    render(res, 'admin/index', { title: 'Administration', bySelector, verbs: VERBS, query: q, decision, decisionGroups, explainError, connections });
   });
   return r;
 }
