@@ -7,21 +7,24 @@
 set -euo pipefail
 
 want="${2:-all}"
-declare -A PKG=( [redis]=redis-server [ldap]="slapd ldap-utils" [rabbitmq]=rabbitmq-server [chromium]=chromium )
-declare -A BIN=( [redis]=redis-server [ldap]=slapd [rabbitmq]=rabbitmq-server [chromium]=chromium )
-# What the test suite uses today; rabbitmq joins with the AMQP feature.
-ALL=(redis ldap chromium)
+declare -A PKG=( [redis]=redis-server [ldap]="slapd ldap-utils" [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=python3-qpid-proton [openssl]=openssl )
+declare -A BIN=( [redis]=redis-server [ldap]=slapd [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=/usr/lib/python3/dist-packages/proton/__init__.py [openssl]=openssl )
+# Everything the test suite starts for real: Redis, OpenLDAP, RabbitMQ (AMQP 1.0), Chromium,
+# an AMQP client we did not write (Qpid Proton for Python), and openssl for certificates.
+ALL=(redis ldap rabbitmq chromium proton openssl)
 
 case "${1:-}" in
   install) ;;
-  *) echo "usage: $0 install [redis|ldap|rabbitmq|chromium|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 install [redis|ldap|rabbitmq|chromium|proton|openssl|all]" >&2; exit 2 ;;
 esac
 
 if [ "$want" = all ]; then names=("${ALL[@]}"); else names=("$want"); fi
 missing=()
 for n in "${names[@]}"; do
-  [ -n "${PKG[$n]:-}" ] || { echo "unknown service '$n' (expected redis, ldap, rabbitmq, chromium or all)" >&2; exit 2; }
-  if ! PATH="$PATH:/usr/sbin:/sbin" command -v "${BIN[$n]}" >/dev/null 2>&1; then missing+=(${PKG[$n]}); fi
+  [ -n "${PKG[$n]:-}" ] || { echo "unknown service '$n' (expected redis, ldap, rabbitmq, chromium, proton, openssl or all)" >&2; exit 2; }
+  bin="${BIN[$n]}"
+  if [[ "$bin" == /* ]]; then [ -e "$bin" ] || missing+=(${PKG[$n]})
+  elif ! PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1; then missing+=(${PKG[$n]}); fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
