@@ -68,7 +68,9 @@ export class PermissionAdmin {
     const same = this.permissions.rules.find((r) => r[kind] === name && r.address === input.address && r.verbs.length === verbs.length && verbs.every((v) => r.verbs.includes(v)));
     if (same) throw new Conflict(`the same rule exists already (${same.id}, from ${same.source})`);
     if (input.force !== true) {
-      if (kind === 'group' && !name.includes('=') && !(await this.directory.groups(name, 50)).includes(name)) throw new ValidationError(`the directory has no group '${name}' (add with force: true if it was just created)`);
+      // A group given as a DN is looked up by its cn (the first RDN).
+      const cn = name.includes('=') ? (/^[^=]+=((?:\\.|[^,\\])*)/.exec(name)?.[1] ?? name) : name;
+      if (kind === 'group' && !(await this.directory.groups(cn, 50)).includes(cn)) throw new ValidationError(`the directory has no group '${name}' (add with force: true if it was just created)`);
       if (kind === 'user' && !(await this.directory.lookup(name))) throw new ValidationError(`the directory has no user '${name}' (add with force: true if it was just created)`);
       if (kind === 'peer' && !this.knownPeers().includes(name)) throw new ValidationError(`no peer '${name}' in the network map (add with force: true to allow it ahead of time)`);
     }
@@ -86,6 +88,7 @@ export class PermissionAdmin {
   }
 
   async revert(p: Principal, version: unknown, from?: string): Promise<{ added: PermissionRule[]; removed: PermissionRule[] }> {
+    if (!this.isAdmin(p)) throw new PermissionDenied(principalId(p), 'admin', 'any address');
     if (typeof version !== 'number' || !Number.isInteger(version) || version < 0) throw new ValidationError("'version' must be a version number from the history");
     const current = await this.store.version();
     if (version > current) throw new ValidationError(`there is no version ${version} yet (current: ${current})`);

@@ -78,6 +78,8 @@ export class Permissions {
   private schemeWide = new Map<string, Compiled[]>();
   private exact = new Map<string, Compiled[]>();
   private listeners = new Set<() => void>();
+  // Candidate lists merged once per (scheme, first segment) and reused until the rules change.
+  private merged = new Map<string, Compiled[]>();
   /** Version of the console rules these permissions reflect (0: config only). */
   version = 0;
 
@@ -100,6 +102,7 @@ export class Permissions {
       }
     }
     this.compiled = compiled;
+    this.merged = new Map();
     this.anyScheme = anyScheme;
     this.schemeWide = schemeWide;
     this.exact = exact;
@@ -133,9 +136,17 @@ export class Permissions {
   /** Rules whose pattern could match the address, in configuration order. */
   private candidates(address: string): Compiled[] {
     const { scheme, first } = indexKeys(address);
-    const lists = [this.anyScheme, this.schemeWide.get(scheme), this.exact.get(`${scheme}\0${first}`)].filter((l): l is Compiled[] => l !== undefined && l.length > 0);
-    if (lists.length === 1) return lists[0]!;
-    return lists.flat().sort((a, b) => a.order - b.order);
+    const exactKey = `${scheme}\0${first}`;
+    // Addresses whose first segment no rule names share their scheme's list, so the cache stays
+    // as small as the rule set however many different addresses are checked.
+    const key = this.exact.has(exactKey) ? exactKey : scheme;
+    let list = this.merged.get(key);
+    if (!list) {
+      const lists = [this.anyScheme, this.schemeWide.get(scheme), key === exactKey ? this.exact.get(exactKey) : undefined].filter((l): l is Compiled[] => l !== undefined && l.length > 0);
+      list = lists.length === 1 ? lists[0]! : lists.flat().sort((a, b) => a.order - b.order);
+      this.merged.set(key, list);
+    }
+    return list;
   }
 
   /** Every rule granting `verb` on `address` (to anyone). */

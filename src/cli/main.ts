@@ -10,7 +10,10 @@ const program = new Command('switchboard')
   .addOption(new Option('--url <url>', 'gateway HTTP address').env('SWITCHBOARD_URL').default('http://127.0.0.1:3000'))
   .addOption(new Option('--user <name>', 'directory user for HTTP Basic (password from SWITCHBOARD_PASSWORD)').env('SWITCHBOARD_USER'))
   .addHelpText('after', '\nCredentials: SWITCHBOARD_USER + SWITCHBOARD_PASSWORD, or an API token in SWITCHBOARD_TOKEN.')
-  .exitOverride();
+  .exitOverride()
+  // Options of the whole CLI (--url, --user) go before the command, so a command's own options
+  // (permissions add --user <name>) mean what they say.
+  .enablePositionalOptions();
 
 function client(): ApiClient {
   const o = program.opts<{ url: string; user?: string }>();
