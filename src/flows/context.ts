@@ -11,8 +11,8 @@ import type { InstanceMeta, InstanceStore, JournalEntry } from './store.ts';
 export interface ContextDeps {
   store: InstanceStore;
   send(message: Message): Promise<SendResult>;
-  /** Schedules a run of this instance at `at` (epoch ms). */
-  wakeAt(id: string, at: number): Promise<void>;
+  /** Schedules a run of this instance at `at` (epoch ms); `key` makes repeats one timer. */
+  wakeAt(id: string, at: number, key: string): Promise<void>;
   log: Logger;
 }
 
@@ -147,7 +147,6 @@ export class ReplayContext implements FlowContext {
       const entry: JournalEntry = { n, kind, target: to, at: new Date().toISOString(), done: false, correlation: this.stepId(n), ...(deadline !== undefined ? { deadline } : {}) };
       await this.deps.store.writeSteps(this.id, [entry]);
       this.journal.set(n, entry);
-      if (deadline !== undefined) await this.deps.wakeAt(this.id, deadline);
     }
     const correlation = this.journal.get(n)?.correlation ?? this.stepId(n);
     return this.wait(n, kind, to, deadline, (m) => m.correlationId === correlation, kind === 'ask' ? 'decision' : 'reply');
@@ -175,6 +174,7 @@ export class ReplayContext implements FlowContext {
       this.journal.set(n, entry);
       throw new FlowTimeout(n, what);
     }
+    if (deadline !== undefined) await this.deps.wakeAt(this.id, deadline, `${n}-${this.meta.attempt ?? 0}`);
     this.waitingOn = { step: n, kind, ...(target ? { target } : {}), ...(deadline !== undefined ? { until: new Date(deadline).toISOString() } : {}) };
     this.stop('waiting');
   }
@@ -202,7 +202,6 @@ export class ReplayContext implements FlowContext {
       const entry: JournalEntry = { n, kind: 'receive', at: new Date().toISOString(), done: false, ...(deadline !== undefined ? { deadline } : {}) };
       await this.deps.store.writeSteps(this.id, [entry]);
       this.journal.set(n, entry);
-      if (deadline !== undefined) await this.deps.wakeAt(this.id, deadline);
     }
     const mine = `${this.id}:`;
     // Replies to this instance's own requests and asks are theirs, unless the match asks for one.
@@ -220,7 +219,6 @@ export class ReplayContext implements FlowContext {
       const entry: JournalEntry = { n, kind: 'sleep', at: new Date().toISOString(), done: false, deadline };
       await this.deps.store.writeSteps(this.id, [entry]);
       this.journal.set(n, entry);
-      await this.deps.wakeAt(this.id, deadline);
     }
     if (Date.now() >= deadline!) {
       const entry: JournalEntry = { ...this.journal.get(n)!, done: true };
@@ -228,6 +226,8 @@ export class ReplayContext implements FlowContext {
       this.journal.set(n, entry);
       return;
     }
+    // Scheduled on every replay of the wait (one timer per step): see FlowRuntime.wake.
+    await this.deps.wakeAt(this.id, deadline!, `${n}-${this.meta.attempt ?? 0}`);
     this.waitingOn = { step: n, kind: 'sleep', until: new Date(deadline!).toISOString() };
     this.stop('waiting');
   }

@@ -86,10 +86,14 @@ export class FlowRuntime {
     }
   }
 
-  /** Adds a run of the instance, now or at `at`. */
-  async wake(id: string, at?: number): Promise<void> {
+  /**
+   * Adds a run of the instance, now or at `at`. A timer has a fixed job id per step (`key`), so
+   * scheduling it again on every replay of a wait is harmless and a crash between journaling the
+   * wait and scheduling its timer cannot leave the instance waiting forever.
+   */
+  async wake(id: string, at?: number, key?: string): Promise<void> {
     const delay = at === undefined ? 0 : Math.max(0, at - Date.now());
-    await this.queue.add('run', { id }, { delay, removeOnComplete: true, removeOnFail: 1000, attempts: 20, backoff: { type: 'exponential', delay: 500 } });
+    await this.queue.add('run', { id }, { delay, removeOnComplete: true, removeOnFail: 1000, attempts: 20, backoff: { type: 'exponential', delay: 500 }, ...(key ? { jobId: `t-${id}-${key}` } : {}) });
   }
 
   /** Instance ids come from the starting message id: the same message starts one instance. */
@@ -160,7 +164,7 @@ export class FlowRuntime {
       const ctx = new ReplayContext(meta, journal, {
         store: this.store,
         send: (m) => this.o.router.send(m),
-        wakeAt: (i, at) => this.wake(i, at),
+        wakeAt: (i, at, key) => this.wake(i, at, key),
         log: this.o.log,
       }, async () => {
         if (lockLost) throw new Suspend('lock-lost');

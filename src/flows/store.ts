@@ -47,11 +47,14 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1`;
 
 // Delivers a message into an instance's inbox once per message id (idempotent receiver).
+// A repeat of a message already taken is a duplicate even after the instance finished (a route
+// redelivering after a crash must hear "duplicate", not "conflict").
 const DELIVER = `
 if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
 local status = redis.call('HGET', KEYS[3], 'status')
 if status == 'completed' or status == 'cancelled' then return -2 end
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1`;
 
@@ -73,10 +76,11 @@ export class InstanceStore {
   async create(meta: InstanceMeta): Promise<boolean> {
     const args = Object.entries(meta).flatMap(([k, v]) => (v === undefined ? [] : [k, JSON_FIELDS.has(k) ? JSON.stringify(v) : String(v)]));
     const created = (await this.redis.eval(CREATE, 1, this.k(meta.id, 'meta'), ...args)) === 1;
-    if (created) {
-      const score = Date.parse(meta.createdAt);
-      await this.redis.pipeline().zadd(this.index(meta.flow), score, meta.id).zadd(this.index(), score, `${meta.flow}/${meta.id}`).exec();
-    }
+    // Indexed on every start, not just the first: a crash between the create and this line is
+    // mended by the sender's retry (ZADD of the stored time is idempotent).
+    const createdAt = created ? meta.createdAt : ((await this.redis.hget(this.k(meta.id, 'meta'), 'createdAt')) ?? meta.createdAt);
+    const score = Date.parse(createdAt);
+    await this.redis.pipeline().zadd(this.index(meta.flow), score, meta.id).zadd(this.index(), score, `${meta.flow}/${meta.id}`).exec();
     return created;
   }
 
