@@ -54,6 +54,7 @@ export class AmqpServer {
   private readonly outcomes = new Map<Delivery, { resolve: () => void; reject: (e: Error) => void }>();
   private readonly pendingLogins = new Map<string, Principal>();
   private readonly sockets = new Set<import('node:net').Socket>();
+  private readonly connections = new Set<Connection>();
 
   constructor(private readonly o: AmqpServerOptions) {}
 
@@ -83,6 +84,8 @@ export class AmqpServer {
         return;
       }
       this.principals.set(ctx.connection, p);
+      this.connections.add(ctx.connection);
+      ctx.connection.once('disconnected', () => this.connections.delete(ctx.connection));
     });
     container.on('receiver_open', (ctx: EventContext) => this.clientSends(ctx));
     container.on('sender_open', (ctx: EventContext) => this.clientReceives(ctx));
@@ -232,8 +235,12 @@ export class AmqpServer {
   async close(): Promise<void> {
     await Promise.all([...this.links.keys()].map((l) => this.linkGone(l)));
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
-    // Clients are told by the socket closing; their unsettled messages are already back in their queues.
+    // Clients are told by a close; their unsettled messages are already back in their queues.
+    // rhea does not notice a destroyed socket, so its connections are closed and ended first.
+    for (const c of this.connections) c.close();
+    await new Promise((r) => setTimeout(r, 100));
     for (const s of this.sockets) s.destroy();
+    for (const c of this.connections) (c as unknown as { _disconnected?: () => void })._disconnected?.();
     await closed;
   }
 }

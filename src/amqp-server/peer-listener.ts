@@ -49,6 +49,7 @@ export class PeerListener {
   private server?: Server;
   private readonly peers = new WeakMap<Connection, Peer>();
   private readonly sockets = new Set<Socket>();
+  private readonly connections = new Set<Connection>();
   private stopping = false;
 
   constructor(private readonly o: PeerListenerOptions) {}
@@ -71,6 +72,8 @@ export class PeerListener {
         return;
       }
       this.peers.set(ctx.connection, peer);
+      this.connections.add(ctx.connection);
+      ctx.connection.once('disconnected', () => this.connections.delete(ctx.connection));
     });
     container.on('receiver_open', (ctx: EventContext) => {
       const receiver = ctx.receiver as Receiver;
@@ -162,7 +165,12 @@ export class PeerListener {
   async close(): Promise<void> {
     this.stopping = true;
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    // Close the AMQP connections first: rhea does not notice a destroyed socket and would keep
+    // its heartbeat timer (and the process) alive.
+    for (const c of this.connections) c.close();
+    await new Promise((r) => setTimeout(r, 100));
     for (const s of this.sockets) s.destroy();
+    for (const c of this.connections) (c as unknown as { _disconnected?: () => void })._disconnected?.();
     await closed;
   }
 }

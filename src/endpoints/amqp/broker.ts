@@ -96,7 +96,8 @@ export class Broker {
     // A bad address or a refused attach ends the session; without these listeners rhea would
     // re-raise the error on the container and take the process down.
     c.on('connection_error', (ctx: EventContext) => { this.lastError = describe(ctx.connection.error); this.log.warn({ broker: this.config.name, err: this.lastError }, 'broker connection error'); });
-    c.on('session_error', (ctx: EventContext) => { this.lastError = describe(ctx.session?.error); this.log.warn({ broker: this.config.name, err: this.lastError }, 'broker session error'); });
+    c.on('session_error', (ctx: EventContext) => { this.lastError = describe(ctx.session?.error); this.log.warn({ broker: this.config.name, err: this.lastError }, 'broker session error'); this.dropSession(ctx); });
+    c.on('session_close', (ctx: EventContext) => this.dropSession(ctx));
     c.on('error', (err: unknown) => { this.lastError = describe(err); this.log.warn({ broker: this.config.name, err: this.lastError }, 'broker error'); });
     c.on('sender_error', (ctx: EventContext) => this.linkError(ctx));
     c.on('receiver_error', (ctx: EventContext) => this.linkError(ctx));
@@ -105,6 +106,18 @@ export class Broker {
     c.on('rejected', (ctx: EventContext) => this.settle(ctx, new BrokerRejected(this.config.name, ctx.sender?.target?.address ?? '?', describe((ctx.delivery?.remote_state as { error?: unknown } | undefined)?.error) || 'rejected')));
     c.on('released', (ctx: EventContext) => this.settle(ctx, new DestinationUnavailable(`mq:${this.config.name}`, 'the broker released the message (not taken now)')));
     c.on('modified', (ctx: EventContext) => this.settle(ctx, new DestinationUnavailable(`mq:${this.config.name}`, 'the broker did not take the message (modified)')));
+  }
+
+  /** Senders of a session the broker ended are dead: the next send opens a new one (new session). */
+  private dropSession(ctx: EventContext): void {
+    for (const [address, s] of this.senders) {
+      if ((s as unknown as { session: unknown }).session === ctx.session) {
+        this.senders.delete(address);
+        const waiting = this.pending.get(s);
+        if (waiting) for (const [, o] of waiting) { clearTimeout(o.timer); o.reject(new DestinationUnavailable(`mq:${this.config.name}`, 'the broker ended the session before it confirmed the message')); }
+        this.pending.delete(s);
+      }
+    }
   }
 
   private linkError(ctx: EventContext): void {

@@ -77,33 +77,57 @@ export class MqEndpoint implements Endpoint {
 
   async consume(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription> {
     const { broker, path } = this.split(address);
-    const receiver: Receiver = broker.receiver(broker.address(path));
     let busy = 0;
     let stopping = false;
-    const topUp = () => {
-      // Credit = free slots: never more messages in hand than maxInFlight.
-      const want = options.maxInFlight - busy - (receiver as unknown as { credit: number }).credit;
-      if (!stopping && want > 0) receiver.add_credit(want);
-    };
-    receiver.on('receiver_open', topUp);
-    receiver.on('message', (ctx: EventContext) => {
-      const delivery = ctx.delivery as Delivery;
-      if (stopping || busy >= options.maxInFlight) {
-        // RabbitMQ can send past our credit: give it back rather than hold more than we said.
-        delivery.release({ delivery_failed: false });
-        return;
-      }
-      busy++;
-      void this.handle(broker, address, ctx.message as unknown as AmqpMessage, delivery, handler, () => stopping).finally(() => {
-        busy--;
-        topUp();
+    let receiver: Receiver;
+    const attach = () => {
+      receiver = broker.receiver(broker.address(path));
+      const topUp = () => {
+        // Credit = free slots: never more messages in hand than maxInFlight.
+        const want = options.maxInFlight - busy - (receiver as unknown as { credit: number }).credit;
+        if (!stopping && want > 0 && receiver.is_open()) receiver.add_credit(want);
+      };
+      receiver.on('receiver_open', topUp);
+      receiver.on('message', (ctx: EventContext) => {
+        const delivery = ctx.delivery as Delivery;
+        if (stopping || busy >= options.maxInFlight) {
+          // RabbitMQ can send past our credit: give it back rather than hold more than we said.
+          // (Plain `released`: with parameters rhea sends `modified`, which RabbitMQ 3.10 refuses.)
+          delivery.release();
+          return;
+        }
+        busy++;
+        void this.handle(broker, address, ctx.message as unknown as AmqpMessage, delivery, handler, () => stopping).finally(() => {
+          busy--;
+          topUp();
+        });
       });
-    });
+      // A broker shutting down detaches its links before it closes the connection, and rhea does
+      // not re-attach a link the other side closed: attach a new one, or the queue loses its consumer.
+      receiver.on('receiver_close', () => {
+        if (stopping) return;
+        this.o.log.warn({ address }, 'the broker detached a consumer link; attaching again');
+        setTimeout(() => { if (!stopping) attach(); }, 1000).unref();
+      });
+      receiver.on('receiver_error', () => {});
+      // RabbitMQ ends the whole session when it shuts down; the links in it are gone for good.
+      const session = (receiver as unknown as { session: { on(ev: string, fn: () => void): void } }).session;
+      let reattached = false;
+      const onSessionEnd = () => {
+        if (stopping || reattached) return;
+        reattached = true;
+        this.o.log.warn({ address }, 'the broker ended the consumer session; attaching again');
+        setTimeout(() => { if (!stopping) attach(); }, 1000).unref();
+      };
+      session.on('session_close', onSessionEnd);
+      session.on('session_error', onSessionEnd);
+    };
+    attach();
     const sub: Subscription = {
       close: async () => {
         stopping = true;
         this.subs.delete(sub);
-        receiver.close();
+        receiver!.close();
       },
     };
     this.subs.add(sub);
@@ -140,7 +164,7 @@ export class MqEndpoint implements Endpoint {
           continue;
         }
         if (isRetryable(err)) {
-          delivery.release({ delivery_failed: false });
+          delivery.release();
           return;
         }
         const n = await this.o.redis.incr(this.attemptsKey(broker.config.name, message.id));
@@ -150,8 +174,10 @@ export class MqEndpoint implements Endpoint {
           this.o.metrics.deadLettered.inc({ endpoint: 'mq' });
           delivery.reject({ condition: 'switchboard:delivery-failed', description: `failed ${n} times: ${(err as Error).message}` });
         } else {
+          // Attempts are counted here (Redis), not by the broker's delivery-count, which not
+          // every broker raises on a release.
           await sleep(this.o.backoffMs * 2 ** (n - 1));
-          delivery.modified({ delivery_failed: true });
+          delivery.release();
         }
         return;
       }

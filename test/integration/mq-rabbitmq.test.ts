@@ -1,0 +1,772 @@
+/**
+ * `mq:<broker>/<address>` against a real RabbitMQ 3.10 with the AMQP 1.0 plugin (issue 6 items 1,
+ * 2 and 4; DESIGN §1, §2, §6, §9): a private node on free ports (test/support/rabbitmq.ts), a
+ * private redis-server, the gateway through the real config parser.
+ *
+ * 1. Round trips both ways, with ids, headers, correlation, subject, JSON and binary bodies mapped
+ *    as DESIGN §6: API → mq:legacy/x → route → queue:y; queue:a → route → mq:legacy/z, read raw
+ *    from RabbitMQ (no user_id, switchboard-sender as an application property); and a full
+ *    circle queue:b → mq:legacy/w → queue:back. A message consumed from the broker has the
+ *    sender broker:legacy, the original claim kept as the header switchboard-claimed-sender.
+ * 2. Request/reply: a flow's ctx.request('mq:legacy/requests') answered by a responder living ON
+ *    RabbitMQ (a rhea client in this test) through the broker's replyQueue; the flow completes.
+ * 3. Backpressure: a separate gateway process with a route mq:legacy/bp → queue:bounded
+ *    (maxDepth 20), nobody consuming: the gateway holds at most the route's concurrency, the rest
+ *    stays on RabbitMQ (rabbitmqctl list_queues), its RSS stays bounded; draining delivers all
+ *    exactly once.
+ * 4. Poison: a route to flow:strict-input of a message whose input fails validation (a real,
+ *    non-retryable refusal) is rejected to RabbitMQ after maxAttempts — dead-lettered by a
+ *    RabbitMQ policy into poison.dlq — and not redelivered forever; the good one behind it runs.
+ * 5. RabbitMQ stopped (SIGTERM, as asked) — and, separately, killed (kill -9) — for about 20 s in
+ *    the middle of 5,000 messages going API → mq:legacy/in → route → queue:sink; /readyz and
+ *    /metrics say the broker is down meanwhile and up after; every message at the sink exactly
+ *    once (counted by id with receive/ack), nothing left on RabbitMQ.
+ * Tests 4 and 5 each use their own gateway (own broker connection), so a broker session lost in
+ * one of them cannot hide in, or leak into, another.
+ *
+ * Polls only, no timing assertions. Everything started here is stopped in after(), by PID.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test, type TestContext } from 'node:test';
+import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea';
+import type { Gateway } from '../../src/gateway.ts';
+import { FlowRuntime } from '../../src/flows/runtime.ts';
+import { api, enc, spawnGateway, startTestGateway, waitFor, type GatewayProcess } from '../support/gateway.ts';
+import { startTestRabbit, type TestRabbit } from '../support/rabbitmq.ts';
+import { startTestRedis, type TestRedis } from '../support/servers.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let redis: TestRedis | undefined;
+let rabbit: TestRabbit | undefined;
+let gw: Gateway | undefined;
+const gateways: Gateway[] = [];
+let flowsDir: string | undefined;
+const processes: GatewayProcess[] = [];
+const clients: RabbitClient[] = [];
+
+// ───────────────────────────── flows used here ─────────────────────────────
+
+const FLOWS: Record<string, string> = {
+  'mq-check.ts': `import { defineFlow } from 'switchboard';
+import { z } from 'zod';
+export default defineFlow({
+  name: 'mq-check',
+  input: z.object({ ref: z.string(), amount: z.number() }),
+  async run(ctx, input) {
+    const reply = await ctx.request('mq:legacy/requests', { ref: input.ref, amount: input.amount }, { timeout: '3m', headers: { 'x-ref': input.ref } });
+    return { body: reply.body, sender: reply.sender, correlationId: reply.correlationId ?? null, headers: reply.headers, contentType: reply.contentType };
+  },
+});
+`,
+  'strict-input.ts': `import { defineFlow } from 'switchboard';
+import { z } from 'zod';
+export default defineFlow({
+  name: 'strict-input',
+  input: z.object({ amount: z.number().positive() }),
+  async run(_ctx, input) {
+    return { amount: input.amount };
+  },
+});
+`,
+};
+
+// ───────────────────────────── config ─────────────────────────────
+
+const PERMISSIONS = [
+  { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'mq:legacy/**', verbs: ['send'] }, { address: 'flow:**', verbs: ['start', 'send', 'browse'] }] },
+  { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
+];
+
+const QUEUES = { maxAttempts: 3, backoff: '100ms', lockTimeout: '5s', stalledCheck: '1s' };
+
+function brokers(replies = true) {
+  return { legacy: { url: rabbit!.url, addressFormat: 'rabbitmq', ...(replies ? { replyQueue: 'replies' } : {}), maxAttempts: 3, sendTimeout: '3s' } };
+}
+
+// ───────────────────────────── a rhea client of RabbitMQ (the "legacy side") ─────────────────────────────
+
+type Amqp = Record<string, any>;
+
+/** One rhea connection to the test RabbitMQ, used to put, take and answer messages there directly. */
+class RabbitClient {
+  private constructor(readonly conn: Connection) {}
+
+  static async connect(name: string): Promise<RabbitClient> {
+    const container = rhea.create_container({ id: `${name}-${Math.random().toString(36).slice(2, 8)}` });
+    const conn = container.connect({ host: '127.0.0.1', port: rabbit!.port, username: 'guest', password: 'guest', reconnect: false, idle_time_out: 30_000 } as ConnectionOptions);
+    // Without these rhea re-raises link or session errors on the container and the process dies.
+    for (const ev of ['error', 'connection_error', 'session_error', 'sender_error', 'receiver_error']) conn.on(ev, () => {});
+    await new Promise<void>((resolve, reject) => {
+      conn.once('connection_open', () => resolve());
+      conn.once('disconnected', (ctx: EventContext) => reject(new Error(`cannot connect to RabbitMQ: ${(ctx as { error?: Error }).error?.message ?? 'disconnected'}`)));
+    });
+    const c = new RabbitClient(conn);
+    clients.push(c);
+    return c;
+  }
+
+  /** Sends durable messages to the durable queue `queue`; resolves when RabbitMQ accepted every one. */
+  async send(queue: string, messages: Amqp[]): Promise<void> {
+    const s: Sender = this.conn.open_sender({ target: { address: `/queue/${queue}`, durable: 2 }, autosettle: true });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        let next = 0;
+        let accepted = 0;
+        const pump = () => {
+          while (next < messages.length && s.sendable()) s.send({ durable: true, ...messages[next++] } as never);
+        };
+        s.on('sendable', pump);
+        s.on('accepted', () => { if (++accepted === messages.length) resolve(); });
+        s.on('rejected', (ctx: EventContext) => reject(new Error(`RabbitMQ rejected a message: ${JSON.stringify(ctx.delivery?.remote_state)}`)));
+        s.on('released', () => reject(new Error('RabbitMQ released a message')));
+        s.on('sender_error', (ctx: EventContext) => reject(new Error(`sender refused: ${JSON.stringify(ctx.sender?.error)}`)));
+        if (messages.length === 0) resolve();
+      });
+    } finally {
+      s.close();
+    }
+  }
+
+  /**
+   * A receiver on the durable queue `queue` that accepts everything it gets into `into`.
+   * `close()` detaches it.
+   */
+  collect(queue: string, into: Amqp[], credit = 200): { close(): void; receiver: Receiver } {
+    const r: Receiver = this.conn.open_receiver({ source: { address: `/queue/${queue}`, durable: 2 }, autoaccept: false, credit_window: credit });
+    r.on('message', (ctx: EventContext) => {
+      into.push(ctx.message as Amqp);
+      (ctx.delivery as Delivery).accept();
+    });
+    return { receiver: r, close: () => r.close() };
+  }
+
+  /** Takes up to `n` messages from `queue` (waiting at most `ms` for them), accepting each. */
+  async take(queue: string, n: number, ms = 30_000): Promise<Amqp[]> {
+    const got: Amqp[] = [];
+    const c = this.collect(queue, got);
+    try {
+      await waitFor(async () => got.length >= n, ms, `${n} message(s) on RabbitMQ queue ${queue} (got ${got.length})`).catch(() => undefined);
+      return got;
+    } finally {
+      c.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((r) => {
+      const t = setTimeout(r, 3000);
+      this.conn.once('connection_close', () => { clearTimeout(t); r(); });
+      this.conn.once('disconnected', () => { clearTimeout(t); r(); });
+      try { this.conn.close(); } catch { clearTimeout(t); r(); }
+    });
+  }
+}
+
+/** The bytes of a rhea body: a data section ({typecode 0x75, content}) or a plain Buffer. */
+function bodyBytes(body: any): Buffer {
+  if (Buffer.isBuffer(body)) return body;
+  if (body && body.typecode === 0x75 && Buffer.isBuffer(body.content)) return body.content;
+  throw new Error(`not a data section: ${JSON.stringify(body)}`);
+}
+
+// ───────────────────────────── rabbitmqctl (queue depths, policies) ─────────────────────────────
+
+/** The harness's folder for this node (found by its port in rabbitmq.conf): HOME has the Erlang cookie. */
+function rabbitHome(): string {
+  for (const name of readdirSync(tmpdir())) {
+    if (!name.startsWith('sb-rabbit-')) continue;
+    try {
+      if (readFileSync(join(tmpdir(), name, 'rabbitmq.conf'), 'utf8').includes(`:${rabbit!.port}\n`)) return join(tmpdir(), name);
+    } catch { /* another run's folder going away */ }
+  }
+  throw new Error(`no RabbitMQ folder for port ${rabbit!.port}`);
+}
+
+function rabbitctl(args: string[]): Promise<string> {
+  const env = { ...process.env, HOME: rabbitHome(), RABBITMQ_NODENAME: `sbtest${rabbit!.port}@localhost` };
+  return new Promise((resolve, reject) => {
+    execFile('/usr/lib/rabbitmq/bin/rabbitmqctl', args, { env, timeout: 120_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`rabbitmqctl ${args.join(' ')}: ${err.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** Ready and unacknowledged messages of each queue on the node. */
+async function rabbitQueues(): Promise<Record<string, { ready: number; unacked: number }>> {
+  const out = await rabbitctl(['list_queues', '-q', '--no-table-headers', 'name', 'messages_ready', 'messages_unacknowledged']);
+  const queues: Record<string, { ready: number; unacked: number }> = {};
+  for (const line of out.split('\n')) {
+    const [name, ready, unacked] = line.trim().split(/\s+/);
+    if (name && ready !== undefined && unacked !== undefined && /^\d+$/.test(ready)) queues[name] = { ready: Number(ready), unacked: Number(unacked) };
+  }
+  return queues;
+}
+
+// ───────────────────────────── HTTP helpers ─────────────────────────────
+
+interface QueueState { depth: number; inFlight: number }
+
+async function state(base: string, address: string): Promise<QueueState> {
+  const r = await api(base, 'GET', `/api/queues/${enc(address)}?limit=1`, { user: 'ops' });
+  assert.equal(r.status, 200, `browse ${address}: ${JSON.stringify(r.body)}`);
+  return { depth: r.body.depth, inFlight: r.body.inFlight };
+}
+
+/** Peek-lock receive + ack of one batch; counts the acknowledged ids and returns the messages. */
+async function receiveBatch(base: string, address: string, counts: Map<string, number>, max = 200): Promise<any[]> {
+  const got = await api(base, 'POST', `/api/queues/${enc(address)}/receive`, { user: 'ops', body: { max, leaseSeconds: 300 } });
+  assert.equal(got.status, 200, `receive: ${JSON.stringify(got.body)}`);
+  const messages = got.body.messages as { id: string; lease: string }[];
+  if (messages.length === 0) return [];
+  const ack = await api(base, 'POST', `/api/queues/${enc(address)}/ack`, { user: 'ops', body: { leases: messages.map((m) => m.lease) } });
+  assert.equal(ack.status, 200, `ack: ${JSON.stringify(ack.body)}`);
+  assert.deepEqual(ack.body.expired, [], 'a 300 s lease expired during the test');
+  for (const m of messages) counts.set(m.id, (counts.get(m.id) ?? 0) + 1);
+  return messages;
+}
+
+async function drain(base: string, address: string, counts: Map<string, number>): Promise<any[]> {
+  const all: any[] = [];
+  for (;;) {
+    const batch = await receiveBatch(base, address, counts);
+    if (batch.length === 0) return all;
+    all.push(...batch);
+  }
+}
+
+function assertExactlyOnce(ids: string[], counts: Map<string, number>, context = ''): void {
+  const expected = new Set(ids);
+  const missing = ids.filter((id) => !counts.has(id));
+  const duplicated = [...counts].filter(([, n]) => n > 1).map(([id, n]) => `${id}×${n}`);
+  const extra = [...counts.keys()].filter((id) => !expected.has(id));
+  assert.ok(
+    missing.length === 0 && duplicated.length === 0 && extra.length === 0,
+    `expected each of ${ids.length} ids exactly once; received ${counts.size} distinct ids — ` +
+      `missing ${missing.length}: ${missing.slice(0, 20).join(', ')}; duplicated ${duplicated.length}: ${duplicated.slice(0, 20).join(', ')}; ` +
+      `unknown ${extra.length}: ${extra.slice(0, 20).join(', ')}${context}`,
+  );
+}
+
+/** The value of one Prometheus sample (0 when absent). */
+async function metric(base: string, name: string, labels: Record<string, string>): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const close = line.indexOf('}');
+    const got = line.slice(name.length + 1, close).split(',');
+    if (want.every((w) => got.includes(w))) return Number(line.slice(close + 1).trim());
+  }
+  return 0;
+}
+
+async function readyz(base: string): Promise<{ status: number; body: any }> {
+  const r = await api(base, 'GET', '/readyz');
+  return { status: r.status, body: r.body };
+}
+
+async function flowView(base: string, flow: string, id: string): Promise<{ status: number; body: any }> {
+  const r = await api(base, 'GET', `/api/flows/${flow}/${enc(id)}`, { user: 'ops' });
+  return { status: r.status, body: r.body };
+}
+
+// ───────────────────────────── setup ─────────────────────────────
+
+/**
+ * An in-process gateway on its own Redis prefix (so its queues are its own), stopped in after().
+ * Only the main gateway serves the broker's reply queue: a second consumer of it would take
+ * replies meant for flows it does not have.
+ */
+async function startGw(extra: Record<string, unknown>, replies = false): Promise<Gateway> {
+  const g = await startTestGateway(redis!.url, {
+    brokers: brokers(replies),
+    queues: QUEUES,
+    permissions: PERMISSIONS,
+    // One flows folder per process (the loader's resolve hook is installed once).
+    flows: { dir: flowsDir, concurrency: 20, lockTimeout: '5s', stalledCheck: '1s' },
+    // Outages log a warning per refused send and reconnect attempt: errors only, unless asked.
+    log: { level: process.env.SB_TEST_LOG ?? 'error' },
+    ...extra,
+    redis: { url: redis!.url, prefix: `mq${Math.random().toString(36).slice(2, 8)}` },
+  });
+  gateways.push(g);
+  await waitFor(async () => (await readyz(g.url)).status === 200, 60_000, 'the gateway to be ready (broker connected)');
+  return g;
+}
+
+before(async () => {
+  flowsDir = mkdtempSync(join(tmpdir(), 'sb-mq-flows-'));
+  for (const [file, text] of Object.entries(FLOWS)) writeFileSync(join(flowsDir, file), text);
+  redis = await startTestRedis();
+  rabbit = await startTestRabbit();
+  gw = await startGw({
+    routes: [
+      { from: 'mq:legacy/x', to: 'queue:y' },
+      { from: 'queue:a', to: 'mq:legacy/z' },
+      { from: 'queue:b', to: 'mq:legacy/w' },
+      { from: 'mq:legacy/w', to: 'queue:back' },
+    ],
+  }, true);
+});
+
+after(async () => {
+  for (const p of processes) await p.kill('SIGKILL').catch(() => {});
+  for (const c of clients) await c.close().catch(() => {});
+  for (const g of gateways.reverse()) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([g.stop().catch(() => {}), new Promise((r) => { timer = setTimeout(r, 20_000); })]);
+    clearTimeout(timer);
+  }
+  await rabbit?.dispose().catch(() => {});
+  await redis?.dispose().catch(() => {});
+  if (flowsDir) rmSync(flowsDir, { recursive: true, force: true });
+});
+
+// ───────────────────────────── 1. round trips ─────────────────────────────
+
+test('API → mq:legacy/x → route → queue:y: ids, headers, correlation, JSON and binary bodies; the sender is broker:legacy with the claim kept', { timeout: 120_000 }, async () => {
+  const base = gw!.url;
+  const r = await api(base, 'POST', '/api/messages', {
+    user: 'ops',
+    body: { to: 'mq:legacy/x', id: 'rt-json-1', headers: { 'x-ref': 'R-1', 'x-empty': '' }, correlationId: 'corr-rt-1', subject: 'payment', body: { ref: 'R-1', amount: 10.5, tags: ['a', 'b'], nested: { ok: true } } },
+  });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  assert.deepEqual(r.body, { id: 'rt-json-1', duplicate: false });
+
+  // A binary message put on RabbitMQ by a legacy client, claiming to be someone.
+  const legacy = await RabbitClient.connect('legacy-x');
+  const binary = Buffer.from([0, 1, 2, 3, 254, 255, 0x7b, 0x22]);
+  await legacy.send('x', [{
+    message_id: 'rt-bin-1', correlation_id: 'corr-rt-2', subject: 'scan', content_type: 'application/pdf',
+    application_properties: { 'switchboard-sender': 'user:admin', 'x-pages': '2' }, body: rhea.message.data_section(binary),
+  }]);
+
+  await waitFor(async () => (await state(base, 'queue:y')).depth >= 2, 60_000, 'both messages at queue:y');
+  // In-process receive: the binary body comes back as bytes (the HTTP JSON would show it encoded).
+  const got = await gw!.router.receive('queue:y', 10, 60_000);
+  await gw!.router.ack('queue:y', got.map((m) => m.lease));
+  const byId = new Map(got.map((m) => [m.id, m]));
+  assert.deepEqual([...byId.keys()].sort(), ['rt-bin-1', 'rt-json-1']);
+
+  const j = byId.get('rt-json-1')!;
+  assert.deepEqual(j.sender, { kind: 'broker', name: 'legacy' }, 'consumed from the broker: the sender is the broker');
+  assert.equal(j.headers['switchboard-claimed-sender'], 'user:ops', 'the original sender is kept as a header');
+  assert.equal(j.headers['x-ref'], 'R-1');
+  assert.equal(j.headers['x-empty'], '');
+  assert.equal(j.correlationId, 'corr-rt-1');
+  assert.equal(j.subject, 'payment');
+  assert.equal(j.contentType, 'application/json');
+  assert.deepEqual(j.body, { ref: 'R-1', amount: 10.5, tags: ['a', 'b'], nested: { ok: true } });
+  assert.equal(j.from, 'mq:legacy/x');
+  assert.equal(j.to, 'queue:y');
+
+  const b = byId.get('rt-bin-1')!;
+  assert.deepEqual(b.sender, { kind: 'broker', name: 'legacy' });
+  assert.equal(b.headers['switchboard-claimed-sender'], 'user:admin', 'a switchboard-sender from outside is never trusted, only kept');
+  assert.equal(b.headers['x-pages'], '2');
+  assert.equal(b.correlationId, 'corr-rt-2');
+  assert.equal(b.subject, 'scan');
+  assert.equal(b.contentType, 'application/pdf');
+  assert.ok(Buffer.isBuffer(b.body) && b.body.equals(binary), `binary body bytes unchanged: ${JSON.stringify(b.body)}`);
+
+  // The same id sent again is a duplicate at the mq: hop and reaches queue:y no second time.
+  const again = await api(base, 'POST', '/api/messages', { user: 'ops', body: { to: 'mq:legacy/x', id: 'rt-json-1', body: { other: true } } });
+  assert.equal(again.status, 202);
+  assert.equal(again.body.duplicate, true);
+  await legacy.send('x', [{ message_id: 'rt-bin-1', content_type: 'application/pdf', body: rhea.message.data_section(binary) }]); // a broker-side redelivery
+  await waitFor(async () => { const q = (await rabbitQueues()).x; return q?.ready === 0 && q.unacked === 0; }, 60_000, 'queue x on RabbitMQ to be empty');
+  await sleep(500);
+  assert.deepEqual(await state(base, 'queue:y'), { depth: 0, inFlight: 0 }, 'a redelivered id is not delivered twice');
+});
+
+test('queue:a → route → mq:legacy/z: on RabbitMQ the message has message_id, correlation_id, subject, headers and switchboard-sender as properties, no user_id', { timeout: 120_000 }, async () => {
+  const base = gw!.url;
+  const r = await api(base, 'POST', '/api/messages', {
+    user: 'ops',
+    body: { to: 'queue:a', id: 'rt-json-2', headers: { 'x-ref': 'R-2' }, correlationId: 'corr-rt-3', subject: 'invoice', body: { ref: 'R-2', lines: [1, 2, 3], ünïcode: 'ÄÖÜ €' } },
+  });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  const binary = Buffer.from('%PDF-1.4 \x00\x01\x02 binary', 'latin1');
+  await gw!.router.send({ id: 'rt-bin-2', to: 'queue:a', sender: { kind: 'system', name: 'test' }, headers: { 'x-kind': 'pdf' }, contentType: 'application/pdf', body: binary, createdAt: new Date().toISOString() });
+
+  const legacy = await RabbitClient.connect('legacy-z');
+  const got = await legacy.take('z', 2, 60_000);
+  const byId = new Map(got.map((m) => [String(m.message_id), m]));
+  assert.deepEqual([...byId.keys()].sort(), ['rt-bin-2', 'rt-json-2'], `on RabbitMQ: ${[...byId.keys()]}`);
+
+  const j = byId.get('rt-json-2')!;
+  assert.equal(j.user_id, undefined, 'no user_id on messages to RabbitMQ');
+  assert.equal(j.correlation_id, 'corr-rt-3');
+  assert.equal(j.subject, 'invoice');
+  assert.equal(j.content_type, 'application/json');
+  assert.equal(j.durable, true);
+  assert.equal(j.application_properties['x-ref'], 'R-2');
+  assert.equal(j.application_properties['switchboard-sender'], 'user:ops');
+  assert.deepEqual(JSON.parse(bodyBytes(j.body).toString('utf8')), { ref: 'R-2', lines: [1, 2, 3], ünïcode: 'ÄÖÜ €' }, 'JSON as an application/json data section');
+
+  const b = byId.get('rt-bin-2')!;
+  assert.equal(b.user_id, undefined);
+  assert.equal(b.content_type, 'application/pdf');
+  assert.equal(b.application_properties['switchboard-sender'], 'system:test');
+  assert.equal(b.application_properties['x-kind'], 'pdf');
+  assert.ok(bodyBytes(b.body).equals(binary), 'binary bytes unchanged');
+
+  await waitFor(async () => { const s = await state(base, 'queue:a'); return s.depth === 0 && s.inFlight === 0; }, 30_000, 'queue:a to be empty');
+});
+
+test('a full circle queue:b → mq:legacy/w → queue:back keeps id, headers, correlation and bodies; sender broker:legacy', { timeout: 120_000 }, async () => {
+  const base = gw!.url;
+  const ids: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    const id = `circle-${i}`;
+    ids.push(id);
+    const r = await api(base, 'POST', '/api/messages', { user: 'ops', body: { to: 'queue:b', id, headers: { 'x-i': String(i) }, correlationId: `c-${i}`, body: { i, text: `message ${i}` } } });
+    assert.equal(r.status, 202);
+  }
+  const binary = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+  await gw!.router.send({ id: 'circle-bin', to: 'queue:b', sender: { kind: 'system', name: 'test' }, headers: {}, contentType: 'application/octet-stream', body: binary, createdAt: new Date().toISOString() });
+  ids.push('circle-bin');
+
+  await waitFor(async () => (await state(base, 'queue:back')).depth >= ids.length, 60_000, 'every message back at queue:back');
+  const got = await gw!.router.receive('queue:back', 100, 60_000);
+  await gw!.router.ack('queue:back', got.map((m) => m.lease));
+  const counts = new Map<string, number>();
+  for (const m of got) counts.set(m.id, (counts.get(m.id) ?? 0) + 1);
+  assertExactlyOnce(ids, counts);
+  for (const m of got) {
+    assert.deepEqual(m.sender, { kind: 'broker', name: 'legacy' });
+    if (m.id === 'circle-bin') {
+      assert.equal(m.headers['switchboard-claimed-sender'], 'system:test');
+      assert.equal(m.contentType, 'application/octet-stream');
+      assert.ok(Buffer.isBuffer(m.body) && m.body.equals(binary));
+    } else {
+      const i = Number(m.id.slice('circle-'.length));
+      assert.equal(m.headers['switchboard-claimed-sender'], 'user:ops');
+      assert.equal(m.headers['x-i'], String(i));
+      assert.equal(m.correlationId, `c-${i}`);
+      assert.deepEqual(m.body, { i, text: `message ${i}` });
+    }
+  }
+});
+
+// ───────────────────────────── 2. request/reply ─────────────────────────────
+
+test('request/reply: a flow asks a responder on RabbitMQ (reply_to = the broker replyQueue, correlation_id) and completes with its reply', { timeout: 180_000 }, async (t: TestContext) => {
+  const base = gw!.url;
+  // The legacy system: consumes /queue/requests and answers reply_to with the correlation_id.
+  const responder = await RabbitClient.connect('legacy-responder');
+  const requests: Amqp[] = [];
+  const replySenders = new Map<string, Sender>();
+  const receiver = responder.conn.open_receiver({ source: { address: '/queue/requests', durable: 2 }, autoaccept: false, credit_window: 10 });
+  receiver.on('message', (ctx: EventContext) => {
+    const req = ctx.message as Amqp;
+    const delivery = ctx.delivery as Delivery;
+    requests.push(req);
+    const input = JSON.parse(bodyBytes(req.body).toString('utf8')) as { ref: string; amount: number };
+    let s = replySenders.get(req.reply_to);
+    if (!s) {
+      s = responder.conn.open_sender({ target: { address: req.reply_to, durable: 2 }, autosettle: true });
+      replySenders.set(req.reply_to, s);
+    }
+    const reply = {
+      message_id: `reply-${String(req.message_id)}`, correlation_id: req.correlation_id, durable: true, content_type: 'application/json',
+      application_properties: { 'x-responder': 'rabbit-legacy' },
+      body: rhea.message.data_section(Buffer.from(JSON.stringify({ ref: input.ref, status: input.amount > 1000 ? 'needs-review' : 'ok' }))),
+    };
+    // Accept the request only once RabbitMQ took the reply (the responder is at-least-once too).
+    const d = s.send(reply as never);
+    const onAccepted = (c: EventContext) => { if (c.delivery === d) { s!.removeListener('accepted', onAccepted); delivery.accept(); } };
+    s.on('accepted', onAccepted);
+  });
+
+  const inputs = [{ ref: 'PAY-1', amount: 42 }, { ref: 'PAY-2', amount: 5000 }, { ref: 'PAY-3', amount: 7 }];
+  const started: string[] = [];
+  for (const input of inputs) {
+    const r = await api(base, 'POST', '/api/flows/mq-check', { user: 'ops', body: { input, id: `start-${input.ref}` } });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    started.push(r.body.instanceId);
+  }
+  const views = await Promise.all(started.map((id) => waitFor(async () => {
+    const v = await flowView(base, 'mq-check', id);
+    if (v.body?.status === 'failed') throw new Error(`flow ${id} failed: ${JSON.stringify(v.body)}`);
+    return v.body?.status === 'completed' ? v.body : undefined;
+  }, 120_000, `flow ${id} to complete`)));
+
+  for (const [i, v] of views.entries()) {
+    const input = inputs[i]!;
+    const id = started[i]!;
+    assert.deepEqual(v.result.body, { ref: input.ref, status: input.amount > 1000 ? 'needs-review' : 'ok' }, `flow ${id} got its own reply`);
+    assert.deepEqual(v.result.sender, { kind: 'broker', name: 'legacy' }, 'a reply consumed from the broker has the broker as sender');
+    assert.equal(v.result.headers['x-responder'], 'rabbit-legacy');
+    assert.equal(v.result.contentType, 'application/json');
+    assert.ok(String(v.result.correlationId).startsWith(`${id}:`), `correlation ${v.result.correlationId} belongs to ${id}`);
+    // What the legacy system saw.
+    const req = requests.find((m) => String(m.correlation_id) === v.result.correlationId);
+    assert.ok(req, `the responder saw the request of ${id}`);
+    assert.equal(String(req.message_id), v.result.correlationId, 'a flow request has the step id as message_id and correlation_id');
+    assert.equal(req.reply_to, '/queue/replies', 'reply_to is the broker replyQueue in RabbitMQ address form');
+    assert.equal(req.user_id, undefined, 'no user_id on messages to RabbitMQ');
+    assert.equal(req.application_properties['switchboard-sender'], 'flow:mq-check');
+    assert.equal(req.application_properties['switchboard-reply-to'], `flow:mq-check/${id}`);
+    assert.equal(req.application_properties['x-ref'], input.ref);
+    assert.equal(req.content_type, 'application/json');
+    assert.deepEqual(JSON.parse(bodyBytes(req.body).toString('utf8')), input);
+  }
+  assert.equal(requests.length, inputs.length, `each request reached the responder once: ${requests.map((m) => m.message_id).join(', ')}`);
+  t.diagnostic(`replies: ${views.map((v) => JSON.stringify(v.result.body)).join(', ')}`);
+  receiver.close();
+  for (const s of replySenders.values()) s.close();
+});
+
+// ───────────────────────────── 3. backpressure ─────────────────────────────
+
+/** The last warnings and errors a spawned gateway logged. */
+function gatewayWarnings(p: GatewayProcess): string {
+  return p.output().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-10).join('\n').slice(0, 4000);
+}
+
+function rssKb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for ${pid}`);
+  return Number(m[1]);
+}
+
+test('backpressure: mq:legacy/bp → queue:bounded (maxDepth 20), nobody consuming: the gateway holds at most the route concurrency, the rest waits on RabbitMQ, memory stays bounded; draining delivers all exactly once', { timeout: 600_000 }, async (t: TestContext) => {
+  const N = 2000;
+  const BODY = 32 * 1024;
+  const MAX_DEPTH = 20;
+  const CONCURRENCY = 10;
+  const prefix = `bp${Math.random().toString(36).slice(2, 8)}`;
+  const p = await spawnGateway(redis!.url, {
+    brokers: brokers(false), // only the in-process gateway serves the reply queue
+    permissions: PERMISSIONS,
+    queues: { ...QUEUES, limits: [{ address: 'queue:bounded', maxDepth: MAX_DEPTH }] },
+    routes: [{ from: 'mq:legacy/bp', to: 'queue:bounded', concurrency: CONCURRENCY }],
+  }, prefix);
+  processes.push(p);
+  const base = p.url;
+  const legacy = await RabbitClient.connect('legacy-bp');
+  const pad = 'x'.repeat(BODY);
+  const message = (id: string) => ({ message_id: id, content_type: 'application/json', body: rhea.message.data_section(Buffer.from(JSON.stringify({ id, pad }))) });
+
+  // Warm-up through the whole path (and drained), so the baseline RSS is of a gateway that has
+  // already done this work once.
+  const warm = Array.from({ length: 100 }, (_, i) => `warm-${i}`);
+  const warmCounts = new Map<string, number>();
+  await legacy.send('bp', warm.map(message));
+  await waitFor(async () => { await receiveBatch(base, 'queue:bounded', warmCounts); return warmCounts.size >= warm.length; }, 120_000, 'the warm-up messages').catch(async (err: Error) => {
+    throw new Error(`${err.message}: ${warmCounts.size} of ${warm.length} arrived; RabbitMQ ${JSON.stringify((await rabbitQueues()).bp)}; ` +
+      `broker connection ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway warnings:\n${gatewayWarnings(p)}`);
+  });
+  assertExactlyOnce(warm, warmCounts);
+  await sleep(2000);
+  const rssBefore = rssKb(p.pid);
+
+  const ids = Array.from({ length: N }, (_, i) => `bp-${String(i).padStart(5, '0')}`);
+  for (let i = 0; i < N; i += 200) await legacy.send('bp', ids.slice(i, i + 200).map(message));
+
+  // Settled: two looks 2 s apart see the same numbers, with queue:bounded full.
+  let prev = '';
+  let settled: { sink: QueueState; rabbit: { ready: number; unacked: number } } | undefined;
+  await waitFor(async () => {
+    const s = { sink: await state(base, 'queue:bounded'), rabbit: (await rabbitQueues()).bp ?? { ready: -1, unacked: -1 } };
+    const key = JSON.stringify(s);
+    const same = key === prev && s.sink.depth >= MAX_DEPTH;
+    prev = key;
+    if (same) settled = s;
+    else await sleep(2000);
+    return same;
+  }, 120_000, 'queue:bounded to fill and the route to stop pulling').catch(async (err: Error) => {
+    throw new Error(`${err.message}: last ${prev}; broker connection ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway warnings:\n${gatewayWarnings(p)}`);
+  });
+  const rssAfter = rssKb(p.pid);
+  const { sink, rabbit: onRabbit } = settled!;
+  const health = (await readyz(base)).body?.checks?.['endpoint:mq'];
+  t.diagnostic(`broker connection of the gateway: ${JSON.stringify(health)}`);
+  const warnings = gatewayWarnings(p);
+  if (warnings) t.diagnostic(`gateway warnings:\n${warnings}`);
+  t.diagnostic(`settled: queue:bounded ${JSON.stringify(sink)}, RabbitMQ bp ${JSON.stringify(onRabbit)}; gateway RSS ${Math.round(rssBefore / 1024)} → ${Math.round(rssAfter / 1024)} MB with ${Math.round((N * BODY) / 1048576)} MB waiting on RabbitMQ`);
+  assert.equal(health?.detail, 'legacy: open', 'the broker connection is open with no error (a lost AMQP session leaves the route dead)');
+  assert.ok(sink.depth <= MAX_DEPTH + CONCURRENCY, `queue:bounded holds ${sink.depth}, over maxDepth ${MAX_DEPTH} + concurrency ${CONCURRENCY}`);
+  assert.ok(onRabbit.unacked <= CONCURRENCY, `the gateway holds ${onRabbit.unacked} unsettled deliveries, more than the route concurrency ${CONCURRENCY}`);
+  assert.ok(onRabbit.ready >= N - MAX_DEPTH - 2 * CONCURRENCY, `the rest should wait on RabbitMQ: ${onRabbit.ready} ready`);
+  assert.equal(onRabbit.ready + onRabbit.unacked + sink.depth, N, 'every message is somewhere: on RabbitMQ (ready or held) or in queue:bounded');
+  // If the gateway had pulled the backlog into memory its RSS would have grown by well over the
+  // 62 MB of bodies; allow half of that for the runtime's own noise.
+  const growthMb = (rssAfter - rssBefore) / 1024;
+  assert.ok(growthMb < (N * BODY) / 1048576 / 2, `gateway RSS grew by ${growthMb.toFixed(1)} MB`);
+
+  // Drain; the route resumes as room appears. Give up (with the evidence) when it stops moving.
+  const counts = new Map<string, number>();
+  let lastProgress = Date.now();
+  while (counts.size < N) {
+    const got = (await receiveBatch(base, 'queue:bounded', counts)).length;
+    if (got > 0) { lastProgress = Date.now(); continue; }
+    if (Date.now() - lastProgress > 90_000) {
+      throw new Error(`the route mq:legacy/bp → queue:bounded made no progress for 90 s while queue:bounded was drained: ${counts.size} of ${N} received; ` +
+        `RabbitMQ bp ${JSON.stringify((await rabbitQueues()).bp)}; broker connection ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway warnings:\n${gatewayWarnings(p)}`);
+    }
+    await sleep(100);
+  }
+  await waitFor(async () => { const q = (await rabbitQueues()).bp; return q && q.ready === 0 && q.unacked === 0; }, 60_000, 'queue bp on RabbitMQ to be empty');
+  await sleep(2000);
+  await drain(base, 'queue:bounded', counts);
+  t.diagnostic(`gateway RSS after the drain: ${Math.round(rssKb(p.pid) / 1024)} MB`);
+  assertExactlyOnce(ids, counts);
+  assert.deepEqual(await state(base, 'queue:bounded'), { depth: 0, inFlight: 0 });
+  await p.kill('SIGTERM');
+});
+
+// ───────────────────────────── 4. poison ─────────────────────────────
+
+test('a poison message (its destination always refuses it) is rejected to RabbitMQ after maxAttempts, dead-lettered there, not redelivered forever; the next message flows', { timeout: 240_000 }, async (t: TestContext) => {
+  // Its own gateway (own broker connection): the refusal is real — flow:strict-input validates
+  // its input and a string amount is not retryable.
+  const g = await startGw({ routes: [{ from: 'mq:legacy/poison', to: 'flow:strict-input', concurrency: 5 }] });
+  const base = g.url;
+  // RabbitMQ dead-letters rejected messages of queue "poison" into "poison.dlq" (a policy: the
+  // gateway asks nothing special of the broker, it only rejects).
+  await rabbitctl(['set_policy', '--apply-to', 'queues', 'poison-dlx', '^poison$', '{"dead-letter-exchange":"","dead-letter-routing-key":"poison.dlq"}']);
+  const legacy = await RabbitClient.connect('legacy-poison');
+  const deadLetters: Amqp[] = [];
+  const dlq = legacy.collect('poison.dlq', deadLetters); // declares the durable poison.dlq
+
+  await legacy.send('poison', [
+    { message_id: 'poison-1', content_type: 'application/json', body: rhea.message.data_section(Buffer.from(JSON.stringify({ amount: 'a lot' }))) },
+    { message_id: 'fine-1', content_type: 'application/json', body: rhea.message.data_section(Buffer.from(JSON.stringify({ amount: 5 }))) },
+  ]);
+
+  // The good one runs even though the poison one is ahead of it.
+  const fineId = FlowRuntime.instanceId('strict-input', 'fine-1');
+  await waitFor(async () => (await flowView(base, 'strict-input', fineId)).body?.status === 'completed', 60_000, 'the flow started by fine-1 to complete');
+
+  // The poison one ends up in RabbitMQ's dead-letter queue, once.
+  await waitFor(async () => deadLetters.length >= 1, 60_000, 'poison-1 in poison.dlq').catch(async (err: Error) => {
+    const mq = (await readyz(base)).body?.checks?.['endpoint:mq'];
+    throw new Error(`${err.message}. Broker connection: ${JSON.stringify(mq)}; RabbitMQ queues: ${JSON.stringify(await rabbitQueues())}; ` +
+      `flow refusals ${await metric(base, 'switchboard_messages_failed_total', { endpoint: 'flow' })}, rejected to the broker ${await metric(base, 'switchboard_dead_lettered_total', { endpoint: 'mq' })}`);
+  });
+  await sleep(3000); // time for any (wrong) redelivery to show up
+  const failed = await metric(base, 'switchboard_messages_failed_total', { endpoint: 'flow' });
+  const dead = await metric(base, 'switchboard_dead_lettered_total', { endpoint: 'mq' });
+  t.diagnostic(`flow refusals ${failed}, rejected to the broker ${dead}; dead letter annotations: ${JSON.stringify(deadLetters[0]?.message_annotations ?? {})}`);
+  assert.deepEqual(deadLetters.map((m) => String(m.message_id)), ['poison-1']);
+  assert.equal(failed, 3, 'the flow endpoint refused the poison message exactly maxAttempts (3) times');
+  assert.equal(dead, 1, 'one message rejected to the broker');
+  assert.deepEqual((await rabbitQueues()).poison, { ready: 0, unacked: 0 }, 'nothing left (or held) on the poison queue');
+  assert.equal((await flowView(base, 'strict-input', FlowRuntime.instanceId('strict-input', 'poison-1'))).status, 404, 'no flow instance for the invalid input');
+  // The broker connection is healthy afterwards (the rejection did not cost the session).
+  assert.equal((await readyz(base)).status, 200, JSON.stringify((await readyz(base)).body));
+  dlq.close();
+});
+
+// ───────────────────────────── 5. RabbitMQ outage ─────────────────────────────
+
+for (const { kill9, label } of [
+  { kill9: false, label: 'stopped (SIGTERM)' },
+  { kill9: true, label: 'killed (kill -9)' },
+]) {
+  test(`RabbitMQ ${label} for ~20 s in the middle of 5,000 messages API → mq:legacy/in → route → queue:sink: /readyz follows the broker; every message at the sink exactly once`, { timeout: 600_000 }, async (t: TestContext) => {
+    const N = 5000;
+    const OUTAGE_MS = 20_000;
+    const tag = kill9 ? 'k' : 's';
+    const SOURCE = `in.${tag}`;
+    const SINK = `queue:sink.${tag}`;
+    // Its own gateway: a route that dies with the broker must not be hidden by an earlier test's.
+    const g = await startGw({ routes: [{ from: `mq:legacy/${SOURCE}`, to: SINK, concurrency: 20 }] });
+    const base = g.url;
+    const ids = Array.from({ length: N }, (_, i) => `out${tag}-${String(i).padStart(5, '0')}`);
+    let sent = 0;
+    const statuses = new Map<number | string, number>();
+    const bump = (k: number | string) => statuses.set(k, (statuses.get(k) ?? 0) + 1);
+
+    // 8 HTTP senders; a 503 (broker down) or a dropped connection is retried with the same id,
+    // as any client of an at-least-once API does. Kept under the per-user login limit of 10.
+    let next = 0;
+    let stopSending = false;
+    const senders = Promise.all(Array.from({ length: 8 }, async () => {
+      while (next < ids.length && !stopSending) {
+        const id = ids[next++]!;
+        for (let attempt = 0; !stopSending; attempt++) {
+          let status: number | string;
+          try {
+            const r = await api(base, 'POST', '/api/messages', { user: 'ops', body: { to: `mq:legacy/${SOURCE}`, id, body: { id, pad: 'p'.repeat(100) } } });
+            status = r.status;
+            if (r.status === 202) { sent++; break; }
+            if (r.status < 500) throw new Error(`send ${id}: ${r.status} ${JSON.stringify(r.body)}`);
+          } catch (err) {
+            if ((err as Error).message.startsWith('send ')) throw err;
+            status = 'network';
+          }
+          bump(status);
+          assert.ok(attempt < 2000, `send ${id} still failing after ${attempt} attempts`);
+          await sleep(200);
+        }
+      }
+    }));
+    try {
+      await waitFor(async () => sent >= 1000, 120_000, '1,000 messages sent before the outage');
+      const sinkAtStop = await state(base, SINK);
+      const stoppedAt = Date.now();
+      await rabbit!.stop(kill9);
+      t.diagnostic(`RabbitMQ ${label} after ${sent} sends, sink ${JSON.stringify(sinkAtStop)}; the stop took ${Date.now() - stoppedAt} ms`);
+
+      // /readyz: not ready, the broker down.
+      const down = await waitFor(async () => {
+        const r = await readyz(base);
+        return r.status === 503 && r.body.checks?.['endpoint:mq']?.ok === false ? r : undefined;
+      }, 30_000, '/readyz to show the broker down');
+      assert.match(down!.body.checks['endpoint:mq'].detail, /legacy: (down|connecting)/);
+      t.diagnostic(`/readyz while down: ${JSON.stringify(down!.body.checks['endpoint:mq'])}`);
+      // /metrics: the broker connection gauge follows (collected every second).
+      await waitFor(async () => (await metric(base, 'switchboard_connection_up', { kind: 'broker', name: 'legacy' })) === 0, 30_000, 'switchboard_connection_up{broker legacy} to be 0');
+      const sentWhileDown = sent;
+      await sleep(Math.max(0, OUTAGE_MS - (Date.now() - stoppedAt)));
+      assert.equal((await readyz(base)).status, 503, 'still not ready at the end of the outage');
+      t.diagnostic(`sends accepted during the outage: ${sent - sentWhileDown}; sink ${JSON.stringify(await state(base, SINK))}`);
+
+      await rabbit!.start();
+      const restartedAt = Date.now();
+      await waitFor(async () => (await readyz(base)).status === 200, 120_000, '/readyz to be ready again after RabbitMQ is back');
+      await waitFor(async () => (await metric(base, 'switchboard_connection_up', { kind: 'broker', name: 'legacy' })) === 1, 30_000, 'switchboard_connection_up{broker legacy} to be 1 again');
+      t.diagnostic(`RabbitMQ down for ${restartedAt - stoppedAt} ms; /readyz ready ${Date.now() - restartedAt} ms after the restart`);
+    } finally {
+      await senders.catch((err: Error) => { stopSending = true; throw err; });
+    }
+    t.diagnostic(`all ${N} sends accepted; HTTP answers other than 202 on the way: ${JSON.stringify(Object.fromEntries(statuses))}`);
+
+    // Drain the sink as the route fills it; give up (with the evidence) when it stops moving.
+    const counts = new Map<string, number>();
+    let received = 0;
+    let lastProgress = Date.now();
+    for (;;) {
+      const got = (await receiveBatch(base, SINK, counts, 500)).length;
+      received += got;
+      if (counts.size >= N) break;
+      if (got > 0) { lastProgress = Date.now(); continue; }
+      if (Date.now() - lastProgress > 90_000) {
+        const q = await rabbitctl(['list_queues', '-q', 'name', 'messages_ready', 'messages_unacknowledged', 'consumers']);
+        throw new Error(`the route mq:legacy/${SOURCE} → ${SINK} made no progress for 90 s after RabbitMQ came back: ${counts.size} of ${N} at the sink. ` +
+          `RabbitMQ (name ready unacked consumers):\n${q}\n/readyz: ${JSON.stringify((await readyz(base)).body)}`);
+      }
+      await sleep(500);
+    }
+    // Nothing late: the source queue on RabbitMQ is empty and a last look at the sink finds nothing.
+    await waitFor(async () => { const q = (await rabbitQueues())[SOURCE]; return q && q.ready === 0 && q.unacked === 0; }, 60_000, `queue ${SOURCE} on RabbitMQ to be empty`);
+    await sleep(2000);
+    received += (await drain(base, SINK, counts)).length;
+    const dup = await metric(base, 'switchboard_duplicates_total', { endpoint: 'queue' });
+    t.diagnostic(`received ${received} at the sink (${counts.size} distinct); duplicates caught at the sink's ingress: ${dup}`);
+    assertExactlyOnce(ids, counts);
+    assert.equal(received, N);
+    assert.deepEqual(await state(base, SINK), { depth: 0, inFlight: 0 });
+    const dlq = await api(base, 'GET', `/api/dlq/${enc(SINK)}`, { user: 'ops' });
+    assert.equal(dlq.body.depth, 0);
+  });
+}
