@@ -31,7 +31,7 @@
  *
  * Results go to bench/results/mq-throughput-<date-time>.json.
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -88,6 +88,8 @@ const BODY_BYTES = intOption('body-bytes', args['body-bytes'], 1024, 100);
 const STALL_MS = intOption('timeout-s', args['timeout-s'], 60, 1) * 1000;
 const TARGET = 0.5;
 const QUIET_PERCENT = 15;
+const DEBUG = process.env.MQ_BENCH_DEBUG === '1';
+const debug = (...a: unknown[]) => { if (DEBUG) console.error(new Date().toISOString(), ...a); };
 
 // ───────────────────────────── helpers ─────────────────────────────
 
@@ -134,14 +136,30 @@ function processCpuSeconds(pid: number): number | undefined {
   }
 }
 
-/** The PID of the RabbitMQ node's Erlang VM (beam), found by its node name on the command line. */
+/**
+ * The PID of the RabbitMQ node's Erlang VM (beam): the beam process that holds the socket
+ * listening on the node's AMQP port (from /proc/net/tcp and the beam processes' fd links).
+ */
 function beamPid(port: number): number | undefined {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const inodes = new Set<string>();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    try {
+      for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+        const f = line.trim().split(/\s+/);
+        if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A') inodes.add(f[9]!); // 0A = LISTEN
+      }
+    } catch { /* no IPv6 */ }
+  }
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const cmd = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmd.includes('beam') && cmd.includes(`sbtest${port}@localhost`)) return Number(entry);
-    } catch { /* gone */ }
+      if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('beam')) continue;
+      for (const fd of readdirSync(`/proc/${entry}/fd`)) {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${entry}/fd/${fd}`));
+        if (m && inodes.has(m[1]!)) return Number(entry);
+      }
+    } catch { /* gone, or not ours to read */ }
   }
   return undefined;
 }
@@ -222,12 +240,13 @@ async function prefill(c: Connection, queue: string, ids: string[]): Promise<voi
 }
 
 /** Counts the ids arriving on `queue` (accepting each); `distinct` grows as they come. */
-function counter(c: Connection, queue: string, expected: Set<string>) {
+async function counter(c: Connection, queue: string, expected: Set<string>) {
   const seen = new Set<string>();
   let duplicates = 0;
   let unknown = 0;
   let last = performance.now();
   const r: Receiver = c.open_receiver({ source: { address: queueAddress(queue), durable: 2 }, autoaccept: true, credit_window: 1000 });
+  await new Promise<void>((resolve) => r.once('receiver_open', () => resolve()));
   r.on('message', (ctx: EventContext) => {
     const id = String(ctx.message?.message_id);
     if (!expected.has(id)) unknown++;
@@ -358,12 +377,14 @@ async function runPhase(ctx: Ctx, name: 'raw' | 'sb', round: number, n: number, 
   let forwarder: { stop(): Promise<void> } | undefined;
   const countConn = await connect(ctx.rabbit.port, 'bench-counter');
   try {
-    // Declare both queues (durable) before anything moves.
-    await prefill(ctx.client, to, []);
+    // The counter's receiver declares B (durable); the pre-fill's sender declares A.
+    debug(tag, 'counter on', to);
+    const count = await counter(countConn, to, expected);
+    debug(tag, 'prefill', from);
     const p0 = performance.now();
     await prefill(ctx.client, from, ids);
     const prefillPerSecond = n / ((performance.now() - p0) / 1000);
-    const count = counter(countConn, to, expected);
+    debug(tag, 'prefilled');
 
     if (name === 'sb') {
       const raw = {
@@ -379,6 +400,7 @@ async function runPhase(ctx: Ctx, name: 'raw' | 'sb', round: number, n: number, 
       route.validate();
     }
 
+    debug(tag, 'start mover');
     await sleep(300);
     const load = Math.round(loadavg()[0]! * 100) / 100;
     const busy0 = machineBusySeconds();
@@ -401,6 +423,7 @@ async function runPhase(ctx: Ctx, name: 'raw' | 'sb', round: number, n: number, 
       await sleep(5);
     }
     const t1 = performance.now();
+    debug(tag, 'moved');
     const cpu = process.cpuUsage(cpu0);
     const busy1 = machineBusySeconds();
     const beam1 = ctx.beam ? processCpuSeconds(ctx.beam) : undefined;
@@ -413,7 +436,9 @@ async function runPhase(ctx: Ctx, name: 'raw' | 'sb', round: number, n: number, 
     else { await forwarder!.stop(); forwarder = undefined; }
     await sleep(500);
     count.close();
+    debug(tag, 'leftover');
     const leftInSource = await leftover(ctx.client, from);
+    debug(tag, 'verified');
     const problems: string[] = [];
     if (count.distinct !== n) problems.push(`${count.distinct} of ${n} distinct ids at the destination`);
     if (count.duplicates > 0) problems.push(`${count.duplicates} duplicate(s) at the destination`);
