@@ -237,7 +237,8 @@ export class AmqpServer {
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     // Clients are told by a close; their unsettled messages are already back in their queues.
     // rhea does not notice a destroyed socket, so its connections are closed and ended first.
-    for (const c of this.connections) c.close();
+    // `connection:forced` is how AMQP says "going away, come back later": clients reconnect.
+    for (const c of this.connections) c.close({ condition: 'amqp:connection:forced', description: 'the gateway is stopping' });
     await new Promise((r) => setTimeout(r, 100));
     for (const s of this.sockets) s.destroy();
     for (const c of this.connections) (c as unknown as { _disconnected?: () => void })._disconnected?.();

@@ -167,7 +167,8 @@ export class PeerListener {
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     // Close the AMQP connections first: rhea does not notice a destroyed socket and would keep
     // its heartbeat timer (and the process) alive.
-    for (const c of this.connections) c.close();
+    // `connection:forced` is how AMQP says "going away, come back later": clients reconnect.
+    for (const c of this.connections) c.close({ condition: 'amqp:connection:forced', description: 'the gateway is stopping' });
     await new Promise((r) => setTimeout(r, 100));
     for (const s of this.sockets) s.destroy();
     for (const c of this.connections) (c as unknown as { _disconnected?: () => void })._disconnected?.();
