@@ -50,7 +50,7 @@ import type { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { hashPassword } from '../src/auth/password.ts';
 import { parseConfig } from '../src/config/load.ts';
-import { TaskStore } from '../src/endpoints/inbox/task-store.ts';
+import { TaskStore } from '../src/people/task-store.ts';
 import { FlowRuntime } from '../src/flows/runtime.ts';
 import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';

@@ -41,7 +41,7 @@ import { stringify } from 'yaml';
 import { parseConfig } from '../src/config/load.ts';
 import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
-import { Route } from '../src/routes/route.ts';
+import { Route } from '../src/core/route.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
 import { startTestRabbit, type TestRabbit } from '../test/support/rabbitmq.ts';

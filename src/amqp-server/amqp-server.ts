@@ -11,8 +11,8 @@ import { DestinationUnavailable, PermissionDenied, SwitchboardError, isRetryable
 import { principalId, type Principal } from '../core/message.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
-import { describe } from '../endpoints/amqp/broker.ts';
-import { fromAmqp, toAmqp, type AmqpMessage } from '../endpoints/amqp/mapping.ts';
+import { describe } from '../amqp/connection.ts';
+import { fromAmqp, toAmqp, type AmqpMessage } from '../amqp/mapping.ts';
 
 export interface AmqpServerOptions {
   port: number;

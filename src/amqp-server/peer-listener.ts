@@ -10,11 +10,10 @@ import type { DedupStore } from '../core/dedup.ts';
 import { PermissionDenied, SwitchboardError, isRetryable } from '../core/errors.ts';
 import type { Router } from '../core/router.ts';
 import { matchesPattern } from '../core/pattern.ts';
-import { describe } from '../endpoints/amqp/broker.ts';
-import { CLAIMED_SENDER_HEADER, fromAmqp, type AmqpMessage } from '../endpoints/amqp/mapping.ts';
-import { localAddress, type NetworkMap, type Peer } from '../endpoints/peer/network-map.ts';
-import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY } from '../endpoints/peer/peer-endpoint.ts';
-import { verifyEnvelope } from '../network/envelope.ts';
+import { describe } from '../amqp/connection.ts';
+import { CLAIMED_SENDER_HEADER, fromAmqp, type AmqpMessage } from '../amqp/mapping.ts';
+import { localAddress, type NetworkMap, type Peer } from '../network/network-map.ts';
+import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY, verifyEnvelope } from '../network/envelope.ts';
 import { certificateIdentity } from '../network/identity.ts';
 
 export interface PeerListenerOptions {

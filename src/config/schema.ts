@@ -4,7 +4,6 @@ import { parseDuration } from '../core/duration.ts';
 import { parsePattern } from '../core/pattern.ts';
 import { isPasswordHash } from '../auth/password.ts';
 import { VERBS } from '../auth/permissions.ts';
-import { peerSchema } from '../endpoints/peer/network-map.ts';
 
 /** A duration as written in config ('30s', '4h', or ms) → milliseconds. */
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -27,6 +26,19 @@ const pattern = z.string().superRefine((v, ctx) => {
 });
 
 const port = z.number().int().min(0).max(65535);
+
+export const peerSchema = z.strictObject({
+  alias: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected letters, digits, _ and -'),
+  /** X.500 name in the peer's certificate, e.g. 'O=Bank B,L=Paris,C=FR'. */
+  identity: z.string().regex(/^\s*[A-Za-z]+=/, "expected an X.500 name like 'O=Bank B,L=Paris,C=FR'"),
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535),
+  /** The peer's Ed25519 public key (PEM file). */
+  verifyKey: z.string().min(1),
+  /** Local addresses this peer may send to (patterns; no scheme means queue:). */
+  allow: z.array(z.string()).default([]),
+});
+export type PeerConfig = z.infer<typeof peerSchema>;
 
 const fileUser = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]*$/, 'expected a user name of letters, digits, . _ @ -'),

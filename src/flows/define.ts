@@ -1,35 +1,10 @@
 import type { z } from 'zod';
 import type { Message } from '../core/message.ts';
+import type { Decision, TaskSpec } from '../core/task.ts';
+
+export type { Decision, FieldKind, TaskSpec } from '../core/task.ts';
 
 const FLOW = Symbol.for('switchboard.flow');
-
-/** What a person decided on a task (`ctx.ask`). */
-export interface Decision {
-  action: string;
-  fields: Record<string, unknown>;
-  comment?: string;
-  /** Who decided (`user:alice`). */
-  by: string;
-  at: string;
-}
-
-/** Field kinds a task form can have; validated on the server when a person decides. */
-export type FieldKind = 'text' | 'number' | 'date' | { choice: string[] };
-
-/** A task for a person or a group (DESIGN §4). */
-export interface TaskSpec {
-  title: string;
-  description?: string;
-  /** Shown as a table to the person deciding. */
-  data?: Record<string, unknown>;
-  /** Buttons, e.g. ['approve', 'reject']. */
-  actions: string[];
-  fields?: Record<string, FieldKind>;
-  /** Duration until the task is due, e.g. '4h'. */
-  due?: string;
-  /** Who gets the task when it is overdue, e.g. 'person:head-of-payments'. */
-  escalateTo?: string;
-}
 
 export interface SendOptions {
   headers?: Record<string, string>;

@@ -2,6 +2,10 @@ import type { KeyObject } from 'node:crypto';
 import { encodeMessage, type Message } from '../core/message.ts';
 import { signBytes, verifyBytes } from './identity.ts';
 
+/** AMQP application properties that carry a peer envelope's signature and its signing gateway. */
+export const SIGNATURE_PROPERTY = 'switchboard-signature';
+export const ORIGIN_PROPERTY = 'switchboard-origin';
+
 /** JSON with object keys sorted at every level: the same bytes for the same envelope, anywhere. */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';

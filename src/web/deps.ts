@@ -7,7 +7,7 @@ import type { TokenStore } from '../auth/tokens.ts';
 import type { PermissionAdmin } from '../auth/permission-admin.ts';
 import type { SessionOptions } from './sessions.ts';
 import type { FlowRuntime } from '../flows/runtime.ts';
-import type { Inbox } from '../endpoints/inbox/inbox.ts';
+import type { Inbox } from '../people/inbox.ts';
 import type { Permissions } from '../auth/permissions.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';

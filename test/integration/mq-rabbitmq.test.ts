@@ -33,9 +33,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea';
-import type { Gateway } from '../../src/gateway.ts';
+import { Writable } from 'node:stream';
+import { stringify } from 'yaml';
+import { parseConfig } from '../../src/config/load.ts';
+import { startGateway, type Gateway } from '../../src/gateway.ts';
+import { createLogger } from '../../src/log.ts';
 import { FlowRuntime } from '../../src/flows/runtime.ts';
-import { api, enc, spawnGateway, startTestGateway, waitFor, type GatewayProcess } from '../support/gateway.ts';
+import { api, enc, spawnGateway, testConfig, waitFor, type GatewayProcess } from '../support/gateway.ts';
 import { startTestRabbit, type TestRabbit } from '../support/rabbitmq.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -278,24 +282,41 @@ async function flowView(base: string, flow: string, id: string): Promise<{ statu
 
 // ───────────────────────────── setup ─────────────────────────────
 
+/** The recent log lines of each in-process gateway (kept in memory, shown when a test fails). */
+const gatewayLogs = new Map<Gateway, string[]>();
+
+function recentLog(g: Gateway, n = 40): string {
+  return (gatewayLogs.get(g) ?? []).filter((l) => !l.includes('"msg":"send failed"')).slice(-n).join('\n');
+}
+
 /**
  * An in-process gateway on its own Redis prefix (so its queues are its own), stopped in after().
- * Only the main gateway serves the broker's reply queue: a second consumer of it would take
- * replies meant for flows it does not have.
+ * Its log (info and up) goes to memory, for the failure messages. Only the main gateway serves
+ * the broker's reply queue: a second consumer of it would take replies meant for flows it does
+ * not have.
  */
 async function startGw(extra: Record<string, unknown>, replies = false): Promise<Gateway> {
-  const g = await startTestGateway(redis!.url, {
+  const raw = await testConfig(redis!.url, {
     brokers: brokers(replies),
     queues: QUEUES,
     permissions: PERMISSIONS,
     // One flows folder per process (the loader's resolve hook is installed once).
     flows: { dir: flowsDir, concurrency: 20, lockTimeout: '5s', stalledCheck: '1s' },
-    // Outages log a warning per refused send and reconnect attempt: errors only, unless asked.
-    log: { level: process.env.SB_TEST_LOG ?? 'error' },
     ...extra,
     redis: { url: redis!.url, prefix: `mq${Math.random().toString(36).slice(2, 8)}` },
   });
+  const config = parseConfig(stringify(raw), 'test-config.yaml', {});
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split('\n')) if (line) lines.push(line);
+      if (lines.length > 2000) lines.splice(0, lines.length - 1000);
+      done();
+    },
+  });
+  const g = await startGateway({ config, log: createLogger(process.env.SB_TEST_LOG ?? 'info', sink) });
   gateways.push(g);
+  gatewayLogs.set(g, lines);
   await waitFor(async () => (await readyz(g.url)).status === 200, 60_000, 'the gateway to be ready (broker connected)');
   return g;
 }
@@ -650,7 +671,8 @@ test('a poison message (its destination always refuses it) is rejected to Rabbit
   await waitFor(async () => deadLetters.length >= 1, 60_000, 'poison-1 in poison.dlq').catch(async (err: Error) => {
     const mq = (await readyz(base)).body?.checks?.['endpoint:mq'];
     throw new Error(`${err.message}. Broker connection: ${JSON.stringify(mq)}; RabbitMQ queues: ${JSON.stringify(await rabbitQueues())}; ` +
-      `flow refusals ${await metric(base, 'switchboard_messages_failed_total', { endpoint: 'flow' })}, rejected to the broker ${await metric(base, 'switchboard_dead_lettered_total', { endpoint: 'mq' })}`);
+      `flow refusals ${await metric(base, 'switchboard_messages_failed_total', { endpoint: 'flow' })}, rejected to the broker ${await metric(base, 'switchboard_dead_lettered_total', { endpoint: 'mq' })}` +
+      `\n--- gateway log:\n${recentLog(g)}`);
   });
   await sleep(3000); // time for any (wrong) redelivery to show up
   const failed = await metric(base, 'switchboard_messages_failed_total', { endpoint: 'flow' });
@@ -753,7 +775,7 @@ for (const { kill9, label } of [
       if (Date.now() - lastProgress > 90_000) {
         const q = await rabbitctl(['list_queues', '-q', 'name', 'messages_ready', 'messages_unacknowledged', 'consumers']);
         throw new Error(`the route mq:legacy/${SOURCE} → ${SINK} made no progress for 90 s after RabbitMQ came back: ${counts.size} of ${N} at the sink. ` +
-          `RabbitMQ (name ready unacked consumers):\n${q}\n/readyz: ${JSON.stringify((await readyz(base)).body)}`);
+          `RabbitMQ (name ready unacked consumers):\n${q}\n/readyz: ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway log:\n${recentLog(g)}`);
       }
       await sleep(500);
     }

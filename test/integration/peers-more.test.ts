@@ -11,7 +11,7 @@ import { Redis } from 'ioredis';
 import rhea, { type Connection, type EventContext, type Sender } from 'rhea';
 import { stringify } from 'yaml';
 import type { Message } from '../../src/core/message.ts';
-import { toAmqp, type AmqpMessage } from '../../src/endpoints/amqp/mapping.ts';
+import { toAmqp, type AmqpMessage } from '../../src/amqp/mapping.ts';
 import type { Gateway } from '../../src/gateway.ts';
 import { signEnvelope } from '../../src/network/envelope.ts';
 import { loadSigningKey } from '../../src/network/identity.ts';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { after, before, test } from 'node:test';
 import type { Gateway } from '../../src/gateway.ts';
-import { sign, verify } from '../../src/endpoints/webhook/signature.ts';
+import { sign, verify } from '../../src/network/webhook-signature.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 import { api, enc, startTestGateway, waitFor } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';

@@ -1,6 +1,6 @@
 import type { Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
 import type { Message } from '../../core/message.ts';
-import type { Inbox } from './inbox.ts';
+import type { Inbox } from '../../people/inbox.ts';
 
 /** `person:<user>` or `group:<group>`: a message becomes a task (or an item to acknowledge). */
 export class InboxEndpoint implements Endpoint {

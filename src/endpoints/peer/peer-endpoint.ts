@@ -8,14 +8,12 @@ import { UnknownScheme } from '../../core/errors.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { Router } from '../../core/router.ts';
-import { signEnvelope } from '../../network/envelope.ts';
+import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY, signEnvelope } from '../../network/envelope.ts';
 import { certificateIdentity, identityKey } from '../../network/identity.ts';
-import { Broker, BrokerRejected } from '../amqp/broker.ts';
-import { toAmqp } from '../amqp/mapping.ts';
-import type { NetworkMap } from './network-map.ts';
+import { Broker, BrokerRejected } from '../../amqp/connection.ts';
+import { toAmqp } from '../../amqp/mapping.ts';
+import type { NetworkMap } from '../../network/network-map.ts';
 
-export const SIGNATURE_PROPERTY = 'switchboard-signature';
-export const ORIGIN_PROPERTY = 'switchboard-origin';
 
 export interface PeerEndpointOptions {
   redis: Redis;

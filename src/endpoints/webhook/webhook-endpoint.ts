@@ -6,7 +6,7 @@ import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../cor
 import { UnknownScheme } from '../../core/errors.ts';
 import { decodeMessage, encodeMessage, principalId, type Message, type StoredMessage } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
-import { sign } from './signature.ts';
+import { sign } from '../../network/webhook-signature.ts';
 
 export interface WebhookTarget {
   name: string;

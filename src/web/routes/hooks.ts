@@ -1,7 +1,7 @@
 import express, { Router as ExpressRouter } from 'express';
 import { NotFound, SwitchboardError, Unauthenticated, ValidationError } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
-import { verify } from '../../endpoints/webhook/signature.ts';
+import { verify } from '../../network/webhook-signature.ts';
 import type { AppDeps } from '../deps.ts';
 
 export interface InboundHook {

@@ -2,9 +2,9 @@ import express, { Router as ExpressRouter, type Request, type Response } from 'e
 import { join } from 'node:path';
 import { SwitchboardError } from '../../core/errors.ts';
 import { principalId, type Principal } from '../../core/message.ts';
-import type { Inbox } from '../../endpoints/inbox/inbox.ts';
-import type { Task } from '../../endpoints/inbox/task-store.ts';
-import type { TaskEvent } from '../../endpoints/inbox/task-events.ts';
+import type { Inbox } from '../../people/inbox.ts';
+import type { Task } from '../../people/task-store.ts';
+import type { TaskEvent } from '../../people/task-events.ts';
 import type { AppDeps } from '../deps.ts';
 import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';

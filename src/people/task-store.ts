@@ -1,35 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Decision, FieldKind } from '../../flows/define.ts';
+import type { Decision, HistoryEntry, Task } from '../core/task.ts';
 
-export interface HistoryEntry {
-  at: string;
-  by: string;
-  action: 'created' | 'claimed' | 'released' | 'delegated' | 'decided' | 'escalated';
-  detail?: string;
-  from?: string;
-}
-
-/** A task as the API shows it (DESIGN §6). */
-export interface Task {
-  id: string;
-  kind: 'task' | 'message';
-  title: string;
-  description?: string;
-  data: Record<string, unknown>;
-  actions: string[];
-  fields: Record<string, FieldKind>;
-  assignee?: string;
-  group?: string;
-  claimedBy?: string;
-  due?: string;
-  escalateTo?: string;
-  status: 'open' | 'decided';
-  decision?: Decision;
-  createdAt: string;
-  sender: string;
-  history: HistoryEntry[];
-}
+export type { HistoryEntry, Task } from '../core/task.ts';
 
 /** Stored but not shown: where the decision goes. */
 interface Routing {

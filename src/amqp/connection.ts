@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea';
 import type { Logger } from 'pino';
-import { DestinationUnavailable, SwitchboardError } from '../../core/errors.ts';
+import { DestinationUnavailable, SwitchboardError } from '../core/errors.ts';
 import type { AmqpMessage } from './mapping.ts';
 
 export interface BrokerConfig {

@@ -1,14 +1,14 @@
 import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Directory } from '../../auth/directory.ts';
-import type { Permissions } from '../../auth/permissions.ts';
-import { parseDuration } from '../../core/duration.ts';
-import { parseAddress } from '../../core/address.ts';
-import { Conflict, NotFound, PermissionDenied, ValidationError } from '../../core/errors.ts';
-import { principalId, type Message, type Principal } from '../../core/message.ts';
-import type { Router } from '../../core/router.ts';
-import type { Decision, FieldKind, TaskSpec } from '../../flows/define.ts';
+import type { Directory } from '../auth/directory.ts';
+import type { Permissions } from '../auth/permissions.ts';
+import { parseDuration } from '../core/duration.ts';
+import { parseAddress } from '../core/address.ts';
+import { Conflict, NotFound, PermissionDenied, ValidationError } from '../core/errors.ts';
+import { principalId, type Message, type Principal } from '../core/message.ts';
+import type { Router } from '../core/router.ts';
+import type { Decision, FieldKind, TaskSpec } from '../core/task.ts';
 import { TaskEvents } from './task-events.ts';
 import { TaskStore, type HistoryEntry, type Task } from './task-store.ts';
 

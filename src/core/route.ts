@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
-import type { Subscription } from '../core/endpoint.ts';
-import type { Router } from '../core/router.ts';
+import type { Subscription } from './endpoint.ts';
+import type { Router } from './router.ts';
 
 export interface RouteDefinition {
   from: string;

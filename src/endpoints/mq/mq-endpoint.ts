@@ -6,8 +6,8 @@ import type { ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, SendResul
 import { UnknownScheme, ValidationError, isRetryable } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
-import { Broker, describe } from './broker.ts';
-import { fromAmqp, toAmqp, type AmqpMessage } from './mapping.ts';
+import { Broker, describe } from '../../amqp/connection.ts';
+import { fromAmqp, toAmqp, type AmqpMessage } from '../../amqp/mapping.ts';
 
 export interface MqEndpointOptions {
   brokers: Broker[];

@@ -4,21 +4,11 @@ import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { parse } from 'yaml';
 import { z } from 'zod';
-import { parsePattern, type AddressPattern } from '../../core/pattern.ts';
-import { identityKey, loadVerifyKey } from '../../network/identity.ts';
+import { peerSchema, type PeerConfig } from '../config/schema.ts';
+import { parsePattern, type AddressPattern } from '../core/pattern.ts';
+import { identityKey, loadVerifyKey } from './identity.ts';
 
-export const peerSchema = z.strictObject({
-  alias: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected letters, digits, _ and -'),
-  /** X.500 name in the peer's certificate, e.g. 'O=Bank B,L=Paris,C=FR'. */
-  identity: z.string().regex(/^\s*[A-Za-z]+=/, "expected an X.500 name like 'O=Bank B,L=Paris,C=FR'"),
-  host: z.string().min(1),
-  port: z.number().int().min(1).max(65535),
-  /** The peer's Ed25519 public key (PEM file). */
-  verifyKey: z.string().min(1),
-  /** Local addresses this peer may send to (patterns; no scheme means queue:). */
-  allow: z.array(z.string()).default([]),
-});
-export type PeerConfig = z.infer<typeof peerSchema>;
+export type { PeerConfig } from '../config/schema.ts';
 
 export interface Peer {
   alias: string;

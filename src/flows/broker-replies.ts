@@ -1,7 +1,7 @@
-import { ValidationError } from '../../core/errors.ts';
-import type { Message } from '../../core/message.ts';
-import type { Router } from '../../core/router.ts';
-import type { FlowRuntime } from '../../flows/runtime.ts';
+import { ValidationError } from '../core/errors.ts';
+import type { Message } from '../core/message.ts';
+import type { Router } from '../core/router.ts';
+import type { FlowRuntime } from './runtime.ts';
 
 /**
  * A reply that came back on a broker's reply queue goes to the flow instance that asked: the

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import rhea from 'rhea';
-import { ValidationError } from '../../core/errors.ts';
-import { principalId, type Message } from '../../core/message.ts';
+import { ValidationError } from '../core/errors.ts';
+import { principalId, type Message } from '../core/message.ts';
 
 /** The application property that carries the sender across AMQP hops (DESIGN §6). */
 export const SENDER_PROPERTY = 'switchboard-sender';

@@ -1,0 +1,62 @@
+/**
+ * People's tasks as every layer sees them: what a flow asks for (TaskSpec), what the inbox keeps
+ * (Task) and what a person decides (Decision). They live in core so that flows, the people
+ * application and the doors share one vocabulary without importing each other.
+ */
+/** What a person decided on a task (`ctx.ask`). */
+export interface Decision {
+  action: string;
+  fields: Record<string, unknown>;
+  comment?: string;
+  /** Who decided (`user:alice`). */
+  by: string;
+  at: string;
+}
+
+/** Field kinds a task form can have; validated on the server when a person decides. */
+export type FieldKind = 'text' | 'number' | 'date' | { choice: string[] };
+
+/** A task for a person or a group (DESIGN §4). */
+export interface TaskSpec {
+  title: string;
+  description?: string;
+  /** Shown as a table to the person deciding. */
+  data?: Record<string, unknown>;
+  /** Buttons, e.g. ['approve', 'reject']. */
+  actions: string[];
+  fields?: Record<string, FieldKind>;
+  /** Duration until the task is due, e.g. '4h'. */
+  due?: string;
+  /** Who gets the task when it is overdue, e.g. 'person:head-of-payments'. */
+  escalateTo?: string;
+}
+
+export interface HistoryEntry {
+  at: string;
+  by: string;
+  action: 'created' | 'claimed' | 'released' | 'delegated' | 'decided' | 'escalated';
+  detail?: string;
+  from?: string;
+}
+
+/** A task as the API shows it (DESIGN §6). */
+export interface Task {
+  id: string;
+  kind: 'task' | 'message';
+  title: string;
+  description?: string;
+  data: Record<string, unknown>;
+  actions: string[];
+  fields: Record<string, FieldKind>;
+  assignee?: string;
+  group?: string;
+  claimedBy?: string;
+  due?: string;
+  escalateTo?: string;
+  status: 'open' | 'decided';
+  decision?: Decision;
+  createdAt: string;
+  sender: string;
+  history: HistoryEntry[];
+}
+
