@@ -1,16 +1,23 @@
 /**
- * The public API of the `switchboard` package: what workflows and embedding code import.
+ * The flow API: what `import … from 'switchboard'` gives a flow file, and nothing else. Flows
+ * reach the world only through `ctx`, which is what makes replay deterministic, so this module
+ * opens onto nothing that reads files, the environment, or the gateway (embedding code imports
+ * `switchboard/gateway` instead).
  *
  * @example
- * import { parseAddress } from 'switchboard';
- * parseAddress('mq:legacy/payments.in'); // { scheme: 'mq', path: 'legacy/payments.in', … }
+ * import { defineFlow } from 'switchboard';
+ * import { z } from 'zod';
+ * export default defineFlow({
+ *   name: 'hello',
+ *   input: z.object({ to: z.string() }),
+ *   async run(ctx, input) {
+ *     await ctx.send('queue:greetings', { text: `hello ${input.to}` });
+ *     return { greeted: input.to };
+ *   },
+ * });
  */
-export { parseAddress, isAddress, SCHEMES, type Address, type Scheme } from './core/address.ts';
-export { parsePattern, matchesPattern, type AddressPattern } from './core/pattern.ts';
-export { createMessage, principalId, type Message, type MessageInput, type Principal } from './core/message.ts';
-export * from './core/errors.ts';
-export { defineFlow, isFlowDefinition, type FlowContext, type FlowDefinition, type FlowOptions, type Decision, type TaskSpec, type FieldKind, type SendOptions, type MessageMatch } from './flows/define.ts';
+export { defineFlow, type FlowContext, type FlowDefinition, type FlowOptions, type SendOptions, type MessageMatch } from './flows/define.ts';
+export type { Decision, FieldKind, TaskSpec } from './core/task.ts';
+export type { Message, Principal } from './core/message.ts';
+export { SwitchboardError, ValidationError, AddressError, PermissionDenied, DestinationUnavailable } from './core/errors.ts';
 export { FlowTimeout, NonDeterministicChange } from './flows/errors.ts';
-export { startGateway, type Gateway, type GatewayOptions } from './gateway.ts';
-export { loadConfig, parseConfig } from './config/load.ts';
-export type { Config } from './config/schema.ts';

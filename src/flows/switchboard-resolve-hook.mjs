@@ -16,7 +16,8 @@ export async function resolve(specifier, context, next) {
   const fromFlow = context.parentURL?.startsWith(flowsDir);
   const relative = specifier.startsWith('./') || specifier.startsWith('../');
   if (fromFlow && !relative) {
-    throw new Error(`flows may import only 'switchboard' and 'zod' (and their own relative files), not '${specifier}': reach the world through ctx`);
+    const file = decodeURIComponent(new URL(context.parentURL).pathname);
+    throw new Error(`${file} imports '${specifier}': flows may import only 'switchboard' and 'zod' (and their own relative files); reach the world through ctx`);
   }
   const resolved = await next(specifier, context);
   // A flow file is an ES module wherever it lies: without a package.json saying "type": "module"

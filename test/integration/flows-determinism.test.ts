@@ -77,6 +77,7 @@ const BROKEN: Record<string, Record<string, string>> = {
     'a-first.ts': `${HEAD}export default defineFlow({ name: 'twin', input: z.object({}), async run() { return 1; } });\n`,
     'b-second.ts': `${HEAD}export default defineFlow({ name: 'twin', input: z.object({}), async run() { return 2; } });\n`,
   },
+  'imports-gateway': { 'starts-gateways.ts': `import { startGateway } from 'switchboard/gateway';\n${HEAD}export default defineFlow({ name: 'starts-gateways', input: z.object({}), async run() { return typeof startGateway; } });\n` },
   'imports-fs': { 'reads-files.ts': `import { readFileSync } from 'node:fs';\n${HEAD}export default defineFlow({ name: 'reads-files', input: z.object({}), async run() { return readFileSync('/etc/hostname', 'utf8'); } });\n` },
 };
 
@@ -221,7 +222,12 @@ test('two flow files with the same name stop the start, naming both files', asyn
 });
 
 test("a flow file importing 'node:fs' stops the start, naming the file (flows reach the world only through ctx)", async () => {
-  await assertLoadError('imports-fs', 'reads-files.ts', /flows may import only 'switchboard' and 'zod' .*not 'node:fs'/);
+  const file = join(root, 'imports-fs', 'reads-files.ts').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  await assertLoadError('imports-fs', 'reads-files.ts', new RegExp(`${file} imports 'node:fs': flows may import only 'switchboard' and 'zod'`));
+});
+
+test("a flow file importing 'switchboard/gateway' stops the start: the flow API opens onto nothing else", async () => {
+  await assertLoadError('imports-gateway', 'starts-gateways.ts', /imports 'switchboard\/gateway': flows may import only 'switchboard' and 'zod'/);
 });
 
 // --- recorded journals ---------------------------------------------------------------------------
