@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import '../schemes.ts';
 import { isAddress } from '../core/address.ts';
 import { parseDuration } from '../core/duration.ts';
 import { parsePattern } from '../core/pattern.ts';

@@ -56,6 +56,12 @@ export interface Endpoint {
    * router applies its dedup store around send().
    */
   readonly dedupsOnIngress: boolean;
+  /**
+   * Throws UnknownTarget when the address is well formed but names nothing this transport has
+   * (a webhook, broker or peer missing from the config). Called by the router before any send,
+   * consume or browse, so every door gets the same clear error.
+   */
+  checkTarget?(address: string): void;
   send(message: Message): Promise<SendResult>;
   consume?(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription>;
   browse?(address: string, limit: number): Promise<BrowseResult>;

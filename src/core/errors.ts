@@ -73,6 +73,16 @@ export class UnknownScheme extends SwitchboardError {
   }
 }
 
+/**
+ * The scheme is served, but the transport has no such target (a webhook, broker or peer that is
+ * not in the config), e.g. `no webhook named 'crm' in the config (configured: …)`.
+ */
+export class UnknownTarget extends SwitchboardError {
+  constructor(readonly address: string, what: string, known: string[]) {
+    super('unknown_target', `${address}: no ${what} in the config (configured: ${known.length > 0 ? known.join(', ') : 'none'})`, 400);
+  }
+}
+
 /** The destination cannot accept now; the caller keeps the message and tries later. */
 export class DestinationUnavailable extends SwitchboardError {
   constructor(readonly address: string, reason: string) {

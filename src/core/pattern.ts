@@ -1,5 +1,5 @@
 import { AddressError } from './errors.ts';
-import { SCHEMES } from './address.ts';
+import { schemes, unknownScheme } from './address.ts';
 
 /**
  * Address patterns for permissions and routes: `*` matches one path segment (segments split on
@@ -36,9 +36,7 @@ export function parsePattern(raw: unknown): AddressPattern {
   const colon = raw.indexOf(':');
   if (colon <= 0) throw new AddressError(raw, "a pattern is scheme:path with wildcards * and **, or '**' for everything");
   const scheme = raw.slice(0, colon);
-  if (!(SCHEMES as readonly string[]).includes(scheme)) {
-    throw new AddressError(raw, `unknown scheme '${scheme}' (expected one of ${SCHEMES.join(', ')})`);
-  }
+  if (!schemes.get(scheme)) throw unknownScheme(raw, scheme);
   const { segments, separators } = split(raw.slice(colon + 1));
   segments.forEach((s, i) => {
     if (s === '**' && i !== segments.length - 1) throw new AddressError(raw, "'**' may only be the last segment");

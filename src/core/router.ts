@@ -33,6 +33,7 @@ export class Router {
     const target = address.scheme === 'dlq' ? parseAddress(address.path) : address;
     const endpoint = this.endpoints.get(target.scheme);
     if (!endpoint) throw new UnknownScheme(target.scheme, this.schemes);
+    endpoint.checkTarget?.(target.raw);
     return { address: target, endpoint };
   }
 
@@ -42,6 +43,7 @@ export class Router {
     if (to.scheme === 'dlq') throw new ValidationError(`'${to.raw}': dead-letter queues are written by Switchboard only; send to the original address instead`);
     const endpoint = this.endpoints.get(to.scheme);
     if (!endpoint) throw new UnknownScheme(to.scheme, this.schemes);
+    endpoint.checkTarget?.(to.raw);
     const label = { endpoint: endpoint.scheme };
     const started = process.hrtime.bigint();
     try {

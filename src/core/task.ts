@@ -60,3 +60,15 @@ export interface Task {
   history: HistoryEntry[];
 }
 
+
+/**
+ * Turns a message to `person:`/`group:` into a task. The inbox transport depends on this and
+ * nothing more, so it never imports the people application that implements it.
+ */
+export interface TaskIntake {
+  /**
+   * Accepts the message as a task (or an item to acknowledge); false if this message id was
+   * accepted before. Throws `ValidationError` for a task the spec check refuses.
+   */
+  accept(message: import('./message.ts').Message): Promise<boolean>;
+}

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { SCHEMES } from '../../src/core/address.ts';
+import { schemes } from '../../src/core/address.ts';
 import type { Gateway } from '../../src/gateway.ts';
 import { api, enc, startTestGateway, testConfig, waitFor, type ApiResponse, type USERS } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
@@ -104,7 +104,7 @@ test('a body that is JSON but not a message object → 400 saying what is expect
 test('unknown scheme → 400 listing the schemes; a scheme this gateway does not serve → 400 listing the available ones', async () => {
   await changesNothing(async () => {
     const m = expectError(await send({ to: 'foo:bar', body: 1 }), 400, 'bad_address', "'foo:bar'", "unknown scheme 'foo'");
-    for (const s of SCHEMES) assert.ok(m.includes(s), `the message lists the scheme ${s}: ${m}`);
+    for (const s of schemes.names) assert.ok(m.includes(s), `the message lists the scheme ${s}: ${m}`);
     expectError(await call('GET', `/api/queues/${enc('foo:bar')}`, { user: 'ops' }), 400, 'bad_address', "unknown scheme 'foo'", 'queue, person');
     expectError(await send({ to: 'mq:legacy/payments.in', body: 1 }), 400, 'unknown_scheme', "'mq:'", 'available: queue');
   });

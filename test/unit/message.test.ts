@@ -1,3 +1,4 @@
+import '../../src/schemes.ts';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseDuration } from '../../src/core/duration.ts';

@@ -1,3 +1,4 @@
+import '../../src/schemes.ts';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Permissions, rulesFromConfig, type PermissionRule } from '../../src/auth/permissions.ts';

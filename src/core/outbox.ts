@@ -1,0 +1,237 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Queue, UnrecoverableError, Worker, type Job, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { BrowseResult, HealthReport, SendResult } from './endpoint.ts';
+import { NotFound } from './errors.ts';
+import { decodeMessage, encodeMessage, type Message, type StoredMessage } from './message.ts';
+import type { Metrics } from './metrics.ts';
+
+/**
+ * Thrown by `deliver` when the destination will never take this message as it is (a 4xx, a
+ * refusal, past the event horizon): the outbox dead-letters it at once instead of retrying.
+ */
+export class Undeliverable extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'Undeliverable';
+  }
+}
+
+/** Hands one stored message to its destination; resolving means the destination took it. */
+export type Deliver<E> = (message: Message, extra: E) => Promise<void>;
+
+export interface OutboxOptions<E extends object = Record<never, never>> {
+  /**
+   * BullMQ queue name without braces; the outbox wraps it in a hash tag so all its keys share one
+   * Redis Cluster slot. No `:` (BullMQ's key delimiter).
+   */
+  name: string;
+  /** Shared producer connection; BullMQ duplicates it for the worker's blocking reads. */
+  redis: Redis;
+  /** Key prefix for every BullMQ key. */
+  prefix: string;
+  /** The transport: render and send, sign and POST, sign and bridge. */
+  deliver: Deliver<E>;
+  /**
+   * Delivery attempts before a message is dead-lettered.
+   * @defaultValue 5
+   */
+  maxAttempts?: number;
+  /**
+   * First retry delay of the default exponential backoff (doubles each attempt).
+   * @defaultValue 1000
+   */
+  backoffMs?: number;
+  /**
+   * Delay before retry number `attempt` (1-based), replacing the exponential default; peers cap
+   * and jitter it so many gateways do not retry an offline peer in step.
+   * @defaultValue undefined (exponential from backoffMs)
+   */
+  backoffStrategy?: (attempt: number) => number;
+  /** How long a `(to, id)` pair is remembered after its send, so a resend is a duplicate. */
+  dedupTtlMs: number;
+  /**
+   * Deliveries in flight at once in this process.
+   * @defaultValue 10
+   */
+  concurrency?: number;
+  /**
+   * Called once a message is dead-lettered (after its last attempt or an Undeliverable), e.g. to
+   * send a notice. Errors are logged, never retried: the dead letter itself is already durable.
+   * @defaultValue undefined
+   */
+  onDeadLetter?: (message: Message, reason: string, extra: E) => Promise<void> | void;
+  /** Metrics and log label: the transport's scheme. */
+  label: string;
+  metrics: Metrics;
+  log: Logger;
+}
+
+/** A job's data: the message, and whatever the transport computed at send time (a signature). */
+type Data<E> = E & { message: StoredMessage };
+
+/** The dedup key of a message in an outbox: same address and id, same message. */
+export function outboxDedupId(message: Pick<Message, 'to' | 'id'>): string {
+  return createHash('sha256').update(`${message.to}\0${message.id}`).digest('hex');
+}
+
+/**
+ * A fresh job id per add, never derived from the message: BullMQ answers a deduplicated add with
+ * the id of the job that holds the key, so "id differs from the one we chose" is how a duplicate
+ * shows. Prefixed, so never a plain integer, and free of `:` (both refused by BullMQ).
+ */
+export function outboxJobId(): string {
+  return `o${randomBytes(12).toString('base64url')}`;
+}
+
+// Jobs written before there was one outbox class held the message itself as their data.
+function unpack<E>(data: Data<E> | StoredMessage): { message: StoredMessage; extra: E } {
+  if ('message' in data && data.message && typeof data.message === 'object') {
+    const { message, ...extra } = data as Data<E>;
+    return { message, extra: extra as unknown as E };
+  }
+  return { message: data as StoredMessage, extra: {} as E };
+}
+
+const PAGE = 1000;
+
+/**
+ * A durable outbox (store and forward): `send` is accepted once the message is stored in Redis;
+ * a BullMQ worker hands it to `deliver` with retries and backoff, and dead-letters it (BullMQ's
+ * failed set) after the last attempt or at once on `Undeliverable`. Every transport that
+ * delivers outside Switchboard uses this one class, so dedup, retries, dead letters and replay
+ * behave the same for e-mail, webhooks and peers.
+ */
+export class Outbox<E extends object = Record<never, never>> {
+  private readonly queue: Queue<Data<E>>;
+  private readonly worker: Worker<Data<E>>;
+  private readonly jobOptions: JobsOptions;
+
+  constructor(private readonly o: OutboxOptions<E>) {
+    if (/[:{}]/.test(o.name)) throw new Error(`outbox name '${o.name}' may not contain ':', '{' or '}'`);
+    const name = `{${o.name}}`;
+    const context = { outbox: o.name };
+    this.jobOptions = {
+      attempts: o.maxAttempts ?? 5,
+      backoff: o.backoffStrategy ? { type: 'custom' } : { type: 'exponential', delay: o.backoffMs ?? 1000 },
+      removeOnComplete: true,
+      removeOnFail: false,
+    };
+    this.queue = new Queue<Data<E>>(name, { connection: o.redis, prefix: o.prefix });
+    this.queue.on('error', (err) => o.log.error({ ...context, err: err.message }, 'outbox connection error'));
+    this.worker = new Worker<Data<E>>(name, (job) => this.process(job), {
+      connection: o.redis,
+      prefix: o.prefix,
+      concurrency: o.concurrency ?? 10,
+      ...(o.backoffStrategy ? { settings: { backoffStrategy: o.backoffStrategy } } : {}),
+    });
+    this.worker.on('error', (err) => o.log.error({ ...context, err: err.message }, 'outbox worker error'));
+    this.worker.on('failed', (job, err) => {
+      if (job) this.failed(job, err);
+    });
+  }
+
+  private async process(job: Job<Data<E>>): Promise<void> {
+    const { message, extra } = unpack<E>(job.data);
+    try {
+      await this.o.deliver(decodeMessage(message), extra);
+    } catch (err) {
+      // BullMQ skips the remaining attempts only for its own error class.
+      if (err instanceof Undeliverable) throw new UnrecoverableError(err.message);
+      throw err;
+    }
+    this.o.metrics.messagesOut.inc({ endpoint: this.o.label });
+  }
+
+  private failed(job: Job<Data<E>>, err: Error): void {
+    const { message, extra } = unpack<E>(job.data);
+    const final = err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
+    const fields = { outbox: this.o.name, msgId: message.id, to: message.to, err: err.message, attempt: job.attemptsMade };
+    if (!final) {
+      // The first failure is news; the next ones of an offline destination are the same news.
+      this.o.log[job.attemptsMade <= 1 ? 'warn' : 'debug'](fields, 'delivery failed; will retry');
+      return;
+    }
+    this.o.metrics.deadLettered.inc({ endpoint: this.o.label });
+    this.o.log.error(fields, 'message dead-lettered');
+    if (!this.o.onDeadLetter) return;
+    Promise.resolve()
+      .then(() => this.o.onDeadLetter!(decodeMessage(message), err.message, extra))
+      .catch((e: unknown) => this.o.log.error({ ...fields, err: (e as Error).message }, 'dead-letter hook failed'));
+  }
+
+  /** Resolves once the message is stored; a `(to, id)` seen within dedupTtlMs is a duplicate. */
+  async send(message: Message, ...[extra]: Record<never, never> extends E ? [extra?: E] : [extra: E]): Promise<SendResult> {
+    const jobId = outboxJobId();
+    const data = { ...(extra ?? {}), message: encodeMessage(message) } as Data<E>;
+    // Key and job are written by one BullMQ script: no crash leaves the id marked but unstored.
+    const job = await this.queue.add('out', data, { ...this.jobOptions, jobId, deduplication: { id: outboxDedupId(message), ttl: this.o.dedupTtlMs } });
+    return { id: message.id, duplicate: job.id !== jobId };
+  }
+
+  /** Every dead letter of this outbox for `address`, paging through the whole failed set. */
+  private async deadJobs(address: string): Promise<Job<Data<E>>[]> {
+    const seen = new Set<string>();
+    const out: Job<Data<E>>[] = [];
+    for (let start = 0; ; start += PAGE) {
+      const page = await this.queue.getFailed(start, start + PAGE - 1);
+      for (const job of page) {
+        // Newer failures push older ones down a page while we read: count each job once.
+        if (!job?.id || seen.has(job.id)) continue;
+        seen.add(job.id);
+        if (unpack<E>(job.data).message.to === address) out.push(job);
+      }
+      if (page.length < PAGE) return out;
+    }
+  }
+
+  /** `depth` is the true number of dead letters for `address`; `messages` the newest `limit`. */
+  async deadLetters(address: string, limit: number): Promise<BrowseResult> {
+    const jobs = await this.deadJobs(address);
+    return {
+      address: `dlq:${address}`,
+      depth: jobs.length,
+      messages: jobs.slice(0, limit).map((j) => ({
+        ...decodeMessage(unpack<E>(j.data).message),
+        deadLetter: { reason: j.failedReason, attempts: j.attemptsMade, ...(j.finishedOn ? { at: new Date(j.finishedOn).toISOString() } : {}) },
+      })),
+    };
+  }
+
+  /**
+   * Puts dead letters of `address` (all, or those with the given message ids) back for delivery
+   * with a full set of attempts. Any unknown id is a NotFound naming it, and then nothing moves:
+   * a typo must not replay half of what was asked.
+   */
+  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
+    let jobs = await this.deadJobs(address);
+    if (ids) {
+      const wanted = new Set(ids);
+      jobs = jobs.filter((j) => wanted.has(unpack<E>(j.data).message.id));
+      const found = new Set(jobs.map((j) => unpack<E>(j.data).message.id));
+      const unknown = [...wanted].filter((id) => !found.has(id));
+      if (unknown.length > 0) throw new NotFound(`no dead letter with id ${unknown.map((id) => `'${id}'`).join(', ')} in dlq:${address}; nothing was replayed`);
+    }
+    for (const job of jobs) await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    return { replayed: jobs.length };
+  }
+
+  /** Messages not yet delivered: waiting, backing off, or being delivered now. */
+  async depth(): Promise<number> {
+    const c = await this.queue.getJobCounts('wait', 'prioritized', 'delayed', 'active');
+    return (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0) + (c.active ?? 0);
+  }
+
+  async health(): Promise<HealthReport> {
+    const c = await this.queue.getJobCounts('wait', 'prioritized', 'delayed', 'active', 'failed');
+    const waiting = (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0) + (c.active ?? 0);
+    return { ok: true, detail: `outbox: ${waiting} waiting, ${c.failed ?? 0} dead-lettered` };
+  }
+
+  /** Stops taking messages (in-flight deliveries finish) and closes the queue. */
+  async close(): Promise<void> {
+    await this.worker.close();
+    await this.queue.close();
+  }
+}
