@@ -1,15 +1,18 @@
 import type { Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
 import type { Message } from '../../core/message.ts';
-import type { Inbox } from '../../people/inbox.ts';
+import type { TaskIntake } from '../../core/task.ts';
 
-/** `person:<user>` or `group:<group>`: a message becomes a task (or an item to acknowledge). */
+/**
+ * `person:<user>` or `group:<group>`: a message becomes a task (or an item to acknowledge).
+ * A thin adapter: the people application does the work behind the TaskIntake it is given.
+ */
 export class InboxEndpoint implements Endpoint {
   readonly dedupsOnIngress = true;
 
-  constructor(readonly scheme: 'person' | 'group', private readonly inbox: Inbox) {}
+  constructor(readonly scheme: 'person' | 'group', private readonly intake: TaskIntake) {}
 
   async send(message: Message): Promise<SendResult> {
-    const created = await this.inbox.accept(message);
+    const created = await this.intake.accept(message);
     return { id: message.id, duplicate: !created };
   }
 
@@ -18,6 +21,6 @@ export class InboxEndpoint implements Endpoint {
   }
 
   async close(): Promise<void> {
-    // The Inbox is shared by person: and group:; the gateway stops it once.
+    // The intake is shared by person: and group:; the gateway stops the people application once.
   }
 }

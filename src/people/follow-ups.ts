@@ -1,0 +1,107 @@
+import { Queue, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { HistoryEntry, Task } from '../core/task.ts';
+import type { Notices } from './notices.ts';
+import type { TaskEvents } from './task-events.ts';
+import type { TaskStore } from './task-store.ts';
+import { placeOf } from './task-rules.ts';
+
+export interface FollowUpsOptions {
+  redis: Redis;
+  /** Redis key prefix of the gateway; the jobs live under it in the queue `{people}`. */
+  prefix: string;
+  store: TaskStore;
+  events: TaskEvents;
+  notices: Notices;
+  /** Reminder e-mails this long before a task is due, e.g. [3600000] for an hour before. */
+  remindersMs: number[];
+  log: Logger;
+}
+
+interface FollowUpJob {
+  kind: 'notify-new' | 'due' | 'remind';
+  taskId: string;
+  /** Distinguishes notices of one kind (a delegation is a new notice even for someone told before). */
+  tag?: string;
+}
+
+/** The system's own name in a task's history and events. */
+const SYSTEM = 'system:switchboard';
+
+/**
+ * What happens to a task after it is created, as durable jobs on the BullMQ queue `{people}`:
+ * the new-task notice, reminders before it is due, and at the due date an escalation (or an
+ * overdue notice). Each job runs once per task (its dedup id), is retried with backoff if it
+ * fails, survives a restart, and does nothing once the task is decided.
+ */
+export class FollowUps {
+  private readonly jobs: Queue<FollowUpJob>;
+  private worker?: Worker<FollowUpJob>;
+
+  constructor(private readonly o: FollowUpsOptions) {
+    this.jobs = new Queue<FollowUpJob>('{people}', { connection: o.redis, prefix: o.prefix });
+    this.jobs.on('error', (err) => o.log.error({ err: err.message }, 'people jobs queue error'));
+  }
+
+  async start(): Promise<void> {
+    this.worker = new Worker<FollowUpJob>('{people}', async (job) => this.run(job.data), { connection: this.o.redis, prefix: this.o.prefix, concurrency: 5 });
+    this.worker.on('error', (err) => this.o.log.error({ err: err.message }, 'people jobs worker error'));
+  }
+
+  async stop(): Promise<void> {
+    await this.worker?.close();
+    await this.jobs.close();
+  }
+
+  /**
+   * The follow-ups of a new task: its notice, and if it has a due date the escalation and the
+   * reminders still ahead. Safe to call again for the same task (a repeat of its message): the
+   * dedup ids keep each job to one.
+   */
+  async afterCreate(task: Pick<Task, 'id' | 'due'>): Promise<void> {
+    await this.schedule('notify-new', task.id);
+    if (!task.due) return;
+    const due = Date.parse(task.due);
+    await this.schedule('due', task.id, due);
+    for (const r of this.o.remindersMs) if (due - r > Date.now()) await this.schedule('remind', task.id, due - r, `:${r}`);
+  }
+
+  /** A notice to the person a task was delegated to; `at` makes each delegation its own notice. */
+  async afterDelegation(taskId: string, to: string, at: string): Promise<void> {
+    await this.schedule('notify-new', taskId, Date.now(), `:delegated:${to}:${at}`);
+  }
+
+  private async schedule(kind: FollowUpJob['kind'], taskId: string, at = Date.now(), suffix = ''): Promise<void> {
+    await this.jobs.add(kind, { kind, taskId, ...(suffix ? { tag: suffix.replace(/^:/, '') } : {}) }, {
+      delay: Math.max(0, at - Date.now()),
+      attempts: 10,
+      backoff: { type: 'exponential', delay: 2000 },
+      removeOnComplete: true,
+      removeOnFail: 1000,
+      deduplication: { id: `${kind}:${taskId}${suffix}`, ttl: 7 * 86_400_000 },
+    });
+  }
+
+  private async run(job: FollowUpJob): Promise<void> {
+    const task = await this.o.store.get(job.taskId);
+    if (!task || task.status !== 'open') return;
+    if (job.kind === 'notify-new') await this.o.notices.newTask(task, job.tag);
+    else if (job.kind === 'remind') await this.o.notices.reminder(task);
+    else if (job.kind === 'due') await this.escalate(task);
+  }
+
+  /** Past due: to the escalation target if there is one (both sides told), else a notice. */
+  private async escalate(task: Task): Promise<void> {
+    if (!task.escalateTo) {
+      await this.o.notices.overdue(task);
+      return;
+    }
+    const entry: HistoryEntry = { at: new Date().toISOString(), by: SYSTEM, action: 'escalated', detail: `overdue since ${task.due}; moved to ${task.escalateTo}` };
+    const r = await this.o.store.reassign(task.id, task.escalateTo, entry);
+    if (!r.ok) return;
+    const moved = (await this.o.store.get(task.id))!;
+    await this.o.events.publish({ type: 'escalated', taskId: task.id, ...placeOf(moved), previous: placeOf(task), by: SYSTEM });
+    await this.o.notices.escalated(task, moved);
+  }
+}

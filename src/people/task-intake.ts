@@ -1,0 +1,63 @@
+import { ValidationError } from '../core/errors.ts';
+import { principalId, type Message } from '../core/message.ts';
+import type { Task, TaskIntake, TaskSpec } from '../core/task.ts';
+import type { FollowUps } from './follow-ups.ts';
+import type { TaskEvents } from './task-events.ts';
+import { TaskStore } from './task-store.ts';
+import { dueDate, escalationTarget, placeOf, validateFieldSpec } from './task-rules.ts';
+
+/** A task as the intake makes it, before the store adds status and history. */
+export type NewTask = Omit<Task, 'status' | 'history' | 'claimedBy' | 'decision'>;
+
+/**
+ * What a message to `person:<user>` or `group:<group>` becomes. A task spec (from `ctx.ask`, or a
+ * body with a title and actions) is checked and becomes a task with its buttons and form; any
+ * other message becomes an item to acknowledge, its body shown as data. The task id comes from
+ * the message id, so a repeat of the message is the same task.
+ */
+export function taskFromMessage(message: Message): NewTask {
+  const colon = message.to.indexOf(':');
+  const scheme = message.to.slice(0, colon);
+  const who = message.to.slice(colon + 1);
+  const body = message.body as Partial<TaskSpec> | null;
+  const isTask = message.headers['switchboard-task'] === 'ask' || (body !== null && typeof body === 'object' && typeof body.title === 'string' && Array.isArray(body.actions));
+  const base = { id: TaskStore.idFor(message.id), createdAt: message.createdAt, sender: principalId(message.sender), ...(scheme === 'person' ? { assignee: who } : { group: who }) };
+  if (!isTask) {
+    return {
+      ...base, kind: 'message', title: message.subject ?? `Message from ${principalId(message.sender)}`, actions: ['acknowledge'], fields: {},
+      data: body !== null && typeof body === 'object' && !Array.isArray(body) ? (body as Record<string, unknown>) : { message: body },
+    };
+  }
+  const spec = (body ?? {}) as TaskSpec;
+  if (!Array.isArray(spec.actions) || spec.actions.length === 0 || !spec.actions.every((a) => typeof a === 'string' && a.length > 0)) throw new ValidationError("a task needs 'actions': a non-empty list of action names");
+  const fields = validateFieldSpec(spec.fields);
+  return {
+    ...base, kind: 'task', title: String(spec.title).slice(0, 500), actions: spec.actions, fields,
+    data: spec.data && typeof spec.data === 'object' ? spec.data : {},
+    ...(spec.description ? { description: String(spec.description) } : {}),
+    ...(spec.due ? { due: dueDate(spec.due, message.createdAt) } : {}),
+    ...(spec.escalateTo ? { escalateTo: escalationTarget(spec.escalateTo) } : {}),
+  };
+}
+
+export interface MessageIntakeOptions {
+  store: TaskStore;
+  events: TaskEvents;
+  followUps: FollowUps;
+}
+
+/** The people application's side of the `person:`/`group:` transport: stores the task, plans its follow-ups, tells open inboxes. */
+export class MessageIntake implements TaskIntake {
+  constructor(private readonly o: MessageIntakeOptions) {}
+
+  /** Turns a message into a task, once per message id; false for a repeat. */
+  async accept(message: Message): Promise<boolean> {
+    const task = taskFromMessage(message);
+    const created = await this.o.store.create(task, { messageId: message.id, ...(message.replyTo ? { replyTo: message.replyTo } : {}), ...(message.correlationId ? { correlationId: message.correlationId } : {}) });
+    // Planned even for a repeat of the same message: a crash right after the create is mended
+    // by the sender's retry, and the jobs' dedup ids keep them to one each.
+    await this.o.followUps.afterCreate(task);
+    if (created) await this.o.events.publish({ type: 'created', taskId: task.id, ...placeOf(task) });
+    return created;
+  }
+}
