@@ -58,6 +58,17 @@ function strings(v: Entry[string] | undefined): string[] {
   return (Array.isArray(v) ? v : [v]).map((x) => (Buffer.isBuffer(x) ? x.toString('utf8') : String(x)));
 }
 
+
+/**
+ * Puts an escaped value into a configured filter. A replacer function, not a replacement string:
+ * with a string, `$&`, `$'` and `` $` `` in a user name would splice parts of the filter itself
+ * into the query.
+ */
+export function fillFilter(template: string, placeholder: string, value: string): string {
+  const escaped = Filter.escape(value);
+  return template.replaceAll(placeholder, () => escaped);
+}
+
 /**
  * The LDAP directory (ldapts). Each operation uses a fresh connection, so an outage costs only
  * the operations during it and the first one after recovery just works. Anything but a wrong
@@ -107,7 +118,7 @@ export class LdapDirectory implements Directory {
   }
 
   private async findUser(c: Client, username: string): Promise<UserRecord | null> {
-    const filter = this.o.userFilter.replaceAll('{username}', Filter.escape(username));
+    const filter = fillFilter(this.o.userFilter, '{username}', username);
     const attributes = [this.o.usernameAttribute, ...(this.o.mailAttribute ? [this.o.mailAttribute] : []), ...(this.o.memberOfAttribute ? [this.o.memberOfAttribute] : [])];
     const { searchEntries } = await c.search(this.o.userBase, { scope: 'sub', filter, attributes, sizeLimit: 2 });
     // Zero or several matches: no login (an ambiguous filter must not pick one at random).
@@ -119,7 +130,7 @@ export class LdapDirectory implements Directory {
       for (let depth = 0; depth < (this.o.nestedGroups ? 5 : 1) && frontier.length > 0; depth++) {
         const next: string[] = [];
         for (const dn of frontier) {
-          const gf = this.o.groupFilter.replaceAll('{dn}', Filter.escape(dn));
+          const gf = fillFilter(this.o.groupFilter, '{dn}', dn);
           const groups = await c.search(this.o.groupBase, { scope: 'sub', filter: gf, attributes: ['cn'] });
           for (const g of groups.searchEntries) if (!groupDns.has(g.dn)) { groupDns.add(g.dn); next.push(g.dn); }
         }

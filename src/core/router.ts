@@ -5,19 +5,27 @@ import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint
 import { UnknownScheme, ValidationError, isRetryable } from './errors.ts';
 import type { Message } from './message.ts';
 import type { Metrics } from './metrics.ts';
+import { compose, type Caller, type SendInterceptor, type SendNext } from './pipeline.ts';
 
 /**
- * Dispatches by scheme to the registered endpoints and is the single place where dedup,
- * metrics and logging wrap every send and delivery, so no transport re-implements them.
+ * Dispatches by scheme to the registered endpoints. Every message passes one chain of
+ * interceptors first (authorization, header hygiene, audit, metrics: DESIGN §5), and the router
+ * is the single place where dedup, metrics and logging wrap every send and delivery, so no door
+ * or transport re-implements them. Doors hold the router, never an endpoint.
  */
 export class Router {
   private readonly endpoints = new Map<string, Endpoint>();
+  private readonly chain: SendNext;
 
   constructor(
     private readonly dedup: DedupStore,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-  ) {}
+    /** The pipeline, in order; the endpoint comes after the last one. */
+    readonly interceptors: readonly SendInterceptor[] = [],
+  ) {
+    this.chain = compose(interceptors, ({ message }) => this.dispatch(message));
+  }
 
   register(endpoint: Endpoint): void {
     this.endpoints.set(endpoint.scheme, endpoint);
@@ -37,8 +45,15 @@ export class Router {
     return { address: target, endpoint };
   }
 
-  /** Resolves when the destination has durably accepted the message (or had it already). */
-  async send(message: Message): Promise<SendResult> {
+  /**
+   * Resolves when the destination has durably accepted the message (or had it already). The
+   * caller is who hands it over and through which door; the pipeline decides whether it may.
+   */
+  async send(message: Message, caller?: Caller): Promise<SendResult> {
+    return this.chain({ message, caller: caller as Caller });
+  }
+
+  private async dispatch(message: Message): Promise<SendResult> {
     const to = parseAddress(message.to);
     if (to.scheme === 'dlq') throw new ValidationError(`'${to.raw}': dead-letter queues are written by Switchboard only; send to the original address instead`);
     const endpoint = this.endpoints.get(to.scheme);

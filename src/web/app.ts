@@ -4,6 +4,7 @@ import { NotFound } from '../core/errors.ts';
 import type { AppDeps } from './deps.ts';
 import { authenticate } from './middleware/authenticate.ts';
 import { errorHandler } from './middleware/error-handler.ts';
+import { jsonDepthLimit } from './middleware/json-depth.ts';
 import { requireRedis } from './middleware/require-redis.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { auditRoutes } from './routes/audit.ts';
@@ -35,7 +36,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(hookRoutes(deps));
   // Credentials before the body: an unauthenticated client gets 401 and its body is never parsed.
   app.use('/api', requireRedis(deps.redis), authenticate(deps.auth));
-  app.use('/api', express.json({ limit: deps.bodyLimit, strict: false, type: () => true }));
+  app.use('/api', express.json({ limit: deps.bodyLimit, strict: false, type: () => true }), jsonDepthLimit());
   app.use(messageRoutes(deps));
   app.use(queueRoutes(deps));
   app.use(canRoutes(deps));

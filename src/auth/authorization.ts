@@ -1,0 +1,76 @@
+import { PermissionDenied, SwitchboardError } from '../core/errors.ts';
+import { principalId } from '../core/message.ts';
+import type { SendInterceptor } from '../core/pipeline.ts';
+import type { AuditLog } from './audit.ts';
+import type { Permissions } from './permissions.ts';
+
+/**
+ * The router's authorization interceptors (DESIGN §5, "one pipeline"). Doors authenticate and
+ * hand over a principal; whether that principal may send there is decided here, once, for every
+ * door — the HTTP API, the inbox, the AMQP endpoint, peers, webhooks, brokers, routes and flows.
+ */
+
+/** `send` on the destination. Flows are deployed code and pass (Permissions says so, in one place). */
+export function authorizeSend(permissions: Permissions): SendInterceptor {
+  return {
+    name: 'authorize-send',
+    async send(input, next) {
+      permissions.require(input.caller.principal, 'send', input.message.to);
+      return next(input);
+    },
+  };
+}
+
+/** Thrown when a reply address is not one the sender may name. */
+export class ReplyAddressRefused extends SwitchboardError {
+  constructor(readonly principal: string, readonly replyTo: string, reason: string) {
+    super('forbidden', `${principal} may not ask for replies at ${replyTo}: ${reason}`, 403);
+  }
+}
+
+/**
+ * A reply address is a send the sender asks someone else to make on its behalf, so it needs the
+ * same right as sending there: a flow's result or a task's decision goes only where the client
+ * could have sent itself. A peer's or a broker's reply address lies in its own address space (the
+ * door rewrites it to `peer:<alias>/…` or `mq:<broker>/…`), never a local address.
+ */
+export function authorizeReplyTo(permissions: Permissions): SendInterceptor {
+  return {
+    name: 'authorize-reply-to',
+    async send(input, next) {
+      const replyTo = input.message.replyTo;
+      if (replyTo === undefined) return next(input);
+      const p = input.caller.principal;
+      const who = principalId(p);
+      if (p.kind === 'peer' && !replyTo.startsWith(`peer:${p.name}/`)) throw new ReplyAddressRefused(who, replyTo, `a peer's replies go back to that peer (peer:${p.name}/…)`);
+      if (p.kind === 'broker' && !replyTo.startsWith(`mq:${p.name}/`)) throw new ReplyAddressRefused(who, replyTo, `a broker's replies go back to that broker (mq:${p.name}/…)`);
+      if (p.kind === 'peer' || p.kind === 'broker') return next(input);
+      if (!permissions.check(p, 'send', replyTo).allowed) throw new ReplyAddressRefused(who, replyTo, 'no permission rule lets it send there');
+      return next(input);
+    },
+  };
+}
+
+/** Every refusal by a later interceptor is written to the audit trail with who, where and why. */
+export function auditDenials(audit: AuditLog): SendInterceptor {
+  return {
+    name: 'audit-denials',
+    async send(input, next) {
+      try {
+        return await next(input);
+      } catch (err) {
+        if (err instanceof SwitchboardError && (err.status === 401 || err.status === 403)) {
+          const p = input.caller?.principal;
+          await audit.record({
+            action: 'access.denied',
+            actor: p ? principalId(p) : '(none)',
+            ...(input.caller?.ip ? { ip: input.caller.ip } : {}),
+            target: input.message.to,
+            detail: `${input.caller?.door ?? 'unknown'} door, message ${input.message.id}: ${err.message}`,
+          });
+        }
+        throw err;
+      }
+    },
+  };
+}

@@ -1,0 +1,83 @@
+import { Unauthenticated } from './errors.ts';
+import type { SendResult } from './endpoint.ts';
+import type { Message, Principal } from './message.ts';
+
+/**
+ * Where a message entered. Client doors carry what someone outside typed; internal doors carry
+ * what the gateway itself decided (a flow's step, a route from the config, an inbox notice).
+ */
+export type Door = 'http' | 'inbox' | 'amqp' | 'peer' | 'webhook' | 'broker' | 'route' | 'flow' | 'system';
+
+export const CLIENT_DOORS: ReadonlySet<Door> = new Set(['http', 'inbox', 'amqp', 'peer', 'webhook', 'broker']);
+
+/** Who hands a message to the router, and through which door. Doors authenticate; the router decides. */
+export interface Caller {
+  readonly principal: Principal;
+  readonly door: Door;
+  /** The client's IP, for the audit trail. */
+  readonly ip?: string;
+}
+
+export interface SendInput {
+  readonly message: Message;
+  readonly caller: Caller;
+}
+
+export type SendNext = (input: SendInput) => Promise<SendResult>;
+
+/**
+ * One link of the router's chain (Temporal's interceptors): it sees the typed input, may refuse
+ * by throwing, may change the input it hands on, and calls `next` to go on. Authorization, header
+ * hygiene, audit and metrics are interceptors, so no door or transport re-implements them.
+ */
+export interface SendInterceptor {
+  /** Named in logs and tests, e.g. 'authorize-send'. */
+  readonly name: string;
+  send(input: SendInput, next: SendNext): Promise<SendResult>;
+}
+
+/** Runs the interceptors in order, then `last` (the endpoint). */
+export function compose(interceptors: readonly SendInterceptor[], last: SendNext): SendNext {
+  return interceptors.reduceRight<SendNext>((next, interceptor) => (input) => interceptor.send(input, next), last);
+}
+
+/** Principals only the gateway's own code may act as; a client door handing one over is a bug or an attack. */
+const INTERNAL_KINDS: ReadonlySet<Principal['kind']> = new Set(['flow', 'system']);
+
+/** A message without an authenticated principal goes nowhere; internal principals come only from internal doors. */
+export const requirePrincipal: SendInterceptor = {
+  name: 'require-principal',
+  async send(input, next) {
+    const p = input.caller?.principal;
+    if (!p || typeof p.name !== 'string' || p.name === '') throw new Unauthenticated('a message needs an authenticated sender; none was given');
+    if (INTERNAL_KINDS.has(p.kind) && CLIENT_DOORS.has(input.caller.door)) {
+      throw new Unauthenticated(`the ${input.caller.door} door cannot act as ${p.kind}:${p.name}`);
+    }
+    return next(input);
+  },
+};
+
+const RESERVED = 'switchboard-';
+const CLAIMED = 'switchboard-claimed-';
+
+/**
+ * Headers named `switchboard-*` are the gateway's own (the task a decision answers, a notice's
+ * kind, the sender): from a client they are kept only as `switchboard-claimed-*`, so nothing
+ * downstream can mistake a client's claim for the gateway's word.
+ */
+export const demoteReservedHeaders: SendInterceptor = {
+  name: 'demote-reserved-headers',
+  async send(input, next) {
+    if (!CLIENT_DOORS.has(input.caller.door)) return next(input);
+    const headers = input.message.headers;
+    let changed: Record<string, string> | undefined;
+    for (const [k, v] of Object.entries(headers)) {
+      const lower = k.toLowerCase();
+      if (!lower.startsWith(RESERVED) || lower.startsWith(CLAIMED)) continue;
+      changed ??= { ...headers };
+      delete changed[k];
+      changed[CLAIMED + lower.slice(RESERVED.length)] = v;
+    }
+    return changed ? next({ ...input, message: { ...input.message, headers: changed } }) : next(input);
+  },
+};
