@@ -7,21 +7,23 @@
 set -euo pipefail
 
 want="${2:-all}"
-declare -A PKG=( [redis]=redis-server [ldap]="slapd ldap-utils" [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=python3-qpid-proton [openssl]=openssl )
-declare -A BIN=( [redis]=redis-server [ldap]=slapd [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=/usr/lib/python3/dist-packages/proton/__init__.py [openssl]=openssl )
+declare -A PKG=( [redis]=redis-server [ldap]="slapd ldap-utils" [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=python3-qpid-proton [proton-examples]=libqpid-proton11-dev-examples [openssl]=openssl )
+declare -A BIN=( [redis]=redis-server [ldap]=slapd [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=/usr/lib/python3/dist-packages/proton/__init__.py [proton-examples]=/usr/share/proton/examples/python/simple_send.py [openssl]=openssl )
 # Everything the test suite starts for real: Redis, OpenLDAP, RabbitMQ (AMQP 1.0), Chromium,
-# an AMQP client we did not write (Qpid Proton for Python), and openssl for certificates.
-ALL=(redis ldap rabbitmq chromium proton openssl)
+# an AMQP client we did not write (Qpid Proton for Python) with its example programs (run
+# unmodified against the embedded endpoint; Debian ships the Python ones in
+# libqpid-proton11-dev-examples, not in python-qpid-proton-doc), and openssl for certificates.
+ALL=(redis ldap rabbitmq chromium proton proton-examples openssl)
 
 case "${1:-}" in
   install) ;;
-  *) echo "usage: $0 install [redis|ldap|rabbitmq|chromium|proton|openssl|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 install [redis|ldap|rabbitmq|chromium|proton|proton-examples|openssl|all]" >&2; exit 2 ;;
 esac
 
 if [ "$want" = all ]; then names=("${ALL[@]}"); else names=("$want"); fi
 missing=()
 for n in "${names[@]}"; do
-  [ -n "${PKG[$n]:-}" ] || { echo "unknown service '$n' (expected redis, ldap, rabbitmq, chromium, proton, openssl or all)" >&2; exit 2; }
+  [ -n "${PKG[$n]:-}" ] || { echo "unknown service '$n' (expected redis, ldap, rabbitmq, chromium, proton, proton-examples, openssl or all)" >&2; exit 2; }
   bin="${BIN[$n]}"
   if [[ "$bin" == /* ]]; then [ -e "$bin" ] || missing+=(${PKG[$n]})
   elif ! PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1; then missing+=(${PKG[$n]}); fi

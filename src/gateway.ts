@@ -18,6 +18,7 @@ import { Metrics } from './core/metrics.ts';
 import { Router } from './core/router.ts';
 import { parsePattern } from './core/pattern.ts';
 import { QueueEndpoint } from './endpoints/queue/queue-endpoint.ts';
+import { TmpEndpoint } from './endpoints/tmp/tmp-endpoint.ts';
 import { createLogger } from './log.ts';
 import { Route } from './core/route.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/embedded-redis.ts';
@@ -102,6 +103,7 @@ export async function startGateway({ config, log = createLogger(config.log.level
       log,
     });
     router.register(queues);
+    router.register(new TmpEndpoint({ redis, prefix: config.redis.prefix, metrics, log }));
     cleanup.push(() => router.close());
 
     const configRules = rulesFromConfig(config.permissions);

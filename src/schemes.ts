@@ -11,6 +11,7 @@ import { groupScheme, personScheme } from './endpoints/inbox/scheme.ts';
 import { mqScheme } from './endpoints/mq/scheme.ts';
 import { peerScheme } from './endpoints/peer/scheme.ts';
 import { queueScheme } from './endpoints/queue/scheme.ts';
+import { tmpScheme } from './endpoints/tmp/scheme.ts';
 import { webhookScheme } from './endpoints/webhook/scheme.ts';
 
-for (const definition of [queueScheme, personScheme, groupScheme, mqScheme, peerScheme, webhookScheme, emailScheme, flowScheme]) registerScheme(definition);
+for (const definition of [queueScheme, personScheme, groupScheme, mqScheme, peerScheme, webhookScheme, emailScheme, flowScheme, tmpScheme]) registerScheme(definition);

@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Server } from 'node:net';
-import rhea, { type Connection, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea';
+import type { Server, Socket } from 'node:net';
+import rhea, { type Connection, type Delivery, type EventContext, type Receiver, type Sender, type Session } from 'rhea';
 import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { Directory } from '../auth/directory.ts';
@@ -40,21 +41,87 @@ function condition(err: unknown): { condition: string; description: string } {
   return { condition: 'amqp:internal-error', description: err instanceof SwitchboardError ? description : 'internal error; see the gateway log' };
 }
 
+/** What this door needs from the `tmp:` transport. Found through the router: doors never import transports. */
+interface TemporaryQueues {
+  openTemporary(address: string): Promise<void>;
+  deleteTemporary(address: string): Promise<void>;
+}
+
+/** A source or target as rhea hands it over (its typings have no fields for them). */
+interface Terminus {
+  address?: string | null;
+  dynamic?: boolean;
+  durable?: number;
+  expiry_policy?: string;
+  timeout?: number;
+  distribution_mode?: string;
+  filter?: Record<string, unknown> | null;
+  capabilities?: string | string[] | null;
+  default_outcome?: unknown;
+  outcomes?: string | string[] | null;
+}
+
+/** The parts of rhea's session and link this file patches (not in rhea's typings). */
+type Link = Sender | Receiver;
+interface RheaSession {
+  links: Record<string, Link>;
+  remote: { handles: Record<number, Link> };
+  local: { handles: Record<number, Link> };
+  create_sender(name: string): Sender;
+  create_receiver(name: string): Receiver;
+  on_attach(frame: { performative: { name: string; role: boolean; handle: number; target?: { descriptor?: { value?: unknown } } | null } }): void;
+  remove_link(link: Link): void;
+}
+
+/** Terminus capabilities a client may ask for: the node is a queue (Qpid JMS says so on every link). */
+const KNOWN_CAPABILITIES = new Set(['queue', 'temporary-queue']);
+/** AMQP 1.0 transactions (the coordinator target, section 4.5). */
+const COORDINATOR = new Set<unknown>([0x30, 0x30n, 'amqp:coordinator:list']);
+
+interface ClientConnection {
+  /** `<server>-<n>`: names this connection's temporary queues, `tmp:<id>/<k>`. */
+  id: string;
+  principal: Principal;
+  links: Set<Link>;
+  temporary: string[];
+}
+
+interface LinkEntry {
+  principal: Principal;
+  verb: Verb;
+  /** Undefined on the anonymous relay: each message names its own `to`. */
+  address?: string;
+  conn: ClientConnection;
+  sub?: Subscription;
+}
+
+const SASL_HEADER = Buffer.from([0x41, 0x4d, 0x51, 0x50, 3, 1, 0, 0]);
+// sasl-mechanisms [PLAIN], then sasl-outcome code 1 (auth): for a client that skipped SASL.
+const SASL_MECHANISMS_PLAIN = Buffer.from([0, 0, 0, 0x18, 2, 1, 0, 0, 0, 0x53, 0x40, 0xc0, 0x0b, 0x01, 0xe0, 0x08, 0x01, 0xa3, 0x05, 0x50, 0x4c, 0x41, 0x49, 0x4e]);
+const SASL_OUTCOME_AUTH = Buffer.from([0, 0, 0, 0x10, 2, 1, 0, 0, 0, 0x53, 0x44, 0xc0, 0x03, 0x01, 0x50, 0x01]);
+
+const list = (v: string | string[] | null | undefined): string[] => (v == null ? [] : Array.isArray(v) ? v : [v]);
+
 /**
  * The embedded AMQP 1.0 endpoint: clients authenticate with SASL PLAIN against the directory;
  * a link's target (client sends) or source (client receives) is a Switchboard address, checked
  * against the permissions at attach and again per message. Credit is real capacity: a sending
  * client gets one more credit per message the destination accepted; a receiving client is fed
- * only as fast as it settles.
+ * only as fast as it settles. Dynamic receivers get a `tmp:` queue of their connection; a sender
+ * without a target is the anonymous relay (each message goes to its `to`). What is not
+ * supported is refused at attach with amqp:not-implemented, never accepted and then ignored.
  */
 export class AmqpServer {
   private server?: Server;
-  private readonly principals = new WeakMap<Connection, Principal>();
-  private readonly links = new Map<Sender | Receiver, { principal: Principal; verb: Verb; address: string; sub?: Subscription }>();
+  private readonly id = randomBytes(4).toString('hex');
+  private nextConnection = 0;
+  private readonly conns = new Map<Connection, ClientConnection>();
+  private readonly links = new Map<Link, LinkEntry>();
+  private readonly coordinators = new WeakSet<Link>();
   private readonly outcomes = new Map<Delivery, { resolve: () => void; reject: (e: Error) => void }>();
   private readonly pendingLogins = new Map<string, Principal>();
-  private readonly sockets = new Set<import('node:net').Socket>();
-  private readonly connections = new Set<Connection>();
+  private readonly sockets = new Set<Socket>();
+  private readonly openConnections = new Set<Connection>();
 
   constructor(private readonly o: AmqpServerOptions) {}
 
@@ -74,21 +141,11 @@ export class AmqpServer {
         return false;
       }
     });
-    container.on('connection_open', (ctx: EventContext) => {
-      // rhea's typings lack sasl_transport, where the authenticated name lives.
-      const username = (ctx.connection as unknown as { sasl_transport?: { username?: string } }).sasl_transport?.username;
-      const p = username ? this.pendingLogins.get(username) : undefined;
-      if (username) this.pendingLogins.delete(username);
-      if (!p) {
-        ctx.connection.close({ condition: 'amqp:unauthorized-access', description: 'authenticate with SASL PLAIN as a directory user' });
-        return;
-      }
-      this.principals.set(ctx.connection, p);
-      this.connections.add(ctx.connection);
-      ctx.connection.once('disconnected', () => this.connections.delete(ctx.connection));
-    });
-    container.on('receiver_open', (ctx: EventContext) => this.clientSends(ctx));
-    container.on('sender_open', (ctx: EventContext) => this.clientReceives(ctx));
+    // Every handler is on the container, none on a connection: rhea hands a connection's events to
+    // the container only while the connection has no listener of its own for them.
+    container.on('connection_open', (ctx: EventContext) => this.opened(ctx.connection));
+    container.on('receiver_open', (ctx: EventContext) => this.clientSends(ctx.connection, ctx.receiver as Receiver));
+    container.on('sender_open', (ctx: EventContext) => this.clientReceives(ctx.connection, ctx.sender as Sender));
     container.on('message', (ctx: EventContext) => void this.onMessage(ctx));
     for (const ev of ['accepted', 'rejected', 'released', 'modified'] as const) {
       container.on(ev, (ctx: EventContext) => {
@@ -96,19 +153,21 @@ export class AmqpServer {
         const o = this.outcomes.get(d);
         if (!o) return;
         this.outcomes.delete(d);
-        if (ev === 'accepted') o.resolve();
-        else if (ev === 'rejected') o.reject(new SwitchboardError('client_rejected', `the client rejected the message: ${describe((d.remote_state as { error?: unknown } | undefined)?.error) || 'no reason given'}`));
-        else o.reject(new DestinationUnavailable('amqp client', `the client ${ev} the message`));
+        settle(o, ev, d);
       });
     }
-    const closeLink = (ctx: EventContext) => void this.linkGone((ctx.sender ?? ctx.receiver) as Sender | Receiver);
+    const closeLink = (ctx: EventContext) => void this.linkGone((ctx.sender ?? ctx.receiver) as Link);
     container.on('sender_close', closeLink);
     container.on('receiver_close', closeLink);
-    container.on('disconnected', (ctx: EventContext) => {
-      for (const [link] of this.links) if ((link as unknown as { connection: Connection }).connection === ctx.connection) void this.linkGone(link);
-    });
-    container.on('connection_error', (ctx: EventContext) => this.o.log.debug({ err: describe(ctx.connection.error) }, 'AMQP client connection error'));
-    container.on('session_error', (ctx: EventContext) => this.o.log.debug({ err: describe(ctx.session?.error) }, 'AMQP client session error'));
+    // A session ended without detaching its links takes them with it.
+    const endSession = (ctx: EventContext) => { for (const [link] of this.links) if (link.session === ctx.session) void this.linkGone(link); };
+    container.on('session_close', endSession);
+    container.on('session_error', (ctx: EventContext) => { this.o.log.debug({ err: describe(ctx.session?.error) }, 'AMQP client session error'); endSession(ctx); });
+    // A client's close without detaching fires only connection_close; a killed client, disconnected.
+    container.on('connection_close', (ctx: EventContext) => void this.connectionGone(ctx.connection));
+    container.on('connection_error', (ctx: EventContext) => { this.o.log.debug({ err: describe(ctx.connection.error) }, 'AMQP client connection error'); void this.connectionGone(ctx.connection); });
+    container.on('disconnected', (ctx: EventContext) => void this.connectionGone(ctx.connection));
+    container.on('protocol_error', (err: unknown) => this.o.log.info({ err: describe(err) }, 'AMQP client protocol error'));
     container.on('error', (err: unknown) => this.o.log.warn({ err: describe(err) }, 'AMQP endpoint error'));
     const t = this.o.tls;
     const options = {
@@ -116,13 +175,16 @@ export class AmqpServer {
       host: this.o.host,
       autoaccept: false,
       credit_window: 0,
+      offered_capabilities: ['ANONYMOUS-RELAY'],
       ...(t ? { transport: 'tls', key: readFileSync(t.key), cert: readFileSync(t.cert), ...(t.ca ? { ca: readFileSync(t.ca) } : {}) } : {}),
     };
     this.server = container.listen(options as never) as unknown as Server;
-    this.server.on('connection', (socket: import('node:net').Socket) => {
+    this.server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
     });
+    // rhea has bound its reader by now (its listener comes first).
+    this.server.on(t ? 'secureConnection' : 'connection', (socket: Socket) => this.watch(socket));
     await new Promise<void>((resolve, reject) => {
       this.server!.once('listening', () => resolve());
       this.server!.once('error', reject);
@@ -130,34 +192,184 @@ export class AmqpServer {
     this.o.log.info({ port: this.port, tls: Boolean(t) }, 'AMQP 1.0 endpoint listening');
   }
 
-  private principalOf(ctx: EventContext): Principal | undefined {
-    return this.principals.get(ctx.connection);
+  /**
+   * Two things rhea does not do as a broker should, at the socket: a client that skips SASL gets
+   * the SASL header, PLAIN as the only mechanism and the outcome "auth" (rhea ends the socket
+   * without a word); and whatever way the socket ends, its connection's links and temporary
+   * queues are cleaned up (rhea reports a close after our own close with no event at all).
+   */
+  private watch(socket: Socket): void {
+    const readers = socket.listeners('data') as ((chunk: Buffer) => void)[];
+    socket.removeAllListeners('data');
+    let first = true;
+    socket.on('data', (chunk: Buffer) => {
+      if (first) {
+        first = false;
+        if (chunk.length >= 5 && chunk.subarray(0, 4).toString('latin1') === 'AMQP' && chunk[4] === 0) {
+          this.o.log.info({ ip: socket.remoteAddress }, 'AMQP client without SASL refused: authenticate with SASL PLAIN');
+          socket.end(Buffer.concat([SASL_HEADER, SASL_MECHANISMS_PLAIN, SASL_OUTCOME_AUTH]));
+          return;
+        }
+      }
+      for (const read of readers) read.call(socket, chunk);
+    });
+    socket.once('close', () => {
+      for (const c of this.conns.keys()) if ((c as unknown as { socket?: Socket }).socket === socket) void this.connectionGone(c);
+    });
   }
 
-  /** Checks the link address and verb; refuses the link with a clear AMQP error otherwise. */
-  private admit(ctx: EventContext, link: Sender | Receiver, raw: string | undefined, verb: Verb): { principal: Principal; address: string } | undefined {
-    const p = this.principalOf(ctx);
-    try {
-      if (!p) throw new PermissionDenied('(unauthenticated)', verb, raw ?? '');
-      const address = parseAddress(raw).raw;
-      this.o.permissions.require(p, verb, address);
-      return { principal: p, address };
-    } catch (err) {
-      link.close(condition(err));
-      this.o.log.info({ principal: p ? principalId(p) : undefined, verb, address: raw, err: (err as Error).message }, 'AMQP link refused');
-      return undefined;
+  private opened(connection: Connection): void {
+    // rhea's typings lack sasl_transport, where the authenticated name lives.
+    const username = (connection as unknown as { sasl_transport?: { username?: string } }).sasl_transport?.username;
+    const p = username ? this.pendingLogins.get(username) : undefined;
+    if (username) this.pendingLogins.delete(username);
+    if (!p) {
+      connection.close({ condition: 'amqp:unauthorized-access', description: 'authenticate with SASL PLAIN as a directory user' });
+      return;
     }
+    this.conns.set(connection, { id: `${this.id}-${++this.nextConnection}`, principal: p, links: new Set(), temporary: [] });
+    this.openConnections.add(connection);
+    // Sessions begin after the open: each one is made to tell links apart by name *and* direction.
+    const c = connection as unknown as { create_session: (...a: unknown[]) => Session };
+    const create = c.create_session.bind(connection);
+    c.create_session = (...a: unknown[]) => {
+      const s = create(...a);
+      this.patchSession(s as unknown as RheaSession);
+      return s;
+    };
   }
 
-  private clientSends(ctx: EventContext): void {
-    const receiver = ctx.receiver as Receiver;
-    // Echo the client's terminus in our attach (sent on the next tick): clients check it matches.
-    const remote = (receiver as unknown as { remote: { attach: { target?: unknown } } }).remote.attach;
-    receiver.set_target(remote.target as never);
-    const ok = this.admit(ctx, receiver, receiver.target?.address as string | undefined, 'send');
-    if (!ok) return;
-    this.links.set(receiver, { ...ok, verb: 'send' });
-    receiver.add_credit(this.o.credit);
+  /**
+   * AMQP names a link by its name and its direction (2.6.1): helloworld.py attaches a sender and a
+   * receiver of the same name. rhea keys a session's links by name only and would hand the second
+   * attach to the first link (and drop the connection); here the direction is part of the key.
+   * The coordinator of a transaction is noted before rhea drops it as an unknown target.
+   */
+  private patchSession(session: RheaSession): void {
+    const coordinators = this.coordinators;
+    session.on_attach = function (this: RheaSession, frame) {
+      const p = frame.performative;
+      const weSend = Boolean(p.role);
+      let link = Object.values(this.links).find((l) => l.name === p.name && l.is_sender() === weSend);
+      const coordinator = !weSend && p.target?.descriptor !== undefined && COORDINATOR.has(p.target.descriptor.value);
+      if (!link) {
+        const other = this.links[p.name];
+        link = weSend ? this.create_sender(p.name) : this.create_receiver(p.name);
+        if (other && other !== link) {
+          this.links[p.name] = other;
+          this.links[`${p.name}\u0000${weSend ? 'sender' : 'receiver'}`] = link;
+        }
+      }
+      if (coordinator) {
+        coordinators.add(link);
+        p.target = null;
+      }
+      this.remote.handles[p.handle] = link;
+      (link as unknown as { on_attach(f: unknown): void }).on_attach(frame);
+      (link as unknown as { remote: { attach: unknown } }).remote.attach = p;
+    };
+    session.remove_link = function (this: RheaSession, link: Link) {
+      const l = link as unknown as { remote: { handle: number }; local: { handle: number } };
+      delete this.remote.handles[l.remote.handle];
+      delete this.local.handles[l.local.handle];
+      for (const [k, v] of Object.entries(this.links)) if (v === link) delete this.links[k];
+    };
+  }
+
+  /** Refuses a link with an AMQP error; the connection stays up. */
+  private refuse(link: Link, conn: ClientConnection | undefined, error: { condition: string; description: string }, address?: string): void {
+    link.close(error);
+    this.o.log.info({ principal: conn ? principalId(conn.principal) : undefined, address, err: error.description }, 'AMQP link refused');
+  }
+
+  private notImplemented(description: string): { condition: string; description: string } {
+    return { condition: 'amqp:not-implemented', description };
+  }
+
+  /** Why a terminus cannot be served, or undefined. */
+  private unsupported(t: Terminus | null | undefined, role: 'source' | 'target'): string | undefined {
+    if (!t) return undefined;
+    const filters = t.filter ? Object.keys(t.filter) : [];
+    if (role === 'source' && filters.length > 0) return `filters are not supported (${filters.join(', ')}); a JMS selector or other filter would be ignored, so the link is refused`;
+    if (role === 'source' && t.distribution_mode === 'copy') return 'browsing (distribution-mode copy) is not supported on AMQP; browse with GET /api/queues/:address';
+    if (role === 'source' && t.distribution_mode !== undefined && t.distribution_mode !== null && t.distribution_mode !== 'move') return `distribution mode '${t.distribution_mode}' is not supported`;
+    const unknown = list(t.capabilities).filter((c) => !KNOWN_CAPABILITIES.has(String(c)));
+    if (unknown.length > 0) return `${role} capabilities not supported: ${unknown.join(', ')} (supported: ${[...KNOWN_CAPABILITIES].join(', ')})`;
+    return undefined;
+  }
+
+  /** The tmp: transport, when the gateway has one. */
+  private temporaryQueues(): TemporaryQueues | undefined {
+    if (!this.o.router.schemes.includes('tmp')) return undefined;
+    const ep = this.o.router.resolve('tmp:x/0').endpoint as unknown as Partial<TemporaryQueues>;
+    return typeof ep.openTemporary === 'function' && typeof ep.deleteTemporary === 'function' ? (ep as TemporaryQueues) : undefined;
+  }
+
+  /**
+   * A new temporary queue of this connection (a dynamic terminus). Its address is known at once:
+   * rhea sends the attach reply on the next tick, and it must carry the address. The queue is
+   * created by commands queued on the shared Redis connection before anything that could use it.
+   */
+  private temporary(conn: ClientConnection): string {
+    const tmp = this.temporaryQueues();
+    if (!tmp) throw new SwitchboardError('not_implemented', 'temporary queues (dynamic: true) are not available in this gateway', 501);
+    const address = `tmp:${conn.id}/${conn.temporary.length + 1}`;
+    conn.temporary.push(address);
+    tmp.openTemporary(address).catch((err) => this.o.log.warn({ address, err: (err as Error).message }, 'could not create a temporary queue'));
+    return address;
+  }
+
+  /** The connection's own temporary queues are its to use; everything else is up to the rules. */
+  private allowed(conn: ClientConnection, verb: Verb, address: string): void {
+    if (conn.temporary.includes(address)) return;
+    if (verb === 'consume' && parseAddress(address).scheme === 'tmp') {
+      throw new PermissionDenied(principalId(conn.principal), verb, `${address} (only the connection that created a temporary queue may consume from it)`);
+    }
+    this.o.permissions.require(conn.principal, verb, address);
+  }
+
+  private remoteAttach(link: Link): { source?: Terminus | null; target?: Terminus | null } {
+    return (link as unknown as { remote: { attach?: { source?: Terminus | null; target?: Terminus | null } } }).remote.attach ?? {};
+  }
+
+  /** The client sends on this link: we are its receiver. */
+  private clientSends(connection: Connection, receiver: Receiver): void {
+    const conn = this.conns.get(connection);
+    const { source, target } = this.remoteAttach(receiver);
+    // Attach replies carry both termini (uamqp waits for them); ours echo what the client asked.
+    receiver.set_source((source ?? {}) as never);
+    if (this.coordinators.has(receiver)) {
+      this.refuse(receiver, conn, this.notImplemented('transactions are not supported: send without a transaction (each message is settled on its own)'));
+      return;
+    }
+    receiver.set_target((target ?? {}) as never);
+    if (!conn) return this.refuse(receiver, conn, { condition: 'amqp:unauthorized-access', description: 'authenticate with SASL PLAIN as a directory user' });
+    const why = this.unsupported(target, 'target');
+    if (why) return this.refuse(receiver, conn, this.notImplemented(why), target?.address ?? undefined);
+    const admitted = (address: string | undefined) => {
+      if (!this.conns.has(connection)) return;
+      this.links.set(receiver, { principal: conn.principal, verb: 'send', conn, ...(address !== undefined ? { address } : {}) });
+      conn.links.add(receiver);
+      receiver.add_credit(this.o.credit);
+    };
+    if (target?.dynamic) {
+      try {
+        const address = this.temporary(conn);
+        receiver.set_target({ address, dynamic: true, expiry_policy: target.expiry_policy, capabilities: target.capabilities } as never);
+        return admitted(address);
+      } catch (err) {
+        return this.refuse(receiver, conn, condition(err));
+      }
+    }
+    // No target address: the anonymous relay, each message to its own `to`, checked per message.
+    if (target?.address === undefined || target?.address === null) return admitted(undefined);
+    try {
+      const address = parseAddress(target.address).raw;
+      this.allowed(conn, 'send', address);
+      admitted(address);
+    } catch (err) {
+      this.refuse(receiver, conn, condition(err), target.address);
+    }
   }
 
   private async onMessage(ctx: EventContext): Promise<void> {
@@ -169,9 +381,11 @@ export class AmqpServer {
       return;
     }
     try {
-      const m = fromAmqp(ctx.message as unknown as AmqpMessage, link.address, { kind: 'user', name: link.principal.name }, { maxBytes: this.o.maxMessageBytes });
+      const raw = ctx.message as unknown as AmqpMessage;
+      const to = link.address ?? parseAddress(raw.to ?? undefined).raw;
+      const m = fromAmqp(raw, to, { kind: 'user', name: link.principal.name }, { maxBytes: this.o.maxMessageBytes });
       // Checked per message too: a right revoked while the link is open stops the next message.
-      this.o.permissions.require(link.principal, 'send', link.address);
+      this.allowed(link.conn, 'send', to);
       await this.o.router.send(m);
       delivery.accept();
     } catch (err) {
@@ -184,19 +398,44 @@ export class AmqpServer {
     }
   }
 
-  private clientReceives(ctx: EventContext): void {
-    const sender = ctx.sender as Sender;
-    const remote = (sender as unknown as { remote: { attach: { source?: unknown } } }).remote.attach;
-    sender.set_source(remote.source as never);
-    const ok = this.admit(ctx, sender, sender.source?.address as string | undefined, 'consume');
-    if (!ok) return;
-    const entry: { principal: Principal; verb: Verb; address: string; sub?: Subscription } = { ...ok, verb: 'consume' };
+  /** The client receives on this link: we are its sender. */
+  private clientReceives(connection: Connection, sender: Sender): void {
+    const conn = this.conns.get(connection);
+    const { source, target } = this.remoteAttach(sender);
+    sender.set_target((target ?? {}) as never);
+    sender.set_source((source ?? {}) as never);
+    if (!conn) return this.refuse(sender, conn, { condition: 'amqp:unauthorized-access', description: 'authenticate with SASL PLAIN as a directory user' });
+    const why = this.unsupported(source, 'source');
+    if (why) return this.refuse(sender, conn, this.notImplemented(why), source?.address ?? undefined);
+    if (source?.dynamic) {
+      try {
+        const address = this.temporary(conn);
+        sender.set_source({ address, dynamic: true, expiry_policy: source.expiry_policy, capabilities: source.capabilities } as never);
+        return this.consume(connection, conn, sender, address);
+      } catch (err) {
+        return this.refuse(sender, conn, condition(err));
+      }
+    }
+    try {
+      if (source?.address === undefined || source?.address === null) throw new SwitchboardError('bad_address', 'a receiver needs a source address (a Switchboard address such as queue:orders) or dynamic: true', 400);
+      const address = parseAddress(source.address).raw;
+      this.allowed(conn, 'consume', address);
+      this.consume(connection, conn, sender, address);
+    } catch (err) {
+      this.refuse(sender, conn, condition(err), source?.address ?? undefined);
+    }
+  }
+
+  private consume(connection: Connection, conn: ClientConnection, sender: Sender, address: string): void {
+    if (!this.conns.has(connection)) return;
+    const entry: LinkEntry = { principal: conn.principal, verb: 'consume', address, conn };
     this.links.set(sender, entry);
-    const userId = ok.principal.name;
+    conn.links.add(sender);
+    const userId = conn.principal.name;
     this.o.router
-      .consume(ok.address, async (m) => {
+      .consume(address, async (m) => {
         if (!this.links.has(sender)) throw new DestinationUnavailable('amqp client', 'the link is gone');
-        this.o.permissions.require(entry.principal, 'consume', entry.address);
+        this.allowed(conn, 'consume', address);
         while (!sender.sendable()) {
           if (!this.links.has(sender)) throw new DestinationUnavailable('amqp client', 'the link is gone');
           await new Promise((r) => setTimeout(r, 50));
@@ -210,21 +449,47 @@ export class AmqpServer {
         if (this.links.has(sender)) entry.sub = sub;
         else void sub.close();
       })
-      .catch((err) => sender.close(condition(err)));
+      .catch((err) => {
+        this.refuse(sender, conn, condition(err), address);
+        void this.linkGone(sender);
+      });
   }
 
-  private async linkGone(link: Sender | Receiver): Promise<void> {
+  /**
+   * A link ended (detached, its session or connection gone). Messages it held go back to their
+   * queue unless the client settled them: rhea delivers a detach or close before the dispositions
+   * that arrived just ahead of it, so the outcome the client sent is read from the delivery.
+   */
+  private async linkGone(link: Link): Promise<void> {
     const entry = this.links.get(link);
     if (!entry) return;
     this.links.delete(link);
-    // Messages handed to this link but not settled go back to their queue.
-    for (const [d, o] of this.outcomes) if (d.link === link) { this.outcomes.delete(d); o.reject(new DestinationUnavailable('amqp client', 'the link closed before the client settled')); }
+    entry.conn.links.delete(link);
+    for (const [d, o] of this.outcomes) {
+      if (d.link !== link) continue;
+      this.outcomes.delete(d);
+      const state = (d.remote_state as { constructor?: { composite_type?: string } } | undefined)?.constructor?.composite_type;
+      if (state === 'accepted' || state === 'rejected') settle(o, state, d);
+      else o.reject(new DestinationUnavailable('amqp client', 'the link closed before the client settled'));
+    }
     await entry.sub?.close();
+  }
+
+  /** A connection ended however it ended: its links go, then its temporary queues with their messages. */
+  private async connectionGone(connection: Connection): Promise<void> {
+    const conn = this.conns.get(connection);
+    this.openConnections.delete(connection);
+    if (!conn) return;
+    this.conns.delete(connection);
+    await Promise.all([...conn.links].map((l) => this.linkGone(l)));
+    const tmp = this.temporaryQueues();
+    for (const address of conn.temporary) await tmp?.deleteTemporary(address).catch((err) => this.o.log.warn({ address, err: (err as Error).message }, 'could not delete a temporary queue'));
   }
 
   /** Detaches links whose principal lost the right (used when rules change). */
   recheck(): void {
     for (const [link, e] of this.links) {
+      if (e.address === undefined || e.conn.temporary.includes(e.address)) continue;
       if (!this.o.permissions.check(e.principal, e.verb, e.address).allowed) {
         link.close({ condition: 'amqp:unauthorized-access', description: `${principalId(e.principal)} may no longer ${e.verb} on ${e.address}` });
         void this.linkGone(link);
@@ -233,15 +498,23 @@ export class AmqpServer {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.links.keys()].map((l) => this.linkGone(l)));
+    const open = [...this.openConnections];
+    await Promise.all([...this.conns.keys()].map((c) => this.connectionGone(c)));
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     // Clients are told by a close; their unsettled messages are already back in their queues.
     // rhea does not notice a destroyed socket, so its connections are closed and ended first.
     // `connection:forced` is how AMQP says "going away, come back later": clients reconnect.
-    for (const c of this.connections) c.close({ condition: 'amqp:connection:forced', description: 'the gateway is stopping' });
+    for (const c of open) c.close({ condition: 'amqp:connection:forced', description: 'the gateway is stopping' });
     await new Promise((r) => setTimeout(r, 100));
     for (const s of this.sockets) s.destroy();
-    for (const c of this.connections) (c as unknown as { _disconnected?: () => void })._disconnected?.();
+    for (const c of open) (c as unknown as { _disconnected?: () => void })._disconnected?.();
     await closed;
   }
+}
+
+/** Resolves or rejects a delivery's waiter by the client's outcome. */
+function settle(o: { resolve: () => void; reject: (e: Error) => void }, outcome: string, d: Delivery): void {
+  if (outcome === 'accepted') o.resolve();
+  else if (outcome === 'rejected') o.reject(new SwitchboardError('client_rejected', `the client rejected the message: ${describe((d.remote_state as { error?: unknown } | undefined)?.error) || 'no reason given'}`));
+  else o.reject(new DestinationUnavailable('amqp client', `the client ${outcome} the message`));
 }
