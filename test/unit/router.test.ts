@@ -1,0 +1,186 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { pino } from 'pino';
+import { registerScheme } from '../../src/core/address.ts';
+import type { DedupStore } from '../../src/core/dedup.ts';
+import type { BrowseResult, Endpoint, SendResult } from '../../src/core/endpoint.ts';
+import { AddressError, UnknownScheme, ValidationError } from '../../src/core/errors.ts';
+import type { Message, Principal } from '../../src/core/message.ts';
+import { Metrics } from '../../src/core/metrics.ts';
+import { Router } from '../../src/core/router.ts';
+
+// The router without Redis or transports: two small in-memory endpoints stand in for a transport
+// that dedups on ingress itself (like queue:) and one that does not (like webhook:), and an
+// in-memory dedup store stands in for Redis. What is checked is what a door sees.
+
+const anyPath = (expected: string) => ({ expected, check: (p: string) => (/^[\w.-]+$/.test(p) ? undefined : 'letters, digits, . and - only') });
+registerScheme({ scheme: 'memq', ...anyPath('memq:<name>') });
+registerScheme({ scheme: 'memx', ...anyPath('memx:<name>') });
+registerScheme({ scheme: 'nobody', ...anyPath('nobody:<name>') });
+
+const OPS: Principal = { kind: 'user', name: 'ops' };
+const CALLER = { principal: OPS, door: 'http' as const };
+
+/** An endpoint that keeps what it is sent; `dedups` says whether it checks ids itself. */
+class MemoryEndpoint implements Endpoint {
+  readonly sent: Message[] = [];
+  private readonly ids = new Set<string>();
+  constructor(readonly scheme: string, readonly dedupsOnIngress: boolean) {}
+
+  async send(message: Message): Promise<SendResult> {
+    if (this.dedupsOnIngress) {
+      const key = `${message.to} ${message.id}`;
+      if (this.ids.has(key)) return { id: message.id, duplicate: true };
+      this.ids.add(key);
+    }
+    this.sent.push(message);
+    return { id: message.id, duplicate: false };
+  }
+
+  async browse(address: string, limit: number): Promise<BrowseResult> {
+    const messages = this.sent.filter((m) => m.to === address);
+    return { address, depth: messages.length, messages: messages.slice(0, limit) };
+  }
+
+  async deadLetters(address: string): Promise<BrowseResult> {
+    return { address: `dlq:${address}`, depth: 0, messages: [] };
+  }
+
+  async health() {
+    return { ok: true };
+  }
+
+  async close() {}
+}
+
+/** The dedup store's contract (seen before send, remember after) in memory. */
+class MemoryDedup {
+  readonly remembered = new Set<string>();
+  async seen(scope: string, id: string) {
+    return this.remembered.has(`${scope} ${id}`);
+  }
+  async remember(scope: string, id: string) {
+    this.remembered.add(`${scope} ${id}`);
+  }
+}
+
+function message(to: string, id: string, body: unknown = { id }): Message {
+  return { id, to, sender: OPS, headers: {}, body, createdAt: new Date().toISOString() } as Message;
+}
+
+/** A router with the two in-memory endpoints registered; built in one place, as its constructor may grow options. */
+function setup() {
+  const dedup = new MemoryDedup();
+  const metrics = new Metrics(async () => ({}));
+  const router = new Router(dedup as unknown as DedupStore, metrics, pino({ level: 'silent' }));
+  const queue = new MemoryEndpoint('memq', true);
+  const hook = new MemoryEndpoint('memx', false);
+  router.register(queue);
+  router.register(hook);
+  return { router, dedup, metrics, queue, hook };
+}
+
+async function counter(metrics: Metrics, name: string, endpoint: string): Promise<number> {
+  const metric = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === name);
+  return metric?.values.find((v) => v.labels.endpoint === endpoint)?.value ?? 0;
+}
+
+describe('Router: dispatch by scheme', () => {
+  test('a message goes to the endpoint registered for its address scheme, and only there', async () => {
+    const { router, queue, hook } = setup();
+    assert.deepEqual(await router.send(message('memq:orders', 'm1'), CALLER), { id: 'm1', duplicate: false });
+    assert.deepEqual(await router.send(message('memx:hook', 'm2'), CALLER), { id: 'm2', duplicate: false });
+    assert.deepEqual(queue.sent.map((m) => m.id), ['m1']);
+    assert.deepEqual(hook.sent.map((m) => m.id), ['m2']);
+  });
+
+  test('the schemes it serves are the registered endpoints', () => {
+    assert.deepEqual(setup().router.schemes.sort(), ['memq', 'memx']);
+  });
+
+  test('browse reaches the endpoint of the address; dlq:<address> reaches that endpoint\'s dead letters', async () => {
+    const { router } = setup();
+    await router.send(message('memq:orders', 'm1'), CALLER);
+    const browsed = await router.browse('memq:orders', 10);
+    assert.equal(browsed.depth, 1);
+    assert.equal((await router.browse('dlq:memq:orders', 10)).address, 'dlq:memq:orders');
+  });
+
+  test('a scheme no endpoint serves in this gateway is an UnknownScheme error listing the ones it has', async () => {
+    const { router } = setup();
+    await assert.rejects(router.send(message('nobody:x', 'm1'), CALLER), (err: unknown) => {
+      assert.ok(err instanceof UnknownScheme, String(err));
+      assert.equal(err.scheme, 'nobody');
+      assert.match(err.message, /memq/);
+      assert.match(err.message, /memx/);
+      return true;
+    });
+    assert.throws(() => router.resolve('nobody:x'), UnknownScheme);
+  });
+
+  test('an address with a scheme nobody registered is an AddressError before any endpoint is asked', async () => {
+    const { router, queue, hook } = setup();
+    await assert.rejects(router.send(message('nowhere:x', 'm1'), CALLER), AddressError);
+    assert.equal(queue.sent.length + hook.sent.length, 0);
+  });
+});
+
+describe('Router: idempotent receiver around endpoints that do not dedup themselves', () => {
+  test('the same id twice to such an endpoint is accepted twice and delivered once', async () => {
+    const { router, hook, metrics } = setup();
+    assert.deepEqual(await router.send(message('memx:hook', 'same'), CALLER), { id: 'same', duplicate: false });
+    assert.deepEqual(await router.send(message('memx:hook', 'same', { again: true }), CALLER), { id: 'same', duplicate: true });
+    assert.equal(hook.sent.length, 1);
+    assert.equal(await counter(metrics, 'switchboard_duplicates_total', 'memx'), 1);
+    assert.equal(await counter(metrics, 'switchboard_messages_in_total', 'memx'), 1);
+  });
+
+  test('dedup is per destination: the same id to another address is delivered', async () => {
+    const { router, hook } = setup();
+    await router.send(message('memx:a', 'same'), CALLER);
+    await router.send(message('memx:b', 'same'), CALLER);
+    assert.deepEqual(hook.sent.map((m) => m.to), ['memx:a', 'memx:b']);
+  });
+
+  test('an endpoint that dedups on ingress is trusted: the router keeps no ids for it', async () => {
+    const { router, queue, dedup } = setup();
+    await router.send(message('memq:orders', 'same'), CALLER);
+    assert.deepEqual(await router.send(message('memq:orders', 'same'), CALLER), { id: 'same', duplicate: true });
+    assert.equal(queue.sent.length, 1);
+    assert.equal(dedup.remembered.size, 0);
+  });
+
+  test('an id is remembered only after the endpoint accepted: a failed send can be retried', async () => {
+    const { router, hook, dedup } = setup();
+    const send = hook.send.bind(hook);
+    let fail = true;
+    hook.send = async (m) => {
+      if (fail) throw new Error('destination down');
+      return send(m);
+    };
+    await assert.rejects(router.send(message('memx:hook', 'retry-me'), CALLER), /destination down/);
+    assert.equal(dedup.remembered.size, 0);
+    fail = false;
+    assert.deepEqual(await router.send(message('memx:hook', 'retry-me'), CALLER), { id: 'retry-me', duplicate: false });
+    assert.equal(hook.sent.length, 1);
+  });
+});
+
+describe('Router: dead-letter queues', () => {
+  test('dlq: addresses are not writable: a send is a ValidationError and reaches no endpoint', async () => {
+    const { router, queue } = setup();
+    await assert.rejects(router.send(message('dlq:memq:orders', 'm1'), CALLER), (err: unknown) => {
+      assert.ok(err instanceof ValidationError, String(err));
+      assert.match(err.message, /dead-letter queues are written by Switchboard only/);
+      return true;
+    });
+    assert.equal(queue.sent.length, 0);
+  });
+
+  test('dlq:<address> resolves to the endpoint of <address>', () => {
+    const { router, queue } = setup();
+    const { address, endpoint } = router.resolve('dlq:memq:orders');
+    assert.equal(address.raw, 'memq:orders');
+    assert.equal(endpoint, queue);
+  });
+});
