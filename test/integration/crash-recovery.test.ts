@@ -14,8 +14,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test, type TestContext } from 'node:test';
+import { waitFor } from '../support/gateway.ts';
 import type { Gateway } from '../../src/gateway.ts';
-import { api, enc, spawnGateway, startTestGateway, waitFor, type GatewayProcess } from '../support/gateway.ts';
+import { assertExactlyOnce, dlqDepth, drain, duplicatesCaught, queueState, queueStateIfUp, sendAll } from '../support/counting-sink.ts';
+import { GatewayFleet, prefixFor, sleep } from '../support/fleet.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
 const FROM = 'queue:in.a';
@@ -23,113 +25,19 @@ const TO = 'queue:out.b';
 const QUEUES = { maxAttempts: 3, backoff: '100ms', lockTimeout: '3s', stalledCheck: '1s' };
 
 let redis: TestRedis | undefined;
-const gateways: Gateway[] = [];
-const processes: GatewayProcess[] = [];
+const fleet = new GatewayFleet(() => redis!.url);
 
 before(async () => {
   redis = await startTestRedis();
 });
 
 after(async () => {
-  for (const p of processes) await p.kill('SIGKILL').catch(() => {});
-  // A gateway whose Redis is gone waits for it forever (commands queue until a reconnect): bound
-  // each stop, so a failed test still gets to stop Redis and end.
-  for (const g of gateways.reverse()) {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([g.stop().catch(() => {}), new Promise((r) => { timer = setTimeout(r, 15_000); })]);
-    clearTimeout(timer);
-  }
+  await fleet.stopAll();
   await redis?.dispose();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const prefixFor = (name: string) => `${name}${Math.random().toString(36).slice(2, 8)}`;
-
 /** An in-process gateway on `prefix`; observers (no routes) log only fatal errors, routing ones errors too. */
-async function startGw(prefix: string, extra: Record<string, unknown> = {}): Promise<Gateway> {
-  const level = extra.routes ? 'error' : 'fatal';
-  const g = await startTestGateway(redis!.url, { redis: { url: redis!.url, prefix }, log: { level }, ...extra });
-  gateways.push(g);
-  return g;
-}
-
-async function spawnGw(prefix: string, extra: Record<string, unknown>): Promise<GatewayProcess> {
-  const p = await spawnGateway(redis!.url, extra, prefix);
-  processes.push(p);
-  return p;
-}
-
-interface QueueState { depth: number; inFlight: number }
-
-async function state(base: string, address: string): Promise<QueueState> {
-  const r = await api(base, 'GET', `/api/queues/${enc(address)}?limit=1`, { user: 'ops' });
-  assert.equal(r.status, 200, `browse ${address}: ${JSON.stringify(r.body)}`);
-  return { depth: r.body.depth, inFlight: r.body.inFlight };
-}
-
-/** Like state(), but undefined while the gateway answers 503 (Redis reconnecting: DESIGN §6). */
-async function stateIfUp(base: string, address: string): Promise<QueueState | undefined> {
-  const r = await api(base, 'GET', `/api/queues/${enc(address)}?limit=1`, { user: 'ops' });
-  if (r.status === 503) return undefined;
-  assert.equal(r.status, 200, `browse ${address}: ${JSON.stringify(r.body)}`);
-  return { depth: r.body.depth, inFlight: r.body.inFlight };
-}
-
-async function dlqDepth(base: string, address: string): Promise<number> {
-  const r = await api(base, 'GET', `/api/dlq/${enc(address)}`, { user: 'ops' });
-  assert.equal(r.status, 200, `dlq ${address}: ${JSON.stringify(r.body)}`);
-  return r.body.depth;
-}
-
-/**
- * Sends every id to `to` over the HTTP API with `parallel` requests in flight; each must get 202.
- * Kept below the per-user login limit (10 by default), which counts a request until it succeeds.
- */
-async function sendAll(base: string, to: string, ids: string[], parallel = 8): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: parallel }, async () => {
-    while (next < ids.length) {
-      const id = ids[next++]!;
-      const r = await api(base, 'POST', '/api/messages', { user: 'ops', body: { to, id, body: { id, pad: 'x'.repeat(200) } } });
-      assert.equal(r.status, 202, `send ${id}: ${r.status} ${JSON.stringify(r.body)}`);
-      assert.equal(r.body.duplicate, false, `send ${id} was reported as a duplicate`);
-    }
-  }));
-}
-
-/** Receives and acks `address` until a receive comes back empty; counts the acknowledged ids. */
-async function drain(base: string, address: string, counts: Map<string, number>): Promise<void> {
-  for (;;) {
-    const got = await api(base, 'POST', `/api/queues/${enc(address)}/receive`, { user: 'ops', body: { max: 200, leaseSeconds: 300 } });
-    assert.equal(got.status, 200, `receive: ${JSON.stringify(got.body)}`);
-    const messages = got.body.messages as { id: string; lease: string }[];
-    if (messages.length === 0) return;
-    const ack = await api(base, 'POST', `/api/queues/${enc(address)}/ack`, { user: 'ops', body: { leases: messages.map((m) => m.lease) } });
-    assert.equal(ack.status, 200, `ack: ${JSON.stringify(ack.body)}`);
-    assert.deepEqual(ack.body.expired, [], 'a 300 s lease expired during the drain');
-    for (const m of messages) counts.set(m.id, (counts.get(m.id) ?? 0) + 1);
-  }
-}
-
-function assertExactlyOnce(ids: string[], counts: Map<string, number>, context = ''): void {
-  const expected = new Set(ids);
-  const missing = ids.filter((id) => !counts.has(id));
-  const duplicated = [...counts].filter(([, n]) => n > 1).map(([id, n]) => `${id}×${n}`);
-  const extra = [...counts.keys()].filter((id) => !expected.has(id));
-  assert.ok(
-    missing.length === 0 && duplicated.length === 0 && extra.length === 0,
-    `expected each of ${ids.length} ids exactly once; received ${counts.size} distinct ids — ` +
-      `missing ${missing.length}: ${missing.slice(0, 20).join(', ')}; duplicated ${duplicated.length}: ${duplicated.slice(0, 20).join(', ')}; ` +
-      `unknown ${extra.length}: ${extra.slice(0, 20).join(', ')}${context}`,
-  );
-}
-
-/** Duplicates the gateway caught at ingress (from /metrics), for the diagnostics only. */
-async function duplicatesCaught(base: string): Promise<string> {
-  const r = await api(base, 'GET', '/metrics');
-  const line = String(r.body).split('\n').find((l) => l.startsWith('switchboard_duplicates_total{endpoint="queue"}'));
-  return line?.split(' ')[1] ?? '0';
-}
+const startGw = (prefix: string, extra: Record<string, unknown> = {}) => fleet.start(prefix, { log: { level: extra.routes ? 'error' : 'fatal' }, ...extra });
 
 /**
  * Polls out.b (through `observer`, a gateway without routes) as fast as it answers until the
@@ -156,21 +64,21 @@ test('kill -9 of the gateway mid-route: a new process finishes, every one of 2,0
   // that keeps answering while the routing processes die and start.
   const observer = await startGw(prefix);
   await sendAll(observer.url, FROM, ids);
-  assert.deepEqual(await state(observer.url, FROM), { depth: N, inFlight: 0 });
+  assert.deepEqual(await queueState(observer.url, FROM), { depth: N, inFlight: 0 });
 
-  const first = await spawnGw(prefix, routeConfig);
+  const first = await fleet.spawn(prefix, routeConfig);
   const movedBeforeKill = await waitUntilMoving(observer, N, N / 5);
   const code = await first.kill('SIGKILL');
-  const atKill = { from: await state(observer.url, FROM), to: await state(observer.url, TO) };
+  const atKill = { from: await queueState(observer.url, FROM), to: await queueState(observer.url, TO) };
   t.diagnostic(`killed gateway pid ${first.pid} (exit ${code}) with out.b at ≥${movedBeforeKill}; right after: ${JSON.stringify(atKill)}`);
   assert.ok(atKill.to.depth < N && atKill.from.depth + atKill.from.inFlight > 0, `the kill was not mid-route: ${JSON.stringify(atKill)}`);
 
-  const second = await spawnGw(prefix, routeConfig);
+  const second = await fleet.spawn(prefix, routeConfig);
   await waitFor(async () => {
-    const s = await state(second.url, FROM);
+    const s = await queueState(second.url, FROM);
     return s.depth === 0 && s.inFlight === 0;
   }, 120_000, 'in.a to be empty with nothing in flight after the restart').catch(async (err: Error) => {
-    throw new Error(`${err.message}: in.a ${JSON.stringify(await state(second.url, FROM))}, out.b ${JSON.stringify(await state(second.url, TO))}\n--- second gateway output:\n${second.output()}`);
+    throw new Error(`${err.message}: in.a ${JSON.stringify(await queueState(second.url, FROM))}, out.b ${JSON.stringify(await queueState(second.url, TO))}\n--- second gateway output:\n${second.output()}`);
   });
 
   t.diagnostic(`redeliveries the restarted gateway caught as duplicates at out.b: ${await duplicatesCaught(second.url)}`);
@@ -183,8 +91,8 @@ test('kill -9 of the gateway mid-route: a new process finishes, every one of 2,0
   const dlq = { from: await dlqDepth(second.url, FROM), to: await dlqDepth(second.url, TO) };
   assertExactlyOnce(ids, counts, `; dead letters ${JSON.stringify(dlq)}; state at kill ${JSON.stringify(atKill)}`);
   assert.deepEqual(dlq, { from: 0, to: 0 }, 'dead letters');
-  assert.deepEqual(await state(second.url, FROM), { depth: 0, inFlight: 0 });
-  assert.deepEqual(await state(second.url, TO), { depth: 0, inFlight: 0 });
+  assert.deepEqual(await queueState(second.url, FROM), { depth: 0, inFlight: 0 });
+  assert.deepEqual(await queueState(second.url, TO), { depth: 0, inFlight: 0 });
   await second.kill('SIGTERM');
   await observer.stop();
 });
@@ -200,7 +108,7 @@ for (const { label, downMs } of [
 
     const observer = await startGw(prefix);
     await sendAll(observer.url, FROM, ids);
-    assert.deepEqual(await state(observer.url, FROM), { depth: N, inFlight: 0 });
+    assert.deepEqual(await queueState(observer.url, FROM), { depth: N, inFlight: 0 });
 
     const routing = await startGw(prefix, { queues: QUEUES, routes: [{ from: FROM, to: TO, concurrency: 50 }] });
     const movedBeforeKill = await waitUntilMoving(observer, N, N / 5);
@@ -212,10 +120,10 @@ for (const { label, downMs } of [
     t.diagnostic(`redis-server restarted as pid ${redis!.pid} on the same port and data after ${downMs} ms`);
 
     await waitFor(async () => {
-      const s = await stateIfUp(routing.url, FROM);
+      const s = await queueStateIfUp(routing.url, FROM);
       return s !== undefined && s.depth === 0 && s.inFlight === 0;
     }, 120_000, 'in.a to be empty with nothing in flight after the Redis restart').catch(async (err: Error) => {
-      throw new Error(`${err.message}: in.a ${JSON.stringify(await stateIfUp(routing.url, FROM))}, out.b ${JSON.stringify(await stateIfUp(routing.url, TO))}`);
+      throw new Error(`${err.message}: in.a ${JSON.stringify(await queueStateIfUp(routing.url, FROM))}, out.b ${JSON.stringify(await queueStateIfUp(routing.url, TO))}`);
     });
 
     t.diagnostic(`redeliveries the gateway caught as duplicates at out.b: ${await duplicatesCaught(routing.url)}`);
@@ -225,8 +133,8 @@ for (const { label, downMs } of [
     const dlq = { from: await dlqDepth(routing.url, FROM), to: await dlqDepth(routing.url, TO) };
     assertExactlyOnce(ids, counts, `; dead letters ${JSON.stringify(dlq)}`);
     assert.deepEqual(dlq, { from: 0, to: 0 }, 'dead letters');
-    assert.deepEqual(await state(routing.url, FROM), { depth: 0, inFlight: 0 });
-    assert.deepEqual(await state(routing.url, TO), { depth: 0, inFlight: 0 });
+    assert.deepEqual(await queueState(routing.url, FROM), { depth: 0, inFlight: 0 });
+    assert.deepEqual(await queueState(routing.url, TO), { depth: 0, inFlight: 0 });
     await routing.stop();
     await observer.stop();
   });

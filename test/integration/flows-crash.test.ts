@@ -32,7 +32,9 @@ import { after, before, test, type TestContext } from 'node:test';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { openRedis } from '../../src/store/redis.ts';
-import { api, enc, spawnGateway, waitFor, type ApiResponse, type GatewayProcess } from '../support/gateway.ts';
+import { api, enc, waitFor, type ApiResponse, type GatewayProcess } from '../support/gateway.ts';
+import { assertExactlyOnce, drain, duplicatesCaught } from '../support/counting-sink.ts';
+import { GatewayFleet } from '../support/fleet.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
 const N = 200;
@@ -107,7 +109,7 @@ export default defineFlow({
 let redis: TestRedis | undefined;
 let client: Redis | undefined;
 let flowsDir: string | undefined;
-const processes: GatewayProcess[] = [];
+const fleet = new GatewayFleet(() => redis!.url);
 
 before(async () => {
   redis = await startTestRedis();
@@ -118,7 +120,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of processes) await p.kill('SIGKILL').catch(() => {});
+  await fleet.stopAll();
   await client?.quit().catch(() => client?.disconnect());
   await redis?.dispose();
   if (flowsDir) rmSync(flowsDir, { recursive: true, force: true });
@@ -138,11 +140,7 @@ function gatewayExtra(): Record<string, unknown> {
   };
 }
 
-async function spawnGw(prefix: string): Promise<GatewayProcess> {
-  const p = await spawnGateway(redis!.url, gatewayExtra(), prefix);
-  processes.push(p);
-  return p;
-}
+const spawnGw = (prefix: string) => fleet.spawn(prefix, gatewayExtra());
 
 /** api() with a clear error when the request itself fails: which call, why, and that gateway's output. */
 async function call(base: string, method: string, path: string, opts: Parameters<typeof api>[3] = {}): Promise<ApiResponse> {
@@ -150,7 +148,7 @@ async function call(base: string, method: string, path: string, opts: Parameters
     return await api(base, method, path, opts);
   } catch (err) {
     const cause = (err as { cause?: unknown }).cause;
-    const p = processes.find((x) => x.url === base);
+    const p = fleet.processes.find((x) => x.url === base);
     throw new Error(`${method} ${path} on ${base} (pid ${p?.pid}) failed: ${(err as Error).message}${cause ? ` (${String(cause)})` : ''}\n--- its output:\n${p?.output() ?? '?'}`);
   }
 }
@@ -186,20 +184,13 @@ async function instanceStatuses(gw: GatewayProcess, flow: string, ids: string[])
   return { status, unlisted };
 }
 
-/** Duplicates the gateway caught at the queue ingress (from /metrics), for the diagnostics only. */
-async function duplicatesCaught(base: string): Promise<string> {
-  const r = await call(base, 'GET', '/metrics');
-  const line = String(r.body).split('\n').find((l) => l.startsWith('switchboard_duplicates_total{endpoint="queue"}'));
-  return line?.split(' ')[1] ?? '0';
-}
-
 /**
  * Polls until at least `atLeast` instances completed while some run is in progress (or, failing
  * that, `atLeast + 15` completed, at most N - 5), then returns the counts and the duplicates the
  * gateway caught so far: the caller kills right away. Fails clearly if every instance completed
  * first (the kill would not be mid-run).
  */
-async function waitUntilCompleted(base: string, flow: string, atLeast: number, what: string): Promise<{ counts: Counts; duplicates: string }> {
+async function waitUntilCompleted(base: string, flow: string, atLeast: number, what: string): Promise<{ counts: Counts; duplicates: number }> {
   const deadline = Date.now() + 120_000;
   for (;;) {
     const [{ counts, rows }, duplicates] = await Promise.all([statusCounts(base, flow), duplicatesCaught(base)]);
@@ -283,34 +274,6 @@ async function retryStarts(t: TestContext, gw: GatewayProcess, flow: string, ids
   return instances;
 }
 
-/** Receives and acks the sink until a receive comes back empty; counts the acknowledged ids. */
-async function drain(base: string, address: string, counts: Map<string, number>): Promise<void> {
-  for (;;) {
-    const got = await call(base, 'POST', `/api/queues/${enc(address)}/receive`, { user: 'ops', body: { max: 200, leaseSeconds: 300 } });
-    assert.equal(got.status, 200, `receive: ${JSON.stringify(got.body)}`);
-    const messages = got.body.messages as { id: string; lease: string }[];
-    if (messages.length === 0) return;
-    const ack = await call(base, 'POST', `/api/queues/${enc(address)}/ack`, { user: 'ops', body: { leases: messages.map((m) => m.lease) } });
-    assert.equal(ack.status, 200, `ack: ${JSON.stringify(ack.body)}`);
-    assert.deepEqual(ack.body.expired, [], 'a 300 s lease expired during the drain');
-    for (const m of messages) counts.set(m.id, (counts.get(m.id) ?? 0) + 1);
-  }
-}
-
-function assertExactlyOnce(ids: string[], counts: Map<string, number>, context = ''): void {
-  const expected = new Set(ids);
-  const missing = ids.filter((id) => !counts.has(id));
-  const duplicated = [...counts].filter(([, n]) => n > 1).map(([id, n]) => `${id}×${n}`);
-  const extra = [...counts.keys()].filter((id) => !expected.has(id));
-  const total = [...counts.values()].reduce((a, b) => a + b, 0);
-  assert.ok(
-    missing.length === 0 && duplicated.length === 0 && extra.length === 0 && total === ids.length,
-    `expected each of ${ids.length} ids exactly once; received ${total} messages with ${counts.size} distinct ids — ` +
-      `missing ${missing.length}: ${missing.slice(0, 20).join(', ')}; duplicated ${duplicated.length}: ${duplicated.slice(0, 20).join(', ')}; ` +
-      `unknown ${extra.length}: ${extra.slice(0, 20).join(', ')}${context}`,
-  );
-}
-
 /** Jobs of the flow-run queue that would run `instanceId` (queued, delayed, in flight), for diagnostics. */
 async function runJobsFor(prefix: string, instanceIds: string[]): Promise<Record<string, string[]>> {
   const runs = new Queue('{flow-runs}', { connection: client!, prefix });
@@ -361,7 +324,7 @@ async function verifyAll(t: TestContext, gw: GatewayProcess, prefix: string, spe
   t.diagnostic(`re-sent messages the last gateway caught as duplicates at the sink: ${await duplicatesCaught(gw.url)}`);
 
   const counts = new Map<string, number>();
-  await drain(gw.url, spec.sink, counts);
+  await drain(gw.url, spec.sink, counts, { request: call });
   const expected = ids.flatMap((id) => spec.sendSteps.map((n) => `${id}:${n}`));
   assert.equal(expected.length, N * spec.sendSteps.length);
   const dlq = (await call(gw.url, 'GET', `/api/dlq/${enc(spec.sink)}`, { user: 'ops' })).body.depth;
@@ -377,7 +340,7 @@ async function verifyAll(t: TestContext, gw: GatewayProcess, prefix: string, spe
   // Give any (wrongly) re-run instance time to send before looking: poll a few times for nothing.
   for (let k = 0; k < 10; k++) {
     await new Promise((r) => setTimeout(r, 200));
-    await drain(gw.url, spec.sink, late);
+    await drain(gw.url, spec.sink, late, { request: call });
   }
   assert.deepEqual([...late.keys()], [], 'repeated starts of completed instances sent messages again');
 

@@ -11,8 +11,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test, type TestContext } from 'node:test';
-import type { Gateway } from '../../src/gateway.ts';
-import { api, enc, spawnGateway, startTestGateway, waitFor, type GatewayProcess } from '../support/gateway.ts';
+import { waitFor } from '../support/gateway.ts';
+import { assertExactlyOnce, dlqDepth, queueState, receiveBatch, sendAll } from '../support/counting-sink.ts';
+import { GatewayFleet, prefixFor, sleep } from '../support/fleet.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
 const FROM = 'queue:in.a';
@@ -20,95 +21,18 @@ const TO = 'queue:out.b';
 const QUEUES = { maxAttempts: 3, backoff: '100ms', lockTimeout: '3s', stalledCheck: '1s' };
 
 let redis: TestRedis | undefined;
-const gateways: Gateway[] = [];
-const processes: GatewayProcess[] = [];
+const fleet = new GatewayFleet(() => redis!.url);
 
 before(async () => {
   redis = await startTestRedis();
 });
 
 after(async () => {
-  for (const p of processes) await p.kill('SIGKILL').catch(() => {});
-  // A gateway whose Redis is gone waits for it forever (commands queue until a reconnect): bound
-  // each stop, so a failed test still gets to stop Redis and end.
-  for (const g of gateways.reverse()) {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([g.stop().catch(() => {}), new Promise((r) => { timer = setTimeout(r, 15_000); })]);
-    clearTimeout(timer);
-  }
+  await fleet.stopAll();
   await redis?.dispose();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const prefixFor = (name: string) => `${name}${Math.random().toString(36).slice(2, 8)}`;
-
-async function startGw(prefix: string): Promise<Gateway> {
-  const g = await startTestGateway(redis!.url, { redis: { url: redis!.url, prefix }, log: { level: 'error' } });
-  gateways.push(g);
-  return g;
-}
-
-async function spawnGw(prefix: string, extra: Record<string, unknown>): Promise<GatewayProcess> {
-  const p = await spawnGateway(redis!.url, extra, prefix);
-  processes.push(p);
-  return p;
-}
-
-interface QueueState { depth: number; inFlight: number }
-
-async function state(base: string, address: string): Promise<QueueState> {
-  const r = await api(base, 'GET', `/api/queues/${enc(address)}?limit=1`, { user: 'ops' });
-  assert.equal(r.status, 200, `browse ${address}: ${JSON.stringify(r.body)}`);
-  return { depth: r.body.depth, inFlight: r.body.inFlight };
-}
-
-async function dlqDepth(base: string, address: string): Promise<number> {
-  const r = await api(base, 'GET', `/api/dlq/${enc(address)}`, { user: 'ops' });
-  assert.equal(r.status, 200, `dlq ${address}: ${JSON.stringify(r.body)}`);
-  return r.body.depth;
-}
-
-/**
- * Sends every id to `to` over the HTTP API with `parallel` requests in flight; each must get 202.
- * Kept below the per-user login limit (10 by default), which counts a request until it succeeds.
- */
-async function sendAll(base: string, to: string, ids: string[], parallel = 8): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: parallel }, async () => {
-    while (next < ids.length) {
-      const id = ids[next++]!;
-      const r = await api(base, 'POST', '/api/messages', { user: 'ops', body: { to, id, body: { id, pad: 'x'.repeat(200) } } });
-      assert.equal(r.status, 202, `send ${id}: ${r.status} ${JSON.stringify(r.body)}`);
-      assert.equal(r.body.duplicate, false, `send ${id} was reported as a duplicate`);
-    }
-  }));
-}
-
-/** One peek-lock receive + ack; counts the acknowledged ids; returns how many were taken. */
-async function receiveBatch(base: string, address: string, counts: Map<string, number>, max = 200): Promise<number> {
-  const got = await api(base, 'POST', `/api/queues/${enc(address)}/receive`, { user: 'ops', body: { max, leaseSeconds: 300 } });
-  assert.equal(got.status, 200, `receive: ${JSON.stringify(got.body)}`);
-  const messages = got.body.messages as { id: string; lease: string }[];
-  if (messages.length === 0) return 0;
-  const ack = await api(base, 'POST', `/api/queues/${enc(address)}/ack`, { user: 'ops', body: { leases: messages.map((m) => m.lease) } });
-  assert.equal(ack.status, 200, `ack: ${JSON.stringify(ack.body)}`);
-  assert.deepEqual(ack.body.expired, [], 'a 300 s lease expired during the drain');
-  for (const m of messages) counts.set(m.id, (counts.get(m.id) ?? 0) + 1);
-  return messages.length;
-}
-
-function assertExactlyOnce(ids: string[], counts: Map<string, number>, context = ''): void {
-  const expected = new Set(ids);
-  const missing = ids.filter((id) => !counts.has(id));
-  const duplicated = [...counts].filter(([, n]) => n > 1).map(([id, n]) => `${id}×${n}`);
-  const extra = [...counts.keys()].filter((id) => !expected.has(id));
-  assert.ok(
-    missing.length === 0 && duplicated.length === 0 && extra.length === 0,
-    `expected each of ${ids.length} ids exactly once; received ${counts.size} distinct ids — ` +
-      `missing ${missing.length}: ${missing.slice(0, 20).join(', ')}; duplicated ${duplicated.length}: ${duplicated.slice(0, 20).join(', ')}; ` +
-      `unknown ${extra.length}: ${extra.slice(0, 20).join(', ')}${context}`,
-  );
-}
+const startGw = (prefix: string) => fleet.start(prefix, { log: { level: 'error' } });
 
 test('SIGTERM mid-route: exit code 0, nothing left locked, a new gateway finishes with every id exactly once', { timeout: 240_000 }, async (t: TestContext) => {
   const N = 2000;
@@ -120,7 +44,7 @@ test('SIGTERM mid-route: exit code 0, nothing left locked, a new gateway finishe
   const observer = await startGw(prefix);
   await sendAll(observer.url, FROM, ids);
 
-  const first = await spawnGw(prefix, routeConfig);
+  const first = await fleet.spawn(prefix, routeConfig);
   // Wait until the route is moving (some but not all in out.b), polling as fast as Redis answers.
   let moved = 0;
   for (const deadline = Date.now() + 60_000; moved < N / 5; await sleep(5)) {
@@ -129,28 +53,28 @@ test('SIGTERM mid-route: exit code 0, nothing left locked, a new gateway finishe
     if (Date.now() > deadline) throw new Error(`the route did not start moving within 60 s (out.b depth ${moved})`);
   }
   const code = await first.kill('SIGTERM');
-  const afterExit = { from: await state(observer.url, FROM), to: await state(observer.url, TO) };
+  const afterExit = { from: await queueState(observer.url, FROM), to: await queueState(observer.url, TO) };
   t.diagnostic(`SIGTERM with out.b at ≥${moved}; exit code ${code}; right after exit: ${JSON.stringify(afterExit)}`);
   assert.equal(code, 0, `exit code after SIGTERM; output:\n${first.output()}`);
   assert.equal(afterExit.from.inFlight, 0, `in.a messages still locked after a graceful stop (they wait for the stalled check): ${JSON.stringify(afterExit)}`);
   assert.equal(afterExit.from.depth + afterExit.to.depth, N, `after a graceful stop every message is in in.a or out.b: ${JSON.stringify(afterExit)}`);
   assert.ok(afterExit.from.depth > 0, `SIGTERM was not mid-route: ${JSON.stringify(afterExit)}`);
 
-  const second = await spawnGw(prefix, routeConfig);
+  const second = await fleet.spawn(prefix, routeConfig);
   await waitFor(async () => {
-    const s = await state(second.url, FROM);
+    const s = await queueState(second.url, FROM);
     return s.depth === 0 && s.inFlight === 0;
   }, 120_000, 'in.a to be empty with nothing in flight').catch(async (err: Error) => {
-    throw new Error(`${err.message}: in.a ${JSON.stringify(await state(second.url, FROM))}, out.b ${JSON.stringify(await state(second.url, TO))}\n--- second gateway output:\n${second.output()}`);
+    throw new Error(`${err.message}: in.a ${JSON.stringify(await queueState(second.url, FROM))}, out.b ${JSON.stringify(await queueState(second.url, TO))}\n--- second gateway output:\n${second.output()}`);
   });
 
   const counts = new Map<string, number>();
-  while ((await receiveBatch(second.url, TO, counts)) > 0);
+  while ((await receiveBatch(second.url, TO, counts)).length > 0);
   const dlq = { from: await dlqDepth(second.url, FROM), to: await dlqDepth(second.url, TO) };
   assertExactlyOnce(ids, counts, `; dead letters ${JSON.stringify(dlq)}`);
   assert.deepEqual(dlq, { from: 0, to: 0 }, 'dead letters');
-  assert.deepEqual(await state(second.url, FROM), { depth: 0, inFlight: 0 });
-  assert.deepEqual(await state(second.url, TO), { depth: 0, inFlight: 0 });
+  assert.deepEqual(await queueState(second.url, FROM), { depth: 0, inFlight: 0 });
+  assert.deepEqual(await queueState(second.url, TO), { depth: 0, inFlight: 0 });
   assert.equal(await second.kill('SIGTERM'), 0, `exit code of the second gateway; output:\n${second.output()}`);
   await observer.stop();
 });
@@ -169,14 +93,14 @@ test('SIGTERM while the route holds messages for a full destination: exit code 0
   const observer = await startGw(prefix);
   await sendAll(observer.url, FROM, ids);
 
-  const first = await spawnGw(prefix, routeConfig);
+  const first = await fleet.spawn(prefix, routeConfig);
   // Held: out.b full and the route's slots busy with messages it cannot deliver.
   await waitFor(async () => {
-    const [a, b] = [await state(observer.url, FROM), await state(observer.url, TO)];
+    const [a, b] = [await queueState(observer.url, FROM), await queueState(observer.url, TO)];
     return b.depth >= MAX_DEPTH && a.inFlight === CONCURRENCY;
   }, 60_000, 'out.b to fill up and the route to hold its messages');
   const code = await first.kill('SIGTERM');
-  const afterExit = { from: await state(observer.url, FROM), to: await state(observer.url, TO) };
+  const afterExit = { from: await queueState(observer.url, FROM), to: await queueState(observer.url, TO) };
   t.diagnostic(`exit code ${code}; right after exit: ${JSON.stringify(afterExit)}`);
   assert.equal(code, 0, `exit code after SIGTERM; output:\n${first.output()}`);
   assert.equal(afterExit.from.inFlight, 0, `held in.a messages still locked after a graceful stop: ${JSON.stringify(afterExit)}`);
@@ -184,20 +108,20 @@ test('SIGTERM while the route holds messages for a full destination: exit code 0
   assert.equal(await dlqDepth(observer.url, FROM), 0, 'held messages were dead-lettered by the stop');
 
   // A new gateway resumes; drain out.b until everything has arrived and both queues are empty.
-  const second = await spawnGw(prefix, routeConfig);
+  const second = await fleet.spawn(prefix, routeConfig);
   const counts = new Map<string, number>();
   let received = 0;
   await waitFor(async () => {
-    const n = await receiveBatch(second.url, TO, counts, 50);
+    const n = (await receiveBatch(second.url, TO, counts, { max: 50 })).length;
     received += n;
     if (n > 0) return false;
-    const [a, b] = [await state(second.url, FROM), await state(second.url, TO)];
+    const [a, b] = [await queueState(second.url, FROM), await queueState(second.url, TO)];
     return received >= N && a.depth === 0 && a.inFlight === 0 && b.depth === 0 && b.inFlight === 0;
   }, 120_000, 'the route to resume and out.b to be drained').catch((err: Error) => {
     throw new Error(`${err.message}; received ${received}, distinct ${counts.size}\n--- second gateway output:\n${second.output()}`);
   });
   await sleep(1500); // a late arrival would be a duplicate
-  received += await receiveBatch(second.url, TO, counts);
+  received += (await receiveBatch(second.url, TO, counts)).length;
 
   const dlq = { from: await dlqDepth(second.url, FROM), to: await dlqDepth(second.url, TO) };
   assertExactlyOnce(ids, counts, `; dead letters ${JSON.stringify(dlq)}`);
