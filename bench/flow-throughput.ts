@@ -47,6 +47,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
+import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, sleep } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -76,12 +77,6 @@ if (args.help) {
   process.exit(0);
 }
 
-function intOption(name: string, raw: string | undefined, fallback: number, min: number): number {
-  if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw.replace(/_/g, ''));
-  if (!Number.isInteger(v) || v < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
-  return v;
-}
 
 const N = intOption('n', args.n ?? process.env.BENCH_FLOW_N, 5_000, 1);
 const W = intOption('waiting', args.waiting, 10_000, 0);
@@ -134,8 +129,6 @@ export default defineFlow({
 
 // ───────────────────────────── helpers ─────────────────────────────
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
 
 /** A JSON body of exactly BODY_BYTES bytes once serialized, unique per `seq`. */
 function makeBody(seq: number): Record<string, unknown> {
@@ -144,30 +137,8 @@ function makeBody(seq: number): Record<string, unknown> {
   return b;
 }
 
-function machineBusySeconds(): number | undefined {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
-    const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
-    return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / 100;
-  } catch {
-    return undefined;
-  }
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
-function parseInfo(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\r\n')) {
-    const i = line.indexOf(':');
-    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
 
 interface RedisSnapshot { cpu: number; commands: Record<string, number> }
 
@@ -337,7 +308,7 @@ async function startFlows(gateway: Gateway, flow: string, n: number): Promise<st
     for (let j = i; j < Math.min(n, i + START_BATCH); j++) {
       const m = createMessage({ to: `flow:${flow}`, body: { seq: j, data: makeBody(j) } }, SENDER);
       ids.push(FlowRuntime.instanceId(flow, m.id));
-      batch.push(gateway.router.send(m));
+      batch.push(gateway.router.send(m, { principal: SENDER, door: 'system' }));
     }
     const results = await Promise.all(batch);
     if (results.some((r) => r.duplicate)) throw new Error('a start was reported as a duplicate');
@@ -532,9 +503,6 @@ async function waitingRaw(ctx: Ctx, w: number): Promise<WaitingResult> {
 
 // ───────────────────────────── main ─────────────────────────────
 
-function fmt(n: number, digits = 0): string {
-  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
 
 function printRow(r: ThroughputResult): void {
   const name = `${r.name}${r.warmup ? ' (warm-up)' : ` #${r.round}`}`;

@@ -44,6 +44,7 @@ import { createLogger } from '../src/log.ts';
 import { Route } from '../src/core/route.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
+import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, sleep } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -72,12 +73,6 @@ if (args.help) {
   process.exit(0);
 }
 
-function intOption(name: string, raw: string | undefined, fallback: number, min: number): number {
-  if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw.replace(/_/g, ''));
-  if (!Number.isInteger(v) || v < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
-  return v;
-}
 
 const N = intOption('n', args.n ?? process.env.BENCH_N, 20_000, 1);
 const ROUNDS = intOption('rounds', args.rounds, 3, 1);
@@ -96,8 +91,6 @@ const TO = 'queue:bench.b';
 
 // ───────────────────────────── helpers ─────────────────────────────
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
 
 /** A JSON body of exactly `BODY_BYTES` bytes once serialized, unique per `seq`. */
 function makeBody(seq: number): Record<string, unknown> {
@@ -107,31 +100,8 @@ function makeBody(seq: number): Record<string, unknown> {
   return b;
 }
 
-/** Busy CPU seconds of the whole machine so far (Linux /proc/stat), to spot other load during a phase. */
-function machineBusySeconds(): number | undefined {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
-    const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
-    return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / 100; // USER_HZ
-  } catch {
-    return undefined;
-  }
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
-function parseInfo(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\r\n')) {
-    const i = line.indexOf(':');
-    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
 
 /** Redis-side counters of one phase: commands by name, CPU seconds, AOF bytes and late fsyncs. */
 interface RedisSnapshot { cpu: number; commands: Record<string, number>; aofBytes: number; aofDelayedFsync: number }
@@ -363,7 +333,7 @@ async function runSwitchboard(ctx: Ctx, round: number, n: number, warmup: boolea
       for (let j = i; j < Math.min(n, i + PREFILL_BATCH); j++) {
         const m = createMessage({ to: FROM, body: makeBody(j) }, sender);
         expected.add(m.id);
-        batch.push(router.send(m));
+        batch.push(router.send(m, { principal: sender, door: 'system' }));
       }
       const results = await Promise.all(batch);
       if (results.some((r) => r.duplicate)) throw new Error('a pre-fill message was reported as a duplicate');
@@ -386,9 +356,6 @@ async function runSwitchboard(ctx: Ctx, round: number, n: number, warmup: boolea
 
 // ───────────────────────────── main ─────────────────────────────
 
-function fmt(n: number, digits = 0): string {
-  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
 
 function printRow(r: PhaseResult): void {
   const name = `${r.name}${r.warmup ? ' (warm-up)' : ` #${r.round}`}`;

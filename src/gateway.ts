@@ -9,7 +9,9 @@ import { Authenticator } from './auth/authenticator.ts';
 import { LoginGuard } from './auth/login-guard.ts';
 import { createDirectory } from './auth/create-directory.ts';
 import { TokenStore } from './auth/tokens.ts';
-import { Permissions, rulesFromConfig } from './auth/permissions.ts';
+import { Permissions, rulesFromConfig, type DeploymentGrant } from './auth/permissions.ts';
+import { auditDenials, authorizeReplyTo, authorizeSend, verbFor } from './auth/authorization.ts';
+import { demoteReservedHeaders, requirePrincipal } from './core/pipeline.ts';
 import { PermissionStore } from './auth/permission-store.ts';
 import { PermissionAdmin } from './auth/permission-admin.ts';
 import type { Config } from './config/schema.ts';
@@ -22,7 +24,8 @@ import { TmpEndpoint } from './endpoints/tmp/tmp-endpoint.ts';
 import { createLogger } from './log.ts';
 import { Route } from './core/route.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from './store/embedded-redis.ts';
-import { openRedis, redactUrl } from './store/redis.ts';
+import { MemoryGuard } from './store/memory-guard.ts';
+import { describeRedis, openRedis, type RedisTarget } from './store/redis.ts';
 import { createApp } from './web/app.ts';
 import { FlowEndpoint } from './endpoints/flow/flow-endpoint.ts';
 import { Inbox } from './people/inbox.ts';
@@ -69,17 +72,11 @@ export async function startGateway({ config, log = createLogger(config.log.level
   try {
     // Flow files first: a broken one stops the start before anything else is touched.
     const flowDefs = await loadFlows(config.flows.dir);
-    let embedded: EmbeddedRedis | undefined;
-    let redisUrl = config.redis.url;
-    if (!redisUrl) {
-      embedded = await startEmbeddedRedis(config.redis.dataDir);
-      cleanup.push(() => embedded!.stop());
-      redisUrl = embedded.url;
-      log.info({ redis: redisUrl, dataDir: config.redis.dataDir, pid: embedded.pid }, 'started a private redis-server (no redis.url configured)');
-    }
-    const redis: Redis = await openRedis(redisUrl);
-    cleanup.push(() => redis.quit());
-    log.info({ redis: redactUrl(redisUrl) }, 'connected to redis');
+    const { redis, redisUrl } = await openConfiguredRedis(config.redis, log, cleanup);
+    // DESIGN §9: refuses an evicting Redis now, and new inbound work while memory is nearly full.
+    const memoryGuard = new MemoryGuard({ redis, limit: config.redis.memoryLimit, log });
+    await memoryGuard.start();
+    cleanup.push(async () => memoryGuard.stop());
 
     let queues: QueueEndpoint | undefined;
     let outboxes: PeerEndpoint | undefined;
@@ -89,7 +86,18 @@ export async function startGateway({ config, log = createLogger(config.log.level
       ...Object.fromEntries(Object.entries(outboxes ? await outboxes.depths() : {}).map(([alias, n]) => [`peer:${alias}/**`, n])),
     }));
     const dedup = new DedupStore(redis, config.redis.prefix, config.queues.dedupTtl);
-    const router = new Router(dedup, metrics, log);
+    const configRules = rulesFromConfig(config.permissions);
+    const permissions = new Permissions(configRules, deploymentGrants(config));
+    const audit = new AuditLog(redis, config.redis.prefix, log);
+    // Every message that enters the router passes this chain, in this order (DESIGN §5).
+    const router = new Router(dedup, metrics, log, [
+      auditDenials(audit),
+      requirePrincipal,
+      demoteReservedHeaders,
+      authorizeSend(permissions),
+      authorizeReplyTo(permissions),
+      memoryGuard, // Redis nearly full: new inbound work from client doors is refused (503), never dropped
+    ]);
     queues = new QueueEndpoint({
       redis,
       prefix: config.redis.prefix,
@@ -106,14 +114,11 @@ export async function startGateway({ config, log = createLogger(config.log.level
     router.register(new TmpEndpoint({ redis, prefix: config.redis.prefix, metrics, log }));
     cleanup.push(() => router.close());
 
-    const configRules = rulesFromConfig(config.permissions);
-    const permissions = new Permissions(configRules);
     const permissionStore = new PermissionStore(redis, config.redis.prefix, permissions, configRules, log);
     await permissionStore.start();
     cleanup.push(() => permissionStore.stop());
     const directory = createDirectory(config.directory, log);
     const tokens = new TokenStore(redis, config.redis.prefix);
-    const audit = new AuditLog(redis, config.redis.prefix, log);
     const guard = new LoginGuard(redis, config.redis.prefix, { perUser: config.http.loginLimits.perUser, perIp: config.http.loginLimits.perIp, windowMs: config.http.loginLimits.window });
     const auth = new Authenticator(directory, tokens, audit, guard);
 
@@ -134,6 +139,9 @@ export async function startGateway({ config, log = createLogger(config.log.level
       const n = config.network;
       networkMap = new NetworkMap({ peers: n.peers, ...(n.mapFile ? { mapFile: n.mapFile } : {}), log });
       networkMap.start();
+      const map = networkMap;
+      // A peer may send where its entry in the network map allows, as the map is now.
+      permissions.addGrantSource((p) => (p.kind === 'peer' ? (map.get(p.name)?.allow ?? []).map((pattern) => ({ pattern, verbs: ['send'] as const, reason: `the network map's allow list of ${p.name}` })) : []));
       cleanup.push(async () => networkMap!.stop());
       peers = new PeerEndpoint({
         redis, prefix: config.redis.prefix, map: networkMap, identity: n.identity, key: n.key, cert: n.cert, ca: n.ca,
@@ -185,7 +193,7 @@ export async function startGateway({ config, log = createLogger(config.log.level
       // Replies from legacy systems come back on each broker's reply queue and go to the waiting flow.
       for (const [name, b] of Object.entries(config.brokers)) {
         if (!b.replyQueue) continue;
-        const sub = await router.consume(`mq:${name}/${b.replyQueue}`, (m) => deliverReply(m, router, flows), { maxInFlight: 50 });
+        const sub = await router.consume(`mq:${name}/${b.replyQueue}`, (m) => deliverReply(m, router, flows, name), { maxInFlight: 50 });
         cleanup.push(() => sub.close());
       }
     }
@@ -260,6 +268,46 @@ export async function startGateway({ config, log = createLogger(config.log.level
   }
 }
 
+/**
+ * The configured Redis (url, cluster or sentinel), or a private redis-server in redis.dataDir. The
+ * start log says which one and where the setting came from. A private server that ends while the
+ * gateway runs (killed from outside, crashed) is started again on its port and data, so neither
+ * running nor draining waits on a Redis that is gone; it is stopped after everything else.
+ */
+async function openConfiguredRedis(c: Config['redis'], log: Logger, cleanup: (() => Promise<unknown>)[]): Promise<{ redis: Redis; redisUrl: string }> {
+  const auth = { ...(c.username ? { username: c.username } : {}), ...(c.password ? { password: c.password } : {}), ...(c.tls ? { tls: c.tls } : {}) };
+  const target: RedisTarget | undefined = c.url ? { url: c.url, ...auth } : c.cluster ? { cluster: c.cluster, ...auth } : c.sentinel ? { sentinel: c.sentinel, ...auth } : undefined;
+  if (target) {
+    const redis = await openRedis(target);
+    cleanup.push(() => quitRedis(redis));
+    log.info({ redis: describeRedis(target), source: c.source === 'file' ? 'config file' : c.source }, 'using redis');
+    return { redis, redisUrl: 'url' in target ? target.url : 'cluster' in target ? target.cluster.nodes[0]! : target.sentinel.sentinels[0]! };
+  }
+  let embedded: EmbeddedRedis = await startEmbeddedRedis(c.dataDir);
+  let stopping = false;
+  let restarts = 0;
+  const watch = (e: EmbeddedRedis) => e.onUnexpectedExit(() => {
+    if (stopping) return;
+    if (++restarts > 5) return log.error({ dataDir: c.dataDir }, 'the private redis-server keeps ending: not starting it again; the gateway answers 503 until it is stopped');
+    log.error({ pid: e.pid, dataDir: c.dataDir }, 'the private redis-server ended: starting it again on the same port and data');
+    startEmbeddedRedis(c.dataDir, { port: e.port }).then((next) => { embedded = next; watch(next); }, (err: Error) => log.error({ err: err.message }, 'could not start the private redis-server again'));
+  });
+  watch(embedded);
+  cleanup.push(async () => { stopping = true; await embedded.stop(); });
+  const redis = await openRedis(embedded.url);
+  cleanup.push(() => quitRedis(redis));
+  log.info({ redis: describeRedis(embedded.url), source: 'embedded', dataDir: c.dataDir, pid: embedded.pid, adopted: embedded.adopted }, embedded.adopted ? 'using the private redis-server left running by an earlier gateway (no redis.url, cluster or sentinel configured)' : 'started a private redis-server (no redis.url, cluster or sentinel configured)');
+  return { redis, redisUrl: embedded.url };
+}
+
+/** QUIT, or cut the connection if Redis does not answer within 2 s (it may be gone already). */
+async function quitRedis(redis: Redis): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([redis.quit().catch(() => undefined), new Promise((r) => { timer = setTimeout(r, 2000); })]);
+  clearTimeout(timer);
+  redis.disconnect();
+}
+
 /** Stops accepting connections, lets running requests finish for a few seconds, then cuts. */
 async function closeServer(server: Server): Promise<void> {
   const closed = new Promise<void>((r) => server.close(() => r()));
@@ -267,4 +315,20 @@ async function closeServer(server: Server): Promise<void> {
   const timer = setTimeout(() => server.closeAllConnections(), 5000);
   await closed;
   clearTimeout(timer);
+}
+
+/**
+ * Rights that follow from the config itself: a route may send to its destination, an inbound
+ * webhook to its address, a broker's reply queue to the flow instances that wait on it.
+ */
+function deploymentGrants(config: Config): DeploymentGrant[] {
+  const grants: DeploymentGrant[] = [];
+  for (const r of config.routes) grants.push({ principal: `route:${Route.principalName(r)}`, address: r.to, verbs: [verbFor(r.to)], reason: `the route ${Route.principalName(r)} in the config` });
+  for (const [name, w] of Object.entries(config.webhooks)) {
+    if (w.inbound) grants.push({ principal: `webhook:${name}`, address: w.inbound.to, verbs: [verbFor(w.inbound.to)], reason: `the inbound webhook ${name} in the config` });
+  }
+  for (const [name, b] of Object.entries(config.brokers)) {
+    if (b.replyQueue) grants.push({ principal: `broker:${name}`, address: 'flow:*/*', verbs: ['send'], reason: `the reply queue of broker ${name}` });
+  }
+  return grants;
 }

@@ -384,9 +384,9 @@ export class AmqpServer {
       const raw = ctx.message as unknown as AmqpMessage;
       const to = link.address ?? parseAddress(raw.to ?? undefined).raw;
       const m = fromAmqp(raw, to, { kind: 'user', name: link.principal.name }, { maxBytes: this.o.maxMessageBytes });
-      // Checked per message too: a right revoked while the link is open stops the next message.
-      this.allowed(link.conn, 'send', to);
-      await this.o.router.send(m);
+      // Authorized per message by the router's pipeline: a right revoked while the link is open
+      // stops the next message, and the anonymous relay's `to` is checked like any other.
+      await this.o.router.send(m, { principal: link.principal, door: 'amqp' });
       delivery.accept();
     } catch (err) {
       if (isRetryable(err)) delivery.release({ delivery_failed: true });

@@ -8,6 +8,7 @@ import type { Permissions } from '../auth/permissions.ts';
 import { parseAddress } from '../core/address.ts';
 import type { DedupStore } from '../core/dedup.ts';
 import { PermissionDenied, SwitchboardError, isRetryable } from '../core/errors.ts';
+import { holdWhileUnavailable } from '../core/hold.ts';
 import type { Router } from '../core/router.ts';
 import { matchesPattern } from '../core/pattern.ts';
 import { describe } from '../amqp/connection.ts';
@@ -33,8 +34,6 @@ export interface PeerListenerOptions {
   audit: AuditLog;
   log: Logger;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The inbound side of the peer network: mutual TLS only, and the client certificate must be a
@@ -104,10 +103,6 @@ export class PeerListener {
     this.o.log.info({ port: this.port }, 'peer listener (mutual TLS) listening');
   }
 
-  private allowed(peer: Peer, address: string): boolean {
-    return peer.allow.some((p) => matchesPattern(p, address)) || this.o.permissions.check({ kind: 'peer', name: peer.alias }, 'send', address).allowed;
-  }
-
   private async onMessage(ctx: EventContext): Promise<void> {
     const receiver = ctx.receiver as Receiver;
     const delivery = ctx.delivery as Delivery;
@@ -118,7 +113,6 @@ export class PeerListener {
       if (!peer) throw new PermissionDenied('(unknown peer)', 'send', '');
       const target = (receiver.target as { address?: string } | undefined)?.address ?? '';
       const address = parseAddress(localAddress(target)).raw;
-      if (!this.allowed(peer, address)) throw new PermissionDenied(`peer:${peer.alias}`, 'send', address);
       const message = fromAmqp(amqp, address, { kind: 'peer', name: peer.alias }, { maxBytes: this.o.maxMessageBytes });
       const props = (amqp.application_properties ?? {}) as Record<string, unknown>;
       const signature = props[SIGNATURE_PROPERTY];
@@ -133,18 +127,13 @@ export class PeerListener {
         throw new SwitchboardError('bad_signature', `message ${message.id} does not carry a valid signature of peer ${peer.alias}`, 403);
       }
       if (claimed !== undefined) message.headers[CLAIMED_SENDER_HEADER] = claimed;
+      // A peer's reply address lies in that peer's own address space, never a local address
+      // (rewritten after the signature check, which covers what the peer wrote).
+      if (message.replyTo !== undefined) message.replyTo = `peer:${peer.alias}/${message.replyTo}`;
       const scope = `peer-in:${peer.alias}`;
       if (!(await this.o.dedup.seen(scope, message.id))) {
         // Hold while the destination cannot take it: no credit back, so the peer keeps the rest.
-        for (let pause = 200; ; pause = Math.min(pause * 2, 5000)) {
-          try {
-            await this.o.router.send(message);
-            break;
-          } catch (err) {
-            if (!isRetryable(err) || this.stopping) throw err;
-            await sleep(pause);
-          }
-        }
+        await holdWhileUnavailable(() => this.o.router.send(message, { principal: { kind: 'peer', name: peer.alias }, door: 'peer' }), { stopping: () => this.stopping, firstPauseMs: 200 });
         await this.o.dedup.bind(scope, message.id, '1', this.o.eventHorizonMs);
       }
       delivery.accept();

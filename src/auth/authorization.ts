@@ -2,7 +2,7 @@ import { PermissionDenied, SwitchboardError } from '../core/errors.ts';
 import { principalId } from '../core/message.ts';
 import type { SendInterceptor } from '../core/pipeline.ts';
 import type { AuditLog } from './audit.ts';
-import type { Permissions } from './permissions.ts';
+import type { Permissions, Verb } from './permissions.ts';
 
 /**
  * The router's authorization interceptors (DESIGN §5, "one pipeline"). Doors authenticate and
@@ -10,12 +10,17 @@ import type { Permissions } from './permissions.ts';
  * door — the HTTP API, the inbox, the AMQP endpoint, peers, webhooks, brokers, routes and flows.
  */
 
-/** `send` on the destination. Flows are deployed code and pass (Permissions says so, in one place). */
+/** A message to `flow:<name>` starts an instance: that takes `start`; anything else takes `send`. */
+export function verbFor(to: string): Verb {
+  return /^flow:[^/]+$/.test(to) ? 'start' : 'send';
+}
+
+/** The right to send there (or start). Flows are deployed code and pass (Permissions says so, in one place). */
 export function authorizeSend(permissions: Permissions): SendInterceptor {
   return {
     name: 'authorize-send',
     async send(input, next) {
-      permissions.require(input.caller.principal, 'send', input.message.to);
+      permissions.require(input.caller.principal, verbFor(input.message.to), input.message.to);
       return next(input);
     },
   };
@@ -59,7 +64,8 @@ export function auditDenials(audit: AuditLog): SendInterceptor {
       try {
         return await next(input);
       } catch (err) {
-        if (err instanceof SwitchboardError && (err.status === 401 || err.status === 403)) {
+        if (err instanceof SwitchboardError && (err.status === 401 || err.status === 403) && !err.audited) {
+          err.audited = true;
           const p = input.caller?.principal;
           await audit.record({
             action: 'access.denied',

@@ -28,6 +28,23 @@ export interface Decision {
   reason: string;
 }
 
+/**
+ * A right that follows from how the gateway is deployed rather than from a rule: a route may send
+ * to its destination, an inbound webhook to its configured address, a broker's reply queue to the
+ * flow instances waiting on it. Derived from the config at start, never editable at run time.
+ */
+export interface DeploymentGrant {
+  /** Exact principal id, e.g. `route:queue:in -> queue:out`, `webhook:crm`, `broker:legacy`. */
+  principal: string;
+  address: string;
+  verbs: Verb[];
+  /** Shown in explanations, e.g. "the route queue:in -> queue:out in the config". */
+  reason: string;
+}
+
+/** Live deployment grants of one principal (see Permissions.addGrantSource). */
+export type GrantSource = (p: Principal) => readonly { pattern: AddressPattern; verbs: readonly Verb[]; reason: string }[];
+
 /** The shape of `permissions:` in config. */
 export interface PermissionConfigEntry {
   group?: string;
@@ -83,8 +100,16 @@ export class Permissions {
   /** Version of the console rules these permissions reflect (0: config only). */
   version = 0;
 
-  constructor(rules: PermissionRule[]) {
+  private deployment = new Map<string, { grant: DeploymentGrant; pattern: AddressPattern }[]>();
+  private grantSources: GrantSource[] = [];
+
+  constructor(rules: PermissionRule[], grants: DeploymentGrant[] = []) {
     this.replace(rules);
+    for (const grant of grants) {
+      const list = this.deployment.get(grant.principal) ?? [];
+      list.push({ grant, pattern: parsePattern(grant.address) });
+      this.deployment.set(grant.principal, list);
+    }
   }
 
   replace(rules: PermissionRule[], version = this.version): void {
@@ -109,6 +134,14 @@ export class Permissions {
     const changed = version !== this.version;
     this.version = version;
     if (changed || rules.length > 0) for (const l of this.listeners) l();
+  }
+
+  /**
+   * Adds grants that change while the gateway runs without being rules, e.g. a peer's `allow`
+   * patterns from a network map that is read again when its file changes.
+   */
+  addGrantSource(source: GrantSource): void {
+    this.grantSources.push(source);
   }
 
   /** Called after every replace (a rule change): doors re-check what they hold open. */
@@ -156,7 +189,17 @@ export class Permissions {
 
   check(p: Principal, verb: Verb, address: string): Decision {
     const base = { verb, address, principal: principalId(p) };
+    // Flows are deployed code; `system` is the gateway's own notices and decisions, which no door
+    // can present (the router's require-principal interceptor refuses it from client doors).
     if (p.kind === 'flow' || p.kind === 'system') return { ...base, allowed: true, reason: `${base.principal} is deployed code and acts unrestricted` };
+    for (const { grant, pattern } of this.deployment.get(base.principal) ?? []) {
+      if (grant.verbs.includes(verb) && matchesPattern(pattern, address)) return { ...base, allowed: true, reason: `${grant.reason} allows ${base.principal} to ${verb} on ${grant.address}` };
+    }
+    for (const source of this.grantSources) {
+      for (const g of source(p)) {
+        if (g.verbs.includes(verb) && matchesPattern(g.pattern, address)) return { ...base, allowed: true, reason: `${g.reason} allows ${base.principal} to ${verb} on ${g.pattern.raw}` };
+      }
+    }
     for (const { rule, pattern } of this.candidates(address)) {
       if (rule.verbs.includes(verb) && this.applies(rule, p) && matchesPattern(pattern, address)) {
         const who = rule.group !== undefined ? `group ${rule.group}` : rule.user !== undefined ? `user ${rule.user}` : `peer ${rule.peer}`;

@@ -9,6 +9,8 @@ export class SwitchboardError extends Error {
   readonly status: number;
   /** True when trying again later may succeed (a dependency is down, not the input is wrong). */
   readonly retryable: boolean;
+  /** Set once the refusal is in the audit trail, so the door that answers does not write it twice. */
+  audited = false;
   constructor(code: string, message: string, status = 400, retryable = false) {
     super(message);
     this.name = new.target.name;

@@ -5,10 +5,11 @@ import { ValidationError } from './errors.ts';
 /**
  * Who sent a message. Stamped by the door that authenticated it, never read from the client:
  * a `user` (directory login or one of their API tokens), a `peer` gateway (certificate subject),
- * a `flow`, a `broker` a message was consumed from, or the gateway itself (`system`).
+ * a `flow`, a `broker` a message was consumed from, an inbound `webhook` (its signature), a
+ * `route` from the config moving a message on, or the gateway itself (`system`).
  */
 export interface Principal {
-  readonly kind: 'user' | 'peer' | 'flow' | 'broker' | 'system';
+  readonly kind: 'user' | 'peer' | 'flow' | 'broker' | 'webhook' | 'route' | 'system';
   readonly name: string;
   /** Groups from the directory, for permission checks; not carried on messages. */
   readonly groups?: readonly string[];

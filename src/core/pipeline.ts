@@ -4,11 +4,12 @@ import type { Message, Principal } from './message.ts';
 
 /**
  * Where a message entered. Client doors carry what someone outside typed; internal doors carry
- * what the gateway itself decided (a flow's step, a route from the config, an inbox notice).
+ * what the gateway itself built (a flow's step, a route from the config, a notice, a decision the
+ * inbox recorded and now delivers — the person chose an action, the inbox wrote the message).
  */
 export type Door = 'http' | 'inbox' | 'amqp' | 'peer' | 'webhook' | 'broker' | 'route' | 'flow' | 'system';
 
-export const CLIENT_DOORS: ReadonlySet<Door> = new Set(['http', 'inbox', 'amqp', 'peer', 'webhook', 'broker']);
+export const CLIENT_DOORS: ReadonlySet<Door> = new Set(['http', 'amqp', 'peer', 'webhook', 'broker']);
 
 /** Who hands a message to the router, and through which door. Doors authenticate; the router decides. */
 export interface Caller {

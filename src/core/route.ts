@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Subscription } from './endpoint.ts';
+import type { Caller } from './pipeline.ts';
 import type { Router } from './router.ts';
 
 export interface RouteDefinition {
@@ -17,12 +18,21 @@ export interface RouteDefinition {
  */
 export class Route {
   private subscription?: Subscription;
+  /** A route acts as itself: it may send to its destination because the config says so, nowhere else. */
+  readonly caller: Caller;
 
   constructor(
     readonly definition: RouteDefinition,
     private readonly router: Router,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.caller = { principal: { kind: 'route', name: Route.principalName(definition) }, door: 'route' };
+  }
+
+  /** `queue:in -> queue:out`: the route's principal name, in the audit trail and in its deployment grant. */
+  static principalName(d: Pick<RouteDefinition, 'from' | 'to'>): string {
+    return `${d.from} -> ${d.to}`;
+  }
 
   /** Checks both ends resolve to an endpoint; throws a clear error otherwise. */
   validate(): void {
@@ -36,7 +46,7 @@ export class Route {
       from,
       async (message) => {
         // The envelope keeps its id, so the destination's dedup sees a redelivery as the same message.
-        await this.router.send({ ...message, to, from: message.from ?? from });
+        await this.router.send({ ...message, to, from: message.from ?? from }, this.caller);
       },
       { maxInFlight: concurrency },
     );

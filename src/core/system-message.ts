@@ -1,7 +1,16 @@
 import type { Message } from './message.ts';
+import type { Caller, Door } from './pipeline.ts';
 
 /** The gateway's own principal: notices, reminders, escalations and other messages no one typed. */
 export const SYSTEM_SENDER = { kind: 'system', name: 'switchboard' } as const;
+
+/**
+ * The gateway acting on its own account through an internal door (the inbox delivering a
+ * decision, a transport sending a notice). No client door can present this principal.
+ */
+export function systemCaller(door: Door = 'system', name: string = SYSTEM_SENDER.name): Caller {
+  return { principal: { kind: 'system', name }, door };
+}
 
 export interface SystemMessageInput {
   /** Fixed per purpose (e.g. `task:<id>:decision`), so a repeat after a crash is deduplicated. */

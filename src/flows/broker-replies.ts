@@ -9,7 +9,7 @@ import type { FlowRuntime } from './runtime.ts';
  * only believed when it names that same instance, so a broker client cannot steer replies into
  * other flows.
  */
-export async function deliverReply(m: Message, router: Router, flows: FlowRuntime): Promise<void> {
+export async function deliverReply(m: Message, router: Router, flows: FlowRuntime, broker: string): Promise<void> {
   const cid = m.correlationId ?? '';
   // `<instanceId>:<step>` or `<instanceId>:<step>:r<attempt>`; instance ids never hold a ':'.
   const instanceId = cid.includes(':') ? cid.slice(0, cid.indexOf(':')) : '';
@@ -19,5 +19,5 @@ export async function deliverReply(m: Message, router: Router, flows: FlowRuntim
   const to = `flow:${meta.flow}/${instanceId}`;
   const claimed = m.headers['switchboard-reply-to'];
   if (claimed !== undefined && claimed !== to) throw new ValidationError(`reply header names ${claimed}, but correlation id '${cid}' belongs to ${to}`);
-  await router.send({ ...m, to });
+  await router.send({ ...m, to }, { principal: { kind: 'broker', name: broker }, door: 'broker' });
 }

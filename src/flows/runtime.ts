@@ -163,7 +163,7 @@ export class FlowRuntime {
       const journal = await this.store.journal(id);
       const ctx = new ReplayContext(meta, journal, {
         store: this.store,
-        send: (m) => this.o.router.send(m),
+        send: (m) => this.o.router.send(m, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' }),
         wakeAt: (i, at, key) => this.wake(i, at, key),
         log: this.o.log,
       }, async () => {
@@ -210,7 +210,7 @@ export class FlowRuntime {
         id: `${meta.id}:result`, to: meta.replyTo, from: `flow:${meta.flow}/${meta.id}`, sender: { kind: 'flow', name: meta.flow },
         headers: {}, contentType: 'application/json', body: value, createdAt: new Date().toISOString(),
         ...(meta.correlationId ? { correlationId: meta.correlationId } : {}),
-      });
+      }, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' });
     }
     await this.finish(meta.id, 'completed', { result: value });
   }

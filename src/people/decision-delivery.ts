@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Router } from '../core/router.ts';
-import { systemMessage } from '../core/system-message.ts';
+import { systemCaller, systemMessage } from '../core/system-message.ts';
 import type { TaskStore } from './task-store.ts';
 import { taskAddress } from './task-rules.ts';
 
@@ -37,7 +37,7 @@ export class DecisionDelivery {
         sender: { kind: 'user', name: task.decision.by.replace(/^user:/, '') },
         headers: { 'switchboard-task': id }, body: task.decision, createdAt: task.decision.at,
         ...(task.correlationId ? { correlationId: task.correlationId } : {}),
-      }));
+      }), systemCaller('inbox', 'inbox'));
     }
     await this.o.store.notified(id);
   }

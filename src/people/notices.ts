@@ -1,6 +1,6 @@
 import type { Directory } from '../auth/directory.ts';
 import type { Router } from '../core/router.ts';
-import { systemMessage } from '../core/system-message.ts';
+import { systemCaller, systemMessage } from '../core/system-message.ts';
 import type { Task } from '../core/task.ts';
 
 export interface NoticesOptions {
@@ -53,7 +53,7 @@ export class Notices {
     const people = task.assignee !== undefined ? [await this.o.directory.lookup(task.assignee)] : await this.o.directory.members(task.group!);
     for (const p of people) {
       if (!p?.email) continue;
-      await this.o.router.send(systemMessage({ id: `task:${task.id}:${tag}:${p.name}`, to: `email:${p.email}`, headers: { 'switchboard-task': task.id }, body: { subject, text } }));
+      await this.o.router.send(systemMessage({ id: `task:${task.id}:${tag}:${p.name}`, to: `email:${p.email}`, headers: { 'switchboard-task': task.id }, body: { subject, text } }), systemCaller('inbox', 'inbox'));
     }
   }
 }

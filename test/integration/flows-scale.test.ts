@@ -107,7 +107,7 @@ async function startRange(from: number, to: number): Promise<string[]> {
   for (let i = from; i < to; i += START_BATCH) {
     const batch = [];
     for (let j = i; j < Math.min(to, i + START_BATCH); j++) {
-      batch.push(gw!.router.send(createMessage({ to: `flow:${FLOW}`, id: `w-${j}`, body: { i: j } }, principal)));
+      batch.push(gw!.router.send(createMessage({ to: `flow:${FLOW}`, id: `w-${j}`, body: { i: j } }, principal), { principal, door: 'system' }));
       ids.push(FlowRuntime.instanceId(FLOW, `w-${j}`));
     }
     const results = await Promise.all(batch);
@@ -189,7 +189,7 @@ test(`${TOTAL.toLocaleString('en-US')} flows waiting on receive: RSS stays flat,
   // Deliver to a random sample; each resumes with its message and completes.
   while (sampleIdx.size < SAMPLE) sampleIdx.add(Math.floor(Math.random() * TOTAL));
   const sample = [...sampleIdx];
-  const delivered = await Promise.all(sample.map((i) => gw!.router.send(createMessage({ to: `flow:${FLOW}/${all[i]}`, id: `d-${i}`, body: { hello: i } }, principal))));
+  const delivered = await Promise.all(sample.map((i) => gw!.router.send(createMessage({ to: `flow:${FLOW}/${all[i]}`, id: `d-${i}`, body: { hello: i } }, principal), { principal, door: 'system' })));
   assert.ok(delivered.every((r) => !r.duplicate), 'a first delivery was reported as a duplicate');
   await waitForStatus(sample.map((i) => all[i]!), 'completed', 60_000, `the ${SAMPLE} sampled instances to complete`);
   const store = new InstanceStore(client!, prefix);
@@ -216,11 +216,11 @@ test('a repeated delivery (same message id) to an instance that has completed si
   // The sender did not see the first acknowledgement (a crash, a timeout) and sends again.
   let result: unknown;
   try {
-    result = await gw!.router.send(createMessage({ to: `flow:${FLOW}/${id}`, id: `d-${i}`, body: { hello: i } }, principal));
+    result = await gw!.router.send(createMessage({ to: `flow:${FLOW}/${id}`, id: `d-${i}`, body: { hello: i } }, principal), { principal, door: 'system' });
   } catch (err) {
     result = { error: (err as Error).name, message: (err as Error).message };
   }
   assert.deepEqual(result, { id: `d-${i}`, duplicate: true }, 'a redelivery of a message the instance already consumed');
   // A new message to it is refused: it takes no more messages.
-  await assert.rejects(gw!.router.send(createMessage({ to: `flow:${FLOW}/${id}`, id: `d-new-${i}`, body: {} }, principal)), /has completed; it takes no more messages/);
+  await assert.rejects(gw!.router.send(createMessage({ to: `flow:${FLOW}/${id}`, id: `d-new-${i}`, body: {} }, principal), { principal, door: 'system' }), /has completed; it takes no more messages/);
 });

@@ -27,8 +27,7 @@
  * Polls only, no timing assertions. Everything started here is stopped in after(), by PID.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
@@ -39,18 +38,17 @@ import { parseConfig } from '../../src/config/load.ts';
 import { startGateway, type Gateway } from '../../src/gateway.ts';
 import { createLogger } from '../../src/log.ts';
 import { FlowRuntime } from '../../src/flows/runtime.ts';
-import { api, enc, spawnGateway, testConfig, waitFor, type GatewayProcess } from '../support/gateway.ts';
+import { api, enc, testConfig, waitFor } from '../support/gateway.ts';
+import { assertExactlyOnce, drain, duplicatesCaught, metric, queueState, receiveBatch, type QueueState } from '../support/counting-sink.ts';
+import { GatewayFleet, logWarnings, prefixFor, sleep } from '../support/fleet.ts';
 import { startTestRabbit, type TestRabbit } from '../support/rabbitmq.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let redis: TestRedis | undefined;
 let rabbit: TestRabbit | undefined;
 let gw: Gateway | undefined;
-const gateways: Gateway[] = [];
 let flowsDir: string | undefined;
-const processes: GatewayProcess[] = [];
+const fleet = new GatewayFleet(() => redis!.url);
 const clients: RabbitClient[] = [];
 
 // ───────────────────────────── flows used here ─────────────────────────────
@@ -178,97 +176,7 @@ function bodyBytes(body: any): Buffer {
   throw new Error(`not a data section: ${JSON.stringify(body)}`);
 }
 
-// ───────────────────────────── rabbitmqctl (queue depths, policies) ─────────────────────────────
-
-/** The harness's folder for this node (found by its port in rabbitmq.conf): HOME has the Erlang cookie. */
-function rabbitHome(): string {
-  for (const name of readdirSync(tmpdir())) {
-    if (!name.startsWith('sb-rabbit-')) continue;
-    try {
-      if (readFileSync(join(tmpdir(), name, 'rabbitmq.conf'), 'utf8').includes(`:${rabbit!.port}\n`)) return join(tmpdir(), name);
-    } catch { /* another run's folder going away */ }
-  }
-  throw new Error(`no RabbitMQ folder for port ${rabbit!.port}`);
-}
-
-function rabbitctl(args: string[]): Promise<string> {
-  const env = { ...process.env, HOME: rabbitHome(), RABBITMQ_NODENAME: `sbtest${rabbit!.port}@localhost` };
-  return new Promise((resolve, reject) => {
-    execFile('/usr/lib/rabbitmq/bin/rabbitmqctl', args, { env, timeout: 120_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`rabbitmqctl ${args.join(' ')}: ${err.message}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-/** Ready and unacknowledged messages of each queue on the node. */
-async function rabbitQueues(): Promise<Record<string, { ready: number; unacked: number }>> {
-  const out = await rabbitctl(['list_queues', '-q', '--no-table-headers', 'name', 'messages_ready', 'messages_unacknowledged']);
-  const queues: Record<string, { ready: number; unacked: number }> = {};
-  for (const line of out.split('\n')) {
-    const [name, ready, unacked] = line.trim().split(/\s+/);
-    if (name && ready !== undefined && unacked !== undefined && /^\d+$/.test(ready)) queues[name] = { ready: Number(ready), unacked: Number(unacked) };
-  }
-  return queues;
-}
-
 // ───────────────────────────── HTTP helpers ─────────────────────────────
-
-interface QueueState { depth: number; inFlight: number }
-
-async function state(base: string, address: string): Promise<QueueState> {
-  const r = await api(base, 'GET', `/api/queues/${enc(address)}?limit=1`, { user: 'ops' });
-  assert.equal(r.status, 200, `browse ${address}: ${JSON.stringify(r.body)}`);
-  return { depth: r.body.depth, inFlight: r.body.inFlight };
-}
-
-/** Peek-lock receive + ack of one batch; counts the acknowledged ids and returns the messages. */
-async function receiveBatch(base: string, address: string, counts: Map<string, number>, max = 200): Promise<any[]> {
-  const got = await api(base, 'POST', `/api/queues/${enc(address)}/receive`, { user: 'ops', body: { max, leaseSeconds: 300 } });
-  assert.equal(got.status, 200, `receive: ${JSON.stringify(got.body)}`);
-  const messages = got.body.messages as { id: string; lease: string }[];
-  if (messages.length === 0) return [];
-  const ack = await api(base, 'POST', `/api/queues/${enc(address)}/ack`, { user: 'ops', body: { leases: messages.map((m) => m.lease) } });
-  assert.equal(ack.status, 200, `ack: ${JSON.stringify(ack.body)}`);
-  assert.deepEqual(ack.body.expired, [], 'a 300 s lease expired during the test');
-  for (const m of messages) counts.set(m.id, (counts.get(m.id) ?? 0) + 1);
-  return messages;
-}
-
-async function drain(base: string, address: string, counts: Map<string, number>): Promise<any[]> {
-  const all: any[] = [];
-  for (;;) {
-    const batch = await receiveBatch(base, address, counts);
-    if (batch.length === 0) return all;
-    all.push(...batch);
-  }
-}
-
-function assertExactlyOnce(ids: string[], counts: Map<string, number>, context = ''): void {
-  const expected = new Set(ids);
-  const missing = ids.filter((id) => !counts.has(id));
-  const duplicated = [...counts].filter(([, n]) => n > 1).map(([id, n]) => `${id}×${n}`);
-  const extra = [...counts.keys()].filter((id) => !expected.has(id));
-  assert.ok(
-    missing.length === 0 && duplicated.length === 0 && extra.length === 0,
-    `expected each of ${ids.length} ids exactly once; received ${counts.size} distinct ids — ` +
-      `missing ${missing.length}: ${missing.slice(0, 20).join(', ')}; duplicated ${duplicated.length}: ${duplicated.slice(0, 20).join(', ')}; ` +
-      `unknown ${extra.length}: ${extra.slice(0, 20).join(', ')}${context}`,
-  );
-}
-
-/** The value of one Prometheus sample (0 when absent). */
-async function metric(base: string, name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const close = line.indexOf('}');
-    const got = line.slice(name.length + 1, close).split(',');
-    if (want.every((w) => got.includes(w))) return Number(line.slice(close + 1).trim());
-  }
-  return 0;
-}
 
 async function readyz(base: string): Promise<{ status: number; body: any }> {
   const r = await api(base, 'GET', '/readyz');
@@ -303,7 +211,7 @@ async function startGw(extra: Record<string, unknown>, replies = false): Promise
     // One flows folder per process (the loader's resolve hook is installed once).
     flows: { dir: flowsDir, concurrency: 20, lockTimeout: '5s', stalledCheck: '1s' },
     ...extra,
-    redis: { url: redis!.url, prefix: `mq${Math.random().toString(36).slice(2, 8)}` },
+    redis: { url: redis!.url, prefix: prefixFor('mq') },
   });
   const config = parseConfig(stringify(raw), 'test-config.yaml', {});
   const lines: string[] = [];
@@ -315,7 +223,7 @@ async function startGw(extra: Record<string, unknown>, replies = false): Promise
     },
   });
   const g = await startGateway({ config, log: createLogger(process.env.SB_TEST_LOG ?? 'info', sink) });
-  gateways.push(g);
+  fleet.track(g);
   gatewayLogs.set(g, lines);
   await waitFor(async () => (await readyz(g.url)).status === 200, 60_000, 'the gateway to be ready (broker connected)');
   return g;
@@ -337,13 +245,8 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of processes) await p.kill('SIGKILL').catch(() => {});
   for (const c of clients) await c.close().catch(() => {});
-  for (const g of gateways.reverse()) {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([g.stop().catch(() => {}), new Promise((r) => { timer = setTimeout(r, 20_000); })]);
-    clearTimeout(timer);
-  }
+  await fleet.stopAll(20_000);
   await rabbit?.dispose().catch(() => {});
   await redis?.dispose().catch(() => {});
   if (flowsDir) rmSync(flowsDir, { recursive: true, force: true });
@@ -368,7 +271,7 @@ test('API → mq:legacy/x → route → queue:y: ids, headers, correlation, JSON
     application_properties: { 'switchboard-sender': 'user:admin', 'x-pages': '2' }, body: rhea.message.data_section(binary),
   }]);
 
-  await waitFor(async () => (await state(base, 'queue:y')).depth >= 2, 60_000, 'both messages at queue:y');
+  await waitFor(async () => (await queueState(base, 'queue:y')).depth >= 2, 60_000, 'both messages at queue:y');
   // In-process receive: the binary body comes back as bytes (the HTTP JSON would show it encoded).
   const got = await gw!.router.receive('queue:y', 10, 60_000);
   await gw!.router.ack('queue:y', got.map((m) => m.lease));
@@ -401,9 +304,9 @@ test('API → mq:legacy/x → route → queue:y: ids, headers, correlation, JSON
   assert.equal(again.status, 202);
   assert.equal(again.body.duplicate, true);
   await legacy.send('x', [{ message_id: 'rt-bin-1', content_type: 'application/pdf', body: rhea.message.data_section(binary) }]); // a broker-side redelivery
-  await waitFor(async () => { const q = (await rabbitQueues()).x; return q?.ready === 0 && q.unacked === 0; }, 60_000, 'queue x on RabbitMQ to be empty');
+  await waitFor(async () => { const q = (await rabbit!.queues()).x; return q?.ready === 0 && q.unacked === 0; }, 60_000, 'queue x on RabbitMQ to be empty');
   await sleep(500);
-  assert.deepEqual(await state(base, 'queue:y'), { depth: 0, inFlight: 0 }, 'a redelivered id is not delivered twice');
+  assert.deepEqual(await queueState(base, 'queue:y'), { depth: 0, inFlight: 0 }, 'a redelivered id is not delivered twice');
 });
 
 test('queue:a → route → mq:legacy/z: on RabbitMQ the message has message_id, correlation_id, subject, headers and switchboard-sender as properties, no user_id', { timeout: 120_000 }, async () => {
@@ -414,7 +317,7 @@ test('queue:a → route → mq:legacy/z: on RabbitMQ the message has message_id,
   });
   assert.equal(r.status, 202, JSON.stringify(r.body));
   const binary = Buffer.from('%PDF-1.4 \x00\x01\x02 binary', 'latin1');
-  await gw!.router.send({ id: 'rt-bin-2', to: 'queue:a', sender: { kind: 'system', name: 'test' }, headers: { 'x-kind': 'pdf' }, contentType: 'application/pdf', body: binary, createdAt: new Date().toISOString() });
+  await gw!.router.send({ id: 'rt-bin-2', to: 'queue:a', sender: { kind: 'system', name: 'test' }, headers: { 'x-kind': 'pdf' }, contentType: 'application/pdf', body: binary, createdAt: new Date().toISOString() }, { principal: { kind: 'system', name: 'test' }, door: 'system' });
 
   const legacy = await RabbitClient.connect('legacy-z');
   const got = await legacy.take('z', 2, 60_000);
@@ -438,7 +341,7 @@ test('queue:a → route → mq:legacy/z: on RabbitMQ the message has message_id,
   assert.equal(b.application_properties['x-kind'], 'pdf');
   assert.ok(bodyBytes(b.body).equals(binary), 'binary bytes unchanged');
 
-  await waitFor(async () => { const s = await state(base, 'queue:a'); return s.depth === 0 && s.inFlight === 0; }, 30_000, 'queue:a to be empty');
+  await waitFor(async () => { const s = await queueState(base, 'queue:a'); return s.depth === 0 && s.inFlight === 0; }, 30_000, 'queue:a to be empty');
 });
 
 test('a full circle queue:b → mq:legacy/w → queue:back keeps id, headers, correlation and bodies; sender broker:legacy', { timeout: 120_000 }, async () => {
@@ -451,10 +354,10 @@ test('a full circle queue:b → mq:legacy/w → queue:back keeps id, headers, co
     assert.equal(r.status, 202);
   }
   const binary = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
-  await gw!.router.send({ id: 'circle-bin', to: 'queue:b', sender: { kind: 'system', name: 'test' }, headers: {}, contentType: 'application/octet-stream', body: binary, createdAt: new Date().toISOString() });
+  await gw!.router.send({ id: 'circle-bin', to: 'queue:b', sender: { kind: 'system', name: 'test' }, headers: {}, contentType: 'application/octet-stream', body: binary, createdAt: new Date().toISOString() }, { principal: { kind: 'system', name: 'test' }, door: 'system' });
   ids.push('circle-bin');
 
-  await waitFor(async () => (await state(base, 'queue:back')).depth >= ids.length, 60_000, 'every message back at queue:back');
+  await waitFor(async () => (await queueState(base, 'queue:back')).depth >= ids.length, 60_000, 'every message back at queue:back');
   const got = await gw!.router.receive('queue:back', 100, 60_000);
   await gw!.router.ack('queue:back', got.map((m) => m.lease));
   const counts = new Map<string, number>();
@@ -547,11 +450,6 @@ test('request/reply: a flow asks a responder on RabbitMQ (reply_to = the broker 
 
 // ───────────────────────────── 3. backpressure ─────────────────────────────
 
-/** The last warnings and errors a spawned gateway logged. */
-function gatewayWarnings(p: GatewayProcess): string {
-  return p.output().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-10).join('\n').slice(0, 4000);
-}
-
 function rssKb(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`no VmRSS for ${pid}`);
@@ -563,14 +461,12 @@ test('backpressure: mq:legacy/bp → queue:bounded (maxDepth 20), nobody consumi
   const BODY = 32 * 1024;
   const MAX_DEPTH = 20;
   const CONCURRENCY = 10;
-  const prefix = `bp${Math.random().toString(36).slice(2, 8)}`;
-  const p = await spawnGateway(redis!.url, {
+  const p = await fleet.spawn(prefixFor('bp'), {
     brokers: brokers(false), // only the in-process gateway serves the reply queue
     permissions: PERMISSIONS,
     queues: { ...QUEUES, limits: [{ address: 'queue:bounded', maxDepth: MAX_DEPTH }] },
     routes: [{ from: 'mq:legacy/bp', to: 'queue:bounded', concurrency: CONCURRENCY }],
-  }, prefix);
-  processes.push(p);
+  });
   const base = p.url;
   const legacy = await RabbitClient.connect('legacy-bp');
   const pad = 'x'.repeat(BODY);
@@ -582,8 +478,8 @@ test('backpressure: mq:legacy/bp → queue:bounded (maxDepth 20), nobody consumi
   const warmCounts = new Map<string, number>();
   await legacy.send('bp', warm.map(message));
   await waitFor(async () => { await receiveBatch(base, 'queue:bounded', warmCounts); return warmCounts.size >= warm.length; }, 120_000, 'the warm-up messages').catch(async (err: Error) => {
-    throw new Error(`${err.message}: ${warmCounts.size} of ${warm.length} arrived; RabbitMQ ${JSON.stringify((await rabbitQueues()).bp)}; ` +
-      `broker connection ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway warnings:\n${gatewayWarnings(p)}`);
+    throw new Error(`${err.message}: ${warmCounts.size} of ${warm.length} arrived; RabbitMQ ${JSON.stringify((await rabbit!.queues()).bp)}; ` +
+      `broker connection ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway warnings:\n${logWarnings(p)}`);
   });
   assertExactlyOnce(warm, warmCounts);
   await sleep(2000);
@@ -596,7 +492,7 @@ test('backpressure: mq:legacy/bp → queue:bounded (maxDepth 20), nobody consumi
   let prev = '';
   let settled: { sink: QueueState; rabbit: { ready: number; unacked: number } } | undefined;
   await waitFor(async () => {
-    const s = { sink: await state(base, 'queue:bounded'), rabbit: (await rabbitQueues()).bp ?? { ready: -1, unacked: -1 } };
+    const s = { sink: await queueState(base, 'queue:bounded'), rabbit: (await rabbit!.queues()).bp ?? { ready: -1, unacked: -1 } };
     const key = JSON.stringify(s);
     const same = key === prev && s.sink.depth >= MAX_DEPTH;
     prev = key;
@@ -604,13 +500,13 @@ test('backpressure: mq:legacy/bp → queue:bounded (maxDepth 20), nobody consumi
     else await sleep(2000);
     return same;
   }, 120_000, 'queue:bounded to fill and the route to stop pulling').catch(async (err: Error) => {
-    throw new Error(`${err.message}: last ${prev}; broker connection ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway warnings:\n${gatewayWarnings(p)}`);
+    throw new Error(`${err.message}: last ${prev}; broker connection ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway warnings:\n${logWarnings(p)}`);
   });
   const rssAfter = rssKb(p.pid);
   const { sink, rabbit: onRabbit } = settled!;
   const health = (await readyz(base)).body?.checks?.['endpoint:mq'];
   t.diagnostic(`broker connection of the gateway: ${JSON.stringify(health)}`);
-  const warnings = gatewayWarnings(p);
+  const warnings = logWarnings(p);
   if (warnings) t.diagnostic(`gateway warnings:\n${warnings}`);
   t.diagnostic(`settled: queue:bounded ${JSON.stringify(sink)}, RabbitMQ bp ${JSON.stringify(onRabbit)}; gateway RSS ${Math.round(rssBefore / 1024)} → ${Math.round(rssAfter / 1024)} MB with ${Math.round((N * BODY) / 1048576)} MB waiting on RabbitMQ`);
   assert.equal(health?.detail, 'legacy: open', 'the broker connection is open with no error (a lost AMQP session leaves the route dead)');
@@ -631,16 +527,16 @@ test('backpressure: mq:legacy/bp → queue:bounded (maxDepth 20), nobody consumi
     if (got > 0) { lastProgress = Date.now(); continue; }
     if (Date.now() - lastProgress > 90_000) {
       throw new Error(`the route mq:legacy/bp → queue:bounded made no progress for 90 s while queue:bounded was drained: ${counts.size} of ${N} received; ` +
-        `RabbitMQ bp ${JSON.stringify((await rabbitQueues()).bp)}; broker connection ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway warnings:\n${gatewayWarnings(p)}`);
+        `RabbitMQ bp ${JSON.stringify((await rabbit!.queues()).bp)}; broker connection ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway warnings:\n${logWarnings(p)}`);
     }
     await sleep(100);
   }
-  await waitFor(async () => { const q = (await rabbitQueues()).bp; return q && q.ready === 0 && q.unacked === 0; }, 60_000, 'queue bp on RabbitMQ to be empty');
+  await waitFor(async () => { const q = (await rabbit!.queues()).bp; return q && q.ready === 0 && q.unacked === 0; }, 60_000, 'queue bp on RabbitMQ to be empty');
   await sleep(2000);
   await drain(base, 'queue:bounded', counts);
   t.diagnostic(`gateway RSS after the drain: ${Math.round(rssKb(p.pid) / 1024)} MB`);
   assertExactlyOnce(ids, counts);
-  assert.deepEqual(await state(base, 'queue:bounded'), { depth: 0, inFlight: 0 });
+  assert.deepEqual(await queueState(base, 'queue:bounded'), { depth: 0, inFlight: 0 });
   await p.kill('SIGTERM');
 });
 
@@ -653,7 +549,7 @@ test('a poison message (its destination always refuses it) is rejected to Rabbit
   const base = g.url;
   // RabbitMQ dead-letters rejected messages of queue "poison" into "poison.dlq" (a policy: the
   // gateway asks nothing special of the broker, it only rejects).
-  await rabbitctl(['set_policy', '--apply-to', 'queues', 'poison-dlx', '^poison$', '{"dead-letter-exchange":"","dead-letter-routing-key":"poison.dlq"}']);
+  await rabbit!.ctl(['set_policy', '--apply-to', 'queues', 'poison-dlx', '^poison$', '{"dead-letter-exchange":"","dead-letter-routing-key":"poison.dlq"}']);
   const legacy = await RabbitClient.connect('legacy-poison');
   const deadLetters: Amqp[] = [];
   const dlq = legacy.collect('poison.dlq', deadLetters); // declares the durable poison.dlq
@@ -670,7 +566,7 @@ test('a poison message (its destination always refuses it) is rejected to Rabbit
   // The poison one ends up in RabbitMQ's dead-letter queue, once.
   await waitFor(async () => deadLetters.length >= 1, 60_000, 'poison-1 in poison.dlq').catch(async (err: Error) => {
     const mq = (await readyz(base)).body?.checks?.['endpoint:mq'];
-    throw new Error(`${err.message}. Broker connection: ${JSON.stringify(mq)}; RabbitMQ queues: ${JSON.stringify(await rabbitQueues())}; ` +
+    throw new Error(`${err.message}. Broker connection: ${JSON.stringify(mq)}; RabbitMQ queues: ${JSON.stringify(await rabbit!.queues())}; ` +
       `flow refusals ${await metric(base, 'switchboard_messages_failed_total', { endpoint: 'flow' })}, rejected to the broker ${await metric(base, 'switchboard_dead_lettered_total', { endpoint: 'mq' })}` +
       `\n--- gateway log:\n${recentLog(g)}`);
   });
@@ -681,7 +577,8 @@ test('a poison message (its destination always refuses it) is rejected to Rabbit
   assert.deepEqual(deadLetters.map((m) => String(m.message_id)), ['poison-1']);
   assert.equal(failed, 3, 'the flow endpoint refused the poison message exactly maxAttempts (3) times');
   assert.equal(dead, 1, 'one message rejected to the broker');
-  assert.deepEqual((await rabbitQueues()).poison, { ready: 0, unacked: 0 }, 'nothing left (or held) on the poison queue');
+  const poison = (await rabbit!.queues()).poison;
+  assert.deepEqual(poison && { ready: poison.ready, unacked: poison.unacked }, { ready: 0, unacked: 0 }, 'nothing left (or held) on the poison queue');
   assert.equal((await flowView(base, 'strict-input', FlowRuntime.instanceId('strict-input', 'poison-1'))).status, 404, 'no flow instance for the invalid input');
   // The broker connection is healthy afterwards (the rejection did not cost the session).
   assert.equal((await readyz(base)).status, 200, JSON.stringify((await readyz(base)).body));
@@ -734,7 +631,7 @@ for (const { kill9, label } of [
     }));
     try {
       await waitFor(async () => sent >= 1000, 120_000, '1,000 messages sent before the outage');
-      const sinkAtStop = await state(base, SINK);
+      const sinkAtStop = await queueState(base, SINK);
       const stoppedAt = Date.now();
       await rabbit!.stop(kill9);
       t.diagnostic(`RabbitMQ ${label} after ${sent} sends, sink ${JSON.stringify(sinkAtStop)}; the stop took ${Date.now() - stoppedAt} ms`);
@@ -751,7 +648,7 @@ for (const { kill9, label } of [
       const sentWhileDown = sent;
       await sleep(Math.max(0, OUTAGE_MS - (Date.now() - stoppedAt)));
       assert.equal((await readyz(base)).status, 503, 'still not ready at the end of the outage');
-      t.diagnostic(`sends accepted during the outage: ${sent - sentWhileDown}; sink ${JSON.stringify(await state(base, SINK))}`);
+      t.diagnostic(`sends accepted during the outage: ${sent - sentWhileDown}; sink ${JSON.stringify(await queueState(base, SINK))}`);
 
       await rabbit!.start();
       const restartedAt = Date.now();
@@ -768,26 +665,26 @@ for (const { kill9, label } of [
     let received = 0;
     let lastProgress = Date.now();
     for (;;) {
-      const got = (await receiveBatch(base, SINK, counts, 500)).length;
+      const got = (await receiveBatch(base, SINK, counts, { max: 500 })).length;
       received += got;
       if (counts.size >= N) break;
       if (got > 0) { lastProgress = Date.now(); continue; }
       if (Date.now() - lastProgress > 90_000) {
-        const q = await rabbitctl(['list_queues', '-q', 'name', 'messages_ready', 'messages_unacknowledged', 'consumers']);
+        const q = await rabbit!.ctl(['list_queues', '-q', 'name', 'messages_ready', 'messages_unacknowledged', 'consumers']);
         throw new Error(`the route mq:legacy/${SOURCE} → ${SINK} made no progress for 90 s after RabbitMQ came back: ${counts.size} of ${N} at the sink. ` +
           `RabbitMQ (name ready unacked consumers):\n${q}\n/readyz: ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway log:\n${recentLog(g)}`);
       }
       await sleep(500);
     }
     // Nothing late: the source queue on RabbitMQ is empty and a last look at the sink finds nothing.
-    await waitFor(async () => { const q = (await rabbitQueues())[SOURCE]; return q && q.ready === 0 && q.unacked === 0; }, 60_000, `queue ${SOURCE} on RabbitMQ to be empty`);
+    await waitFor(async () => { const q = (await rabbit!.queues())[SOURCE]; return q && q.ready === 0 && q.unacked === 0; }, 60_000, `queue ${SOURCE} on RabbitMQ to be empty`);
     await sleep(2000);
     received += (await drain(base, SINK, counts)).length;
-    const dup = await metric(base, 'switchboard_duplicates_total', { endpoint: 'queue' });
+    const dup = await duplicatesCaught(base);
     t.diagnostic(`received ${received} at the sink (${counts.size} distinct); duplicates caught at the sink's ingress: ${dup}`);
     assertExactlyOnce(ids, counts);
     assert.equal(received, N);
-    assert.deepEqual(await state(base, SINK), { depth: 0, inFlight: 0 });
+    assert.deepEqual(await queueState(base, SINK), { depth: 0, inFlight: 0 });
     const dlq = await api(base, 'GET', `/api/dlq/${enc(SINK)}`, { user: 'ops' });
     assert.equal(dlq.body.depth, 0);
   });

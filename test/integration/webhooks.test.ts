@@ -125,7 +125,7 @@ test('inbound: a signed request is routed once per id; bad, stale or missing sig
   assert.equal(q.body.depth, d0 + 1);
   const m = q.body.messages.find((x: { id: string }) => x.id === 'in-1');
   assert.deepEqual(m.body, { event: 'customer.updated', id: 7 });
-  assert.deepEqual(m.sender, { kind: 'system', name: 'webhook:crm' });
+  assert.deepEqual(m.sender, { kind: 'webhook', name: 'crm' });
 
   // The same signed request replayed under another id is the same request: not routed again.
   const replayed = await inbound(body, { ...good, 'x-switchboard-id': 'in-1-again' });

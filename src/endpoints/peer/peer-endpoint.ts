@@ -1,19 +1,19 @@
-import { createHash, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
-import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
 import { UnknownScheme } from '../../core/errors.ts';
-import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../../core/message.ts';
+import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
+import { Outbox, Undeliverable } from '../../core/outbox.ts';
+import { systemCaller, systemMessage } from '../../core/system-message.ts';
 import type { Router } from '../../core/router.ts';
 import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY, signEnvelope } from '../../network/envelope.ts';
 import { certificateIdentity, identityKey } from '../../network/identity.ts';
 import { Broker, BrokerRejected } from '../../amqp/connection.ts';
 import { toAmqp } from '../../amqp/mapping.ts';
 import type { NetworkMap } from '../../network/network-map.ts';
-
 
 export interface PeerEndpointOptions {
   redis: Redis;
@@ -34,7 +34,11 @@ export interface PeerEndpointOptions {
   log: Logger;
 }
 
-type Job = { message: StoredMessage; remote: string; signature: string };
+/** Computed at send time and stored with the message: the signature covers the remote address. */
+type Envelope = { remote: string; signature: string };
+
+/** Exponential, capped at 5 minutes, with jitter so many gateways do not retry an offline peer in step. */
+const peerBackoff = (attempt: number) => Math.min(300_000, 500 * 2 ** Math.min(attempt, 20)) * (0.5 + Math.random() / 2);
 
 /**
  * `peer:<alias>/<address>` — a durable outbox per peer, drained by a bridge that connects with
@@ -45,8 +49,7 @@ type Job = { message: StoredMessage; remote: string; signature: string };
 export class PeerEndpoint implements Endpoint {
   readonly scheme = 'peer';
   readonly dedupsOnIngress = true;
-  private readonly queues = new Map<string, Queue<Job>>();
-  private readonly workers = new Map<string, Worker<Job>>();
+  private readonly outboxes = new Map<string, Outbox<Envelope>>();
   private readonly bridges = new Map<string, Broker>();
 
   constructor(private readonly o: PeerEndpointOptions) {
@@ -61,13 +64,17 @@ export class PeerEndpoint implements Endpoint {
     return { alias, remote: rest.slice(slash + 1) };
   }
 
-  private queue(alias: string): Queue<Job> {
-    let q = this.queues.get(alias);
+  private outbox(alias: string): Outbox<Envelope> {
+    let q = this.outboxes.get(alias);
     if (!q) {
-      q = new Queue<Job>(`{peer-out.${alias}}`, { connection: this.o.redis, prefix: this.o.prefix });
-      q.on('error', (err) => this.o.log.error({ err: err.message, peer: alias }, 'peer outbox error'));
-      this.queues.set(alias, q);
-      this.worker(alias);
+      q = new Outbox<Envelope>({
+        name: `peer-out.${alias}`, redis: this.o.redis, prefix: this.o.prefix, label: 'peer', metrics: this.o.metrics, log: this.o.log,
+        // Offline peers are retried until the event horizon, which deliver() enforces.
+        maxAttempts: 1_000_000, backoffStrategy: peerBackoff, dedupTtlMs: this.o.eventHorizonMs, concurrency: 20,
+        deliver: (m, envelope) => this.deliver(alias, m, envelope),
+        onDeadLetter: (m, reason) => this.notice(m, reason),
+      });
+      this.outboxes.set(alias, q);
     }
     return q;
   }
@@ -103,77 +110,43 @@ export class PeerEndpoint implements Endpoint {
     this.o.log.info({ peer: alias }, 'peer moved or changed in the network map; reconnecting');
   }
 
-  private worker(alias: string): void {
-    const w = new Worker<Job>(`{peer-out.${alias}}`, async (job) => {
-      const m = decodeMessage(job.data.message);
-      if (Date.now() - Date.parse(m.createdAt) > this.o.eventHorizonMs) {
-        throw new UnrecoverableError(`not delivered to peer ${alias} within the event horizon (${Math.round(this.o.eventHorizonMs / 60_000)} min)`);
-      }
-      const amqp = toAmqp(m);
-      (amqp.application_properties as Record<string, string>)[SIGNATURE_PROPERTY] = job.data.signature;
-      (amqp.application_properties as Record<string, string>)[ORIGIN_PROPERTY] = this.o.identity;
-      try {
-        await this.bridge(alias).send(job.data.remote, amqp);
-      } catch (err) {
-        // The peer refused this message (rights, signature): trying again would not change that.
-        if (err instanceof BrokerRejected) throw new UnrecoverableError(err.message);
-        throw err;
-      }
-      this.o.metrics.messagesOut.inc({ endpoint: 'peer' });
-    }, {
-      connection: this.o.redis,
-      prefix: this.o.prefix,
-      concurrency: 20,
-      settings: {
-        // Exponential, capped at 5 minutes, with jitter so many gateways do not retry in step.
-        backoffStrategy: (attempts: number) => Math.min(300_000, 500 * 2 ** Math.min(attempts, 20)) * (0.5 + Math.random() / 2),
-      },
-    });
-    w.on('error', (err) => this.o.log.error({ err: err.message, peer: alias }, 'peer bridge error'));
-    w.on('failed', (job, err) => {
-      if (!job) return;
-      const final = err instanceof UnrecoverableError || err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
-      if (!final) return;
-      this.o.metrics.deadLettered.inc({ endpoint: 'peer' });
-      this.o.log.error({ peer: alias, msgId: job.data.message.id, err: err.message }, 'peer message dead-lettered');
-      void this.notice(decodeMessage(job.data.message), err.message);
-    });
-    this.workers.set(alias, w);
+  private async deliver(alias: string, m: Message, envelope: Envelope): Promise<void> {
+    if (Date.now() - Date.parse(m.createdAt) > this.o.eventHorizonMs) {
+      throw new Undeliverable(`not delivered to peer ${alias} within the event horizon (${Math.round(this.o.eventHorizonMs / 60_000)} min)`);
+    }
+    const amqp = toAmqp(m);
+    (amqp.application_properties as Record<string, string>)[SIGNATURE_PROPERTY] = envelope.signature;
+    (amqp.application_properties as Record<string, string>)[ORIGIN_PROPERTY] = this.o.identity;
+    try {
+      await this.bridge(alias).send(envelope.remote, amqp);
+    } catch (err) {
+      // The peer refused this message (rights, signature): trying again would not change that.
+      if (err instanceof BrokerRejected) throw new Undeliverable(err.message);
+      throw err;
+    }
   }
 
   /** Tells the sending flow (or the admins' address) that a message could not be delivered. */
   private async notice(m: Message, reason: string): Promise<void> {
     const to = m.from?.startsWith('flow:') && m.from.includes('/') ? m.from : this.o.noticesTo;
     if (!to) return;
-    await this.o.router.send({
-      id: `undeliverable:${m.id}`, to, from: m.to, sender: { kind: 'system', name: 'switchboard' }, headers: { 'switchboard-notice': 'undeliverable' },
-      contentType: 'application/json', body: { notice: 'undeliverable', id: m.id, to: m.to, reason, deadLetter: `dlq:${m.to}` }, createdAt: new Date().toISOString(),
+    await this.o.router.send(systemMessage({
+      id: `undeliverable:${m.id}`, to, from: m.to, headers: { 'switchboard-notice': 'undeliverable' },
+      body: { notice: 'undeliverable', id: m.id, to: m.to, reason, deadLetter: `dlq:${m.to}` },
       ...(m.correlationId ? { correlationId: m.correlationId } : {}),
-    }).catch((err) => this.o.log.error({ err: (err as Error).message, msgId: m.id }, 'notice of an undeliverable peer message not sent'));
+    }), systemCaller()).catch((err) => this.o.log.error({ err: (err as Error).message, msgId: m.id }, 'notice of an undeliverable peer message not sent'));
   }
 
   async send(message: Message): Promise<SendResult> {
     const { alias, remote } = this.split(message.to);
     const signature = signEnvelope(this.o.signingKey, message, remote, this.o.identity);
-    const jobId = `p${createHash('sha256').update(`${message.id}\0${process.hrtime.bigint()}`).digest('base64url').slice(0, 16)}`;
-    const job = await this.queue(alias).add('out', { message: encodeMessage(message), remote, signature }, {
-      jobId,
-      attempts: 1_000_000,
-      backoff: { type: 'custom' },
-      removeOnComplete: true,
-      removeOnFail: false,
-      deduplication: { id: createHash('sha256').update(`${message.to}\0${message.id}`).digest('hex'), ttl: this.o.eventHorizonMs },
-    });
-    return { id: message.id, duplicate: job.id !== jobId };
+    return this.outbox(alias).send(message, { remote, signature });
   }
 
   /** Outbox depth per peer (for /metrics and the admin page). */
   async depths(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
-    for (const alias of this.o.map.aliases) {
-      const c = await this.queue(alias).getJobCounts('wait', 'delayed', 'active');
-      out[alias] = (c.wait ?? 0) + (c.delayed ?? 0) + (c.active ?? 0);
-    }
+    for (const alias of this.o.map.aliases) out[alias] = await this.outbox(alias).depth();
     return out;
   }
 
@@ -182,21 +155,11 @@ export class PeerEndpoint implements Endpoint {
   }
 
   async deadLetters(address: string, limit: number): Promise<BrowseResult> {
-    const { alias } = this.split(address);
-    const failed = (await this.queue(alias).getFailed(0, 1000)).filter((j) => j && j.data.message.to === address);
-    return { address: `dlq:${address}`, depth: failed.length, messages: failed.slice(0, limit).map((j) => ({ ...decodeMessage(j.data.message), deadLetter: { reason: j.failedReason, attempts: j.attemptsMade } })) };
+    return this.outbox(this.split(address).alias).deadLetters(address, limit);
   }
 
   async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
-    const { alias } = this.split(address);
-    let replayed = 0;
-    for (const j of await this.queue(alias).getFailed(0, 1000)) {
-      if (j && j.data.message.to === address && (!ids || ids.includes(j.data.message.id))) {
-        await j.retry('failed', { resetAttemptsMade: true });
-        replayed++;
-      }
-    }
-    return { replayed };
+    return this.outbox(this.split(address).alias).replayDeadLetters(address, ids);
   }
 
   async health(): Promise<HealthReport> {
@@ -205,12 +168,11 @@ export class PeerEndpoint implements Endpoint {
   }
 
   async start(): Promise<void> {
-    for (const alias of this.o.map.aliases) this.queue(alias);
+    for (const alias of this.o.map.aliases) this.outbox(alias);
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.workers.values()].map((w) => w.close()));
-    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    await Promise.all([...this.outboxes.values()].map((q) => q.close()));
     await Promise.all([...this.bridges.values()].map((b) => b.close()));
   }
 }

@@ -2,6 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { Authenticator } from '../../auth/authenticator.ts';
 import { Unauthenticated } from '../../core/errors.ts';
 import type { Principal } from '../../core/message.ts';
+import type { Caller } from '../../core/pipeline.ts';
 
 /** API door: HTTP Basic against the directory, or `Authorization: Bearer <API token>`. */
 export function authenticate(auth: Authenticator) {
@@ -33,4 +34,9 @@ export function principalOf(res: Response): Principal {
   const p = res.locals.principal as Principal | undefined;
   if (!p) throw new Unauthenticated();
   return p;
+}
+
+/** The authenticated principal of this request as the router's pipeline sees it. */
+export function callerOf(req: Request, res: Response): Caller {
+  return { principal: principalOf(res), door: 'http', ...(req.ip ? { ip: req.ip } : {}) };
 }

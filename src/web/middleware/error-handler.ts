@@ -32,7 +32,7 @@ export function errorHandler(log: Logger, bodyLimit: string, audit?: AuditLog) {
     const e = err as BodyParserError;
     if (err instanceof SwitchboardError) {
       ({ status, code, message } = err);
-      if (err instanceof PermissionDenied) void audit?.record({ action: 'access.denied', actor: err.principal, ip: req.ip, target: err.address, detail: `${err.verb} denied on ${err.address}` });
+      if (err instanceof PermissionDenied && !err.audited) void audit?.record({ action: 'access.denied', actor: err.principal, ip: req.ip, target: err.address, detail: `${err.verb} denied on ${err.address}` });
       if (status === 503) res.setHeader('Retry-After', '5');
       if (err instanceof TooManyAttempts) res.setHeader('Retry-After', String(err.retryAfterSeconds));
     } else if (e?.type === 'entity.too.large') {

@@ -3,7 +3,7 @@ import { NotFound, PermissionDenied, ValidationError } from '../../core/errors.t
 import { createMessage, principalId, type Principal } from '../../core/message.ts';
 import { FlowRuntime, type FlowView } from '../../flows/runtime.ts';
 import type { AppDeps } from '../deps.ts';
-import { principalOf } from '../middleware/authenticate.ts';
+import { callerOf, principalOf } from '../middleware/authenticate.ts';
 import { csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
 import { render } from '../views.ts';
@@ -40,14 +40,13 @@ export function flowRoutes(deps: AppDeps): ExpressRouter {
 
   r.post('/api/flows/:name', async (req, res) => {
     const { name } = names(req);
-    const p = principalOf(res);
-    permissions.require(p, 'start', `flow:${name}`);
+    const caller = callerOf(req, res);
     runtime().definition(name);
     const body = (req.body ?? {}) as { input?: unknown; id?: unknown };
     if (typeof body !== 'object' || Array.isArray(body)) throw new ValidationError('expected a JSON object {"input": {...}}');
-    const message = createMessage({ to: `flow:${name}`, body: body.input, id: body.id }, p);
-    const result = await router.send(message);
-    res.status(202).json({ instanceId: FlowRuntime.instanceId(name, message.id), duplicate: result.duplicate });
+    const message = createMessage({ to: `flow:${name}`, body: body.input, id: body.id }, caller.principal);
+    const result = (await router.send(message, caller)) as { duplicate: boolean; instanceId?: string };
+    res.status(202).json({ instanceId: result.instanceId, duplicate: result.duplicate });
   });
 
   r.get('/api/flows', async (req, res) => {

@@ -39,7 +39,7 @@ export function hookRoutes(deps: AppDeps & { hooks?: InboundHook[] }): ExpressRo
       id,
       to: hook.to,
       from: `webhook:${hook.name}`,
-      sender: { kind: 'system', name: `webhook:${hook.name}` },
+      sender: { kind: 'webhook', name: hook.name },
       headers: {},
       contentType: 'application/json',
       body: parsed,
@@ -48,7 +48,8 @@ export function hookRoutes(deps: AppDeps & { hooks?: InboundHook[] }): ExpressRo
       ...(req.get('x-switchboard-subject') ? { subject: req.get('x-switchboard-subject')! } : {}),
     };
     const claimed = req.get('x-switchboard-sender');
-    if (claimed) message.headers['switchboard-claimed-sender'] = claimed;
+    // The pipeline keeps a client's switchboard-* header only as switchboard-claimed-*.
+    if (claimed) message.headers['switchboard-sender'] = claimed;
     // The signature covers timestamp and body, not the id: a captured request replayed with a new
     // id inside the window is still the same request, so each signature is bound to its first id.
     const first = deps.dedup ? await deps.dedup.bind(`hook-sig:${hook.name}`, req.get('x-switchboard-signature')!, id, 600_000) : null;
@@ -56,7 +57,7 @@ export function hookRoutes(deps: AppDeps & { hooks?: InboundHook[] }): ExpressRo
       await deps.audit.record({ action: 'webhook.replayed', actor: `webhook:${hook.name}`, ...(req.ip ? { ip: req.ip } : {}), target: hook.to, detail: `a signed request first seen as ${first} came back as ${id}` });
       return void res.status(202).json({ id, duplicate: true });
     }
-    const result = await deps.router.send(message);
+    const result = await deps.router.send(message, { principal: { kind: 'webhook', name: hook.name }, door: 'webhook', ...(req.ip ? { ip: req.ip } : {}) });
     res.status(202).json({ id, duplicate: result.duplicate });
   });
   return r;
