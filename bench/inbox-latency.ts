@@ -56,6 +56,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
+import { machineBusySeconds, parseInfo, redisCpu, sleep } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -139,32 +140,10 @@ export default defineFlow({
 
 // ───────────────────────────── helpers ─────────────────────────────
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
-function machineBusySeconds(): number | undefined {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
-    const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
-    return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / 100; // USER_HZ
-  } catch {
-    return undefined;
-  }
-}
 
-function parseInfo(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\r\n')) {
-    const i = line.indexOf(':');
-    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
 
-async function redisCpu(admin: Redis): Promise<number> {
-  const cpu = parseInfo(await admin.info('cpu'));
-  return Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0);
-}
 
 interface Stats { count: number; median: number; p95: number; p99: number; max: number; min: number; mean: number }
 

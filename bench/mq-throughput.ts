@@ -45,6 +45,7 @@ import { Route } from '../src/core/route.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
 import { startTestRabbit, type TestRabbit } from '../test/support/rabbitmq.ts';
+import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, processCpuSeconds, redisCpu, sleep } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -73,12 +74,6 @@ if (args.help) {
   process.exit(0);
 }
 
-function intOption(name: string, raw: string | undefined, fallback: number, min: number): number {
-  if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw.replace(/_/g, ''));
-  if (!Number.isInteger(v) || v < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
-  return v;
-}
 
 const N = intOption('n', args.n ?? process.env.BENCH_N, 20_000, 1);
 const ROUNDS = intOption('rounds', args.rounds, 3, 1);
@@ -93,19 +88,7 @@ const debug = (...a: unknown[]) => { if (DEBUG) console.error(new Date().toISOSt
 
 // ───────────────────────────── helpers ─────────────────────────────
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
-const CLK_TCK = 100; // USER_HZ on Linux
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function fmt(n: number, digits = 0): string {
-  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
 
 /** A JSON body of exactly BODY_BYTES bytes, unique per seq. */
 function makeBody(id: string): Buffer {
@@ -114,27 +97,7 @@ function makeBody(id: string): Buffer {
   return Buffer.from(JSON.stringify(b));
 }
 
-/** Busy CPU seconds of the whole machine so far (/proc/stat). */
-function machineBusySeconds(): number | undefined {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
-    const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
-    return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / CLK_TCK;
-  } catch {
-    return undefined;
-  }
-}
 
-/** CPU seconds (user + system) of one process, from /proc/<pid>/stat. */
-function processCpuSeconds(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * The PID of the RabbitMQ node's Erlang VM (beam): the beam process that holds the socket
@@ -164,19 +127,7 @@ function beamPid(port: number): number | undefined {
   return undefined;
 }
 
-function parseInfo(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\r\n')) {
-    const i = line.indexOf(':');
-    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
-  }
-  return out;
-}
 
-async function redisCpu(admin: Redis): Promise<number> {
-  const cpu = parseInfo(await admin.info('cpu'));
-  return Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0);
-}
 
 async function redisCommands(admin: Redis): Promise<number> {
   const stats = parseInfo(await admin.info('commandstats'));

@@ -1,0 +1,68 @@
+import { readFileSync } from 'node:fs';
+import type { Redis } from 'ioredis';
+
+// What every benchmark measures with: options, machine and Redis CPU, and the numbers' format.
+
+const CLK_TCK = 100; // USER_HZ on Linux
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Bytes in MB, one decimal. */
+export const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
+
+/** An integer command-line option ≥ `min` (underscores allowed: 20_000), or `fallback` when absent. */
+export function intOption(name: string, raw: string | undefined, fallback: number, min: number): number {
+  if (raw === undefined || raw === '') return fallback;
+  const v = Number(raw.replace(/_/g, ''));
+  if (!Number.isInteger(v) || v < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
+  return v;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** A number with thousands separators and exactly `digits` decimals. */
+export function fmt(n: number, digits = 0): string {
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+/** Busy CPU seconds of the whole machine so far (/proc/stat), to tell a quiet phase from a busy one. */
+export function machineBusySeconds(): number | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+    const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+    return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU seconds (user + system) of one process, from /proc/<pid>/stat. */
+export function processCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
+  } catch {
+    return undefined;
+  }
+}
+
+/** The fields of a Redis INFO reply. */
+export function parseInfo(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\r\n')) {
+    const i = line.indexOf(':');
+    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return out;
+}
+
+/** CPU seconds redis-server has used so far (INFO cpu). */
+export async function redisCpu(admin: Redis): Promise<number> {
+  const cpu = parseInfo(await admin.info('cpu'));
+  return Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0);
+}
