@@ -56,13 +56,22 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError(file, ['(top): expected a mapping of sections (http, redis, directory, …)']);
   const problems: string[] = [];
   const substituted = substitute(raw, env, '', problems) as Record<string, unknown>;
-  if (env.REDIS_URL) {
-    substituted.redis = { ...((substituted.redis as object | undefined) ?? {}), url: env.REDIS_URL };
+  // Only a namespaced variable overrides the file: a generic REDIS_URL left in a shell or set for
+  // another program must never point the gateway at someone else's Redis. It replaces the whole
+  // connection form (url, cluster or sentinel) and the start log names it as the source.
+  const override = env.SWITCHBOARD_REDIS_URL;
+  if (override) {
+    const { cluster: _c, sentinel: _s, ...rest } = (substituted.redis as Record<string, unknown> | undefined) ?? {};
+    substituted.redis = { ...rest, url: override };
   }
   const parsed = configSchema.safeParse(substituted);
+  if (parsed.success && override) parsed.data.redis.source = 'SWITCHBOARD_REDIS_URL';
   // A path whose variable is missing already has its problem; the empty value would add a second.
   const missingAt = new Set(problems.map((p) => p.slice(0, p.indexOf(':'))));
-  if (!parsed.success) problems.push(...parsed.error.issues.filter((i) => !missingAt.has(formatPath(i.path))).flatMap((i) => describe(i).split('\n')));
+  if (!parsed.success) {
+    const lines = parsed.error.issues.filter((i) => !missingAt.has(formatPath(i.path))).flatMap((i) => describe(i).split('\n'));
+    problems.push(...lines.map((l) => (override && l.startsWith('redis.url:') ? `${l} (redis.url comes from the environment variable SWITCHBOARD_REDIS_URL)` : l)));
+  }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(file, problems);
   return parsed.data;
 }

@@ -139,6 +139,58 @@ const network = z.strictObject({
   mapFile: z.string().optional(),
 });
 
+const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL, e.g. redis://10.0.0.1:6379');
+
+/** TLS towards Redis (rediss:// URLs, cluster nodes, sentinels): PEM file paths. */
+const redisTls = z.strictObject({
+  /** CA that signed the Redis server certificates (PEM file). */
+  ca: z.string().optional(),
+  /** Client certificate and key, when Redis asks for one (tls-auth-clients). */
+  cert: z.string().optional(),
+  key: z.string().optional(),
+  servername: z.string().optional(),
+  rejectUnauthorized: z.boolean().default(true),
+});
+
+/** Where the Redis connection settings came from: set by the loader, never written in the file. */
+export type RedisSource = 'file' | 'SWITCHBOARD_REDIS_URL';
+
+const redis = z
+  .strictObject({
+    /** One Redis (or a primary behind a proxy). Omit url, cluster and sentinel for a private redis-server. */
+    url: redisUrl.optional(),
+    /** A Redis Cluster: some of its nodes (the rest are discovered). */
+    cluster: z.strictObject({ nodes: z.array(redisUrl).min(1, 'expected at least one node, e.g. [redis://10.0.0.1:6379]') }).optional(),
+    /** A primary watched by Redis Sentinel. */
+    sentinel: z
+      .strictObject({
+        sentinels: z.array(redisUrl).min(1, 'expected at least one sentinel, e.g. [redis://10.0.0.5:26379]'),
+        /** The master name the sentinels monitor (`sentinel monitor <name> …`). */
+        name: z.string().min(1),
+        /** Password of the sentinels themselves (requirepass in sentinel.conf), when they have one. */
+        password: z.string().min(1).optional(),
+      })
+      .optional(),
+    /** ACL user for the Redis nodes (url, cluster or sentinel-managed primary); a URL's own user wins. */
+    username: z.string().min(1).optional(),
+    /** Password for the Redis nodes; write `password: ${REDIS_PASSWORD}` to keep it out of the file. A URL's own password wins. */
+    password: z.string().min(1).optional(),
+    tls: redisTls.optional(),
+    prefix: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected letters, digits, _ or -').default('sb'),
+    /** Where the private redis-server keeps its data when no url, cluster or sentinel is given. */
+    dataDir: z.string().default('data/redis'),
+    /**
+     * New inbound work is refused (HTTP 503 + Retry-After, AMQP: no credit) while Redis uses more
+     * than this fraction of its maxmemory, and accepted again once it drops below.
+     */
+    memoryLimit: z.number().gt(0).max(1).default(0.9),
+  })
+  .superRefine((r, ctx) => {
+    const forms = (['url', 'cluster', 'sentinel'] as const).filter((k) => r[k] !== undefined);
+    if (forms.length > 1) ctx.addIssue({ code: 'custom', message: `expected one of url, cluster or sentinel, got ${forms.join(' and ')}` });
+  })
+  .transform((r) => ({ ...r, source: 'file' as RedisSource }));
+
 export const configSchema = z.strictObject({
   http: z.strictObject({
     port: port.default(3000),
@@ -153,14 +205,7 @@ export const configSchema = z.strictObject({
       .strictObject({ perUser: z.number().int().min(1).default(10), perIp: z.number().int().min(1).default(100), window: duration.default(900_000) })
       .default({ perUser: 10, perIp: 100, window: 900_000 }),
   }),
-  redis: z
-    .strictObject({
-      url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL').optional(),
-      prefix: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected letters, digits, _ or -').default('sb'),
-      /** Where the private redis-server keeps its data when no url is given. */
-      dataDir: z.string().default('data/redis'),
-    })
-    .default({ prefix: 'sb', dataDir: 'data/redis' }),
+  redis: redis.prefault({}),
   queues: z
     .strictObject({
       maxAttempts: z.number().int().min(1).max(100).default(5),

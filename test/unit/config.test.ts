@@ -49,7 +49,7 @@ describe('parseConfig: a valid config', () => {
     assert.equal(c.http.host, '127.0.0.1');
     assert.equal(c.http.bodyLimit, '1mb');
     assert.equal(c.http.baseUrl, undefined);
-    assert.deepEqual(c.redis, { prefix: 'sb', dataDir: 'data/redis' });
+    assert.deepEqual(c.redis, { prefix: 'sb', dataDir: 'data/redis', memoryLimit: 0.9, source: 'file' });
     assert.deepEqual(c.queues, { maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, lockTimeout: 30_000, stalledCheck: 15_000, limits: [] });
     assert.deepEqual(c.directory, { type: 'file', users: [] });
     assert.deepEqual(c.permissions, []);
@@ -73,7 +73,7 @@ describe('parseConfig: a valid config', () => {
     assert.equal(c.http.host, '0.0.0.0');
     assert.equal(c.http.baseUrl, 'https://sb.example.com');
     assert.equal(c.http.bodyLimit, '256kb');
-    assert.deepEqual(c.redis, { url: 'redis://10.0.0.1:6379', prefix: 'prod', dataDir: 'data/redis' });
+    assert.deepEqual(c.redis, { url: 'redis://10.0.0.1:6379', prefix: 'prod', dataDir: 'data/redis', memoryLimit: 0.9, source: 'file' });
     assert.equal(c.queues.backoff, 500);
     assert.equal(c.queues.dedupTtl, 7 * 86_400_000);
     assert.equal(c.queues.lockTimeout, 60_000);
@@ -245,25 +245,76 @@ describe('parseConfig: ${VAR} substitution', () => {
   });
 });
 
-describe('parseConfig: REDIS_URL override', () => {
-  test('REDIS_URL replaces redis.url from the file and keeps the other redis settings', () => {
-    const c = parseConfig('http: {}\nredis: { url: "redis://file:6379", prefix: mine }\n', FILE, { REDIS_URL: 'redis://env:6380' });
+describe('parseConfig: which Redis (url, cluster, sentinel) and where it comes from', () => {
+  test('SWITCHBOARD_REDIS_URL replaces redis.url from the file, keeps the other redis settings and is named as the source', () => {
+    const c = parseConfig('http: {}\nredis: { url: "redis://file:6379", prefix: mine }\n', FILE, { SWITCHBOARD_REDIS_URL: 'redis://env:6380' });
     assert.equal(c.redis.url, 'redis://env:6380');
     assert.equal(c.redis.prefix, 'mine');
+    assert.equal(c.redis.source, 'SWITCHBOARD_REDIS_URL');
   });
 
-  test('REDIS_URL supplies redis.url when the file has no redis section', () => {
-    const c = parseConfig('http: {}\n', FILE, { REDIS_URL: 'rediss://env:6380' });
+  test('SWITCHBOARD_REDIS_URL supplies redis.url when the file has no redis section', () => {
+    const c = parseConfig('http: {}\n', FILE, { SWITCHBOARD_REDIS_URL: 'rediss://env:6380' });
     assert.equal(c.redis.url, 'rediss://env:6380');
     assert.equal(c.redis.prefix, 'sb');
   });
 
-  test('without REDIS_URL and without redis.url there is no url (a private redis-server is started)', () => {
-    assert.equal(parseConfig('http: {}\n', FILE, {}).redis.url, undefined);
+  test('SWITCHBOARD_REDIS_URL replaces a cluster or sentinel form from the file (one form, from the environment)', () => {
+    const c = parseConfig('http: {}\nredis: { cluster: { nodes: [redis://a:7000] }, prefix: p }\n', FILE, { SWITCHBOARD_REDIS_URL: 'redis://env:6380' });
+    assert.equal(c.redis.url, 'redis://env:6380');
+    assert.equal(c.redis.cluster, undefined);
+    assert.equal(c.redis.prefix, 'p');
   });
 
-  test('an invalid REDIS_URL is reported at redis.url', () => {
-    problemAt(configError('http: {}\n', { REDIS_URL: 'localhost:6379' }), 'redis.url');
+  test('a generic REDIS_URL in the environment no longer overrides the file', () => {
+    const c = parseConfig('http: {}\nredis: { url: "redis://file:6379" }\n', FILE, { REDIS_URL: 'redis://someone-elses:6379' });
+    assert.equal(c.redis.url, 'redis://file:6379');
+    assert.equal(c.redis.source, 'file');
+    assert.equal(parseConfig('http: {}\n', FILE, { REDIS_URL: 'redis://someone-elses:6379' }).redis.url, undefined);
+  });
+
+  test('${REDIS_URL} written in the file is the way to use that variable', () => {
+    const c = parseConfig('http: {}\nredis: { url: "${REDIS_URL}" }\n', FILE, { REDIS_URL: 'redis://r:1' });
+    assert.equal(c.redis.url, 'redis://r:1');
+    assert.equal(c.redis.source, 'file');
+  });
+
+  test('without SWITCHBOARD_REDIS_URL and without url, cluster or sentinel there is nothing to connect to (a private redis-server is started)', () => {
+    const r = parseConfig('http: {}\n', FILE, {}).redis;
+    assert.equal(r.url, undefined);
+    assert.equal(r.cluster, undefined);
+    assert.equal(r.sentinel, undefined);
+  });
+
+  test('an invalid SWITCHBOARD_REDIS_URL is reported at redis.url, naming the variable', () => {
+    assert.match(problemAt(configError('http: {}\n', { SWITCHBOARD_REDIS_URL: 'localhost:6379' }), 'redis.url'), /SWITCHBOARD_REDIS_URL/);
+  });
+
+  test('redis.cluster.nodes with password and TLS from the environment', () => {
+    const c = parseConfig('http: {}\nredis:\n  cluster: { nodes: [redis://10.0.0.1:6379, redis://10.0.0.2:6379] }\n  password: ${REDIS_PASSWORD}\n  tls: { ca: certs/redis-ca.pem }\n', FILE, { REDIS_PASSWORD: 'pw-from-env' });
+    assert.deepEqual(c.redis.cluster, { nodes: ['redis://10.0.0.1:6379', 'redis://10.0.0.2:6379'] });
+    assert.equal(c.redis.password, 'pw-from-env');
+    assert.deepEqual(c.redis.tls, { ca: 'certs/redis-ca.pem', rejectUnauthorized: true });
+  });
+
+  test('redis.sentinel with sentinels, the master name and the sentinels\' own password', () => {
+    const c = parseConfig('http: {}\nredis:\n  sentinel: { sentinels: [redis://10.0.0.5:26379], name: mymaster, password: "${S_PW}" }\n', FILE, { S_PW: 'spw' });
+    assert.deepEqual(c.redis.sentinel, { sentinels: ['redis://10.0.0.5:26379'], name: 'mymaster', password: 'spw' });
+  });
+
+  test('two forms at once are an error naming both', () => {
+    assert.match(problemAt(configError('http: {}\nredis: { url: redis://a:1, sentinel: { sentinels: [redis://b:2], name: m } }\n'), 'redis'), /one of url, cluster or sentinel, got url and sentinel/);
+  });
+
+  test('an empty node list, a missing master name and a bad node URL are errors at their paths', () => {
+    problemAt(configError('http: {}\nredis: { cluster: { nodes: [] } }\n'), 'redis.cluster.nodes');
+    problemAt(configError('http: {}\nredis: { sentinel: { sentinels: [redis://b:2] } }\n'), 'redis.sentinel.name');
+    assert.match(problemAt(configError('http: {}\nredis: { cluster: { nodes: [10.0.0.1:6379] } }\n'), 'redis.cluster.nodes[0]'), /redis:\/\//);
+  });
+
+  test('redis.memoryLimit is a fraction of maxmemory', () => {
+    assert.equal(parseConfig('http: {}\nredis: { memoryLimit: 0.8 }\n', FILE, {}).redis.memoryLimit, 0.8);
+    problemAt(configError('http: {}\nredis: { memoryLimit: 90 }\n'), 'redis.memoryLimit');
   });
 });
 
@@ -302,10 +353,10 @@ describe('loadConfig', () => {
     assert.equal(configFile(undefined, { SWITCHBOARD_CONFIG: viaEnv }), viaEnv);
   });
 
-  test('the environment given to loadConfig is used for ${VAR} and REDIS_URL', () => {
+  test('the environment given to loadConfig is used for ${VAR} and SWITCHBOARD_REDIS_URL', () => {
     const file = join(dir, 'vars.yaml');
     writeFileSync(file, 'http: { baseUrl: "http://${SB_HOST}:3000" }\n');
-    const { config } = loadConfig(file, { SB_HOST: 'gw.internal', REDIS_URL: 'redis://r:1' });
+    const { config } = loadConfig(file, { SB_HOST: 'gw.internal', SWITCHBOARD_REDIS_URL: 'redis://r:1' });
     assert.equal(config.http.baseUrl, 'http://gw.internal:3000');
     assert.equal(config.redis.url, 'redis://r:1');
   });
