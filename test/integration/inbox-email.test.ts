@@ -214,7 +214,7 @@ async function gateway(prefix: string, smtpPort: number, extra: Record<string, u
 
 before(async () => {
   flowsDir = mkdtempSync(join(tmpdir(), 'sb-inbox-email-flows-'));
-  // "type": "module": see the loader note in inbox-e2e.test.ts.
+  // "type": "module": see the loader note in test/e2e/inbox-live-tasks.test.ts.
   writeFileSync(join(flowsDir, 'package.json'), '{"type": "module"}\n');
   writeFileSync(join(flowsDir, 'mail-ask.ts'), FLOW);
   redis = await startTestRedis();

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
 import type { Gateway } from '../../src/gateway.ts';
 import { startTestGateway } from '../support/gateway.ts';
 import { LDAP, ldapDirectoryConfig, startTestLdap, type TestLdap } from '../support/ldap.ts';
@@ -9,7 +8,7 @@ import { startTestRedis, type TestRedis } from '../support/servers.ts';
 // The web login over real HTTP (cookies handled by hand, redirects not followed): session cookie
 // flags, CSRF on every form (login and logout too), a new session id at login (fixation), the
 // uniform error, same-site `next` only, the admin page (mapping and explain), escaping of
-// user-supplied text; and one run in a real headless Chromium, keyboard only.
+// user-supplied text. The same login in a real browser, keyboard only: test/e2e/keyboard-sign-in.test.ts.
 
 const PERMISSIONS = [
   { group: `cn=ops,ou=groups,${LDAP.base}`, allow: [{ address: 'queue:ops.**', verbs: ['send', 'consume', 'browse'] }] },
@@ -325,46 +324,4 @@ test('user-supplied text is escaped: explain for <script>…, login names, next'
   const nextPage = await new WebClient(gw.url).request('GET', `/login?next=${encodeURIComponent('/"><script>y</script>')}`);
   assert.ok(!nextPage.text.includes('<script>y</script>'));
   assert.equal(hiddenNext(nextPage.text), '/&quot;&gt;&lt;script&gt;y&lt;/script&gt;');
-});
-
-// --- a real browser --------------------------------------------------------------------------
-
-test('in headless Chromium: sign in with the keyboard, see the home page, sign out', { timeout: 180_000 }, async () => {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: 120_000,
-  });
-  try {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    page.setDefaultTimeout(60_000);
-    await page.goto(`${gw.url}/`);
-    assert.equal(new URL(page.url()).pathname, '/login');
-    assert.equal(await page.title(), 'Sign in · Switchboard');
-
-    await page.locator('#username').focus();
-    await page.keyboard.type('alice');
-    await page.keyboard.press('Tab');
-    assert.equal(await page.evaluate(() => document.activeElement?.id), 'password', 'Tab moves from the user name to the password');
-    await page.keyboard.type('alice-pw');
-    await Promise.all([page.waitForURL(`${gw.url}/`), page.keyboard.press('Enter')]);
-
-    assert.equal((await page.locator('h1').textContent())?.trim(), 'Hello, alice');
-    assert.match((await page.locator('header .me').textContent()) ?? '', /Signed in as\s+alice/);
-    const [cookie] = (await context.cookies()).filter((c) => c.name === 'sb.sid');
-    assert.ok(cookie, 'a session cookie');
-    assert.equal(cookie.httpOnly, true);
-    assert.equal(cookie.sameSite, 'Lax');
-    assert.equal(await page.evaluate(() => document.cookie.includes('sb.sid')), false, 'scripts cannot read the session cookie');
-
-    await page.getByRole('button', { name: 'Sign out' }).focus();
-    await Promise.all([page.waitForURL(/\/login$/), page.keyboard.press('Enter')]);
-    assert.equal((await page.locator('h1').textContent())?.trim(), 'Sign in');
-
-    await page.goto(`${gw.url}/`);
-    assert.equal(new URL(page.url()).pathname, '/login', 'signed out for real');
-  } finally {
-    await browser.close();
-  }
 });

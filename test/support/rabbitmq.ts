@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,17 @@ export interface TestRabbit {
   /** SIGTERM (or SIGKILL with kill9) of the whole process group; start() again reuses the data. */
   stop(kill9?: boolean): Promise<void>;
   start(): Promise<void>;
+  /** Runs rabbitmqctl against this node (its HOME holds the Erlang cookie); resolves with stdout. */
+  ctl(args: string[]): Promise<string>;
+  /** Ready, unacknowledged and consumer counts of each queue on the node (rabbitmqctl list_queues). */
+  queues(): Promise<Record<string, RabbitQueue>>;
   dispose(): Promise<void>;
+}
+
+export interface RabbitQueue {
+  ready: number;
+  unacked: number;
+  consumers: number;
 }
 
 function portOpen(port: number): Promise<boolean> {
@@ -71,12 +81,30 @@ export async function startTestRabbit(): Promise<TestRabbit> {
     const deadline = Date.now() + 20_000;
     while ((await portOpen(port)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
   }
+  function ctl(args: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile('/usr/lib/rabbitmq/bin/rabbitmqctl', args, { env, timeout: 120_000 }, (err, stdout, stderr) => {
+        if (err) reject(new Error(`rabbitmqctl ${args.join(' ')}: ${err.message}\n${stderr}`));
+        else resolve(stdout);
+      });
+    });
+  }
+  async function queues(): Promise<Record<string, RabbitQueue>> {
+    const out: Record<string, RabbitQueue> = {};
+    for (const line of (await ctl(['list_queues', '-q', '--no-table-headers', 'name', 'messages_ready', 'messages_unacknowledged', 'consumers'])).split('\n')) {
+      const [name, ready, unacked, consumers] = line.trim().split(/\s+/);
+      if (name && /^\d+$/.test(ready ?? '') && /^\d+$/.test(unacked ?? '')) out[name] = { ready: Number(ready), unacked: Number(unacked), consumers: Number(consumers) };
+    }
+    return out;
+  }
   await start();
   return {
     url: `amqp://guest:guest@127.0.0.1:${port}`,
     port,
     stop,
     start,
+    ctl,
+    queues,
     async dispose() {
       await stop();
       rmSync(dir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 /**
  * Live permissions (issue 9, DESIGN §5 "live rules", §6): admins map LDAP groups to permissions in
- * the console, the API (and the CLI, see permissions-cli.test.ts), and every door of every gateway
+ * the console, the API (and the CLI, see test/integration/permissions-cli.test.ts), and every door of every gateway
  * process follows within a second, without a restart.
  *
  * Real servers only: a private slapd (alice: ops, clerks; bob and dave: payment-approvers, dave
@@ -15,16 +15,16 @@
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { after, before, test, type TestContext } from 'node:test';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver } from 'rhea';
 import type { Gateway } from '../../src/gateway.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 import { api, enc, spawnGateway, startTestGateway, waitFor, type GatewayProcess } from '../support/gateway.ts';
+import { launchChromium } from '../support/browser.ts';
 import { LDAP, ldapDirectoryConfig, startTestLdap, type TestLdap } from '../support/ldap.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
 const PREFIX = `plive${process.pid}`;
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 /** "Within a second", with room for a loaded 2-core machine. Measured delays are reported. */
 const DEADLINE_MS = 5000;
 const dn = (cn: string) => `cn=${cn},ou=groups,${LDAP.base}`;
@@ -60,7 +60,7 @@ before(async () => {
   ldap = await startTestLdap();
   a = await startTestGateway(redis.url, { ...config(), redis: { url: redis.url, prefix: PREFIX }, amqp: { port: 0 } });
   b = await startB();
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, timeout: 120_000 });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import type { Gateway } from '../../src/gateway.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 import { api, enc, startTestGateway, waitFor } from '../support/gateway.ts';
+import { launchChromium } from '../support/browser.ts';
 import { LDAP, ldapDirectoryConfig, startTestLdap, type TestLdap } from '../support/ldap.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -21,7 +22,6 @@ import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const PREFIX = `ie2e${process.pid}`;
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 const PERMISSIONS = [
   { group: `cn=payment-approvers,ou=groups,${LDAP.base}`, allow: [{ address: 'group:payment-approvers', verbs: ['consume', 'browse'] }] },
@@ -76,7 +76,7 @@ before(async () => {
     permissions: PERMISSIONS,
     flows: { dir: flowsDir },
   });
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, timeout: 120_000 });
+  browser = await launchChromium();
 });
 
 after(async () => {

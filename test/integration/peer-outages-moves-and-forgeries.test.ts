@@ -20,7 +20,7 @@ import { api, enc, spawnGateway, startTestGateway, waitFor, type GatewayProcess 
 import { networkConfig, testNetwork } from '../support/network.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
-// More of the peer network (issue 7), between real gateways on loopback, each with its own
+// The peer network when things go wrong (issue 7), between real gateways on loopback, each with its own
 // redis-server, certificates from a development CA made with openssl, mutual TLS and signed
 // envelopes: the CLI that makes the material, store-and-retry while a peer is down, a peer that
 // moves (map file edited under a running gateway), forged and altered messages from a client
@@ -85,7 +85,7 @@ async function stopB(): Promise<void> {
 }
 
 before(async () => {
-  tmp = mkdtempSync(join(tmpdir(), 'sb-peers-more-'));
+  tmp = mkdtempSync(join(tmpdir(), 'sb-peer-outages-'));
   noFlows = join(tmp, 'no-flows');
   mapFile = join(tmp, 'network-map.yaml');
   [redisA, redisB] = await Promise.all([startTestRedis(), startTestRedis()]);
