@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { api, startTestGateway, waitFor } from '../support/gateway.ts';
+import { api, startTestGateway, waitFor, type ApiResponse } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 import type { Gateway } from '../../src/gateway.ts';
 
@@ -67,11 +67,11 @@ test('near maxmemory: HTTP sends get 503 + Retry-After and nothing is stored; af
   t.diagnostic(`used ${full.used} of maxmemory ${full.max} (${((100 * full.used) / full.max).toFixed(1)} %)`);
   assert.ok(full.used / full.max >= 0.9 && full.used < full.max, `filler should bring memory between 90 % and 100 %: ${JSON.stringify(full)}`);
 
-  const refused = await waitFor(async () => {
+  const refused = await waitFor(async (): Promise<ApiResponse | undefined> => {
     const r = await send(`during-${Date.now()}`);
     if (r.status === 202) accepted.push((r.body as { id: string }).id);
     return r.status === 503 ? r : undefined;
-  }, 10_000, 'the memory guard to refuse sends');
+  }, 10_000, 'the memory guard to refuse sends') as ApiResponse;
   assert.equal(refused.body.error.code, 'unavailable');
   assert.match(refused.body.error.message, /memory is nearly full/);
   assert.ok(Number(refused.headers.get('retry-after')) > 0, 'Retry-After header');
@@ -91,7 +91,7 @@ test('near maxmemory: HTTP sends get 503 + Retry-After and nothing is stored; af
   // Every accepted message is in the queue exactly once; none of the refused ones is.
   const received = new Map<string, number>();
   for (;;) {
-    const r = await api(gw.url, 'POST', '/api/queues/queue:mg.in/receive', { user: 'ops', body: { max: 100, leaseSeconds: 60 } });
+    const r: ApiResponse = await api(gw.url, 'POST', '/api/queues/queue:mg.in/receive', { user: 'ops', body: { max: 100, leaseSeconds: 60 } });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     const msgs = r.body.messages as { id: string; lease: string }[];
     if (msgs.length === 0) break;
