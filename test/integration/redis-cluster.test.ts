@@ -79,7 +79,7 @@ test('redis.cluster.nodes with the password from ${REDIS_PASSWORD}: the gateway 
     const r: ApiResponse = await api(gw!.url, 'POST', '/api/queues/queue:cluster.orders/receive', { user: 'ops', body: { max: 10, leaseSeconds: 30 } });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     return r.body.messages.length > 0 ? r.body.messages as { id: string; lease: string; body: unknown }[] : undefined;
-  }, 20_000, 'the message to be received');
+  }, 20_000, 'the message to be received') as { id: string; lease: string; body: unknown }[];
   assert.deepEqual(received.map((m) => [m.id, m.body]), [['c-1', { n: 1 }]]);
   const acked: ApiResponse = await api(gw.url, 'POST', '/api/queues/queue:cluster.orders/ack', { user: 'ops', body: { leases: received.map((m) => m.lease) } });
   assert.equal(acked.status, 200, JSON.stringify(acked.body));
