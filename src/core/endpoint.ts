@@ -5,6 +5,10 @@ export interface SendResult {
   id: string;
   /** True when the id was seen before at this destination: accepted, not delivered again. */
   duplicate: boolean;
+  /** The task a message to person:/group: became (made by the inbox, never taken from the message). */
+  taskId?: string;
+  /** The flow instance a message to flow:<name> started (or had started before). */
+  instanceId?: string;
 }
 
 /**

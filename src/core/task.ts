@@ -8,9 +8,32 @@ export interface Decision {
   action: string;
   fields: Record<string, unknown>;
   comment?: string;
-  /** Who decided (`user:alice`). */
+  /** Who decided (`user:alice`); with several approvals, the one whose decision ended the ask. */
   by: string;
   at: string;
+  /** Every approver's decision, in order, when the task needed more than one (four-eyes). */
+  approvals?: Approval[];
+}
+
+/** One approver's decision on a task that needs several. */
+export interface Approval {
+  by: string;
+  action: string;
+  comment?: string;
+  at: string;
+}
+
+/**
+ * Maker-checker rules of a task (DESIGN §3). Set by the flow that asks (`fourEyes`, `notBy`,
+ * `approvals` of ctx.ask) and enforced by the inbox.
+ */
+export interface TaskControls {
+  /** Principals who may not decide (`user:bob`): the starter with fourEyes, plus notBy. */
+  excluded?: string[];
+  /** Why the first excluded principal is excluded, shown to them, e.g. "you started this request". */
+  excludedReason?: Record<string, string>;
+  /** Distinct approvers needed before the task is approved; a reject by any ends it. */
+  approvals?: number;
 }
 
 /** Field kinds a task form can have; validated on the server when a person decides. */
@@ -29,12 +52,14 @@ export interface TaskSpec {
   due?: string;
   /** Who gets the task when it is overdue, e.g. 'person:head-of-payments'. */
   escalateTo?: string;
+  /** Four-eyes controls; a flow sets them through ctx.ask's options. */
+  controls?: TaskControls;
 }
 
 export interface HistoryEntry {
   at: string;
   by: string;
-  action: 'created' | 'claimed' | 'released' | 'delegated' | 'decided' | 'escalated';
+  action: 'created' | 'claimed' | 'released' | 'delegated' | 'approved' | 'decided' | 'escalated';
   detail?: string;
   from?: string;
 }
@@ -55,11 +80,14 @@ export interface Task {
   escalateTo?: string;
   status: 'open' | 'decided';
   decision?: Decision;
+  /** Four-eyes controls, when the flow that asked set any. */
+  controls?: TaskControls;
+  /** Approvals given so far on a task that needs several. */
+  approvals?: Approval[];
   createdAt: string;
   sender: string;
   history: HistoryEntry[];
 }
-
 
 /**
  * Turns a message to `person:`/`group:` into a task. The inbox transport depends on this and
@@ -67,8 +95,9 @@ export interface Task {
  */
 export interface TaskIntake {
   /**
-   * Accepts the message as a task (or an item to acknowledge); false if this message id was
-   * accepted before. Throws `ValidationError` for a task the spec check refuses.
+   * Accepts the message as a task (or an item to acknowledge) and says which task it is;
+   * `created: false` when this sender's message with this id was accepted before. Throws
+   * `ValidationError` for a task the spec check refuses.
    */
-  accept(message: import('./message.ts').Message): Promise<boolean>;
+  accept(message: import('./message.ts').Message): Promise<{ taskId: string; created: boolean }>;
 }

@@ -76,8 +76,8 @@ export class Inbox implements TaskIntake {
     await this.events.stop();
   }
 
-  /** Turns a message to person:/group: into a task (once per message id). */
-  accept(message: Message): Promise<boolean> {
+  /** Turns a message to person:/group: into a task (once per sender and message id). */
+  accept(message: Message): Promise<{ taskId: string; created: boolean }> {
     return this.intake.accept(message);
   }
 

@@ -1,13 +1,23 @@
+import { createHash } from 'node:crypto';
 import { ValidationError } from '../core/errors.ts';
 import { principalId, type Message } from '../core/message.ts';
 import type { Task, TaskIntake, TaskSpec } from '../core/task.ts';
 import type { FollowUps } from './follow-ups.ts';
 import type { TaskEvents } from './task-events.ts';
-import { TaskStore } from './task-store.ts';
+import type { TaskStore } from './task-store.ts';
 import { dueDate, escalationTarget, placeOf, validateFieldSpec } from './task-rules.ts';
 
 /** A task as the intake makes it, before the store adds status and history. */
 export type NewTask = Omit<Task, 'status' | 'history' | 'claimedBy' | 'decision'>;
+
+/**
+ * Task ids are the inbox's own: a digest of the address, the sender and the sender's message id.
+ * The same message sent again is the same task, but nobody can pick an id that pre-empts or
+ * stands in for another sender's task (a flow's ask above all).
+ */
+export function taskIdFor(message: Pick<Message, 'to' | 'id' | 'sender'>): string {
+  return createHash('sha256').update(`${message.to}\0${principalId(message.sender)}\0${message.id}`).digest('base64url').slice(0, 22);
+}
 
 /**
  * What a message to `person:<user>` or `group:<group>` becomes. A task spec (from `ctx.ask`, or a
@@ -21,7 +31,7 @@ export function taskFromMessage(message: Message): NewTask {
   const who = message.to.slice(colon + 1);
   const body = message.body as Partial<TaskSpec> | null;
   const isTask = message.headers['switchboard-task'] === 'ask' || (body !== null && typeof body === 'object' && typeof body.title === 'string' && Array.isArray(body.actions));
-  const base = { id: TaskStore.idFor(message.id), createdAt: message.createdAt, sender: principalId(message.sender), ...(scheme === 'person' ? { assignee: who } : { group: who }) };
+  const base = { id: taskIdFor(message), createdAt: message.createdAt, sender: principalId(message.sender), ...(scheme === 'person' ? { assignee: who } : { group: who }) };
   if (!isTask) {
     return {
       ...base, kind: 'message', title: message.subject ?? `Message from ${principalId(message.sender)}`, actions: ['acknowledge'], fields: {},
@@ -50,14 +60,14 @@ export interface MessageIntakeOptions {
 export class MessageIntake implements TaskIntake {
   constructor(private readonly o: MessageIntakeOptions) {}
 
-  /** Turns a message into a task, once per message id; false for a repeat. */
-  async accept(message: Message): Promise<boolean> {
+  /** Turns a message into a task, once per sender and message id. */
+  async accept(message: Message): Promise<{ taskId: string; created: boolean }> {
     const task = taskFromMessage(message);
     const created = await this.o.store.create(task, { messageId: message.id, ...(message.replyTo ? { replyTo: message.replyTo } : {}), ...(message.correlationId ? { correlationId: message.correlationId } : {}) });
     // Planned even for a repeat of the same message: a crash right after the create is mended
     // by the sender's retry, and the jobs' dedup ids keep them to one each.
     await this.o.followUps.afterCreate(task);
     if (created) await this.o.events.publish({ type: 'created', taskId: task.id, ...placeOf(task) });
-    return created;
+    return { taskId: task.id, created };
   }
 }

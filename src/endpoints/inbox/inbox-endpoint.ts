@@ -12,8 +12,9 @@ export class InboxEndpoint implements Endpoint {
   constructor(readonly scheme: 'person' | 'group', private readonly intake: TaskIntake) {}
 
   async send(message: Message): Promise<SendResult> {
-    const created = await this.intake.accept(message);
-    return { id: message.id, duplicate: !created };
+    const { taskId, created } = await this.intake.accept(message);
+    // The task id goes back to the sender: a flow's ask waits for a decision on exactly this task.
+    return { id: message.id, duplicate: !created, taskId };
   }
 
   async health(): Promise<HealthReport> {
