@@ -26,6 +26,10 @@ export async function startTestRedis(): Promise<TestRedis> {
     get pid() {
       return current.pid;
     },
+    get adopted() {
+      return current.adopted;
+    },
+    onUnexpectedExit: (fn) => current.onUnexpectedExit(fn),
     stop: () => current.stop(),
     kill: () => current.kill(),
     async restart() {
