@@ -64,12 +64,17 @@ export interface OutboxOptions<E extends object = Record<never, never>> {
   onDeadLetter?: (message: Message, reason: string, extra: E) => Promise<void> | void;
   /** Metrics and log label: the transport's scheme. */
   label: string;
+  /** Counts deliveries (messages out) and dead letters under `label`. */
   metrics: Metrics;
+  /** Failures, dead letters and connection errors, tagged with the outbox name. */
   log: Logger;
 }
 
-/** A job's data: the message, and whatever the transport computed at send time (a signature). */
-type Data<E> = E & { message: StoredMessage };
+/**
+ * A job's data is the stored message itself (operators and tests read `data.to` in redis-cli),
+ * with whatever the transport computed at send time (a signature) under `extra`.
+ */
+type Data = StoredMessage & { extra?: object };
 
 /** The dedup key of a message in an outbox: same address and id, same message. */
 export function outboxDedupId(message: Pick<Message, 'to' | 'id'>): string {
@@ -85,13 +90,15 @@ export function outboxJobId(): string {
   return `o${randomBytes(12).toString('base64url')}`;
 }
 
-// Jobs written before there was one outbox class held the message itself as their data.
-function unpack<E>(data: Data<E> | StoredMessage): { message: StoredMessage; extra: E } {
-  if ('message' in data && data.message && typeof data.message === 'object') {
-    const { message, ...extra } = data as Data<E>;
-    return { message, extra: extra as unknown as E };
+function unpack<E>(data: Data): { message: StoredMessage; extra: E } {
+  // Peer jobs written before there was one outbox class: `{message, remote, signature}`.
+  const legacy = data as unknown as { message?: unknown; id?: unknown };
+  if (typeof legacy.id !== 'string' && legacy.message && typeof legacy.message === 'object') {
+    const { message, ...extra } = legacy as { message: StoredMessage };
+    return { message, extra: extra as E };
   }
-  return { message: data as StoredMessage, extra: {} as E };
+  const { extra, ...message } = data;
+  return { message, extra: (extra ?? {}) as E };
 }
 
 const PAGE = 1000;
@@ -104,8 +111,8 @@ const PAGE = 1000;
  * behave the same for e-mail, webhooks and peers.
  */
 export class Outbox<E extends object = Record<never, never>> {
-  private readonly queue: Queue<Data<E>>;
-  private readonly worker: Worker<Data<E>>;
+  private readonly queue: Queue<Data>;
+  private readonly worker: Worker<Data>;
   private readonly jobOptions: JobsOptions;
 
   constructor(private readonly o: OutboxOptions<E>) {
@@ -118,9 +125,9 @@ export class Outbox<E extends object = Record<never, never>> {
       removeOnComplete: true,
       removeOnFail: false,
     };
-    this.queue = new Queue<Data<E>>(name, { connection: o.redis, prefix: o.prefix });
+    this.queue = new Queue<Data>(name, { connection: o.redis, prefix: o.prefix });
     this.queue.on('error', (err) => o.log.error({ ...context, err: err.message }, 'outbox connection error'));
-    this.worker = new Worker<Data<E>>(name, (job) => this.process(job), {
+    this.worker = new Worker<Data>(name, (job) => this.process(job), {
       connection: o.redis,
       prefix: o.prefix,
       concurrency: o.concurrency ?? 10,
@@ -132,7 +139,7 @@ export class Outbox<E extends object = Record<never, never>> {
     });
   }
 
-  private async process(job: Job<Data<E>>): Promise<void> {
+  private async process(job: Job<Data>): Promise<void> {
     const { message, extra } = unpack<E>(job.data);
     try {
       await this.o.deliver(decodeMessage(message), extra);
@@ -144,7 +151,7 @@ export class Outbox<E extends object = Record<never, never>> {
     this.o.metrics.messagesOut.inc({ endpoint: this.o.label });
   }
 
-  private failed(job: Job<Data<E>>, err: Error): void {
+  private failed(job: Job<Data>, err: Error): void {
     const { message, extra } = unpack<E>(job.data);
     const final = err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
     const fields = { outbox: this.o.name, msgId: message.id, to: message.to, err: err.message, attempt: job.attemptsMade };
@@ -164,16 +171,16 @@ export class Outbox<E extends object = Record<never, never>> {
   /** Resolves once the message is stored; a `(to, id)` seen within dedupTtlMs is a duplicate. */
   async send(message: Message, ...[extra]: Record<never, never> extends E ? [extra?: E] : [extra: E]): Promise<SendResult> {
     const jobId = outboxJobId();
-    const data = { ...(extra ?? {}), message: encodeMessage(message) } as Data<E>;
+    const data: Data = { ...encodeMessage(message), ...(extra ? { extra } : {}) };
     // Key and job are written by one BullMQ script: no crash leaves the id marked but unstored.
     const job = await this.queue.add('out', data, { ...this.jobOptions, jobId, deduplication: { id: outboxDedupId(message), ttl: this.o.dedupTtlMs } });
     return { id: message.id, duplicate: job.id !== jobId };
   }
 
   /** Every dead letter of this outbox for `address`, paging through the whole failed set. */
-  private async deadJobs(address: string): Promise<Job<Data<E>>[]> {
+  private async deadJobs(address: string): Promise<Job<Data>[]> {
     const seen = new Set<string>();
-    const out: Job<Data<E>>[] = [];
+    const out: Job<Data>[] = [];
     for (let start = 0; ; start += PAGE) {
       const page = await this.queue.getFailed(start, start + PAGE - 1);
       for (const job of page) {

@@ -4,6 +4,7 @@ import type { Delivery, EventContext, Receiver } from 'rhea';
 import type { Logger } from 'pino';
 import type { ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, SendResult, Subscription } from '../../core/endpoint.ts';
 import { UnknownScheme, ValidationError, isRetryable } from '../../core/errors.ts';
+import { holdWhileUnavailable } from '../../core/hold.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { Broker, describe } from '../../amqp/connection.ts';
@@ -149,38 +150,30 @@ export class MqEndpoint implements Endpoint {
       this.o.metrics.messagesFailed.inc({ endpoint: 'mq' });
       return;
     }
-    let pause = Math.min(this.o.backoffMs, 250);
-    for (;;) {
-      try {
-        await handler(message);
-        delivery.accept();
-        this.o.metrics.messagesOut.inc({ endpoint: 'mq' });
-        return;
-      } catch (err) {
-        if (isRetryable(err) && !stopping()) {
-          // Destination unavailable: hold this one (no new credit), try again later.
-          await sleep(pause * (0.75 + Math.random() / 2));
-          pause = Math.min(pause * 2, 5000);
-          continue;
-        }
-        if (isRetryable(err)) {
-          delivery.release();
-          return;
-        }
-        const n = await this.o.redis.incr(this.attemptsKey(broker.config.name, message.id));
-        await this.o.redis.pexpire(this.attemptsKey(broker.config.name, message.id), 86_400_000);
-        if (n >= this.o.maxAttempts) {
-          this.o.log.warn({ address, msgId: message.id, err: (err as Error).message, attempts: n }, 'poison message rejected to the broker (its dead-letter queue, if configured)');
-          this.o.metrics.deadLettered.inc({ endpoint: 'mq' });
-          delivery.reject({ condition: 'switchboard:delivery-failed', description: `failed ${n} times: ${(err as Error).message}` });
-        } else {
-          // Attempts are counted here (Redis), not by the broker's delivery-count, which not
-          // every broker raises on a release.
-          await sleep(this.o.backoffMs * 2 ** (n - 1));
-          delivery.release();
-        }
+    try {
+      // Destination unavailable: hold this one (no new credit), try again later.
+      await holdWhileUnavailable(() => handler(message), { stopping, firstPauseMs: Math.min(this.o.backoffMs, 250) });
+      delivery.accept();
+      this.o.metrics.messagesOut.inc({ endpoint: 'mq' });
+      return;
+    } catch (err) {
+      if (isRetryable(err)) {
+        delivery.release();
         return;
       }
+      const n = await this.o.redis.incr(this.attemptsKey(broker.config.name, message.id));
+      await this.o.redis.pexpire(this.attemptsKey(broker.config.name, message.id), 86_400_000);
+      if (n >= this.o.maxAttempts) {
+        this.o.log.warn({ address, msgId: message.id, err: (err as Error).message, attempts: n }, 'poison message rejected to the broker (its dead-letter queue, if configured)');
+        this.o.metrics.deadLettered.inc({ endpoint: 'mq' });
+        delivery.reject({ condition: 'switchboard:delivery-failed', description: `failed ${n} times: ${(err as Error).message}` });
+      } else {
+        // Attempts are counted here (Redis), not by the broker's delivery-count, which not
+        // every broker raises on a release.
+        await sleep(this.o.backoffMs * 2 ** (n - 1));
+        delivery.release();
+      }
+      return;
     }
   }
 

@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
 import { DestinationUnavailable, NotFound, isRetryable } from '../../core/errors.ts';
+import { holdWhileUnavailable } from '../../core/hold.ts';
 import { matchesPattern, type AddressPattern } from '../../core/pattern.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
@@ -31,8 +32,6 @@ export interface QueueEndpointOptions {
 }
 
 type Data = StoredMessage;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * `queue:` — internal durable queues on BullMQ. The dead-letter queue of `queue:x` is BullMQ's
@@ -108,20 +107,17 @@ export class QueueEndpoint implements Endpoint {
       bullQueueName(address),
       async (job) => {
         const message = decodeMessage(job.data);
-        let pause = Math.min(this.o.backoffMs, 250);
         // A destination that cannot accept now keeps this message here (in flight, locked) and
         // so, with every slot busy, the worker stops pulling: backpressure, not a failed attempt.
-        for (;;) {
-          try {
-            await handler(message);
-            return;
-          } catch (err) {
-            if (!isRetryable(err)) throw err;
-            if (stopping) throw Worker.RateLimitError(); // hands the message back to the queue
-            this.o.log.debug({ address, msgId: message.id, err: (err as Error).message }, 'destination unavailable; holding');
-            await sleep(pause * (0.75 + Math.random() / 2));
-            pause = Math.min(pause * 2, 5000);
-          }
+        try {
+          await holdWhileUnavailable(() => handler(message), {
+            stopping: () => stopping,
+            firstPauseMs: Math.min(this.o.backoffMs, 250),
+            onHold: (err) => this.o.log.debug({ address, msgId: message.id, err: (err as Error).message }, 'destination unavailable; holding'),
+          });
+        } catch (err) {
+          if (isRetryable(err)) throw Worker.RateLimitError(); // stopping: hands the message back to the queue
+          throw err;
         }
       },
       {

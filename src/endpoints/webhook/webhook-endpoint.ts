@@ -1,26 +1,35 @@
-import { createHash } from 'node:crypto';
-import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
 import { UnknownScheme } from '../../core/errors.ts';
-import { decodeMessage, encodeMessage, principalId, type Message, type StoredMessage } from '../../core/message.ts';
+import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
+import { Outbox, Undeliverable } from '../../core/outbox.ts';
 import { sign } from '../../network/webhook-signature.ts';
 
 export interface WebhookTarget {
+  /** The name in `webhook:<name>`. */
   name: string;
+  /** Where messages are POSTed. */
   url: string;
+  /** HMAC key of the X-Switchboard-Signature header. */
   secret: string;
+  /** A call without an answer within this long failed (and is retried). */
   timeoutMs: number;
 }
 
 export interface WebhookOptions {
+  /** Shared connection for the outbox. */
   redis: Redis;
+  /** Key prefix for every BullMQ key. */
   prefix: string;
+  /** The configured outbound webhooks. */
   targets: WebhookTarget[];
+  /** Calls before a message is dead-lettered (a 4xx other than 408/429 dead-letters at once). */
   maxAttempts: number;
+  /** First retry delay; doubles each attempt. */
   backoffMs: number;
+  /** How long a webhook and message id are remembered, so a resend is not POSTed twice. */
   dedupTtlMs: number;
   metrics: Metrics;
   log: Logger;
@@ -39,19 +48,14 @@ export class WebhookEndpoint implements Endpoint {
   readonly scheme = 'webhook';
   readonly dedupsOnIngress = true;
   private readonly targets: Map<string, WebhookTarget>;
-  private readonly queue: Queue<StoredMessage>;
-  private readonly worker: Worker<StoredMessage>;
+  private readonly outbox: Outbox;
 
-  constructor(private readonly o: WebhookOptions) {
+  constructor(o: WebhookOptions) {
     this.targets = new Map(o.targets.map((t) => [t.name, t]));
-    this.queue = new Queue<StoredMessage>('{webhook-outbox}', { connection: o.redis, prefix: o.prefix });
-    this.queue.on('error', (err) => o.log.error({ err: err.message }, 'webhook outbox error'));
-    this.worker = new Worker<StoredMessage>('{webhook-outbox}', async (job) => this.deliver(decodeMessage(job.data)), { connection: o.redis, prefix: o.prefix, concurrency: 10 });
-    this.worker.on('error', (err) => o.log.error({ err: err.message }, 'webhook worker error'));
-    this.worker.on('failed', (job, err) => {
-      const final = job && (job.attemptsMade >= (job.opts.attempts ?? 1) || err instanceof UnrecoverableError || err.name === 'UnrecoverableError');
-      o.log[final ? 'error' : 'warn']({ msgId: job?.data.id, to: job?.data.to, err: err.message, attempt: job?.attemptsMade }, final ? 'webhook call dead-lettered' : 'webhook call failed; will retry');
-      if (final) o.metrics.deadLettered.inc({ endpoint: 'webhook' });
+    this.outbox = new Outbox({
+      name: 'webhook-outbox', redis: o.redis, prefix: o.prefix, label: 'webhook', metrics: o.metrics, log: o.log,
+      maxAttempts: o.maxAttempts, backoffMs: o.backoffMs, dedupTtlMs: o.dedupTtlMs, concurrency: 10,
+      deliver: (m) => this.post(m),
     });
   }
 
@@ -62,7 +66,7 @@ export class WebhookEndpoint implements Endpoint {
     return t;
   }
 
-  private async deliver(m: Message): Promise<void> {
+  private async post(m: Message): Promise<void> {
     const t = this.target(m.to);
     const body = Buffer.isBuffer(m.body) ? (m.body as Buffer) : Buffer.from(JSON.stringify(m.body ?? null));
     const ts = String(Math.floor(Date.now() / 1000));
@@ -86,51 +90,29 @@ export class WebhookEndpoint implements Endpoint {
       throw new Error(`POST ${t.url} failed: ${(err as Error).name === 'TimeoutError' ? `no answer within ${t.timeoutMs} ms` : (err as Error).message}`);
     }
     await res.arrayBuffer().catch(() => undefined);
-    if (res.ok) {
-      this.o.metrics.messagesOut.inc({ endpoint: 'webhook' });
-      return;
-    }
-    if (permanent(res.status)) throw new UnrecoverableError(`POST ${t.url} answered ${res.status}: the receiver refuses this message`);
+    if (res.ok) return;
+    if (permanent(res.status)) throw new Undeliverable(`POST ${t.url} answered ${res.status}: the receiver refuses this message`);
     throw new Error(`POST ${t.url} answered ${res.status}`);
   }
 
   async send(message: Message): Promise<SendResult> {
     this.target(message.to);
-    const jobId = `w${createHash('sha256').update(`${message.id}\0${process.hrtime.bigint()}\0${Math.random()}`).digest('base64url').slice(0, 16)}`;
-    const job = await this.queue.add('call', encodeMessage(message), {
-      jobId,
-      attempts: this.o.maxAttempts,
-      backoff: { type: 'exponential', delay: this.o.backoffMs },
-      removeOnComplete: true,
-      removeOnFail: false,
-      deduplication: { id: createHash('sha256').update(`${message.to}\0${message.id}`).digest('hex'), ttl: this.o.dedupTtlMs },
-    });
-    return { id: message.id, duplicate: job.id !== jobId };
+    return this.outbox.send(message);
   }
 
-  async deadLetters(address: string, limit: number): Promise<BrowseResult> {
-    const failed = (await this.queue.getFailed(0, 1000)).filter((j) => j && j.data.to === address);
-    return { address: `dlq:${address}`, depth: failed.length, messages: failed.slice(0, limit).map((j) => ({ ...decodeMessage(j.data), deadLetter: { reason: j.failedReason, attempts: j.attemptsMade } })) };
+  deadLetters(address: string, limit: number): Promise<BrowseResult> {
+    return this.outbox.deadLetters(address, limit);
   }
 
-  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
-    let replayed = 0;
-    for (const j of await this.queue.getFailed(0, 1000)) {
-      if (j && j.data.to === address && (!ids || ids.includes(j.data.id))) {
-        await j.retry('failed', { resetAttemptsMade: true });
-        replayed++;
-      }
-    }
-    return { replayed };
+  replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
+    return this.outbox.replayDeadLetters(address, ids);
   }
 
-  async health(): Promise<HealthReport> {
-    const c = await this.queue.getJobCounts('wait', 'delayed', 'failed');
-    return { ok: true, detail: `outbox: ${(c.wait ?? 0) + (c.delayed ?? 0)} waiting, ${c.failed ?? 0} dead-lettered` };
+  health(): Promise<HealthReport> {
+    return this.outbox.health();
   }
 
-  async close(): Promise<void> {
-    await this.worker.close();
-    await this.queue.close();
+  close(): Promise<void> {
+    return this.outbox.close();
   }
 }
