@@ -1,6 +1,6 @@
 import { PermissionDenied, SwitchboardError } from '../core/errors.ts';
 import { principalId } from '../core/message.ts';
-import type { SendInterceptor } from '../core/pipeline.ts';
+import { CLIENT_DOORS, type SendInterceptor } from '../core/pipeline.ts';
 import type { AuditLog } from './audit.ts';
 import type { Permissions, Verb } from './permissions.ts';
 
@@ -44,7 +44,9 @@ export function authorizeReplyTo(permissions: Permissions): SendInterceptor {
     name: 'authorize-reply-to',
     async send(input, next) {
       const replyTo = input.message.replyTo;
-      if (replyTo === undefined) return next(input);
+      // Checked where a message enters from outside; a route or a flow moving it on carries a
+      // reply address that was checked then (or that the flow set to itself).
+      if (replyTo === undefined || !CLIENT_DOORS.has(input.caller.door)) return next(input);
       const p = input.caller.principal;
       const who = principalId(p);
       if (p.kind === 'peer' && !replyTo.startsWith(`peer:${p.name}/`)) throw new ReplyAddressRefused(who, replyTo, `a peer's replies go back to that peer (peer:${p.name}/…)`);
