@@ -56,8 +56,9 @@ test('webhook:<name> POSTs the body as JSON, signed, with the message id; the si
   assert.equal(call.headers['x-switchboard-id'], 'wh-1');
   assert.equal(call.headers['x-switchboard-correlation-id'], 'c-1');
   assert.equal(call.headers['x-switchboard-sender'], 'user:ops');
-  assert.equal(verify(SECRET, call.headers['x-switchboard-timestamp'] as string, call.headers['x-switchboard-signature'] as string, call.body), undefined);
-  assert.equal(verify('another-secret-xxxxxxxx', call.headers['x-switchboard-timestamp'] as string, call.headers['x-switchboard-signature'] as string, call.body), 'signature does not match');
+  const fields = { direction: 'outbound' as const, timestamp: call.headers['x-switchboard-timestamp'] as string, id: 'wh-1', correlationId: 'c-1', sender: 'user:ops' };
+  assert.equal(verify(SECRET, fields, call.headers['x-switchboard-signature'] as string, call.body), undefined);
+  assert.match(verify('another-secret-xxxxxxxx', fields, call.headers['x-switchboard-signature'] as string, call.body)!, /^signature does not match/);
 });
 
 test('a 5xx is retried with backoff until it succeeds; a 4xx dead-letters at once', async () => {
@@ -99,14 +100,15 @@ async function inbound(body: string, headers: Record<string, string>) {
 test('inbound: a signed request is routed once per id; bad, stale or missing signatures are 401 and route nothing', async () => {
   const body = JSON.stringify({ event: 'customer.updated', id: 7 });
   const ts = String(Math.floor(Date.now() / 1000));
-  const good = { 'x-switchboard-id': 'in-1', 'x-switchboard-timestamp': ts, 'x-switchboard-signature': sign(SECRET, ts, body) };
+  const signed = (secret: string, timestamp: string, id = 'in-1') => sign(secret, { direction: 'inbound', timestamp, id }, body);
+  const good = { 'x-switchboard-id': 'in-1', 'x-switchboard-timestamp': ts, 'x-switchboard-signature': signed(SECRET, ts) };
   const depth = async () => (await api(gw.url, 'GET', `/api/queues/${enc('queue:crm.events')}`, { user: 'ops' })).body.depth as number;
   const d0 = await depth();
 
   for (const [why, headers] of [
-    ['wrong signature', { ...good, 'x-switchboard-signature': sign('not-the-secret-at-all', ts, body) }],
+    ['wrong signature', { ...good, 'x-switchboard-signature': signed('not-the-secret-at-all', ts) }],
     ['no signature', { 'x-switchboard-id': 'in-1', 'x-switchboard-timestamp': ts }],
-    ['stale', { ...good, 'x-switchboard-timestamp': String(Number(ts) - 600), 'x-switchboard-signature': sign(SECRET, String(Number(ts) - 600), body) }],
+    ['stale', { ...good, 'x-switchboard-timestamp': String(Number(ts) - 600), 'x-switchboard-signature': signed(SECRET, String(Number(ts) - 600)) }],
   ] as const) {
     const r = await inbound(body, headers as Record<string, string>);
     assert.equal(r.status, 401, why);
@@ -127,9 +129,10 @@ test('inbound: a signed request is routed once per id; bad, stale or missing sig
   assert.deepEqual(m.body, { event: 'customer.updated', id: 7 });
   assert.deepEqual(m.sender, { kind: 'webhook', name: 'crm' });
 
-  // The same signed request replayed under another id is the same request: not routed again.
+  // The signature covers the id: the same signed request replayed under another id is refused.
   const replayed = await inbound(body, { ...good, 'x-switchboard-id': 'in-1-again' });
-  assert.deepEqual(replayed.body, { id: 'in-1-again', duplicate: true });
+  assert.equal(replayed.status, 401);
+  assert.match(replayed.body.error.message, /signature does not match/);
   assert.equal((await api(gw.url, 'GET', `/api/queues/${enc('queue:crm.events')}`, { user: 'ops' })).body.depth, d0 + 1);
   const noId = await inbound(body, { ...good, 'x-switchboard-id': '' });
   assert.equal(noId.status, 400);

@@ -40,7 +40,8 @@ const permanent = (status: number) => status >= 400 && status < 500 && status !=
 
 /**
  * `webhook:<name>` — a durable outbox that POSTs each message's body as JSON to the configured
- * URL, signed (X-Switchboard-Signature over timestamp and body) and carrying the message id.
+ * URL, signed for the outbound direction (X-Switchboard-Signature over the direction, timestamp,
+ * id, correlation id, subject, sender and body: `signedString` in network/webhook-signature.ts).
  * 2xx is delivered; 5xx, timeouts and network errors retry with backoff; other 4xx dead-letter
  * at once (dlq:webhook:<name>).
  */
@@ -70,6 +71,8 @@ export class WebhookEndpoint implements Endpoint {
     const t = this.target(m.to);
     const body = Buffer.isBuffer(m.body) ? (m.body as Buffer) : Buffer.from(JSON.stringify(m.body ?? null));
     const ts = String(Math.floor(Date.now() / 1000));
+    const sender = principalId(m.sender);
+    const signature = sign(t.secret, { direction: 'outbound', timestamp: ts, id: m.id, correlationId: m.correlationId, subject: m.subject, sender }, body);
     let res: Response;
     try {
       res = await fetch(t.url, {
@@ -80,8 +83,8 @@ export class WebhookEndpoint implements Endpoint {
           'content-type': Buffer.isBuffer(m.body) ? m.contentType : 'application/json',
           'x-switchboard-id': m.id,
           'x-switchboard-timestamp': ts,
-          'x-switchboard-signature': sign(t.secret, ts, body),
-          'x-switchboard-sender': principalId(m.sender),
+          'x-switchboard-signature': signature,
+          'x-switchboard-sender': sender,
           ...(m.correlationId ? { 'x-switchboard-correlation-id': m.correlationId } : {}),
           ...(m.subject ? { 'x-switchboard-subject': m.subject } : {}),
         },

@@ -12,8 +12,9 @@ export interface InboundHook {
 
 /**
  * POST /hooks/:name — inbound webhooks, authenticated by their HMAC signature (no user login):
- * a bad or stale signature is 401 and nothing is routed; a good one is routed to the configured
- * address with the sender `webhook:<name>`, deduplicated by X-Switchboard-Id.
+ * a bad or stale signature, or one made for the outbound direction, is 401 (audited) and nothing
+ * is routed; a good one is routed to the configured address with the sender `webhook:<name>`,
+ * deduplicated by X-Switchboard-Id (which the signature covers).
  */
 export function hookRoutes(deps: AppDeps & { hooks?: InboundHook[] }): ExpressRouter {
   const r = ExpressRouter();
@@ -22,13 +23,18 @@ export function hookRoutes(deps: AppDeps & { hooks?: InboundHook[] }): ExpressRo
     const hook = hooks.get(String(req.params.name));
     if (!hook) throw new NotFound(`no inbound webhook '${req.params.name}'`);
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    const problem = verify(hook.secret, req.get('x-switchboard-timestamp'), req.get('x-switchboard-signature'), body);
+    const id = req.get('x-switchboard-id');
+    if (!id || !/^[\x21-\x7e]{1,256}$/.test(id)) throw new ValidationError('X-Switchboard-Id must be the message id: 1 to 256 visible ASCII characters');
+    const correlationId = req.get('x-switchboard-correlation-id') || undefined;
+    const subject = req.get('x-switchboard-subject') || undefined;
+    const claimed = req.get('x-switchboard-sender') || undefined;
+    // The signature covers everything routed from this request (direction, id, correlation id,
+    // subject, claimed sender, body), so none of it can be changed or replayed from the other way.
+    const problem = verify(hook.secret, { direction: 'inbound', timestamp: req.get('x-switchboard-timestamp'), id, correlationId, subject, sender: claimed }, req.get('x-switchboard-signature'), body);
     if (problem) {
       await deps.audit.record({ action: 'webhook.refused', actor: `webhook:${hook.name}`, ...(req.ip ? { ip: req.ip } : {}), target: hook.to, detail: problem });
       throw new Unauthenticated(`webhook '${hook.name}': ${problem}`);
     }
-    const id = req.get('x-switchboard-id');
-    if (!id || !/^[\x21-\x7e]{1,256}$/.test(id)) throw new ValidationError('X-Switchboard-Id must be the message id: 1 to 256 visible ASCII characters');
     let parsed: unknown;
     try {
       parsed = body.length ? JSON.parse(body.toString('utf8')) : null;
@@ -44,19 +50,11 @@ export function hookRoutes(deps: AppDeps & { hooks?: InboundHook[] }): ExpressRo
       contentType: 'application/json',
       body: parsed,
       createdAt: new Date().toISOString(),
-      ...(req.get('x-switchboard-correlation-id') ? { correlationId: req.get('x-switchboard-correlation-id')! } : {}),
-      ...(req.get('x-switchboard-subject') ? { subject: req.get('x-switchboard-subject')! } : {}),
+      ...(correlationId ? { correlationId } : {}),
+      ...(subject ? { subject } : {}),
     };
-    const claimed = req.get('x-switchboard-sender');
     // The pipeline keeps a client's switchboard-* header only as switchboard-claimed-*.
     if (claimed) message.headers['switchboard-sender'] = claimed;
-    // The signature covers timestamp and body, not the id: a captured request replayed with a new
-    // id inside the window is still the same request, so each signature is bound to its first id.
-    const first = deps.dedup ? await deps.dedup.bind(`hook-sig:${hook.name}`, req.get('x-switchboard-signature')!, id, 600_000) : null;
-    if (first !== null && first !== id) {
-      await deps.audit.record({ action: 'webhook.replayed', actor: `webhook:${hook.name}`, ...(req.ip ? { ip: req.ip } : {}), target: hook.to, detail: `a signed request first seen as ${first} came back as ${id}` });
-      return void res.status(202).json({ id, duplicate: true });
-    }
     const result = await deps.router.send(message, { principal: { kind: 'webhook', name: hook.name }, door: 'webhook', ...(req.ip ? { ip: req.ip } : {}) });
     res.status(202).json({ id, duplicate: result.duplicate });
   });
