@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import rhea, { type Connection, type Delivery, type EventContext, type Receiver, type Sender, type Session } from 'rhea';
 import type { Logger } from 'pino';
@@ -18,6 +17,7 @@ import { fromAmqp, toAmqp, type AmqpMessage } from '../amqp/mapping.ts';
 export interface AmqpServerOptions {
   port: number;
   host: string;
+  /** TLS: key, certificate and optional client CA as PEM texts (read at the config edge), not paths. */
   tls?: { key: string; cert: string; ca?: string };
   /** Messages a client may have in flight per link. */
   credit: number;
@@ -93,6 +93,8 @@ interface LinkEntry {
   address?: string;
   conn: ClientConnection;
   sub?: Subscription;
+  /** Sends handed to rhea that it has not written yet (see consume). */
+  unwritten: number;
 }
 
 const SASL_HEADER = Buffer.from([0x41, 0x4d, 0x51, 0x50, 3, 1, 0, 0]);
@@ -176,7 +178,7 @@ export class AmqpServer {
       autoaccept: false,
       credit_window: 0,
       offered_capabilities: ['ANONYMOUS-RELAY'],
-      ...(t ? { transport: 'tls', key: readFileSync(t.key), cert: readFileSync(t.cert), ...(t.ca ? { ca: readFileSync(t.ca) } : {}) } : {}),
+      ...(t ? { transport: 'tls', key: t.key, cert: t.cert, ...(t.ca ? { ca: t.ca } : {}) } : {}),
     };
     this.server = container.listen(options as never) as unknown as Server;
     this.server.on('connection', (socket: Socket) => {
@@ -348,7 +350,7 @@ export class AmqpServer {
     if (why) return this.refuse(receiver, conn, this.notImplemented(why), target?.address ?? undefined);
     const admitted = (address: string | undefined) => {
       if (!this.conns.has(connection)) return;
-      this.links.set(receiver, { principal: conn.principal, verb: 'send', conn, ...(address !== undefined ? { address } : {}) });
+      this.links.set(receiver, { principal: conn.principal, verb: 'send', conn, unwritten: 0, ...(address !== undefined ? { address } : {}) });
       conn.links.add(receiver);
       receiver.add_credit(this.o.credit);
     };
@@ -428,7 +430,7 @@ export class AmqpServer {
 
   private consume(connection: Connection, conn: ClientConnection, sender: Sender, address: string): void {
     if (!this.conns.has(connection)) return;
-    const entry: LinkEntry = { principal: conn.principal, verb: 'consume', address, conn };
+    const entry: LinkEntry = { principal: conn.principal, verb: 'consume', address, conn, unwritten: 0 };
     this.links.set(sender, entry);
     conn.links.add(sender);
     const userId = conn.principal.name;
@@ -436,12 +438,20 @@ export class AmqpServer {
       .consume(address, async (m) => {
         if (!this.links.has(sender)) throw new DestinationUnavailable('amqp client', 'the link is gone');
         this.allowed(conn, 'consume', address);
-        while (!sender.sendable()) {
+        // rhea takes a send without credit and queues it in the session, where it blocks every
+        // later transfer and, once its link is gone, goes out on a reused handle. So a send waits
+        // for credit not already promised to a send that rhea has not written yet.
+        while (!(sender.sendable() && (sender as unknown as { credit: number }).credit > entry.unwritten)) {
           if (!this.links.has(sender)) throw new DestinationUnavailable('amqp client', 'the link is gone');
           await new Promise((r) => setTimeout(r, 50));
         }
+        // rhea still calls a detached link sendable (its credit stays): never send on one.
+        if (!this.links.has(sender) || sender.is_closed()) throw new DestinationUnavailable('amqp client', 'the link is gone');
         await new Promise<void>((resolve, reject) => {
+          entry.unwritten++;
           const d = sender.send(toAmqp(m, { userId }) as never);
+          // rhea writes on its next tick (and takes the credit then); this runs just after.
+          process.nextTick(() => entry.unwritten--);
           this.outcomes.set(d, { resolve, reject });
         });
       }, { maxInFlight: Math.min(this.o.credit, 100) })
