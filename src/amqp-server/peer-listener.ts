@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { AuditLog } from '../auth/audit.ts';
 import type { Permissions } from '../auth/permissions.ts';
 import { parseAddress } from '../core/address.ts';
-import type { DedupStore } from '../core/dedup.ts';
+import { dedupKey, type DedupStore } from '../core/dedup.ts';
 import { PermissionDenied, SwitchboardError, isRetryable } from '../core/errors.ts';
 import { holdWhileUnavailable } from '../core/hold.ts';
 import type { Router } from '../core/router.ts';
@@ -40,8 +40,8 @@ export interface PeerListenerOptions {
  * peer in the network map (its subject is the peer's identity, and that identity becomes the
  * sender). Each message must carry that peer's Ed25519 signature over the envelope; it may go
  * only where the peer's `allow` patterns (or a rule for the peer) let it; it is deduplicated by
- * id for the event horizon; and when the destination cannot take it, no credit is given back,
- * so the rest waits at the peer.
+ * address, sender (the peer) and id (dedupKey) for the event horizon; and when the destination
+ * cannot take it, no credit is given back, so the rest waits at the peer.
  */
 export class PeerListener {
   private server?: Server;
@@ -131,10 +131,11 @@ export class PeerListener {
       // (rewritten after the signature check, which covers what the peer wrote).
       if (message.replyTo !== undefined) message.replyTo = `peer:${peer.alias}/${message.replyTo}`;
       const scope = `peer-in:${peer.alias}`;
-      if (!(await this.o.dedup.seen(scope, message.id))) {
+      const key = dedupKey(message);
+      if (!(await this.o.dedup.seen(scope, key))) {
         // Hold while the destination cannot take it: no credit back, so the peer keeps the rest.
         await holdWhileUnavailable(() => this.o.router.send(message, { principal: { kind: 'peer', name: peer.alias }, door: 'peer' }), { stopping: () => this.stopping, firstPauseMs: 200 });
-        await this.o.dedup.bind(scope, message.id, '1', this.o.eventHorizonMs);
+        await this.o.dedup.bind(scope, key, '1', this.o.eventHorizonMs);
       }
       delivery.accept();
     } catch (err) {

@@ -1,11 +1,36 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { principalId, type Message } from './message.ts';
+
+/**
+ * The idempotent-receiver key of a message (DESIGN §2): its address, its original sender and
+ * its id. An id deduplicates only against earlier messages of the same sender on the same
+ * address, so one user's id never swallows another user's message. Every dedup of a message
+ * uses this one key: the queue endpoint's BullMQ key, the outboxes (e-mail, webhooks, peers),
+ * the router's store for endpoints that cannot check ids themselves, the peer listener.
+ *
+ * The sender is `message.sender`, the one stamped where the message entered. Routes, bridges
+ * and peers forward as themselves but keep that sender, so a redelivery after a hop is still the
+ * same key and exactly-once holds across hops. A message from a broker has the sender
+ * `broker:<name>`, and one from a peer `peer:<alias>`: what such a message claims about who sent
+ * it is neither authenticated nor signed, so it must not decide what counts as a repeat.
+ *
+ * Fixed length and free of delimiters, so it is safe in any Redis key.
+ *
+ * @example
+ * dedupKey({ to: 'queue:orders', sender: { kind: 'user', name: 'alice' }, id: 'order-1' })
+ */
+export function dedupKey(message: Pick<Message, 'to' | 'sender' | 'id'>): string {
+  // JSON of the parts: no choice of address, principal or id can run into the next part.
+  return createHash('sha256').update(JSON.stringify([message.to, principalId(message.sender), message.id])).digest('hex');
+}
 
 /**
  * Idempotent-receiver store for endpoints that cannot check ids atomically themselves
- * (an e-mail, a webhook). `remember` after the destination accepted; `seen` before sending.
+ * (a temporary queue, a broker). `remember` after the destination accepted; `seen` before
+ * sending; for a message, the id to pass is its `dedupKey`.
  * A crash between the send and `remember` can repeat that one send: at-least-once, which is the
- * most an external destination without ids allows. The queue endpoint dedups atomically instead.
+ * most a destination without ids allows. The queue endpoint and the outboxes dedup atomically instead.
  */
 export class DedupStore {
   constructor(

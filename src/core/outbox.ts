@@ -1,7 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Queue, UnrecoverableError, Worker, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { dedupKey } from './dedup.ts';
 import type { BrowseResult, HealthReport, SendResult } from './endpoint.ts';
 import { NotFound } from './errors.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from './message.ts';
@@ -76,9 +77,9 @@ export interface OutboxOptions<E extends object = Record<never, never>> {
  */
 type Data = StoredMessage & { extra?: object };
 
-/** The dedup key of a message in an outbox: same address and id, same message. */
-export function outboxDedupId(message: Pick<Message, 'to' | 'id'>): string {
-  return createHash('sha256').update(`${message.to}\0${message.id}`).digest('hex');
+/** The dedup key of a message in an outbox: same address, original sender and id, same message (see dedupKey). */
+export function outboxDedupId(message: Pick<Message, 'to' | 'sender' | 'id'>): string {
+  return dedupKey(message);
 }
 
 /**
@@ -168,7 +169,7 @@ export class Outbox<E extends object = Record<never, never>> {
       .catch((e: unknown) => this.o.log.error({ ...fields, err: (e as Error).message }, 'dead-letter hook failed'));
   }
 
-  /** Resolves once the message is stored; a `(to, id)` seen within dedupTtlMs is a duplicate. */
+  /** Resolves once the message is stored; a `(to, sender, id)` seen within dedupTtlMs is a duplicate. */
   async send(message: Message, ...[extra]: Record<never, never> extends E ? [extra?: E] : [extra: E]): Promise<SendResult> {
     const jobId = outboxJobId();
     const data: Data = { ...encodeMessage(message), ...(extra ? { extra } : {}) };

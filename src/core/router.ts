@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { parseAddress, type Address } from './address.ts';
-import type { DedupStore } from './dedup.ts';
+import { dedupKey, type DedupStore } from './dedup.ts';
 import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from './endpoint.ts';
 import { UnknownScheme, ValidationError, isRetryable } from './errors.ts';
 import type { Message } from './message.ts';
@@ -63,11 +63,13 @@ export class Router {
     const started = process.hrtime.bigint();
     try {
       let result: SendResult;
-      if (!endpoint.dedupsOnIngress && (await this.dedup.seen(to.raw, message.id))) {
+      // Same address, same original sender, same id: the one dedup rule (dedupKey).
+      const key = dedupKey(message);
+      if (!endpoint.dedupsOnIngress && (await this.dedup.seen(to.raw, key))) {
         result = { id: message.id, duplicate: true };
       } else {
         result = await endpoint.send(message);
-        if (!endpoint.dedupsOnIngress) await this.dedup.remember(to.raw, message.id);
+        if (!endpoint.dedupsOnIngress) await this.dedup.remember(to.raw, key);
       }
       if (result.duplicate) {
         this.metrics.duplicates.inc(label);

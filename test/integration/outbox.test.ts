@@ -59,13 +59,15 @@ async function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, time
   }
 }
 
-test('job ids are fresh per add and BullMQ-safe; the dedup id depends on address and message id only', () => {
+test('job ids are fresh per add and BullMQ-safe; the dedup id depends on address, original sender and message id only', () => {
   const ids = new Set(Array.from({ length: 1000 }, outboxJobId));
   assert.equal(ids.size, 1000);
   for (const id of ids) assert.match(id, /^o[A-Za-z0-9_-]+$/);
-  assert.equal(outboxDedupId(message('a', 'email:x@example.com')), outboxDedupId({ to: 'email:x@example.com', id: 'a' }));
-  assert.notEqual(outboxDedupId({ to: 'email:x@example.com', id: 'a' }), outboxDedupId({ to: 'email:y@example.com', id: 'a' }));
-  assert.notEqual(outboxDedupId({ to: 'webhook:ab', id: 'c' }), outboxDedupId({ to: 'webhook:a', id: 'bc' }), 'no ambiguity across the boundary');
+  const ops = { kind: 'user', name: 'ops' } as const;
+  assert.equal(outboxDedupId(message('a', 'email:x@example.com')), outboxDedupId({ to: 'email:x@example.com', sender: ops, id: 'a' }));
+  assert.notEqual(outboxDedupId({ to: 'email:x@example.com', sender: ops, id: 'a' }), outboxDedupId({ to: 'email:y@example.com', sender: ops, id: 'a' }));
+  assert.notEqual(outboxDedupId({ to: 'email:x@example.com', sender: ops, id: 'a' }), outboxDedupId({ to: 'email:x@example.com', sender: { kind: 'user', name: 'bob' }, id: 'a' }), 'another sender, another message');
+  assert.notEqual(outboxDedupId({ to: 'webhook:ab', sender: ops, id: 'c' }), outboxDedupId({ to: 'webhook:a', sender: ops, id: 'bc' }), 'no ambiguity across the boundary');
 });
 
 test('the same id to the same address is accepted once and delivered once; another address is another message', async () => {

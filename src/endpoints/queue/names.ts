@@ -1,4 +1,5 @@
-import { createHash } from 'node:crypto';
+import { dedupKey } from '../../core/dedup.ts';
+import type { Message } from '../../core/message.ts';
 
 /**
  * BullMQ uses `:` as its key delimiter and refuses it in queue names, and Redis Cluster needs a
@@ -13,7 +14,11 @@ export function addressFromBullQueueName(name: string): string {
   return decodeURIComponent(name.slice(1, -1));
 }
 
-/** Dedup keys hold any id safely: fixed length, no delimiter. */
-export function dedupId(messageId: string): string {
-  return createHash('sha256').update(messageId).digest('hex');
+/**
+ * BullMQ's deduplication id of a message: the one dedup key of src/core/dedup.ts (address,
+ * original sender, id), so a queue dedups exactly like every other ingress. Fixed length, no
+ * delimiter, so any id is safe in BullMQ's keys.
+ */
+export function dedupId(message: Pick<Message, 'to' | 'sender' | 'id'>): string {
+  return dedupKey(message);
 }

@@ -95,7 +95,7 @@ export class QueueEndpoint implements Endpoint {
       backoff: { type: 'exponential', delay: this.o.backoffMs },
       removeOnComplete: true,
       removeOnFail: false,
-      deduplication: { id: dedupId(message.id), ttl: this.o.dedupTtlMs },
+      deduplication: { id: dedupId(message), ttl: this.o.dedupTtlMs },
     });
     // A deduplicated add returns the id of the job that holds the dedup key.
     return { id: message.id, duplicate: job.id !== jobId };
