@@ -16,21 +16,131 @@ export interface AuditEntry {
 export type StoredAuditEntry = AuditEntry & { at: string; id: string };
 
 /**
- * The audit trail: an append-only Redis stream (capped at about `max` entries) plus a log line
- * for each entry, so it reaches the log pipeline too. Never holds a secret.
+ * Actions anyone can cause without credentials (a failed login at any door, AMQP SASL included,
+ * a refused webhook or peer). These are rate-limited per source, so a flood from one address
+ * cannot bury the trail.
+ */
+export const UNAUTHENTICATED_ACTIONS: ReadonlySet<string> = new Set(['login.failure', 'webhook.refused', 'peer.refused']);
+
+export interface AuditOptions {
+  /**
+   * Entries older than this are dropped (XADD … MINID), so what stays is decided by time, never
+   * pushed out by a burst.
+   * @defaultValue 90 days
+   */
+  retentionMs?: number;
+  /**
+   * A memory backstop far above what the rate limit lets through: the stream is trimmed to about
+   * this many entries.
+   * @defaultValue 1,000,000
+   */
+  maxEntries?: number;
+  /**
+   * Entries of one unauthenticated action from one source (IP) per minute; the rest are counted
+   * and recorded as one `audit.suppressed` entry ("N more … suppressed") when the minute ends.
+   * @defaultValue 20
+   */
+  perSourcePerMinute?: number;
+}
+
+const MINUTE = 60_000;
+/** Sources tracked in one minute; beyond this every new source shares one bucket. */
+const MAX_SOURCES = 10_000;
+
+interface Window {
+  minute: number;
+  action: string;
+  ip: string;
+  written: number;
+  suppressed: number;
+  target?: string;
+}
+
+/**
+ * The audit trail: an append-only Redis stream, kept for `retentionMs`, plus a log line for each
+ * entry, so it reaches the log pipeline too. Never holds a secret.
  */
 export class AuditLog {
-  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger, private readonly max = 100_000) {}
+  private readonly retentionMs: number;
+  private readonly maxEntries: number;
+  private readonly perSource: number;
+  private readonly windows = new Map<string, Window>();
+  private flushTimer: NodeJS.Timeout | undefined;
+  private writes = 0;
+  /** The minute of the last flush: windows of earlier minutes are all gone. */
+  private flushedMinute = 0;
+
+  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger, options: AuditOptions = {}) {
+    this.retentionMs = options.retentionMs ?? 90 * 86_400_000;
+    this.maxEntries = options.maxEntries ?? 1_000_000;
+    this.perSource = options.perSourcePerMinute ?? 20;
+  }
 
   private get key(): string {
     return `${this.prefix}:audit`;
   }
 
   async record(entry: AuditEntry): Promise<void> {
+    await this.flush();
+    if (UNAUTHENTICATED_ACTIONS.has(entry.action) && !this.admit(entry)) return;
+    await this.write(entry);
+  }
+
+  /** Counts an unauthenticated entry against its source's minute; false when over the limit. */
+  private admit(entry: AuditEntry): boolean {
+    const minute = Math.floor(Date.now() / MINUTE);
+    let ip = entry.ip ?? '(unknown)';
+    let id = `${entry.action}\0${ip}`;
+    if (!this.windows.has(id) && this.windows.size >= MAX_SOURCES) {
+      ip = '(many sources)';
+      id = `${entry.action}\0${ip}`;
+    }
+    let w = this.windows.get(id);
+    if (!w) {
+      w = { minute, action: entry.action, ip, written: 0, suppressed: 0, ...(entry.target ? { target: entry.target } : {}) };
+      this.windows.set(id, w);
+    }
+    if (w.written < this.perSource) {
+      w.written++;
+      return true;
+    }
+    w.suppressed++;
+    // The summary is written when the minute ends, even if nothing else is recorded by then.
+    this.flushTimer ??= setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.flush();
+    }, (minute + 1) * MINUTE - Date.now() + 50).unref();
+    return false;
+  }
+
+  /** Closes the minutes that have ended: one summary entry per source that was suppressed. */
+  private async flush(): Promise<void> {
+    const minute = Math.floor(Date.now() / MINUTE);
+    if (minute === this.flushedMinute) return;
+    this.flushedMinute = minute;
+    const ended = [...this.windows].filter(([, w]) => w.minute < minute);
+    for (const [id, w] of ended) {
+      this.windows.delete(id);
+      if (w.suppressed === 0) continue;
+      await this.write({
+        action: 'audit.suppressed',
+        actor: `ip:${w.ip}`,
+        ip: w.ip,
+        ...(w.target ? { target: w.target } : {}),
+        detail: `${w.suppressed} more ${w.action} from ${w.ip} suppressed in the minute from ${new Date(w.minute * MINUTE).toISOString()} (over ${this.perSource} a minute from one source)`,
+      });
+    }
+  }
+
+  private async write(entry: AuditEntry): Promise<void> {
     const at = new Date().toISOString();
     this.log.info({ audit: entry.action, actor: entry.actor, ip: entry.ip, target: entry.target }, entry.detail ?? entry.action);
     try {
-      await this.redis.xadd(this.key, 'MAXLEN', '~', String(this.max), '*', 'e', JSON.stringify({ ...entry, at }));
+      // Retention by time: entries older than retentionMs go as new ones come (exact trim; the
+      // rate limit keeps writes few).
+      const minId = `${Math.max(0, Date.now() - this.retentionMs)}-0`;
+      await this.redis.xadd(this.key, 'MINID', '=', minId, '*', 'e', JSON.stringify({ ...entry, at }));
+      if (++this.writes % 1000 === 0) await this.redis.xtrim(this.key, 'MAXLEN', '~', this.maxEntries);
     } catch (err) {
       // The request it describes has already been decided; losing the Redis copy must not undo it.
       this.log.error({ err: (err as Error).message, audit: entry.action }, 'could not store audit entry');
@@ -39,6 +149,7 @@ export class AuditLog {
 
   /** Newest first. */
   async list(limit = 100, filter?: { actor?: string; action?: string }): Promise<StoredAuditEntry[]> {
+    await this.flush();
     const rows = await this.redis.xrevrange(this.key, '+', '-', 'COUNT', Math.min(limit * 10, 10_000));
     const out: StoredAuditEntry[] = [];
     for (const [id, fields] of rows) {

@@ -204,6 +204,8 @@ export const configSchema = z.strictObject({
     loginLimits: z
       .strictObject({ perUser: z.number().int().min(1).default(10), perIp: z.number().int().min(1).default(100), window: duration.default(900_000) })
       .default({ perUser: 10, perIp: 100, window: 900_000 }),
+    /** Live inbox streams (server-sent events) one user may hold open in one process; one more is refused (429). */
+    inboxStreamsPerUser: z.number().int().min(1).max(100).default(5),
   }),
   redis: redis.prefault({}),
   queues: z
@@ -215,8 +217,14 @@ export const configSchema = z.strictObject({
       stalledCheck: duration.default(15_000),
       /** Bounded queues (first matching pattern wins): senders get 503 and routes hold back when full. */
       limits: z.array(z.strictObject({ address: pattern, maxDepth: z.number().int().min(1) })).default([]),
+      /** A queue nobody has used for this long is closed in this process (reopened on the next use). */
+      idleClose: duration.default(60_000),
+      /** Queues kept open at most; the least recently used idle ones are closed first. */
+      maxOpen: z.number().int().min(1).default(1000),
+      /** switchboard_queue_depth series for the most recently active queues (besides routes' and limits'); the rest are summed as address="(other)". */
+      depthSeries: z.number().int().min(0).default(100),
     })
-    .default({ maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, lockTimeout: 30_000, stalledCheck: 15_000, limits: [] }),
+    .default({ maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, lockTimeout: 30_000, stalledCheck: 15_000, limits: [], idleClose: 60_000, maxOpen: 1000, depthSeries: 100 }),
   directory: directory.default({ type: 'file', users: [] }),
   permissions: z.array(permission).default([]),
   routes: z.array(route).default([]),
@@ -268,6 +276,14 @@ export const configSchema = z.strictObject({
       reminders: z.array(duration).default([]),
     })
     .default({ reminders: [] }),
+  audit: z
+    .strictObject({
+      /** Audit entries older than this are dropped; a flood cannot push younger ones out. */
+      retention: duration.default(90 * 86_400_000),
+      /** Entries per minute of one unauthenticated action (failed login, refused webhook) from one IP; the rest become one "N more suppressed" entry. */
+      unauthenticatedPerMinute: z.number().int().min(1).default(20),
+    })
+    .default({ retention: 90 * 86_400_000, unauthenticatedPerMinute: 20 }),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
 });
 
