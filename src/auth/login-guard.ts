@@ -1,7 +1,8 @@
-import { ipKeyGenerator, type Options } from 'express-rate-limit';
+import { ipKeyGenerator } from 'express-rate-limit';
 import type { Redis } from 'ioredis';
-import { RedisStore, type RedisReply } from 'rate-limit-redis';
 import { SwitchboardError } from '../core/errors.ts';
+import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
+import { LoginKeys } from './keys.ts';
 
 export interface LoginLimits {
   /** Failed logins per user name within the window before that name is locked out. */
@@ -17,47 +18,59 @@ export class TooManyAttempts extends SwitchboardError {
   }
 }
 
+const SCRIPTS = { countFailedLogin: 1, readFailedLogins: 1 } as const;
+
+/** Failures counted in the current window, and when that window ends. */
+interface Count {
+  failures: number;
+  resetAt: number;
+}
+
 /**
- * Counts failed logins per user name and per client IP in Redis (rate-limit-redis windows), so
- * every gateway process shares the counts and a restart does not reset them. Only failures
- * count, so a client sending many requests at once with good credentials is never locked out;
- * once over a limit every attempt is refused, good password or not, the same for existing and
- * unknown names.
+ * Counts failed logins per user name and per client IP in Redis (a fixed window from the first
+ * failure), so every gateway process shares the counts and a restart does not reset them. Only
+ * failures count, so a client sending many requests at once with good credentials is never locked
+ * out; once over a limit every attempt is refused, good password or not, the same for existing
+ * and unknown names. Each counter is one key read and written by our own scripts in `./scripts/`
+ * (loaded like every other script, so on a Redis Cluster they run on the node owning the key).
  */
 export class LoginGuard {
-  private readonly byUser: RedisStore;
-  private readonly byIp: RedisStore;
+  private readonly keys: LoginKeys;
+  private readonly scripts: ScriptCalls<typeof SCRIPTS>;
 
   constructor(redis: Redis, prefix: string, private readonly limits: LoginLimits) {
-    const store = (kind: string) => {
-      const s = new RedisStore({ prefix: `${prefix}:rl:${kind}:`, sendCommand: (command: string, ...args: string[]) => redis.call(command, ...args) as Promise<RedisReply> });
-      s.init({ windowMs: limits.windowMs } as Options);
-      return s;
-    };
-    this.byUser = store('user');
-    this.byIp = store('ip');
+    this.keys = new LoginKeys(prefix);
+    this.scripts = loadScripts(redis, new URL('./scripts/', import.meta.url), SCRIPTS);
   }
 
   private static userKey(username: string): string {
     return username.toLowerCase().slice(0, 256);
   }
 
+  private static count([failures, ms]: [number, number]): Count {
+    return { failures, resetAt: Date.now() + ms };
+  }
+
+  private async read(kind: 'user' | 'ip', name: string): Promise<Count> {
+    return LoginGuard.count((await this.scripts.readFailedLogins(this.keys.readFailedLogins(kind, name))) as [number, number]);
+  }
+
   /** Throws TooManyAttempts when the user name or the IP is locked out. */
   async check(username: string | undefined, ip: string | undefined): Promise<void> {
     const [u, i] = await Promise.all([
-      username ? this.byUser.get(LoginGuard.userKey(username)) : undefined,
-      ip ? this.byIp.get(ipKeyGenerator(ip)) : undefined,
+      username ? this.read('user', LoginGuard.userKey(username)) : undefined,
+      ip ? this.read('ip', ipKeyGenerator(ip)) : undefined,
     ]);
     const minutes = Math.ceil(this.limits.windowMs / 60_000);
-    const wait = (reset?: Date) => Math.max(1, Math.ceil(((reset?.getTime() ?? Date.now() + this.limits.windowMs) - Date.now()) / 1000));
-    if (i && i.totalHits >= this.limits.perIp) throw new TooManyAttempts(`too many failed logins from this address; try again in up to ${minutes} minute(s)`, wait(i.resetTime));
-    if (u && u.totalHits >= this.limits.perUser) throw new TooManyAttempts(`too many failed logins for this user name; try again in up to ${minutes} minute(s)`, wait(u.resetTime));
+    const wait = (c: Count) => Math.max(1, Math.ceil((c.resetAt - Date.now()) / 1000));
+    if (i && i.failures >= this.limits.perIp) throw new TooManyAttempts(`too many failed logins from this address; try again in up to ${minutes} minute(s)`, wait(i));
+    if (u && u.failures >= this.limits.perUser) throw new TooManyAttempts(`too many failed logins for this user name; try again in up to ${minutes} minute(s)`, wait(u));
   }
 
   async failed(username: string | undefined, ip: string | undefined): Promise<void> {
     await Promise.all([
-      username ? this.byUser.increment(LoginGuard.userKey(username)) : undefined,
-      ip ? this.byIp.increment(ipKeyGenerator(ip)) : undefined,
+      username ? this.scripts.countFailedLogin(this.keys.countFailedLogin('user', LoginGuard.userKey(username)), this.limits.windowMs) : undefined,
+      ip ? this.scripts.countFailedLogin(this.keys.countFailedLogin('ip', ipKeyGenerator(ip)), this.limits.windowMs) : undefined,
     ]);
   }
 }

@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
+import { PermissionKeys } from './keys.ts';
 import type { PermissionRule, Permissions, Verb } from './permissions.ts';
+import { ChangeRuleCode } from './scripts/codes.ts';
 
 export interface RuleChange {
   version: number;
@@ -16,20 +19,7 @@ export interface RuleChange {
   rule: PermissionRule;
 }
 
-// Adds or removes one console rule, bumps the version and records the change, atomically.
-// KEYS: rules hash, version, history list. ARGV: action, id, rule json, change json (version filled in here)
-const CHANGE = `
-if ARGV[1] == 'add' then
-  if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return -1 end
-  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-else
-  if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return -2 end
-end
-local v = redis.call('INCR', KEYS[2])
-local change = cjson.decode(ARGV[4])
-change['version'] = v
-redis.call('RPUSH', KEYS[3], cjson.encode(change))
-return v`;
+const SCRIPTS = { changeRule: 3 } as const;
 
 /**
  * Console rules live in Redis (the config file's rules are the read-only baseline). Every change
@@ -40,18 +30,18 @@ export class PermissionStore {
   private subscriber?: Redis;
   private poll?: NodeJS.Timeout;
   private loaded = -1;
+  private readonly keys: PermissionKeys;
+  private readonly scripts: ScriptCalls<typeof SCRIPTS>;
 
   constructor(
     private readonly redis: Redis,
-    private readonly prefix: string,
+    prefix: string,
     private readonly permissions: Permissions,
     private readonly configRules: PermissionRule[],
     private readonly log: Logger,
-  ) {}
-
-  private get keys() {
-    const p = `${this.prefix}:{perm}`;
-    return { rules: `${p}:rules`, version: `${p}:version`, history: `${p}:history`, channel: `${p}:changed` };
+  ) {
+    this.keys = new PermissionKeys(prefix);
+    this.scripts = loadScripts(redis, new URL('./scripts/', import.meta.url), SCRIPTS);
   }
 
   async consoleRules(): Promise<PermissionRule[]> {
@@ -88,14 +78,13 @@ export class PermissionStore {
     await this.subscriber?.quit().catch(() => {});
   }
 
-  private async change(action: 'add' | 'remove', rule: PermissionRule, by: string, from?: string, label: RuleChange['action'] = action): Promise<number> {
+  /** The new version, or null when nothing changed (the rule was already there, or gone). */
+  private async change(action: 'add' | 'remove', rule: PermissionRule, by: string, from?: string, label: RuleChange['action'] = action): Promise<number | null> {
     const change: Omit<RuleChange, 'version'> = { at: new Date().toISOString(), by, ...(from ? { from } : {}), action: label, op: action, rule };
-    const k = this.keys;
-    const v = (await this.redis.eval(CHANGE, 3, k.rules, k.version, k.history, action, rule.id, JSON.stringify(rule), JSON.stringify(change))) as number;
-    if (v > 0) {
-      await this.redis.publish(k.channel, String(v));
-      await this.refresh();
-    }
+    const v = (await this.scripts.changeRule(this.keys.changeRule(), action, rule.id, JSON.stringify(rule), JSON.stringify(change))) as number;
+    if (v === ChangeRuleCode.RuleExists || v === ChangeRuleCode.NoSuchRule) return null;
+    await this.redis.publish(this.keys.channel, String(v));
+    await this.refresh();
     return v;
   }
 
@@ -110,7 +99,7 @@ export class PermissionStore {
     const raw = await this.redis.hget(this.keys.rules, id);
     if (!raw) return null;
     const rule = JSON.parse(raw) as PermissionRule;
-    return (await this.change('remove', rule, by, from)) > 0 ? rule : null;
+    return (await this.change('remove', rule, by, from)) !== null ? rule : null;
   }
 
   /**
@@ -122,8 +111,8 @@ export class PermissionStore {
     const current = new Map((await this.consoleRules()).map((r) => [r.id, r]));
     const added: PermissionRule[] = [];
     const removed: PermissionRule[] = [];
-    for (const [id, rule] of current) if (!target.has(id) && (await this.change('remove', rule, by, from, 'revert')) > 0) removed.push(rule);
-    for (const [id, rule] of target) if (!current.has(id) && (await this.change('add', rule, by, from, 'revert')) > 0) added.push(rule);
+    for (const [id, rule] of current) if (!target.has(id) && (await this.change('remove', rule, by, from, 'revert')) !== null) removed.push(rule);
+    for (const [id, rule] of target) if (!current.has(id) && (await this.change('add', rule, by, from, 'revert')) !== null) added.push(rule);
     return { added, removed };
   }
 

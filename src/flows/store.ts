@@ -1,5 +1,10 @@
 import type { Redis } from 'ioredis';
 import type { StoredMessage } from '../core/message.ts';
+import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
+import { FlowKeys, STATE_PARTS, type InstancePart } from './keys.ts';
+import { CreateInstanceCode, DeliverCode, LockCode } from './scripts/codes.ts';
+
+export { DeliverCode } from './scripts/codes.ts';
 
 export type FlowStatus = 'running' | 'waiting' | 'completed' | 'failed' | 'cancelled';
 
@@ -40,47 +45,41 @@ export interface InstanceMeta {
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);
 
-// Creates the instance only if its id is new: starting twice with the same message id is one instance.
-const CREATE = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1`;
+const SCRIPTS = { createInstance: 1, deliverMessage: 3, refreshLock: 1, releaseLock: 1 } as const;
 
-// Delivers a message into an instance's inbox once per message id (idempotent receiver).
-// A repeat of a message already taken is a duplicate even after the instance finished (a route
-// redelivering after a crash must hear "duplicate", not "conflict").
-const DELIVER = `
-if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
-local status = redis.call('HGET', KEYS[3], 'status')
-if status == 'completed' or status == 'cancelled' then return -2 end
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-return 1`;
-
-const REFRESH = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
-const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
-
-/** Redis state of flow instances; every key of one instance shares a hash tag. */
+/**
+ * Redis state of flow instances. Every key of one instance shares a hash tag (see `./keys.ts`),
+ * so each script in `./scripts/` and each transaction here runs in one Redis Cluster slot.
+ */
 export class InstanceStore {
-  constructor(private readonly redis: Redis, private readonly prefix: string) {}
+  private readonly keys: FlowKeys;
+  private readonly scripts: ScriptCalls<typeof SCRIPTS>;
 
-  private k(id: string, part: string): string {
-    return `${this.prefix}:flow:{${id}}:${part}`;
+  constructor(private readonly redis: Redis, prefix: string) {
+    this.keys = new FlowKeys(prefix);
+    this.scripts = loadScripts(redis, new URL('./scripts/', import.meta.url), SCRIPTS);
   }
 
-  private index(flow?: string): string {
-    return flow ? `${this.prefix}:flows:${flow}` : `${this.prefix}:flows`;
+  private k(id: string, part: InstancePart): string {
+    return this.keys.instance(id, part);
+  }
+
+  /**
+   * Adds the instance to both indexes. They live in different slots, so two commands (not one
+   * pipeline, which a Cluster client refuses across slots); both are idempotent.
+   */
+  private async addToIndexes(flow: string, id: string, score: number): Promise<void> {
+    await Promise.all([this.redis.zadd(this.keys.index(flow), score, id), this.redis.zadd(this.keys.index(), score, `${flow}/${id}`)]);
   }
 
   async create(meta: InstanceMeta): Promise<boolean> {
     const args = Object.entries(meta).flatMap(([k, v]) => (v === undefined ? [] : [k, JSON_FIELDS.has(k) ? JSON.stringify(v) : String(v)]));
-    const created = (await this.redis.eval(CREATE, 1, this.k(meta.id, 'meta'), ...args)) === 1;
+    const created = (await this.scripts.createInstance(this.keys.createInstance(meta.id), ...args)) === CreateInstanceCode.Created;
     // Indexed on every start, not just the first: a crash between the create and this line is
     // mended by the sender's retry (ZADD of the stored time is idempotent).
     const createdAt = created ? meta.createdAt : ((await this.redis.hget(this.k(meta.id, 'meta'), 'createdAt')) ?? meta.createdAt);
     const score = Date.parse(createdAt);
-    await this.redis.pipeline().zadd(this.index(meta.flow), score, meta.id).zadd(this.index(), score, `${meta.flow}/${meta.id}`).exec();
+    await this.addToIndexes(meta.flow, meta.id, score);
     return created;
   }
 
@@ -111,10 +110,11 @@ export class InstanceStore {
 
   /** Journals a step that took a message from the inbox, in one transaction with taking it. */
   async consume(id: string, entry: JournalEntry, raw: string): Promise<void> {
+    const [journal, consumed, inbox] = this.keys.consumeStep(id);
     await this.redis.multi()
-      .hset(this.k(id, 'journal'), String(entry.n), JSON.stringify(entry))
-      .sadd(this.k(id, 'consumed'), entry.consumed!)
-      .lrem(this.k(id, 'inbox'), 1, raw)
+      .hset(journal, String(entry.n), JSON.stringify(entry))
+      .sadd(consumed, entry.consumed!)
+      .lrem(inbox, 1, raw)
       .exec();
   }
 
@@ -122,9 +122,9 @@ export class InstanceStore {
     await this.redis.hdel(this.k(id, 'journal'), String(n));
   }
 
-  /** 1 delivered, 0 duplicate, -1 no such instance, -2 instance finished. */
-  async deliver(id: string, message: StoredMessage): Promise<number> {
-    return (await this.redis.eval(DELIVER, 3, this.k(id, 'seen'), this.k(id, 'inbox'), this.k(id, 'meta'), message.id, JSON.stringify(message))) as number;
+  /** A `DeliverCode`: Delivered, Duplicate, NoInstance or Finished. */
+  async deliver(id: string, message: StoredMessage): Promise<DeliverCode> {
+    return (await this.scripts.deliverMessage(this.keys.deliverMessage(id), message.id, JSON.stringify(message))) as DeliverCode;
   }
 
   /** Inbox messages not yet consumed, oldest first, with their stored form (to remove them by). */
@@ -137,17 +137,17 @@ export class InstanceStore {
   /** A finished instance is kept for `ms` (status, journal, result), then Redis drops it. */
   async expire(id: string, flow: string, ms: number): Promise<void> {
     const p = this.redis.multi();
-    for (const part of ['meta', 'journal', 'inbox', 'seen', 'consumed']) p.pexpire(this.k(id, part), ms);
+    for (const part of STATE_PARTS) p.pexpire(this.k(id, part), ms);
     await p.exec();
-    // Index entries older than the retention point at nothing any more.
+    // Index entries older than the retention point at nothing any more (two slots: two commands).
     const cutoff = Date.now() - ms;
-    await this.redis.pipeline().zremrangebyscore(this.index(flow), '-inf', cutoff).zremrangebyscore(this.index(), '-inf', cutoff).exec();
+    await Promise.all([this.redis.zremrangebyscore(this.keys.index(flow), '-inf', cutoff), this.redis.zremrangebyscore(this.keys.index(), '-inf', cutoff)]);
   }
 
   /** Undoes `expire` (a failed instance being retried lives on). */
   async persist(id: string): Promise<void> {
     const p = this.redis.multi();
-    for (const part of ['meta', 'journal', 'inbox', 'seen', 'consumed']) p.persist(this.k(id, part));
+    for (const part of STATE_PARTS) p.persist(this.k(id, part));
     await p.exec();
   }
 
@@ -156,16 +156,16 @@ export class InstanceStore {
   }
 
   async refreshLock(id: string, token: string, ms: number): Promise<boolean> {
-    return (await this.redis.eval(REFRESH, 1, this.k(id, 'lock'), token, ms)) === 1;
+    return (await this.scripts.refreshLock(this.keys.refreshLock(id), token, ms)) === LockCode.Done;
   }
 
   async unlock(id: string, token: string): Promise<void> {
-    await this.redis.eval(RELEASE, 1, this.k(id, 'lock'), token);
+    await this.scripts.releaseLock(this.keys.releaseLock(id), token);
   }
 
   /** Newest first. */
   async list(flow: string | undefined, limit: number): Promise<{ flow: string; id: string }[]> {
-    const ids = await this.redis.zrevrange(this.index(flow), 0, limit - 1);
+    const ids = await this.redis.zrevrange(this.keys.index(flow), 0, limit - 1);
     return ids.map((v) => (flow ? { flow, id: v } : { flow: v.slice(0, v.indexOf('/')), id: v.slice(v.indexOf('/') + 1) }));
   }
 }

@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Decision, HistoryEntry, Task } from '../core/task.ts';
+import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
+import { ownerField, storedOwner, TaskKeys, type TaskOwner } from './keys.ts';
+import { CreateTaskCode, TaskCode } from './scripts/codes.ts';
 
 export type { HistoryEntry, Task } from '../core/task.ts';
 
@@ -11,88 +14,50 @@ interface Routing {
   messageId: string;
 }
 
-// Index of open tasks: ZSET per person or group, computed in the scripts from the task's own
-// fields (all under the {tasks} hash tag, so one Cluster slot), never from a stale read.
-const INDEX = `
-local function index(prefix, task)
-  local a = redis.call('HGET', task, 'assignee')
-  if a and a ~= '' then return prefix .. ':{tasks}:open:person:' .. a end
-  return prefix .. ':{tasks}:open:group:' .. (redis.call('HGET', task, 'group') or '')
-end
-`;
-
-const CREATE = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'status', 'open', 'updatedAt', ARGV[2], ARGV[6], ARGV[7])
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
-return 1`;
-
-// Decides once: of two people deciding at the same moment exactly one wins; the other learns who.
-const DECIDE = INDEX + `
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'missing', ''} end
-if status ~= 'open' then return {'decided', redis.call('HGET', KEYS[1], 'decidedBy') or ''} end
-local claimed = redis.call('HGET', KEYS[1], 'claimedBy')
-if claimed and claimed ~= '' and claimed ~= ARGV[1] then return {'claimed', claimed} end
-redis.call('ZREM', index(ARGV[6], KEYS[1]), ARGV[5])
-redis.call('HSET', KEYS[1], 'status', 'decided', 'decidedBy', ARGV[1], 'claimedBy', ARGV[1], 'decision', ARGV[2], 'updatedAt', ARGV[4])
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[5])
-return {'ok', ARGV[1]}`;
-
-// ARGV: by, history entry, now, mode ('claim' | 'release')
-const CLAIM = `
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'missing', ''} end
-if status ~= 'open' then return {'decided', redis.call('HGET', KEYS[1], 'decidedBy') or ''} end
-local claimed = redis.call('HGET', KEYS[1], 'claimedBy') or ''
-if ARGV[4] == 'claim' then
-  if claimed ~= '' and claimed ~= ARGV[1] then return {'claimed', claimed} end
-  if claimed == ARGV[1] then return {'ok', ARGV[1]} end
-  redis.call('HSET', KEYS[1], 'claimedBy', ARGV[1], 'updatedAt', ARGV[3])
-else
-  if claimed ~= ARGV[1] then return {'claimed', claimed} end
-  redis.call('HDEL', KEYS[1], 'claimedBy')
-  redis.call('HSET', KEYS[1], 'updatedAt', ARGV[3])
-end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-return {'ok', ARGV[1]}`;
-
-// Moves an open task to another person or group (delegate, escalate). ARGV: field, value,
-// history entry, now, id, prefix, by (delegate: only the holder or an unclaimed task; '' for escalation)
-const REASSIGN = INDEX + `
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'missing', ''} end
-if status ~= 'open' then return {'decided', redis.call('HGET', KEYS[1], 'decidedBy') or ''} end
-local claimed = redis.call('HGET', KEYS[1], 'claimedBy') or ''
-if ARGV[7] ~= '' and claimed ~= '' and claimed ~= ARGV[7] then return {'claimed', claimed} end
-redis.call('ZREM', index(ARGV[6], KEYS[1]), ARGV[5])
-redis.call('HDEL', KEYS[1], 'assignee', 'group', 'claimedBy')
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], 'updatedAt', ARGV[4])
-redis.call('ZADD', index(ARGV[6], KEYS[1]), ARGV[8], ARGV[5])
-redis.call('RPUSH', KEYS[2], ARGV[3])
-return {'ok', ''}`;
-
 export type Outcome = { ok: true } | { ok: false; reason: 'missing' | 'decided' | 'claimed'; holder: string };
 
+const SCRIPTS = { createTask: 3, decideTask: 4, claimTask: 2, releaseTask: 2, reassignTask: 4 } as const;
+
 /**
- * Tasks of people and groups in Redis. All task keys share the `{tasks}` hash tag so the
- * scripts that decide and claim atomically touch one Redis Cluster slot.
+ * How often a decide or reassign re-reads a task's owner after the task moved under it
+ * (`TaskCode.StaleIndex`). Each retry means another reassignment won a race in between, so a
+ * handful is already far more than happens.
+ */
+const STALE_RETRIES = 10;
+
+/**
+ * Tasks of people and groups in Redis. Each change is one script in `./scripts/` (named for what
+ * it does); all task keys share the `{tasks}` hash tag (see `./keys.ts`) so every script runs in
+ * one Redis Cluster slot.
  */
 export class TaskStore {
-  constructor(private readonly redis: Redis, private readonly prefix: string) {}
+  private readonly keys: TaskKeys;
+  private readonly scripts: ScriptCalls<typeof SCRIPTS>;
 
-  private key(id: string, part = ''): string {
-    return `${this.prefix}:{tasks}:task:${id}${part}`;
+  constructor(private readonly redis: Redis, prefix: string) {
+    this.keys = new TaskKeys(prefix);
+    this.scripts = loadScripts(redis, new URL('./scripts/', import.meta.url), SCRIPTS);
   }
 
-  private index(task: { assignee?: string; group?: string }): string {
-    return task.assignee !== undefined ? `${this.prefix}:{tasks}:open:person:${task.assignee}` : `${this.prefix}:{tasks}:open:group:${task.group}`;
+  /** Whom the task is for now, as stored. */
+  private async owner(id: string): Promise<TaskOwner> {
+    const [assignee, group] = await this.redis.hmget(this.keys.task(id), 'assignee', 'group');
+    return storedOwner(assignee, group);
   }
 
-  private get unnotifiedKey(): string {
-    return `${this.prefix}:{tasks}:unnotified`;
+  /**
+   * Runs a script that takes the task's open-task index in its KEYS: the caller names the owner
+   * it believes in; when the task has moved meanwhile the script writes nothing and answers
+   * `StaleIndex`, and this reads the owner again and repeats.
+   */
+  private async withOwner(id: string, first: TaskOwner, run: (owner: TaskOwner) => Promise<[string, string]>): Promise<Outcome> {
+    let owner = first;
+    for (let attempt = 0; ; attempt++) {
+      const reply = await run(owner);
+      if (reply[0] !== TaskCode.StaleIndex) return TaskStore.outcome(reply);
+      if (attempt === STALE_RETRIES) throw new Error(`task '${id}' kept moving to another person or group while being changed (${STALE_RETRIES} retries)`);
+      owner = await this.owner(id);
+    }
   }
 
   static idFor(messageId: string): string {
@@ -104,12 +69,13 @@ export class TaskStore {
     const { assignee, group, ...rest } = task;
     const spec = JSON.stringify({ ...rest, ...routing });
     const created: HistoryEntry = { at: task.createdAt, by: task.sender, action: 'created', detail: assignee !== undefined ? `for ${assignee}` : `for group ${group}` };
-    const [field, value] = assignee !== undefined ? ['assignee', assignee] : ['group', group!];
-    return (await this.redis.eval(CREATE, 3, this.key(task.id), this.key(task.id, ':history'), this.index(task), spec, task.createdAt, JSON.stringify(created), Date.parse(task.createdAt), task.id, field, value)) === 1;
+    const [field, value] = ownerField({ assignee, group });
+    const code = await this.scripts.createTask(this.keys.createTask(task.id, { assignee, group }), spec, task.createdAt, JSON.stringify(created), Date.parse(task.createdAt), task.id, field, value);
+    return code === CreateTaskCode.Created;
   }
 
   async get(id: string): Promise<(Task & Routing) | null> {
-    const [h, history] = await Promise.all([this.redis.hgetall(this.key(id)), this.redis.lrange(this.key(id, ':history'), 0, -1)]);
+    const [h, history] = await Promise.all([this.redis.hgetall(this.keys.task(id)), this.redis.lrange(this.keys.history(id), 0, -1)]);
     if (!h.spec) return null;
     const spec = JSON.parse(h.spec) as Task & Routing;
     return {
@@ -125,38 +91,56 @@ export class TaskStore {
 
   /** Open tasks of a person or a group, oldest first. */
   async open(of: { assignee?: string; group?: string }, limit = 500): Promise<string[]> {
-    return this.redis.zrange(this.index(of), 0, limit - 1);
+    return this.redis.zrange(this.keys.open(of), 0, limit - 1);
   }
 
-  private static outcome([result, holder]: [string, string]): Outcome {
-    return result === 'ok' ? { ok: true } : { ok: false, reason: result as 'missing' | 'decided' | 'claimed', holder };
+  private static outcome([code, holder]: [string, string]): Outcome {
+    switch (code) {
+      case TaskCode.Ok:
+        return { ok: true };
+      case TaskCode.Missing:
+      case TaskCode.Decided:
+      case TaskCode.Claimed:
+        return { ok: false, reason: code, holder };
+      default:
+        throw new Error(`a task script answered '${code}', which the task store does not know`);
+    }
   }
 
   async claim(id: string, by: string, from?: string, mode: 'claim' | 'release' = 'claim'): Promise<Outcome> {
     const at = new Date().toISOString();
     const entry: HistoryEntry = { at, by, action: mode === 'claim' ? 'claimed' : 'released', ...(from ? { from } : {}) };
-    return TaskStore.outcome((await this.redis.eval(CLAIM, 2, this.key(id), this.key(id, ':history'), by, JSON.stringify(entry), at, mode)) as [string, string]);
+    const reply = mode === 'claim'
+      ? await this.scripts.claimTask(this.keys.claimTask(id), by, JSON.stringify(entry), at)
+      : await this.scripts.releaseTask(this.keys.releaseTask(id), by, JSON.stringify(entry), at);
+    return TaskStore.outcome(reply as [string, string]);
   }
 
   async decide(task: Task, decision: Decision, from?: string): Promise<Outcome> {
     const entry: HistoryEntry = { at: decision.at, by: decision.by, action: 'decided', detail: decision.comment ? `${decision.action}: ${decision.comment}` : decision.action, ...(from ? { from } : {}) };
-    const r = (await this.redis.eval(DECIDE, 3, this.key(task.id), this.key(task.id, ':history'), this.unnotifiedKey, decision.by, JSON.stringify(decision), JSON.stringify(entry), decision.at, task.id, this.prefix)) as [string, string];
-    return TaskStore.outcome(r);
+    return this.withOwner(task.id, task, async (owner) => {
+      const [field, name] = ownerField(owner);
+      return (await this.scripts.decideTask(this.keys.decideTask(task.id, owner), decision.by, JSON.stringify(decision), JSON.stringify(entry), decision.at, task.id, field, name)) as [string, string];
+    });
   }
 
   /** Moves an open task to `to` (person:x or group:y). `holder`: only if unclaimed or claimed by them. */
   async reassign(id: string, to: string, entry: HistoryEntry, holder = ''): Promise<Outcome> {
     const [scheme, who] = [to.slice(0, to.indexOf(':')), to.slice(to.indexOf(':') + 1)];
-    const field = scheme === 'person' ? 'assignee' : 'group';
-    return TaskStore.outcome((await this.redis.eval(REASSIGN, 2, this.key(id), this.key(id, ':history'), field, who, JSON.stringify(entry), entry.at, id, this.prefix, holder, Date.parse(entry.at))) as [string, string]);
+    const target: TaskOwner = scheme === 'person' ? { assignee: who } : { group: who };
+    const [field, name] = ownerField(target);
+    return this.withOwner(id, await this.owner(id), async (from) => {
+      const [fromField, fromName] = ownerField(from);
+      return (await this.scripts.reassignTask(this.keys.reassignTask(id, from, target), field, name, JSON.stringify(entry), entry.at, id, holder, Date.parse(entry.at), fromField, fromName)) as [string, string];
+    });
   }
 
   /** Decided tasks whose decision message has not been accepted by its destination yet. */
   async unnotified(): Promise<string[]> {
-    return this.redis.smembers(this.unnotifiedKey);
+    return this.redis.smembers(this.keys.unnotified);
   }
 
   async notified(id: string): Promise<void> {
-    await this.redis.srem(this.unnotifiedKey, id);
+    await this.redis.srem(this.keys.unnotified, id);
   }
 }

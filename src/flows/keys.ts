@@ -1,0 +1,52 @@
+/**
+ * Every Redis key of flow instances, and the KEYS of each flow script in the order its header
+ * names them. One instance's keys share the hash tag `{<instance id>}`, so its scripts and
+ * transactions run in one Redis Cluster slot while instances spread over the slots of a cluster.
+ *
+ * Layout (unchanged):
+ * - `<prefix>:flow:{<id>}:meta` hash: id, flow, status, input, result, waitingOn, …
+ * - `<prefix>:flow:{<id>}:journal` hash: step number → journal entry (JSON)
+ * - `<prefix>:flow:{<id>}:inbox` list of delivered messages; `…:seen` ids delivered; `…:consumed` ids taken
+ * - `<prefix>:flow:{<id>}:lock` the replay lock (string, token of the holder)
+ * - `<prefix>:flows:<flow>` zset of instance ids of one flow; `<prefix>:flows` zset of `<flow>/<id>`.
+ *   The two indexes are written by separate commands, never in one transaction or script.
+ */
+
+export type InstancePart = 'meta' | 'journal' | 'inbox' | 'seen' | 'consumed' | 'lock';
+
+/** The parts that make up an instance's state (everything but its lock). */
+export const STATE_PARTS = ['meta', 'journal', 'inbox', 'seen', 'consumed'] as const satisfies readonly InstancePart[];
+
+export class FlowKeys {
+  constructor(readonly prefix: string) {}
+
+  instance(id: string, part: InstancePart): string {
+    return `${this.prefix}:flow:{${id}}:${part}`;
+  }
+
+  /** Instances of one flow (or of all flows, as `<flow>/<id>`), scored by creation time. */
+  index(flow?: string): string {
+    return flow ? `${this.prefix}:flows:${flow}` : `${this.prefix}:flows`;
+  }
+
+  createInstance(id: string): [string] {
+    return [this.instance(id, 'meta')];
+  }
+
+  deliverMessage(id: string): [string, string, string] {
+    return [this.instance(id, 'seen'), this.instance(id, 'inbox'), this.instance(id, 'meta')];
+  }
+
+  refreshLock(id: string): [string] {
+    return [this.instance(id, 'lock')];
+  }
+
+  releaseLock(id: string): [string] {
+    return [this.instance(id, 'lock')];
+  }
+
+  /** Keys of the transaction that journals a step and takes its message from the inbox. */
+  consumeStep(id: string): [string, string, string] {
+    return [this.instance(id, 'journal'), this.instance(id, 'consumed'), this.instance(id, 'inbox')];
+  }
+}

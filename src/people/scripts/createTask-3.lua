@@ -1,0 +1,21 @@
+-- createTask: creates a task once per id (a repeated message is one task) and lists it in the
+-- open-task index of its person or group.
+--
+-- KEYS[1] task hash                   <prefix>:{tasks}:task:<id>
+-- KEYS[2] task history list           <prefix>:{tasks}:task:<id>:history
+-- KEYS[3] open-task index of its owner <prefix>:{tasks}:open:person:<name> or …:open:group:<name>
+--
+-- ARGV[1] spec (JSON: title, data, actions, routing, …)
+-- ARGV[2] now (ISO time, the task's createdAt)
+-- ARGV[3] history entry 'created' (JSON)
+-- ARGV[4] index score (createdAt in epoch ms)
+-- ARGV[5] task id
+-- ARGV[6] owner field: 'assignee' or 'group'
+-- ARGV[7] owner name
+--
+-- Returns CreateTaskCode: 1 Created, 0 Exists (nothing written).
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'status', 'open', 'updatedAt', ARGV[2], ARGV[6], ARGV[7])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+return 1
