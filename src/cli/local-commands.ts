@@ -36,7 +36,9 @@ function installRedisIfPossible(): boolean {
 
 export async function startCommand(file?: string): Promise<void> {
   const { config, file: path } = loadConfig(file);
-  if (!config.redis.url && !redisServerBinary() && !installRedisIfPossible()) throw new RedisNotInstalled();
+  // Only the private redis-server needs the binary: a url, cluster or sentinel is someone else's Redis.
+  const privateRedis = !config.redis.url && !config.redis.cluster && !config.redis.sentinel;
+  if (privateRedis && !redisServerBinary() && !installRedisIfPossible()) throw new RedisNotInstalled();
   const gateway = await startGateway({ config });
   gateway.log.info({ config: path }, `Switchboard is running at ${gateway.url}`);
   let stopping = false;
