@@ -13,7 +13,13 @@ export class Metrics {
   /** Per remote party (broker, peer): 1 connected, 0 not. Filled by whoever owns the connections. */
   readonly connected = new Gauge({ name: 'switchboard_connection_up', help: 'Connection to a broker or peer: 1 up, 0 down', labelNames: ['kind', 'name'], registers: [this.registry] });
 
-  constructor(depths: () => Promise<Record<string, number>>) {
+  /**
+   * `depths` gives queue depths by address; the queue endpoint already bounds them (pinned,
+   * recent, `(other)`). `maxDepthSeries` is the backstop: past it, the rest are summed into
+   * `address="(other)"`, so no caller can make a scrape unbounded.
+   */
+  constructor(depths: () => Promise<Record<string, number>>, options: { maxDepthSeries?: number } = {}) {
+    const max = options.maxDepthSeries ?? 1000;
     collectDefaultMetrics({ register: this.registry, prefix: 'switchboard_' });
     this.queueDepth = new Gauge({
       name: 'switchboard_queue_depth',
@@ -22,8 +28,17 @@ export class Metrics {
       registers: [this.registry],
       async collect() {
         this.reset();
-        for (const [address, depth] of Object.entries(await depths())) this.set({ address }, depth);
+        for (const [address, depth] of Object.entries(boundSeries(await depths(), max))) this.set({ address }, depth);
       },
     });
   }
+}
+
+/** At most `max` series: the first `max - 1` as they are, the rest summed into `(other)`. */
+export function boundSeries(depths: Record<string, number>, max: number): Record<string, number> {
+  const entries = Object.entries(depths);
+  if (entries.length <= max) return depths;
+  const out: Record<string, number> = Object.fromEntries(entries.filter(([a]) => a !== '(other)').slice(0, Math.max(0, max - 1)));
+  out['(other)'] = entries.filter(([a]) => !(a in out)).reduce((n, [, d]) => n + d, 0);
+  return out;
 }

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { Job, Queue, UnrecoverableError, Worker } from 'bullmq';
+import { Job, Queue, UnrecoverableError, Worker, createRedisBackend, type BackendFactory, type RedisQueueBackend } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
@@ -27,11 +27,57 @@ export interface QueueEndpointOptions {
   stalledCheckMs: number;
   /** Bounded queues: a send to a queue holding maxDepth messages is refused as unavailable. */
   limits: { pattern: AddressPattern; maxDepth: number }[];
+  /**
+   * A queue nobody has used for this long (no send, receive, ack, browse; no lease that may
+   * still come back) is closed in this process; the next use opens it again.
+   * @defaultValue 60,000 (60 s)
+   */
+  idleMs?: number;
+  /**
+   * Queues kept open at most; past this the least recently used ones without live leases are
+   * closed at once, idle or not.
+   * @defaultValue 1000
+   */
+  maxOpen?: number;
+  /**
+   * Addresses whose depth is always reported (the config's routes). Consumed queues and the
+   * exact addresses of `limits` are always reported too.
+   */
+  pinned?: string[];
+  /**
+   * Depth series, besides the always-reported ones, for the most recently used queues; the rest
+   * of the open queues are summed into one `(other)` series.
+   * @defaultValue 100
+   */
+  depthSeries?: number;
   metrics: Metrics;
   log: Logger;
 }
 
 type Data = StoredMessage;
+
+/** One queue open in this process: its handle, its peek-lock reader, and what keeps it open. */
+interface OpenQueue {
+  queue: Queue<Data>;
+  /** Peek-lock reader, made on the first receive. */
+  lease?: Worker<Data>;
+  lastUsed: number;
+  /** Calls running on it right now: never closed under them. */
+  inUse: number;
+  /** Until then a lease handed out may still expire and must be returned by this reader. */
+  leasesUntil: number;
+}
+
+/** Address the `(other)` depth series stands for. */
+export const OTHER_ADDRESSES = '(other)';
+
+/**
+ * BullMQ gives each Worker its own blocking Redis connection. A peek-lock reader never blocks
+ * (getNextJob with block: false), so its reader shares the producer connection instead: a
+ * receive on any number of addresses opens no Redis client.
+ */
+const noBlockingConnection = ((name: string, opts: Parameters<typeof createRedisBackend>[1], extra?: Parameters<typeof createRedisBackend>[2]) =>
+  createRedisBackend(name, opts, { ...extra, withBlockingConnection: false })) as unknown as BackendFactory<RedisQueueBackend>;
 
 /**
  * `queue:` — internal durable queues on BullMQ. The dead-letter queue of `queue:x` is BullMQ's
@@ -40,9 +86,14 @@ type Data = StoredMessage;
 export class QueueEndpoint implements Endpoint {
   readonly scheme = 'queue';
   readonly dedupsOnIngress = true;
-  private readonly queues = new Map<string, Queue<Data>>();
-  private readonly leaseWorkers = new Map<string, Worker<Data>>();
+  /** Open queues, least recently used first (a use moves an entry to the end). */
+  private readonly open = new Map<string, OpenQueue>();
   private readonly subscriptions = new Set<Subscription>();
+  /** Addresses with a consumer in this process, and how many. */
+  private readonly consumed = new Map<string, number>();
+  private readonly idleMs: number;
+  private readonly maxOpen: number;
+  private readonly sweeper: NodeJS.Timeout;
 
   /**
    * An expired lease or a crash while holding a message is a delivery that did not finish; with
@@ -52,22 +103,88 @@ export class QueueEndpoint implements Endpoint {
 
   constructor(private readonly o: QueueEndpointOptions) {
     this.stallsAllowed = Math.max(0, o.maxAttempts - 1);
+    this.idleMs = o.idleMs ?? 60_000;
+    this.maxOpen = o.maxOpen ?? 1000;
+    this.sweeper = setInterval(() => void this.closeIdle(), Math.max(100, Math.min(this.idleMs / 2, 10_000))).unref();
   }
 
-  private queue(address: string): Queue<Data> {
-    let q = this.queues.get(address);
-    if (!q) {
-      q = new Queue<Data>(bullQueueName(address), { connection: this.o.redis, prefix: this.o.prefix });
-      q.on('error', (err) => this.o.log.error({ err: err.message, address }, 'queue connection error'));
-      this.queues.set(address, q);
+  /** The open entry of `address` (opened if needed); `use` marks it used now and most recent. */
+  private entry(address: string, use = true): OpenQueue {
+    let e = this.open.get(address);
+    if (!e) {
+      const queue = new Queue<Data>(bullQueueName(address), { connection: this.o.redis, prefix: this.o.prefix });
+      queue.on('error', (err) => this.o.log.error({ err: err.message, address }, 'queue connection error'));
+      e = { queue, lastUsed: 0, inUse: 0, leasesUntil: 0 };
+      this.open.set(address, e);
+      if (this.open.size > this.maxOpen) void this.closeIdle(true);
     }
-    return q;
+    if (use) {
+      e.lastUsed = Date.now();
+      this.open.delete(address);
+      this.open.set(address, e);
+    }
+    return e;
   }
 
-  /** Addresses of the queues this process has touched, with their depth (for /metrics). */
+  /** Runs `fn` on the open queue of `address`, which is not closed while it runs. */
+  private async using<T>(address: string, fn: (e: OpenQueue) => Promise<T>): Promise<T> {
+    const e = this.entry(address);
+    e.inUse++;
+    try {
+      return await fn(e);
+    } finally {
+      e.inUse--;
+      e.lastUsed = Date.now();
+    }
+  }
+
+  /**
+   * Closes queues unused for idleMs, or (overfull) the least recently used ones, never one in
+   * use or with leases that may still expire (its reader returns them to the queue).
+   */
+  private async closeIdle(overfull = false): Promise<void> {
+    const now = Date.now();
+    const closing: OpenQueue[] = [];
+    for (const [address, e] of this.open) {
+      const full = overfull && this.open.size - closing.length > this.maxOpen;
+      if (e.inUse > 0 || e.leasesUntil > now) continue;
+      if (!full && now - e.lastUsed < this.idleMs) continue;
+      closing.push(e);
+      this.open.delete(address);
+    }
+    await Promise.all(closing.map(async (e) => {
+      await e.lease?.close().catch(() => undefined);
+      await e.queue.close().catch(() => undefined);
+    }));
+  }
+
+  /** Queues open in this process and how many of them have a peek-lock reader (for tests and /readyz). */
+  openCounts(): { queues: number; readers: number } {
+    let readers = 0;
+    for (const e of this.open.values()) if (e.lease) readers++;
+    return { queues: this.open.size, readers };
+  }
+
+  /**
+   * Depths for /metrics, bounded: the pinned, consumed and limited addresses, then the
+   * `depthSeries` most recently used open queues, and the rest of the open queues summed as
+   * `(other)`. Queues closed as idle are not counted.
+   */
   async depths(): Promise<Record<string, number>> {
+    const always = new Set([...(this.o.pinned ?? []), ...this.consumed.keys(), ...this.o.limits.filter((l) => !/[*?]/.test(l.pattern.raw) && l.pattern.raw.startsWith('queue:')).map((l) => l.pattern.raw)]);
+    const recent = [...this.open.keys()].reverse().filter((a) => !always.has(a));
+    const shown = recent.slice(0, this.o.depthSeries ?? 100);
+    const rest = recent.slice(shown.length);
+    const depth = (a: string) => depthOf(this.entry(a, false).queue);
+    const [pinnedDepths, shownDepths, restDepths] = await Promise.all([
+      Promise.all([...always].map(depth)),
+      Promise.all(shown.map(depth)),
+      Promise.all(rest.map(depth)),
+    ]);
     const out: Record<string, number> = {};
-    for (const [address, q] of this.queues) out[address] = await depthOf(q);
+    [...always].forEach((a, i) => (out[a] = pinnedDepths[i]!));
+    shown.forEach((a, i) => (out[a] = shownDepths[i]!));
+    if (rest.length > 0) out[OTHER_ADDRESSES] = restDepths.reduce((n, d) => n + d, 0);
     return out;
   }
 
@@ -75,8 +192,11 @@ export class QueueEndpoint implements Endpoint {
     return this.o.limits.find((l) => matchesPattern(l.pattern, address))?.maxDepth;
   }
 
-  async send(message: Message): Promise<SendResult> {
-    const q = this.queue(message.to);
+  send(message: Message): Promise<SendResult> {
+    return this.using(message.to, ({ queue: q }) => this.add(q, message));
+  }
+
+  private async add(q: Queue<Data>, message: Message): Promise<SendResult> {
     const max = this.maxDepth(message.to);
     if (max !== undefined) {
       // Checked before the add, not atomically with it: concurrent senders may overshoot by
@@ -136,19 +256,30 @@ export class QueueEndpoint implements Endpoint {
         this.o.log.warn({ address, msgId: job.data?.id, err: err.message }, 'message dead-lettered');
       }
     });
+    let closed = false;
     const sub: Subscription = {
       close: async () => {
         stopping = true;
         this.subscriptions.delete(sub);
+        if (!closed) {
+          closed = true;
+          const n = (this.consumed.get(address) ?? 1) - 1;
+          if (n > 0) this.consumed.set(address, n);
+          else this.consumed.delete(address);
+        }
         await worker.close();
       },
     };
     this.subscriptions.add(sub);
+    this.consumed.set(address, (this.consumed.get(address) ?? 0) + 1);
     return sub;
   }
 
-  async browse(address: string, limit: number): Promise<BrowseResult> {
-    const q = this.queue(address);
+  browse(address: string, limit: number): Promise<BrowseResult> {
+    return this.using(address, ({ queue: q }) => this.browseQueue(q, address, limit));
+  }
+
+  private async browseQueue(q: Queue<Data>, address: string, limit: number): Promise<BrowseResult> {
     const [counts, jobs] = await Promise.all([
       q.getJobCounts('wait', 'prioritized', 'delayed', 'active'),
       q.getJobs(['wait', 'prioritized', 'delayed'], 0, limit - 1, true),
@@ -161,28 +292,31 @@ export class QueueEndpoint implements Endpoint {
     };
   }
 
-  private leaseWorker(address: string): Worker<Data> {
-    let w = this.leaseWorkers.get(address);
-    if (!w) {
-      w = new Worker<Data>(bullQueueName(address), null, {
+  private leaseWorker(address: string, e: OpenQueue): Worker<Data> {
+    if (!e.lease) {
+      const w = new Worker<Data>(bullQueueName(address), null, {
         connection: this.o.redis,
         prefix: this.o.prefix,
         autorun: false,
         lockDuration: this.o.lockMs,
         stalledInterval: this.o.stalledCheckMs,
         maxStalledCount: this.stallsAllowed,
-      });
+      }, noBlockingConnection);
       w.on('error', (err) => this.o.log.error({ err: err.message, address }, 'lease worker error'));
       // Without a running loop nobody else would return expired leases to the queue.
       void w.startStalledCheckTimer();
-      this.leaseWorkers.set(address, w);
+      e.lease = w;
     }
-    return w;
+    return e.lease;
   }
 
   /** Peek-lock: the messages stay in the queue, locked for `leaseMs`, until acked. */
-  async receive(address: string, max: number, leaseMs: number): Promise<LeasedMessage[]> {
-    const w = this.leaseWorker(address);
+  receive(address: string, max: number, leaseMs: number): Promise<LeasedMessage[]> {
+    return this.using(address, (e) => this.lease(address, e, max, leaseMs));
+  }
+
+  private async lease(address: string, e: OpenQueue, max: number, leaseMs: number): Promise<LeasedMessage[]> {
+    const w = this.leaseWorker(address, e);
     const out: LeasedMessage[] = [];
     while (out.length < max) {
       const token = randomUUID();
@@ -196,14 +330,20 @@ export class QueueEndpoint implements Endpoint {
         this.o.log.warn({ address, msgId: job.data?.id, reason: job.deferredFailure }, 'message dead-lettered');
         continue;
       }
+      // Kept open until a lease that is never acked has expired and a stalled check (two
+      // intervals) has returned it to the queue.
+      e.leasesUntil = Math.max(e.leasesUntil, Date.now() + Math.max(leaseMs, this.o.lockMs) + 2 * this.o.stalledCheckMs + 1000);
       await job.extendLock(token, leaseMs);
       out.push({ ...decodeMessage(job.data), lease: `${job.id}.${token}` });
     }
     return out;
   }
 
-  async ack(address: string, leases: string[]): Promise<AckResult> {
-    const q = this.queue(address);
+  ack(address: string, leases: string[]): Promise<AckResult> {
+    return this.using(address, ({ queue: q }) => this.ackLeases(q, leases));
+  }
+
+  private async ackLeases(q: Queue<Data>, leases: string[]): Promise<AckResult> {
     const result: AckResult = { acked: 0, expired: [] };
     for (const lease of leases) {
       const dot = lease.indexOf('.');
@@ -219,8 +359,11 @@ export class QueueEndpoint implements Endpoint {
     return result;
   }
 
-  async deadLetters(address: string, limit: number): Promise<BrowseResult> {
-    const q = this.queue(address);
+  deadLetters(address: string, limit: number): Promise<BrowseResult> {
+    return this.using(address, ({ queue: q }) => this.failed(q, address, limit));
+  }
+
+  private async failed(q: Queue<Data>, address: string, limit: number): Promise<BrowseResult> {
     const [depth, jobs] = await Promise.all([q.getFailedCount(), q.getFailed(0, limit - 1)]);
     return {
       address: `dlq:${address}`,
@@ -233,8 +376,11 @@ export class QueueEndpoint implements Endpoint {
   }
 
   /** Moves dead letters (all, or those with the given message ids) back to the queue. */
-  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
-    const q = this.queue(address);
+  replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
+    return this.using(address, ({ queue: q }) => this.replay(q, address, ids));
+  }
+
+  private async replay(q: Queue<Data>, address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
     const wanted = ids ? new Set(ids) : undefined;
     const replayedIds = new Set<string>();
     const page = 500;
@@ -260,15 +406,17 @@ export class QueueEndpoint implements Endpoint {
 
   async health(): Promise<HealthReport> {
     const pong = await this.o.redis.ping();
-    return { ok: pong === 'PONG', detail: `${this.queues.size} queue(s) open, ${this.subscriptions.size} consumer(s)` };
+    const { queues, readers } = this.openCounts();
+    return { ok: pong === 'PONG', detail: `${queues} queue(s) open, ${readers} peek-lock reader(s), ${this.subscriptions.size} consumer(s)` };
   }
 
   async close(): Promise<void> {
+    clearInterval(this.sweeper);
     await Promise.all([...this.subscriptions].map((s) => s.close()));
-    await Promise.all([...this.leaseWorkers.values()].map((w) => w.close()));
-    await Promise.all([...this.queues.values()].map((q) => q.close()));
-    this.leaseWorkers.clear();
-    this.queues.clear();
+    const open = [...this.open.values()];
+    this.open.clear();
+    await Promise.all(open.map((e) => e.lease?.close()));
+    await Promise.all(open.map((e) => e.queue.close()));
   }
 }
 
