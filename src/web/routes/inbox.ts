@@ -8,6 +8,7 @@ import type { TaskEvent } from '../../people/task-events.ts';
 import type { AppDeps } from '../deps.ts';
 import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
+import { liveStreams } from '../sessions.ts';
 import { render } from '../views.ts';
 
 interface ListQuery {
@@ -74,8 +75,20 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
     render(res, 'inbox/list', { title: 'Inbox', tasks, counts, now: Date.now(), partial: true });
   });
 
+  // Live streams are capped per user (http.inboxStreamsPerUser: one more is refused, and an
+  // EventSource refused with a non-200 does not retry) and end with their session.
+  const streams = liveStreams(deps.session);
   r.get('/inbox/events', login, (req, res) => {
     const p = res.locals.principal as Principal;
+    let ended = false;
+    const end = (reason: string) => {
+      if (ended) return;
+      ended = true;
+      res.write(`event: end\ndata: ${JSON.stringify({ reason })}\n\n`);
+      res.end();
+    };
+    const stream = streams.open(p.name, req.sessionID, end);
+    if (!stream) throw new SwitchboardError('too_many_streams', `${p.name} already has ${streams.perUser} live inbox streams open (http.inboxStreamsPerUser): close another inbox tab or window`, 429);
     res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache, no-transform', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
     res.write('retry: 3000\n\n');
     const concerns = (e: TaskEvent) =>
@@ -86,10 +99,18 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
     // A rule change may add or take away whole groups' tasks: every open inbox reloads its list.
     const offRules = deps.permissions.onChange(() => res.write(`event: task\ndata: ${JSON.stringify({ type: 'rules-changed' })}\n\n`));
     const ping = setInterval(() => res.write(': keep-alive\n\n'), 20_000);
+    // Logout in another process, or expiry: the stream notices its session is gone.
+    const check = setInterval(() => {
+      req.sessionStore.get(req.sessionID, (err, session) => {
+        if (!err && !session?.user) end('session ended');
+      });
+    }, streams.sessionCheckMs);
     req.on('close', () => {
       off();
       offRules();
       clearInterval(ping);
+      clearInterval(check);
+      stream.close();
     });
   });
 

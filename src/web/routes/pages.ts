@@ -5,6 +5,7 @@ import type { AppDeps } from '../deps.ts';
 import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
 import { TooManyAttempts } from '../../auth/login-guard.ts';
 import { requireLogin } from '../middleware/require-login.ts';
+import { liveStreams } from '../sessions.ts';
 import { render } from '../views.ts';
 
 /** Only same-site paths are followed after login (no open redirect). */
@@ -51,6 +52,9 @@ export function pageRoutes(deps: AppDeps): ExpressRouter {
 
   r.post('/logout', csrfToken, csrfProtect, async (req, res) => {
     const who = req.session.user?.name;
+    // The session's live inbox streams end with it, here and now (other processes notice
+    // within streamSessionCheckMs that the session is gone).
+    liveStreams(deps.session).endSession(req.sessionID, 'signed out');
     await new Promise<void>((ok) => req.session.destroy(() => ok()));
     res.clearCookie('sb.sid', { path: '/' });
     if (who) await audit.record({ action: 'logout', actor: `user:${who}`, ip: req.ip, target: 'web' });

@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Gateway } from '../../src/gateway.ts';
+import { USERS, startTestGateway, waitFor } from '../support/gateway.ts';
+import { startTestRedis, type TestRedis } from '../support/servers.ts';
+
+// Issue 13.5: live inbox streams (server-sent events) are capped per user (http.inboxStreamsPerUser,
+// 5 by default): a sixth is refused 429 with the reason and the five stay open; logout ends that
+// session's streams at once; a session ended elsewhere (its store entry gone) ends its streams
+// within the session check.
+
+let redis: TestRedis;
+let gw: Gateway;
+
+before(async () => {
+  redis = await startTestRedis();
+  gw = await startTestGateway(redis.url);
+});
+after(async () => {
+  await gw?.stop();
+  await redis?.dispose();
+});
+
+/** A signed-in web session: its cookie and a CSRF token for its forms. */
+async function signIn(user: keyof typeof USERS): Promise<{ cookie: string; csrf: string }> {
+  const page = await fetch(`${gw.url}/login`, { redirect: 'manual' });
+  let cookie = page.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(await page.text())![1]!;
+  const login = await fetch(`${gw.url}/login`, {
+    method: 'POST', redirect: 'manual',
+    headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ _csrf: csrf, username: user, password: USERS[user], next: '/' }).toString(),
+  });
+  assert.equal(login.status, 303, await login.text());
+  cookie = login.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ') || cookie;
+  const home = await fetch(`${gw.url}/`, { headers: { cookie }, redirect: 'manual' });
+  const token = /name="_csrf" value="([^"]+)"/.exec(await home.text())?.[1] ?? csrf;
+  return { cookie, csrf: token };
+}
+
+interface Stream {
+  status: number;
+  text: string;
+  /** Resolves when the server ends the stream, with everything it sent. */
+  ended: Promise<string>;
+  abort(): void;
+}
+
+async function openStream(cookie: string): Promise<Stream> {
+  const ac = new AbortController();
+  const res = await fetch(`${gw.url}/inbox/events`, { headers: { cookie, accept: 'text/event-stream' }, redirect: 'manual', signal: ac.signal });
+  if (res.status !== 200) return { status: res.status, text: await res.text(), ended: Promise.resolve(''), abort: () => ac.abort() };
+  let text = '';
+  const ended = (async () => {
+    const reader = res.body!.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return text;
+        text += Buffer.from(value).toString();
+      }
+    } catch {
+      return text; // aborted by the test
+    }
+  })();
+  return { status: 200, get text() { return text; }, ended, abort: () => ac.abort() };
+}
+
+const settled = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+
+test('a user may hold 5 live streams; the sixth is refused 429 with the reason; closing one makes room', async () => {
+  const s = await signIn('ops');
+  const streams: Stream[] = [];
+  for (let i = 0; i < 5; i++) {
+    const st = await openStream(s.cookie);
+    assert.equal(st.status, 200, `stream ${i + 1}`);
+    streams.push(st);
+  }
+  const sixth = await openStream(s.cookie);
+  assert.equal(sixth.status, 429);
+  assert.match(sixth.text, /already has 5 live inbox streams open/);
+  // Another session of the same user counts too: the cap is per user.
+  const other = await signIn('ops');
+  assert.equal((await openStream(other.cookie)).status, 429);
+  for (const st of streams) assert.equal(await settled(st.ended, 100), false, 'the five stay open');
+
+  streams[0]!.abort();
+  await streams[0]!.ended;
+  const again = await waitFor(async () => {
+    const st = await openStream(s.cookie);
+    if (st.status === 200) return st;
+    return undefined;
+  }, 5000, 'room for a new stream');
+  streams[0] = again!;
+  for (const st of streams) st.abort();
+});
+
+test('logout ends that session’s streams at once, and only that session’s', async () => {
+  const a = await signIn('clerk');
+  const b = await signIn('clerk');
+  const mine = [await openStream(a.cookie), await openStream(a.cookie)];
+  const theirs = await openStream(b.cookie);
+  for (const st of [...mine, theirs]) assert.equal(st.status, 200);
+
+  const out = await fetch(`${gw.url}/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: a.cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _csrf: a.csrf }).toString() });
+  assert.equal(out.status, 303);
+  for (const st of mine) {
+    assert.equal(await settled(st.ended, 2000), true, 'the stream ended with the session');
+    assert.match(await st.ended, /event: end\ndata: \{"reason":"signed out"\}/);
+  }
+  assert.equal(await settled(theirs.ended, 200), false, 'the other session keeps its stream');
+  // The ended session cannot open another one.
+  const after = await openStream(a.cookie);
+  assert.equal(after.status, 303);
+  theirs.abort();
+});
+
+test('a session that ends elsewhere (gone from the store) ends its streams within the session check', async () => {
+  const s = await signIn('nobody');
+  const st = await openStream(s.cookie);
+  assert.equal(st.status, 200);
+  // Another process logging the session out deletes it from Redis; nothing tells this process.
+  const { Redis } = await import('ioredis');
+  const r = new Redis(redis.url);
+  try {
+    const keys = (await r.keys('*:sess:*'));
+    assert.ok(keys.length > 0);
+    await r.del(...keys);
+  } finally {
+    r.disconnect();
+  }
+  assert.equal(await settled(st.ended, 15_000), true, 'the stream noticed its session is gone');
+  assert.match(await st.ended, /"reason":"session ended"/);
+});
