@@ -307,11 +307,11 @@ async function startFlows(gateway: Gateway, flow: string, n: number): Promise<st
     const batch = [];
     for (let j = i; j < Math.min(n, i + START_BATCH); j++) {
       const m = createMessage({ to: `flow:${flow}`, body: { seq: j, data: makeBody(j) } }, SENDER);
-      ids.push(FlowRuntime.instanceId(flow, m.id));
       batch.push(gateway.router.send(m, { principal: SENDER, door: 'system' }));
     }
     const results = await Promise.all(batch);
     if (results.some((r) => r.duplicate)) throw new Error('a start was reported as a duplicate');
+    ids.push(...results.map((r) => r.instanceId!));
   }
   return ids;
 }

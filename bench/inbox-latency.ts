@@ -51,7 +51,7 @@ import { stringify } from 'yaml';
 import { hashPassword } from '../src/auth/password.ts';
 import { parseConfig } from '../src/config/load.ts';
 import { TaskStore } from '../src/people/task-store.ts';
-import { FlowRuntime } from '../src/flows/runtime.ts';
+import { taskIdFor } from '../src/people/task-intake.ts';
 import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
@@ -112,6 +112,7 @@ const IGNORED_OPTIONS = (['n', 'rounds', 'warmup', 'body-bytes'] as const).filte
 const PREFIX = 'sblat';
 const FLOW = 'latencyask';
 const GROUP = 'bench-approvers';
+const GROUP_ADDRESS = `group:${GROUP}`;
 const APPROVER = { name: 'approver', password: 'approver-bench-pw' };
 const STARTER = { name: 'starter', password: 'starter-bench-pw' };
 const CHANNEL = 'bench:pubsub-baseline';
@@ -401,6 +402,8 @@ async function runSwitchboard(gateway: Gateway, admin: Redis, monitor: Redis, re
   const basic = `Basic ${Buffer.from(`${STARTER.name}:${STARTER.password}`).toString('base64')}`;
 
   const byTask = new Map<string, Sample>();
+  const early = new Map<string, { at: number; wall: number }>();
+  const earlyPublished = new Map<string, number>();
   const samples: Sample[] = [];
   let unknownEvents = 0;
   let otherEvents = 0;
@@ -416,22 +419,23 @@ async function runSwitchboard(gateway: Gateway, admin: Redis, monitor: Redis, re
       const e = JSON.parse(raw) as SseEvent;
       const s = e.type === 'created' && e.taskId ? byTask.get(e.taskId) : undefined;
       if (s && s.publishedAt === undefined) s.publishedAt = at;
+      else if (!s && e.type === 'created' && e.taskId) earlyPublished.set(e.taskId, at);
     });
     await side.subscribe(`${PREFIX}:task-events`);
     stream = await openEventStream(web, base, ac.signal, (e, at, wall) => {
       if (e.type !== 'created') { otherEvents++; return; }
       const s = e.taskId ? byTask.get(e.taskId) : undefined;
-      if (!s) { unknownEvents++; return; }
+      // Task ids are made by the inbox from the flow's random instance id: an event can arrive
+      // before the start's 202 told us the instance; keep it until then.
+      if (!s) { if (e.taskId) early.set(e.taskId, { at, wall }); else unknownEvents++; return; }
       if (s.arrivedAt !== undefined) { s.duplicates++; return; }
       s.arrivedAt = at;
       s.arrivedWall = wall;
     });
     const fire = (warmup: boolean) => (seq: number) => {
       const id = `lat-${runTag}-${seq}`;
-      const taskId = TaskStore.idFor(`${FlowRuntime.instanceId(FLOW, id)}:0`);
-      const s: Sample = { seq, taskId, warmup, sentAt: performance.now(), sentWall: Date.now(), duplicates: 0 };
+      const s: Sample = { seq, taskId: '', warmup, sentAt: performance.now(), sentWall: Date.now(), duplicates: 0 };
       samples.push(s);
-      byTask.set(taskId, s);
       const p = fetch(`${base}/api/flows/${FLOW}`, {
         method: 'POST',
         headers: { authorization: basic, 'content-type': 'application/json', accept: 'application/json' },
@@ -441,6 +445,16 @@ async function runSwitchboard(gateway: Gateway, admin: Redis, monitor: Redis, re
         s.status = res.status;
         const text = await res.text();
         if (res.status !== 202) s.error = `${res.status} ${text.slice(0, 200)}`;
+        else {
+          // The ask is step 0 of the instance; its task id is the inbox's digest of that message.
+          const instanceId = (JSON.parse(text) as { instanceId: string }).instanceId;
+          s.taskId = taskIdFor({ to: GROUP_ADDRESS, sender: { kind: 'flow', name: FLOW }, id: `${instanceId}:0` });
+          byTask.set(s.taskId, s);
+          const e = early.get(s.taskId);
+          if (e) { s.arrivedAt = e.at; s.arrivedWall = e.wall; early.delete(s.taskId); }
+          const pub = earlyPublished.get(s.taskId);
+          if (pub !== undefined) { s.publishedAt = pub; earlyPublished.delete(s.taskId); }
+        }
       }, (err: Error) => {
         s.error = err.message;
       });
@@ -546,7 +560,7 @@ async function runBaseline(redisUrl: string, admin: Redis): Promise<BaselineResu
     });
     await sub.subscribe(CHANNEL);
     // The same shape and size as a task event on the gateway's channel.
-    const payload = (seq: number) => JSON.stringify({ type: 'created', taskId: TaskStore.idFor(`baseline-${seq}`), group: GROUP, seq });
+    const payload = (seq: number) => JSON.stringify({ type: 'created', taskId: `baseline-${seq}`, group: GROUP, seq });
     const fire = (seq: number) => {
       sentAt.set(seq, performance.now());
       void pub.publish(CHANNEL, payload(seq));

@@ -52,7 +52,13 @@ export interface TaskSpec {
   due?: string;
   /** Who gets the task when it is overdue, e.g. 'person:head-of-payments'. */
   escalateTo?: string;
-  /** Four-eyes controls; a flow sets them through ctx.ask's options. */
+  /** Four-eyes: the principal that started the flow may not decide (ctx.ask only). */
+  fourEyes?: boolean;
+  /** More principals who may not decide, e.g. ['user:carol'] (ctx.ask only). */
+  notBy?: string[];
+  /** Distinct approvers needed, none of them excluded; a reject by any ends the ask (ctx.ask only). */
+  approvals?: number;
+  /** What the inbox enforces; ctx.ask fills it from fourEyes, notBy and approvals. */
   controls?: TaskControls;
 }
 

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { parseDuration } from '../core/duration.ts';
 import type { SendResult } from '../core/endpoint.ts';
@@ -25,6 +25,35 @@ export function matches(have: unknown, want: unknown): boolean {
 }
 
 const toJson = (v: unknown): unknown => (v === undefined ? null : JSON.parse(JSON.stringify(v)));
+
+/** `user:bob` → {kind: 'user', name: 'bob'}. */
+export function principalFromId(id: string): { kind: Message['sender']['kind']; name: string } {
+  const colon = id.indexOf(':');
+  return { kind: id.slice(0, colon) as Message['sender']['kind'], name: id.slice(colon + 1) };
+}
+
+/**
+ * Who may answer a request sent to `to`: the broker it went to, the peer it went to, the flow it
+ * started; anyone the permission rules let send to this instance for any other address.
+ */
+export function expectedResponder(to: string): ((s: Message['sender']) => boolean) | undefined {
+  const m = /^(mq|peer):([^/]+)\//.exec(to) ?? /^(flow):([^/]+)/.exec(to);
+  if (!m) return undefined;
+  const kind = m[1] === 'mq' ? 'broker' : m[1] === 'peer' ? 'peer' : 'flow';
+  return (s) => s.kind === kind && s.name === m[2];
+}
+
+/**
+ * Whether a message is the answer a pending request or ask waits for: the step's own token, from
+ * the party it asked; for an ask, a decision the inbox made on exactly the task the ask created
+ * (the `switchboard-task` header survives only from the gateway's own doors).
+ */
+export function answers(entry: JournalEntry, m: Pick<StoredMessage, 'correlationId' | 'sender' | 'headers'>): boolean {
+  if (entry.correlation === undefined || m.correlationId !== entry.correlation) return false;
+  if (entry.kind === 'ask') return entry.task === undefined || (m.headers['switchboard-task'] === entry.task && m.sender.kind === 'user');
+  const responder = entry.target ? expectedResponder(entry.target) : undefined;
+  return responder ? responder(m.sender) : true;
+}
 
 /**
  * The replaying ctx of one run of one instance. Step n returns what the journal recorded for n;
@@ -54,6 +83,11 @@ export class ReplayContext implements FlowContext {
 
   get flow(): string {
     return this.meta.flow;
+  }
+
+  /** Who started this instance, as authenticated at the door (journaled in the instance's meta). */
+  get startedBy(): { kind: Message['sender']['kind']; name: string } {
+    return principalFromId(this.meta.startedBy);
   }
 
   private get address(): string {
@@ -108,6 +142,18 @@ export class ReplayContext implements FlowContext {
     return attempt > 0 ? `${this.id}:${n}:r${attempt}` : `${this.id}:${n}`;
   }
 
+  /**
+   * The correlation token of step n: its step id and a nonce only this instance can compute
+   * (an HMAC of the step id under the instance's secret), so a reply cannot be forged by someone
+   * who merely knows or guesses the instance id. Reproducible on replay without journaling first.
+   * Instances made before tokens had nonces keep what their journal recorded.
+   */
+  private token(n: number): string {
+    const id = this.stepId(n);
+    if (!this.meta.secret) return id;
+    return `${id}:${createHmac('sha256', this.meta.secret).update(id).digest('hex').slice(0, 32)}`;
+  }
+
   private message(n: number, to: string, body: unknown, o: SendOptions = {}): Message {
     return {
       id: this.stepId(n),
@@ -135,7 +181,7 @@ export class ReplayContext implements FlowContext {
     return { id: m.id };
   }
 
-  /** Sends (once) and then waits for the message correlated with this step. */
+  /** Sends (once) and then waits for the answer bound to this step: its token, its source, its task. */
   private async sendAndWait(kind: 'request' | 'ask', to: string, body: unknown, options: SendOptions & { timeout?: string | number }): Promise<Message> {
     const { n, rec } = this.next(kind, to);
     if (rec?.done) return this.settled(rec);
@@ -143,13 +189,18 @@ export class ReplayContext implements FlowContext {
     if (!rec) {
       await this.beforeEffect();
       deadline = options.timeout !== undefined ? Date.now() + parseDuration(options.timeout) : undefined;
-      await this.deps.send(this.message(n, to, body, { ...options, correlationId: this.stepId(n), replyTo: this.address }));
-      const entry: JournalEntry = { n, kind, target: to, at: new Date().toISOString(), done: false, correlation: this.stepId(n), ...(deadline !== undefined ? { deadline } : {}) };
+      const correlation = this.token(n);
+      const sent = await this.deps.send(this.message(n, to, body, { ...options, correlationId: correlation, replyTo: this.address }));
+      const entry: JournalEntry = {
+        n, kind, target: to, at: new Date().toISOString(), done: false, correlation,
+        ...(sent.taskId !== undefined ? { task: sent.taskId } : {}), ...(deadline !== undefined ? { deadline } : {}),
+      };
       await this.deps.store.writeSteps(this.id, [entry]);
       this.journal.set(n, entry);
     }
-    const correlation = this.journal.get(n)?.correlation ?? this.stepId(n);
-    return this.wait(n, kind, to, deadline, (m) => m.correlationId === correlation, kind === 'ask' ? 'decision' : 'reply');
+    // Journals written before tokens had nonces recorded none: their step id was the token.
+    const entry = { ...this.journal.get(n)!, correlation: this.journal.get(n)!.correlation ?? this.stepId(n) };
+    return this.wait(n, kind, to, deadline, (m) => answers(entry, m), kind === 'ask' ? 'decision' : 'reply');
   }
 
   private settled(rec: JournalEntry): Message {
@@ -188,8 +239,28 @@ export class ReplayContext implements FlowContext {
     if (!task || typeof task.title !== 'string' || !Array.isArray(task.actions) || task.actions.length === 0) {
       throw new ValidationError('ctx.ask: a task needs a title and at least one action');
     }
-    const reply = await this.sendAndWait('ask', to, toJson(task), { ...options, headers: { 'switchboard-task': 'ask' } });
+    const reply = await this.sendAndWait('ask', to, toJson(this.withControls(task)), { ...options, headers: { 'switchboard-task': 'ask' } });
     return reply.body as Decision;
+  }
+
+  /** Turns the flow-facing four-eyes options into the controls the inbox enforces. */
+  private withControls(task: TaskSpec): TaskSpec {
+    const { fourEyes, notBy, approvals, ...rest } = task;
+    if (notBy !== undefined && (!Array.isArray(notBy) || !notBy.every((p) => typeof p === 'string' && /^[a-z]+:.+/.test(p)))) {
+      throw new ValidationError("ctx.ask: 'notBy' must be a list of principals like 'user:carol'");
+    }
+    if (approvals !== undefined && (!Number.isInteger(approvals) || approvals < 1 || approvals > 20)) throw new ValidationError("ctx.ask: 'approvals' must be a whole number from 1 to 20");
+    const starter = this.meta.startedBy;
+    const excluded = [...new Set([...(fourEyes ? [starter] : []), ...(notBy ?? [])])];
+    if (excluded.length === 0 && (approvals ?? 1) === 1) return rest;
+    return {
+      ...rest,
+      controls: {
+        ...(excluded.length > 0 ? { excluded } : {}),
+        ...(fourEyes ? { excludedReason: { [starter]: 'you started this request' } } : {}),
+        ...(approvals !== undefined && approvals > 1 ? { approvals } : {}),
+      },
+    };
   }
 
   async receive(options: { timeout?: string | number; match?: MessageMatch } = {}): Promise<Message> {

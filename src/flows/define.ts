@@ -24,13 +24,19 @@ export interface FlowContext {
   readonly id: string;
   /** This flow's name. */
   readonly flow: string;
+  /** Who started this instance, as authenticated at the door, e.g. `{kind: 'user', name: 'bob'}`. */
+  readonly startedBy: { kind: Message['sender']['kind']; name: string };
   /** Sends a message; resolves when the destination durably accepted it. Its id is `<id>:<step>`. */
   send(to: string, body: unknown, options?: SendOptions): Promise<{ id: string }>;
   /** Sends with `replyTo` this instance and waits for the reply (throws FlowTimeout after `timeout`). */
   request(to: string, body: unknown, options?: SendOptions & { timeout?: string | number }): Promise<Message>;
   /** Waits for a message sent to `flow:<name>/<id>` (optionally matching) or until `timeout`. */
   receive(options?: { timeout?: string | number; match?: MessageMatch }): Promise<Message>;
-  /** Creates a task for `person:<user>` or `group:<group>` and waits for the decision. */
+  /**
+   * Creates a task for `person:<user>` or `group:<group>` and waits for the decision. With
+   * `fourEyes: true` whoever started this instance may not decide; `notBy` excludes more
+   * principals; `approvals: N` waits for N distinct approvers (a reject by any ends the ask).
+   */
   ask(to: string, task: TaskSpec, options?: { timeout?: string | number }): Promise<Decision>;
   /** Waits durably (a timer in Redis, nothing in memory). */
   sleep(duration: string | number): Promise<void>;

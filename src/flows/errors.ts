@@ -31,3 +31,14 @@ export class Suspend extends Error {
     super(`flow run suspended (${reason})`);
   }
 }
+
+/**
+ * A message that presents itself as the answer to a step (by correlation id or task) but is not
+ * that step's answer: a wrong or guessed token, the wrong responder, a decision on another task,
+ * Refused (403, audited); the step keeps waiting.
+ */
+export class ReplyRefused extends SwitchboardError {
+  constructor(readonly address: string, messageId: string, sender: string) {
+    super('reply_refused', `message ${messageId} from ${sender} claims to answer a step of ${address}, but no waiting step of that instance takes it (wrong token, responder or task); the step keeps waiting for its own answer`, 403);
+  }
+}

@@ -8,6 +8,8 @@
  * - `<prefix>:flow:{<id>}:journal` hash: step number → journal entry (JSON)
  * - `<prefix>:flow:{<id>}:inbox` list of delivered messages; `…:seen` ids delivered; `…:consumed` ids taken
  * - `<prefix>:flow:{<id>}:lock` the replay lock (string, token of the holder)
+ * - `<prefix>:flow-start:{<digest>}` the instance a start id of one starter made (string); the
+ *   digest covers flow, starter and start id, so nobody can predict or take another's instance.
  * - `<prefix>:flows:<flow>` zset of instance ids of one flow; `<prefix>:flows` zset of `<flow>/<id>`.
  *   The two indexes are written by separate commands, never in one transaction or script.
  */
@@ -22,6 +24,11 @@ export class FlowKeys {
 
   instance(id: string, part: InstancePart): string {
     return `${this.prefix}:flow:{${id}}:${part}`;
+  }
+
+  /** Start id → instance of one starter (`digest` of flow, starter and start id). */
+  start(digest: string): string {
+    return `${this.prefix}:flow-start:{${digest}}`;
   }
 
   /** Instances of one flow (or of all flows, as `<flow>/<id>`), scored by creation time. */

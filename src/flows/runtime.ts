@@ -1,14 +1,14 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Conflict, NotFound, ValidationError } from '../core/errors.ts';
 import { encodeMessage, principalId, type Message } from '../core/message.ts';
 import type { Router } from '../core/router.ts';
-import { ReplayContext } from './context.ts';
+import { ReplayContext, answers } from './context.ts';
 import type { FlowDefinition } from './define.ts';
-import { Suspend } from './errors.ts';
-import { InstanceStore, type FlowStatus, type InstanceMeta, type JournalEntry } from './store.ts';
+import { ReplyRefused, Suspend } from './errors.ts';
+import { DeliverCode, InstanceStore, type FlowStatus, type InstanceMeta, type JournalEntry } from './store.ts';
 
 export interface FlowRuntimeOptions {
   redis: Redis;
@@ -96,9 +96,17 @@ export class FlowRuntime {
     await this.queue.add('run', { id }, { delay, removeOnComplete: true, removeOnFail: 1000, attempts: 20, backoff: { type: 'exponential', delay: 500 }, ...(key ? { jobId: `t-${id}-${key}` } : {}) });
   }
 
-  /** Instance ids come from the starting message id: the same message starts one instance. */
-  static instanceId(flow: string, messageId: string): string {
-    return createHash('sha256').update(`${flow}\0${messageId}`).digest('base64url').slice(0, 22);
+  /**
+   * Instance ids are random (128 bits): nobody can predict another starter's instance, nor block
+   * it by taking its id first. A start id is idempotent per starter through `claimStart`.
+   */
+  static newInstanceId(): string {
+    return randomBytes(16).toString('base64url');
+  }
+
+  /** The digest a starter's start id is bound under: flow, starter and start id. */
+  static startDigest(flow: string, starter: string, messageId: string): string {
+    return createHash('sha256').update(`${flow}\0${starter}\0${messageId}`).digest('base64url').slice(0, 22);
   }
 
   definition(name: string): FlowDefinition {
@@ -115,7 +123,10 @@ export class FlowRuntime {
       const problems = parsed.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(input)'}: ${i.message}`).join('; ');
       throw new ValidationError(`input for flow '${name}' is not valid: ${problems}`, 'bad_input');
     }
-    const id = FlowRuntime.instanceId(name, message.id);
+    // The same starter's same start id finds the instance it made before; a crash between the
+    // binding and the create is mended by the sender's retry (create is idempotent).
+    const fresh = FlowRuntime.newInstanceId();
+    const id = (await this.store.claimStart(FlowRuntime.startDigest(name, principalId(message.sender), message.id), fresh, Math.max(this.o.retentionMs, 86_400_000))) ?? fresh;
     const now = new Date().toISOString();
     const created = await this.store.create({
       id,
@@ -125,6 +136,7 @@ export class FlowRuntime {
       createdAt: now,
       updatedAt: now,
       startedBy: principalId(message.sender),
+      secret: randomBytes(16).toString('hex'),
       ...(message.replyTo ? { replyTo: message.replyTo } : {}),
       ...(message.correlationId ? { correlationId: message.correlationId } : {}),
     });
@@ -133,15 +145,31 @@ export class FlowRuntime {
     return { instanceId: id, duplicate: !created };
   }
 
-  /** `flow:<name>/<id>`: puts the message in the instance's inbox (once per message id) and wakes it. */
+  /**
+   * `flow:<name>/<id>`: puts the message in the instance's inbox (once per message id) and wakes
+   * it. A message that claims to answer one of the instance's steps (its correlation id names the
+   * instance) must be that step's answer exactly, or it is refused — a forged or replayed reply
+   * never reaches the inbox, and the step keeps waiting for the real one.
+   */
   async deliver(name: string, id: string, message: Message): Promise<{ duplicate: boolean }> {
     const meta = await this.store.meta(id);
     if (!meta || meta.flow !== name) throw new NotFound(`no instance '${id}' of flow '${name}'`);
+    if (message.correlationId?.startsWith(`${id}:`)) await this.checkAnswer(meta, message);
     const r = await this.store.deliver(id, encodeMessage(message));
-    if (r === -1) throw new NotFound(`no instance '${id}' of flow '${name}'`);
-    if (r === -2) throw new Conflict(`instance '${id}' of flow '${name}' has ${meta.status}; it takes no more messages`);
+    if (r === DeliverCode.NoInstance) throw new NotFound(`no instance '${id}' of flow '${name}'`);
+    if (r === DeliverCode.Finished) throw new Conflict(`instance '${id}' of flow '${name}' has ${meta.status}; it takes no more messages`);
     await this.wake(id);
-    return { duplicate: r === 0 };
+    return { duplicate: r === DeliverCode.Duplicate };
+  }
+
+  private async checkAnswer(meta: InstanceMeta, message: Message): Promise<void> {
+    const journal = await this.store.journal(meta.id);
+    for (const entry of journal.values()) {
+      if (entry.kind !== 'request' && entry.kind !== 'ask') continue;
+      // Journals from before tokens had nonces recorded none: the step id was the token then.
+      if (answers({ ...entry, correlation: entry.correlation ?? `${meta.id}:${entry.n}` }, encodeMessage(message))) return;
+    }
+    throw new ReplyRefused(`flow:${meta.flow}/${meta.id}`, message.id, principalId(message.sender));
   }
 
   /** One replay of one instance. 'busy' when another process holds it. */
@@ -168,7 +196,7 @@ export class FlowRuntime {
         log: this.o.log,
       }, async () => {
         if (lockLost) throw new Suspend('lock-lost');
-        return (await this.o.redis.hget(`${this.o.prefix}:flow:{${id}}:meta`, 'status')) === 'cancelled';
+        return (await this.store.status(id)) === 'cancelled';
       });
       if (meta.status !== 'running') await this.store.update(id, { status: 'running' }, ['waitingOn']);
       let result: unknown;

@@ -21,8 +21,10 @@ export interface JournalEntry {
   deadline?: number;
   /** Message consumed by a receive/request/ask (never consumed twice). */
   consumed?: string;
-  /** The correlation id a request or ask waits for. */
+  /** The correlation token a request or ask waits for: `<instanceId>:<step>:<nonce>`. */
   correlation?: string;
+  /** The task an ask created (made by the inbox): only a decision on this task answers the ask. */
+  task?: string;
 }
 
 export interface InstanceMeta {
@@ -41,6 +43,11 @@ export interface InstanceMeta {
   cancelledBy?: string;
   /** How often an admin retried it; part of message ids sent after a retry. */
   attempt?: string;
+  /**
+   * 128 random bits, never shown: the key of the nonces in this instance's correlation tokens,
+   * so a reply can be bound to the step that asked without trusting a guessable id.
+   */
+  secret?: string;
 }
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);
@@ -70,6 +77,21 @@ export class InstanceStore {
    */
   private async addToIndexes(flow: string, id: string, score: number): Promise<void> {
     await Promise.all([this.redis.zadd(this.keys.index(flow), score, id), this.redis.zadd(this.keys.index(), score, `${flow}/${id}`)]);
+  }
+
+  /**
+   * Binds a starter's start id to an instance id, once: returns the instance an earlier start
+   * made, or null when `id` is now the one. Kept as long as finished instances are.
+   */
+  async claimStart(digest: string, id: string, ttlMs: number): Promise<string | null> {
+    const key = this.keys.start(digest);
+    const set = await this.redis.set(key, id, 'PX', ttlMs, 'NX');
+    return set === 'OK' ? null : await this.redis.get(key);
+  }
+
+  /** The instance's status alone (cheap: one field), e.g. to notice a cancel during a run. */
+  async status(id: string): Promise<FlowStatus | null> {
+    return (await this.redis.hget(this.k(id, 'meta'), 'status')) as FlowStatus | null;
   }
 
   async create(meta: InstanceMeta): Promise<boolean> {

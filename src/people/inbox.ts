@@ -12,7 +12,7 @@ import { Notices } from './notices.ts';
 import { MessageIntake } from './task-intake.ts';
 import { TaskEvents } from './task-events.ts';
 import { TaskStore, type Outcome } from './task-store.ts';
-import { mayAct, maySee, placeOf, taskAddress, validateFields, type TaskPlace } from './task-rules.ts';
+import { excludedReason, FourEyesRefused, mayAct, maySee, placeOf, taskAddress, validateFields, type TaskPlace } from './task-rules.ts';
 
 export { validateFields } from './task-rules.ts';
 
@@ -81,6 +81,11 @@ export class Inbox implements TaskIntake {
     return this.intake.accept(message);
   }
 
+  /** Why four-eyes keeps this principal from deciding this task, for the task page; undefined if it does not. */
+  excludedReason(p: Principal, task: Task): string | undefined {
+    return excludedReason(p, task);
+  }
+
   /** May this principal claim and decide this task? */
   mayAct(p: Principal, task: TaskPlace): boolean {
     return mayAct(this.permissions, p, task);
@@ -111,9 +116,10 @@ export class Inbox implements TaskIntake {
     return tasks.sort((a, b) => (a.due ?? '9999').localeCompare(b.due ?? '9999') || a.createdAt.localeCompare(b.createdAt));
   }
 
-  /** Marks a task "I am working on this". */
+  /** Marks a task "I am working on this". Four-eyes: an excluded person may not hold it either. */
   async claim(p: Principal, id: string, from?: string): Promise<Task> {
     const task = await this.actionable(p, id);
+    refuseExcluded(p, task);
     const r = await this.store.claim(id, principalId(p), from);
     if (!r.ok) refuse(r, id);
     await this.events.publish({ type: 'claimed', taskId: id, ...placeOf(task), by: principalId(p) });
@@ -140,6 +146,8 @@ export class Inbox implements TaskIntake {
     const target = await this.directory.lookup(name);
     if (!target) throw new ValidationError(`there is no user '${name}' in the directory`);
     if (!this.mayAct(target, task)) throw new ValidationError(`${name} may not act on this task (no consume right on ${taskAddress(task)})`);
+    const excluded = excludedReason(target, task);
+    if (excluded) throw new FourEyesRefused(principalId(target), id, `${name} may not receive this task: ${excluded.replace(/^you /, 'they ')}`);
     const entry: HistoryEntry = { at: new Date().toISOString(), by: principalId(p), action: 'delegated', detail: `to ${name}`, ...(from ? { from } : {}) };
     const r = await this.store.reassign(id, `person:${name}`, entry, principalId(p));
     if (!r.ok) refuse(r, id);
@@ -157,6 +165,7 @@ export class Inbox implements TaskIntake {
     const task = await this.store.get(id);
     if (!task || !maySee(this.permissions, p, task)) throw new NotFound(`no task '${id}' for you`);
     if (!this.mayAct(p, task)) throw new PermissionDenied(principalId(p), 'consume', taskAddress(task));
+    refuseExcluded(p, task);
     if (typeof input.action !== 'string' || !task.actions.includes(input.action)) throw new ValidationError(`'action' must be one of ${task.actions.join(', ')}`);
     if (input.comment !== undefined && (typeof input.comment !== 'string' || input.comment.length > 10_000)) throw new ValidationError("'comment' must be text of at most 10000 characters");
     const decision: Decision = { action: input.action, fields: validateFields(task.fields, input.fields), ...(input.comment ? { comment: input.comment as string } : {}), by: principalId(p), at: new Date().toISOString() };
@@ -178,6 +187,12 @@ export class Inbox implements TaskIntake {
     if (!this.mayAct(p, task)) throw new PermissionDenied(principalId(p), 'consume', taskAddress(task));
     return task;
   }
+}
+
+/** Four-eyes: refuses a person the task's controls exclude, saying why. */
+function refuseExcluded(p: Principal, task: Task): void {
+  const reason = excludedReason(p, task);
+  if (reason) throw new FourEyesRefused(principalId(p), task.id, reason);
 }
 
 /** Maps a refused store outcome to the error a person sees (404, or 409 naming the holder). */

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ValidationError } from '../core/errors.ts';
 import { principalId, type Message } from '../core/message.ts';
-import type { Task, TaskIntake, TaskSpec } from '../core/task.ts';
+import type { Task, TaskControls, TaskIntake, TaskSpec } from '../core/task.ts';
 import type { FollowUps } from './follow-ups.ts';
 import type { TaskEvents } from './task-events.ts';
 import type { TaskStore } from './task-store.ts';
@@ -47,7 +47,23 @@ export function taskFromMessage(message: Message): NewTask {
     ...(spec.description ? { description: String(spec.description) } : {}),
     ...(spec.due ? { due: dueDate(spec.due, message.createdAt) } : {}),
     ...(spec.escalateTo ? { escalateTo: escalationTarget(spec.escalateTo) } : {}),
+    ...(spec.controls !== undefined ? { controls: taskControls(spec.controls) } : {}),
   };
+}
+
+/** Four-eyes controls as the inbox will enforce them; anything malformed is refused, not ignored. */
+function taskControls(c: unknown): TaskControls {
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new ValidationError("task 'controls' must be an object {excluded?, excludedReason?, approvals?}");
+  const { excluded, excludedReason, approvals, ...unknown } = c as TaskControls;
+  if (Object.keys(unknown).length > 0) throw new ValidationError(`task 'controls' has unknown keys: ${Object.keys(unknown).join(', ')}`);
+  if (excluded !== undefined && (!Array.isArray(excluded) || excluded.length > 100 || !excluded.every((e) => typeof e === 'string' && /^[a-z]+:.{1,256}$/.test(e)))) {
+    throw new ValidationError("task 'controls.excluded' must be a list of principals like 'user:carol'");
+  }
+  if (excludedReason !== undefined && (excludedReason === null || typeof excludedReason !== 'object' || !Object.values(excludedReason).every((r) => typeof r === 'string' && r.length <= 200))) {
+    throw new ValidationError("task 'controls.excludedReason' must map principals to short texts");
+  }
+  if (approvals !== undefined && (!Number.isInteger(approvals) || approvals < 1 || approvals > 20)) throw new ValidationError("task 'controls.approvals' must be a whole number from 1 to 20");
+  return { ...(excluded ? { excluded } : {}), ...(excludedReason ? { excludedReason: Object.fromEntries(Object.entries(excludedReason)) } : {}), ...(approvals !== undefined ? { approvals } : {}) };
 }
 
 export interface MessageIntakeOptions {

@@ -1,7 +1,7 @@
 import type { Permissions } from '../auth/permissions.ts';
 import { parseAddress } from '../core/address.ts';
 import { parseDuration } from '../core/duration.ts';
-import { ValidationError } from '../core/errors.ts';
+import { SwitchboardError, ValidationError } from '../core/errors.ts';
 import type { Principal } from '../core/message.ts';
 import type { FieldKind, Task } from '../core/task.ts';
 
@@ -114,4 +114,22 @@ export function mayAct(permissions: Permissions, p: Principal, task: TaskPlace):
 /** May this principal see this task? Whoever may act on it, and whoever may browse its address. */
 export function maySee(permissions: Permissions, p: Principal, task: TaskPlace): boolean {
   return mayAct(permissions, p, task) || permissions.check(p, 'browse', taskAddress(task)).allowed;
+}
+
+/** A person the task's four-eyes controls exclude tried to decide, claim, or receive it. */
+export class FourEyesRefused extends SwitchboardError {
+  constructor(readonly principal: string, readonly taskId: string, reason: string) {
+    super('four_eyes', `${reason}; someone else must decide (task '${taskId}')`, 403);
+  }
+}
+
+/**
+ * Why this principal may not decide this task (four-eyes), or undefined when they may. The
+ * starter of a four-eyes ask is told "you started this request"; anyone in `notBy` is told that
+ * the flow excluded them.
+ */
+export function excludedReason(p: Pick<Principal, 'kind' | 'name'>, task: Pick<Task, 'controls'>): string | undefined {
+  const id = `${p.kind}:${p.name}`;
+  if (!task.controls?.excluded?.includes(id)) return undefined;
+  return task.controls.excludedReason?.[id] ?? 'the flow that asked excludes you from deciding this task';
 }

@@ -15,6 +15,9 @@ before(async () => {
     routes: [{ from: 'queue:legacy.requests', to: 'flow:legacy-responder' }],
     permissions: [
       { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'browse'] }, { address: 'group:payment-approvers', verbs: ['consume'] }] },
+      // A clerk who may both ask for payments and approve them: four-eyes keeps the two apart.
+      { group: 'clerks', allow: [{ address: 'flow:payment-approval', verbs: ['start'] }, { address: 'group:payment-approvers', verbs: ['consume'] }] },
+      { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
     ],
   });
 });
@@ -42,18 +45,38 @@ test('payment-check requests a reply from the legacy responder and completes wit
   assert.deepEqual(checked.body.messages[0].sender, { kind: 'flow', name: 'payment-check' });
 });
 
-test('payment-approval asks the group; the decision resumes it; a second decision gets 409 naming the winner', async () => {
-  const started = await api(gw.url, 'POST', '/api/flows/payment-approval', { user: 'ops', body: { input: { ref: 'P-2', amount: 10, requester: 'ops' } } });
-  assert.equal(started.status, 202);
+test('payment-approval: four-eyes keeps the requester from approving; another approver decides; a second decision gets 409 naming the winner', async () => {
+  const started = await api(gw.url, 'POST', '/api/flows/payment-approval', { user: 'clerk', body: { input: { ref: 'P-2', amount: 10 } } });
+  assert.equal(started.status, 202, JSON.stringify(started.body));
   const task = await waitFor(async () => (await api(gw.url, 'GET', '/api/tasks', { user: 'ops' })).body.tasks.find((t: { title: string }) => t.title === 'Approve payment P-2'), 20_000, 'the task');
   assert.deepEqual(task.actions, ['approve', 'reject']);
-  const decided = await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'ops', body: { action: 'approve', fields: { comment: 'ok' } } });
+  // The requester is who started the flow, from authentication, not a name in the input.
+  assert.equal(task.data.requester, 'clerk');
+
+  // The requester tries to approve their own payment: refused, with the reason, audited, nothing changed.
+  const own = await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'clerk', body: { action: 'approve' } });
+  assert.equal(own.status, 403, JSON.stringify(own.body));
+  assert.equal(own.body.error.code, 'four_eyes');
+  assert.match(own.body.error.message, /you started this request; someone else must decide/);
+  const claim = await api(gw.url, 'POST', `/api/tasks/${task.id}/claim`, { user: 'clerk' });
+  assert.equal(claim.status, 403);
+  const handOver = await api(gw.url, 'POST', `/api/tasks/${task.id}/delegate`, { user: 'ops', body: { to: 'clerk' } });
+  assert.equal(handOver.status, 403, JSON.stringify(handOver.body));
+  assert.match(handOver.body.error.message, /clerk may not receive this task: they started this request/);
+  const audit = await api(gw.url, 'GET', '/api/audit?action=access.denied&actor=user%3Aclerk&limit=20', { user: 'ops' });
+  assert.ok(audit.body.entries.some((e: { detail?: string }) => /four_eyes/.test(e.detail ?? '')), JSON.stringify(audit.body));
+  const still = await api(gw.url, 'GET', `/api/tasks/${task.id}`, { user: 'ops' });
+  assert.equal(still.body.status, 'open');
+  assert.equal(still.body.claimedBy, undefined);
+  assert.deepEqual(still.body.history.map((h: { action: string }) => h.action), ['created']);
+
+  const decided = await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'ops', body: { action: 'approve', comment: 'ok' } });
   assert.equal(decided.status, 200, JSON.stringify(decided.body));
   const again = await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'ops', body: { action: 'reject' } });
   assert.equal(again.status, 409);
   assert.match(again.body.error.message, /already been decided by user:ops/);
   const view = await finished('payment-approval', started.body.instanceId);
-  assert.deepEqual(view.result, { status: 'approved', by: 'user:ops', legacyStatus: 'ok' });
+  assert.deepEqual(view.result, { status: 'approved', by: 'user:ops', approvedBy: ['user:ops'], legacyStatus: 'ok' });
 });
 
 test('a bad input is refused with what was wrong and starts nothing; an unknown flow is 404', async () => {

@@ -382,7 +382,8 @@ test('ctx.request: replyTo and correlation id go out; a stray message does not r
   assert.equal(got.id, `${id}:0`);
   assert.deepEqual(got.sender, { kind: 'flow', name: 'ctx-request' });
   assert.equal(got.replyTo, `flow:ctx-request/${id}`);
-  assert.equal(got.correlationId, `${id}:0`);
+  // The step id and a 128-bit nonce: knowing the instance id is not enough to answer for it.
+  assert.match(got.correlationId, new RegExp(`^${id}:0:[0-9a-f]{32}$`));
   assert.deepEqual(got.body, { question: 'ping' });
 
   const waiting = await reach('ctx-request', id, 'waiting');
@@ -394,6 +395,16 @@ test('ctx.request: replyTo and correlation id go out; a stray message does not r
   assert.equal((await deliver(got.replyTo, { answer: 'stray' }, { id: `stray-${id}` })).status, 202);
   await waitFor(async () => (await pendingRuns(id)) === 0, 20_000, 'the run woken by the stray message');
   assert.equal((await view('ctx-request', id)).status, 'waiting');
+  // A forged answer (the guessable step id without its nonce, or a wrong nonce) is refused and
+  // audited, never reaches the instance, and the step keeps waiting for the real reply.
+  for (const forged of [`${id}:0`, `${id}:0:${'0'.repeat(32)}`]) {
+    const r = await deliver(got.replyTo, { answer: 'forged' }, { id: `forged-${forged}`, correlationId: forged });
+    assert.equal(r.status, 403, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'reply_refused');
+  }
+  const audit = await api(gw.url, 'GET', `/api/audit?action=access.denied&limit=20`, { user: 'ops' });
+  assert.ok(audit.body.entries.some((e: { target?: string; detail?: string }) => e.target === got.replyTo && /claims to answer/.test(e.detail ?? '')), JSON.stringify(audit.body));
+  assert.equal((await view('ctx-request', id)).status, 'waiting');
   const reply = await deliver(got.replyTo, { answer: 'pong' }, { id: `reply-${id}`, correlationId: got.correlationId });
   assert.equal(reply.status, 202, JSON.stringify(reply.body));
   const acked = await api(gw.url, 'POST', `/api/queues/${enc('queue:ctx.requests')}/ack`, { user: 'ops', body: { leases: [got.lease] } });
@@ -401,7 +412,7 @@ test('ctx.request: replyTo and correlation id go out; a stray message does not r
   assert.equal(acked.body.acked, 1);
 
   const v = await reach('ctx-request', id, 'completed');
-  assert.deepEqual(v.result, { body: { answer: 'pong' }, sender: { kind: 'user', name: 'ops' }, correlationId: `${id}:0`, id: `reply-${id}` });
+  assert.deepEqual(v.result, { body: { answer: 'pong' }, sender: { kind: 'user', name: 'ops' }, correlationId: got.correlationId, id: `reply-${id}` });
   assert.deepEqual(kinds(v), ['request queue:ctx.requests']);
 });
 
@@ -414,7 +425,7 @@ test('ctx.request timeout: the flow catches FlowTimeout and carries on', async (
   // The request itself went out once, with its correlation id.
   const q = await browse('queue:ctx.nobody-answers');
   assert.equal(q.messages.filter((m: any) => m.id === `${id}:0`).length, 1);
-  assert.equal(q.messages.find((m: any) => m.id === `${id}:0`).correlationId, `${id}:0`);
+  assert.match(q.messages.find((m: any) => m.id === `${id}:0`).correlationId, new RegExp(`^${id}:0:[0-9a-f]{32}$`));
 });
 
 // --- receive -----------------------------------------------------------------------------------

@@ -108,10 +108,10 @@ async function startRange(from: number, to: number): Promise<string[]> {
     const batch = [];
     for (let j = i; j < Math.min(to, i + START_BATCH); j++) {
       batch.push(gw!.router.send(createMessage({ to: `flow:${FLOW}`, id: `w-${j}`, body: { i: j } }, principal), { principal, door: 'system' }));
-      ids.push(FlowRuntime.instanceId(FLOW, `w-${j}`));
     }
     const results = await Promise.all(batch);
     assert.ok(results.every((r) => !r.duplicate), 'a start was reported as a duplicate');
+    ids.push(...results.map((r) => r.instanceId!));
   }
   return ids;
 }

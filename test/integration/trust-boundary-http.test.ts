@@ -1,9 +1,9 @@
 // The router's one pipeline, tried as an attacker would at the HTTP doors: every refusal names
 // what was refused, lands in the audit trail, and changes nothing (DESIGN §5, issue: trust boundary).
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import type { Gateway } from '../../src/gateway.ts';
+import { sign } from '../../src/network/webhook-signature.ts';
 import { api, enc, startTestGateway, waitFor } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -81,11 +81,21 @@ test('starting a flow needs start on it, decided by the pipeline for POST /api/f
 test('an inbound webhook acts as webhook:<name>, with exactly the right its config gives it', async () => {
   const body = JSON.stringify({ event: 'x' });
   const ts = String(Math.floor(Date.now() / 1000));
-  const sig = `sha256=${createHmac('sha256', HOOK_SECRET).update(`${ts}.${body}`).digest('hex')}`;
+  const sig = sign(HOOK_SECRET, { direction: 'inbound', timestamp: ts, id: 'hook-1', sender: 'user:ceo' }, body);
   const r = await fetch(`${gw.url}/hooks/crm`, { method: 'POST', body, headers: { 'content-type': 'application/json', 'x-switchboard-id': 'hook-1', 'x-switchboard-timestamp': ts, 'x-switchboard-signature': sig, 'x-switchboard-sender': 'user:ceo' } });
   assert.equal(r.status, 202, await r.text());
   const q = await api(gw.url, 'GET', `/api/queues/${enc('queue:crm.events')}`, { user: 'ops' });
   const m = q.body.messages.find((x: { id: string }) => x.id === 'hook-1');
   assert.deepEqual(m.sender, { kind: 'webhook', name: 'crm' });
   assert.equal(m.headers['switchboard-claimed-sender'], 'user:ceo', "the caller's claim is kept, demoted");
+});
+
+test('JSON nested deeper than the limit is a 400 naming the limit, never a 500, and nothing is sent', async () => {
+  const before = await depth('queue:deep.in');
+  const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+  const r = await api(gw.url, 'POST', '/api/messages', { user: 'ops', rawBody: `{"to":"queue:deep.in","body":${deep}}` });
+  assert.equal(r.status, 400, JSON.stringify(r.body).slice(0, 200));
+  assert.equal(r.body.error.code, 'too_deep');
+  assert.match(r.body.error.message, /nested more than 32 levels/);
+  assert.equal(await depth('queue:deep.in'), before);
 });

@@ -33,6 +33,11 @@ export function errorHandler(log: Logger, bodyLimit: string, audit?: AuditLog) {
     if (err instanceof SwitchboardError) {
       ({ status, code, message } = err);
       if (err instanceof PermissionDenied && !err.audited) void audit?.record({ action: 'access.denied', actor: err.principal, ip: req.ip, target: err.address, detail: `${err.verb} denied on ${err.address}` });
+      else if (status === 403 && !err.audited) {
+        // Every other refusal of a known principal (four-eyes, a refused reply) is in the trail too.
+        const p = res.locals.principal as { kind: string; name: string } | undefined;
+        void audit?.record({ action: 'access.denied', actor: p ? `${p.kind}:${p.name}` : '(unknown)', ip: req.ip, target: req.path, detail: `${err.code}: ${err.message}` });
+      }
       if (status === 503) res.setHeader('Retry-After', '5');
       if (err instanceof TooManyAttempts) res.setHeader('Retry-After', String(err.retryAfterSeconds));
     } else if (e?.type === 'entity.too.large') {
