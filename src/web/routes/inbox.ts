@@ -118,7 +118,7 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
     const p = res.locals.principal as Principal;
     const task = await inbox().get(p, String(req.params.id));
     const rows = Object.entries(task.data ?? {}).map(([k, v]) => ({ key: k, value: cell(v) }));
-    render(res, 'inbox/task', { title: task.title, task, rows, mayAct: inbox().mayAct(p, task), me: principalId(p), error: extra.error, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined, now: Date.now() }, extra.status ?? 200);
+    render(res, 'inbox/task', { title: task.title, task, rows, mayAct: inbox().mayAct(p, task), excludedBecause: inbox().excludedReason(p, task), me: principalId(p), error: extra.error, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined, now: Date.now() }, extra.status ?? 200);
   };
 
   r.get('/tasks/:id', login, csrfToken, (req, res) => showTask(req, res));
