@@ -23,12 +23,7 @@ const CONFIG_EDGE = [
  * new code.
  */
 const KNOWN_FILE_READERS = [
-  '^src/auth/ldap-directory\\.ts$', // reads tls.caFile when it connects
-  '^src/amqp/connection\\.ts$', // reads TLS ca/cert/key files when it connects
-  '^src/amqp-server/amqp-server\\.ts$', // reads TLS key/cert/ca when it listens
-  '^src/amqp-server/peer-listener\\.ts$', // reads TLS key/cert/ca when it listens
-  '^src/network/identity\\.ts$', // loadSigningKey/loadVerifyKey read key files; initCa/issue write them for the CLI
-  '^src/network/network-map\\.ts$', // reads and watches the network map file
+  // (none left: every file is read at the config edge)
 ];
 
 /** @type {import('dependency-cruiser').IConfiguration} */

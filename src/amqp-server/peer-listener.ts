@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Server, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import rhea, { type Connection, type Delivery, type EventContext, type Receiver } from 'rhea';
@@ -20,6 +19,7 @@ import { certificateIdentity } from '../network/identity.ts';
 export interface PeerListenerOptions {
   host: string;
   port: number;
+  /** TLS key, certificate and the network CA: PEM texts (read at the config edge), not paths. */
   key: string;
   cert: string;
   ca: string;
@@ -91,7 +91,7 @@ export class PeerListener {
     container.on('error', (err: unknown) => this.o.log.warn({ err: describe(err) }, 'peer listener error'));
     this.server = container.listen({
       port: this.o.port, host: this.o.host, transport: 'tls',
-      key: readFileSync(this.o.key), cert: readFileSync(this.o.cert), ca: readFileSync(this.o.ca),
+      key: this.o.key, cert: this.o.cert, ca: this.o.ca,
       requestCert: true, rejectUnauthorized: true, autoaccept: false, credit_window: 0,
     } as never) as unknown as Server;
     this.server.on('secureConnection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)); });

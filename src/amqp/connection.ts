@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea';
 import type { Logger } from 'pino';
 import { DestinationUnavailable, SwitchboardError } from '../core/errors.ts';
@@ -11,6 +10,7 @@ export interface BrokerConfig {
   password?: string;
   /** SASL mechanism: PLAIN with username/password, ANONYMOUS, or EXTERNAL with a client certificate. */
   sasl: 'PLAIN' | 'ANONYMOUS' | 'EXTERNAL';
+  /** TLS for amqps:// URLs; ca, cert and key are PEM texts (read at the config edge), not paths. */
   tls?: { ca?: string; cert?: string; key?: string; rejectUnauthorized: boolean; servername?: string };
   containerId?: string;
   /** rabbitmq: mq:b/x is the queue x (/queue/x, durable terminus). plain: the path is the AMQP address. */
@@ -73,7 +73,7 @@ export class Broker {
       // certificate) when asked to.
       ...(this.config.sasl === 'ANONYMOUS' ? { username: 'anonymous' } : {}),
       ...(this.config.sasl === 'EXTERNAL' ? { enable_sasl_external: true } : {}),
-      ...(tls ? { transport: 'tls', rejectUnauthorized: t?.rejectUnauthorized ?? true, ...(t?.ca ? { ca: readFileSync(t.ca) } : {}), ...(t?.cert ? { cert: readFileSync(t.cert) } : {}), ...(t?.key ? { key: readFileSync(t.key) } : {}), ...(t?.servername ? { servername: t.servername } : /^[\d.]+$|:/.test(u.hostname) ? {} : { servername: u.hostname }), ...(this.config.tlsExtra ?? {}) } : {}),
+      ...(tls ? { transport: 'tls', rejectUnauthorized: t?.rejectUnauthorized ?? true, ...(t?.ca ? { ca: t.ca } : {}), ...(t?.cert ? { cert: t.cert } : {}), ...(t?.key ? { key: t.key } : {}), ...(t?.servername ? { servername: t.servername } : /^[\d.]+$|:/.test(u.hostname) ? {} : { servername: u.hostname }), ...(this.config.tlsExtra ?? {}) } : {}),
     };
     // rhea adds jitter to reconnect delays; each attempt is logged once as state, not per retry.
     const container = rhea.create_container({ id: options.container_id as string });

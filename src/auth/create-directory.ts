@@ -4,7 +4,11 @@ import type { Directory } from './directory.ts';
 import { FileDirectory } from './file-directory.ts';
 import { LdapDirectory } from './ldap-directory.ts';
 
-export function createDirectory(config: Config['directory'], log: Logger): Directory {
+/**
+ * The configured directory. `ca` is the PEM text of `directory.tls.caFile`, read at the config
+ * edge (src/config/materials.ts): the directory itself never opens a file.
+ */
+export function createDirectory(config: Config['directory'], log: Logger, ca?: string): Directory {
   if (config.type === 'file') return new FileDirectory(config.users);
   return new LdapDirectory(
     {
@@ -21,7 +25,9 @@ export function createDirectory(config: Config['directory'], log: Logger): Direc
       timeoutMs: config.timeout,
       ...(config.groupBase !== undefined ? { groupBase: config.groupBase } : {}),
       ...(config.memberOfAttribute !== undefined ? { memberOfAttribute: config.memberOfAttribute } : {}),
-      ...(config.tls !== undefined ? { tls: config.tls } : {}),
+      ...(config.tls !== undefined
+        ? { tls: { startTls: config.tls.startTls, rejectUnauthorized: config.tls.rejectUnauthorized, ...(ca !== undefined ? { ca } : {}) } }
+        : {}),
     },
     log,
   );

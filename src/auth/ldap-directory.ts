@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import { Client, Filter, InvalidCredentialsError, type Entry } from 'ldapts';
 import type { Logger } from 'pino';
@@ -32,7 +31,8 @@ export interface LdapOptions {
   cacheTtlMs: number;
   /** Per-operation and connect timeout: a slow directory counts as down. */
   timeoutMs: number;
-  tls?: { caFile?: string; startTls?: boolean; rejectUnauthorized?: boolean };
+  /** `ca` is the PEM text of the CA that signed the directory's certificate (read at the config edge), not a path. */
+  tls?: { ca?: string; startTls?: boolean; rejectUnauthorized?: boolean };
 }
 
 interface UserRecord {
@@ -81,7 +81,7 @@ export class LdapDirectory implements Directory {
   constructor(private readonly o: LdapOptions, private readonly log: Logger) {
     if (o.tls) {
       this.tlsOptions = {
-        ...(o.tls.caFile ? { ca: readFileSync(o.tls.caFile) } : {}),
+        ...(o.tls.ca ? { ca: o.tls.ca } : {}),
         rejectUnauthorized: o.tls.rejectUnauthorized ?? true,
       };
     }

@@ -243,7 +243,7 @@ network
   .option('--dir <dir>', 'where to write', 'certs')
   .option('--name <x500>', 'the CA subject', 'CN=Switchboard Development Network CA')
   .action(async (o: { dir: string; name: string }) => {
-    const { initCa } = await import('../network/identity.ts');
+    const { initCa } = await import('./network-certificates.ts');
     print(await initCa(o.dir, o.name));
   });
 network
@@ -254,7 +254,7 @@ network
   .option('--dir <dir>', 'folder with network-ca.key/.crt, and where to write', 'certs')
   .option('--host <host...>', 'host names or IPs the certificate is valid for', ['localhost', '127.0.0.1'])
   .action(async (identity: string, o: { alias: string; dir: string; host: string[] }) => {
-    const { issue } = await import('../network/identity.ts');
+    const { issue } = await import('./network-certificates.ts');
     print(await issue(identity, o.dir, o.dir, o.alias, o.host));
   });
 

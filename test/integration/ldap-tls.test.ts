@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { LdapDirectory, type LdapOptions } from '../../src/auth/ldap-directory.ts';
 import { DependencyUnavailable } from '../../src/core/errors.ts';
@@ -34,7 +35,7 @@ function directory(url: string, tls?: LdapOptions['tls']): LdapDirectory {
 }
 
 test('ldaps:// with the CA file: users log in and get their groups', async () => {
-  const d = directory(ldap.ldapsUrl!, { caFile: ldap.caFile! });
+  const d = directory(ldap.ldapsUrl!, { ca: readFileSync(ldap.caFile!, 'utf8') });
   const alice = await d.authenticate('alice', 'alice-pw');
   assert.ok(alice);
   assert.ok(alice.groups?.includes('ops'));
@@ -43,7 +44,7 @@ test('ldaps:// with the CA file: users log in and get their groups', async () =>
 });
 
 test('StartTLS on ldap:// with the CA file works too', async () => {
-  const d = directory(ldap.url, { caFile: ldap.caFile!, startTls: true });
+  const d = directory(ldap.url, { ca: readFileSync(ldap.caFile!, 'utf8'), startTls: true });
   const bob = await d.authenticate('bob', 'bob-pw');
   assert.ok(bob?.groups?.includes('payment-approvers'));
 });

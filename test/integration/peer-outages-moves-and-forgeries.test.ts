@@ -14,7 +14,6 @@ import type { Message } from '../../src/core/message.ts';
 import { toAmqp, type AmqpMessage } from '../../src/amqp/mapping.ts';
 import type { Gateway } from '../../src/gateway.ts';
 import { signEnvelope } from '../../src/network/envelope.ts';
-import { loadSigningKey } from '../../src/network/identity.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 import { api, enc, spawnGateway, startTestGateway, waitFor, type GatewayProcess } from '../support/gateway.ts';
 import { networkConfig, testNetwork } from '../support/network.ts';
@@ -295,7 +294,7 @@ function wire(m: Message, signature: string): AmqpMessage {
 }
 
 test("a message signed with another key, or altered after signing, is rejected (unauthorized), audited as peer.forged and not routed; bank A's real signature is accepted", async () => {
-  const realKey = loadSigningKey(net.nodes['bank-a']!.signingKey);
+  const realKey = createPrivateKey(readFileSync(net.nodes['bank-a']!.signingKey));
   const otherKey = generateKeyPairSync('ed25519').privateKey;
   const client = await peerClient(bPort);
   try {

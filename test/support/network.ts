@@ -1,7 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initCa, issue, type NodeMaterial } from '../../src/network/identity.ts';
+import { initCa, issue, type NodeMaterial } from '../../src/cli/network-certificates.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 
 export interface TestNode extends NodeMaterial {

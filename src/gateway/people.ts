@@ -1,0 +1,26 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import { InboxEndpoint } from '../endpoints/inbox/inbox-endpoint.ts';
+import { Inbox } from '../people/inbox.ts';
+import type { Cleanup } from './cleanup.ts';
+import type { Access } from './directory.ts';
+import type { Transports } from './router-and-transports.ts';
+
+/**
+ * Step 5: the people application — tasks for person: and group: addresses, with notices and
+ * reminders. It comes before the flows step because a flow that runs may at once ask a person.
+ */
+export async function startPeople(config: Config, redis: Redis, access: Access, transports: Transports, log: Logger, cleanup: Cleanup): Promise<Inbox> {
+  const { router } = transports;
+  const baseUrl = config.http.baseUrl ?? `http://localhost:${config.http.port}`;
+  const inbox = new Inbox({
+    redis, prefix: config.redis.prefix, router, permissions: access.permissions, directory: access.directory, baseUrl,
+    email: config.email !== undefined, remindersMs: config.people.reminders, log,
+  });
+  router.register(new InboxEndpoint('person', inbox));
+  router.register(new InboxEndpoint('group', inbox));
+  await inbox.start();
+  cleanup.push(() => inbox.stop());
+  return inbox;
+}

@@ -1,0 +1,90 @@
+import type { Logger } from 'pino';
+import { auditDenials, authorizeReplyTo, authorizeSend } from '../auth/authorization.ts';
+import type { Materials } from '../config/materials.ts';
+import type { Config } from '../config/schema.ts';
+import { DedupStore } from '../core/dedup.ts';
+import { Metrics } from '../core/metrics.ts';
+import { parsePattern } from '../core/pattern.ts';
+import { demoteReservedHeaders, requirePrincipal } from '../core/pipeline.ts';
+import { Router } from '../core/router.ts';
+import { EmailEndpoint } from '../endpoints/email/email-endpoint.ts';
+import { QueueEndpoint } from '../endpoints/queue/queue-endpoint.ts';
+import { TmpEndpoint } from '../endpoints/tmp/tmp-endpoint.ts';
+import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
+import { connectBrokers } from './brokers.ts';
+import type { Cleanup } from './cleanup.ts';
+import type { Access } from './directory.ts';
+import type { Stores } from './open-stores.ts';
+import { openPeerNetwork, type PeerNetwork } from './peer-network.ts';
+
+export interface Transports {
+  router: Router;
+  metrics: Metrics;
+  dedup: DedupStore;
+  queues: QueueEndpoint;
+  /** When the config has a network: the map and the peer transport. */
+  network?: PeerNetwork;
+}
+
+/**
+ * Step 4: the router with its interceptor chain, and the transports that need no application:
+ * queue:, tmp:, email:, webhook:, peer: and mq:. (person:, group: and flow: come with the
+ * people and flows steps, which need the router themselves.)
+ */
+export async function openRouterAndTransports(config: Config, materials: Materials, stores: Stores, access: Access, log: Logger, cleanup: Cleanup): Promise<Transports> {
+  const { redis, memoryGuard } = stores;
+  const { audit, permissions } = access;
+  const prefix = config.redis.prefix;
+  let queues: QueueEndpoint | undefined;
+  let network: PeerNetwork | undefined;
+  // Depths are asked for when /metrics is scraped, by which time the transports exist.
+  const metrics = new Metrics(async () => ({
+    ...(queues ? await queues.depths() : {}),
+    // A peer's outbox depth, labelled with its address pattern.
+    ...Object.fromEntries(Object.entries(network ? await network.peers.depths() : {}).map(([alias, n]) => [`peer:${alias}/**`, n])),
+  }));
+  const dedup = new DedupStore(redis, prefix, config.queues.dedupTtl);
+  // Every message that enters the router passes this chain, in this order (DESIGN §5).
+  const router = new Router(dedup, metrics, log, [
+    auditDenials(audit),
+    requirePrincipal,
+    demoteReservedHeaders,
+    authorizeSend(permissions),
+    authorizeReplyTo(permissions),
+    memoryGuard, // Redis nearly full: new inbound work from client doors is refused (503), never dropped
+  ]);
+  queues = new QueueEndpoint({
+    redis,
+    prefix,
+    maxAttempts: config.queues.maxAttempts,
+    backoffMs: config.queues.backoff,
+    dedupTtlMs: config.queues.dedupTtl,
+    lockMs: config.queues.lockTimeout,
+    stalledCheckMs: config.queues.stalledCheck,
+    limits: config.queues.limits.map((l) => ({ pattern: parsePattern(l.address), maxDepth: l.maxDepth })),
+    metrics,
+    log,
+  });
+  router.register(queues);
+  router.register(new TmpEndpoint({ redis, prefix, metrics, log }));
+  // Closing the router closes every transport registered with it, whichever step registered it.
+  cleanup.push(() => router.close());
+
+  if (config.email) {
+    const e = config.email;
+    router.register(new EmailEndpoint({ redis, prefix, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
+  }
+  const outbound = Object.entries(config.webhooks).filter(([, w]) => w.url);
+  if (outbound.length > 0) {
+    router.register(new WebhookEndpoint({
+      redis, prefix, dedupTtlMs: config.queues.dedupTtl, metrics, log,
+      maxAttempts: Math.max(...outbound.map(([, w]) => w.maxAttempts)), backoffMs: Math.min(...outbound.map(([, w]) => w.backoff)),
+      targets: outbound.map(([name, w]) => ({ name, url: w.url!, secret: w.secret, timeoutMs: w.timeout })),
+    }));
+  }
+  if (config.network && materials.network) {
+    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, router, permissions, metrics, log }, cleanup);
+  }
+  connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
+  return { router, metrics, dedup, queues, ...(network ? { network } : {}) };
+}
