@@ -5,7 +5,7 @@ import type { Permissions } from '../auth/permissions.ts';
 import { Conflict, NotFound, PermissionDenied, ValidationError } from '../core/errors.ts';
 import { principalId, type Message, type Principal } from '../core/message.ts';
 import type { Router } from '../core/router.ts';
-import type { Decision, HistoryEntry, Task, TaskIntake } from '../core/task.ts';
+import type { Approval, Decision, HistoryEntry, Task, TaskIntake } from '../core/task.ts';
 import { DecisionDelivery } from './decision-delivery.ts';
 import { FollowUps } from './follow-ups.ts';
 import { Notices } from './notices.ts';
@@ -83,6 +83,7 @@ export class Inbox implements TaskIntake {
 
   /** Why four-eyes keeps this principal from deciding this task, for the task page; undefined if it does not. */
   excludedReason(p: Principal, task: Task): string | undefined {
+    if (task.status === 'open' && task.approvals?.some((a) => a.by === principalId(p))) return 'you approved this task already; another approver must';
     return excludedReason(p, task);
   }
 
@@ -168,7 +169,26 @@ export class Inbox implements TaskIntake {
     refuseExcluded(p, task);
     if (typeof input.action !== 'string' || !task.actions.includes(input.action)) throw new ValidationError(`'action' must be one of ${task.actions.join(', ')}`);
     if (input.comment !== undefined && (typeof input.comment !== 'string' || input.comment.length > 10_000)) throw new ValidationError("'comment' must be text of at most 10000 characters");
-    const decision: Decision = { action: input.action, fields: validateFields(task.fields, input.fields), ...(input.comment ? { comment: input.comment as string } : {}), by: principalId(p), at: new Date().toISOString() };
+    let decision: Decision = { action: input.action, fields: validateFields(task.fields, input.fields), ...(input.comment ? { comment: input.comment as string } : {}), by: principalId(p), at: new Date().toISOString() };
+    const needed = task.controls?.approvals ?? 1;
+    if (needed > 1) {
+      // Four-eyes with N approvers: the first action approves, any other ends the ask at once.
+      const approval: Approval = { by: decision.by, action: decision.action, ...(decision.comment ? { comment: decision.comment } : {}), at: decision.at };
+      let earlier = task.approvals ?? [];
+      if (decision.action === task.actions[0]) {
+        const a = await this.store.approve(id, approval, needed, from);
+        if (!a.ok) {
+          if (a.reason === 'approved_already') throw new FourEyesRefused(decision.by, id, 'you approved this task already; another approver must');
+          refuse(a, id);
+        }
+        if ('count' in a) {
+          await this.events.publish({ type: 'approved', taskId: id, ...placeOf(task), by: decision.by });
+          return this.get(p, id);
+        }
+        earlier = a.final;
+      }
+      decision = { ...decision, approvals: [...earlier, approval] };
+    }
     const r = await this.store.decide(task, decision, from);
     if (!r.ok) refuse(r, id);
     await this.events.publish({ type: 'decided', taskId: id, ...placeOf(task), by: decision.by });

@@ -56,6 +56,10 @@ export class TaskKeys {
     return [this.task(id), this.history(id), this.open(owner), this.unnotified];
   }
 
+  approveTask(id: string): [string, string] {
+    return [this.task(id), this.history(id)];
+  }
+
   claimTask(id: string): [string, string] {
     return [this.task(id), this.history(id)];
   }

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 
 /** A change to a task that open inboxes may need to show. */
 export interface TaskEvent {
-  type: 'created' | 'claimed' | 'released' | 'delegated' | 'decided' | 'escalated';
+  type: 'created' | 'claimed' | 'released' | 'delegated' | 'approved' | 'decided' | 'escalated';
   taskId: string;
   /** Where the task is now (after the change). */
   assignee?: string;

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Decision, HistoryEntry, Task } from '../core/task.ts';
+import type { Approval, Decision, HistoryEntry, Task } from '../core/task.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
 import { ownerField, storedOwner, TaskKeys, type TaskOwner } from './keys.ts';
-import { CreateTaskCode, TaskCode } from './scripts/codes.ts';
+import { ApproveCode, CreateTaskCode, TaskCode } from './scripts/codes.ts';
 
 export type { HistoryEntry, Task } from '../core/task.ts';
 
@@ -16,7 +16,7 @@ interface Routing {
 
 export type Outcome = { ok: true } | { ok: false; reason: 'missing' | 'decided' | 'claimed'; holder: string };
 
-const SCRIPTS = { createTask: 3, decideTask: 4, claimTask: 2, releaseTask: 2, reassignTask: 4 } as const;
+const SCRIPTS = { createTask: 3, decideTask: 4, approveTask: 2, claimTask: 2, releaseTask: 2, reassignTask: 4 } as const;
 
 /**
  * How often a decide or reassign re-reads a task's owner after the task moved under it
@@ -85,6 +85,7 @@ export class TaskStore {
       status: h.status as Task['status'],
       ...(h.claimedBy ? { claimedBy: h.claimedBy } : {}),
       ...(h.decision ? { decision: JSON.parse(h.decision) as Decision } : {}),
+      ...(h.approvals ? { approvals: JSON.parse(h.approvals) as Approval[] } : {}),
       history: history.map((e) => JSON.parse(e) as HistoryEntry),
     };
   }
@@ -122,6 +123,19 @@ export class TaskStore {
       const [field, name] = ownerField(owner);
       return (await this.scripts.decideTask(this.keys.decideTask(task.id, owner), decision.by, JSON.stringify(decision), JSON.stringify(entry), decision.at, task.id, field, name)) as [string, string];
     });
+  }
+
+  /**
+   * Records one approval of a task that needs `needed` distinct approvers. `final` (with the
+   * earlier approvals) when this one completes the count: the caller then decides the task.
+   */
+  async approve(id: string, approval: Approval, needed: number, from?: string): Promise<{ ok: true; count: number } | { ok: true; final: Approval[] } | Exclude<Outcome, { ok: true }> | { ok: false; reason: 'approved_already'; holder: string }> {
+    const entry: HistoryEntry = { at: approval.at, by: approval.by, action: 'approved', detail: approval.comment ? `${approval.action}: ${approval.comment}` : approval.action, ...(from ? { from } : {}) };
+    const [code, detail] = (await this.scripts.approveTask(this.keys.approveTask(id), approval.by, JSON.stringify(approval), JSON.stringify(entry), approval.at, needed)) as [string, string];
+    if (code === ApproveCode.Recorded) return { ok: true, count: Number(detail) };
+    if (code === ApproveCode.Final) return { ok: true, final: JSON.parse(detail) as Approval[] };
+    if (code === ApproveCode.ApprovedAlready) return { ok: false, reason: 'approved_already', holder: detail };
+    return TaskStore.outcome([code, detail]) as Exclude<Outcome, { ok: true }>;
   }
 
   /** Moves an open task to `to` (person:x or group:y). `holder`: only if unclaimed or claimed by them. */

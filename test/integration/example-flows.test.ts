@@ -18,6 +18,8 @@ before(async () => {
       // A clerk who may both ask for payments and approve them: four-eyes keeps the two apart.
       { group: 'clerks', allow: [{ address: 'flow:payment-approval', verbs: ['start'] }, { address: 'group:payment-approvers', verbs: ['consume'] }] },
       { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
+      // A second approver, named by a user rule.
+      { user: 'nobody', allow: [{ address: 'group:payment-approvers', verbs: ['consume'] }] },
     ],
   });
 });
@@ -77,6 +79,40 @@ test('payment-approval: four-eyes keeps the requester from approving; another ap
   assert.match(again.body.error.message, /already been decided by user:ops/);
   const view = await finished('payment-approval', started.body.instanceId);
   assert.deepEqual(view.result, { status: 'approved', by: 'user:ops', approvedBy: ['user:ops'], legacyStatus: 'ok' });
+});
+
+test('payment-approval above 10,000 needs two distinct approvers, neither the requester; each is in the history and in the decision', async () => {
+  const started = await api(gw.url, 'POST', '/api/flows/payment-approval', { user: 'clerk', body: { input: { ref: 'P-3', amount: 20_000 } } });
+  assert.equal(started.status, 202, JSON.stringify(started.body));
+  const task = await waitFor(async () => (await api(gw.url, 'GET', '/api/tasks', { user: 'ops' })).body.tasks.find((t: { title: string }) => t.title === 'Approve payment P-3'), 20_000, 'the task');
+  const first = await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'ops', body: { action: 'approve', comment: 'looks right' } });
+  assert.equal(first.status, 200, JSON.stringify(first.body));
+  assert.equal(first.body.status, 'open', 'one approval of two: still open');
+  assert.deepEqual(first.body.approvals.map((a: { by: string }) => a.by), ['user:ops']);
+  // The same approver twice is still one approver.
+  const twice = await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'ops', body: { action: 'approve' } });
+  assert.equal(twice.status, 403, JSON.stringify(twice.body));
+  assert.match(twice.body.error.message, /you approved this task already/);
+  // The requester cannot be the second pair of eyes either.
+  assert.equal((await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'clerk', body: { action: 'approve' } })).status, 403);
+  const second = await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'nobody', body: { action: 'approve' } });
+  assert.equal(second.status, 200, JSON.stringify(second.body));
+  assert.equal(second.body.status, 'decided');
+  assert.deepEqual(second.body.history.map((h: { action: string; by: string }) => `${h.action} ${h.by}`), ['created flow:payment-approval', 'approved user:ops', 'decided user:nobody']);
+  const view = await finished('payment-approval', started.body.instanceId);
+  assert.deepEqual(view.result, { status: 'approved', by: 'user:nobody', approvedBy: ['user:ops', 'user:nobody'], legacyStatus: 'needs-review' });
+});
+
+test('payment-approval above 10,000: a reject by any approver ends the ask as rejected', async () => {
+  const started = await api(gw.url, 'POST', '/api/flows/payment-approval', { user: 'clerk', body: { input: { ref: 'P-4', amount: 50_000 } } });
+  const task = await waitFor(async () => (await api(gw.url, 'GET', '/api/tasks', { user: 'ops' })).body.tasks.find((t: { title: string }) => t.title === 'Approve payment P-4'), 20_000, 'the task');
+  assert.equal((await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'ops', body: { action: 'approve' } })).status, 200);
+  const no = await api(gw.url, 'POST', `/api/tasks/${task.id}/decision`, { user: 'nobody', body: { action: 'reject', comment: 'not this one' } });
+  assert.equal(no.status, 200, JSON.stringify(no.body));
+  assert.equal(no.body.status, 'decided');
+  assert.deepEqual(no.body.decision.approvals.map((a: { by: string; action: string }) => `${a.action} ${a.by}`), ['approve user:ops', 'reject user:nobody']);
+  const view = await finished('payment-approval', started.body.instanceId);
+  assert.deepEqual(view.result, { status: 'rejected', by: 'user:nobody' });
 });
 
 test('a bad input is refused with what was wrong and starts nothing; an unknown flow is 404', async () => {

@@ -19,7 +19,7 @@ import { FlowKeys } from '../../src/flows/keys.ts';
 import { CreateInstanceCode, DeliverCode, LockCode } from '../../src/flows/scripts/codes.ts';
 import { InstanceStore, type InstanceMeta } from '../../src/flows/store.ts';
 import { TaskKeys } from '../../src/people/keys.ts';
-import { CreateTaskCode, TaskCode } from '../../src/people/scripts/codes.ts';
+import { ApproveCode, CreateTaskCode, TaskCode } from '../../src/people/scripts/codes.ts';
 import { TaskStore, type Task } from '../../src/people/task-store.ts';
 import { freePort, redisServerBinary } from '../../src/store/embedded-redis.ts';
 import { CrossSlotKeys, loadScripts, ScriptFileError } from '../../src/store/scripts.ts';
@@ -55,7 +55,7 @@ function newTask(id: string, owner: { assignee?: string; group?: string }): Omit
 }
 
 /** The script calls themselves, on the same client the stores register them on. */
-const tasksScripts = () => loadScripts(redis, dir('people'), { createTask: 3, decideTask: 4, claimTask: 2, releaseTask: 2, reassignTask: 4 });
+const tasksScripts = () => loadScripts(redis, dir('people'), { createTask: 3, decideTask: 4, approveTask: 2, claimTask: 2, releaseTask: 2, reassignTask: 4 });
 const flowScripts = () => loadScripts(redis, dir('flows'), { createInstance: 1, deliverMessage: 3, refreshLock: 1, releaseLock: 1 });
 const authScripts = () => loadScripts(redis, dir('auth'), { changeRule: 3, countFailedLogin: 1, readFailedLogins: 1 });
 
@@ -165,6 +165,28 @@ test('reassign racing reassign: every move lands, the task is listed in exactly 
 
 const meta = (id: string): InstanceMeta => ({ id, flow: 'f', status: 'running', input: { a: 1 }, createdAt: now(), updatedAt: now(), startedBy: 'user:ann' });
 const message = (id: string) => ({ id, to: 'flow:f/x', sender: { kind: 'user', name: 'ann' }, headers: {}, body: {}, createdAt: now() }) as unknown as StoredMessage;
+
+test('approveTask: Recorded with the count, ApprovedAlready for the same approver, Final without writing, Claimed, Decided, Missing', async () => {
+  const store = new TaskStore(redis, PREFIX);
+  const keys = new TaskKeys(PREFIX);
+  const call = tasksScripts().approveTask;
+  const approval = (by: string) => ({ by, action: 'approve', at: now() });
+  assert.ok(await store.create(newTask('ap1', { group: 'g' }), { messageId: 'm-ap1' }));
+  const approve = (by: string) => call(keys.approveTask('ap1'), by, JSON.stringify(approval(by)), JSON.stringify(entry(by, 'approved')), now(), 3) as Promise<[string, string]>;
+  assert.deepEqual(await approve('user:a'), [ApproveCode.Recorded, '1']);
+  assert.deepEqual(await approve('user:a'), [ApproveCode.ApprovedAlready, 'user:a']);
+  assert.deepEqual(await approve('user:b'), [ApproveCode.Recorded, '2']);
+  const [code, earlier] = await approve('user:c');
+  assert.equal(code, ApproveCode.Final);
+  assert.deepEqual((JSON.parse(earlier) as { by: string }[]).map((a) => a.by), ['user:a', 'user:b'], 'the final approval is not written: the decision records it');
+  assert.deepEqual((await store.get('ap1'))!.history.map((h) => h.action), ['created', 'approved', 'approved']);
+  await store.claim('ap1', 'user:x');
+  assert.deepEqual(await approve('user:d'), [TaskCode.Claimed, 'user:x']);
+  await store.claim('ap1', 'user:x', undefined, 'release');
+  assert.deepEqual(await store.decide((await store.get('ap1'))!, decision('user:c')), { ok: true });
+  assert.deepEqual(await approve('user:e'), [TaskCode.Decided, 'user:c']);
+  assert.deepEqual(await call(keys.approveTask('nope'), 'user:a', '{}', '{}', now(), 2), [TaskCode.Missing, '']);
+});
 
 test('createInstance: Created, then Exists; deliverMessage: Delivered, Duplicate, NoInstance, Finished', async () => {
   const store = new InstanceStore(redis, PREFIX);

@@ -63,6 +63,7 @@ const tokens = new TokenKeys(PREFIX);
 const CALLED_WITH: Record<string, () => string[]> = {
   createTask: () => tasks.createTask(ID, { assignee: '{alice}' }),
   decideTask: () => tasks.decideTask(ID, { group: 'payment}approvers' }),
+  approveTask: () => tasks.approveTask(ID),
   claimTask: () => tasks.claimTask(ID),
   releaseTask: () => tasks.releaseTask(ID),
   reassignTask: () => tasks.reassignTask(ID, { group: '{ops}' }, { assignee: 'bob}' }),

@@ -26,3 +26,13 @@ export const TaskCode = {
 } as const;
 
 export type TaskCode = (typeof TaskCode)[keyof typeof TaskCode];
+
+/** First element of the `[code, detail]` reply of `approveTask` (besides Missing, Decided, Claimed). */
+export const ApproveCode = {
+  /** Recorded; the detail is how many approvals the task has now. */
+  Recorded: 'ok',
+  /** This approval completes the count; nothing written, the detail is the earlier approvals (JSON). */
+  Final: 'final',
+  /** This principal approved before; nothing written. */
+  ApprovedAlready: 'approved_already',
+} as const;
