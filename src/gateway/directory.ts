@@ -33,7 +33,7 @@ export async function openDirectory(config: Config, materials: Materials, redis:
   const prefix = config.redis.prefix;
   const configRules = rulesFromConfig(config.permissions);
   const permissions = new Permissions(configRules, deploymentGrants(config));
-  const audit = new AuditLog(redis, prefix, log);
+  const audit = new AuditLog(redis, prefix, log, { retentionMs: config.audit.retention, perSourcePerMinute: config.audit.unauthenticatedPerMinute });
   const permissionStore = new PermissionStore(redis, prefix, permissions, configRules, log);
   await permissionStore.start();
   cleanup.push(() => permissionStore.stop());

@@ -67,7 +67,7 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
     tokens,
     audit,
     prefix,
-    session: { redis, prefix, secret: await sessionSecret(redis, prefix), ttlMs: config.http.sessionTtl, secure: (config.http.baseUrl ?? '').startsWith('https:') },
+    session: { redis, prefix, secret: await sessionSecret(redis, prefix), ttlMs: config.http.sessionTtl, secure: (config.http.baseUrl ?? '').startsWith('https:'), inboxStreamsPerUser: config.http.inboxStreamsPerUser },
     permissions,
     flows,
     inbox,

@@ -62,6 +62,11 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     lockMs: config.queues.lockTimeout,
     stalledCheckMs: config.queues.stalledCheck,
     limits: config.queues.limits.map((l) => ({ pattern: parsePattern(l.address), maxDepth: l.maxDepth })),
+    idleMs: config.queues.idleClose,
+    maxOpen: config.queues.maxOpen,
+    depthSeries: config.queues.depthSeries,
+    // The queues routes read and write always have their own depth series.
+    pinned: config.routes.flatMap((r) => [r.from, r.to]).filter((a) => a.startsWith('queue:')),
     metrics,
     log,
   });
