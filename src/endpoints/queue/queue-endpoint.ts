@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { Job, Queue, UnrecoverableError, Worker, createRedisBackend, type BackendFactory, type RedisQueueBackend } from 'bullmq';
+import { DelayedError, Job, Queue, UnrecoverableError, Worker, createRedisBackend, type BackendFactory, type RedisQueueBackend } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
@@ -196,6 +196,33 @@ export class QueueEndpoint implements Endpoint {
     return this.using(message.to, ({ queue: q }) => this.add(q, message));
   }
 
+  /**
+   * Stores `message` in the queue at `address`, which need not be its `to`, without a depth
+   * check: for a transport whose messages live in queues (a topic's subscriptions), given this
+   * endpoint at wiring. Dedup as for a send, by (to, sender, id), within that queue.
+   */
+  store(address: string, message: Message): Promise<SendResult> {
+    return this.using(address, ({ queue: q }) => this.addJob(q, message));
+  }
+
+  /** Messages waiting in the queue at `address`. */
+  depth(address: string): Promise<number> {
+    return this.using(address, ({ queue: q }) => depthOf(q));
+  }
+
+  /** Deletes the queue at `address` with its messages and dead letters, and closes it here. */
+  async drop(address: string): Promise<void> {
+    const e = await this.using(address, async (e) => {
+      await e.queue.obliterate({ force: true });
+      return e;
+    });
+    // Closed here unless another call is using it right now (the idle sweep closes it later).
+    if (this.open.get(address) !== e || e.inUse > 0) return;
+    this.open.delete(address);
+    await e.lease?.close().catch(() => undefined);
+    await e.queue.close().catch(() => undefined);
+  }
+
   private async add(q: Queue<Data>, message: Message): Promise<SendResult> {
     const max = this.maxDepth(message.to);
     if (max !== undefined) {
@@ -204,6 +231,10 @@ export class QueueEndpoint implements Endpoint {
       const depth = await depthOf(q);
       if (depth >= max) throw new DestinationUnavailable(message.to, `the queue is full (${depth} messages, maxDepth ${max}); try again later`);
     }
+    return this.addJob(q, message);
+  }
+
+  private async addJob(q: Queue<Data>, message: Message): Promise<SendResult> {
     // The dedup key and the job are written by one BullMQ script: no window in which a crash
     // leaves the id marked without the message stored, or stored twice. With a TTL the key
     // outlives the job, so a redelivery after the message was consumed is still caught.
@@ -225,7 +256,7 @@ export class QueueEndpoint implements Endpoint {
     let stopping = false;
     const worker: Worker<Data> = new Worker<Data>(
       bullQueueName(address),
-      async (job) => {
+      async (job, token) => {
         const message = decodeMessage(job.data);
         // A destination that cannot accept now keeps this message here (in flight, locked) and
         // so, with every slot busy, the worker stops pulling: backpressure, not a failed attempt.
@@ -236,8 +267,13 @@ export class QueueEndpoint implements Endpoint {
             onHold: (err) => this.o.log.debug({ address, msgId: message.id, err: (err as Error).message }, 'destination unavailable; holding'),
           });
         } catch (err) {
-          if (isRetryable(err)) throw Worker.RateLimitError(); // stopping: hands the message back to the queue
-          throw err;
+          if (!isRetryable(err)) throw err;
+          // Stopping: hand the message back to the queue now, without counting an attempt. Moved
+          // here, not by throwing: BullMQ ignores what a processor throws once its worker is
+          // closing, and the message would sit "active" until the stalled check counted it as a
+          // failed delivery.
+          await job.moveToDelayed(Date.now(), token);
+          throw new DelayedError();
         }
       },
       {
