@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import type { Server, Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
+import { ipKeyGenerator } from 'express-rate-limit';
 import rhea, { type Connection, type Delivery, type EventContext, type Receiver, type Sender, type Session } from 'rhea';
 import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { Directory } from '../auth/directory.ts';
+import { TooManyAttempts } from '../auth/login-guard.ts';
 import type { Permissions, Verb } from '../auth/permissions.ts';
 import { parseAddress } from '../core/address.ts';
 import type { Subscription } from '../core/endpoint.ts';
@@ -13,6 +16,7 @@ import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
 import { describe } from '../amqp/connection.ts';
 import { fromAmqp, toAmqp, type AmqpMessage } from '../amqp/mapping.ts';
+import { FrameGate, PlainLogin, type FrameRefusal } from './door.ts';
 
 export interface AmqpServerOptions {
   port: number;
@@ -21,7 +25,30 @@ export interface AmqpServerOptions {
   tls?: { key: string; cert: string; ca?: string };
   /** Messages a client may have in flight per link. */
   credit: number;
+  /**
+   * Largest message body. A delivery is refused while it arrives, once its transfers pass this
+   * plus {@link ENVELOPE_BYTES} for its properties, with `amqp:link:message-size-exceeded`.
+   */
   maxMessageBytes: number;
+  /**
+   * How long a client has from accept to an authenticated AMQP open (SASL included); a TLS
+   * handshake has as long again before that. Then the socket is closed and audited.
+   * @defaultValue 10,000 (`amqp.handshakeTimeout`)
+   */
+  handshakeTimeoutMs?: number;
+  /**
+   * Connections open at once from one client address (IPv6: one /56, as the login limits count
+   * it); one more is closed at accept and audited.
+   * @defaultValue 50 (`amqp.maxConnectionsPerIp`)
+   */
+  maxConnectionsPerIp?: number;
+  /**
+   * Largest frame a client may send before SASL succeeds; a larger one closes the socket before
+   * its body is read (audited). After login the limit is the max-frame-size we announce.
+   * @defaultValue 4096 (`amqp.preAuthMaxFrame`)
+   */
+  preAuthMaxFrame?: number;
+  /** Checks SASL PLAIN logins (login limits shared with HTTP) and audits refusals before login. */
   auth: Authenticator;
   directory: Directory;
   permissions: Permissions;
@@ -70,7 +97,20 @@ interface RheaSession {
   create_sender(name: string): Sender;
   create_receiver(name: string): Receiver;
   on_attach(frame: { performative: { name: string; role: boolean; handle: number; target?: { descriptor?: { value?: unknown } } | null } }): void;
+  on_transfer(frame: TransferFrame): void;
+  incoming: { next_transfer_id: number };
   remove_link(link: Link): void;
+}
+
+interface TransferFrame {
+  performative: { handle: number; more?: boolean };
+  payload?: Buffer;
+}
+
+/** A delivery rhea is assembling on a receiver (`_incomplete`, not in its typings). */
+interface Assembling {
+  frames?: Buffer[];
+  settled: boolean;
 }
 
 /** Terminus capabilities a client may ask for: the node is a queue (Qpid JMS says so on every link). */
@@ -102,6 +142,22 @@ const SASL_HEADER = Buffer.from([0x41, 0x4d, 0x51, 0x50, 3, 1, 0, 0]);
 const SASL_MECHANISMS_PLAIN = Buffer.from([0, 0, 0, 0x18, 2, 1, 0, 0, 0, 0x53, 0x40, 0xc0, 0x0b, 0x01, 0xe0, 0x08, 0x01, 0xa3, 0x05, 0x50, 0x4c, 0x41, 0x49, 0x4e]);
 const SASL_OUTCOME_AUTH = Buffer.from([0, 0, 0, 0x10, 2, 1, 0, 0, 0, 0x53, 0x44, 0xc0, 0x03, 0x01, 0x50, 0x01]);
 
+/** The max-frame-size announced in our open: the largest frame a logged-in client may send. */
+export const MAX_FRAME_BYTES = 65_536;
+/** Room for a message's header, properties and application properties around its body. */
+export const ENVELOPE_BYTES = 65_536;
+
+/** What the door knows of one client before and after its login. */
+interface ClientDoor {
+  ip: string;
+  socket: Socket;
+  gate: FrameGate;
+  /** Set by a successful SASL PLAIN login. */
+  principal?: Principal;
+  /** Closes the socket unless SASL and open finish first. */
+  timer?: NodeJS.Timeout;
+}
+
 const list = (v: string | string[] | null | undefined): string[] => (v == null ? [] : Array.isArray(v) ? v : [v]);
 
 /**
@@ -121,11 +177,25 @@ export class AmqpServer {
   private readonly links = new Map<Link, LinkEntry>();
   private readonly coordinators = new WeakSet<Link>();
   private readonly outcomes = new Map<Delivery, { resolve: () => void; reject: (e: Error) => void }>();
-  private readonly pendingLogins = new Map<string, Principal>();
+  private readonly doors = new WeakMap<Connection, ClientDoor>();
+  /** Open sockets per client address key (see maxConnectionsPerIp). */
+  private readonly perIp = new Map<string, number>();
+  /** Receivers detached for an oversized delivery: their remaining transfers are dropped unread. */
+  private readonly oversized = new WeakSet<Link>();
   private readonly sockets = new Set<Socket>();
   private readonly openConnections = new Set<Connection>();
+  private readonly handshakeTimeoutMs: number;
+  private readonly maxConnectionsPerIp: number;
+  private readonly preAuthMaxFrame: number;
+  /** Transfers of one delivery may add up to this many bytes; one more and it is refused. */
+  private readonly maxDeliveryBytes: number;
 
-  constructor(private readonly o: AmqpServerOptions) {}
+  constructor(private readonly o: AmqpServerOptions) {
+    this.handshakeTimeoutMs = o.handshakeTimeoutMs ?? 10_000;
+    this.maxConnectionsPerIp = o.maxConnectionsPerIp ?? 50;
+    this.preAuthMaxFrame = o.preAuthMaxFrame ?? 4096;
+    this.maxDeliveryBytes = o.maxMessageBytes + ENVELOPE_BYTES;
+  }
 
   get port(): number {
     return (this.server?.address() as { port: number } | null)?.port ?? this.o.port;
@@ -133,16 +203,9 @@ export class AmqpServer {
 
   async start(): Promise<void> {
     const container = rhea.create_container({ id: 'switchboard' });
-    container.sasl_server_mechanisms.enable_plain(async (username: string, password: string) => {
-      try {
-        const p = await this.o.auth.password(username, password, { door: 'amqp' });
-        this.pendingLogins.set(username, p);
-        return true;
-      } catch (err) {
-        if (!(err instanceof SwitchboardError) || err.status === 503) this.o.log.warn({ err: (err as Error).message }, 'AMQP login could not be checked');
-        return false;
-      }
-    });
+    // Announces PLAIN and makes rhea require SASL; each connection then gets its own PLAIN (see
+    // accept), which knows the client's address. This container-wide one is never asked.
+    container.sasl_server_mechanisms.enable_plain(() => false);
     // Every handler is on the container, none on a connection: rhea hands a connection's events to
     // the container only while the connection has no listener of its own for them.
     container.on('connection_open', (ctx: EventContext) => this.opened(ctx.connection));
@@ -177,58 +240,138 @@ export class AmqpServer {
       host: this.o.host,
       autoaccept: false,
       credit_window: 0,
+      max_frame_size: MAX_FRAME_BYTES,
       offered_capabilities: ['ANONYMOUS-RELAY'],
       ...(t ? { transport: 'tls', key: t.key, cert: t.cert, ...(t.ca ? { ca: t.ca } : {}) } : {}),
     };
-    this.server = container.listen(options as never) as unknown as Server;
-    this.server.on('connection', (socket: Socket) => {
-      this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
+    // Our own listener in place of rhea's container.listen, which hands each socket to a new
+    // connection before anyone can look: here the address is checked first, and the connection
+    // is known with its socket.
+    this.server = t ? createTlsServer({ ...(options as object), handshakeTimeout: this.handshakeTimeoutMs }) : createServer();
+    this.server.on('connection', (socket: Socket) => this.admit(socket));
+    this.server.on(t ? 'secureConnection' : 'connection', (socket: Socket) => {
+      if (!socket.destroyed) this.accept(container.create_connection(options as never), socket);
     });
-    // rhea has bound its reader by now (its listener comes first).
-    this.server.on(t ? 'secureConnection' : 'connection', (socket: Socket) => this.watch(socket));
     await new Promise<void>((resolve, reject) => {
       this.server!.once('listening', () => resolve());
       this.server!.once('error', reject);
+      this.server!.listen({ port: this.o.port, host: this.o.host });
     });
     this.o.log.info({ port: this.port, tls: Boolean(t) }, 'AMQP 1.0 endpoint listening');
   }
 
   /**
-   * Two things rhea does not do as a broker should, at the socket: a client that skips SASL gets
-   * the SASL header, PLAIN as the only mechanism and the outcome "auth" (rhea ends the socket
-   * without a word); and whatever way the socket ends, its connection's links and temporary
-   * queues are cleaned up (rhea reports a close after our own close with no event at all).
+   * A new TCP connection, before TLS and before any AMQP: it counts against its address's
+   * connections, and one over `maxConnectionsPerIp` is closed at once.
    */
-  private watch(socket: Socket): void {
-    const readers = socket.listeners('data') as ((chunk: Buffer) => void)[];
+  private admit(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    const ip = socket.remoteAddress ?? '(unknown)';
+    const key = ipKeyGenerator(ip);
+    const open = this.perIp.get(key) ?? 0;
+    if (open >= this.maxConnectionsPerIp) {
+      socket.destroy();
+      this.refused(ip, `AMQP connection refused: ${open} connections from this address are open already (amqp.maxConnectionsPerIp is ${this.maxConnectionsPerIp})`);
+      return;
+    }
+    this.perIp.set(key, open + 1);
+    socket.once('close', () => {
+      const n = (this.perIp.get(key) ?? 1) - 1;
+      if (n > 0) this.perIp.set(key, n);
+      else this.perIp.delete(key);
+    });
+  }
+
+  /** Audits and logs a client refused before its login. */
+  private refused(ip: string, detail: string): void {
+    this.o.log.info({ ip }, detail);
+    this.o.auth.refused({ ip, door: 'amqp' }, detail).catch((err) => this.o.log.warn({ err: (err as Error).message }, 'could not audit an AMQP refusal'));
+  }
+
+  /**
+   * Hands the socket to rhea with the door in between. Every incoming chunk's framing is checked
+   * before rhea reads it: small frames until SASL succeeds, then the max-frame-size we announce
+   * (rhea would buffer any size a client declares). SASL PLAIN goes through the Authenticator
+   * with the client's address, so failed logins count and are audited as over HTTP. SASL and
+   * open must finish within the handshake timeout. And two things rhea does not do as a broker
+   * should: a client that skips SASL gets the SASL header, PLAIN as the only mechanism and the
+   * outcome "auth" (rhea ends the socket without a word); and whatever way the socket ends, its
+   * connection's links and temporary queues are cleaned up (rhea reports a close after our own
+   * close with no event at all).
+   */
+  private accept(connection: Connection, socket: Socket): void {
+    const ip = socket.remoteAddress ?? '(unknown)';
+    const door: ClientDoor = { ip, socket, gate: new FrameGate(this.preAuthMaxFrame, MAX_FRAME_BYTES) };
+    this.doors.set(connection, door);
+    const c = connection as unknown as { accept(s: Socket): void; input(chunk: Buffer): void; sasl_transport?: { mechanisms: Record<string, () => PlainLogin> } };
+    c.accept(socket);
+    if (c.sasl_transport) c.sasl_transport.mechanisms = { PLAIN: () => new PlainLogin((user, password) => this.login(door, user, password)) };
+    door.timer = setTimeout(() => {
+      this.refused(ip, `AMQP client did not finish SASL and open within ${this.handshakeTimeoutMs} ms (amqp.handshakeTimeout); connection closed`);
+      socket.destroy();
+    }, this.handshakeTimeoutMs);
     socket.removeAllListeners('data');
     let first = true;
     socket.on('data', (chunk: Buffer) => {
       if (first) {
         first = false;
         if (chunk.length >= 5 && chunk.subarray(0, 4).toString('latin1') === 'AMQP' && chunk[4] === 0) {
-          this.o.log.info({ ip: socket.remoteAddress }, 'AMQP client without SASL refused: authenticate with SASL PLAIN');
+          this.o.log.info({ ip }, 'AMQP client without SASL refused: authenticate with SASL PLAIN');
           socket.end(Buffer.concat([SASL_HEADER, SASL_MECHANISMS_PLAIN, SASL_OUTCOME_AUTH]));
           return;
         }
       }
-      for (const read of readers) read.call(socket, chunk);
+      const refusal = door.gate.read(chunk);
+      if (refusal) return this.frameRefused(connection, door, refusal);
+      c.input.call(connection, chunk);
     });
     socket.once('close', () => {
-      for (const c of this.conns.keys()) if ((c as unknown as { socket?: Socket }).socket === socket) void this.connectionGone(c);
+      clearTimeout(door.timer);
+      if (this.conns.has(connection)) void this.connectionGone(connection);
     });
   }
 
+  /** A frame over the limit: the socket closes before the frame's body is read. */
+  private frameRefused(connection: Connection, door: ClientDoor, r: FrameRefusal): void {
+    door.socket.removeAllListeners('data');
+    if (r.beforeLogin) {
+      const what = r.size < 8 ? `a frame declared ${r.size} bytes, less than a frame header,` : `a frame of ${r.size} bytes`;
+      this.refused(door.ip, `AMQP client sent ${what} before logging in (at most ${r.limit} bytes until SASL succeeds, amqp.preAuthMaxFrame); connection closed`);
+      door.socket.destroy();
+      return;
+    }
+    const conn = this.conns.get(connection);
+    const description = r.size < 8 ? `a frame declared ${r.size} bytes, less than a frame header` : `a frame of ${r.size} bytes is over the max-frame-size of ${r.limit} announced in our open`;
+    this.o.log.info({ ip: door.ip, principal: conn ? principalId(conn.principal) : undefined }, `AMQP connection closed: ${description}`);
+    connection.close({ condition: 'amqp:connection:framing-error', description });
+    // The close is written on rhea's next tick; the socket ends just after it.
+    setTimeout(() => door.socket.destroy(), 100);
+  }
+
+  /** SASL PLAIN for one connection: the same Authenticator, limits and audit as HTTP logins. */
+  private async login(door: ClientDoor, username: string, password: string): Promise<boolean> {
+    try {
+      door.principal = await this.o.auth.password(username, password, { door: 'amqp', ip: door.ip });
+      door.gate.loggedIn = true;
+      return true;
+    } catch (err) {
+      if (err instanceof TooManyAttempts) this.o.log.info({ ip: door.ip }, `AMQP login refused: ${err.message}`);
+      else if (!(err instanceof SwitchboardError) || err.status === 503) this.o.log.warn({ err: (err as Error).message }, 'AMQP login could not be checked');
+      // One try per connection: the socket ends once rhea has written the outcome.
+      setImmediate(() => door.socket.end());
+      return false;
+    }
+  }
+
   private opened(connection: Connection): void {
-    // rhea's typings lack sasl_transport, where the authenticated name lives.
-    const username = (connection as unknown as { sasl_transport?: { username?: string } }).sasl_transport?.username;
-    const p = username ? this.pendingLogins.get(username) : undefined;
-    if (username) this.pendingLogins.delete(username);
+    const door = this.doors.get(connection);
+    const p = door?.principal;
     if (!p) {
       connection.close({ condition: 'amqp:unauthorized-access', description: 'authenticate with SASL PLAIN as a directory user' });
       return;
     }
+    clearTimeout(door.timer);
     this.conns.set(connection, { id: `${this.id}-${++this.nextConnection}`, principal: p, links: new Set(), temporary: [] });
     this.openConnections.add(connection);
     // Sessions begin after the open: each one is made to tell links apart by name *and* direction.
@@ -246,9 +389,34 @@ export class AmqpServer {
    * receiver of the same name. rhea keys a session's links by name only and would hand the second
    * attach to the first link (and drop the connection); here the direction is part of the key.
    * The coordinator of a transaction is noted before rhea drops it as an unknown target.
+   * Transfers are counted per delivery as they arrive (rhea would assemble any size), so one that
+   * passes `maxMessageBytes` (plus its envelope) is refused before it is whole.
    */
   private patchSession(session: RheaSession): void {
     const coordinators = this.coordinators;
+    const transfer = session.on_transfer;
+    const assembled = new WeakMap<Link, number>();
+    session.on_transfer = (frame: TransferFrame) => {
+      const link = session.remote.handles[frame.performative.handle];
+      // Transfers the client sent before it read our detach: counted for the session's window, dropped.
+      if (link && this.oversized.has(link)) {
+        session.incoming.next_transfer_id++;
+        return;
+      }
+      const bytes = (link ? assembled.get(link) ?? 0 : 0) + (frame.payload?.length ?? 0);
+      if (!link || bytes <= this.maxDeliveryBytes) {
+        if (link && frame.performative.more) assembled.set(link, bytes);
+        else if (link) assembled.delete(link);
+        transfer.call(session, frame);
+        return;
+      }
+      assembled.delete(link);
+      const partial = (link as unknown as { _incomplete?: Assembling })._incomplete;
+      if (partial) session.incoming.next_transfer_id++;
+      // A first transfer over the limit (only when maxFrame > the limit) starts its delivery in rhea.
+      else transfer.call(session, { ...frame, performative: { ...frame.performative, more: true } });
+      this.oversize(link, bytes);
+    };
     session.on_attach = function (this: RheaSession, frame) {
       const p = frame.performative;
       const weSend = Boolean(p.role);
@@ -276,6 +444,28 @@ export class AmqpServer {
       delete this.local.handles[l.local.handle];
       for (const [k, v] of Object.entries(this.links)) if (v === link) delete this.links[k];
     };
+  }
+
+  /**
+   * A delivery on `link` passed the size limit while it arrived: what rhea holds of it is dropped
+   * and settled, and the link is detached with amqp:link:message-size-exceeded. Nothing of it
+   * reaches the router.
+   */
+  private oversize(link: Link, bytes: number): void {
+    const l = link as unknown as { _incomplete?: Assembling };
+    if (l._incomplete) {
+      l._incomplete.frames = [];
+      // Settled here so rhea frees its place in the session's window.
+      l._incomplete.settled = true;
+      l._incomplete = undefined;
+    }
+    this.oversized.add(link);
+    const entry = this.links.get(link);
+    this.refuse(link, entry?.conn, {
+      condition: 'amqp:link:message-size-exceeded',
+      description: `a message on this link passed ${this.maxDeliveryBytes} bytes (maxMessageBytes ${this.o.maxMessageBytes} plus ${ENVELOPE_BYTES} for its properties) after ${bytes} bytes had arrived; it was refused before it was whole and nothing of it was delivered`,
+    }, entry?.address);
+    void this.linkGone(link);
   }
 
   /** Refuses a link with an AMQP error; the connection stays up. */
@@ -354,6 +544,8 @@ export class AmqpServer {
       conn.links.add(receiver);
       receiver.add_credit(this.o.credit);
     };
+    // Announced in the attach, so a client that honours it can refuse an oversized send itself.
+    (receiver as unknown as { local: { attach: { max_message_size?: number } } }).local.attach.max_message_size = this.maxDeliveryBytes;
     if (target?.dynamic) {
       try {
         const address = this.temporary(conn);
@@ -433,7 +625,6 @@ export class AmqpServer {
     const entry: LinkEntry = { principal: conn.principal, verb: 'consume', address, conn, unwritten: 0 };
     this.links.set(sender, entry);
     conn.links.add(sender);
-    const userId = conn.principal.name;
     this.o.router
       .consume(address, async (m) => {
         if (!this.links.has(sender)) throw new DestinationUnavailable('amqp client', 'the link is gone');
@@ -449,7 +640,8 @@ export class AmqpServer {
         if (!this.links.has(sender) || sender.is_closed()) throw new DestinationUnavailable('amqp client', 'the link is gone');
         await new Promise<void>((resolve, reject) => {
           entry.unwritten++;
-          const d = sender.send(toAmqp(m, { userId }) as never);
+          // user_id names who sent the message (DESIGN §6), never the consumer it goes to.
+          const d = sender.send(toAmqp(m, { userId: m.sender.name }) as never);
           // rhea writes on its next tick (and takes the credit then); this runs just after.
           process.nextTick(() => entry.unwritten--);
           this.outcomes.set(d, { resolve, reject });

@@ -20,8 +20,8 @@ export function normalizeUsername(name: string): string {
 export const BAD_LOGIN = 'invalid user name or password';
 
 /**
- * Turns credentials into a principal for every door (HTTP Basic, bearer tokens, the web login;
- * later AMQP SASL). A verified password is remembered for `credentialCacheMs` (keyed by a hash of
+ * Turns credentials into a principal for every door (HTTP Basic, bearer tokens, the web login,
+ * AMQP SASL PLAIN), so every door shares one set of login limits and one audit trail. A verified password is remembered for `credentialCacheMs` (keyed by a hash of
  * user and password, never the password) so API clients don't pay a directory bind per request;
  * groups always come from the directory's lookup, which has its own cache TTL.
  */
@@ -64,6 +64,16 @@ export class Authenticator {
     this.verified.set(key, Date.now() + this.credentialCacheMs);
     await this.audit.record({ action: 'login.success', actor: `user:${principal.name}`, ip: ctx.ip, target: ctx.door });
     return principal;
+  }
+
+  /**
+   * A door refused a client before it could log in (AMQP: a frame too large before SASL, no login
+   * within the handshake timeout, too many connections from one address). Audited as
+   * `<door>.refused` (`amqp.refused`) with the IP; not counted against the login limits, since no
+   * password was tried.
+   */
+  async refused(ctx: { ip?: string; door: string }, detail: string): Promise<void> {
+    await this.audit.record({ action: `${ctx.door}.refused`, actor: `ip:${ctx.ip ?? '(unknown)'}`, ip: ctx.ip, target: ctx.door, detail });
   }
 
   async token(token: string, ctx: { ip?: string; door: string }): Promise<Principal> {

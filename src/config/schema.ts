@@ -114,8 +114,14 @@ const amqpServer = z.strictObject({
   tls: z.strictObject({ key: z.string(), cert: z.string(), ca: z.string().optional() }).optional(),
   /** Messages a client may have in flight on one link (its credit). */
   credit: z.number().int().min(1).max(10_000).default(100),
-  /** Largest accepted message body. */
+  /** Largest accepted message body; a delivery is refused while it arrives once it is clearly over. */
   maxMessageBytes: z.number().int().min(1).default(1_048_576),
+  /** Time a client has from connecting to a logged-in AMQP open (SASL included); then it is closed and audited. */
+  handshakeTimeout: duration.default(10_000),
+  /** Connections open at once from one client IP (IPv6: per /56); one more is closed at accept and audited. */
+  maxConnectionsPerIp: z.number().int().min(1).default(50),
+  /** Largest frame a client may send before SASL succeeds; a larger one closes the connection before it is read. */
+  preAuthMaxFrame: z.number().int().min(512).max(65_536).default(4096),
 });
 
 const network = z.strictObject({
