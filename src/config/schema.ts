@@ -190,6 +190,20 @@ const redis = z
      * than this fraction of its maxmemory, and accepted again once it drops below.
      */
     memoryLimit: z.number().gt(0).max(1).default(0.9),
+    /**
+     * Hash tags that tasks, people follow-ups and outboxes are spread over, so a Redis Cluster
+     * puts their work on every master (one task's or one message's keys stay in one slot).
+     * Absent: 12 on a cluster (4/4/4-ish over 3 masters), 1 on a single Redis or Sentinel (the
+     * unsharded key layout). Fixed for the life of the data: changing it needs an empty Redis.
+     */
+    shards: z.number().int().min(1).max(64).optional(),
+    /**
+     * Acknowledge a message (HTTP 202, AMQP settle) only after Redis WAIT confirms this many
+     * replicas have it, so a failover loses nothing acknowledged. 0: acknowledge once the primary has it.
+     */
+    waitReplicas: z.number().int().min(0).max(10).default(0),
+    /** How long an acknowledgement waits for waitReplicas before the send fails as retryable (503). */
+    waitTimeout: duration.default(2000),
   })
   .superRefine((r, ctx) => {
     const forms = (['url', 'cluster', 'sentinel'] as const).filter((k) => r[k] !== undefined);

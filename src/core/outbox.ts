@@ -3,6 +3,7 @@ import { Queue, UnrecoverableError, Worker, type Job, type JobsOptions } from 'b
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { dedupKey } from './dedup.ts';
+import { shardOf, shardTag } from '../store/redis.ts';
 import type { BrowseResult, HealthReport, SendResult } from './endpoint.ts';
 import { NotFound } from './errors.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from './message.ts';
@@ -28,6 +29,13 @@ export interface OutboxOptions<E extends object = Record<never, never>> {
    * Redis Cluster slot. No `:` (BullMQ's key delimiter).
    */
   name: string;
+  /**
+   * BullMQ queues the outbox is spread over (redis.shards), each with a worker; a message goes to
+   * the shard of its dedup key, so a resend meets its original there. With more than one, the
+   * unsharded queue of an earlier start is still drained and its dead letters listed.
+   * @defaultValue 1 (the queue `{<name>}`)
+   */
+  shards?: number;
   /** Shared producer connection; BullMQ duplicates it for the worker's blocking reads. */
   redis: Redis;
   /** Key prefix for every BullMQ key. */
@@ -112,32 +120,62 @@ const PAGE = 1000;
  * behave the same for e-mail, webhooks and peers.
  */
 export class Outbox<E extends object = Record<never, never>> {
-  private readonly queue: Queue<Data>;
-  private readonly worker: Worker<Data>;
+  /** One queue per shard, in shard order. */
+  private readonly queues: Queue<Data>[];
+  /** The unsharded queue of a start with one shard, read for dead letters and drained (shards > 1). */
+  private readonly legacy?: Queue<Data>;
+  private readonly workers: Worker<Data>[] = [];
   private readonly jobOptions: JobsOptions;
+  private closed = false;
 
   constructor(private readonly o: OutboxOptions<E>) {
     if (/[:{}]/.test(o.name)) throw new Error(`outbox name '${o.name}' may not contain ':', '{' or '}'`);
-    const name = `{${o.name}}`;
-    const context = { outbox: o.name };
+    const shards = Math.max(1, o.shards ?? 1);
+    const names = shards === 1 ? [`{${o.name}}`] : Array.from({ length: shards }, (_, i) => `{${shardTag(o.name, i)}}`);
     this.jobOptions = {
       attempts: o.maxAttempts ?? 5,
       backoff: o.backoffStrategy ? { type: 'custom' } : { type: 'exponential', delay: o.backoffMs ?? 1000 },
       removeOnComplete: true,
       removeOnFail: false,
     };
-    this.queue = new Queue<Data>(name, { connection: o.redis, prefix: o.prefix });
-    this.queue.on('error', (err) => o.log.error({ ...context, err: err.message }, 'outbox connection error'));
-    this.worker = new Worker<Data>(name, (job) => this.process(job), {
+    // Deliveries in flight in this process, spread over the shards' workers.
+    const concurrency = Math.max(1, Math.ceil((o.concurrency ?? 10) / shards));
+    this.queues = names.map((name) => this.openQueue(name));
+    for (const name of names) this.startWorker(name, concurrency);
+    if (shards > 1) {
+      const legacy = this.openQueue(`{${o.name}}`);
+      this.legacy = legacy;
+      // Messages stored before the outbox was sharded are delivered by a worker of their own queue.
+      void legacy.getJobCounts('wait', 'prioritized', 'delayed', 'active').then((c) => {
+        if (!this.closed && Object.values(c).some((n) => n > 0)) this.startWorker(`{${o.name}}`, concurrency);
+      }, (err: Error) => o.log.warn({ outbox: o.name, err: err.message }, 'outbox: could not look at the unsharded queue'));
+    }
+  }
+
+  private openQueue(name: string): Queue<Data> {
+    const q = new Queue<Data>(name, { connection: this.o.redis, prefix: this.o.prefix });
+    q.on('error', (err) => this.o.log.error({ outbox: this.o.name, queue: name, err: err.message }, 'outbox connection error'));
+    return q;
+  }
+
+  private startWorker(name: string, concurrency: number): void {
+    const o = this.o;
+    const worker = new Worker<Data>(name, (job) => this.process(job), {
       connection: o.redis,
       prefix: o.prefix,
-      concurrency: o.concurrency ?? 10,
+      concurrency,
       ...(o.backoffStrategy ? { settings: { backoffStrategy: o.backoffStrategy } } : {}),
     });
-    this.worker.on('error', (err) => o.log.error({ ...context, err: err.message }, 'outbox worker error'));
-    this.worker.on('failed', (job, err) => {
+    worker.on('error', (err) => o.log.error({ outbox: o.name, queue: name, err: err.message }, 'outbox worker error'));
+    worker.on('failed', (job, err) => {
       if (job) this.failed(job, err);
     });
+    this.workers.push(worker);
+  }
+
+  /** Every queue whose jobs this outbox lists: the shards, then the unsharded one. */
+  private get allQueues(): Queue<Data>[] {
+    return this.legacy ? [...this.queues, this.legacy] : this.queues;
   }
 
   private async process(job: Job<Data>): Promise<void> {
@@ -174,24 +212,39 @@ export class Outbox<E extends object = Record<never, never>> {
     const jobId = outboxJobId();
     const data: Data = { ...encodeMessage(message), ...(extra ? { extra } : {}) };
     // Key and job are written by one BullMQ script: no crash leaves the id marked but unstored.
-    const job = await this.queue.add('out', data, { ...this.jobOptions, jobId, deduplication: { id: outboxDedupId(message), ttl: this.o.dedupTtlMs } });
+    const dedupId = outboxDedupId(message);
+    const queue = this.queues[shardOf(dedupId, this.queues.length)]!;
+    const job = await queue.add('out', data, { ...this.jobOptions, jobId, deduplication: { id: dedupId, ttl: this.o.dedupTtlMs } });
     return { id: message.id, duplicate: job.id !== jobId };
   }
 
   /** Every dead letter of this outbox for `address`, paging through the whole failed set. */
   private async deadJobs(address: string): Promise<Job<Data>[]> {
-    const seen = new Set<string>();
     const out: Job<Data>[] = [];
-    for (let start = 0; ; start += PAGE) {
-      const page = await this.queue.getFailed(start, start + PAGE - 1);
-      for (const job of page) {
-        // Newer failures push older ones down a page while we read: count each job once.
-        if (!job?.id || seen.has(job.id)) continue;
-        seen.add(job.id);
-        if (unpack<E>(job.data).message.to === address) out.push(job);
+    for (const queue of this.allQueues) {
+      const seen = new Set<string>();
+      for (let start = 0; ; start += PAGE) {
+        const page = await queue.getFailed(start, start + PAGE - 1);
+        for (const job of page) {
+          // Newer failures push older ones down a page while we read: count each job once.
+          if (!job?.id || seen.has(job.id)) continue;
+          seen.add(job.id);
+          if (unpack<E>(job.data).message.to === address) out.push(job);
+        }
+        if (page.length < PAGE) break;
       }
-      if (page.length < PAGE) return out;
     }
+    // Newest first across the shards, as one failed set would list them.
+    return out.sort((a, b) => (b.finishedOn ?? 0) - (a.finishedOn ?? 0));
+  }
+
+  /** Job counts summed over every queue of the outbox. */
+  private async counts(...states: ('wait' | 'prioritized' | 'delayed' | 'active' | 'failed')[]): Promise<Record<string, number>> {
+    const sum: Record<string, number> = {};
+    for (const c of await Promise.all(this.allQueues.map((q) => q.getJobCounts(...states)))) {
+      for (const [k, v] of Object.entries(c)) sum[k] = (sum[k] ?? 0) + v;
+    }
+    return sum;
   }
 
   /** `depth` is the true number of dead letters for `address`; `messages` the newest `limit`. */
@@ -227,19 +280,20 @@ export class Outbox<E extends object = Record<never, never>> {
 
   /** Messages not yet delivered: waiting, backing off, or being delivered now. */
   async depth(): Promise<number> {
-    const c = await this.queue.getJobCounts('wait', 'prioritized', 'delayed', 'active');
+    const c = await this.counts('wait', 'prioritized', 'delayed', 'active');
     return (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0) + (c.active ?? 0);
   }
 
   async health(): Promise<HealthReport> {
-    const c = await this.queue.getJobCounts('wait', 'prioritized', 'delayed', 'active', 'failed');
+    const c = await this.counts('wait', 'prioritized', 'delayed', 'active', 'failed');
     const waiting = (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0) + (c.active ?? 0);
     return { ok: true, detail: `outbox: ${waiting} waiting, ${c.failed ?? 0} dead-lettered` };
   }
 
   /** Stops taking messages (in-flight deliveries finish) and closes the queue. */
   async close(): Promise<void> {
-    await this.worker.close();
-    await this.queue.close();
+    this.closed = true;
+    await Promise.all(this.workers.map((w) => w.close()));
+    await Promise.all(this.allQueues.map((q) => q.close()));
   }
 }

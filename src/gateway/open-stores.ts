@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../store/embedded-redis.ts';
 import { MemoryGuard } from '../store/memory-guard.ts';
-import { describeRedis, openRedis, type RedisTarget } from '../store/redis.ts';
+import { describeRedis, isCluster, openRedis, type RedisTarget } from '../store/redis.ts';
 import type { Cleanup } from './cleanup.ts';
 
 export interface Stores {
@@ -12,6 +12,8 @@ export interface Stores {
   redisUrl: string;
   /** Also the last interceptor of the router: refuses new inbound work while Redis is nearly full. */
   memoryGuard: MemoryGuard;
+  /** redis.shards as it applies: given, or 12 on a cluster and 1 elsewhere (DESIGN §9). */
+  shards: number;
 }
 
 /** Step 2: Redis (configured or private) and the guard that watches its memory. */
@@ -21,7 +23,8 @@ export async function openStores(config: Config, log: Logger, cleanup: Cleanup):
   const memoryGuard = new MemoryGuard({ redis, limit: config.redis.memoryLimit, log });
   await memoryGuard.start();
   cleanup.push(async () => memoryGuard.stop());
-  return { redis, redisUrl, memoryGuard };
+  const shards = config.redis.shards ?? (isCluster(redis) ? 12 : 1);
+  return { redis, redisUrl, memoryGuard, shards };
 }
 
 /**

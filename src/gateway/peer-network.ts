@@ -22,7 +22,7 @@ export interface PeerNetwork {
 export async function openPeerNetwork(
   n: NonNullable<Config['network']>,
   files: NetworkMaterials,
-  o: { redis: Redis; prefix: string; router: Router; permissions: Permissions; metrics: Metrics; log: Logger },
+  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; log: Logger },
   cleanup: Cleanup,
 ): Promise<PeerNetwork> {
   const map = new NetworkMap({ peers: files.peers, ...(files.mapFile ? { source: files.mapFile } : {}), log: o.log });
@@ -31,7 +31,7 @@ export async function openPeerNetwork(
   o.permissions.addGrantSource((p) => (p.kind === 'peer' ? (map.get(p.name)?.allow ?? []).map((pattern) => ({ pattern, verbs: ['send'] as const, reason: `the network map's allow list of ${p.name}` })) : []));
   cleanup.push(async () => map.stop());
   const peers = new PeerEndpoint({
-    redis: o.redis, prefix: o.prefix, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
+    redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
     signingKey: files.signingKey, eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}),
   });
   o.router.register(peers);

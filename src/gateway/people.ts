@@ -15,7 +15,7 @@ export async function startPeople(config: Config, redis: Redis, access: Access, 
   const { router } = transports;
   const baseUrl = config.http.baseUrl ?? `http://localhost:${config.http.port}`;
   const inbox = new Inbox({
-    redis, prefix: config.redis.prefix, router, permissions: access.permissions, directory: access.directory, baseUrl,
+    redis, prefix: config.redis.prefix, shards: transports.shards, router, permissions: access.permissions, directory: access.directory, baseUrl,
     email: config.email !== undefined, remindersMs: config.people.reminders, log,
   });
   router.register(new InboxEndpoint('person', inbox));

@@ -10,6 +10,7 @@ import { Router } from '../core/router.ts';
 import { EmailEndpoint } from '../endpoints/email/email-endpoint.ts';
 import { QueueEndpoint } from '../endpoints/queue/queue-endpoint.ts';
 import { TmpEndpoint } from '../endpoints/tmp/tmp-endpoint.ts';
+import { TopicEndpoint } from '../endpoints/topic/topic-endpoint.ts';
 import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
 import { connectBrokers } from './brokers.ts';
 import type { Cleanup } from './cleanup.ts';
@@ -22,6 +23,8 @@ export interface Transports {
   metrics: Metrics;
   dedup: DedupStore;
   queues: QueueEndpoint;
+  /** redis.shards as it applies (see Stores.shards), for the people application. */
+  shards: number;
   /** When the config has a network: the map and the peer transport. */
   network?: PeerNetwork;
 }
@@ -32,7 +35,7 @@ export interface Transports {
  * people and flows steps, which need the router themselves.)
  */
 export async function openRouterAndTransports(config: Config, materials: Materials, stores: Stores, access: Access, log: Logger, cleanup: Cleanup): Promise<Transports> {
-  const { redis, memoryGuard } = stores;
+  const { redis, memoryGuard, shards } = stores;
   const { audit, permissions } = access;
   const prefix = config.redis.prefix;
   let queues: QueueEndpoint | undefined;
@@ -72,24 +75,25 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   });
   router.register(queues);
   router.register(new TmpEndpoint({ redis, prefix, metrics, log }));
+  router.register(new TopicEndpoint({ redis, prefix, queues, dedupTtlMs: config.queues.dedupTtl, log })); // subscriptions are queues
   // Closing the router closes every transport registered with it, whichever step registered it.
   cleanup.push(() => router.close());
 
   if (config.email) {
     const e = config.email;
-    router.register(new EmailEndpoint({ redis, prefix, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
+    router.register(new EmailEndpoint({ redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
   }
   const outbound = Object.entries(config.webhooks).filter(([, w]) => w.url);
   if (outbound.length > 0) {
     router.register(new WebhookEndpoint({
-      redis, prefix, dedupTtlMs: config.queues.dedupTtl, metrics, log,
+      redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
       maxAttempts: Math.max(...outbound.map(([, w]) => w.maxAttempts)), backoffMs: Math.min(...outbound.map(([, w]) => w.backoff)),
       targets: outbound.map(([name, w]) => ({ name, url: w.url!, secret: w.secret, timeoutMs: w.timeout })),
     }));
   }
   if (config.network && materials.network) {
-    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, router, permissions, metrics, log }, cleanup);
+    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, log }, cleanup);
   }
   connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
-  return { router, metrics, dedup, queues, ...(network ? { network } : {}) };
+  return { router, metrics, dedup, queues, shards, ...(network ? { network } : {}) };
 }

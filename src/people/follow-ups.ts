@@ -6,10 +6,11 @@ import type { Notices } from './notices.ts';
 import type { TaskEvents } from './task-events.ts';
 import type { TaskStore } from './task-store.ts';
 import { placeOf } from './task-rules.ts';
+import { shardTag } from '../store/redis.ts';
 
 export interface FollowUpsOptions {
   redis: Redis;
-  /** Redis key prefix of the gateway; the jobs live under it in the queue `{people}`. */
+  /** Redis key prefix of the gateway; the jobs live under it in the queue `{people}` (one shard) or `{people.<i>.<n>}` per shard. */
   prefix: string;
   store: TaskStore;
   events: TaskEvents;
@@ -30,28 +31,40 @@ interface FollowUpJob {
 const SYSTEM = 'system:switchboard';
 
 /**
- * What happens to a task after it is created, as durable jobs on the BullMQ queue `{people}`:
+ * What happens to a task after it is created, as durable jobs on BullMQ queues — `{people}`, or
+ * with several shards one queue per shard, a task's jobs in its task's shard, each with a worker:
  * the new-task notice, reminders before it is due, and at the due date an escalation (or an
  * overdue notice). Each job runs once per task (its dedup id), is retried with backoff if it
  * fails, survives a restart, and does nothing once the task is decided.
  */
 export class FollowUps {
-  private readonly jobs: Queue<FollowUpJob>;
-  private worker?: Worker<FollowUpJob>;
+  private readonly names: string[];
+  private readonly jobs: Queue<FollowUpJob>[];
+  private workers: Worker<FollowUpJob>[] = [];
 
   constructor(private readonly o: FollowUpsOptions) {
-    this.jobs = new Queue<FollowUpJob>('{people}', { connection: o.redis, prefix: o.prefix });
-    this.jobs.on('error', (err) => o.log.error({ err: err.message }, 'people jobs queue error'));
+    const shards = o.store.shards;
+    this.names = shards <= 1 ? ['{people}'] : Array.from({ length: shards }, (_, i) => `{${shardTag('people', i)}}`);
+    this.jobs = this.names.map((name) => {
+      const q = new Queue<FollowUpJob>(name, { connection: o.redis, prefix: o.prefix });
+      q.on('error', (err) => o.log.error({ err: err.message, queue: name }, 'people jobs queue error'));
+      return q;
+    });
   }
 
   async start(): Promise<void> {
-    this.worker = new Worker<FollowUpJob>('{people}', async (job) => this.run(job.data), { connection: this.o.redis, prefix: this.o.prefix, concurrency: 5 });
-    this.worker.on('error', (err) => this.o.log.error({ err: err.message }, 'people jobs worker error'));
+    // Five jobs at once in this process, spread over the shards' workers.
+    const concurrency = Math.max(1, Math.ceil(5 / this.names.length));
+    this.workers = this.names.map((name) => {
+      const w = new Worker<FollowUpJob>(name, async (job) => this.run(job.data), { connection: this.o.redis, prefix: this.o.prefix, concurrency });
+      w.on('error', (err) => this.o.log.error({ err: err.message, queue: name }, 'people jobs worker error'));
+      return w;
+    });
   }
 
   async stop(): Promise<void> {
-    await this.worker?.close();
-    await this.jobs.close();
+    await Promise.all(this.workers.map((w) => w.close()));
+    await Promise.all(this.jobs.map((q) => q.close()));
   }
 
   /**
@@ -73,7 +86,7 @@ export class FollowUps {
   }
 
   private async schedule(kind: FollowUpJob['kind'], taskId: string, at = Date.now(), suffix = ''): Promise<void> {
-    await this.jobs.add(kind, { kind, taskId, ...(suffix ? { tag: suffix.replace(/^:/, '') } : {}) }, {
+    await this.jobs[Math.max(0, this.o.store.shardOf(taskId))]!.add(kind, { kind, taskId, ...(suffix ? { tag: suffix.replace(/^:/, '') } : {}) }, {
       delay: Math.max(0, at - Date.now()),
       attempts: 10,
       backoff: { type: 'exponential', delay: 2000 },

@@ -20,6 +20,11 @@ export interface InboxOptions {
   redis: Redis;
   /** Redis key prefix of the gateway. */
   prefix: string;
+  /**
+   * Hash tags tasks and their follow-up jobs are spread over (redis.shards).
+   * @defaultValue 1 (the `{tasks}` and `{people}` layout)
+   */
+  shards?: number;
   /** Sends notices (to email:) and decisions (to whoever waits). */
   router: Router;
   /** Who may act on or see a task: consume and browse rights on its person:/group: address. */
@@ -53,7 +58,7 @@ export class Inbox implements TaskIntake {
   private readonly log: Logger;
 
   constructor(o: InboxOptions) {
-    this.store = new TaskStore(o.redis, o.prefix);
+    this.store = new TaskStore(o.redis, o.prefix, o.shards ?? 1);
     this.events = new TaskEvents(o.redis, o.prefix, o.log);
     this.permissions = o.permissions;
     this.directory = o.directory;

@@ -1,13 +1,19 @@
+import { shardOf, shardTag } from '../store/redis.ts';
+
 /**
  * Every Redis key of the task store, and the KEYS of each task script in the order its header
- * names them. All task keys share the `{tasks}` hash tag, so each script runs in one Redis
- * Cluster slot (test/unit/redis-scripts.test.ts checks it through these functions).
+ * names them. Tasks are spread over `redis.shards` hash tags (DESIGN §9): a task's id picks its
+ * shard, and every key one script touches (the task, its history, the open-task indexes and the
+ * undelivered set of that shard) shares the shard's tag, so each script runs in one Redis Cluster
+ * slot (test/unit/redis-scripts.test.ts checks it through these functions).
  *
- * Layout (unchanged since tasks were first stored):
- * - `<prefix>:{tasks}:task:<id>` hash: spec, status, assignee | group, claimedBy, decision, …
- * - `<prefix>:{tasks}:task:<id>:history` list of history entries (JSON)
- * - `<prefix>:{tasks}:open:person:<name>`, `<prefix>:{tasks}:open:group:<name>` zsets of open task ids
- * - `<prefix>:{tasks}:unnotified` set of decided task ids whose decision is not delivered yet
+ * Layout, `<tag>` being `tasks` with one shard (the layout since tasks were first stored) and
+ * `tasks.<i>.<n>` (see shardTag) with several:
+ * - `<prefix>:{<tag>}:task:<id>` hash: spec, status, assignee | group, claimedBy, decision, …
+ * - `<prefix>:{<tag>}:task:<id>:history` list of history entries (JSON)
+ * - `<prefix>:{<tag>}:open:person:<name>`, `…:open:group:<name>` zsets of that shard's open task ids
+ * - `<prefix>:{<tag>}:unnotified` set of that shard's decided tasks whose decision is not delivered yet
+ * A person's or group's open tasks are the union of their index in every shard.
  */
 
 /** Whom a task is for: a person (`assignee`) or else a group. */
@@ -27,33 +33,50 @@ export function storedOwner(assignee: string | null | undefined, group: string |
 }
 
 export class TaskKeys {
-  constructor(readonly prefix: string) {}
+  /** The hash tag of every shard, in shard order. */
+  readonly tags: readonly string[];
+
+  /** @param shards hash tags tasks are spread over (redis.shards); 1 keeps the `{tasks}` layout */
+  constructor(readonly prefix: string, readonly shards = 1) {
+    this.tags = shards <= 1 ? ['tasks'] : Array.from({ length: shards }, (_, i) => shardTag('tasks', i));
+  }
+
+  /** The hash tag of the shard a task lives in, from its id. */
+  tagOf(id: string): string {
+    return this.tags[shardOf(id, this.tags.length)]!;
+  }
 
   task(id: string): string {
-    return `${this.prefix}:{tasks}:task:${id}`;
+    return `${this.prefix}:{${this.tagOf(id)}}:task:${id}`;
   }
 
   history(id: string): string {
-    return `${this.prefix}:{tasks}:task:${id}:history`;
+    return `${this.prefix}:{${this.tagOf(id)}}:task:${id}:history`;
   }
 
-  /** Open tasks of a person or a group, scored by when they arrived there. */
-  open(owner: TaskOwner): string {
+  /** Open tasks of a person or a group in the shard `tag`, scored by when they arrived there. */
+  openIn(tag: string, owner: TaskOwner): string {
     const [field, name] = ownerField(owner);
-    return field === 'assignee' ? `${this.prefix}:{tasks}:open:person:${name}` : `${this.prefix}:{tasks}:open:group:${name}`;
+    return field === 'assignee' ? `${this.prefix}:{${tag}}:open:person:${name}` : `${this.prefix}:{${tag}}:open:group:${name}`;
   }
 
-  get unnotified(): string {
-    return `${this.prefix}:{tasks}:unnotified`;
+  /** The open-task index of `owner` in the shard of task `id`. */
+  open(owner: TaskOwner, id: string): string {
+    return this.openIn(this.tagOf(id), owner);
+  }
+
+  /** Decided tasks of the shard `tag` whose decision is not delivered yet. */
+  unnotifiedIn(tag: string): string {
+    return `${this.prefix}:{${tag}}:unnotified`;
   }
 
   createTask(id: string, owner: TaskOwner): [string, string, string] {
-    return [this.task(id), this.history(id), this.open(owner)];
+    return [this.task(id), this.history(id), this.open(owner, id)];
   }
 
   /** `owner`: whom the caller believes holds the task now (the script checks it). */
   decideTask(id: string, owner: TaskOwner): [string, string, string, string] {
-    return [this.task(id), this.history(id), this.open(owner), this.unnotified];
+    return [this.task(id), this.history(id), this.open(owner, id), this.unnotifiedIn(this.tagOf(id))];
   }
 
   approveTask(id: string): [string, string] {
@@ -70,6 +93,6 @@ export class TaskKeys {
 
   /** `from`: whom the caller believes holds the task now (the script checks it); `to`: the new owner. */
   reassignTask(id: string, from: TaskOwner, to: TaskOwner): [string, string, string, string] {
-    return [this.task(id), this.history(id), this.open(from), this.open(to)];
+    return [this.task(id), this.history(id), this.open(from, id), this.open(to, id)];
   }
 }

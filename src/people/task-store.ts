@@ -27,15 +27,16 @@ const STALE_RETRIES = 10;
 
 /**
  * Tasks of people and groups in Redis. Each change is one script in `./scripts/` (named for what
- * it does); all task keys share the `{tasks}` hash tag (see `./keys.ts`) so every script runs in
- * one Redis Cluster slot.
+ * it does); a task's keys share its shard's hash tag (see `./keys.ts`) so every script runs in
+ * one Redis Cluster slot, and the shards spread tasks over the masters of a cluster.
  */
 export class TaskStore {
   private readonly keys: TaskKeys;
   private readonly scripts: ScriptCalls<typeof SCRIPTS>;
 
-  constructor(private readonly redis: Redis, prefix: string) {
-    this.keys = new TaskKeys(prefix);
+  /** @param shards hash tags tasks are spread over (redis.shards); 1 keeps the `{tasks}` layout */
+  constructor(private readonly redis: Redis, prefix: string, shards = 1) {
+    this.keys = new TaskKeys(prefix, shards);
     this.scripts = loadScripts(redis, new URL('./scripts/', import.meta.url), SCRIPTS);
   }
 
@@ -90,9 +91,13 @@ export class TaskStore {
     };
   }
 
-  /** Open tasks of a person or a group, oldest first. */
+  /** Open tasks of a person or a group, oldest first: their index in every shard, merged. */
   async open(of: { assignee?: string; group?: string }, limit = 500): Promise<string[]> {
-    return this.redis.zrange(this.keys.open(of), 0, limit - 1);
+    if (this.keys.tags.length === 1) return this.redis.zrange(this.keys.openIn(this.keys.tags[0]!, of), 0, limit - 1);
+    const perShard = await Promise.all(this.keys.tags.map((tag) => this.redis.zrange(this.keys.openIn(tag, of), 0, limit - 1, 'WITHSCORES')));
+    const all: [string, number][] = [];
+    for (const flat of perShard) for (let i = 0; i < flat.length; i += 2) all.push([flat[i]!, Number(flat[i + 1])]);
+    return all.sort((a, b) => a[1] - b[1] || a[0].localeCompare(b[0])).slice(0, limit).map(([id]) => id);
   }
 
   private static outcome([code, holder]: [string, string]): Outcome {
@@ -151,10 +156,20 @@ export class TaskStore {
 
   /** Decided tasks whose decision message has not been accepted by its destination yet. */
   async unnotified(): Promise<string[]> {
-    return this.redis.smembers(this.keys.unnotified);
+    return (await Promise.all(this.keys.tags.map((tag) => this.redis.smembers(this.keys.unnotifiedIn(tag))))).flat();
   }
 
   async notified(id: string): Promise<void> {
-    await this.redis.srem(this.keys.unnotified, id);
+    await this.redis.srem(this.keys.unnotifiedIn(this.keys.tagOf(id)), id);
+  }
+
+  /** The shard of a task (0 … shards-1), which its follow-up jobs use too. */
+  shardOf(id: string): number {
+    return this.keys.tags.indexOf(this.keys.tagOf(id));
+  }
+
+  /** How many shards tasks are spread over. */
+  get shards(): number {
+    return this.keys.tags.length;
   }
 }

@@ -171,3 +171,70 @@ function tlsOptions(files: RedisTlsFiles | undefined): ConnectionOptions | undef
     rejectUnauthorized: files.rejectUnauthorized ?? true,
   };
 }
+
+// --- Shards: work spread over hash tags (DESIGN §9) ------------------------------------------
+
+/** The slot Redis Cluster gives a key: CRC16 (XMODEM) of its hash tag, mod 16384. */
+export function keySlot(key: string): number {
+  const open = key.indexOf('{');
+  if (open !== -1) {
+    const close = key.indexOf('}', open + 1);
+    if (close > open + 1) key = key.slice(open + 1, close);
+  }
+  let crc = 0;
+  for (const byte of Buffer.from(key)) {
+    crc ^= byte << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
+/** Shard counts over 64 are refused by the config. */
+export const MAX_SHARDS = 64;
+
+/** Bit-reversal of `i` over 6 bits: 0, 32, 16, 48, 8, … — the first N spread evenly for any N. */
+function spreadPosition(i: number): number {
+  let r = 0;
+  for (let b = 0; b < 6; b++) if (i & (1 << b)) r |= 1 << (5 - b);
+  return r;
+}
+
+const tags = new Map<string, string>();
+
+/**
+ * The hash tag (without braces) of shard `shard` of `namespace`: `<namespace>.<shard>.<n>`, the
+ * first `n` whose slot lies in the slot range of that shard. Shard i's range is the i-th of a
+ * van der Corput sequence over 64 equal ranges, so the first N shards sit in N distinct parts of
+ * the slot space for any N: a 3-master cluster (slots split in thirds) gets 5/4/3 of 12 shards,
+ * never all on one master. Pure and stable across versions: where data lives depends on it.
+ */
+export function shardTag(namespace: string, shard: number): string {
+  const cached = tags.get(`${namespace}\0${shard}`);
+  if (cached) return cached;
+  const width = 16384 / MAX_SHARDS;
+  const low = spreadPosition(shard % MAX_SHARDS) * width;
+  for (let n = 0; ; n++) {
+    const tag = `${namespace}.${shard}.${n}`;
+    const slot = keySlot(tag);
+    if (slot >= low && slot < low + width) {
+      tags.set(`${namespace}\0${shard}`, tag);
+      return tag;
+    }
+  }
+}
+
+/**
+ * Which of `shards` shards a string belongs to (a dedup key, a task id): stable for the same
+ * string and shard count.
+ */
+export function shardOf(value: string, shards: number): number {
+  if (shards <= 1) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < value.length; i++) h = Math.imul(h ^ value.charCodeAt(i), 0x01000193) >>> 0;
+  return h % shards;
+}
+
+/** True when the client is a Redis Cluster client (typed as Redis everywhere above). */
+export function isCluster(redis: Redis): boolean {
+  return redis instanceof Cluster;
+}

@@ -12,6 +12,8 @@ export interface EmailOptions {
   redis: Redis;
   /** Key prefix for every BullMQ key. */
   prefix: string;
+  /** Hash tags the outbox is spread over (redis.shards). @defaultValue 1 */
+  shards?: number;
   /** smtp:// or smtps:// URL of the relay, with credentials if it needs them. */
   smtp: string;
   /** The From address of every mail. */
@@ -49,7 +51,7 @@ export class EmailEndpoint implements Endpoint {
   constructor(o: EmailOptions) {
     this.transport = nodemailer.createTransport(o.smtp);
     this.outbox = new Outbox({
-      name: 'email-outbox', redis: o.redis, prefix: o.prefix, label: 'email', metrics: o.metrics, log: o.log,
+      name: 'email-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'email', metrics: o.metrics, log: o.log,
       maxAttempts: o.maxAttempts, backoffMs: o.backoffMs, dedupTtlMs: o.dedupTtlMs, concurrency: 5,
       deliver: async (m) => {
         const mail = renderEmail(m);

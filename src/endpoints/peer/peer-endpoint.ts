@@ -18,6 +18,8 @@ import type { NetworkMap } from '../../network/network-map.ts';
 export interface PeerEndpointOptions {
   redis: Redis;
   prefix: string;
+  /** Hash tags the outbox is spread over (redis.shards). @defaultValue 1 */
+  shards?: number;
   map: NetworkMap;
   /** This gateway's identity, TLS material and signing key. */
   identity: string;
@@ -68,7 +70,7 @@ export class PeerEndpoint implements Endpoint {
     let q = this.outboxes.get(alias);
     if (!q) {
       q = new Outbox<Envelope>({
-        name: `peer-out.${alias}`, redis: this.o.redis, prefix: this.o.prefix, label: 'peer', metrics: this.o.metrics, log: this.o.log,
+        name: `peer-out.${alias}`, redis: this.o.redis, prefix: this.o.prefix, shards: this.o.shards ?? 1, label: 'peer', metrics: this.o.metrics, log: this.o.log,
         // Offline peers are retried until the event horizon, which deliver() enforces.
         maxAttempts: 1_000_000, backoffStrategy: peerBackoff, dedupTtlMs: this.o.eventHorizonMs, concurrency: 20,
         deliver: (m, envelope) => this.deliver(alias, m, envelope),

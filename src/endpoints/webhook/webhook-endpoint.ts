@@ -23,6 +23,8 @@ export interface WebhookOptions {
   redis: Redis;
   /** Key prefix for every BullMQ key. */
   prefix: string;
+  /** Hash tags the outbox is spread over (redis.shards). @defaultValue 1 */
+  shards?: number;
   /** The configured outbound webhooks. */
   targets: WebhookTarget[];
   /** Calls before a message is dead-lettered (a 4xx other than 408/429 dead-letters at once). */
@@ -54,7 +56,7 @@ export class WebhookEndpoint implements Endpoint {
   constructor(o: WebhookOptions) {
     this.targets = new Map(o.targets.map((t) => [t.name, t]));
     this.outbox = new Outbox({
-      name: 'webhook-outbox', redis: o.redis, prefix: o.prefix, label: 'webhook', metrics: o.metrics, log: o.log,
+      name: 'webhook-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'webhook', metrics: o.metrics, log: o.log,
       maxAttempts: o.maxAttempts, backoffMs: o.backoffMs, dedupTtlMs: o.dedupTtlMs, concurrency: 10,
       deliver: (m) => this.post(m),
     });
