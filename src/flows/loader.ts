@@ -8,15 +8,26 @@ import { isFlowDefinition, type FlowDefinition } from './define.ts';
 const FLOW_NAME = /^[A-Za-z0-9_-]+$/;
 let registeredFor: string | undefined;
 
-/** Installs the resolve hook once per process (flows dir fixed at first load). */
-function installHook(dir: string): void {
+/**
+ * Where this module runs from: `.ts` under tsx (a checkout without a build, the tests), `.js` in
+ * the compiled dist/. Flows must import the same copy of `switchboard` the gateway runs.
+ */
+const compiled = import.meta.url.endsWith('.js');
+
+/**
+ * Installs the resolve hook once per process (flows dir fixed at first load). The compiled
+ * gateway has no TypeScript loader of its own, so flow files get one here (tsx, registered
+ * before the hook so the hook runs first and hands on to it): flows are still compiled on load.
+ */
+async function installHook(dir: string): Promise<void> {
   if (registeredFor !== undefined) return;
   registeredFor = dir;
+  if (compiled) (await import('tsx/esm/api')).register();
   register(new URL('./switchboard-resolve-hook.mjs', import.meta.url), {
     data: {
       flowsDir: pathToFileURL(dir + '/').href,
       targets: {
-        switchboard: new URL('../index.ts', import.meta.url).href,
+        switchboard: new URL(compiled ? '../index.js' : '../index.ts', import.meta.url).href,
         zod: import.meta.resolve('zod'),
       },
     },
@@ -33,7 +44,7 @@ export async function loadFlows(dir: string): Promise<Map<string, FlowDefinition
   const flows = new Map<string, FlowDefinition>();
   const files = new Map<string, string>();
   if (!existsSync(abs)) return flows;
-  installHook(abs);
+  await installHook(abs);
   const entries = readdirSync(abs, { withFileTypes: true })
     .filter((e) => e.isFile() && /\.(ts|js|mts|mjs)$/.test(e.name) && !e.name.endsWith('.d.ts') && !/\.(test|spec)\./.test(e.name))
     .map((e) => e.name)
