@@ -20,7 +20,7 @@ export type StoredAuditEntry = AuditEntry & { at: string; id: string };
  * a refused webhook or peer). These are rate-limited per source, so a flood from one address
  * cannot bury the trail.
  */
-export const UNAUTHENTICATED_ACTIONS: ReadonlySet<string> = new Set(['login.failure', 'webhook.refused', 'peer.refused']);
+export const UNAUTHENTICATED_ACTIONS: ReadonlySet<string> = new Set(['login.failure', 'webhook.refused', 'peer.refused', 'amqp.refused']);
 
 export interface AuditOptions {
   /**
