@@ -12,6 +12,7 @@ import { mqScheme } from './endpoints/mq/scheme.ts';
 import { peerScheme } from './endpoints/peer/scheme.ts';
 import { queueScheme } from './endpoints/queue/scheme.ts';
 import { tmpScheme } from './endpoints/tmp/scheme.ts';
+import { topicScheme } from './endpoints/topic/scheme.ts';
 import { webhookScheme } from './endpoints/webhook/scheme.ts';
 
-for (const definition of [queueScheme, personScheme, groupScheme, mqScheme, peerScheme, webhookScheme, emailScheme, flowScheme, tmpScheme]) registerScheme(definition);
+for (const definition of [queueScheme, personScheme, groupScheme, mqScheme, peerScheme, webhookScheme, emailScheme, flowScheme, tmpScheme, topicScheme]) registerScheme(definition);

@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { SwitchboardError } from '../core/errors.ts';
 import { ApiClient, addressPath } from './client.ts';
 import { checkConfigCommand, hashPasswordCommand, startCommand } from './local-commands.ts';
+import { registerTopicsCommand } from './topics-command.ts';
 
 const program = new Command('switchboard')
   .description('Switchboard workflow integration gateway')
@@ -235,6 +236,8 @@ perms
   .argument('<verb>')
   .argument('<address>')
   .action(async (verb: string, address: string) => print(await client().request('GET', `/api/who-can?${new URLSearchParams({ verb, address })}`)));
+
+registerTopicsCommand(program, client, print);
 
 const network = program.command('network').description('peer network material: a development CA and node certificates and signing keys');
 network

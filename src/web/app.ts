@@ -21,6 +21,7 @@ import { taskRoutes } from './routes/tasks.ts';
 import { healthRoutes } from './routes/health.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { queueRoutes } from './routes/queues.ts';
+import { topicRoutes } from './routes/topics.ts';
 
 /** Builds the HTTP door; `listen` is the caller's (the gateway, or a test on a free port). */
 export function createApp(deps: AppDeps): Express {
@@ -39,6 +40,7 @@ export function createApp(deps: AppDeps): Express {
   app.use('/api', express.json({ limit: deps.bodyLimit, strict: false, type: () => true }), jsonDepthLimit());
   app.use(messageRoutes(deps));
   app.use(queueRoutes(deps));
+  app.use(topicRoutes(deps));
   app.use(canRoutes(deps));
   app.use(tokenRoutes(deps));
   app.use(taskRoutes(deps));

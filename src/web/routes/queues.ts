@@ -18,19 +18,25 @@ function addressParam(req: Request): string {
   return parseAddress(req.params.address).raw;
 }
 
+/** What the rules are checked on: a topic subscription (`topic:t?subscription=s`) is governed by its topic's rules. */
+function ruleAddress(address: string): string {
+  const q = address.indexOf('?');
+  return q < 0 ? address : address.slice(0, q);
+}
+
 /** Browse, peek-lock receive and ack, dead letters and replay. */
 export function queueRoutes({ router, permissions }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
 
   r.get('/api/queues/:address', async (req, res) => {
     const address = addressParam(req);
-    permissions.require(principalOf(res), 'browse', address);
+    permissions.require(principalOf(res), 'browse', ruleAddress(address));
     res.json(await router.browse(address, intIn(req.query.limit, 'limit', 1, 1000, 20)));
   });
 
   r.post('/api/queues/:address/receive', async (req, res) => {
     const address = addressParam(req);
-    permissions.require(principalOf(res), 'consume', address);
+    permissions.require(principalOf(res), 'consume', ruleAddress(address));
     const body = (req.body ?? {}) as { max?: unknown; leaseSeconds?: unknown };
     const max = intIn(body.max, 'max', 1, 1000, 1);
     const leaseSeconds = intIn(body.leaseSeconds, 'leaseSeconds', 1, 43_200, 30);
@@ -39,7 +45,7 @@ export function queueRoutes({ router, permissions }: AppDeps): ExpressRouter {
 
   r.post('/api/queues/:address/ack', async (req, res) => {
     const address = addressParam(req);
-    permissions.require(principalOf(res), 'consume', address);
+    permissions.require(principalOf(res), 'consume', ruleAddress(address));
     const leases = (req.body ?? {}).leases as unknown;
     if (!Array.isArray(leases) || leases.length === 0 || leases.length > 1000 || !leases.every((l) => typeof l === 'string' && l.length > 0 && l.length < 200)) {
       throw new ValidationError("'leases' must be a non-empty array (at most 1000) of lease strings from a receive");
@@ -49,14 +55,14 @@ export function queueRoutes({ router, permissions }: AppDeps): ExpressRouter {
 
   r.get('/api/dlq/:address', async (req, res) => {
     const address = addressParam(req);
-    permissions.require(principalOf(res), 'browse', address);
+    permissions.require(principalOf(res), 'browse', ruleAddress(address));
     res.json(await router.deadLetters(address, intIn(req.query.limit, 'limit', 1, 1000, 20)));
   });
 
   // Replay puts dead letters back into the queue they came from: a send into that address.
   r.post('/api/dlq/:address/replay', async (req, res) => {
     const address = addressParam(req);
-    permissions.require(principalOf(res), 'send', address);
+    permissions.require(principalOf(res), 'send', ruleAddress(address));
     const ids = (req.body ?? {}).ids as unknown;
     if (ids !== undefined && (!Array.isArray(ids) || !ids.every((i) => typeof i === 'string'))) {
       throw new ValidationError("'ids' must be an array of message ids (omit it to replay every dead letter)");

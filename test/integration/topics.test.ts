@@ -1,0 +1,262 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver } from 'rhea';
+import type { Subscription } from '../../src/core/endpoint.ts';
+import type { Message } from '../../src/core/message.ts';
+import type { Gateway } from '../../src/gateway.ts';
+import { api, enc, startTestGateway, USERS, waitFor, type ApiResponse } from '../support/gateway.ts';
+import { startTestRedis, type TestRedis } from '../support/servers.ts';
+
+// Topics (DESIGN §1, §6): `topic:trades.eu` fans out to every subscription; a durable
+// subscription is a queue at `topic:<topic>?subscription=<name>` (receive/ack/browse/dlq through
+// the queue routes); subscriptions are listed, created and deleted through /api/topics with
+// `admin`; over AMQP a receiver's link name and durable source make a durable subscription, the
+// `shared` capability a shared one, and anything else lives as long as its link. A message
+// reaches every subscription that existed when it was accepted, or none. Real Redis, real HTTP,
+// rhea as the AMQP client.
+
+type User = keyof typeof USERS;
+
+let redis: TestRedis;
+let gw: Gateway;
+let flowsDir: string;
+const subs = new Set<Subscription>();
+const rheaConnections: Connection[] = [];
+
+const FLOW = `import { defineFlow } from 'switchboard';
+import { z } from 'zod';
+export default defineFlow({
+  name: 'topic-publisher',
+  input: z.object({ ref: z.string() }),
+  async run(ctx, input) {
+    const sent = await ctx.send('topic:flows.published', { ref: input.ref }, { subject: 'published by a flow' });
+    return { sent: sent.id };
+  },
+});
+`;
+
+before(async () => {
+  redis = await startTestRedis();
+  flowsDir = mkdtempSync(join(tmpdir(), 'sb-topics-'));
+  writeFileSync(join(flowsDir, 'topic-publisher.ts'), FLOW);
+  gw = await startTestGateway(redis.url, {
+    flows: { dir: flowsDir, lockTimeout: '3s', stalledCheck: '1s' },
+    amqp: { port: 0, credit: 20 },
+    permissions: [
+      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'topic:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'browse'] }] },
+      // clerk may publish to trades.* and consume exactly topic:trades.eu (so its subscriptions), nothing else.
+      { group: 'clerks', allow: [{ address: 'topic:trades.*', verbs: ['send'] }, { address: 'topic:trades.eu', verbs: ['consume', 'browse'] }] },
+      { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
+    ],
+  });
+});
+after(async () => {
+  for (const s of subs) await s.close().catch(() => undefined);
+  for (const c of rheaConnections) c.close();
+  await gw?.stop();
+  await redis?.dispose();
+  rmSync(flowsDir, { recursive: true, force: true });
+});
+
+const sub = (topic: string, name: string) => `topic:${topic}?subscription=${name}`;
+
+async function createSub(topic: string, name: string, extra: Record<string, unknown> = {}, user: User = 'ops'): Promise<ApiResponse> {
+  return api(gw.url, 'POST', `/api/topics/${enc(topic)}/subscriptions`, { user, body: { name, ...extra } });
+}
+
+async function mustCreate(topic: string, name: string, extra: Record<string, unknown> = {}) {
+  const r = await createSub(topic, name, extra);
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  return r.body.subscription;
+}
+
+async function publish(to: string, id: string, body: unknown = { id }, user: User = 'ops'): Promise<ApiResponse> {
+  return api(gw.url, 'POST', '/api/messages', { user, body: { to, id, body } });
+}
+
+async function mustPublish(to: string, id: string, body?: unknown, user: User = 'ops') {
+  const r = await publish(to, id, body, user);
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  return r.body as { id: string; duplicate: boolean };
+}
+
+async function receive(address: string, user: User = 'ops', max = 100) {
+  const r = await api(gw.url, 'POST', `/api/queues/${enc(address)}/receive`, { user, body: { max, leaseSeconds: 60 } });
+  assert.equal(r.status, 200, `${address}: ${JSON.stringify(r.body)}`);
+  return r.body.messages as (Message & { lease: string })[];
+}
+
+async function ack(address: string, leases: string[], user: User = 'ops') {
+  const r = await api(gw.url, 'POST', `/api/queues/${enc(address)}/ack`, { user, body: { leases } });
+  assert.deepEqual(r.body, { acked: leases.length, expired: [] });
+}
+
+async function depth(address: string): Promise<number> {
+  const r = await api(gw.url, 'GET', `/api/queues/${enc(address)}`, { user: 'ops' });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.depth as number;
+}
+
+/** Receives and acks everything in a subscription; the ids in order. */
+async function drain(address: string, user: User = 'ops'): Promise<string[]> {
+  const got = await receive(address, user);
+  if (got.length > 0) await ack(address, got.map((m) => m.lease), user);
+  return got.map((m) => m.id);
+}
+
+test('fan-out: two durable subscriptions and a pattern subscription each get one copy; the pattern also gets other topics it matches', async () => {
+  await mustCreate('trades.eu', 'risk');
+  await mustCreate('trades.eu', 'settlement');
+  await mustCreate('trades.*', 'all');
+  assert.equal((await mustPublish('topic:trades.eu', 'fan-1', { px: 101 })).duplicate, false);
+  await mustPublish('topic:trades.eu', 'fan-2');
+  await mustPublish('topic:trades.us', 'fan-us');
+  assert.deepEqual(await drain(sub('trades.eu', 'risk')), ['fan-1', 'fan-2']);
+  const settlement = await receive(sub('trades.eu', 'settlement'));
+  assert.deepEqual(settlement.map((m) => m.id), ['fan-1', 'fan-2']);
+  assert.deepEqual(settlement[0]!.body, { px: 101 });
+  assert.equal(settlement[0]!.to, 'topic:trades.eu', 'a copy keeps the address it was published to');
+  assert.equal(settlement[0]!.sender.name, 'ops');
+  await ack(sub('trades.eu', 'settlement'), settlement.map((m) => m.lease));
+  assert.deepEqual((await drain(sub('trades.*', 'all'))).sort(), ['fan-1', 'fan-2', 'fan-us']);
+
+  // clerk consumes exactly topic:trades.eu: the subscriptions' addresses are governed by the topic's rule.
+  await mustPublish('topic:trades.eu', 'fan-clerk', undefined, 'clerk');
+  assert.deepEqual(await drain(sub('trades.eu', 'risk'), 'clerk'), ['fan-clerk']);
+  const denied = await api(gw.url, 'POST', `/api/queues/${enc(sub('trades.*', 'all'))}/receive`, { user: 'clerk', body: { max: 1 } });
+  assert.equal(denied.status, 403, 'clerk may not consume the pattern subscription');
+  const wrong = await publish('topic:trades.*', 'to-a-pattern');
+  assert.equal(wrong.status, 400, 'one publishes to a topic, not a pattern');
+  const missing = await api(gw.url, 'POST', `/api/queues/${enc(sub('trades.eu', 'nobody-made-this'))}/receive`, { user: 'ops', body: { max: 1 } });
+  assert.equal(missing.status, 404, JSON.stringify(missing.body));
+  assert.match(missing.body.error.message, /risk/, 'names the subscriptions there are');
+});
+
+test('a subscription created after a publish does not get it; one deleted gets nothing more', async () => {
+  await mustCreate('news.late', 'early');
+  await mustPublish('topic:news.late', 'before-late');
+  await mustCreate('news.late', 'late');
+  await mustPublish('topic:news.late', 'after-late');
+  assert.deepEqual(await drain(sub('news.late', 'early')), ['before-late', 'after-late']);
+  assert.deepEqual(await drain(sub('news.late', 'late')), ['after-late']);
+  assert.equal((await api(gw.url, 'DELETE', '/api/topics/news.late/subscriptions/early', { user: 'ops' })).status, 200);
+  await mustPublish('topic:news.late', 'after-delete');
+  assert.deepEqual(await drain(sub('news.late', 'late')), ['after-delete']);
+  assert.equal((await api(gw.url, 'GET', `/api/queues/${enc(sub('news.late', 'early'))}`, { user: 'ops' })).status, 404);
+  // A publication to a topic nobody subscribes to is accepted and goes nowhere.
+  assert.equal((await mustPublish('topic:news.nobody', 'lonely')).duplicate, false);
+});
+
+test('a bounded subscription that is full refuses the publish with 503, and no subscription gets it (all or none)', async () => {
+  await mustCreate('orders.bounded', 'small', { maxDepth: 2 });
+  await mustCreate('orders.bounded', 'big');
+  await mustCreate('orders.*', 'wide');
+  await mustPublish('topic:orders.bounded', 'b-1');
+  await mustPublish('topic:orders.bounded', 'b-2');
+  const refused = await publish('topic:orders.bounded', 'b-3');
+  assert.equal(refused.status, 503, JSON.stringify(refused.body));
+  assert.equal(refused.headers.get('retry-after'), '5');
+  assert.match(refused.body.error.message, /subscription 'small'.*full/);
+  assert.equal(await depth(sub('orders.bounded', 'big')), 2, 'the unbounded subscription did not get the refused message');
+  assert.equal(await depth(sub('orders.*', 'wide')), 2, 'nor did the pattern subscription');
+  // Room again: the same message is accepted now, by every subscription.
+  assert.deepEqual(await drain(sub('orders.bounded', 'small')), ['b-1', 'b-2']);
+  await mustPublish('topic:orders.bounded', 'b-3');
+  assert.deepEqual(await drain(sub('orders.bounded', 'big')), ['b-1', 'b-2', 'b-3']);
+  assert.deepEqual(await drain(sub('orders.*', 'wide')), ['b-1', 'b-2', 'b-3']);
+  assert.deepEqual(await drain(sub('orders.bounded', 'small')), ['b-3']);
+});
+
+test('dedup per subscription by (address, sender, id): a repeat is accepted, not delivered again; another sender\'s same id is delivered', async () => {
+  await mustCreate('trades.dedup', 'one');
+  await mustCreate('trades.*', 'dedup-pattern');
+  assert.equal((await mustPublish('topic:trades.dedup', 'same-id')).duplicate, false);
+  assert.equal((await mustPublish('topic:trades.dedup', 'same-id')).duplicate, true);
+  assert.equal((await mustPublish('topic:trades.dedup', 'same-id', undefined, 'clerk')).duplicate, false, "clerk's id is clerk's own");
+  const got = await receive(sub('trades.dedup', 'one'));
+  assert.deepEqual(got.map((m) => `${m.sender.name}:${m.id}`), ['ops:same-id', 'clerk:same-id']);
+  await ack(sub('trades.dedup', 'one'), got.map((m) => m.lease));
+  assert.deepEqual(await drain(sub('trades.*', 'dedup-pattern')), ['same-id', 'same-id']);
+});
+
+test('a subscription has its dead letters, listed and replayed like a queue\'s', async () => {
+  await mustCreate('alerts.dlq', 'pager');
+  const address = sub('alerts.dlq', 'pager');
+  const calls: string[] = [];
+  const consumer = await gw.router.consume(address, async (m) => {
+    calls.push(m.id);
+    throw new Error(`cannot page for ${m.id}`);
+  }, { maxInFlight: 1 });
+  subs.add(consumer);
+  await mustPublish('topic:alerts.dlq', 'page-1');
+  const dead = await waitFor(async () => {
+    const r = await api(gw.url, 'GET', `/api/dlq/${enc(address)}`, { user: 'ops' });
+    return r.body.depth === 1 ? r.body : undefined;
+  }, 30_000, 'a dead letter');
+  assert.equal(dead.address, `dlq:${address}`);
+  assert.equal(dead.messages[0].id, 'page-1');
+  assert.match(dead.messages[0].deadLetter.reason, /cannot page/);
+  assert.equal(calls.length, 3, 'three deliveries (queues.maxAttempts) before the dead letter');
+  await consumer.close();
+  subs.delete(consumer);
+  const replayed = await api(gw.url, 'POST', `/api/dlq/${enc(address)}/replay`, { user: 'ops', body: { ids: ['page-1'] } });
+  assert.deepEqual(replayed.body, { replayed: 1 });
+  assert.deepEqual(await drain(address), ['page-1']);
+});
+
+test('a flow publishes with ctx.send(\'topic:…\') and every subscription gets it', async () => {
+  await mustCreate('flows.published', 'a');
+  await mustCreate('flows.*', 'b');
+  const started = await api(gw.url, 'POST', '/api/flows/topic-publisher', { user: 'ops', body: { input: { ref: 'F-1' } } });
+  assert.equal(started.status, 202, JSON.stringify(started.body));
+  const [a] = (await waitFor(async () => { const m = await receive(sub('flows.published', 'a')); return m.length > 0 ? m : undefined; }, 30_000, 'the flow\'s publication'))!;
+  assert.deepEqual(a!.body, { ref: 'F-1' });
+  assert.equal(a!.sender.kind, 'flow');
+  assert.equal(a!.subject, 'published by a flow');
+  await ack(sub('flows.published', 'a'), [a!.lease]);
+  assert.equal((await drain(sub('flows.*', 'b'))).length, 1);
+});
+
+test('API: list, create and delete subscriptions need admin on the topic; without it 403, audited', async () => {
+  const created = await mustCreate('api.topic', 'first', { shared: true, maxDepth: 10 });
+  assert.deepEqual(created, { name: 'first', durable: true, shared: true, maxDepth: 10, depth: 0, address: sub('api.topic', 'first') });
+  await mustCreate('api.*', 'by-pattern');
+  assert.equal((await createSub('api.topic', 'first')).status, 409, 'a name is taken once per topic');
+  assert.equal((await createSub('api.topic', 'bad name')).status, 400);
+  await mustPublish('topic:api.topic', 'api-1');
+  const list = await api(gw.url, 'GET', `/api/topics/${enc('topic:api.topic')}/subscriptions`, { user: 'ops' });
+  assert.equal(list.status, 200, JSON.stringify(list.body));
+  const byName = new Map((list.body.subscriptions as { name: string }[]).map((s) => [s.name, s]));
+  assert.deepEqual(byName.get('first'), { name: 'first', durable: true, shared: true, maxDepth: 10, depth: 1, address: sub('api.topic', 'first') });
+  assert.deepEqual(byName.get('by-pattern'), { name: 'by-pattern', durable: true, shared: false, pattern: 'topic:api.*', depth: 1, address: sub('api.*', 'by-pattern') });
+  // The topic without the scheme names the same topic.
+  assert.equal((await api(gw.url, 'GET', '/api/topics/api.topic/subscriptions', { user: 'ops' })).body.subscriptions.length, 2);
+
+  for (const [method, path, body] of [
+    ['GET', '/api/topics/api.topic/subscriptions', undefined],
+    ['POST', '/api/topics/api.topic/subscriptions', { name: 'clerks-own' }],
+    ['DELETE', '/api/topics/api.topic/subscriptions/first', undefined],
+  ] as const) {
+    const r = await api(gw.url, method, path, { user: 'clerk', ...(body ? { body } : {}) });
+    assert.equal(r.status, 403, `${method} ${path}: ${JSON.stringify(r.body)}`);
+  }
+  const audit = await waitFor(async () => {
+    const r = await api(gw.url, 'GET', '/api/audit?actor=user:clerk&action=access.denied', { user: 'ops' });
+    const entries = (r.body.entries as { target?: string; detail?: string }[]).filter((e) => e.target === 'topic:api.topic');
+    return entries.length >= 3 ? entries : undefined;
+  }, 10_000, 'the refusals in the audit trail');
+  assert.ok(audit!.some((e) => /admin denied/.test(e.detail ?? '')));
+
+  const deleted = await api(gw.url, 'DELETE', '/api/topics/api.topic/subscriptions/first', { user: 'ops' });
+  assert.equal(deleted.status, 200, JSON.stringify(deleted.body));
+  assert.equal((await api(gw.url, 'DELETE', '/api/topics/api.topic/subscriptions/first', { user: 'ops' })).status, 404);
+  const after = await api(gw.url, 'GET', '/api/topics/api.topic/subscriptions', { user: 'ops' });
+  assert.deepEqual(after.body.subscriptions.map((s: { name: string }) => s.name), ['by-pattern']);
+  const gone = await api(gw.url, 'GET', `/api/queues/${enc(sub('api.topic', 'first'))}`, { user: 'ops' });
+  assert.equal(gone.status, 404, 'a deleted subscription is gone with its messages');
+  const created2 = await api(gw.url, 'GET', '/api/audit?actor=user:ops&action=topic.subscription.created', { user: 'ops' });
+  assert.ok((created2.body.entries as { target?: string }[]).some((e) => e.target === sub('api.topic', 'first')));
+});
