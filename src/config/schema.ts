@@ -232,7 +232,10 @@ export const configSchema = z.strictObject({
     .strictObject({
       maxAttempts: z.number().int().min(1).max(100).default(5),
       backoff: duration.default(1000),
+      /** How long a message id is remembered on an address with no `dedup` rule (a reused id within it is acknowledged and dropped). */
       dedupTtl: duration.default(86_400_000),
+      /** Deduplication windows per address pattern (first match wins; window 0 turns deduplication off there). */
+      dedup: z.array(z.strictObject({ address: pattern, window: duration })).default([]),
       lockTimeout: duration.default(30_000),
       stalledCheck: duration.default(15_000),
       /** Bounded queues (first matching pattern wins): senders get 503 and routes hold back when full. */
@@ -244,7 +247,7 @@ export const configSchema = z.strictObject({
       /** switchboard_queue_depth series for the most recently active queues (besides routes' and limits'); the rest are summed as address="(other)". */
       depthSeries: z.number().int().min(0).default(100),
     })
-    .default({ maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, lockTimeout: 30_000, stalledCheck: 15_000, limits: [], idleClose: 60_000, maxOpen: 1000, depthSeries: 100 }),
+    .default({ maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, dedup: [], lockTimeout: 30_000, stalledCheck: 15_000, limits: [], idleClose: 60_000, maxOpen: 1000, depthSeries: 100 }),
   directory: directory.default({ type: 'file', users: [] }),
   permissions: z.array(permission).default([]),
   routes: z.array(route).default([]),

@@ -31,6 +31,82 @@ export interface Message {
   body: unknown;
   createdAt: string;
   expiresAt?: string;
+  /**
+   * What an AMQP sender said beyond the fields above, kept so the message leaves Switchboard as it
+   * came in (DESIGN §2, §6): the AMQP types of its ids and application properties, its body section
+   * and header fields. Optional and JSON-safe; `id`, `correlationId` and `headers` stay the string
+   * forms that HTTP, dedup and older code read. Each typed form is used on the way out only while
+   * its string form still equals the field it describes, so a hop that changes a field is not undone.
+   */
+  amqp?: AmqpFidelity;
+}
+
+/**
+ * One AMQP 1.0 value with its type, as JSON. 64-bit integers are decimal strings (JSON numbers
+ * lose precision past 2^53); binary and decimals are base64; a uuid is its canonical dashed text;
+ * a timestamp is milliseconds since the epoch; a non-finite float or double is the text `NaN`,
+ * `Infinity` or `-Infinity`.
+ */
+export type AmqpValue =
+  | { type: 'null' }
+  | { type: 'boolean'; value: boolean }
+  | { type: 'ubyte' | 'ushort' | 'uint' | 'byte' | 'short' | 'int' | 'char'; value: number }
+  | { type: 'float' | 'double'; value: number | 'NaN' | 'Infinity' | '-Infinity' }
+  | { type: 'ulong' | 'long'; value: string }
+  | { type: 'timestamp'; value: number }
+  | { type: 'uuid' | 'string' | 'symbol'; value: string }
+  | { type: 'binary' | 'decimal32' | 'decimal64' | 'decimal128'; value: string }
+  | { type: 'list'; value: AmqpValue[] }
+  | { type: 'map'; value: [AmqpValue, AmqpValue][] }
+  /** `code` is the element constructor's AMQP typecode, kept so the array is written back the same. */
+  | { type: 'array'; code: number; descriptor?: AmqpValue; value: AmqpValue[] }
+  | { type: 'described'; descriptor: AmqpValue; value: AmqpValue };
+
+/** The AMQP type of a message_id or correlation_id; its string form is in `id`/`correlationId`. */
+export type AmqpIdType = 'ulong' | 'uuid' | 'binary' | 'string';
+
+/** The AMQP detail kept on a Message (see `Message.amqp`). */
+export interface AmqpFidelity {
+  /** Type of message_id; the string form (decimal, dashed uuid, hex) is `Message.id`. */
+  idType?: AmqpIdType;
+  /** Type of correlation_id; the string form is `Message.correlationId`. */
+  correlationIdType?: AmqpIdType;
+  /** Application properties that are not plain strings, with their AMQP types, by name. */
+  properties?: Record<string, AmqpValue>;
+  /** The body section the sender used. */
+  bodySection?: 'value' | 'sequence' | 'data';
+  /** A value body (or, for `sequence`, a list of the sequence sections, each a list) with its types. */
+  body?: AmqpValue;
+  /** A JSON data section's own bytes (base64) when re-serialising its parsed body would differ. */
+  data?: string;
+  /** The sender set no content_type (Switchboard's contentType is then its guess). */
+  noContentType?: true;
+  durable?: boolean;
+  priority?: number;
+  /** Milliseconds, as sent; `Message.expiresAt` holds the expiry it gave at the first ingress. */
+  ttl?: number;
+  /** absolute-expiry-time as sent (ISO 8601). */
+  absoluteExpiryTime?: string;
+  groupId?: string;
+  groupSequence?: number;
+  replyToGroupId?: string;
+  contentEncoding?: string;
+}
+
+/**
+ * True when the message is past its expiry (`expiresAt`, from an AMQP absolute-expiry-time or ttl
+ * or an HTTP `expiresAt`): it is then dead-lettered with the reason, not delivered.
+ */
+export function isExpired(m: Pick<Message, 'expiresAt'>, now: Date | number = Date.now()): boolean {
+  if (m.expiresAt === undefined) return false;
+  const at = Date.parse(m.expiresAt);
+  return !Number.isNaN(at) && at <= (typeof now === 'number' ? now : now.getTime());
+}
+
+/** The dead-letter reason for an expired message (for the DLQ entry and the log). */
+export function expiryReason(m: Pick<Message, 'expiresAt' | 'amqp'>): string {
+  const ttl = m.amqp?.ttl !== undefined ? ` (ttl ${m.amqp.ttl} ms)` : '';
+  return `expired at ${m.expiresAt}${ttl} before it was delivered`;
 }
 
 /** What a client may set; everything else is the gateway's to decide. */

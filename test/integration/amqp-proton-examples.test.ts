@@ -118,21 +118,47 @@ after(async () => {
 });
 
 // simple_recv.py compares message.id with an int: it needs the ulong ids simple_send.py sent to come
-// back as ulongs (DESIGN §2). src/amqp/mapping.ts turns every id into a string today.
-test('simple_send.py and simple_recv.py: 25 messages confirmed, then all 25 received in order', { timeout: 120_000, todo: 'message ids keep their AMQP type (DESIGN §2): src/amqp/mapping.ts returns a ulong id as a string, and simple_recv.py fails comparing it with an int' }, async () => {
-  const Q = 'queue:examples.simple';
-  const sent = await python(example('simple_send.py'), ['-a', url(Q), '-m', '25']);
+// back as ulongs (DESIGN §2), and prints the body, a map sent as an AMQP value, as a Python dict.
+// It also drops any message whose id is below the count it has printed ("duplicate"), so it needs
+// the queue's order: a gateway with amqp.credit 1 hands one message at a time to a consumer.
+async function simpleSendRecv(Q: string, amqpPort: number): Promise<void> {
+  const at = (address: string) => `amqp://ops:${USERS.ops}@127.0.0.1:${amqpPort}/${address}`;
+  const sent = await python(example('simple_send.py'), ['-a', at(Q), '-m', '25']);
   assert.equal(sent.timedOut, false, sent.out);
   assert.match(sent.out, /all messages confirmed/, sent.out);
   assert.equal((await depth(Q)).depth, 25);
-  const got = await python(example('simple_recv.py'), ['-a', url(Q), '-m', '25']);
+  const got = await python(example('simple_recv.py'), ['-a', at(Q), '-m', '25']);
   assert.equal(got.timedOut, false, got.out);
   assert.equal(got.code, 0, got.out);
   const lines = got.out.trim().split('\n');
   assert.equal(lines.length, 25, got.out);
-  // Bodies are maps {'sequence': n}; they come back as JSON bytes.
-  assert.deepEqual(lines.map((l) => Number(/"sequence": ?(\d+)/.exec(l)?.[1])), Array.from({ length: 25 }, (_, i) => i + 1), got.out);
+  // Bodies are maps {'sequence': n} sent as AMQP values; they come back as maps, printed by Python as dicts.
+  assert.deepEqual(lines.map((l) => Number(/^\{'sequence': (\d+)\}$/.exec(l)?.[1])), Array.from({ length: 25 }, (_, i) => i + 1), got.out);
   await waitFor(async () => { const d = await depth(Q); return d.depth === 0 && d.inFlight === 0; }, 20_000, `${Q} empty`);
+}
+
+test('simple_send.py and simple_recv.py: 25 messages confirmed, then all 25 received in order, ulong ids and map bodies as sent (amqp.credit 1)', { timeout: 120_000 }, async () => {
+  const ordered = await startTestGateway(redis!.url, {
+    amqp: { port: 0, credit: 1 },
+    permissions: [{ group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }] }, { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] }],
+    log: { level: 'error' },
+    redis: { url: redis!.url, prefix: `t${Math.random().toString(36).slice(2, 8)}` },
+  });
+  const main = gw;
+  try {
+    gw = ordered;
+    await simpleSendRecv('queue:examples.simple-ordered', ordered.amqpPort!);
+  } finally {
+    gw = main;
+    await ordered.stop();
+  }
+});
+
+test('simple_send.py and simple_recv.py with credit 10: all 25 received in order', {
+  timeout: 120_000,
+  todo: 'with more than one message in flight, src/amqp-server/amqp-server.ts consume() lets the waiters for credit poll every 50 ms, so the first to wake sends first, not the oldest: in most runs here one message comes out after a later one, and simple_recv.py drops it as a duplicate',
+}, async () => {
+  await simpleSendRecv('queue:examples.simple', gw!.amqpPort!);
 });
 
 test('client.py and server.py: request/reply over a dynamic receiver (temporary queue) and the anonymous relay', { timeout: 120_000 }, async () => {

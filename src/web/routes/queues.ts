@@ -1,6 +1,7 @@
 import { Router as ExpressRouter, type Request } from 'express';
 import { parseAddress } from '../../core/address.ts';
 import { ValidationError } from '../../core/errors.ts';
+import type { Message } from '../../core/message.ts';
 import type { AppDeps } from '../deps.ts';
 import { principalOf } from '../middleware/authenticate.ts';
 
@@ -24,6 +25,22 @@ function ruleAddress(address: string): string {
   return q < 0 ? address : address.slice(0, q);
 }
 
+/**
+ * A message as JSON (DESIGN §6): a binary body is `{"base64": "…"}` beside its `contentType`
+ * (JSON would otherwise turn a Buffer into `{type: 'Buffer', data: […]}`). Of `amqp`, the typed
+ * copies of the body are left out: the body is already there, and ids and headers are strings.
+ */
+export function messageJson<M extends Message>(m: M): M {
+  const body = Buffer.isBuffer(m.body) || m.body instanceof Uint8Array ? { base64: Buffer.from(m.body as Uint8Array).toString('base64') } : m.body;
+  if (!m.amqp) return { ...m, body };
+  const { body: _typed, data: _bytes, ...amqp } = m.amqp;
+  return { ...m, body, amqp };
+}
+
+function withMessagesJson<T extends { messages: Message[] }>(r: T): T {
+  return { ...r, messages: r.messages.map(messageJson) };
+}
+
 /** Browse, peek-lock receive and ack, dead letters and replay. */
 export function queueRoutes({ router, permissions }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
@@ -31,7 +48,7 @@ export function queueRoutes({ router, permissions }: AppDeps): ExpressRouter {
   r.get('/api/queues/:address', async (req, res) => {
     const address = addressParam(req);
     permissions.require(principalOf(res), 'browse', ruleAddress(address));
-    res.json(await router.browse(address, intIn(req.query.limit, 'limit', 1, 1000, 20)));
+    res.json(withMessagesJson(await router.browse(address, intIn(req.query.limit, 'limit', 1, 1000, 20))));
   });
 
   r.post('/api/queues/:address/receive', async (req, res) => {
@@ -40,7 +57,7 @@ export function queueRoutes({ router, permissions }: AppDeps): ExpressRouter {
     const body = (req.body ?? {}) as { max?: unknown; leaseSeconds?: unknown };
     const max = intIn(body.max, 'max', 1, 1000, 1);
     const leaseSeconds = intIn(body.leaseSeconds, 'leaseSeconds', 1, 43_200, 30);
-    res.json({ messages: await router.receive(address, max, leaseSeconds * 1000) });
+    res.json({ messages: (await router.receive(address, max, leaseSeconds * 1000)).map(messageJson) });
   });
 
   r.post('/api/queues/:address/ack', async (req, res) => {
@@ -56,7 +73,7 @@ export function queueRoutes({ router, permissions }: AppDeps): ExpressRouter {
   r.get('/api/dlq/:address', async (req, res) => {
     const address = addressParam(req);
     permissions.require(principalOf(res), 'browse', ruleAddress(address));
-    res.json(await router.deadLetters(address, intIn(req.query.limit, 'limit', 1, 1000, 20)));
+    res.json(withMessagesJson(await router.deadLetters(address, intIn(req.query.limit, 'limit', 1, 1000, 20))));
   });
 
   // Replay puts dead letters back into the queue they came from: a send into that address.
