@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea';
 import type { Logger } from 'pino';
 import { DestinationUnavailable, SwitchboardError } from '../core/errors.ts';
@@ -30,6 +31,22 @@ export class BrokerRejected extends SwitchboardError {
 
 type Outcome = { resolve: () => void; reject: (err: Error) => void; timer: NodeJS.Timeout };
 
+/** The fields of the broker's AMQP open frame that a qualification looks at. */
+export interface RemoteOpen {
+  container_id?: string;
+  max_frame_size?: number;
+  offered_capabilities?: unknown;
+  properties?: Record<string, unknown>;
+}
+
+/** What a Broker tells the links that live on its connection (typed, one listener list each). */
+export interface BrokerEvents {
+  /** The connection is open (first time, or again after a reconnect). */
+  open: [];
+  /** The broker ended a session: every link in it is gone for good and must be attached anew. */
+  session_end: [session: unknown];
+}
+
 /**
  * One AMQP 1.0 connection to an in-house broker (rhea): reconnects with backoff and jitter,
  * re-attaches its links, and keeps a sender per address. A send resolves only when the broker
@@ -43,9 +60,27 @@ export class Broker {
   private state: 'connecting' | 'open' | 'down' = 'connecting';
   private lastError = '';
   private readonly openWaiters = new Set<() => void>();
+  /** One wait for credit per sender, shared by every send waiting on it (one `sendable` listener). */
+  private readonly creditWaits = new Map<Sender, Promise<void>>();
+  private readonly events = new EventEmitter();
   private closing = false;
 
   constructor(readonly config: BrokerConfig, private readonly log: Logger) {}
+
+  /**
+   * Listen to the connection's life: links that must outlive a broker restart re-attach on
+   * `open` and `session_end`. (Listening on a rhea session or connection directly would stop rhea
+   * from passing those events on to this class, which then misses sessions the broker ended.)
+   */
+  on<K extends keyof BrokerEvents>(event: K, listener: (...args: BrokerEvents[K]) => void): () => void {
+    this.events.on(event, listener as (...args: unknown[]) => void);
+    return () => this.events.off(event, listener as (...args: unknown[]) => void);
+  }
+
+  /** The open connection's offered capabilities and properties as the broker sent them (for checks). */
+  get remoteOpen(): RemoteOpen | undefined {
+    return (this.connection as unknown as { remote?: { open?: RemoteOpen } } | undefined)?.remote?.open;
+  }
 
   get status(): { state: string; lastError?: string } {
     return { state: this.state, ...(this.lastError ? { lastError: this.lastError } : {}) };
@@ -85,6 +120,7 @@ export class Broker {
       this.log.info({ broker: this.config.name }, 'broker connected');
       for (const w of this.openWaiters) w();
       this.openWaiters.clear();
+      this.events.emit('open');
     });
     c.on('disconnected', (ctx: EventContext) => {
       const reason = (ctx as { error?: Error }).error?.message ?? 'disconnected';
@@ -110,9 +146,11 @@ export class Broker {
 
   /** Senders of a session the broker ended are dead: the next send opens a new one (new session). */
   private dropSession(ctx: EventContext): void {
+    this.events.emit('session_end', ctx.session);
     for (const [address, s] of this.senders) {
       if ((s as unknown as { session: unknown }).session === ctx.session) {
         this.senders.delete(address);
+        this.creditWaits.delete(s);
         const waiting = this.pending.get(s);
         if (waiting) for (const [, o] of waiting) { clearTimeout(o.timer); o.reject(new DestinationUnavailable(`mq:${this.config.name}`, 'the broker ended the session before it confirmed the message')); }
         this.pending.delete(s);
@@ -148,6 +186,17 @@ export class Broker {
     for (const [, m] of this.pending) for (const [, o] of m) { clearTimeout(o.timer); o.reject(err); }
     this.pending.clear();
     this.senders.clear();
+    this.creditWaits.clear();
+  }
+
+  /** Resolves at the sender's next `sendable`; every send waiting on the sender shares it. */
+  private creditFor(s: Sender): Promise<void> {
+    let wait = this.creditWaits.get(s);
+    if (!wait) {
+      wait = new Promise<void>((resolve) => s.once('sendable', () => { this.creditWaits.delete(s); resolve(); }));
+      this.creditWaits.set(s, wait);
+    }
+    return wait;
   }
 
   /** Resolves when the connection is open, or fails as unavailable after `ms`. */
@@ -175,11 +224,16 @@ export class Broker {
     await this.ready(this.config.sendTimeoutMs);
     const s = this.sender(address);
     if (!s.sendable()) {
-      await new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => { s.removeListener('sendable', ok); reject(new DestinationUnavailable(`mq:${this.config.name}/${address}`, 'the broker gave no credit in time')); }, this.config.sendTimeoutMs);
-        const ok = () => { clearTimeout(t); resolve(); };
-        s.once('sendable', ok);
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new DestinationUnavailable(`mq:${this.config.name}/${address}`, 'the broker gave no credit in time')), this.config.sendTimeoutMs);
       });
+      try {
+        // Many sends can wake on one `sendable`; each takes credit only if some is left.
+        while (!s.sendable()) await Promise.race([this.creditFor(s), expired]);
+      } finally {
+        clearTimeout(timer);
+      }
     }
     await new Promise<void>((resolve, reject) => {
       const d = s.send(message as unknown as Parameters<Sender['send']>[0]);

@@ -23,6 +23,9 @@ export interface MqEndpointOptions {
   log: Logger;
 }
 
+/** A flow instance: replies to it come back through the broker's reply queue (src/flows/broker-replies.ts). */
+const FLOW_INSTANCE = /^flow:[^/]+\/[^/]+$/;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -60,10 +63,15 @@ export class MqEndpoint implements Endpoint {
       // Switchboard address (a waiting flow) comes back through this broker's reply queue.
       const own = `mq:${broker.config.name}/`;
       if (message.replyTo.startsWith(own)) replyTo = broker.address(message.replyTo.slice(own.length));
-      else {
+      else if (FLOW_INSTANCE.test(message.replyTo)) {
         const q = this.o.replyQueues.get(broker.config.name);
         if (!q) throw new ValidationError(`replies from broker '${broker.config.name}' need brokers.${broker.config.name}.replyQueue in the config`);
         replyTo = broker.address(q);
+      } else {
+        // Refused at the door: the broker's consumer could never answer there, and a message that
+        // cannot be answered is better refused now than found in a dead-letter queue later.
+        throw new ValidationError(`reply_to '${message.replyTo}' cannot be answered through broker '${broker.config.name}': ` +
+          `expected an address on that broker (${own}<address>) or a waiting flow instance (flow:<name>/<instance>)`, 'reply_to_unreachable');
       }
     }
     const amqp = toAmqp(message, { ...(replyTo ? { replyTo } : {}) });
@@ -80,55 +88,64 @@ export class MqEndpoint implements Endpoint {
     const { broker, path } = this.split(address);
     let busy = 0;
     let stopping = false;
-    let receiver: Receiver;
+    let receiver: Receiver | undefined;
+    let retry: NodeJS.Timeout | undefined;
+    // A link the broker detached, or one in a session it ended, is gone for good: rhea re-attaches
+    // only links it still thinks open after a reconnect. One consumer per subscription: a new link
+    // only when the current one is closed, whichever event noticed first.
+    const attached = () => receiver !== undefined && !receiver.is_closed();
+    const ensureAttached = () => { if (!stopping && !attached()) attach(); };
+    const attachSoon = (why: string) => {
+      if (stopping || retry) return;
+      this.o.log.warn({ address }, `${why}; attaching again`);
+      retry = setTimeout(() => { retry = undefined; ensureAttached(); }, 1000);
+      retry.unref();
+    };
     const attach = () => {
-      receiver = broker.receiver(broker.address(path));
+      const r = broker.receiver(broker.address(path));
+      receiver = r;
       const topUp = () => {
         // Credit = free slots: never more messages in hand than maxInFlight.
-        const want = options.maxInFlight - busy - (receiver as unknown as { credit: number }).credit;
-        if (!stopping && want > 0 && receiver.is_open()) receiver.add_credit(want);
+        const want = options.maxInFlight - busy - (r as unknown as { credit: number }).credit;
+        if (!stopping && want > 0 && r.is_open() && r === receiver) r.add_credit(want);
       };
-      receiver.on('receiver_open', topUp);
-      receiver.on('message', (ctx: EventContext) => {
+      r.on('receiver_open', topUp);
+      r.on('message', (ctx: EventContext) => {
         const delivery = ctx.delivery as Delivery;
-        if (stopping || busy >= options.maxInFlight) {
+        // A broker that settles on sending (Qpid Proton's example broker) has already forgotten
+        // the message: giving it back would lose it, so it is handled even now.
+        const settledBySender = (delivery as unknown as { remote_settled?: boolean }).remote_settled === true;
+        if (!settledBySender && (stopping || busy >= options.maxInFlight)) {
           // RabbitMQ can send past our credit: give it back rather than hold more than we said.
           // (Plain `released`: with parameters rhea sends `modified`, which RabbitMQ 3.10 refuses.)
           delivery.release();
           return;
         }
         busy++;
-        void this.handle(broker, address, ctx.message as unknown as AmqpMessage, delivery, handler, () => stopping).finally(() => {
+        void this.handle(broker, address, ctx.message as unknown as AmqpMessage, delivery, handler, () => stopping && !settledBySender).finally(() => {
           busy--;
           topUp();
         });
       });
-      // A broker shutting down detaches its links before it closes the connection, and rhea does
-      // not re-attach a link the other side closed: attach a new one, or the queue loses its consumer.
-      receiver.on('receiver_close', () => {
-        if (stopping) return;
-        this.o.log.warn({ address }, 'the broker detached a consumer link; attaching again');
-        setTimeout(() => { if (!stopping) attach(); }, 1000).unref();
-      });
-      receiver.on('receiver_error', () => {});
-      // RabbitMQ ends the whole session when it shuts down; the links in it are gone for good.
-      const session = (receiver as unknown as { session: { on(ev: string, fn: () => void): void } }).session;
-      let reattached = false;
-      const onSessionEnd = () => {
-        if (stopping || reattached) return;
-        reattached = true;
-        this.o.log.warn({ address }, 'the broker ended the consumer session; attaching again');
-        setTimeout(() => { if (!stopping) attach(); }, 1000).unref();
-      };
-      session.on('session_close', onSessionEnd);
-      session.on('session_error', onSessionEnd);
+      // A broker shutting down detaches its links before it closes the connection.
+      r.on('receiver_close', () => { if (r === receiver) attachSoon('the broker detached a consumer link'); });
+      r.on('receiver_error', () => {});
     };
+    // The session ends (RabbitMQ ends it when it shuts down) and the reconnect are heard through
+    // the Broker, which must keep seeing them itself (see Broker.on).
+    const offSession = broker.on('session_end', (session) => {
+      if (receiver && (receiver as unknown as { session: unknown }).session === session) attachSoon('the broker ended the consumer session');
+    });
+    const offOpen = broker.on('open', () => setImmediate(ensureAttached));
     attach();
     const sub: Subscription = {
       close: async () => {
         stopping = true;
+        clearTimeout(retry);
+        offSession();
+        offOpen();
         this.subs.delete(sub);
-        receiver!.close();
+        receiver?.close();
       },
     };
     this.subs.add(sub);
