@@ -8,6 +8,12 @@ import type { Decision, FlowContext, MessageMatch, SendOptions, TaskSpec } from 
 import { FlowTimeout, NonDeterministicChange, Suspend } from './errors.ts';
 import type { InstanceMeta, InstanceStore, JournalEntry } from './store.ts';
 
+/** What one run tells the context it lends itself to (a sticky context lives through many runs). */
+export interface RunControl {
+  /** True once this run's lock refresh failed: another process may own the instance now. */
+  lockLost(): boolean;
+}
+
 export interface ContextDeps {
   store: InstanceStore;
   send(message: Message): Promise<SendResult>;
@@ -56,13 +62,27 @@ export function answers(entry: JournalEntry, m: Pick<StoredMessage, 'correlation
 }
 
 /**
- * The replaying ctx of one run of one instance. Step n returns what the journal recorded for n;
- * past the journal it does the work, journals it, and goes on; where it must wait it records
- * what it waits for and unwinds the run (Suspend), leaving nothing in memory.
+ * The replaying ctx of one instance. Step n returns what the journal recorded for n; past the
+ * journal it does the work, journals it, and goes on. Where it must wait it records what it waits
+ * for and then either unwinds the run (Suspend), leaving nothing in memory, or — when the runtime
+ * keeps the instance in memory (`sticky`) — parks: the flow function stays suspended in this
+ * wait, and the next run of this instance in this process resumes it here instead of replaying
+ * from the first step. Replay remains the way back after a crash, an eviction, or a run elsewhere.
  */
 export class ReplayContext implements FlowContext {
   private n = 0;
+  /**
+   * Entries not yet written. A send's entry waits here for the next round trip (before the next
+   * side effect, or the run's end): a crash in between re-sends with the same message id, which
+   * is deduplicated downstream, exactly as a crash between a send and its journal write was.
+   */
   private readonly pending: JournalEntry[] = [];
+  /** Whether a wait parks in memory instead of unwinding (set by the runtime per instance). */
+  sticky = false;
+  private parked?: { resume: () => void; evict: (s: Suspend) => void };
+  private onPark?: () => void;
+  /** Timer keys this context scheduled already: a wake continued in memory does not add them again. */
+  private readonly timers = new Set<string>();
   /** Set when the run must stop; every later ctx call throws it again. */
   stopped?: Suspend;
   /** The failure that stopped the run, for the instance's status. */
@@ -74,8 +94,55 @@ export class ReplayContext implements FlowContext {
     private readonly meta: InstanceMeta,
     private readonly journal: Map<number, JournalEntry>,
     private readonly deps: ContextDeps,
-    private readonly isCancelled: () => Promise<boolean>,
+    /**
+     * The runtime's control of the current run. A bare `isCancelled` function instead gives the
+     * plain mode (no batching): every entry is written at once and the status is asked on its own
+     * before each effect — what an in-memory stand-in of the store in a unit test expects.
+     */
+    private run: RunControl | (() => Promise<boolean>),
   ) {}
+
+  /** Batching mode: a send's entry goes with the next round trip, the status with the journal write. */
+  private get batching(): boolean {
+    return typeof this.run !== 'function';
+  }
+
+  /** Resolves once the flow parks in a wait (sticky only); the runtime races it with the run's end. */
+  whenParked(): Promise<'parked'> {
+    return new Promise((resolve) => {
+      this.onPark = () => resolve('parked');
+    });
+  }
+
+  /** True while the flow function is suspended in a wait, in memory. */
+  get isParked(): boolean {
+    return this.parked !== undefined;
+  }
+
+  /** Continues a parked flow in a new run: the wait looks at the inbox and the clock again. */
+  resume(run: RunControl): void {
+    const p = this.parked;
+    if (!p) throw new Error('ReplayContext.resume: the flow is not parked');
+    this.run = run;
+    this.parked = undefined;
+    this.waitingOn = undefined;
+    p.resume();
+  }
+
+  /** Drops a parked flow from memory: its wait throws Suspend('evicted') and the function unwinds. */
+  evict(): void {
+    const p = this.parked;
+    this.parked = undefined;
+    this.stopped ??= new Suspend('evicted');
+    p?.evict(this.stopped);
+  }
+
+  /** Journal entries not written yet, taken by the runtime to write with the run's last round trip. */
+  takePending(): JournalEntry[] {
+    const entries = this.pending.splice(0);
+    for (const e of entries) this.journal.set(e.n, e);
+    return entries;
+  }
 
   get id(): string {
     return this.meta.id;
@@ -112,17 +179,28 @@ export class ReplayContext implements FlowContext {
     return { n, rec };
   }
 
-  /** Before any new side effect: journal pending now()/uuid() values, and honour a cancel. */
+  /**
+   * Before any new side effect: journal what is pending (now()/uuid() values, the last send) and
+   * honour a cancel, in one round trip; a run that lost its lock stops here.
+   */
   private async beforeEffect(): Promise<void> {
-    await this.flush();
-    let cancelled: boolean;
-    try {
-      cancelled = await this.isCancelled();
-    } catch (err) {
-      if (err instanceof Suspend) this.stop(err.reason);
-      throw err;
+    if (typeof this.run === 'function') {
+      await this.flush();
+      let cancelled: boolean;
+      try {
+        cancelled = await this.run();
+      } catch (err) {
+        if (err instanceof Suspend) this.stop(err.reason);
+        throw err;
+      }
+      if (cancelled) this.stop('cancelled');
+      return;
     }
-    if (cancelled) this.stop('cancelled');
+    if (this.run.lockLost()) this.stop('lock-lost');
+    const entries = this.pending.splice(0);
+    const status = await this.deps.store.journalAndStatus(this.id, entries);
+    for (const e of entries) this.journal.set(e.n, e);
+    if (status === 'cancelled') this.stop('cancelled');
   }
 
   async flush(): Promise<void> {
@@ -176,8 +254,8 @@ export class ReplayContext implements FlowContext {
     await this.beforeEffect();
     const m = this.message(n, to, body, options);
     await this.deps.send(m);
-    const entry: JournalEntry = { n, kind: 'send', target: to, at: new Date().toISOString(), done: true, result: { id: m.id } };
-    await this.deps.store.writeSteps(this.id, [entry]);
+    this.pending.push({ n, kind: 'send', target: to, at: new Date().toISOString(), done: true, result: { id: m.id } });
+    if (!this.batching) await this.flush();
     return { id: m.id };
   }
 
@@ -195,8 +273,9 @@ export class ReplayContext implements FlowContext {
         n, kind, target: to, at: new Date().toISOString(), done: false, correlation,
         ...(sent.taskId !== undefined ? { task: sent.taskId } : {}), ...(deadline !== undefined ? { deadline } : {}),
       };
-      await this.deps.store.writeSteps(this.id, [entry]);
-      this.journal.set(n, entry);
+      // Written at once, not left pending: a fast reply is checked against this entry.
+      this.pending.push(entry);
+      await this.flush();
     }
     // Journals written before tokens had nonces recorded none: their step id was the token.
     const entry = { ...this.journal.get(n)!, correlation: this.journal.get(n)!.correlation ?? this.stepId(n) };
@@ -210,24 +289,45 @@ export class ReplayContext implements FlowContext {
 
   private async wait(n: number, kind: JournalEntry['kind'], target: string | undefined, deadline: number | undefined, accept: (m: StoredMessage) => boolean, what: string): Promise<Message> {
     const base = this.journal.get(n)!;
-    for (const { raw, message } of await this.deps.store.inbox(this.id)) {
-      if (!accept(message)) continue;
-      const entry: JournalEntry = { ...base, done: true, result: message, consumed: message.id, at: new Date().toISOString() };
-      await this.flush();
-      await this.deps.store.consume(this.id, entry, raw);
-      this.journal.set(n, entry);
-      return decodeMessage(message);
+    for (;;) {
+      for (const { raw, message } of await this.deps.store.inbox(this.id)) {
+        if (!accept(message)) continue;
+        const entry: JournalEntry = { ...base, done: true, result: message, consumed: message.id, at: new Date().toISOString() };
+        await this.flush();
+        await this.deps.store.consume(this.id, entry, raw);
+        this.journal.set(n, entry);
+        return decodeMessage(message);
+      }
+      if (deadline !== undefined && Date.now() >= deadline) {
+        const entry: JournalEntry = { ...base, done: true, error: { name: 'FlowTimeout', code: 'flow_timeout', message: `no ${what} before the timeout` } };
+        this.pending.push(entry);
+        await this.flush();
+        throw new FlowTimeout(n, what);
+      }
+      if (deadline !== undefined) await this.timer(n, deadline);
+      this.waitingOn = { step: n, kind, ...(target ? { target } : {}), ...(deadline !== undefined ? { until: new Date(deadline).toISOString() } : {}) };
+      await this.park();
     }
-    if (deadline !== undefined && Date.now() >= deadline) {
-      const entry: JournalEntry = { ...base, done: true, error: { name: 'FlowTimeout', code: 'flow_timeout', message: `no ${what} before the timeout` } };
-      await this.flush();
-      await this.deps.store.writeSteps(this.id, [entry]);
-      this.journal.set(n, entry);
-      throw new FlowTimeout(n, what);
-    }
-    if (deadline !== undefined) await this.deps.wakeAt(this.id, deadline, `${n}-${this.meta.attempt ?? 0}`);
-    this.waitingOn = { step: n, kind, ...(target ? { target } : {}), ...(deadline !== undefined ? { until: new Date(deadline).toISOString() } : {}) };
-    this.stop('waiting');
+  }
+
+  /**
+   * Schedules the wake-up of a wait's deadline: on every replay of the wait (one timer per step,
+   * see FlowRuntime.wake), but once per context when it continues in memory.
+   */
+  private async timer(n: number, deadline: number): Promise<void> {
+    const key = `${n}-${this.meta.attempt ?? 0}`;
+    if (this.timers.has(key)) return;
+    await this.deps.wakeAt(this.id, deadline, key);
+    this.timers.add(key);
+  }
+
+  /** Stops here until the next run: unwinds (Suspend) or, sticky, parks the function in memory. */
+  private async park(): Promise<void> {
+    if (!this.sticky) this.stop('waiting');
+    await new Promise<void>((resume, evict) => {
+      this.parked = { resume, evict };
+      this.onPark?.();
+    });
   }
 
   request(to: string, body: unknown, options: SendOptions & { timeout?: string | number } = {}): Promise<Message> {
@@ -270,9 +370,8 @@ export class ReplayContext implements FlowContext {
     if (!rec) {
       await this.flush();
       deadline = options.timeout !== undefined ? Date.now() + parseDuration(options.timeout) : undefined;
-      const entry: JournalEntry = { n, kind: 'receive', at: new Date().toISOString(), done: false, ...(deadline !== undefined ? { deadline } : {}) };
-      await this.deps.store.writeSteps(this.id, [entry]);
-      this.journal.set(n, entry);
+      this.pending.push({ n, kind: 'receive', at: new Date().toISOString(), done: false, ...(deadline !== undefined ? { deadline } : {}) });
+      await this.flush();
     }
     const mine = `${this.id}:`;
     // Replies to this instance's own requests and asks are theirs, unless the match asks for one.
@@ -285,22 +384,21 @@ export class ReplayContext implements FlowContext {
     if (rec?.done) return;
     let deadline = rec?.deadline;
     if (!rec) {
-      await this.flush();
       deadline = Date.now() + parseDuration(duration);
-      const entry: JournalEntry = { n, kind: 'sleep', at: new Date().toISOString(), done: false, deadline };
-      await this.deps.store.writeSteps(this.id, [entry]);
-      this.journal.set(n, entry);
+      this.pending.push({ n, kind: 'sleep', at: new Date().toISOString(), done: false, deadline });
+      await this.flush();
     }
-    if (Date.now() >= deadline!) {
-      const entry: JournalEntry = { ...this.journal.get(n)!, done: true };
-      await this.deps.store.writeSteps(this.id, [entry]);
-      this.journal.set(n, entry);
-      return;
+    for (;;) {
+      if (Date.now() >= deadline!) {
+        // Left pending: the next round trip journals it (a crash before that sleeps no longer).
+        this.pending.push({ ...this.journal.get(n)!, done: true });
+        if (!this.batching) await this.flush();
+        return;
+      }
+      await this.timer(n, deadline!);
+      this.waitingOn = { step: n, kind: 'sleep', until: new Date(deadline!).toISOString() };
+      await this.park();
     }
-    // Scheduled on every replay of the wait (one timer per step): see FlowRuntime.wake.
-    await this.deps.wakeAt(this.id, deadline!, `${n}-${this.meta.attempt ?? 0}`);
-    this.waitingOn = { step: n, kind: 'sleep', until: new Date(deadline!).toISOString() };
-    this.stop('waiting');
   }
 
   async step<T>(name: string, fn: () => Promise<T> | T): Promise<T> {

@@ -27,7 +27,8 @@ export class FlowLoadError extends SwitchboardError {
  * throws it again.
  */
 export class Suspend extends Error {
-  constructor(readonly reason: 'waiting' | 'cancelled' | 'lock-lost' | 'failed') {
+  /** 'evicted': a flow parked in memory was dropped from the runtime's sticky cache (replay takes over). */
+  constructor(readonly reason: 'waiting' | 'cancelled' | 'lock-lost' | 'failed' | 'evicted') {
     super(`flow run suspended (${reason})`);
   }
 }

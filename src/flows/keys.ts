@@ -4,7 +4,8 @@
  * transactions run in one Redis Cluster slot while instances spread over the slots of a cluster.
  *
  * Layout (unchanged):
- * - `<prefix>:flow:{<id>}:meta` hash: id, flow, status, input, result, waitingOn, …
+ * - `<prefix>:flow:{<id>}:meta` hash: id, flow, status, input, result, waitingOn, run (the token
+ *   of the last run begun, so a process holding the instance in memory sees whether it is current), …
  * - `<prefix>:flow:{<id>}:journal` hash: step number → journal entry (JSON)
  * - `<prefix>:flow:{<id>}:inbox` list of delivered messages; `…:seen` ids delivered; `…:consumed` ids taken
  * - `<prefix>:flow:{<id>}:lock` the replay lock (string, token of the holder)
@@ -50,6 +51,18 @@ export class FlowKeys {
 
   releaseLock(id: string): [string] {
     return [this.instance(id, 'lock')];
+  }
+
+  beginRun(id: string): [string, string, string] {
+    return [this.instance(id, 'lock'), this.instance(id, 'meta'), this.instance(id, 'journal')];
+  }
+
+  parkInstance(id: string): [string, string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'lock')];
+  }
+
+  finishInstance(id: string): [string, string, string, string, string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'inbox'), this.instance(id, 'seen'), this.instance(id, 'consumed'), this.instance(id, 'lock')];
   }
 
   /** Keys of the transaction that journals a step and takes its message from the inbox. */

@@ -10,6 +10,16 @@ import type { FlowDefinition } from './define.ts';
 import { ReplyRefused, Suspend } from './errors.ts';
 import { DeliverCode, InstanceStore, type FlowStatus, type InstanceMeta, type JournalEntry } from './store.ts';
 
+type Settled = { result: unknown; thrown?: undefined } | { result?: undefined; thrown: unknown };
+
+/** A flow function running in this process: its context, its end, and the run that last ran it. */
+interface Execution {
+  ctx: ReplayContext;
+  done: Promise<Settled>;
+  /** Token of the run that last ran it (the instance's `run` mark when nobody ran it since). */
+  token: string;
+}
+
 export interface FlowRuntimeOptions {
   redis: Redis;
   prefix: string;
@@ -23,6 +33,13 @@ export interface FlowRuntimeOptions {
   stalledCheckMs: number;
   /** How long a completed, failed or cancelled instance stays visible. */
   retentionMs: number;
+  /**
+   * Waiting instances this process keeps in memory (Temporal's sticky cache): a wake of one of
+   * them continues the parked flow function instead of replaying its journal from the first step,
+   * so waking costs the same at step 10 or 1,000. 0 turns it off (every wake replays).
+   * @defaultValue 1000
+   */
+  stickyInstances?: number;
   log: Logger;
 }
 
@@ -44,18 +61,26 @@ export interface FlowView {
 const FINISHED: FlowStatus[] = ['completed', 'failed', 'cancelled'];
 
 /**
- * Runs flow instances by journal replay. A run is a BullMQ job "replay instance X" on one
- * internal queue: starting, a message arriving, a timer firing all add such a job; the job takes
- * the instance's lock, replays the flow to where it must wait, and ends. Nothing of a waiting
- * instance stays in memory, and a run lost with its process is retried once its lock expires.
+ * Runs flow instances by journal replay. A run is a BullMQ job "run instance X" on one internal
+ * queue: starting, a message arriving, a timer firing all add such a job; the job takes the
+ * instance's lock, runs the flow to where it must wait, and ends. A process keeps up to
+ * `stickyInstances` waiting flows suspended in memory and continues them on their next run here;
+ * anything else — a crash, a run on another process, an eviction — replays from the journal, and
+ * a run lost with its process is retried once its lock expires.
  */
 export class FlowRuntime {
   readonly store: InstanceStore;
+  /** Parked flow functions by instance id, least recently parked first. */
+  private readonly sticky = new Map<string, Execution>();
+  private readonly stickyLimit: number;
+  /** Runs that continued a parked flow, replayed one, and parked flows dropped (for benchmarks and metrics). */
+  readonly stats = { continued: 0, replayed: 0, evicted: 0 };
   private readonly queue: Queue<{ id: string }>;
   private worker?: Worker<{ id: string }>;
 
   constructor(private readonly o: FlowRuntimeOptions) {
     this.store = new InstanceStore(o.redis, o.prefix);
+    this.stickyLimit = Math.max(0, o.stickyInstances ?? 1000);
     this.queue = new Queue<{ id: string }>('{flow-runs}', { connection: o.redis, prefix: o.prefix });
     this.queue.on('error', (err) => o.log.error({ err: err.message }, 'flow run queue error'));
   }
@@ -162,75 +187,132 @@ export class FlowRuntime {
     return { duplicate: r === DeliverCode.Duplicate };
   }
 
+  /**
+   * The step a reply claims to answer is named in its token (`<id>:<step>[:r<attempt>]:<nonce>`),
+   * so one journal entry is read, not the whole journal: a reply to step 1,000 costs what a reply
+   * to step 1 does. A token that names no step falls back to looking at every request and ask.
+   */
   private async checkAnswer(meta: InstanceMeta, message: Message): Promise<void> {
-    const journal = await this.store.journal(meta.id);
+    const n = Number(message.correlationId!.slice(meta.id.length + 1).split(':')[0]);
+    const one = Number.isInteger(n) && n >= 0 ? await this.store.step(meta.id, n) : undefined;
+    const journal = one ? new Map([[n, one]]) : await this.store.journal(meta.id);
     for (const entry of journal.values()) {
       if (entry.kind !== 'request' && entry.kind !== 'ask') continue;
       // Journals from before tokens had nonces recorded none: the step id was the token then.
-      if (answers({ ...entry, correlation: entry.correlation ?? `${meta.id}:${entry.n}` }, encodeMessage(message))) return;
+      if (!answers({ ...entry, correlation: entry.correlation ?? `${meta.id}:${entry.n}` }, encodeMessage(message))) continue;
+      // A step takes one answer: the same message again is a harmless redelivery (deduplicated
+      // by its id), another message with the same token is a replay and is refused.
+      if (entry.done && entry.consumed !== undefined && entry.consumed !== message.id) continue;
+      return;
     }
     throw new ReplyRefused(`flow:${meta.flow}/${meta.id}`, message.id, principalId(message.sender));
   }
 
-  /** One replay of one instance. 'busy' when another process holds it. */
+  /**
+   * One run of one instance: a replay from the first step, or — when this process holds the
+   * instance in memory from its last run and nobody ran it since — a continuation of the parked
+   * flow from the wait it stopped in. 'busy' when another run holds it.
+   */
   async run(id: string): Promise<'done' | 'busy'> {
     const token = randomUUID();
-    if (!(await this.store.lock(id, token, this.o.lockMs))) return 'busy';
+    const held = this.sticky.get(id);
+    const begun = await this.store.beginRun(id, token, this.o.lockMs, held === undefined);
+    if (!begun) return 'busy';
+    this.sticky.delete(id);
     let lockLost = false;
+    let released = false;
     const refresh = setInterval(() => {
       this.store.refreshLock(id, token, this.o.lockMs).then((ok) => { if (!ok) lockLost = true; }, () => { lockLost = true; });
     }, Math.max(200, Math.floor(this.o.lockMs / 3)));
+    const control = { lockLost: () => lockLost };
     try {
-      const meta = await this.store.meta(id);
-      if (!meta || FINISHED.includes(meta.status)) return 'done';
-      const def = this.o.flows.get(meta.flow);
-      if (!def) {
-        await this.finish(id, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } });
+      const { meta } = begun;
+      if (!meta || FINISHED.includes(meta.status)) {
+        held?.ctx.evict();
         return 'done';
       }
-      const journal = await this.store.journal(id);
-      const ctx = new ReplayContext(meta, journal, {
-        store: this.store,
-        send: (m) => this.o.router.send(m, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' }),
-        wakeAt: (i, at, key) => this.wake(i, at, key),
-        log: this.o.log,
-      }, async () => {
-        if (lockLost) throw new Suspend('lock-lost');
-        return (await this.store.status(id)) === 'cancelled';
-      });
-      if (meta.status !== 'running') await this.store.update(id, { status: 'running' }, ['waitingOn']);
-      let result: unknown;
-      let thrown: unknown;
-      try {
-        result = await def.run(ctx, meta.input as never);
-      } catch (err) {
-        thrown = err;
+      const def = this.o.flows.get(meta.flow);
+      if (!def) {
+        held?.ctx.evict();
+        released = true;
+        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } });
+        return 'done';
       }
+      // What this process holds is current only if the run before this one was its own: a run
+      // elsewhere (even one that crashed half-way) may have changed the journal since.
+      let exec = held && begun.previousRun === held.token && held.ctx.isParked ? held : undefined;
+      if (held && !exec) held.ctx.evict();
+      if (meta.status !== 'running') await this.store.update(id, { status: 'running' }, ['waitingOn']);
+      let parked: Promise<'parked'>;
+      if (exec) {
+        this.stats.continued++;
+        parked = exec.ctx.whenParked();
+        exec.ctx.resume(control);
+      } else {
+        this.stats.replayed++;
+        const journal = begun.journal ?? (await this.store.journal(id));
+        const ctx = new ReplayContext(meta, journal, {
+          store: this.store,
+          send: (m) => this.o.router.send(m, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' }),
+          wakeAt: (i, at, key) => this.wake(i, at, key),
+          log: this.o.log,
+        }, control);
+        ctx.sticky = this.stickyLimit > 0;
+        parked = ctx.whenParked();
+        const done = Promise.resolve().then(() => def.run(ctx, meta.input as never)).then(
+          (result): Settled => ({ result }),
+          (thrown: unknown): Settled => ({ thrown: thrown ?? new Error('flow threw undefined') }),
+        );
+        exec = { ctx, done, token };
+      }
+      exec.token = token;
+      const outcome = await Promise.race([exec.done, parked]);
+      const ctx = exec.ctx;
+      if (outcome === 'parked') {
+        // Waiting, in memory: journal, record the wait and release the lock in one round trip.
+        released = true;
+        const before = await this.store.park(id, token, ctx.takePending(), ctx.waitingOn);
+        if (before === 'cancelled' || before === null || lockLost) ctx.evict();
+        else this.keep(id, exec);
+        return 'done';
+      }
+      const { result, thrown } = outcome;
       // A flow that caught our Suspend still stops: the context remembers it.
       const stop = ctx.stopped ?? (thrown instanceof Suspend ? thrown : undefined);
       if (stop?.reason === 'waiting') {
-        await ctx.flush();
-        // A cancel that landed while this run went on stands: nothing is written over it.
-        if ((await this.store.meta(id))?.status !== 'cancelled') await this.store.update(id, { status: 'waiting', waitingOn: ctx.waitingOn });
+        released = true;
+        await this.store.park(id, token, ctx.takePending(), ctx.waitingOn);
       } else if (stop?.reason === 'failed') {
-        await this.finish(id, 'failed', { error: describe(ctx.failure) });
+        released = true;
+        await this.finish(id, token, 'failed', { error: describe(ctx.failure) });
       } else if (stop) {
-        // cancelled or lock lost: whoever cancelled or holds the lock has the say now.
+        // cancelled, lock lost or evicted: whoever cancelled or holds the lock has the say now.
       } else if (thrown !== undefined) {
-        await ctx.flush();
-        await this.finish(id, 'failed', { error: describe(thrown) });
+        released = true;
+        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending());
       } else {
-        await ctx.flush();
-        await this.complete(meta, result);
+        released = true;
+        await this.complete(meta, token, result, ctx.takePending());
       }
       return 'done';
     } finally {
       clearInterval(refresh);
-      await this.store.unlock(id, token).catch(() => {});
+      if (!released) await this.store.unlock(id, token).catch(() => {});
     }
   }
 
-  private async complete(meta: InstanceMeta, result: unknown): Promise<void> {
+  /** Keeps a parked flow in memory, dropping the least recently parked beyond the limit. */
+  private keep(id: string, exec: Execution): void {
+    this.sticky.set(id, exec);
+    while (this.sticky.size > this.stickyLimit) {
+      const [oldest, e] = this.sticky.entries().next().value as [string, Execution];
+      this.sticky.delete(oldest);
+      e.ctx.evict();
+      this.stats.evicted++;
+    }
+  }
+
+  private async complete(meta: InstanceMeta, token: string, result: unknown, entries: JournalEntry[]): Promise<void> {
     const value = result === undefined ? null : JSON.parse(JSON.stringify(result));
     if (meta.replyTo) {
       // The flow's answer to whoever started it with replyTo (request-reply between flows and clients).
@@ -240,16 +322,18 @@ export class FlowRuntime {
         ...(meta.correlationId ? { correlationId: meta.correlationId } : {}),
       }, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' });
     }
-    await this.finish(meta.id, 'completed', { result: value });
+    await this.finish(meta.id, token, 'completed', { result: value }, entries, meta.flow);
   }
 
-  private async finish(id: string, status: FlowStatus, fields: Partial<InstanceMeta>): Promise<void> {
-    // A cancel that landed while the run went on wins: nothing is recorded over it.
-    const current = await this.store.meta(id);
-    if (current?.status === 'cancelled') return;
-    await this.store.update(id, { ...fields, status }, ['waitingOn']);
-    if (current) await this.store.expire(id, current.flow, this.o.retentionMs);
-    this.o.log.info({ flow: current?.flow, instance: id, status, error: fields.error?.message }, `flow instance ${status}`);
+  /**
+   * Records the end of an instance, journals the run's last entries and releases its lock in one
+   * round trip (`finishInstance`); a cancel that landed while the run went on wins.
+   */
+  private async finish(id: string, token: string, status: FlowStatus, fields: Partial<InstanceMeta>, entries: JournalEntry[] = [], flow?: string): Promise<void> {
+    const before = await this.store.finish(id, token, { ...fields, status }, entries, this.o.retentionMs);
+    if (before === null || before === 'cancelled') return;
+    if (flow) await this.store.pruneIndexes(flow, this.o.retentionMs);
+    this.o.log.info({ flow, instance: id, status, error: fields.error?.message }, `flow instance ${status}`);
   }
 
   async view(name: string, id: string): Promise<FlowView> {
@@ -308,12 +392,17 @@ export class FlowRuntime {
     if (FINISHED.includes(meta.status)) throw new Conflict(`instance '${id}' has already ${meta.status}`);
     await this.store.update(id, { status: 'cancelled', cancelledBy: by }, ['waitingOn']);
     await this.store.expire(id, name, this.o.retentionMs);
+    // A flow parked here runs no further; elsewhere, its next run sees the status and drops it.
+    this.sticky.get(id)?.ctx.evict();
+    this.sticky.delete(id);
     this.o.log.info({ flow: name, instance: id, by }, 'flow instance cancelled');
     return this.view(name, id);
   }
 
   async close(): Promise<void> {
     await this.worker?.close();
+    for (const e of this.sticky.values()) e.ctx.evict();
+    this.sticky.clear();
     await this.queue.close();
   }
 }

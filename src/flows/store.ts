@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { StoredMessage } from '../core/message.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
 import { FlowKeys, STATE_PARTS, type InstancePart } from './keys.ts';
-import { CreateInstanceCode, DeliverCode, LockCode } from './scripts/codes.ts';
+import { BeginRunCode, CreateInstanceCode, DeliverCode, LockCode } from './scripts/codes.ts';
 
 export { DeliverCode } from './scripts/codes.ts';
 
@@ -43,6 +43,8 @@ export interface InstanceMeta {
   cancelledBy?: string;
   /** How often an admin retried it; part of message ids sent after a retry. */
   attempt?: string;
+  /** The token of the last run begun (see `beginRun`). */
+  run?: string;
   /**
    * 128 random bits, never shown: the key of the nonces in this instance's correlation tokens,
    * so a reply can be bound to the step that asked without trusting a guessable id.
@@ -52,7 +54,33 @@ export interface InstanceMeta {
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);
 
-const SCRIPTS = { createInstance: 1, deliverMessage: 3, refreshLock: 1, releaseLock: 1 } as const;
+const SCRIPTS = { createInstance: 1, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 3, parkInstance: 3, finishInstance: 6 } as const;
+
+const encodeFields = (fields: Record<string, unknown>): string[] =>
+  Object.entries(fields).flatMap(([k, v]) => (v === undefined ? [] : [k, JSON_FIELDS.has(k) ? JSON.stringify(v) : String(v)]));
+
+const encodeSteps = (entries: JournalEntry[]): string[] => entries.flatMap((e) => [String(e.n), JSON.stringify(e)]);
+
+function decodeMeta(flat: string[]): InstanceMeta | null {
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = JSON_FIELDS.has(flat[i]!) ? JSON.parse(flat[i + 1]!) : flat[i + 1];
+  return out.id ? (out as unknown as InstanceMeta) : null;
+}
+
+function decodeJournal(flat: string[]): Map<number, JournalEntry> {
+  const out = new Map<number, JournalEntry>();
+  for (let i = 0; i + 1 < flat.length; i += 2) out.set(Number(flat[i]), JSON.parse(flat[i + 1]!) as JournalEntry);
+  return out;
+}
+
+/** A run begun by `beginRun`: the instance as it was, and the run before this one. */
+export interface BegunRun {
+  meta: InstanceMeta | null;
+  /** The token of the run begun before this one (undefined: never run). */
+  previousRun?: string;
+  /** The journal, when it was asked for. */
+  journal?: Map<number, JournalEntry>;
+}
 
 /**
  * Redis state of flow instances. Every key of one instance shares a hash tag (see `./keys.ts`),
@@ -95,7 +123,7 @@ export class InstanceStore {
   }
 
   async create(meta: InstanceMeta): Promise<boolean> {
-    const args = Object.entries(meta).flatMap(([k, v]) => (v === undefined ? [] : [k, JSON_FIELDS.has(k) ? JSON.stringify(v) : String(v)]));
+    const args = encodeFields(meta as unknown as Record<string, unknown>);
     const created = (await this.scripts.createInstance(this.keys.createInstance(meta.id), ...args)) === CreateInstanceCode.Created;
     // Indexed on every start, not just the first: a crash between the create and this line is
     // mended by the sender's retry (ZADD of the stored time is idempotent).
@@ -107,17 +135,72 @@ export class InstanceStore {
 
   async meta(id: string): Promise<InstanceMeta | null> {
     const h = await this.redis.hgetall(this.k(id, 'meta'));
-    if (!h.id) return null;
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(h)) out[k] = JSON_FIELDS.has(k) ? JSON.parse(v) : v;
-    return out as unknown as InstanceMeta;
+    return decodeMeta(Object.entries(h).flat());
   }
 
   async update(id: string, fields: Partial<InstanceMeta>, remove: (keyof InstanceMeta)[] = []): Promise<void> {
-    const args = Object.entries({ ...fields, updatedAt: new Date().toISOString() }).flatMap(([k, v]) => (v === undefined ? [] : [k, JSON_FIELDS.has(k) ? JSON.stringify(v) : String(v)]));
+    const args = encodeFields({ ...fields, updatedAt: new Date().toISOString() });
     const p = this.redis.multi().hset(this.k(id, 'meta'), ...args);
     if (remove.length > 0) p.hdel(this.k(id, 'meta'), ...remove);
     await p.exec();
+  }
+
+  /**
+   * Takes the instance's lock for one run and reads what the run needs, in one round trip
+   * (`scripts/beginRun-3.lua`); null when another run holds the lock.
+   */
+  async beginRun(id: string, token: string, lockMs: number, withJournal: boolean): Promise<BegunRun | null> {
+    const r = (await this.scripts.beginRun(this.keys.beginRun(id), token, lockMs, withJournal ? '1' : '0')) as [number, string | null, string[], string[]];
+    if (r[0] !== BeginRunCode.Begun) return null;
+    return { meta: decodeMeta(r[2]), ...(r[1] ? { previousRun: r[1] } : {}), ...(withJournal ? { journal: decodeJournal(r[3]) } : {}) };
+  }
+
+  /**
+   * Journals `entries` (if any) and reads the status, in one round trip (a pipeline in one slot):
+   * what a run does before each new side effect, to honour a cancel.
+   */
+  async journalAndStatus(id: string, entries: JournalEntry[]): Promise<FlowStatus | null> {
+    if (entries.length === 0) return this.status(id);
+    const r = await this.redis.pipeline().hset(this.k(id, 'journal'), ...encodeSteps(entries)).hget(this.k(id, 'meta'), 'status').exec();
+    const [, status] = r![1]!;
+    for (const [err] of r!) if (err) throw err;
+    return status as FlowStatus | null;
+  }
+
+  /** A waiting run's end (`scripts/parkInstance-3.lua`): the status before it ('cancelled' stands). */
+  async park(id: string, token: string, entries: JournalEntry[], waitingOn: InstanceMeta['waitingOn']): Promise<FlowStatus | null> {
+    return (await this.scripts.parkInstance(this.keys.parkInstance(id), token, JSON.stringify(waitingOn ?? null), new Date().toISOString(), ...encodeSteps(entries))) as FlowStatus | null;
+  }
+
+  /**
+   * A finishing run's end (`scripts/finishInstance-6.lua`): journals `entries`, records `fields`
+   * (with status) unless a cancel stands, keeps the state for `retentionMs`, releases the lock.
+   * Returns the status before it.
+   */
+  async finish(id: string, token: string, fields: Partial<InstanceMeta>, entries: JournalEntry[], retentionMs: number): Promise<FlowStatus | null> {
+    const meta = encodeFields({ ...fields, updatedAt: new Date().toISOString() });
+    return (await this.scripts.finishInstance(this.keys.finishInstance(id), token, retentionMs, meta.length / 2, ...meta, ...encodeSteps(entries))) as FlowStatus | null;
+  }
+
+  /** One journal entry (e.g. the step a reply claims to answer). */
+  async step(id: string, n: number): Promise<JournalEntry | undefined> {
+    const v = await this.redis.hget(this.k(id, 'journal'), String(n));
+    return v === null ? undefined : (JSON.parse(v) as JournalEntry);
+  }
+
+  private lastPrune = new Map<string, number>();
+
+  /**
+   * Drops index entries older than the retention (they point at nothing any more), at most once
+   * a minute per index and process: two commands per finished instance were a third of the cost
+   * of a short flow, and a stale index entry is only skipped by \`list\`.
+   */
+  async pruneIndexes(flow: string, ms: number): Promise<void> {
+    const now = Date.now();
+    if (now - (this.lastPrune.get(flow) ?? 0) < 60_000) return;
+    this.lastPrune.set(flow, now);
+    const cutoff = now - ms;
+    await Promise.all([this.redis.zremrangebyscore(this.keys.index(flow), '-inf', cutoff), this.redis.zremrangebyscore(this.keys.index(), '-inf', cutoff)]);
   }
 
   async journal(id: string): Promise<Map<number, JournalEntry>> {
@@ -127,7 +210,7 @@ export class InstanceStore {
 
   async writeSteps(id: string, entries: JournalEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    await this.redis.hset(this.k(id, 'journal'), ...entries.flatMap((e) => [String(e.n), JSON.stringify(e)]));
+    await this.redis.hset(this.k(id, 'journal'), ...encodeSteps(entries));
   }
 
   /** Journals a step that took a message from the inbox, in one transaction with taking it. */
@@ -149,11 +232,14 @@ export class InstanceStore {
     return (await this.scripts.deliverMessage(this.keys.deliverMessage(id), message.id, JSON.stringify(message))) as DeliverCode;
   }
 
-  /** Inbox messages not yet consumed, oldest first, with their stored form (to remove them by). */
+  /**
+   * Inbox messages not yet consumed, oldest first, with their stored form (to remove them by).
+   * A consumed message leaves the inbox in the same transaction that journals it (`consume`), so
+   * the inbox alone is the answer: no read of the consumed set, which grows with every step.
+   */
   async inbox(id: string): Promise<{ raw: string; message: StoredMessage }[]> {
-    const [raws, consumed] = await Promise.all([this.redis.lrange(this.k(id, 'inbox'), 0, -1), this.redis.smembers(this.k(id, 'consumed'))]);
-    const done = new Set(consumed);
-    return raws.map((raw) => ({ raw, message: JSON.parse(raw) as StoredMessage })).filter((m) => !done.has(m.message.id));
+    const raws = await this.redis.lrange(this.k(id, 'inbox'), 0, -1);
+    return raws.map((raw) => ({ raw, message: JSON.parse(raw) as StoredMessage }));
   }
 
   /** A finished instance is kept for `ms` (status, journal, result), then Redis drops it. */

@@ -28,3 +28,10 @@ export const LockCode = {
   /** The lock expired or another process holds it now. */
   NotHeld: 0,
 } as const;
+
+/** First element of the reply of `beginRun`. */
+export const BeginRunCode = {
+  Begun: 1,
+  /** Another run holds the instance's lock. */
+  Busy: 0,
+} as const;

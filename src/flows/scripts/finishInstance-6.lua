@@ -1,0 +1,35 @@
+-- finishInstance: ends a run that finished the instance (completed or failed): journals its last
+-- steps, records the outcome unless a cancel landed during the run (a cancel stands), keeps the
+-- instance's state for the retention time, and gives up the replay lock, in one round trip.
+--
+-- KEYS[1] instance meta hash <prefix>:flow:{<id>}:meta
+-- KEYS[2] instance journal hash <prefix>:flow:{<id>}:journal
+-- KEYS[3] instance inbox list <prefix>:flow:{<id>}:inbox
+-- KEYS[4] ids delivered (set) <prefix>:flow:{<id>}:seen
+-- KEYS[5] ids consumed (set) <prefix>:flow:{<id>}:consumed
+-- KEYS[6] instance lock <prefix>:flow:{<id>}:lock
+--
+-- ARGV[1] this run's token (the lock is released only if it still holds it)
+-- ARGV[2] retention (ms): how long the finished instance stays visible
+-- ARGV[3] how many meta fields follow (m: field, value pairs, status and updatedAt among them)
+-- ARGV[4..n] the m meta field/value pairs, then journal step number, entry (JSON), … (may be none)
+--
+-- Returns the instance's status before this script (nil: no instance; 'cancelled': nothing
+-- recorded over the cancel).
+local m = tonumber(ARGV[3])
+if #ARGV > 3 + 2 * m then redis.call('HSET', KEYS[2], unpack(ARGV, 4 + 2 * m)) end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and status ~= 'cancelled' then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * m))
+  redis.call('HDEL', KEYS[1], 'waitingOn')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  -- A flow that never received anything has no inbox, seen or consumed key: no PEXPIRE for them.
+  if redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[5]) > 0 then
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+    redis.call('PEXPIRE', KEYS[4], ARGV[2])
+    redis.call('PEXPIRE', KEYS[5], ARGV[2])
+  end
+end
+if redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
+return status
