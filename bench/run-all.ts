@@ -11,10 +11,10 @@
  * Exits with the first non-zero exit code, after running the rest.
  */
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const BENCHES = { route: 'route-throughput.ts', flow: 'flow-throughput.ts', inbox: 'inbox-latency.ts', permissions: 'permissions.ts', mq: 'mq-throughput.ts' } as const;
+const BENCHES = { cli: 'cli-startup.ts', route: 'route-throughput.ts', flow: 'flow-throughput.ts', inbox: 'inbox-latency.ts', permissions: 'permissions.ts', mq: 'mq-throughput.ts' } as const;
 type Name = keyof typeof BENCHES;
 
 const argv = process.argv.slice(2);
@@ -30,6 +30,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+const startedAt = Date.now();
 let status = 0;
 for (const name of names) {
   console.log(`\n━━━ ${name} benchmark (bench/${BENCHES[name]}) ━━━\n`);
@@ -43,4 +44,51 @@ for (const name of names) {
     status ||= code;
   }
 }
+summary();
 process.exit(status);
+
+/**
+ * ONE table of issue 16's goals: each row the goal, the ratio (or figure) measured in this run,
+ * and the raw baseline it is measured against, read from the result files the benchmarks just
+ * wrote. A goal no benchmark measures yet says so instead of being left out.
+ */
+function summary(): void {
+  const dir = join(import.meta.dirname, 'results');
+  const newest = (bench: string): any => {
+    const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.startsWith(`${bench}-`) && f.endsWith('.json')).sort() : [];
+    const f = files.at(-1);
+    if (!f) return undefined;
+    const r = JSON.parse(readFileSync(join(dir, f), 'utf8'));
+    return Date.parse(r.startedAt ?? 0) >= startedAt ? r : undefined;
+  };
+  const flow = newest('flow-throughput')?.summary;
+  const route = newest('route-throughput')?.summary;
+  const mq = newest('mq-throughput')?.summary;
+  const inbox = newest('inbox-latency')?.summary;
+  const cli = newest('cli-startup')?.summary;
+  const n = (v: unknown, d = 2) => (typeof v === 'number' ? v.toFixed(d) : '–');
+  const ok = (pass: boolean | undefined) => (pass === undefined ? 'not run' : pass ? 'met' : 'NOT met');
+  type Row = [goal: string, measured: string, baseline: string, verdict: string];
+  const rows: Row[] = [
+    ['1. 3-step flow ≥ 0.70× raw BullMQ (end to end)', n(flow?.endToEndPerSecond?.ratio), flow ? `raw ${flow.endToEndPerSecond.raw}/s` : '–', ok(flow && flow.endToEndPerSecond.ratio >= 0.7)],
+    ['1. Redis commands per flow ≤ raw + 15%', flow ? `${n(flow.redisCommandsPerFlow.sb, 1)} (${n(flow.redisCommandsPerFlow.sb / flow.redisCommandsPerFlow.raw)}×)` : '–', flow ? `raw ${n(flow.redisCommandsPerFlow.raw, 1)}` : '–', ok(flow && flow.redisCommandsPerFlow.sb <= flow.redisCommandsPerFlow.raw * 1.15)],
+    ['2. wake at 1,000 steps ≤ 2× wake at 10', 'not measured', '–', 'not run'],
+    ['3. Redis per waiting flow ≤ 1,024 bytes', flow?.redisBytesPerWaitingFlow ? `${flow.redisBytesPerWaitingFlow.sb} B` : '–', flow?.redisBytesPerWaitingFlow ? `raw delayed job ${flow.redisBytesPerWaitingFlow.raw} B` : '–', ok(flow?.redisBytesPerWaitingFlow && flow.redisBytesPerWaitingFlow.sb <= 1024)],
+    ['4. route queue → queue ≥ 0.80× raw BullMQ', n(route?.ratio), route ? `raw ${route.rawMedianPerSecond}/s` : '–', ok(route && route.ratio >= 0.8)],
+    ['4. AMQP bridge ≥ 0.70× raw rhea forwarder', n(mq?.ratio), mq ? `raw ${mq.rawMedianPerSecond}/s` : '–', ok(mq && mq.ratio >= 0.7)],
+    ['4. ask → task on screen p99 < 50 ms', inbox?.askToSseMs ? `${inbox.askToSseMs.p99} ms` : '–', inbox?.baselineMs?.p99 !== undefined ? `pub/sub p99 ${inbox.baselineMs.p99} ms` : '–', ok(inbox?.askToSseMs && inbox.askToSseMs.p99 < 50)],
+    ['5. switchboard --help < 300 ms', cli ? `${cli.ms.help} ms` : '–', cli ? `node -e 0 ${cli.ms.floor} ms` : '–', ok(cli && cli.ms.help < 300)],
+    ['5. switchboard browse < 300 ms', cli ? `${cli.ms.browse} ms` : '–', cli ? `node -e 0 ${cli.ms.floor} ms` : '–', ok(cli && cli.ms.browse < 300)],
+    ['5. npm start ready < 2 s', 'not measured', '–', 'not run'],
+    ['6. timers p99 lateness < 1 s at 10,000 pending', 'not measured', '–', 'not run'],
+    ['7. 2× overload 60 s: 503/no credit, bounded RSS', 'not measured', '–', 'not run'],
+  ];
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length), ['goal', 'measured', 'baseline (same run)', 'verdict'][i]!.length));
+  const line = (r: readonly string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+  const text = [line(['goal', 'measured', 'baseline (same run)', 'verdict']), line(widths.map((w) => '─'.repeat(w))), ...rows.map(line)].join('\n');
+  console.log(`\n━━━ issue 16 goals (this run; ratios are side by side in one run) ━━━\n\n${text}\n`);
+  mkdirSync(dir, { recursive: true });
+  const stamp = new Date(startedAt).toISOString().replace(/[:.]/g, '-');
+  writeFileSync(join(dir, `summary-${stamp}.json`), `${JSON.stringify({ bench: 'summary', startedAt: new Date(startedAt).toISOString(), rows: rows.map(([goal, measured, baseline, verdict]) => ({ goal, measured, baseline, verdict })) }, null, 2)}\n`);
+  writeFileSync(join(dir, `summary-${stamp}.txt`), `${text}\n`);
+}
