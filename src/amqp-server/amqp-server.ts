@@ -74,6 +74,17 @@ interface TemporaryQueues {
   deleteTemporary(address: string): Promise<void>;
 }
 
+/** What this door needs from the `topic:` transport (DESIGN §6). Found through the router, like TemporaryQueues. */
+interface TopicSubscriptions {
+  createSubscription(topic: string, name: string, opts: { durable?: boolean; shared?: boolean; createdBy?: string }): Promise<{ subscription: { address: string } }>;
+}
+
+/** What the rules are checked on: a topic subscription (`topic:t?subscription=s`) is governed by its topic's rules. */
+function ruleAddress(address: string): string {
+  const q = address.indexOf('?');
+  return q < 0 ? address : address.slice(0, q);
+}
+
 /** A source or target as rhea hands it over (its typings have no fields for them). */
 interface Terminus {
   address?: string | null;
@@ -115,6 +126,8 @@ interface Assembling {
 
 /** Terminus capabilities a client may ask for: the node is a queue (Qpid JMS says so on every link). */
 const KNOWN_CAPABILITIES = new Set(['queue', 'temporary-queue']);
+/** What Qpid JMS asks for on a topic source: the node is a topic; a JMS 2.0 shared subscription, global (no client id). */
+const TOPIC_CAPABILITIES = new Set(['topic', 'shared', 'global']);
 /** AMQP 1.0 transactions (the coordinator target, section 4.5). */
 const COORDINATOR = new Set<unknown>([0x30, 0x30n, 'amqp:coordinator:list']);
 
@@ -485,7 +498,8 @@ export class AmqpServer {
     if (role === 'source' && filters.length > 0) return `filters are not supported (${filters.join(', ')}); a JMS selector or other filter would be ignored, so the link is refused`;
     if (role === 'source' && t.distribution_mode === 'copy') return 'browsing (distribution-mode copy) is not supported on AMQP; browse with GET /api/queues/:address';
     if (role === 'source' && t.distribution_mode !== undefined && t.distribution_mode !== null && t.distribution_mode !== 'move') return `distribution mode '${t.distribution_mode}' is not supported`;
-    const unknown = list(t.capabilities).filter((c) => !KNOWN_CAPABILITIES.has(String(c)));
+    const topic = role === 'source' && typeof t.address === 'string' && t.address.startsWith('topic:');
+    const unknown = list(t.capabilities).filter((c) => !KNOWN_CAPABILITIES.has(String(c)) && !(topic && TOPIC_CAPABILITIES.has(String(c))));
     if (unknown.length > 0) return `${role} capabilities not supported: ${unknown.join(', ')} (supported: ${[...KNOWN_CAPABILITIES].join(', ')})`;
     return undefined;
   }
@@ -517,7 +531,7 @@ export class AmqpServer {
     if (verb === 'consume' && parseAddress(address).scheme === 'tmp') {
       throw new PermissionDenied(principalId(conn.principal), verb, `${address} (only the connection that created a temporary queue may consume from it)`);
     }
-    this.o.permissions.require(conn.principal, verb, address);
+    this.o.permissions.require(conn.principal, verb, ruleAddress(address));
   }
 
   private remoteAttach(link: Link): { source?: Terminus | null; target?: Terminus | null } {
@@ -614,10 +628,34 @@ export class AmqpServer {
       if (source?.address === undefined || source?.address === null) throw new SwitchboardError('bad_address', 'a receiver needs a source address (a Switchboard address such as queue:orders) or dynamic: true', 400);
       const address = parseAddress(source.address).raw;
       this.allowed(conn, 'consume', address);
+      if (address.startsWith('topic:') && !address.includes('?')) return this.subscribe(connection, conn, sender, address, source);
       this.consume(connection, conn, sender, address);
     } catch (err) {
       this.refuse(sender, conn, condition(err), source?.address ?? undefined);
     }
+  }
+
+  /**
+   * A receiver on a topic (DESIGN §6), by the Artemis/Qpid JMS convention: with a durable source
+   * (durable ≥ 1 or expiry-policy never) the link name is a durable subscription's name, and the
+   * `shared` capability makes it shared (Qpid JMS names further links of a shared subscription
+   * `<name>|2`, `<name>|global`…: the name is what comes before the first `|`). A shared
+   * non-durable subscription lives while its links do; any other receiver gets a subscription of
+   * its own that is deleted when the link detaches (the topic transport does that on close).
+   */
+  private subscribe(connection: Connection, conn: ClientConnection, sender: Sender, address: string, source: Terminus): void {
+    const shared = list(source.capabilities).map(String).includes('shared');
+    const durable = (source.durable ?? 0) >= 1 || source.expiry_policy === 'never';
+    if (!durable && !shared) return this.consume(connection, conn, sender, address);
+    const ep = this.o.router.resolve(address).endpoint as unknown as Partial<TopicSubscriptions>;
+    if (typeof ep.createSubscription !== 'function') return this.refuse(sender, conn, this.notImplemented('named subscriptions are not available on this gateway'), address);
+    const name = sender.name.split('|')[0] ?? '';
+    ep.createSubscription(address.slice('topic:'.length), name, { durable, shared, createdBy: principalId(conn.principal) })
+      .then(({ subscription }) => {
+        // rhea answered the attach already; the link may have gone while the subscription was made.
+        if (!sender.is_closed()) this.consume(connection, conn, sender, subscription.address);
+      })
+      .catch((err) => this.refuse(sender, conn, condition(err), address));
   }
 
   private consume(connection: Connection, conn: ClientConnection, sender: Sender, address: string): void {
@@ -692,7 +730,7 @@ export class AmqpServer {
   recheck(): void {
     for (const [link, e] of this.links) {
       if (e.address === undefined || e.conn.temporary.includes(e.address)) continue;
-      if (!this.o.permissions.check(e.principal, e.verb, e.address).allowed) {
+      if (!this.o.permissions.check(e.principal, e.verb, ruleAddress(e.address)).allowed) {
         link.close({ condition: 'amqp:unauthorized-access', description: `${principalId(e.principal)} may no longer ${e.verb} on ${e.address}` });
         void this.linkGone(link);
       }

@@ -44,7 +44,7 @@ before(async () => {
   writeFileSync(join(flowsDir, 'topic-publisher.ts'), FLOW);
   gw = await startTestGateway(redis.url, {
     flows: { dir: flowsDir, lockTimeout: '3s', stalledCheck: '1s' },
-    amqp: { port: 0, credit: 20 },
+    amqp: { port: 0, credit: 5 },
     permissions: [
       { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'topic:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'browse'] }] },
       // clerk may publish to trades.* and consume exactly topic:trades.eu (so its subscriptions), nothing else.
@@ -259,4 +259,111 @@ test('API: list, create and delete subscriptions need admin on the topic; withou
   assert.equal(gone.status, 404, 'a deleted subscription is gone with its messages');
   const created2 = await api(gw.url, 'GET', '/api/audit?actor=user:ops&action=topic.subscription.created', { user: 'ops' });
   assert.ok((created2.body.entries as { target?: string }[]).some((e) => e.target === sub('api.topic', 'first')));
+});
+
+// ───────────────────────────── AMQP (rhea as the client) ─────────────────────────────
+
+async function rheaConnect(user: User = 'ops'): Promise<Connection> {
+  const container = rhea.create_container({ id: `topics-${user}-${Math.random().toString(36).slice(2, 8)}` });
+  const c = container.connect({ host: '127.0.0.1', port: gw.amqpPort!, username: user, password: USERS[user], reconnect: false } as ConnectionOptions);
+  rheaConnections.push(c);
+  for (const e of ['error', 'session_error', 'sender_error', 'receiver_error']) c.on(e, () => {});
+  await new Promise<void>((resolve, reject) => {
+    c.once('connection_open', () => resolve());
+    c.once('connection_error', (ctx: EventContext) => reject(new Error(`connection error: ${JSON.stringify(ctx.connection.error)}`)));
+    c.once('disconnected', () => reject(new Error('disconnected')));
+  });
+  return c;
+}
+
+/** A receiver that accepts what it gets (after `delayMs`) and records the ids. */
+async function receiver(c: Connection, name: string, source: Record<string, unknown>, delayMs = 0): Promise<{ link: Receiver; ids: string[] }> {
+  const ids: string[] = [];
+  const link: Receiver = c.open_receiver({ name, source, autoaccept: false, credit_window: 5 } as never);
+  link.on('message', (ctx: EventContext) => {
+    ids.push(String(ctx.message?.message_id));
+    setTimeout(() => (ctx.delivery as Delivery).accept(), delayMs);
+  });
+  await new Promise<void>((resolve, reject) => {
+    link.once('receiver_open', () => resolve());
+    link.once('receiver_error', (ctx: EventContext) => reject(new Error(`receiver refused: ${JSON.stringify(ctx.receiver?.error)}`)));
+  });
+  return { link, ids };
+}
+
+function detach(link: Receiver): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, 3000);
+    link.once('receiver_close', () => { clearTimeout(t); resolve(); });
+    link.detach();
+  });
+}
+
+async function subscriptionsOf(topic: string): Promise<{ name: string; durable: boolean; shared: boolean; depth: number }[]> {
+  const r = await api(gw.url, 'GET', `/api/topics/${enc(topic)}/subscriptions`, { user: 'ops' });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.subscriptions;
+}
+
+const DURABLE = { durable: 2, expiry_policy: 'never' };
+
+test('AMQP: a receiver whose link name is the subscription, with a durable source, survives detaching and gets what was published meanwhile', { timeout: 60_000 }, async () => {
+  const c = await rheaConnect();
+  const first = await receiver(c, 'amqp-risk', { address: 'topic:amqp.trades', ...DURABLE, capabilities: ['topic'] });
+  await waitFor(async () => (await subscriptionsOf('amqp.trades')).some((s) => s.name === 'amqp-risk' && s.durable), 10_000, 'the durable subscription');
+  await mustPublish('topic:amqp.trades', 'amqp-1');
+  await waitFor(async () => first.ids.includes('amqp-1'), 10_000, 'amqp-1 over AMQP');
+  // Settled before the detach (else it rightly comes back to the subscription).
+  await waitFor(async () => {
+    const r = await api(gw.url, 'GET', `/api/queues/${enc(sub('amqp.trades', 'amqp-risk'))}`, { user: 'ops' });
+    return r.body.depth === 0 && r.body.inFlight === 0;
+  }, 10_000, 'amqp-1 settled');
+  await detach(first.link);
+  await mustPublish('topic:amqp.trades', 'amqp-2');
+  await mustPublish('topic:amqp.trades', 'amqp-3');
+  const kept = (await subscriptionsOf('amqp.trades')).find((s) => s.name === 'amqp-risk');
+  assert.deepEqual(kept && { durable: kept.durable, depth: kept.depth }, { durable: true, depth: 2 }, 'the subscription kept the messages published while no link was attached');
+  const again = await receiver(c, 'amqp-risk', { address: 'topic:amqp.trades', ...DURABLE, capabilities: ['topic'] });
+  await waitFor(async () => again.ids.length === 2, 10_000, 'the two messages published meanwhile');
+  assert.deepEqual(again.ids, ['amqp-2', 'amqp-3']);
+  await detach(again.link);
+});
+
+test('AMQP: a receiver without a durable source has a subscription of its own, gone when the link detaches', { timeout: 60_000 }, async () => {
+  const c = await rheaConnect();
+  const r = await receiver(c, 'amqp-volatile', { address: 'topic:amqp.volatile' });
+  const mine = (await waitFor(async () => (await subscriptionsOf('amqp.volatile')).find((s) => !s.durable), 10_000, 'the non-durable subscription'))!;
+  await mustPublish('topic:amqp.volatile', 'v-1');
+  await waitFor(async () => r.ids.includes('v-1'), 10_000, 'v-1 over AMQP');
+  await detach(r.link);
+  await waitFor(async () => !(await subscriptionsOf('amqp.volatile')).some((s) => s.name === mine.name), 10_000, 'the subscription to go with its link');
+  // What is published now goes to nobody; a new link starts from now.
+  await mustPublish('topic:amqp.volatile', 'v-2');
+  const later = await receiver(c, 'amqp-volatile', { address: 'topic:amqp.volatile' });
+  await waitFor(async () => (await subscriptionsOf('amqp.volatile')).length === 1, 10_000, 'the new link\'s subscription');
+  await mustPublish('topic:amqp.volatile', 'v-3');
+  await waitFor(async () => later.ids.includes('v-3'), 10_000, 'v-3 over AMQP');
+  assert.deepEqual(later.ids, ['v-3']);
+  await detach(later.link);
+});
+
+test('AMQP: a shared durable subscription (capability shared) with two receivers splits the messages between them', { timeout: 60_000 }, async () => {
+  const one = await rheaConnect();
+  const two = await rheaConnect();
+  const source = { address: 'topic:amqp.shared', ...DURABLE, capabilities: ['topic', 'shared', 'global'] };
+  const a = await receiver(one, 'amqp-shared|global', source, 30);
+  const b = await receiver(two, 'amqp-shared|global2', source, 30);
+  const [s] = (await waitFor(async () => { const l = await subscriptionsOf('amqp.shared'); return l.length === 1 ? l : undefined; }, 10_000, 'one subscription'))!;
+  assert.deepEqual({ name: s!.name, durable: s!.durable, shared: s!.shared }, { name: 'amqp-shared', durable: true, shared: true });
+  await new Promise((r) => setTimeout(r, 500)); // both consumers pulling
+  const N = 30;
+  for (let i = 0; i < N; i++) await mustPublish('topic:amqp.shared', `sh-${i}`);
+  await waitFor(async () => a.ids.length + b.ids.length >= N, 20_000, `${N} messages over the two links`);
+  await new Promise((r) => setTimeout(r, 300));
+  const all = [...a.ids, ...b.ids];
+  assert.equal(all.length, N, 'each message once');
+  assert.equal(new Set(all).size, N);
+  assert.ok(a.ids.length > 0 && b.ids.length > 0, `split between the receivers: ${a.ids.length} and ${b.ids.length}`);
+  await detach(a.link);
+  await detach(b.link);
 });
