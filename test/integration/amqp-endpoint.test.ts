@@ -549,9 +549,7 @@ test('rhea as a client: send and receive with SASL PLAIN, user_id stamped, refus
     assert.equal(m.application_properties['switchboard-sender'], 'user:ops');
   }
   assert.equal(byId.get('rhea-1').application_properties['x-k'], 'v');
-  const body2 = byId.get('rhea-2').body;
-  const bytes2: Buffer = Buffer.isBuffer(body2) ? body2 : body2.content;
-  assert.deepEqual(JSON.parse(bytes2.toString('utf8')), { n: 2 }, 'an AMQP value body comes back as JSON');
+  assert.deepEqual(byId.get('rhea-2').body, { n: 2 }, 'an AMQP value body comes back as a value section, as it was sent');
   await closeRhea(c);
 
   // clerk may not consume: the receiver link is refused with amqp:unauthorized-access.

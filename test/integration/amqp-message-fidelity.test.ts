@@ -243,7 +243,6 @@ test('over HTTP the ids are strings and a binary body is {"base64": …} with it
 
 test('an expired message (ttl or absolute-expiry-time passed) is dead-lettered with the reason, not delivered', {
   timeout: 60_000,
-  todo: 'isExpired(m) from src/core/message.ts is not yet called where src/endpoints/queue/queue-endpoint.ts hands a message to its consumer',
 }, async () => {
   const Q = 'queue:fid.expired';
   const sent = await api(gw!.url, 'POST', '/api/messages', { user: 'ops', body: { to: Q, id: 'expired-1', body: 1, expiresAt: new Date(Date.now() + 300).toISOString() } });

@@ -433,7 +433,9 @@ test('request/reply: a flow asks a responder on RabbitMQ (reply_to = the broker 
     // What the legacy system saw.
     const req = requests.find((m) => String(m.correlation_id) === v.result.correlationId);
     assert.ok(req, `the responder saw the request of ${id}`);
-    assert.equal(String(req.message_id), v.result.correlationId, 'a flow request has the step id as message_id and correlation_id');
+    // The step id is the message id (dedup across the hop); the correlation id adds the step's nonce.
+    assert.equal(String(req.message_id), `${id}:0`, 'a flow request has the step id as message_id');
+    assert.match(v.result.correlationId, new RegExp(`^${id}:0:[0-9a-f]{32}$`), 'and the step id plus a 128-bit nonce as correlation_id');
     assert.equal(req.reply_to, '/queue/replies', 'reply_to is the broker replyQueue in RabbitMQ address form');
     assert.equal(req.user_id, undefined, 'no user_id on messages to RabbitMQ');
     assert.equal(req.application_properties['switchboard-sender'], 'flow:mq-check');

@@ -6,7 +6,8 @@ import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint
 import { DestinationUnavailable, NotFound, isRetryable } from '../../core/errors.ts';
 import { holdWhileUnavailable } from '../../core/hold.ts';
 import { matchesPattern, type AddressPattern } from '../../core/pattern.ts';
-import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../../core/message.ts';
+import { decodeMessage, encodeMessage, expiryReason, isExpired, type Message, type StoredMessage } from '../../core/message.ts';
+import type { DedupWindows } from '../../core/dedup-window.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { addressFromBullQueueName, bullQueueName, dedupId } from './names.ts';
 
@@ -19,8 +20,10 @@ export interface QueueEndpointOptions {
   maxAttempts: number;
   /** First retry delay; doubles each attempt. */
   backoffMs: number;
-  /** How long a message id is remembered per queue for dedup. */
+  /** How long a message id is remembered per queue for dedup (where no window rule matches). */
   dedupTtlMs: number;
+  /** Deduplication windows per address pattern (`queues.dedup`); 0 turns dedup off for an address. */
+  dedupWindows?: DedupWindows;
   /** Lock of a message being processed by a route; renewed while the handler runs. */
   lockMs: number;
   /** How often expired locks and leases are looked for (messages return within lease + this). */
@@ -240,13 +243,14 @@ export class QueueEndpoint implements Endpoint {
     // outlives the job, so a redelivery after the message was consumed is still caught.
     // Short (it appears in every key and event BullMQ writes), never a plain integer, no ':'.
     const jobId = `m${randomBytes(9).toString('base64url')}`;
+    const dedupWindow = this.o.dedupWindows?.windowFor(message.to) ?? this.o.dedupTtlMs;
     const job = await q.add('m', encodeMessage(message), {
       jobId,
       attempts: this.o.maxAttempts,
       backoff: { type: 'exponential', delay: this.o.backoffMs },
       removeOnComplete: true,
       removeOnFail: false,
-      deduplication: { id: dedupId(message), ttl: this.o.dedupTtlMs },
+      ...(dedupWindow > 0 ? { deduplication: { id: dedupId(message), ttl: dedupWindow } } : {}),
     });
     // A deduplicated add returns the id of the job that holds the dedup key.
     return { id: message.id, duplicate: job.id !== jobId };
@@ -258,6 +262,11 @@ export class QueueEndpoint implements Endpoint {
       bullQueueName(address),
       async (job, token) => {
         const message = decodeMessage(job.data);
+        // Past its ttl or absolute-expiry-time: dead-lettered with the reason, never delivered.
+        if (isExpired(message)) {
+          this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
+          throw new UnrecoverableError(expiryReason(message));
+        }
         // A destination that cannot accept now keeps this message here (in flight, locked) and
         // so, with every slot busy, the worker stops pulling: backpressure, not a failed attempt.
         try {
@@ -366,11 +375,18 @@ export class QueueEndpoint implements Endpoint {
         this.o.log.warn({ address, msgId: job.data?.id, reason: job.deferredFailure }, 'message dead-lettered');
         continue;
       }
+      const leased = decodeMessage(job.data);
+      if (isExpired(leased)) {
+        await job.moveToFailed(new UnrecoverableError(expiryReason(leased)), token, false);
+        this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
+        this.o.log.warn({ address, msgId: leased.id, reason: expiryReason(leased) }, 'message dead-lettered');
+        continue;
+      }
       // Kept open until a lease that is never acked has expired and a stalled check (two
       // intervals) has returned it to the queue.
       e.leasesUntil = Math.max(e.leasesUntil, Date.now() + Math.max(leaseMs, this.o.lockMs) + 2 * this.o.stalledCheckMs + 1000);
       await job.extendLock(token, leaseMs);
-      out.push({ ...decodeMessage(job.data), lease: `${job.id}.${token}` });
+      out.push({ ...leased, lease: `${job.id}.${token}` });
     }
     return out;
   }

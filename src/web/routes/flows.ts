@@ -40,8 +40,9 @@ export function flowRoutes(deps: AppDeps): ExpressRouter {
 
   r.post('/api/flows/:name', async (req, res) => {
     const { name } = names(req);
+    // No lookup of the flow first: the pipeline decides `start`, so a user without it learns
+    // nothing of which flows exist (403 for every name); the flow endpoint answers 404 after.
     const caller = callerOf(req, res);
-    runtime().definition(name);
     const body = (req.body ?? {}) as { input?: unknown; id?: unknown };
     if (typeof body !== 'object' || Array.isArray(body)) throw new ValidationError('expected a JSON object {"input": {...}}');
     const message = createMessage({ to: `flow:${name}`, body: body.input, id: body.id }, caller.principal);
