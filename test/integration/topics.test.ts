@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -306,6 +307,37 @@ async function subscriptionsOf(topic: string): Promise<{ name: string; durable: 
 }
 
 const DURABLE = { durable: 2, expiry_policy: 'never' };
+
+/** `switchboard <args>` against the test gateway as `user`: exit code and parsed stdout. */
+function cli(args: string[], user: User = 'ops'): Promise<{ code: number; out: any; stderr: string }> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of ['SWITCHBOARD_URL', 'SWITCHBOARD_USER', 'SWITCHBOARD_PASSWORD', 'SWITCHBOARD_CONFIG', 'SWITCHBOARD_TOKEN', 'NODE_OPTIONS']) delete env[k];
+  Object.assign(env, { SWITCHBOARD_URL: gw.url, SWITCHBOARD_USER: user, SWITCHBOARD_PASSWORD: USERS[user] });
+  const bin = join(import.meta.dirname, '..', '..', 'bin', 'switchboard.mjs');
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [bin, ...args], { env, timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
+      if (code === -1) return reject(new Error(`the CLI did not run: ${err?.message}\n${stderr}`));
+      resolve({ code, out: stdout.trim() ? JSON.parse(stdout) : undefined, stderr });
+    });
+  });
+}
+
+test('CLI: topics create, ls and rm through the API, with the same admin rule', { timeout: 120_000 }, async () => {
+  const created = await cli(['topics', 'create', 'cli.topic', 'from-cli', '--shared', '--max-depth', '5']);
+  assert.equal(created.code, 0, created.stderr);
+  assert.deepEqual(created.out.subscription, { name: 'from-cli', durable: true, shared: true, maxDepth: 5, depth: 0, address: sub('cli.topic', 'from-cli') });
+  await mustPublish('topic:cli.topic', 'cli-1');
+  const listed = await cli(['topics', 'ls', 'topic:cli.topic']);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.deepEqual(listed.out.subscriptions.map((s: { name: string; depth: number }) => [s.name, s.depth]), [['from-cli', 1]]);
+  const refused = await cli(['topics', 'rm', 'cli.topic', 'from-cli'], 'clerk');
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /403: user:clerk may not admin on topic:cli\.topic/);
+  const removed = await cli(['topics', 'rm', 'cli.topic', 'from-cli']);
+  assert.equal(removed.code, 0, removed.stderr);
+  assert.deepEqual((await cli(['topics', 'ls', 'cli.topic'])).out.subscriptions, []);
+});
 
 test('AMQP: a receiver whose link name is the subscription, with a durable source, survives detaching and gets what was published meanwhile', { timeout: 60_000 }, async () => {
   const c = await rheaConnect();
