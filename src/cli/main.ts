@@ -42,6 +42,8 @@ program
   .description('read a password on stdin and print its hash for the file directory')
   .action(() => hashPasswordCommand());
 
+program.command('broker').description('in-house AMQP brokers').command('check').description('qualify a configured broker before go-live: prints a table, exit 1 when a must-have row fails').argument('<name>', 'broker name in the config').option('-c, --config <file>', 'configuration file').action(async (name: string, o: { config?: string }) => (await import('./broker-check-command.ts')).brokerCheckCommand(name, o.config));
+
 program
   .command('send')
   .description('send a message; prints {id, duplicate} once the destination durably accepted it')
