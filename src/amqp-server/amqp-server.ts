@@ -53,6 +53,10 @@ export interface AmqpServerOptions {
   directory: Directory;
   permissions: Permissions;
   router: Router;
+  /** The tmp: transport's queue lifecycle, given by the wiring (a door never holds a transport). */
+  temporaryQueues?: TemporaryQueues;
+  /** The topic: transport's subscriptions, given by the wiring. */
+  topics?: TopicSubscriptions;
   metrics: Metrics;
   log: Logger;
 }
@@ -69,13 +73,13 @@ function condition(err: unknown): { condition: string; description: string } {
 }
 
 /** What this door needs from the `tmp:` transport. Found through the router: doors never import transports. */
-interface TemporaryQueues {
+export interface TemporaryQueues {
   openTemporary(address: string): Promise<void>;
   deleteTemporary(address: string): Promise<void>;
 }
 
-/** What this door needs from the `topic:` transport (DESIGN §6). Found through the router, like TemporaryQueues. */
-interface TopicSubscriptions {
+/** What this door needs from the `topic:` transport (DESIGN §6), given by the wiring like TemporaryQueues. */
+export interface TopicSubscriptions {
   createSubscription(topic: string, name: string, opts: { durable?: boolean; shared?: boolean; createdBy?: string }): Promise<{ subscription: { address: string } }>;
 }
 
@@ -148,6 +152,10 @@ interface LinkEntry {
   sub?: Subscription;
   /** Sends handed to rhea that it has not written yet (see consume). */
   unwritten: number;
+  /** Messages waiting for credit, oldest first: they go out in the order they came (see pump). */
+  waiting?: { resolve: () => void; reject: (err: Error) => void }[];
+  /** The retry of pump while the client gives no credit. */
+  pumpTimer?: NodeJS.Timeout;
 }
 
 const SASL_HEADER = Buffer.from([0x41, 0x4d, 0x51, 0x50, 3, 1, 0, 0]);
@@ -506,9 +514,7 @@ export class AmqpServer {
 
   /** The tmp: transport, when the gateway has one. */
   private temporaryQueues(): TemporaryQueues | undefined {
-    if (!this.o.router.schemes.includes('tmp')) return undefined;
-    const ep = this.o.router.resolve('tmp:x/0').endpoint as unknown as Partial<TemporaryQueues>;
-    return typeof ep.openTemporary === 'function' && typeof ep.deleteTemporary === 'function' ? (ep as TemporaryQueues) : undefined;
+    return this.o.temporaryQueues;
   }
 
   /**
@@ -647,8 +653,8 @@ export class AmqpServer {
     const shared = list(source.capabilities).map(String).includes('shared');
     const durable = (source.durable ?? 0) >= 1 || source.expiry_policy === 'never';
     if (!durable && !shared) return this.consume(connection, conn, sender, address);
-    const ep = this.o.router.resolve(address).endpoint as unknown as Partial<TopicSubscriptions>;
-    if (typeof ep.createSubscription !== 'function') return this.refuse(sender, conn, this.notImplemented('named subscriptions are not available on this gateway'), address);
+    const ep = this.o.topics;
+    if (!ep) return this.refuse(sender, conn, this.notImplemented('named subscriptions are not available on this gateway'), address);
     const name = sender.name.split('|')[0] ?? '';
     ep.createSubscription(address.slice('topic:'.length), name, { durable, shared, createdBy: principalId(conn.principal) })
       .then(({ subscription }) => {
@@ -669,15 +675,20 @@ export class AmqpServer {
         this.allowed(conn, 'consume', address);
         // rhea takes a send without credit and queues it in the session, where it blocks every
         // later transfer and, once its link is gone, goes out on a reused handle. So a send waits
-        // for credit not already promised to a send that rhea has not written yet.
-        while (!(sender.sendable() && (sender as unknown as { credit: number }).credit > entry.unwritten)) {
-          if (!this.links.has(sender)) throw new DestinationUnavailable('amqp client', 'the link is gone');
-          await new Promise((r) => setTimeout(r, 50));
-        }
-        // rhea still calls a detached link sendable (its credit stays): never send on one.
-        if (!this.links.has(sender) || sender.is_closed()) throw new DestinationUnavailable('amqp client', 'the link is gone');
+        // for credit not already promised to a send that rhea has not written yet — in line, so
+        // messages leave in the order the queue handed them out (a client that numbers its
+        // messages, like Proton's simple_recv, must not see 7 before 6).
         await new Promise<void>((resolve, reject) => {
-          entry.unwritten++;
+          (entry.waiting ??= []).push({ resolve, reject });
+          this.pump(sender, entry);
+        });
+        await new Promise<void>((resolve, reject) => {
+          // The credit was reserved by pump (entry.unwritten) when this message's turn came.
+          if (!this.links.has(sender) || sender.is_closed()) {
+            entry.unwritten--;
+            reject(new DestinationUnavailable('amqp client', 'the link is gone'));
+            return;
+          }
           // user_id names who sent the message (DESIGN §6), never the consumer it goes to.
           const d = sender.send(toAmqp(m, { userId: m.sender.name }) as never);
           // rhea writes on its next tick (and takes the credit then); this runs just after.
@@ -696,6 +707,31 @@ export class AmqpServer {
   }
 
   /**
+   * Lets the waiting sends of one consumer link go, oldest first, while the client has credit
+   * not promised to a send rhea has not written yet; looks again shortly when it has none. A
+   * link that is gone fails every waiting send, which hands its message back to the queue.
+   */
+  private pump(sender: Sender, entry: LinkEntry): void {
+    const waiting = entry.waiting ?? [];
+    while (waiting.length > 0) {
+      // rhea still calls a detached link sendable (its credit stays): never send on one.
+      if (!this.links.has(sender) || sender.is_closed()) {
+        for (const w of waiting.splice(0)) w.reject(new DestinationUnavailable('amqp client', 'the link is gone'));
+        return;
+      }
+      if (!(sender.sendable() && (sender as unknown as { credit: number }).credit > entry.unwritten)) {
+        entry.pumpTimer ??= setTimeout(() => {
+          entry.pumpTimer = undefined;
+          this.pump(sender, entry);
+        }, 50);
+        return;
+      }
+      entry.unwritten++;
+      waiting.shift()!.resolve();
+    }
+  }
+
+  /**
    * A link ended (detached, its session or connection gone). Messages it held go back to their
    * queue unless the client settled them: rhea delivers a detach or close before the dispositions
    * that arrived just ahead of it, so the outcome the client sent is read from the delivery.
@@ -705,6 +741,8 @@ export class AmqpServer {
     if (!entry) return;
     this.links.delete(link);
     entry.conn.links.delete(link);
+    if (entry.pumpTimer) clearTimeout(entry.pumpTimer);
+    if (link.is_sender()) this.pump(link as Sender, entry);
     for (const [d, o] of this.outcomes) {
       if (d.link !== link) continue;
       this.outcomes.delete(d);

@@ -36,8 +36,8 @@ export class Route {
 
   /** Checks both ends resolve to an endpoint; throws a clear error otherwise. */
   validate(): void {
-    this.router.resolve(this.definition.from);
-    this.router.resolve(this.definition.to);
+    this.router.check(this.definition.from);
+    this.router.check(this.definition.to);
   }
 
   async start(): Promise<void> {

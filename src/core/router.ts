@@ -35,8 +35,17 @@ export class Router {
     return [...this.endpoints.keys()];
   }
 
+  /**
+   * Checks that an address is served here (a scheme some transport registered, a target the
+   * transport knows); throws the clear error otherwise. Doors and routes get no more than this:
+   * the endpoints stay inside the router, so nothing can send around the pipeline.
+   */
+  check(raw: string): void {
+    this.resolve(raw);
+  }
+
   /** Resolves an address to its endpoint; `dlq:X` resolves to X's endpoint. */
-  resolve(raw: string): { address: Address; endpoint: Endpoint } {
+  private resolve(raw: string): { address: Address; endpoint: Endpoint } {
     const address = parseAddress(raw);
     const target = address.scheme === 'dlq' ? parseAddress(address.path) : address;
     const endpoint = this.endpoints.get(target.scheme);

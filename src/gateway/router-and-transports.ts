@@ -9,6 +9,7 @@ import { demoteReservedHeaders, requirePrincipal } from '../core/pipeline.ts';
 import { Router } from '../core/router.ts';
 import { EmailEndpoint } from '../endpoints/email/email-endpoint.ts';
 import { QueueEndpoint } from '../endpoints/queue/queue-endpoint.ts';
+import { DedupWindows } from '../core/dedup-window.ts';
 import { TmpEndpoint } from '../endpoints/tmp/tmp-endpoint.ts';
 import { TopicEndpoint } from '../endpoints/topic/topic-endpoint.ts';
 import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
@@ -23,6 +24,9 @@ export interface Transports {
   metrics: Metrics;
   dedup: DedupStore;
   queues: QueueEndpoint;
+  /** tmp: and topic: admin (temporary queues, subscriptions), for the doors that offer them. */
+  temporaryQueues: TmpEndpoint;
+  topics: TopicEndpoint;
   /** redis.shards as it applies (see Stores.shards), for the people application. */
   shards: number;
   /** When the config has a network: the map and the peer transport. */
@@ -62,6 +66,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     maxAttempts: config.queues.maxAttempts,
     backoffMs: config.queues.backoff,
     dedupTtlMs: config.queues.dedupTtl,
+    dedupWindows: new DedupWindows(config.queues.dedup, config.queues.dedupTtl),
     lockMs: config.queues.lockTimeout,
     stalledCheckMs: config.queues.stalledCheck,
     limits: config.queues.limits.map((l) => ({ pattern: parsePattern(l.address), maxDepth: l.maxDepth })),
@@ -74,8 +79,10 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     log,
   });
   router.register(queues);
-  router.register(new TmpEndpoint({ redis, prefix, metrics, log }));
-  router.register(new TopicEndpoint({ redis, prefix, queues, dedupTtlMs: config.queues.dedupTtl, log })); // subscriptions are queues
+  const temporaryQueues = new TmpEndpoint({ redis, prefix, metrics, log });
+  router.register(temporaryQueues);
+  const topics = new TopicEndpoint({ redis, prefix, queues, dedupTtlMs: config.queues.dedupTtl, log }); // subscriptions are queues
+  router.register(topics);
   // Closing the router closes every transport registered with it, whichever step registered it.
   cleanup.push(() => router.close());
 
@@ -95,5 +102,5 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, log }, cleanup);
   }
   connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
-  return { router, metrics, dedup, queues, shards, ...(network ? { network } : {}) };
+  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, ...(network ? { network } : {}) };
 }

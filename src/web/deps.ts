@@ -14,6 +14,8 @@ import type { Router } from '../core/router.ts';
 
 /** Everything the HTTP door needs, built by the gateway and handed in (no I/O at import time). */
 export interface AppDeps {
+  /** The topic: transport's subscription admin, when the gateway has topics. */
+  topics?: TopicSubscriptions;
   router: Router;
   directory: Directory;
   auth: Authenticator;
@@ -42,4 +44,21 @@ export interface AppDeps {
   bodyLimit: string;
   /** Extra readiness checks (routes, …) shown in /readyz. */
   readiness?: () => Promise<Record<string, { ok: boolean; detail?: string }>>;
+}
+
+/** A subscription as the API shows it (DESIGN §6). */
+export interface SubscriptionInfo {
+  name: string;
+  durable: boolean;
+  shared: boolean;
+  pattern?: string;
+  depth: number;
+  address: string;
+}
+
+/** What this door needs from the `topic:` transport, given by the wiring: doors never hold a transport. */
+export interface TopicSubscriptions {
+  listSubscriptions(topic: string): Promise<SubscriptionInfo[]>;
+  createSubscription(topic: string, name: string, opts: { durable?: boolean; shared?: boolean; maxDepth?: number; createdBy?: string }): Promise<{ created: boolean; subscription: SubscriptionInfo }>;
+  deleteSubscription(topic: string, name: string): Promise<boolean>;
 }

@@ -31,7 +31,8 @@ after(async () => {
 });
 
 const clients = async () => String(await admin.client('LIST')).trim().split('\n').length;
-const queues = () => gw.router.resolve('queue:any').endpoint as unknown as QueueEndpoint;
+// The test looks inside the queue transport; the router keeps it private from doors, not from tests.
+const queues = () => (gw.router as unknown as { resolve(a: string): { endpoint: unknown } }).resolve('queue:any').endpoint as QueueEndpoint;
 
 /** Runs `fn(i)` for i in [0, n) with `width` calls at a time. */
 async function each(n: number, width: number, fn: (i: number) => Promise<void>): Promise<void> {

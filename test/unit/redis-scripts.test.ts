@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { LoginKeys, PermissionKeys, TokenKeys } from '../../src/auth/keys.ts';
 import { FlowKeys, STATE_PARTS } from '../../src/flows/keys.ts';
 import { TaskKeys } from '../../src/people/keys.ts';
+import { TopicKeys } from '../../src/endpoints/topic/keys.ts';
 import { hashTag, oneSlot } from '../../src/store/scripts.ts';
 
 // Every Lua script is a named file with a header, takes every key it touches in KEYS, builds no
@@ -77,6 +78,7 @@ const CALLED_WITH: Record<string, () => string[]> = {
   changeRule: () => perms.changeRule(),
   countFailedLogin: () => logins.countFailedLogin('user', '{mallory}'),
   readFailedLogins: () => logins.readFailedLogins('ip', '::1'),
+  acceptPublication: () => new TopicKeys(PREFIX).acceptPublication('0123abcd'),
 };
 
 test('there are Lua scripts under src/, each named <name>-<numberOfKeys>.lua, names unique', () => {

@@ -2,33 +2,14 @@ import { Router as ExpressRouter, type Request } from 'express';
 import { parseAddress } from '../../core/address.ts';
 import { Conflict, NotFound, ValidationError } from '../../core/errors.ts';
 import { principalId } from '../../core/message.ts';
-import type { AppDeps } from '../deps.ts';
+import type { AppDeps, TopicSubscriptions } from '../deps.ts';
 import { principalOf } from '../middleware/authenticate.ts';
-
-/** A subscription as the API shows it (DESIGN §6). */
-interface SubscriptionInfo {
-  name: string;
-  durable: boolean;
-  shared: boolean;
-  pattern?: string;
-  depth: number;
-  address: string;
-}
-
-/** What this door needs from the `topic:` transport. Found through the router: doors never import transports. */
-interface TopicSubscriptions {
-  listSubscriptions(topic: string): Promise<SubscriptionInfo[]>;
-  createSubscription(topic: string, name: string, opts: { durable?: boolean; shared?: boolean; maxDepth?: number; createdBy?: string }): Promise<{ created: boolean; subscription: SubscriptionInfo }>;
-  deleteSubscription(topic: string, name: string): Promise<boolean>;
-}
 
 /** The topic transport of this gateway, or 404 when it has none. */
 function topicsOf(deps: AppDeps, address: string): TopicSubscriptions {
-  const ep = (deps.router.schemes.includes('topic') ? deps.router.resolve(address).endpoint : {}) as Partial<TopicSubscriptions>;
-  if (typeof ep.listSubscriptions !== 'function' || typeof ep.createSubscription !== 'function' || typeof ep.deleteSubscription !== 'function') {
-    throw new NotFound('topics are not available in this gateway');
-  }
-  return ep as TopicSubscriptions;
+  void address;
+  if (!deps.topics) throw new NotFound('topics are not available in this gateway');
+  return deps.topics;
 }
 
 /** `:topic` is `trades.eu` or `topic:trades.eu` (a pattern such as `trades.*` too), URL-encoded. */
