@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { SwitchboardError } from '../core/errors.ts';
 import { ApiClient, addressPath } from './client.ts';
-import { checkConfigCommand, hashPasswordCommand, startCommand } from './local-commands.ts';
+// The gateway, the config loader and the broker check are loaded only by the commands that use
+// them: every other command (the API client ones, --help) starts without reading them at all.
+const local = () => import('./local-commands.ts');
 import { registerTopicsCommand } from './topics-command.ts';
 
 const program = new Command('switchboard')
@@ -29,18 +31,18 @@ program
   .command('start')
   .description('run the gateway (config: --config, SWITCHBOARD_CONFIG, or config/switchboard.yaml)')
   .option('-c, --config <file>', 'configuration file')
-  .action(async (o: { config?: string }) => startCommand(o.config));
+  .action(async (o: { config?: string }) => (await local()).startCommand(o.config));
 
 program
   .command('check-config')
   .description('validate a configuration file and list every problem')
   .argument('[file]', 'configuration file (default: SWITCHBOARD_CONFIG or config/switchboard.yaml)')
-  .action((file?: string) => checkConfigCommand(file));
+  .action(async (file?: string) => (await local()).checkConfigCommand(file));
 
 program
   .command('hash-password')
   .description('read a password on stdin and print its hash for the file directory')
-  .action(() => hashPasswordCommand());
+  .action(async () => (await local()).hashPasswordCommand());
 
 program.command('broker').description('in-house AMQP brokers').command('check').description('qualify a configured broker before go-live: prints a table, exit 1 when a must-have row fails').argument('<name>', 'broker name in the config').option('-c, --config <file>', 'configuration file').action(async (name: string, o: { config?: string }) => (await import('./broker-check-command.ts')).brokerCheckCommand(name, o.config));
 

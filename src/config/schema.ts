@@ -263,8 +263,14 @@ export const configSchema = z.strictObject({
       stalledCheck: duration.default(15_000),
       /** How long a finished (completed, failed, cancelled) instance stays visible. */
       retention: duration.default(30 * 86_400_000),
+      /**
+       * Waiting instances one process keeps in memory, so their next wake there continues instead
+       * of replaying from the first step; 0 always replays. Replay stays the fallback after a
+       * crash or on another process.
+       */
+      stickyInstances: z.number().int().min(0).max(1_000_000).default(1000),
     })
-    .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000, retention: 30 * 86_400_000 }),
+    .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000, retention: 30 * 86_400_000, stickyInstances: 1000 }),
   webhooks: z
     .record(
       z.string().regex(/^[A-Za-z0-9_-]+$/, 'webhook names are letters, digits, _ and -'),

@@ -27,6 +27,7 @@ export async function startFlows(config: Config, flowDefs: FlowDefinitions, redi
     lockMs: config.flows.lockTimeout,
     stalledCheckMs: config.flows.stalledCheck,
     retentionMs: config.flows.retention,
+    stickyInstances: config.flows.stickyInstances,
     log,
   });
   router.register(new FlowEndpoint(flows));

@@ -223,7 +223,9 @@ before(async () => {
   // startTestGateway's config, with a logger whose lines we keep (ctx.log is checked below).
   const raw = await testConfig(redis.url, {
     redis: { url: redis.url, prefix: PREFIX },
-    flows: { dir: flowsDir, lockTimeout: '3s', stalledCheck: '1s' },
+    // Every wake replays from the first step: these tests prove replay (the sticky cache that
+    // usually spares it is bypassed after a crash or on another process, and must not hide it).
+    flows: { dir: flowsDir, lockTimeout: '3s', stalledCheck: '1s', stickyInstances: 0 },
     log: { level: 'info' },
     permissions: [
       {
