@@ -65,7 +65,7 @@ describe('parseAddress: refused addresses name the address and what was expected
     ['orders', /scheme:path/],
     [':orders', /scheme:path/],
     // unknown or wrongly-cased scheme (addresses are case-sensitive)
-    ['topic:orders', /unknown scheme 'topic'/],
+    ['nats:orders', /unknown scheme 'nats'/],
     ['Queue:orders', /unknown scheme 'Queue'/],
     // empty path
     ['queue:', /empty path/],

@@ -189,10 +189,10 @@ describe('parseConfig: problems', () => {
 
   test('a bad pattern in permissions or queue limits is an error quoting the pattern problem', () => {
     const err = configError(
-      "http: {}\npermissions:\n  - { group: ops, allow: [{ address: 'queue:ok', verbs: [send] }, { address: 'queue:**.x', verbs: [send] }] }\nqueues: { limits: [{ address: 'topic:x', maxDepth: 1 }] }\n",
+      "http: {}\npermissions:\n  - { group: ops, allow: [{ address: 'queue:ok', verbs: [send] }, { address: 'queue:**.x', verbs: [send] }] }\nqueues: { limits: [{ address: 'nats:x', maxDepth: 1 }] }\n",
     );
     assert.match(problemAt(err, 'permissions[0].allow[1].address'), /'\*\*' may only be the last segment/);
-    assert.match(problemAt(err, 'queues.limits[0].address'), /unknown scheme 'topic'/);
+    assert.match(problemAt(err, 'queues.limits[0].address'), /unknown scheme 'nats'/);
   });
 
   test('an unknown verb or an empty verb list is an error at its path', () => {

@@ -25,7 +25,7 @@ describe('parsePattern', () => {
     ['queue', /scheme:path with wildcards/],
     ['*', /scheme:path with wildcards/],
     [':orders', /scheme:path with wildcards/],
-    ['topic:orders', /unknown scheme 'topic'/],
+    ['nats:orders', /unknown scheme 'nats'/],
     ['*:orders', /unknown scheme '\*'/],
     ['queue:', /empty segment/],
     ['queue:orders..eu', /empty segment/],
