@@ -174,8 +174,10 @@ test('request/reply: a flow asks a responder on the Proton broker (reply_to = re
   const r = responder.open_receiver({ source: { address: 'requests' }, credit_window: 10 });
   const out = responder.open_sender({ target: {} }); // replies go where each request says
   const senders = new Map<string, Sender>();
+  const seen: string[] = [];
   r.on('message', (ctx: EventContext) => {
     const req = ctx.message as Record<string, any>;
+    seen.push(`${String(req.message_id)} corr=${String(req.correlation_id)} reply_to=${String(req.reply_to)}`);
     let s = senders.get(req.reply_to);
     if (!s) { s = responder.open_sender({ target: { address: req.reply_to } }); senders.set(req.reply_to, s); }
     const input = JSON.parse(bytes(req.body).toString('utf8')) as { ref: string };
@@ -189,7 +191,7 @@ test('request/reply: a flow asks a responder on the Proton broker (reply_to = re
     const f = await api(base, 'GET', `/api/flows/proton-check/${enc(id)}`, { user: 'ops' });
     if (f.body?.status === 'failed') throw new Error(JSON.stringify(f.body));
     return f.body?.status === 'completed' ? f.body : undefined;
-  }, 90_000, 'the flow to complete');
+  }, 90_000, 'the flow to complete').catch(async (err: Error) => { throw new Error(`${err.message}: ${JSON.stringify((await api(base, 'GET', `/api/flows/proton-check/${enc(id)}`, { user: 'ops' })).body)}; the responder saw: ${seen.join(' | ') || 'nothing'}; broker: ${proton!.output().slice(-300)}`); });
   assert.deepEqual(v.result.body, { ref: 'PR-1', ok: true });
   assert.deepEqual(v.result.sender, { kind: 'broker', name: 'proton' });
   assert.ok(String(v.result.correlationId).startsWith(`${id}:`));
