@@ -36,6 +36,13 @@ export interface OutboxOptions<E extends object = Record<never, never>> {
    * @defaultValue 1 (the queue `{<name>}`)
    */
   shards?: number;
+  /**
+   * Deliver from this process as soon as the outbox is made. False: only store (send, dead
+   * letters) until `startDelivering`, for a transport whose deliveries are a singleton duty
+   * (one bridge per peer, held by a lease).
+   * @defaultValue true
+   */
+  deliverHere?: boolean;
   /** Shared producer connection; BullMQ duplicates it for the worker's blocking reads. */
   redis: Redis;
   /** Key prefix for every BullMQ key. */
@@ -124,7 +131,9 @@ export class Outbox<E extends object = Record<never, never>> {
   private readonly queues: Queue<Data>[];
   /** The unsharded queue of a start with one shard, read for dead letters and drained (shards > 1). */
   private readonly legacy?: Queue<Data>;
-  private readonly workers: Worker<Data>[] = [];
+  private workers: Worker<Data>[] = [];
+  private readonly names: string[];
+  private readonly concurrency: number;
   private readonly jobOptions: JobsOptions;
   private closed = false;
 
@@ -139,17 +148,29 @@ export class Outbox<E extends object = Record<never, never>> {
       removeOnFail: false,
     };
     // Deliveries in flight in this process, spread over the shards' workers.
-    const concurrency = Math.max(1, Math.ceil((o.concurrency ?? 10) / shards));
+    this.concurrency = Math.max(1, Math.ceil((o.concurrency ?? 10) / shards));
+    this.names = names;
     this.queues = names.map((name) => this.openQueue(name));
-    for (const name of names) this.startWorker(name, concurrency);
-    if (shards > 1) {
-      const legacy = this.openQueue(`{${o.name}}`);
-      this.legacy = legacy;
-      // Messages stored before the outbox was sharded are delivered by a worker of their own queue.
-      void legacy.getJobCounts('wait', 'prioritized', 'delayed', 'active').then((c) => {
-        if (!this.closed && Object.values(c).some((n) => n > 0)) this.startWorker(`{${o.name}}`, concurrency);
-      }, (err: Error) => o.log.warn({ outbox: o.name, err: err.message }, 'outbox: could not look at the unsharded queue'));
-    }
+    if (shards > 1) this.legacy = this.openQueue(`{${o.name}}`);
+    if (o.deliverHere ?? true) this.startDelivering();
+  }
+
+  /** Starts a worker on every shard (a no-op while they run). */
+  startDelivering(): void {
+    if (this.closed || this.workers.length > 0) return;
+    for (const name of this.names) this.startWorker(name, this.concurrency);
+    const legacy = this.legacy;
+    if (!legacy) return;
+    // Messages stored before the outbox was sharded are delivered by a worker of their own queue.
+    void legacy.getJobCounts('wait', 'prioritized', 'delayed', 'active').then((c) => {
+      if (!this.closed && this.workers.length > 0 && Object.values(c).some((n) => n > 0)) this.startWorker(legacy.name, this.concurrency);
+    }, (err: Error) => this.o.log.warn({ outbox: this.o.name, err: err.message }, 'outbox: could not look at the unsharded queue'));
+  }
+
+  /** Stops delivering from this process: deliveries in flight finish, the rest wait in Redis. */
+  async stopDelivering(): Promise<void> {
+    const workers = this.workers.splice(0);
+    await Promise.all(workers.map((w) => w.close()));
   }
 
   private openQueue(name: string): Queue<Data> {
@@ -293,7 +314,7 @@ export class Outbox<E extends object = Record<never, never>> {
   /** Stops taking messages (in-flight deliveries finish) and closes the queue. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.workers.map((w) => w.close()));
+    await this.stopDelivering();
     await Promise.all(this.allQueues.map((q) => q.close()));
   }
 }

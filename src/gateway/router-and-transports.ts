@@ -13,6 +13,7 @@ import { DedupWindows } from '../core/dedup-window.ts';
 import { TmpEndpoint } from '../endpoints/tmp/tmp-endpoint.ts';
 import { TopicEndpoint } from '../endpoints/topic/topic-endpoint.ts';
 import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
+import { ReplicaWait } from '../store/replica-wait.ts';
 import { connectBrokers } from './brokers.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { Access } from './directory.ts';
@@ -51,6 +52,9 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     ...Object.fromEntries(Object.entries(network ? await network.peers.depths() : {}).map(([alias, n]) => [`peer:${alias}/**`, n])),
   }));
   const dedup = new DedupStore(redis, prefix, config.queues.dedupTtl);
+  // redis.waitReplicas: acknowledged only once N replicas have it (closed after the router).
+  const replicaWait = config.redis.waitReplicas > 0 ? new ReplicaWait({ redis, prefix, replicas: config.redis.waitReplicas, timeoutMs: config.redis.waitTimeout, log }) : undefined;
+  if (replicaWait) cleanup.push(() => replicaWait.close());
   // Every message that enters the router passes this chain, in this order (DESIGN §5).
   const router = new Router(dedup, metrics, log, [
     auditDenials(audit),
@@ -59,6 +63,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     authorizeSend(permissions),
     authorizeReplyTo(permissions),
     memoryGuard, // Redis nearly full: new inbound work from client doors is refused (503), never dropped
+    ...(replicaWait ? [replicaWait] : []), // after the endpoint stored: WAIT for N replicas before the acknowledgement
   ]);
   queues = new QueueEndpoint({
     redis,

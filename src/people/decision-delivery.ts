@@ -1,6 +1,8 @@
+import { SwitchboardError } from '../core/errors.ts';
 import type { Logger } from 'pino';
 import type { Router } from '../core/router.ts';
 import { systemCaller, systemMessage } from '../core/system-message.ts';
+import { Lease, leaseKey } from '../store/lease.ts';
 import type { TaskStore } from './task-store.ts';
 import { taskAddress } from './task-rules.ts';
 
@@ -20,11 +22,16 @@ export interface DecisionDeliveryOptions {
  * A decision is recorded first and delivered after, so a crash or an unreachable destination
  * in between leaves it marked undelivered; the sweeper sends those again. The decision message's
  * id is fixed per task (`task:<id>:decision`), which makes a repeat harmless at the receiver.
+ * The sweeper is a singleton duty: one process of a fleet sweeps, the holder of the lease
+ * `<prefix>:lease:decision-sweeper`; another takes over within seconds when it dies.
  */
 export class DecisionDelivery {
   private sweeper?: NodeJS.Timeout;
+  private readonly lease: Lease;
 
-  constructor(private readonly o: DecisionDeliveryOptions) {}
+  constructor(private readonly o: DecisionDeliveryOptions) {
+    this.lease = new Lease({ redis: o.store.redis, key: leaseKey(o.store.prefix, 'decision-sweeper'), log: o.log });
+  }
 
   /** Sends a decided task's decision, then marks it delivered; idempotent by message id. */
   async deliver(id: string): Promise<void> {
@@ -42,22 +49,44 @@ export class DecisionDelivery {
     await this.o.store.notified(id);
   }
 
+  /**
+   * A destination that refuses the decision for good (403: the flow does not take it, e.g. a
+   * task someone planted; 404: it is gone) will refuse it every time: the decision stays on the
+   * task and in its history, and is not sent again. Anything else is retried by the sweep.
+   */
+  async failed(id: string, err: unknown): Promise<void> {
+    const status = err instanceof SwitchboardError ? err.status : 0;
+    if (status === 403 || status === 404) {
+      this.o.log.error({ task: id, err: (err as Error).message }, 'decision refused by its destination; it will not be sent again');
+      await this.o.store.notified(id);
+      return;
+    }
+    this.o.log.warn({ task: id, err: (err as Error).message }, 'decision not delivered yet');
+  }
+
   /** Sends every decision not yet delivered; one failure does not hold up the others. */
   async sweep(): Promise<void> {
     for (const id of await this.o.store.unnotified()) {
-      await this.deliver(id).catch((err) => this.o.log.warn({ task: id, err: (err as Error).message }, 'decision not delivered yet'));
+      await this.deliver(id).catch((err) => this.failed(id, err));
     }
   }
 
-  /** Sweeps now and then every `sweepEveryMs`, without keeping the process alive. */
+  /** While this process holds the sweeper's lease: sweeps at once, then every `sweepEveryMs`. */
   start(everyMs = this.o.sweepEveryMs ?? 10_000): void {
-    void this.sweep().catch(() => {});
-    this.sweeper = setInterval(() => void this.sweep().catch(() => {}), everyMs);
-    this.sweeper.unref();
+    this.lease.start({
+      acquired: () => {
+        void this.sweep().catch(() => {});
+        this.sweeper = setInterval(() => void this.sweep().catch(() => {}), everyMs);
+        this.sweeper.unref();
+      },
+      lost: () => {
+        if (this.sweeper) clearInterval(this.sweeper);
+        this.sweeper = undefined;
+      },
+    });
   }
 
   stop(): void {
-    if (this.sweeper) clearInterval(this.sweeper);
-    this.sweeper = undefined;
+    void this.lease.stop();
   }
 }

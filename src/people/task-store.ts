@@ -35,7 +35,7 @@ export class TaskStore {
   private readonly scripts: ScriptCalls<typeof SCRIPTS>;
 
   /** @param shards hash tags tasks are spread over (redis.shards); 1 keeps the `{tasks}` layout */
-  constructor(private readonly redis: Redis, prefix: string, shards = 1) {
+  constructor(readonly redis: Redis, readonly prefix: string, shards = 1) {
     this.keys = new TaskKeys(prefix, shards);
     this.scripts = loadScripts(redis, new URL('./scripts/', import.meta.url), SCRIPTS);
   }

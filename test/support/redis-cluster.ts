@@ -94,7 +94,9 @@ export async function startTestCluster(o: { masters?: number; replicas?: number;
 
 export interface TestSentinel {
   primary: RedisNode;
+  /** The first replica (of `replicas`). */
   replica: RedisNode;
+  replicas: RedisNode[];
   sentinel: RedisNode;
   /** The master name the sentinel monitors. */
   name: string;
@@ -104,8 +106,8 @@ export interface TestSentinel {
   stop(): Promise<void>;
 }
 
-/** A primary, one replica and one redis-sentinel (quorum 1, down-after 2000 ms, failover-timeout 5000 ms). */
-export async function startTestSentinel(o: { appendfsync?: 'always' | 'everysec' } = {}): Promise<TestSentinel> {
+/** A primary, `replicas` replicas (default 1) and one redis-sentinel (quorum 1, down-after 2000 ms, failover-timeout 5000 ms). */
+export async function startTestSentinel(o: { appendfsync?: 'always' | 'everysec'; replicas?: number } = {}): Promise<TestSentinel> {
   const bin = redisServerBinary();
   if (!bin) throw new Error('redis-server is not installed');
   const dir = mkdtempSync(join(tmpdir(), 'sb-sentinel-'));
@@ -113,8 +115,13 @@ export async function startTestSentinel(o: { appendfsync?: 'always' | 'everysec'
   const persistence = ['--appendonly', 'yes', '--appendfsync', o.appendfsync ?? 'everysec'];
   const primary = startNode(bin, dir, await freePort(), persistence);
   await waitFor(async () => cli(primary.port, 'ping').trim() === 'PONG', 15_000, 'primary');
-  const replica = startNode(bin, dir, await freePort(), [...persistence, '--replicaof', '127.0.0.1', String(primary.port)]);
-  await waitFor(async () => /master_link_status:up/.test(cli(replica.port, 'info', 'replication')), 15_000, 'replica in sync');
+  const replicas: RedisNode[] = [];
+  for (let i = 0; i < (o.replicas ?? 1); i++) {
+    const replica = startNode(bin, dir, await freePort(), [...persistence, '--replicaof', '127.0.0.1', String(primary.port)]);
+    await waitFor(async () => /master_link_status:up/.test(cli(replica.port, 'info', 'replication')), 15_000, 'replica in sync');
+    replicas.push(replica);
+  }
+  const replica = replicas[0]!;
   const sport = await freePort();
   const name = 'sbmaster';
   const sdir = join(dir, 'sentinel');
@@ -131,12 +138,12 @@ export async function startTestSentinel(o: { appendfsync?: 'always' | 'everysec'
       await exited;
     },
   };
-  await waitFor(async () => /num-slaves|slaves=1/.test(cli(sport, 'sentinel', 'masters')) || cli(sport, 'sentinel', 'replicas', name).includes(String(replica.port)), 15_000, 'sentinel to see the replica');
+  await waitFor(async () => { const seen = cli(sport, 'sentinel', 'replicas', name); return replicas.every((r) => seen.includes(String(r.port))); }, 20_000, 'sentinel to see every replica');
   return {
-    primary, replica, sentinel, name, cli,
+    primary, replica, replicas, sentinel, name, cli,
     currentPrimary: () => Number(cli(sport, 'sentinel', 'get-master-addr-by-name', name).trim().split('\n')[1]),
     async stop() {
-      await Promise.all([primary, replica, sentinel].map((n) => n.kill('SIGTERM')));
+      await Promise.all([primary, ...replicas, sentinel].map((n) => { if (n.alive()) n.child.kill('SIGCONT'); return n.kill('SIGTERM'); }));
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -14,6 +14,7 @@ import { certificateIdentity, identityKey } from '../../network/identity.ts';
 import { Broker, BrokerRejected } from '../../amqp/connection.ts';
 import { toAmqp } from '../../amqp/mapping.ts';
 import type { NetworkMap } from '../../network/network-map.ts';
+import { Lease, leaseKey } from '../../store/lease.ts';
 
 export interface PeerEndpointOptions {
   redis: Redis;
@@ -47,12 +48,18 @@ const peerBackoff = (attempt: number) => Math.min(300_000, 500 * 2 ** Math.min(a
  * mutual TLS to wherever the network map says the peer is, accepts the connection only if the
  * server certificate's subject is the peer's identity, and sends with settlement. Offline peers
  * are retried with capped, jittered exponential backoff until the event horizon.
+ *
+ * Every process stores into a peer's outbox; one process of the fleet drains it and holds the
+ * bridge — the holder of the lease `<prefix>:lease:peer-bridge:<alias>`. When it dies another
+ * takes the lease within seconds and connects; a process that loses it stops delivering and
+ * closes its bridge, so a peer never sees two bridges of one gateway fleet.
  */
 export class PeerEndpoint implements Endpoint {
   readonly scheme = 'peer';
   readonly dedupsOnIngress = true;
   private readonly outboxes = new Map<string, Outbox<Envelope>>();
   private readonly bridges = new Map<string, Broker>();
+  private readonly leases = new Map<string, Lease>();
 
   constructor(private readonly o: PeerEndpointOptions) {
     o.map.on('peer-changed', (alias: string) => void this.reconnect(alias));
@@ -75,8 +82,21 @@ export class PeerEndpoint implements Endpoint {
         maxAttempts: 1_000_000, backoffStrategy: peerBackoff, dedupTtlMs: this.o.eventHorizonMs, concurrency: 20,
         deliver: (m, envelope) => this.deliver(alias, m, envelope),
         onDeadLetter: (m, reason) => this.notice(m, reason),
+        deliverHere: false,
       });
       this.outboxes.set(alias, q);
+      const outbox = q;
+      const lease = new Lease({ redis: this.o.redis, key: leaseKey(this.o.prefix, `peer-bridge:${alias}`), log: this.o.log });
+      this.leases.set(alias, lease);
+      lease.start({
+        acquired: () => outbox.startDelivering(),
+        lost: async () => {
+          await outbox.stopDelivering();
+          const b = this.bridges.get(alias);
+          this.bridges.delete(alias);
+          if (b) await b.close().catch(() => {});
+        },
+      });
     }
     return q;
   }
@@ -173,7 +193,13 @@ export class PeerEndpoint implements Endpoint {
     for (const alias of this.o.map.aliases) this.outbox(alias);
   }
 
+  /** True while this process holds the bridge to `alias` (the lease on its duty). */
+  holdsBridge(alias: string): boolean {
+    return this.leases.get(alias)?.held ?? false;
+  }
+
   async close(): Promise<void> {
+    await Promise.all([...this.leases.values()].map((l) => l.stop()));
     await Promise.all([...this.outboxes.values()].map((q) => q.close()));
     await Promise.all([...this.bridges.values()].map((b) => b.close()));
   }

@@ -5,6 +5,7 @@ import type { ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, SendResul
 import { NotFound, isRetryable } from '../../core/errors.ts';
 import { decodeMessage, encodeMessage, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
+import { Lease, leaseKey } from '../../store/lease.ts';
 
 export interface TmpEndpointOptions {
   /** Connection shared with the other endpoints; a duplicate is made for wake-up notices. */
@@ -72,6 +73,8 @@ export class TmpEndpoint implements Endpoint {
   private readonly livenessMs: number;
   private readonly sweepMs: number;
   private subscriber?: Redis;
+  /** The crash sweep is a singleton duty of the fleet: the holder of `<prefix>:lease:tmp-sweep` does it. */
+  private readonly sweepLease: Lease;
   private readonly timers: NodeJS.Timeout[] = [];
   private closed = false;
 
@@ -84,10 +87,15 @@ export class TmpEndpoint implements Endpoint {
       this.timers.push(t);
     };
     every(Math.max(100, Math.floor(this.livenessMs / 3)), () => this.markAlive());
-    every(this.sweepMs, () => this.sweep());
+    every(this.sweepMs, async () => (this.sweepLease.held ? this.sweep() : 0));
     every(1000, async () => this.wakeAll());
-    // The first mark and sweep right away (not at import: the gateway constructs this when starting).
-    setImmediate(() => void this.markAlive().then(() => this.sweep()).catch((err) => o.log.warn({ err: (err as Error).message }, 'tmp: first sweep failed')));
+    this.sweepLease = new Lease({ redis: o.redis, key: leaseKey(o.prefix, 'tmp-sweep'), log: o.log });
+    // The first mark right away, and a sweep as soon as the lease is ours (not at import: the
+    // gateway constructs this when starting).
+    setImmediate(() => {
+      void this.markAlive().catch((err) => o.log.warn({ err: (err as Error).message }, 'tmp: first liveness mark failed'));
+      if (!this.closed) this.sweepLease.start({ acquired: () => void this.sweep().catch((err) => o.log.warn({ err: (err as Error).message }, 'tmp: first sweep failed')), lost: () => {} });
+    });
   }
 
   private key(address: string, part: 'live' | 'messages'): string {
@@ -239,6 +247,7 @@ export class TmpEndpoint implements Endpoint {
   async close(): Promise<void> {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    await this.sweepLease.stop().catch(() => {});
     for (const set of this.consumers.values()) for (const c of set) c.closed = true;
     await Promise.all([...this.consumers.values()].flatMap((set) => [...set].flatMap((c) => [...c.running])));
     for (const address of [...this.owned]) await this.deleteTemporary(address).catch(() => {});
