@@ -172,7 +172,6 @@ test('request/reply: a flow asks a responder on the Proton broker (reply_to = re
   const base = gw!.url;
   const responder = await connect();
   const r = responder.open_receiver({ source: { address: 'requests' }, credit_window: 10 });
-  const out = responder.open_sender({ target: {} }); // replies go where each request says
   const senders = new Map<string, Sender>();
   const seen: string[] = [];
   r.on('message', (ctx: EventContext) => {
@@ -183,7 +182,6 @@ test('request/reply: a flow asks a responder on the Proton broker (reply_to = re
     const input = JSON.parse(bytes(req.body).toString('utf8')) as { ref: string };
     s.send({ message_id: `reply-${req.message_id}`, correlation_id: req.correlation_id, content_type: 'application/json', body: rhea.message.data_section(Buffer.from(JSON.stringify({ ref: input.ref, ok: true }))) } as never);
   });
-  out.close();
   const started = await api(base, 'POST', '/api/flows/proton-check', { user: 'ops', body: { input: { ref: 'PR-1' } } });
   assert.equal(started.status, 202, JSON.stringify(started.body));
   const id = started.body.instanceId as string;
