@@ -343,7 +343,7 @@ test('the API refuses bad patterns, unknown verbs, two selectors and unknown nam
   const ok = { group: 'payment-approvers', address: 'queue:refusals.*', verbs: ['send'] };
   const cases: [Record<string, unknown>, number, RegExp][] = [
     [{ ...ok, address: 'queue:orders-*' }, 400, /invalid address 'queue:orders-\*': segment 'orders-\*': wildcards must be a whole segment/],
-    [{ ...ok, address: 'topic:orders' }, 400, /unknown scheme 'topic'/],
+    [{ ...ok, address: 'nats:orders' }, 400, /unknown scheme 'nats'/],
     [{ ...ok, address: 'queue:**.eu' }, 400, /'\*\*' may only be the last segment/],
     [{ ...ok, address: 'queue:a..b' }, 400, /empty segment/],
     [{ ...ok, address: '' }, 400, /expected a pattern like/],
