@@ -115,7 +115,7 @@ test('permissions add refuses unknown verbs, bad patterns, unknown groups (unles
   const cases: [string[], number, RegExp][] = [
     [['--group', 'clerks', '--address', 'queue:cli.**', '--verbs', 'send,fly'], 1, /400: unknown verb "fly" \(expected send, consume, browse, start, admin\)/],
     [['--group', 'clerks', '--address', 'queue:cli-*', '--verbs', 'send'], 1, /400: .*wildcards must be a whole segment/],
-    [['--group', 'clerks', '--address', 'topic:x', '--verbs', 'send'], 1, /400: .*unknown scheme 'topic'/],
+    [['--group', 'clerks', '--address', 'nats:x', '--verbs', 'send'], 1, /400: .*unknown scheme 'nats'/],
     [['--group', 'clerks', '--address', 'queue:**.x', '--verbs', 'send'], 1, /400: .*'\*\*' may only be the last segment/],
     [['--group', 'ghosts', '--address', 'queue:cli.**', '--verbs', 'send'], 1, /400: the directory has no group 'ghosts' \(add with force: true/],
     [['--peer', 'bank-z', '--address', 'queue:cli.**', '--verbs', 'send'], 1, /400: no peer 'bank-z' in the network map/],
