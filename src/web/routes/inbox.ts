@@ -9,6 +9,7 @@ import type { AppDeps } from '../deps.ts';
 import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
 import { liveStreams } from '../sessions.ts';
+import { formatValue, readerLocale, type FormattedValue } from '../locale-format.ts';
 import { render } from '../views.ts';
 
 interface ListQuery {
@@ -43,11 +44,17 @@ function query(req: Request): ListQuery {
   };
 }
 
-/** A value of a task's data as text for its table (nested values as compact JSON). */
-function cell(v: unknown): string {
-  if (v === null || v === undefined) return '';
-  if (typeof v === 'object') return JSON.stringify(v);
-  return String(v);
+/** A value of a task's data for its table, formatted for the reader (nested values as compact JSON). */
+function cell(v: unknown, locale: string): FormattedValue {
+  return formatValue(v, locale);
+}
+
+/**
+ * The task's own field for a comment (`comment`, any case, of kind text), if it declares one. The
+ * task page shows one comment box, the built-in one, and its text fills that field too.
+ */
+export function commentField(fields: Task['fields'] | undefined): string | undefined {
+  return Object.entries(fields ?? {}).find(([name, kind]) => name.toLowerCase() === 'comment' && kind === 'text')?.[0];
 }
 
 /** The web inbox: my tasks and my groups', live over server-sent events; a task page to act. */
@@ -117,8 +124,9 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
   const showTask = async (req: Request, res: Response, extra: { error?: string; status?: number } = {}) => {
     const p = res.locals.principal as Principal;
     const task = await inbox().get(p, String(req.params.id));
-    const rows = Object.entries(task.data ?? {}).map(([k, v]) => ({ key: k, value: cell(v) }));
-    render(res, 'inbox/task', { title: task.title, task, rows, mayAct: inbox().mayAct(p, task), excludedBecause: inbox().excludedReason(p, task), me: principalId(p), error: extra.error, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined, now: Date.now() }, extra.status ?? 200);
+    const locale = readerLocale(req.headers['accept-language']);
+    const rows = Object.entries(task.data ?? {}).map(([k, v]) => ({ key: k, ...cell(v, locale) }));
+    render(res, 'inbox/task', { title: task.title, task, rows, locale, commentField: commentField(task.fields), mayAct: inbox().mayAct(p, task), excludedBecause: inbox().excludedReason(p, task), me: principalId(p), error: extra.error, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined, now: Date.now() }, extra.status ?? 200);
   };
 
   r.get('/tasks/:id', login, csrfToken, (req, res) => showTask(req, res));
@@ -141,7 +149,12 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
     const body = req.body as Record<string, unknown>;
     const fields: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(body)) if (k.startsWith('field.')) fields[k.slice(6)] = v;
-    return inbox().decide(p, id(req), { action: body.action, fields, ...(typeof body.comment === 'string' && body.comment.trim() ? { comment: body.comment.trim() } : {}) }, req.ip);
+    const comment = typeof body.comment === 'string' ? body.comment.trim() : '';
+    // One comment box on the page: when the task declares its own comment field, the box fills it
+    // too, so the flow finds the text where it asked for it (and the inbox validates it as that field).
+    const own = comment ? commentField((await inbox().get(p, id(req))).fields) : undefined;
+    if (own !== undefined) fields[own] = comment;
+    return inbox().decide(p, id(req), { action: body.action, fields, ...(comment ? { comment } : {}) }, req.ip);
   }, (req) => `/inbox?done=${encodeURIComponent(`decided "${String((req.body as { action?: unknown }).action)}"`)}`));
   return r;
 }

@@ -1,16 +1,31 @@
 import { Router as ExpressRouter, type Response } from 'express';
 import { BAD_LOGIN } from '../../auth/authenticator.ts';
 import { DependencyUnavailable, Unauthenticated } from '../../core/errors.ts';
+import type { Principal } from '../../core/message.ts';
 import type { AppDeps } from '../deps.ts';
 import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
 import { TooManyAttempts } from '../../auth/login-guard.ts';
 import { requireLogin } from '../middleware/require-login.ts';
-import { liveStreams } from '../sessions.ts';
+import { liveStreams, sessionPrincipal } from '../sessions.ts';
 import { render } from '../views.ts';
 
 /** Only same-site paths are followed after login (no open redirect). */
 function safeNext(v: unknown): string {
   return typeof v === 'string' && v.startsWith('/') && !v.startsWith('//') && !v.startsWith('/\\') ? v : '/';
+}
+
+/**
+ * Where a user lands after login without an explicit `next`: the inbox when tasks wait for them,
+ * the console when they administer something, else the start page. A failing look-up (Redis
+ * down) never fails the login: the start page is always there.
+ */
+async function landingPage(deps: AppDeps, p: Principal): Promise<string> {
+  try {
+    if (deps.inbox && (await deps.inbox.list(p)).length > 0) return '/inbox';
+  } catch (err) {
+    deps.log.warn({ user: p.name, err: (err as Error).message }, 'open tasks not known at login: not landing on the inbox');
+  }
+  return deps.permissions.adminScopes(p).length > 0 ? '/admin' : '/';
 }
 
 /** Login, logout and the start page. */
@@ -27,6 +42,7 @@ export function pageRoutes(deps: AppDeps): ExpressRouter {
 
   r.post('/login', csrfToken, csrfProtect, async (req, res) => {
     const { username, password } = req.body as { username?: unknown; password?: unknown };
+    // The form always posts `next` ('/' when the user asked for no page): only another page is a wish to honour.
     const next = safeNext(req.body?.next);
     const name = typeof username === 'string' ? username.trim() : '';
     try {
@@ -35,7 +51,7 @@ export function pageRoutes(deps: AppDeps): ExpressRouter {
       await new Promise<void>((ok, fail) => req.session.regenerate((err) => (err ? fail(err) : ok())));
       req.session.user = { name: principal.name, groups: [...(principal.groups ?? [])] };
       req.session.loggedInAt = new Date().toISOString();
-      res.redirect(303, next);
+      res.redirect(303, next !== '/' ? next : await landingPage(deps, sessionPrincipal(req.session.user)));
     } catch (err) {
       if (err instanceof TooManyAttempts) {
         res.setHeader('Retry-After', String(err.retryAfterSeconds));
