@@ -26,8 +26,17 @@ export interface QueueEndpointOptions {
   dedupWindows?: DedupWindows;
   /** Lock of a message being processed by a route; renewed while the handler runs. */
   lockMs: number;
-  /** How often expired locks and leases are looked for (messages return within lease + this). */
+  /**
+   * How often expired locks of route consumers are looked for (a crashed consumer's message
+   * returns within lock + this). Peek-lock leases do not wait for it: see `leaseCheckMs`.
+   */
   stalledCheckMs: number;
+  /**
+   * How often this process looks for its own expired peek-lock leases; an expired lease's message
+   * is back in the queue within about this long of its expiry, counted as a delivery.
+   * @defaultValue 250
+   */
+  leaseCheckMs?: number;
   /** Bounded queues: a send to a queue holding maxDepth messages is refused as unavailable. */
   limits: { pattern: AddressPattern; maxDepth: number }[];
   /**
@@ -71,6 +80,14 @@ interface OpenQueue {
   leasesUntil: number;
 }
 
+/** A lease this process handed out and has not seen acked: when it expires, and where. */
+interface LeaseExpiry {
+  at: number;
+  address: string;
+  jobId: string;
+  token: string;
+}
+
 /** Address the `(other)` depth series stands for. */
 export const OTHER_ADDRESSES = '(other)';
 
@@ -97,6 +114,10 @@ export class QueueEndpoint implements Endpoint {
   private readonly idleMs: number;
   private readonly maxOpen: number;
   private readonly sweeper: NodeJS.Timeout;
+  /** Leases handed out here and not acked, by lease string; looked at every `leaseCheckMs`. */
+  private readonly leases = new Map<string, LeaseExpiry>();
+  private readonly leaseTimer: NodeJS.Timeout;
+  private returning = false;
 
   /**
    * An expired lease or a crash while holding a message is a delivery that did not finish; with
@@ -109,6 +130,55 @@ export class QueueEndpoint implements Endpoint {
     this.idleMs = o.idleMs ?? 60_000;
     this.maxOpen = o.maxOpen ?? 1000;
     this.sweeper = setInterval(() => void this.closeIdle(), Math.max(100, Math.min(this.idleMs / 2, 10_000))).unref();
+    this.leaseTimer = setInterval(() => void this.returnExpiredLeases(), Math.max(20, o.leaseCheckMs ?? 250)).unref();
+  }
+
+  /**
+   * Returns the messages of expired leases to their queues promptly instead of at the next
+   * stalled check (which may be `stalledCheckMs` away, 15 s by default). It runs BullMQ's own
+   * stalled check on the queue at once, so an expired lease counts as a delivery exactly as
+   * before (the job's stalled counter; past maxAttempts - 1 it is dead-lettered on its next
+   * take). That check moves a job only when it was marked in an earlier check and its lock is
+   * gone: the job is marked first, and a lease whose lock Redis still holds (clocks a few ms
+   * apart) waits for the next tick. A crash of this process loses only the promptness: the
+   * regular stalled check of any process returns the message as before.
+   */
+  private async returnExpiredLeases(): Promise<void> {
+    if (this.returning || this.leases.size === 0) return;
+    this.returning = true;
+    try {
+      const now = Date.now();
+      const due = new Map<string, [string, LeaseExpiry][]>();
+      for (const [lease, x] of this.leases) {
+        if (x.at > now) continue;
+        const list = due.get(x.address) ?? [];
+        list.push([lease, x]);
+        due.set(x.address, list);
+      }
+      for (const [address, list] of due) {
+        const e = this.open.get(address);
+        if (!e?.lease) {
+          // Closed here (dropped): the stalled check of whoever opens it next returns them.
+          for (const [lease] of list) this.leases.delete(lease);
+          continue;
+        }
+        await this.returnLeases(e.queue, e.lease, list).catch((err: Error) => this.o.log.warn({ err: err.message, address }, 'returning expired leases failed; the stalled check will'));
+      }
+    } finally {
+      this.returning = false;
+    }
+  }
+
+  private async returnLeases(q: Queue<Data>, reader: Worker<Data>, list: [string, LeaseExpiry][]): Promise<void> {
+    const locks = await Promise.all(list.map(([, x]) => this.o.redis.get(`${q.toKey(x.jobId)}:lock`)));
+    const gone = list.filter(([, x], i) => locks[i] !== x.token);
+    if (gone.length === 0) return;
+    // Marked as possibly stalled, the rate limit of the check lifted, and the reader's stalled
+    // check loop restarted (its first check runs at once, then every stalledCheckMs as before).
+    await this.o.redis.sadd(q.keys.stalled!, ...gone.map(([, x]) => x.jobId));
+    await this.o.redis.del(q.keys['stalled-check']!);
+    await reader.startStalledCheckTimer();
+    for (const [lease] of gone) this.leases.delete(lease);
   }
 
   /** The open entry of `address` (opened if needed); `use` marks it used now and most recent. */
@@ -386,7 +456,9 @@ export class QueueEndpoint implements Endpoint {
       // intervals) has returned it to the queue.
       e.leasesUntil = Math.max(e.leasesUntil, Date.now() + Math.max(leaseMs, this.o.lockMs) + 2 * this.o.stalledCheckMs + 1000);
       await job.extendLock(token, leaseMs);
-      out.push({ ...leased, lease: `${job.id}.${token}` });
+      const lease = `${job.id}.${token}`;
+      this.leases.set(lease, { at: Date.now() + leaseMs, address, jobId: job.id!, token });
+      out.push({ ...leased, lease });
     }
     return out;
   }
@@ -403,6 +475,7 @@ export class QueueEndpoint implements Endpoint {
       try {
         if (!job) throw new Error('gone');
         await job.moveToCompleted(null, lease.slice(dot + 1), false);
+        this.leases.delete(lease);
         result.acked++;
       } catch {
         result.expired.push(lease);
@@ -464,6 +537,8 @@ export class QueueEndpoint implements Endpoint {
 
   async close(): Promise<void> {
     clearInterval(this.sweeper);
+    clearInterval(this.leaseTimer);
+    this.leases.clear();
     await Promise.all([...this.subscriptions].map((s) => s.close()));
     const open = [...this.open.values()];
     this.open.clear();
