@@ -19,7 +19,9 @@ import { startGateway, type Gateway } from '../../src/gateway.ts';
 import { createLogger } from '../../src/log.ts';
 import { drain } from '../support/counting-sink.ts';
 import { api, testConfig, waitFor } from '../support/gateway.ts';
-import { startTestSentinel, type TestSentinel } from '../support/redis-cluster.ts';
+import { bullQueueName } from '../../src/endpoints/queue/names.ts';
+import { keySlot } from '../../src/store/redis.ts';
+import { startTestCluster, startTestSentinel, type TestSentinel } from '../support/redis-cluster.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const ROUNDS = Number(process.env.FAILOVER_ROUNDS ?? 2);
@@ -122,4 +124,56 @@ test('without waitReplicas — the same failover loses what the lagging replica 
   t.diagnostic(`waitReplicas 0: ${r.acked} acknowledged, ${r.lost.length} lost (${r.lost.slice(0, 5).join(', ')}${r.lost.length > 5 ? ', …' : ''}), ${r.rate.toFixed(0)} sends/s before the failure, first acknowledgement ${r.recoveredMs} ms after the kill`);
   t.diagnostic(`send rate with waitReplicas 1 / without: ${(rates.wait! / rates.nowait).toFixed(2)}`);
   assert.ok(r.acked > 0);
+});
+
+test('redis.waitReplicas: 1 on a 3-master cluster with two replicas each — kill -9 of the master that holds the queue under load loses no acknowledged message', { timeout: 180_000 }, async (t) => {
+  // Two replicas a master: after the failover the promoted one still has a replica, so WAIT 1 can be met.
+  const cluster = await startTestCluster({ masters: 3, replicas: 2, appendfsync: 'everysec' });
+  const slot: { gw?: Gateway; s?: TestSentinel } = {};
+  open.push(slot);
+  try {
+    const raw = await testConfig('unused', { redis: { cluster: { nodes: cluster.urls }, prefix: 'fc', waitReplicas: 1, waitTimeout: '1s' } });
+    const gw = await startGateway({ config: parseConfig(stringify(raw), 'failover-cluster.yaml', {}), log: createLogger('silent') });
+    slot.gw = gw;
+    // The master serving the queue's slot, from CLUSTER NODES.
+    const queueSlot = keySlot(bullQueueName('queue:fc.orders'));
+    const owner = cluster.cli(cluster.nodes[0]!.port, 'cluster', 'nodes').split('\n').find((l) => /\bmaster\b/.test(l) && l.split(' ').slice(8).some((r) => { const [a, b] = r.split('-').map(Number); return queueSlot >= a! && queueSlot <= (b ?? a)!; }));
+    const victim = cluster.nodes.find((n) => owner?.includes(`:${n.port}@`))!;
+    assert.ok(victim, `the master of slot ${queueSlot}`);
+    const acked = new Set<string>();
+    let next = 0;
+    let sending = true;
+    const client = async () => {
+      while (sending) {
+        const id = `c-${next++}`;
+        while (sending) {
+          const r = await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'queue:fc.orders', id, body: { id } } }).catch(() => undefined);
+          if (r?.status === 202) { acked.add(id); break; }
+          await sleep(100);
+        }
+      }
+    };
+    const clients = Array.from({ length: 8 }, client);
+    let ackedAtKill = 0;
+    let killedAt = 0;
+    try {
+      await sleep(1500);
+      ackedAtKill = acked.size;
+      await victim.kill('SIGKILL');
+      killedAt = Date.now();
+      await waitFor(async () => acked.size > ackedAtKill + 20, 60_000, 'acknowledged sends after the failover');
+    } finally {
+      sending = false;
+      await Promise.all(clients);
+    }
+    const counts = new Map<string, number>();
+    await drain(gw.url, 'queue:fc.orders', counts, { max: 500 });
+    const lost = [...acked].filter((id) => !counts.has(id));
+    t.diagnostic(`cluster, waitReplicas 1: ${acked.size} acknowledged (${ackedAtKill} before the kill), ${lost.length} lost; sends acknowledged again ${Date.now() - killedAt} ms after the kill at the latest`);
+    assert.deepEqual(lost, [], `acknowledged but lost: ${lost.slice(0, 20).join(', ')}`);
+  } finally {
+    await Promise.race([slot.gw?.stop().catch(() => {}), sleep(15_000)]);
+    slot.gw = undefined;
+    await cluster.stop();
+  }
 });
