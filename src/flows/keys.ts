@@ -3,10 +3,15 @@
  * names them. One instance's keys share the hash tag `{<instance id>}`, so its scripts and
  * transactions run in one Redis Cluster slot while instances spread over the slots of a cluster.
  *
- * Layout (unchanged):
- * - `<prefix>:flow:{<id>}:meta` hash: id, flow, status, input, result, waitingOn, run (the token
- *   of the last run begun, so a process holding the instance in memory sees whether it is current), …
- * - `<prefix>:flow:{<id>}:journal` hash: step number → journal entry (JSON)
+ * Layout:
+ * - `<prefix>:flow:{<id>}:meta` hash: id, flow, status, input (when short), result, waitingOn, run
+ *   (the token of the last run begun, so a process holding the instance in memory sees whether it
+ *   is current), … Kept to short values, so Redis stores it as a compact listpack (every value
+ *   ≤ hash-max-listpack-value, 64 bytes) rather than a hash table of its own: a third of the memory.
+ * - `<prefix>:flow:{<id>}:input` the input (JSON) when it is longer than that; absent otherwise
+ *   (instances stored before it keep their input in the meta hash, and are read as they are).
+ * - `<prefix>:flow:{<id>}:journal` hash: step number → journal entry (JSON, without the step
+ *   number and a false `done`, which the store restores: short entries keep the hash a listpack)
  * - `<prefix>:flow:{<id>}:inbox` list of delivered messages; `…:seen` ids delivered; `…:consumed` ids taken
  * - `<prefix>:flow:{<id>}:lock` the replay lock (string, token of the holder)
  * - `<prefix>:flow-start:{<digest>}` the instance a start id of one starter made (string); the
@@ -15,10 +20,10 @@
  *   The two indexes are written by separate commands, never in one transaction or script.
  */
 
-export type InstancePart = 'meta' | 'journal' | 'inbox' | 'seen' | 'consumed' | 'lock';
+export type InstancePart = 'meta' | 'input' | 'journal' | 'inbox' | 'seen' | 'consumed' | 'lock';
 
 /** The parts that make up an instance's state (everything but its lock). */
-export const STATE_PARTS = ['meta', 'journal', 'inbox', 'seen', 'consumed'] as const satisfies readonly InstancePart[];
+export const STATE_PARTS = ['meta', 'input', 'journal', 'inbox', 'seen', 'consumed'] as const satisfies readonly InstancePart[];
 
 export class FlowKeys {
   constructor(readonly prefix: string) {}
@@ -37,8 +42,8 @@ export class FlowKeys {
     return flow ? `${this.prefix}:flows:${flow}` : `${this.prefix}:flows`;
   }
 
-  createInstance(id: string): [string] {
-    return [this.instance(id, 'meta')];
+  createInstance(id: string): [string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'input')];
   }
 
   deliverMessage(id: string): [string, string, string] {
@@ -53,16 +58,16 @@ export class FlowKeys {
     return [this.instance(id, 'lock')];
   }
 
-  beginRun(id: string): [string, string, string] {
-    return [this.instance(id, 'lock'), this.instance(id, 'meta'), this.instance(id, 'journal')];
+  beginRun(id: string): [string, string, string, string] {
+    return [this.instance(id, 'lock'), this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'input')];
   }
 
   parkInstance(id: string): [string, string, string] {
     return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'lock')];
   }
 
-  finishInstance(id: string): [string, string, string, string, string, string] {
-    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'inbox'), this.instance(id, 'seen'), this.instance(id, 'consumed'), this.instance(id, 'lock')];
+  finishInstance(id: string): [string, string, string, string, string, string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'inbox'), this.instance(id, 'seen'), this.instance(id, 'consumed'), this.instance(id, 'lock'), this.instance(id, 'input')];
   }
 
   /** Keys of the transaction that journals a step and takes its message from the inbox. */

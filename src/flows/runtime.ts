@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -161,7 +161,8 @@ export class FlowRuntime {
       createdAt: now,
       updatedAt: now,
       startedBy: principalId(message.sender),
-      secret: randomBytes(16).toString('hex'),
+      // 128 random bits as 22 characters (an HMAC key; instances stored with 32 hex digits keep them).
+      secret: randomBytes(16).toString('base64url'),
       ...(message.replyTo ? { replyTo: message.replyTo } : {}),
       ...(message.correlationId ? { correlationId: message.correlationId } : {}),
     });
@@ -214,7 +215,9 @@ export class FlowRuntime {
    * flow from the wait it stopped in. 'busy' when another run holds it.
    */
   async run(id: string): Promise<'done' | 'busy'> {
-    const token = randomUUID();
+    // 128 random bits, 22 characters: the lock's value and the instance's run mark (kept short
+    // for the meta hash's compact encoding).
+    const token = randomBytes(16).toString('base64url');
     const held = this.sticky.get(id);
     const begun = await this.store.beginRun(id, token, this.o.lockMs, held === undefined);
     if (!begun) return 'busy';
@@ -250,7 +253,10 @@ export class FlowRuntime {
         exec.ctx.resume(control);
       } else {
         this.stats.replayed++;
+        // Asked for without the journal (this process held an instance somebody ran since): the
+        // journal and the input, which the meta hash holds only when it is short, are read now.
         const journal = begun.journal ?? (await this.store.journal(id));
+        if (!begun.journal) meta.input = await this.store.input(id);
         const ctx = new ReplayContext(meta, journal, {
           store: this.store,
           send: (m) => this.o.router.send(m, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' }),
@@ -337,7 +343,7 @@ export class FlowRuntime {
   }
 
   async view(name: string, id: string): Promise<FlowView> {
-    const meta = await this.store.meta(id);
+    const meta = await this.store.meta(id, true);
     if (!meta || meta.flow !== name) throw new NotFound(`no instance '${id}' of flow '${name}'`);
     const journal = [...(await this.store.journal(id)).values()].sort((a, b) => a.n - b.n);
     return {

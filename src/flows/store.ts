@@ -54,22 +54,46 @@ export interface InstanceMeta {
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);
 
-const SCRIPTS = { createInstance: 1, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 3, parkInstance: 3, finishInstance: 6 } as const;
+const SCRIPTS = { createInstance: 2, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 4, parkInstance: 3, finishInstance: 7 } as const;
+
+/**
+ * Redis keeps a hash as a compact listpack while every value is at most hash-max-listpack-value
+ * (64 bytes by default); one longer value turns the whole hash into a hash table, about three
+ * times the memory. An input longer than this lives in a string key of its own.
+ */
+const INLINE_INPUT_BYTES = 64;
 
 const encodeFields = (fields: Record<string, unknown>): string[] =>
   Object.entries(fields).flatMap(([k, v]) => (v === undefined ? [] : [k, JSON_FIELDS.has(k) ? JSON.stringify(v) : String(v)]));
 
-const encodeSteps = (entries: JournalEntry[]): string[] => entries.flatMap((e) => [String(e.n), JSON.stringify(e)]);
+/**
+ * A journal entry as stored: without its step number (the hash field says it) and without a
+ * false `done` — a begun wait (`{"kind":"receive","at":"…"}`) stays short enough for the journal
+ * hash's compact encoding. Entries stored before carry both, and read the same.
+ */
+const encodeEntry = (e: JournalEntry): string => {
+  const { n: _n, done, ...rest } = e;
+  return JSON.stringify(done ? { ...rest, done } : rest);
+};
 
-function decodeMeta(flat: string[]): InstanceMeta | null {
+const decodeEntry = (field: string, value: string): JournalEntry => {
+  const e = JSON.parse(value) as Partial<JournalEntry>;
+  return { ...e, n: Number(field), done: e.done ?? false } as JournalEntry;
+};
+
+const encodeSteps = (entries: JournalEntry[]): string[] => entries.flatMap((e) => [String(e.n), encodeEntry(e)]);
+
+/** The meta hash as an object; `input` kept apart (see INLINE_INPUT_BYTES) comes from `input`. */
+function decodeMeta(flat: string[], input?: string | null): InstanceMeta | null {
   const out: Record<string, unknown> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = JSON_FIELDS.has(flat[i]!) ? JSON.parse(flat[i + 1]!) : flat[i + 1];
+  if (out.input === undefined && typeof input === 'string') out.input = JSON.parse(input);
   return out.id ? (out as unknown as InstanceMeta) : null;
 }
 
 function decodeJournal(flat: string[]): Map<number, JournalEntry> {
   const out = new Map<number, JournalEntry>();
-  for (let i = 0; i + 1 < flat.length; i += 2) out.set(Number(flat[i]), JSON.parse(flat[i + 1]!) as JournalEntry);
+  for (let i = 0; i + 1 < flat.length; i += 2) out.set(Number(flat[i]), decodeEntry(flat[i]!, flat[i + 1]!));
   return out;
 }
 
@@ -123,8 +147,10 @@ export class InstanceStore {
   }
 
   async create(meta: InstanceMeta): Promise<boolean> {
-    const args = encodeFields(meta as unknown as Record<string, unknown>);
-    const created = (await this.scripts.createInstance(this.keys.createInstance(meta.id), ...args)) === CreateInstanceCode.Created;
+    const input = meta.input === undefined ? undefined : JSON.stringify(meta.input);
+    const apart = input !== undefined && Buffer.byteLength(input) > INLINE_INPUT_BYTES;
+    const args = encodeFields({ ...meta, ...(apart ? { input: undefined } : {}) } as unknown as Record<string, unknown>);
+    const created = (await this.scripts.createInstance(this.keys.createInstance(meta.id), apart ? input : '', ...args)) === CreateInstanceCode.Created;
     // Indexed on every start, not just the first: a crash between the create and this line is
     // mended by the sender's retry (ZADD of the stored time is idempotent).
     const createdAt = created ? meta.createdAt : ((await this.redis.hget(this.k(meta.id, 'meta'), 'createdAt')) ?? meta.createdAt);
@@ -133,9 +159,15 @@ export class InstanceStore {
     return created;
   }
 
-  async meta(id: string): Promise<InstanceMeta | null> {
-    const h = await this.redis.hgetall(this.k(id, 'meta'));
-    return decodeMeta(Object.entries(h).flat());
+  /**
+   * The instance's meta; with `withInput`, its input too even when it is kept apart (one more
+   * command in the same round trip). Without it, `input` is there only when it is short.
+   */
+  async meta(id: string, withInput = false): Promise<InstanceMeta | null> {
+    if (!withInput) return decodeMeta(Object.entries(await this.redis.hgetall(this.k(id, 'meta'))).flat());
+    const r = await this.redis.pipeline().hgetall(this.k(id, 'meta')).get(this.k(id, 'input')).exec();
+    for (const [err] of r!) if (err) throw err;
+    return decodeMeta(Object.entries(r![0]![1] as Record<string, string>).flat(), r![1]![1] as string | null);
   }
 
   async update(id: string, fields: Partial<InstanceMeta>, remove: (keyof InstanceMeta)[] = []): Promise<void> {
@@ -145,14 +177,22 @@ export class InstanceStore {
     await p.exec();
   }
 
+  /** The instance's input, wherever it is kept (a meta field, or its own key when long). */
+  async input(id: string): Promise<unknown> {
+    const r = await this.redis.pipeline().hget(this.k(id, 'meta'), 'input').get(this.k(id, 'input')).exec();
+    for (const [err] of r!) if (err) throw err;
+    const raw = (r![0]![1] ?? r![1]![1]) as string | null;
+    return raw === null ? undefined : JSON.parse(raw);
+  }
+
   /**
    * Takes the instance's lock for one run and reads what the run needs, in one round trip
    * (`scripts/beginRun-3.lua`); null when another run holds the lock.
    */
   async beginRun(id: string, token: string, lockMs: number, withJournal: boolean): Promise<BegunRun | null> {
-    const r = (await this.scripts.beginRun(this.keys.beginRun(id), token, lockMs, withJournal ? '1' : '0')) as [number, string | null, string[], string[]];
+    const r = (await this.scripts.beginRun(this.keys.beginRun(id), token, lockMs, withJournal ? '1' : '0')) as [number, string | null, string[], string[], string | null];
     if (r[0] !== BeginRunCode.Begun) return null;
-    return { meta: decodeMeta(r[2]), ...(r[1] ? { previousRun: r[1] } : {}), ...(withJournal ? { journal: decodeJournal(r[3]) } : {}) };
+    return { meta: decodeMeta(r[2], r[4]), ...(r[1] ? { previousRun: r[1] } : {}), ...(withJournal ? { journal: decodeJournal(r[3]) } : {}) };
   }
 
   /**
@@ -185,7 +225,7 @@ export class InstanceStore {
   /** One journal entry (e.g. the step a reply claims to answer). */
   async step(id: string, n: number): Promise<JournalEntry | undefined> {
     const v = await this.redis.hget(this.k(id, 'journal'), String(n));
-    return v === null ? undefined : (JSON.parse(v) as JournalEntry);
+    return v === null ? undefined : decodeEntry(String(n), v);
   }
 
   private lastPrune = new Map<string, number>();
@@ -204,8 +244,7 @@ export class InstanceStore {
   }
 
   async journal(id: string): Promise<Map<number, JournalEntry>> {
-    const h = await this.redis.hgetall(this.k(id, 'journal'));
-    return new Map(Object.entries(h).map(([n, v]) => [Number(n), JSON.parse(v) as JournalEntry]));
+    return decodeJournal(Object.entries(await this.redis.hgetall(this.k(id, 'journal'))).flat());
   }
 
   async writeSteps(id: string, entries: JournalEntry[]): Promise<void> {
@@ -217,7 +256,7 @@ export class InstanceStore {
   async consume(id: string, entry: JournalEntry, raw: string): Promise<void> {
     const [journal, consumed, inbox] = this.keys.consumeStep(id);
     await this.redis.multi()
-      .hset(journal, String(entry.n), JSON.stringify(entry))
+      .hset(journal, String(entry.n), encodeEntry(entry))
       .sadd(consumed, entry.consumed!)
       .lrem(inbox, 1, raw)
       .exec();

@@ -8,6 +8,7 @@
 -- KEYS[4] ids delivered (set) <prefix>:flow:{<id>}:seen
 -- KEYS[5] ids consumed (set) <prefix>:flow:{<id>}:consumed
 -- KEYS[6] instance lock <prefix>:flow:{<id>}:lock
+-- KEYS[7] instance input (string, only when too long for the meta hash) <prefix>:flow:{<id>}:input
 --
 -- ARGV[1] this run's token (the lock is released only if it still holds it)
 -- ARGV[2] retention (ms): how long the finished instance stays visible
@@ -24,6 +25,7 @@ if status and status ~= 'cancelled' then
   redis.call('HDEL', KEYS[1], 'waitingOn')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('PEXPIRE', KEYS[7], ARGV[2])
   -- A flow that never received anything has no inbox, seen or consumed key: no PEXPIRE for them.
   if redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[5]) > 0 then
     redis.call('PEXPIRE', KEYS[3], ARGV[2])
