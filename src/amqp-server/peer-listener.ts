@@ -15,6 +15,12 @@ import { CLAIMED_SENDER_HEADER, fromAmqp, type AmqpMessage } from '../amqp/mappi
 import { localAddress, type NetworkMap, type Peer } from '../network/network-map.ts';
 import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY, verifyEnvelope } from '../network/envelope.ts';
 import { certificateIdentity } from '../network/identity.ts';
+import type { RevocationList } from '../network/revocation.ts';
+
+/** How a peer appears as a principal and sender: its network identity, its alias beside it. */
+export function peerPrincipal(peer: Pick<Peer, 'alias' | 'identity'>): { kind: 'peer'; name: string; alias: string } {
+  return { kind: 'peer', name: peer.identity, alias: peer.alias };
+}
 
 export interface PeerListenerOptions {
   host: string;
@@ -24,6 +30,8 @@ export interface PeerListenerOptions {
   cert: string;
   ca: string;
   map: NetworkMap;
+  /** The CRL check (network.crl): a revoked peer is refused, and cut off when revoked later. */
+  revocation?: RevocationList;
   permissions: Permissions;
   router: Router;
   dedup: DedupStore;
@@ -48,6 +56,9 @@ export class PeerListener {
   private readonly peers = new WeakMap<Connection, Peer>();
   private readonly sockets = new Set<Socket>();
   private readonly connections = new Set<Connection>();
+  /** The client certificate of each open connection, checked again after every CRL refresh. */
+  private readonly certificates = new WeakMap<Connection, Buffer>();
+  private stopRecheck?: () => void;
   private stopping = false;
 
   constructor(private readonly o: PeerListenerOptions) {}
@@ -69,7 +80,13 @@ export class PeerListener {
         ctx.connection.close({ condition: 'amqp:unauthorized-access', description: `'${identity ?? 'no certificate'}' is not a peer in this gateway's network map` });
         return;
       }
+      const revoked = this.o.revocation?.check(raw);
+      if (revoked !== undefined) {
+        this.refuseRevoked(ctx.connection, peer, revoked, socket?.remoteAddress);
+        return;
+      }
       this.peers.set(ctx.connection, peer);
+      if (raw) this.certificates.set(ctx.connection, raw);
       this.connections.add(ctx.connection);
       ctx.connection.once('disconnected', () => this.connections.delete(ctx.connection));
     });
@@ -100,7 +117,32 @@ export class PeerListener {
       this.server!.once('listening', () => resolve());
       this.server!.once('error', reject);
     });
+    const recheck = () => this.recheckRevocation();
+    this.o.revocation?.on('changed', recheck);
+    this.stopRecheck = () => this.o.revocation?.off('changed', recheck);
     this.o.log.info({ port: this.port }, 'peer listener (mutual TLS) listening');
+  }
+
+  /** Closes (amqp:unauthorized-access) and audits a peer connection whose certificate may not connect. */
+  private refuseRevoked(c: Connection, peer: Peer, reason: string, ip: string | undefined): void {
+    void this.o.audit.record({ action: 'peer.revoked', actor: `peer:${peer.identity}`, ...(ip ? { ip } : {}), detail: `peer ${peer.alias}: ${reason}` });
+    this.o.log.warn({ peer: peer.alias, identity: peer.identity, reason }, 'peer connection refused: certificate revoked or no valid CRL');
+    c.close({ condition: 'amqp:unauthorized-access', description: `the certificate of '${peer.identity}' may not connect: ${reason}` });
+  }
+
+  /** After a CRL refresh: open connections of a peer revoked since are closed and audited. */
+  private recheckRevocation(): void {
+    for (const c of [...this.connections]) {
+      const peer = this.peers.get(c);
+      const reason = this.o.revocation?.check(this.certificates.get(c));
+      if (!peer || reason === undefined) continue;
+      this.connections.delete(c);
+      this.peers.delete(c);
+      const ip = (c as unknown as { socket?: TLSSocket }).socket?.remoteAddress;
+      this.refuseRevoked(c, peer, reason, ip);
+      // A peer that does not answer the close is cut off at the socket.
+      setTimeout(() => (c as unknown as { socket?: Socket }).socket?.destroy(), 2000).unref();
+    }
   }
 
   private async onMessage(ctx: EventContext): Promise<void> {
@@ -113,7 +155,10 @@ export class PeerListener {
       if (!peer) throw new PermissionDenied('(unknown peer)', 'send', '');
       const target = (receiver.target as { address?: string } | undefined)?.address ?? '';
       const address = parseAddress(localAddress(target)).raw;
-      const message = fromAmqp(amqp, address, { kind: 'peer', name: peer.alias }, { maxBytes: this.o.maxMessageBytes });
+      // The sender is the peer's network identity (who it is), with the local alias beside it
+      // (what rules, addresses and reply checks name).
+      const principal = peerPrincipal(peer);
+      const message = fromAmqp(amqp, address, principal, { maxBytes: this.o.maxMessageBytes });
       const props = (amqp.application_properties ?? {}) as Record<string, unknown>;
       const signature = props[SIGNATURE_PROPERTY];
       const origin = props[ORIGIN_PROPERTY];
@@ -123,7 +168,7 @@ export class PeerListener {
       const claimed = message.headers[CLAIMED_SENDER_HEADER];
       delete message.headers[CLAIMED_SENDER_HEADER];
       if (typeof signature !== 'string' || typeof origin !== 'string' || !verifyEnvelope(peer.verifyKey, message, target, origin, signature)) {
-        await this.o.audit.record({ action: 'peer.forged', actor: `peer:${peer.alias}`, target: address, detail: `message ${message.id}: the signature of ${peer.alias} does not verify (altered or forged in transit)` });
+        await this.o.audit.record({ action: 'peer.forged', actor: `peer:${peer.identity}`, target: address, detail: `message ${message.id}: the signature of ${peer.alias} (${peer.identity}) does not verify (altered or forged in transit)` });
         throw new SwitchboardError('bad_signature', `message ${message.id} does not carry a valid signature of peer ${peer.alias}`, 403);
       }
       if (claimed !== undefined) message.headers[CLAIMED_SENDER_HEADER] = claimed;
@@ -134,7 +179,7 @@ export class PeerListener {
       const key = dedupKey(message);
       if (!(await this.o.dedup.seen(scope, key))) {
         // Hold while the destination cannot take it: no credit back, so the peer keeps the rest.
-        await holdWhileUnavailable(() => this.o.router.send(message, { principal: { kind: 'peer', name: peer.alias }, door: 'peer' }), { stopping: () => this.stopping, firstPauseMs: 200 });
+        await holdWhileUnavailable(() => this.o.router.send(message, { principal, door: 'peer' }), { stopping: () => this.stopping, firstPauseMs: 200 });
         await this.o.dedup.bind(scope, key, '1', this.o.eventHorizonMs);
       }
       delivery.accept();
@@ -153,6 +198,7 @@ export class PeerListener {
 
   async close(): Promise<void> {
     this.stopping = true;
+    this.stopRecheck?.();
     const closed = new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     // Close the AMQP connections first: rhea does not notice a destroyed socket and would keep
     // its heartbeat timer (and the process) alive.

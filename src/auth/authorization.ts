@@ -49,7 +49,7 @@ export function authorizeReplyTo(permissions: Permissions): SendInterceptor {
       if (replyTo === undefined || !CLIENT_DOORS.has(input.caller.door)) return next(input);
       const p = input.caller.principal;
       const who = principalId(p);
-      if (p.kind === 'peer' && !replyTo.startsWith(`peer:${p.name}/`)) throw new ReplyAddressRefused(who, replyTo, `a peer's replies go back to that peer (peer:${p.name}/…)`);
+      if (p.kind === 'peer' && !replyTo.startsWith(`peer:${p.alias ?? p.name}/`)) throw new ReplyAddressRefused(who, replyTo, `a peer's replies go back to that peer (peer:${p.alias ?? p.name}/…)`);
       if (p.kind === 'broker' && !replyTo.startsWith(`mq:${p.name}/`)) throw new ReplyAddressRefused(who, replyTo, `a broker's replies go back to that broker (mq:${p.name}/…)`);
       if (p.kind === 'peer' || p.kind === 'broker') return next(input);
       if (!permissions.check(p, 'send', replyTo).allowed) throw new ReplyAddressRefused(who, replyTo, 'no permission rule lets it send there');
@@ -74,7 +74,8 @@ export function auditDenials(audit: AuditLog): SendInterceptor {
             actor: p ? principalId(p) : '(none)',
             ...(input.caller?.ip ? { ip: input.caller.ip } : {}),
             target: input.message.to,
-            detail: `${input.caller?.door ?? 'unknown'} door, message ${input.message.id}: ${err.message}`,
+            // A peer is named by its network identity; its local alias goes beside it.
+            detail: `${input.caller?.door ?? 'unknown'} door, message ${input.message.id}: ${err.message}${p?.alias !== undefined ? ` (peer alias ${p.alias})` : ''}`,
           });
         }
         throw err;

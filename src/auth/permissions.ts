@@ -156,7 +156,8 @@ export class Permissions {
 
   private applies(rule: PermissionRule, p: Principal): boolean {
     if (rule.user !== undefined) return p.kind === 'user' && rule.user === p.name;
-    if (rule.peer !== undefined) return p.kind === 'peer' && rule.peer === p.name;
+    // A peer's rules name its local alias; its name is its network identity.
+    if (rule.peer !== undefined) return p.kind === 'peer' && rule.peer === (p.alias ?? p.name);
     if (rule.group !== undefined) return p.kind === 'user' && (p.groups ?? []).some((g) => sameGroup(g, rule.group!));
     return false;
   }

@@ -1,5 +1,7 @@
 import type { KeyObject } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import type { NetworkMapSource, PeerEntry } from '../network/network-map.ts';
+import { crlUrl, type CrlSource } from '../network/revocation.ts';
 import { KeyFileError, readPem, readPrivateKey, readPublicKey } from './key-files.ts';
 import { networkMapFile } from './network-map-file.ts';
 import type { Config } from './schema.ts';
@@ -25,6 +27,8 @@ export interface NetworkMaterials {
   peers: PeerEntry[];
   /** network.mapFile, as a source the network map reads and watches. */
   mapFile?: NetworkMapSource;
+  /** network.crl.file or .url, as a source read again on every refresh. */
+  crl?: CrlSource;
 }
 
 /**
@@ -96,6 +100,7 @@ export function readMaterials(config: Config): Materials {
             key: network.key!, cert: network.cert!, ca: network.ca!, signingKey: network.signingKey!,
             peers: network.peers.map((p) => ({ ...p, verifyKey: p.verifyKey! })),
             ...(n.mapFile ? { mapFile: networkMapFile(n.mapFile) } : {}),
+            ...(n.crl?.file ? { crl: crlFile(n.crl.file) } : n.crl?.url ? { crl: crlUrl(n.crl.url) } : {}),
           },
         }
       : {}),
@@ -104,4 +109,9 @@ export function readMaterials(config: Config): Materials {
 
 function withoutUndefined(o: PemFiles): PemFiles {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as PemFiles;
+}
+
+/** A CRL file, read again on every refresh (so a missing file is the revocation mode's business, not a start error). */
+function crlFile(path: string): CrlSource {
+  return { name: path, read: () => readFile(path) };
 }

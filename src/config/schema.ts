@@ -143,6 +143,17 @@ const network = z.strictObject({
   peers: z.array(peerSchema).default([]),
   /** A YAML file with more peers (a list, or {peers: [...]}), read again whenever it changes. */
   mapFile: z.string().optional(),
+  /** Peer certificates checked against the network CA's CRL, on both sides (DESIGN §10). */
+  crl: z.strictObject({
+    /** off; soft-fail: a CRL that cannot be had is logged and peers are allowed; hard-fail: no valid CRL, no peer connection. @defaultValue 'off' */
+    mode: z.enum(['off', 'soft-fail', 'hard-fail']).default('off'),
+    /** The CRL (PEM or DER), read again every `refresh`. */
+    file: z.string().optional(),
+    /** Or where to fetch it (http/https), every `refresh`. */
+    url: z.string().regex(/^https?:\/\//, 'expected an http:// or https:// URL').optional(),
+    /** How often the CRL is read again; a peer revoked meanwhile is cut off within this long. @defaultValue 5m */
+    refresh: duration.default(300_000),
+  }).refine((c) => c.mode === 'off' || (c.file === undefined) !== (c.url === undefined), { message: "give network.crl exactly one of 'file' or 'url' (or mode: off)" }).optional(),
 });
 
 const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL, e.g. redis://10.0.0.1:6379');
@@ -199,11 +210,11 @@ const redis = z
     shards: z.number().int().min(1).max(64).optional(),
     /**
      * Acknowledge a message (HTTP 202, AMQP settle) only after Redis WAIT confirms this many
-     * replicas have it, so a failover loses nothing acknowledged. 0: acknowledge once the primary has it.
+     * replicas have it, so a failover loses nothing acknowledged. Absent or 0: acknowledge once the primary has it.
      */
-    waitReplicas: z.number().int().min(0).max(10).default(0),
-    /** How long an acknowledgement waits for waitReplicas before the send fails as retryable (503). */
-    waitTimeout: duration.default(2000),
+    waitReplicas: z.number().int().min(0).max(10).optional(),
+    /** How long an acknowledgement waits for waitReplicas before the send fails as retryable (503). Absent: 2 s. */
+    waitTimeout: duration.optional(),
   })
   .superRefine((r, ctx) => {
     const forms = (['url', 'cluster', 'sentinel'] as const).filter((k) => r[k] !== undefined);

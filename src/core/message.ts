@@ -10,7 +10,10 @@ import { ValidationError } from './errors.ts';
  */
 export interface Principal {
   readonly kind: 'user' | 'peer' | 'flow' | 'broker' | 'webhook' | 'route' | 'system';
+  /** For a peer, its network identity as in the network map ('O=Bank A,L=London,C=GB'), so audits name the organisation. */
   readonly name: string;
+  /** For a peer, the local alias of the network map (`bank-a`): what permission rules, `peer:<alias>/…` addresses and reply checks use. */
+  readonly alias?: string;
   /** Groups from the directory, for permission checks; not carried on messages. */
   readonly groups?: readonly string[];
   /** E-mail address from the directory, for notices; not carried on messages. */
@@ -22,7 +25,8 @@ export interface Message {
   id: string;
   to: string;
   from?: string;
-  sender: { kind: Principal['kind']; name: string };
+  /** A peer's sender is its network identity, with the local alias beside it (DESIGN §6). */
+  sender: { kind: Principal['kind']; name: string; alias?: string };
   correlationId?: string;
   replyTo?: string;
   subject?: string;
@@ -165,7 +169,7 @@ export function createMessage(input: MessageInput, sender: Principal, now = new 
   const message: Message = {
     id,
     to,
-    sender: { kind: sender.kind, name: sender.name },
+    sender: { kind: sender.kind, name: sender.name, ...(sender.alias !== undefined ? { alias: sender.alias } : {}) },
     headers,
     contentType: optionalString('contentType', input.contentType, 255) ?? 'application/json',
     body: input.body ?? null,

@@ -46,7 +46,8 @@ export function expectedResponder(to: string): ((s: Message['sender']) => boolea
   const m = /^(mq|peer):([^/]+)\//.exec(to) ?? /^(flow):([^/]+)/.exec(to);
   if (!m) return undefined;
   const kind = m[1] === 'mq' ? 'broker' : m[1] === 'peer' ? 'peer' : 'flow';
-  return (s) => s.kind === kind && s.name === m[2];
+  // A peer's sender is its network identity; `peer:<alias>/…` names its alias.
+  return (s) => s.kind === kind && (s.alias ?? s.name) === m[2];
 }
 
 /**

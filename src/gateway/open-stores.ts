@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../store/embedded-redis.ts';
+import { claimKeyspace } from '../network/keyspace-owner.ts';
 import { MemoryGuard } from '../store/memory-guard.ts';
 import { describeRedis, isCluster, openRedis, type RedisTarget } from '../store/redis.ts';
 import type { Cleanup } from './cleanup.ts';
@@ -23,6 +24,8 @@ export async function openStores(config: Config, log: Logger, cleanup: Cleanup):
   const memoryGuard = new MemoryGuard({ redis, limit: config.redis.memoryLimit, log });
   await memoryGuard.start();
   cleanup.push(async () => memoryGuard.stop());
+  // One gateway per keyspace: refuses to share it with a gateway of another network identity.
+  await claimKeyspace({ redis, prefix: config.redis.prefix, url: redisUrl, identity: config.network?.identity, log });
   const shards = config.redis.shards ?? (isCluster(redis) ? 12 : 1);
   return { redis, redisUrl, memoryGuard, shards };
 }

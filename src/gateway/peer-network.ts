@@ -7,12 +7,15 @@ import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
 import { PeerEndpoint } from '../endpoints/peer/peer-endpoint.ts';
 import { NetworkMap } from '../network/network-map.ts';
+import { RevocationList } from '../network/revocation.ts';
 import type { Cleanup } from './cleanup.ts';
 
 export interface PeerNetwork {
   map: NetworkMap;
   /** The peer: transport: a durable outbox and a mutual-TLS bridge per peer. */
   peers: PeerEndpoint;
+  /** The CRL check on peer certificates (network.crl), for both sides of the network. */
+  revocation: RevocationList;
 }
 
 /**
@@ -28,9 +31,12 @@ export async function openPeerNetwork(
   const map = new NetworkMap({ peers: files.peers, ...(files.mapFile ? { source: files.mapFile } : {}), log: o.log });
   map.start();
   // A peer may send where its entry in the network map allows, as the map is now.
-  o.permissions.addGrantSource((p) => (p.kind === 'peer' ? (map.get(p.name)?.allow ?? []).map((pattern) => ({ pattern, verbs: ['send'] as const, reason: `the network map's allow list of ${p.name}` })) : []));
+  o.permissions.addGrantSource((p) => (p.kind === 'peer' ? (map.get(p.alias ?? p.name)?.allow ?? []).map((pattern) => ({ pattern, verbs: ['send'] as const, reason: `the network map's allow list of ${p.alias ?? p.name}` })) : []));
   cleanup.push(async () => map.stop());
-  const peers = new PeerEndpoint({
+  const revocation = new RevocationList({ mode: n.crl?.mode ?? 'off', ca: files.ca, refreshMs: n.crl?.refresh ?? 300_000, log: o.log, ...(files.crl ? { source: files.crl } : {}) });
+  await revocation.start();
+  cleanup.push(async () => revocation.stop());
+  const peers = new PeerEndpoint({ revocation,
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
     signingKey: files.signingKey, eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}),
   });
@@ -41,5 +47,5 @@ export async function openPeerNetwork(
   }, 1000);
   timer.unref();
   cleanup.push(async () => clearInterval(timer));
-  return { map, peers };
+  return { map, peers, revocation };
 }

@@ -250,8 +250,9 @@ test('peer listener: a mapped peer with a genuine signature sending outside its 
   const r = await outside.send(wire('peer-out-1', 'secret.ledger'));
   assert.equal(r.outcome, 'rejected', JSON.stringify(r));
   assert.equal(r.condition, 'amqp:unauthorized-access');
-  assert.match(r.description ?? '', /peer:them may not send on queue:secret\.ledger/);
-  const e = await denialOf('peer:them', 'peer', 'peer-out-1');
+  assert.match(r.description ?? '', /peer:O=Peer Bank,L=Paris,C=FR may not send on queue:secret\.ledger/);
+  const e = await denialOf(`peer:${THEM}`, 'peer', 'peer-out-1');
+  assert.match(e.detail ?? '', /\(peer alias them\)$/);
   assert.equal(e.target, 'queue:secret.ledger');
   assert.equal(await depth('queue:secret.ledger'), before);
 
@@ -261,7 +262,7 @@ test('peer listener: a mapped peer with a genuine signature sending outside its 
   await inside.ready();
   assert.deepEqual(await inside.send(wire('peer-in-1', 'from-them.trades')), { outcome: 'accepted' });
   const q = await api(gw.url, 'GET', `/api/queues/${enc('queue:from-them.trades')}`, { user: 'ops' });
-  assert.deepEqual(q.body.messages.map((m: Message) => [m.id, m.sender]), [['peer-in-1', { kind: 'peer', name: 'them' }]]);
+  assert.deepEqual(q.body.messages.map((m: Message) => [m.id, m.sender]), [['peer-in-1', { kind: 'peer', name: THEM, alias: 'them' }]]);
   conn.close();
 });
 

@@ -43,7 +43,7 @@ test('peer:<alias>/<queue> delivers to the peer, stamped with our identity as se
   }
   const q = await waitFor(async () => { const d = await depth(b, 'queue:inbound.trades'); return d.depth === 2 ? d : undefined; }, 30_000, 'two trades at bank B');
   const m = q.messages.find((x: { id: string }) => x.id === 't-1');
-  assert.deepEqual(m.sender, { kind: 'peer', name: 'bank-a' });
+  assert.deepEqual(m.sender, { kind: 'peer', name: 'O=Bank A,L=London,C=GB', alias: 'bank-a' });
   assert.deepEqual(m.body, { trade: 't-1' });
   assert.equal(m.headers['switchboard-claimed-sender'], 'user:ops');
 });

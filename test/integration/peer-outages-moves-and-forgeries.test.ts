@@ -320,7 +320,7 @@ test("a message signed with another key, or altered after signing, is rejected (
     const q = await browse(gwB(), 'queue:inbound.forged');
     assertOncePerId(q.messages, ['altered-1'], 'only the genuine message was routed');
     assert.deepEqual(q.messages[0]!.body, { pay: 100 });
-    assert.deepEqual(q.messages[0]!.sender, { kind: 'peer', name: 'bank-a' });
+    assert.deepEqual(q.messages[0]!.sender, { kind: 'peer', name: A_ID, alias: 'bank-a' });
 
     const audit = await api(gwB().url, 'GET', '/api/audit?action=peer.forged&limit=100', { user: 'ops' });
     assert.equal(audit.status, 200, JSON.stringify(audit.body));
@@ -328,7 +328,7 @@ test("a message signed with another key, or altered after signing, is rejected (
     for (const id of ['forged-1', 'altered-1']) {
       const e = entries.find((x) => x.detail?.includes(`message ${id}:`));
       assert.ok(e, `a peer.forged entry for ${id}: ${JSON.stringify(entries)}`);
-      assert.equal(e.actor, 'peer:bank-a');
+      assert.equal(e.actor, `peer:${A_ID}`);
       assert.equal(e.target, 'queue:inbound.forged');
     }
     assert.equal(entries.length, 2, JSON.stringify(entries));
@@ -354,7 +354,7 @@ test("a peer without an allow pattern for an address may send there once a live 
   await send(gwA(), 'peer:bank-b/ruled.z', 'ruled-2', { n: 2 });
   const q = await until(async () => { const d = await browse(gwB(), 'queue:ruled.z'); return d.depth >= 1 ? d : undefined; }, 60_000, 'ruled-2 at B');
   assertOncePerId(q.messages, ['ruled-2'], 'the message sent after the rule, and only it');
-  assert.deepEqual(q.messages[0]!.sender, { kind: 'peer', name: 'bank-a' });
+  assert.deepEqual(q.messages[0]!.sender, { kind: 'peer', name: A_ID, alias: 'bank-a' });
   await waitFor(async () => (await outboxDepth(gwA())) === 0, 30_000, "A's outbox to empty");
   assert.equal(await dlqDepth(gwA(), 'peer:bank-b/ruled.z'), 1, 'only the message sent before the rule was refused');
 });
@@ -401,7 +401,7 @@ test("backpressure: B's bounded queue fills to about maxDepth, the rest waits in
   await waitFor(async () => (await outboxDepth(gwA())) === 0, 60_000, "A's outbox to empty");
   assert.equal((await browse(gwB(), address)).depth, 0, 'no second copy came after the drain');
   assertOncePerId(received, ids, 'each message through B once');
-  assert.ok(received.every((m) => m.sender.kind === 'peer' && m.sender.name === 'bank-a'));
+  assert.ok(received.every((m) => m.sender.kind === 'peer' && m.sender.name === A_ID && m.sender.alias === 'bank-a'));
   assert.equal(await dlqDepth(gwA(), 'peer:bank-b/inbound.bounded'), 0);
 });
 
@@ -427,7 +427,7 @@ test('store and retry: with B stopped, 300 messages wait in A\'s outbox (seen in
   assertOncePerId(final.messages, ids, 'each of the 300 at B once');
   assert.equal(final.depth, 300);
   assert.equal(q.depth, 300);
-  assert.ok(final.messages.every((m) => m.sender.kind === 'peer' && m.sender.name === 'bank-a'));
+  assert.ok(final.messages.every((m) => m.sender.kind === 'peer' && m.sender.name === A_ID && m.sender.alias === 'bank-a'));
 });
 
 // --- 3. the peer moves ----------------------------------------------------------------------

@@ -1,6 +1,8 @@
-import { mkdtempSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { initCa, issue, type NodeMaterial } from '../../src/cli/network-certificates.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 
@@ -27,4 +29,29 @@ export function networkConfig(net: { ca: string; nodes: Record<string, TestNode>
     peers: peers.map((p) => ({ alias: p.alias, identity: net.nodes[p.alias]!.identity, host: '127.0.0.1', port: p.port ?? net.nodes[p.alias]!.port, verifyKey: net.nodes[p.alias]!.verifyKey, allow: p.allow })),
     ...extra,
   };
+}
+
+const run = promisify(execFile);
+
+/**
+ * A CRL of the network CA revoking the certificates of `revoked` (aliases), written to
+ * `<dir>/network.crl` (PEM) with `openssl ca` and a throwaway CA database (Debian's openssl needs
+ * an index file and a crlnumber for -gencrl). Called again, it replaces the CRL.
+ */
+export async function writeCrl(net: { dir: string; nodes: Record<string, TestNode> }, revoked: string[], out = join(net.dir, 'network.crl')): Promise<string> {
+  const work = mkdtempSync(join(tmpdir(), 'sb-crl-'));
+  try {
+    const cnf = join(work, 'ca.cnf');
+    writeFileSync(join(work, 'index.txt'), '');
+    writeFileSync(join(work, 'crlnumber'), '01\n');
+    writeFileSync(cnf, `[ca]\ndefault_ca = CA_default\n[CA_default]\ndatabase = ${join(work, 'index.txt')}\ncrlnumber = ${join(work, 'crlnumber')}\ndefault_md = sha256\ndefault_crl_days = 30\n`);
+    const ca = ['-config', cnf, '-keyfile', join(net.dir, 'network-ca.key'), '-cert', join(net.dir, 'network-ca.crt')];
+    for (const alias of revoked) await run('openssl', ['ca', ...ca, '-revoke', net.nodes[alias]!.cert]);
+    await run('openssl', ['ca', ...ca, '-gencrl', '-out', join(work, 'crl.pem')]);
+    // Replaced in one step, so a refresh never reads half a file.
+    renameSync(join(work, 'crl.pem'), out);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  return out;
 }

@@ -14,6 +14,7 @@ import { certificateIdentity, identityKey } from '../../network/identity.ts';
 import { Broker, BrokerRejected } from '../../amqp/connection.ts';
 import { toAmqp } from '../../amqp/mapping.ts';
 import type { NetworkMap } from '../../network/network-map.ts';
+import type { RevocationList } from '../../network/revocation.ts';
 import { Lease, leaseKey } from '../../store/lease.ts';
 
 export interface PeerEndpointOptions {
@@ -28,6 +29,8 @@ export interface PeerEndpointOptions {
   cert: string;
   ca: string;
   signingKey: KeyObject;
+  /** The CRL check (network.crl): a revoked peer's server certificate is refused, and an open bridge to it closed. */
+  revocation?: RevocationList;
   /** A message not delivered within this long goes to dlq:peer:<alias>/… with a notice. */
   eventHorizonMs: number;
   /** Where notices of undeliverable peer messages go when the sender was not a flow. */
@@ -60,9 +63,23 @@ export class PeerEndpoint implements Endpoint {
   private readonly outboxes = new Map<string, Outbox<Envelope>>();
   private readonly bridges = new Map<string, Broker>();
   private readonly leases = new Map<string, Lease>();
+  /** The server certificate each open bridge was accepted with, checked again after every CRL refresh. */
+  private readonly serverCerts = new Map<string, Buffer>();
 
   constructor(private readonly o: PeerEndpointOptions) {
     o.map.on('peer-changed', (alias: string) => void this.reconnect(alias));
+    o.revocation?.on('changed', () => this.recheckRevocation());
+  }
+
+  /** After a CRL refresh: a bridge to a peer revoked since is closed; its next connect is refused. */
+  private recheckRevocation(): void {
+    for (const [alias, raw] of this.serverCerts) {
+      const reason = this.o.revocation?.check(raw);
+      if (reason === undefined) continue;
+      this.serverCerts.delete(alias);
+      this.o.log.error({ peer: alias, reason }, 'bridge to peer closed: its certificate may not be used');
+      void this.reconnect(alias, false);
+    }
   }
 
   private split(address: string): { alias: string; remote: string } {
@@ -115,7 +132,11 @@ export class PeerEndpoint implements Endpoint {
         tlsExtra: {
           checkServerIdentity: (_host: string, cert: PeerCertificate) => {
             const got = certificateIdentity(Buffer.from(`-----BEGIN CERTIFICATE-----\n${cert.raw.toString('base64')}\n-----END CERTIFICATE-----\n`));
-            return got === expected ? undefined : new Error(`peer '${alias}' presented a certificate for '${got}', expected '${expected}'`);
+            if (got !== expected) return new Error(`peer '${alias}' presented a certificate for '${got}', expected '${expected}'`);
+            const revoked = this.o.revocation?.check(cert.raw);
+            if (revoked !== undefined) return new Error(`peer '${alias}' (${peer.identity}): ${revoked}`);
+            this.serverCerts.set(alias, cert.raw);
+            return undefined;
           },
         },
       }, this.o.log);
@@ -125,11 +146,12 @@ export class PeerEndpoint implements Endpoint {
     return b;
   }
 
-  private async reconnect(alias: string): Promise<void> {
+  private async reconnect(alias: string, moved = true): Promise<void> {
     const b = this.bridges.get(alias);
     this.bridges.delete(alias);
+    this.serverCerts.delete(alias);
     if (b) await b.close().catch(() => {});
-    this.o.log.info({ peer: alias }, 'peer moved or changed in the network map; reconnecting');
+    if (moved) this.o.log.info({ peer: alias }, 'peer moved or changed in the network map; reconnecting');
   }
 
   private async deliver(alias: string, m: Message, envelope: Envelope): Promise<void> {

@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import type { Gateway } from '../../src/gateway.ts';
+import { api, enc, startTestGateway, waitFor } from '../support/gateway.ts';
+import { networkConfig, testNetwork, writeCrl } from '../support/network.ts';
+import { startTestRedis, type TestRedis } from '../support/servers.ts';
+
+// Peer certificates checked against the network CA's CRL (issue 17.5): real openssl CRLs, real
+// mutual TLS between gateways.
+
+const PERMS = [
+  { group: 'ops', allow: [{ address: '**', verbs: ['send', 'consume', 'browse'] }] },
+  { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
+];
+const A_ID = 'O=Bank A,L=London,C=GB';
+
+let redis: TestRedis;
+let net: Awaited<ReturnType<typeof testNetwork>>;
+const gateways: Gateway[] = [];
+
+before(async () => {
+  redis = await startTestRedis();
+  net = await testNetwork([{ alias: 'bank-a', identity: A_ID }, { alias: 'bank-b', identity: 'O=Bank B,L=Paris,C=FR' }]);
+});
+after(async () => {
+  for (const g of gateways.reverse()) await g.stop();
+  await redis?.dispose();
+  if (net) rmSync(net.dir, { recursive: true, force: true });
+});
+
+async function gateway(prefix: string, self: string, peers: { alias: string; allow: string[]; port?: number }[], crl?: Record<string, unknown>, port?: number): Promise<Gateway> {
+  const g = await startTestGateway(redis.url, { redis: { url: redis.url, prefix }, permissions: PERMS, network: networkConfig(net, self, peers, { ...(crl ? { crl } : {}), ...(port !== undefined ? { port } : {}), eventHorizon: '10m' }) });
+  gateways.push(g);
+  return g;
+}
+
+const depth = async (g: Gateway, address: string): Promise<number> => (await api(g.url, 'GET', `/api/queues/${enc(address)}`, { user: 'ops' })).body.depth;
+const send = async (g: Gateway, to: string, id: string) => assert.equal((await api(g.url, 'POST', '/api/messages', { user: 'ops', body: { to, id, body: { id } } })).status, 202);
+const revokedEntries = async (g: Gateway) => {
+  const r = await api(g.url, 'GET', '/api/audit?action=peer.revoked&limit=100', { user: 'ops' });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.entries as { actor: string; detail?: string }[];
+};
+
+test('a peer revoked while connected is cut off within the refresh period, audited, and nothing more of it arrives', async () => {
+  const file = await writeCrl(net, [], join(net.dir, 'live.crl'));
+  const b = await gateway('rev-b', 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { mode: 'hard-fail', file, refresh: '500ms' });
+  const a = await gateway('rev-a', 'bank-a', [{ alias: 'bank-b', allow: [] }]);
+  await send(a, 'peer:bank-b/inbound.rev', 'before-1');
+  await waitFor(async () => (await depth(b, 'queue:inbound.rev')) === 1, 30_000, 'the message before revocation at B');
+
+  await writeCrl(net, ['bank-a'], file);
+  const entries = (await waitFor(async () => { const e = await revokedEntries(b); return e.length > 0 ? e : undefined; }, 10_000, 'the open connection cut off and audited'))!;
+  assert.equal(entries[0]!.actor, `peer:${A_ID}`);
+  assert.match(entries[0]!.detail ?? '', /peer bank-a: certificate [0-9A-F]+ is revoked by the network CA/);
+
+  await send(a, 'peer:bank-b/inbound.rev', 'after-1');
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal(await depth(b, 'queue:inbound.rev'), 1, 'nothing from the revoked peer after revocation');
+});
+
+test('hard-fail without a readable CRL refuses every peer; soft-fail allows them and logs', async () => {
+  const missing = join(net.dir, 'no-such.crl');
+  const hard = await gateway('hard-b', 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { mode: 'hard-fail', file: missing, refresh: '1s' }, 0);
+  const soft = await gateway('soft-b', 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { mode: 'soft-fail', file: missing, refresh: '1s' }, 0);
+  const toHard = await gateway('to-hard', 'bank-a', [{ alias: 'bank-b', allow: [], port: hard.peerPort! }], undefined, 0);
+  const toSoft = await gateway('to-soft', 'bank-a', [{ alias: 'bank-b', allow: [], port: soft.peerPort! }], undefined, 0);
+  await send(toSoft, 'peer:bank-b/inbound.soft', 'soft-1');
+  await waitFor(async () => (await depth(soft, 'queue:inbound.soft')) === 1, 30_000, 'delivered under soft-fail');
+  await send(toHard, 'peer:bank-b/inbound.hard', 'hard-1');
+  const entries = (await waitFor(async () => { const e = await revokedEntries(hard); return e.length > 0 ? e : undefined; }, 20_000, 'the refusal under hard-fail audited'))!;
+  assert.match(entries[0]!.detail ?? '', /no valid CRL is loaded .*hard-fail/);
+  assert.equal(await depth(hard, 'queue:inbound.hard'), 0);
+});
+
+test('the outbound bridge refuses a peer whose server certificate is revoked', async () => {
+  const file = await writeCrl(net, ['bank-b'], join(net.dir, 'b-revoked.crl'));
+  const b = await gateway('out-b', 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], undefined, 0);
+  const a = await gateway('out-a', 'bank-a', [{ alias: 'bank-b', allow: [], port: b.peerPort! }], { mode: 'hard-fail', file, refresh: '5m' }, 0);
+  await send(a, 'peer:bank-b/inbound.out', 'out-1');
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal(await depth(b, 'queue:inbound.out'), 0, 'nothing sent to a revoked peer');
+  const ready = await api(a.url, 'GET', '/metrics');
+  assert.equal(ready.status, 200);
+});
