@@ -53,7 +53,8 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   }));
   const dedup = new DedupStore(redis, prefix, config.queues.dedupTtl);
   // redis.waitReplicas: acknowledged only once N replicas have it (closed after the router).
-  const replicaWait = config.redis.waitReplicas > 0 ? new ReplicaWait({ redis, prefix, replicas: config.redis.waitReplicas, timeoutMs: config.redis.waitTimeout, log }) : undefined;
+  const waitReplicas = config.redis.waitReplicas ?? 0;
+  const replicaWait = waitReplicas > 0 ? new ReplicaWait({ redis, prefix, replicas: waitReplicas, timeoutMs: config.redis.waitTimeout ?? 2000, log }) : undefined;
   if (replicaWait) cleanup.push(() => replicaWait.close());
   // Every message that enters the router passes this chain, in this order (DESIGN §5).
   const router = new Router(dedup, metrics, log, [

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { LoginKeys, PermissionKeys, TokenKeys } from '../../src/auth/keys.ts';
 import { FlowKeys, STATE_PARTS } from '../../src/flows/keys.ts';
 import { TaskKeys } from '../../src/people/keys.ts';
+import { leaseKey } from '../../src/store/lease.ts';
 import { TopicKeys } from '../../src/endpoints/topic/keys.ts';
 import { hashTag, oneSlot } from '../../src/store/scripts.ts';
 
@@ -78,6 +79,8 @@ const CALLED_WITH: Record<string, () => string[]> = {
   changeRule: () => perms.changeRule(),
   countFailedLogin: () => logins.countFailedLogin('user', '{mallory}'),
   readFailedLogins: () => logins.readFailedLogins('ip', '::1'),
+  renewLease: () => [leaseKey(PREFIX, 'peer-bridge:bank-b')],
+  releaseLease: () => [leaseKey(PREFIX, 'tmp-sweep')],
   acceptPublication: () => new TopicKeys(PREFIX).acceptPublication('0123abcd'),
 };
 
