@@ -197,7 +197,7 @@ export class Inbox implements TaskIntake {
     const r = await this.store.decide(task, decision, from);
     if (!r.ok) refuse(r, id);
     await this.events.publish({ type: 'decided', taskId: id, ...placeOf(task), by: decision.by });
-    await this.delivery.deliver(id).catch((err) => this.log.warn({ task: id, err: (err as Error).message }, 'decision not delivered yet; the sweep will retry'));
+    await this.delivery.deliver(id).catch((err) => this.delivery.failed(id, err));
     return this.get(p, id);
   }
 

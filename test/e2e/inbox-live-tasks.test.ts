@@ -188,7 +188,7 @@ test('bob signs in, a task from ctx.ask appears live (no reload); he fills the f
     assert.equal((await page.locator('h1').textContent())?.trim(), 'Approve payment E2E-1');
     // Data as a readable table, not JSON.
     assert.equal((await page.locator('table.data th', { hasText: 'beneficiary' }).locator('xpath=following-sibling::td').textContent())?.trim(), 'ACME GmbH');
-    assert.equal((await page.locator('table.data th', { hasText: 'amount' }).locator('xpath=following-sibling::td').textContent())?.trim(), '1250.5');
+    assert.equal((await page.locator('table.data th', { hasText: 'amount' }).locator('xpath=following-sibling::td').textContent())?.trim(), '1,250.5', 'formatted for the reader (en-GB)');
     // Labelled form fields of the right kinds.
     assert.equal(await page.getByLabel('checkedAmount').getAttribute('type'), 'number');
     assert.equal(await page.getByLabel('payOn').getAttribute('type'), 'date');

@@ -146,7 +146,7 @@ async function login(base: string, user: string): Promise<{ ctx: BrowserContext;
   await page.goto(`${base}/login`);
   await page.locator('#username').fill(user);
   await page.locator('#password').fill(`${user}-pw`);
-  await Promise.all([page.waitForURL((u) => u.pathname === '/'), page.locator('#password').press('Enter')]);
+  await Promise.all([page.waitForURL((u) => u.pathname !== '/login'), page.locator('#password').press('Enter')]);
   return { ctx, page };
 }
 
