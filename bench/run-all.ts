@@ -14,7 +14,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const BENCHES = { cli: 'cli-startup.ts', route: 'route-throughput.ts', flow: 'flow-throughput.ts', inbox: 'inbox-latency.ts', permissions: 'permissions.ts', mq: 'mq-throughput.ts', wake: 'flow-wake.ts', timers: 'timer-lateness.ts' } as const;
+const BENCHES = { cli: 'cli-startup.ts', route: 'route-throughput.ts', flow: 'flow-throughput.ts', inbox: 'inbox-latency.ts', permissions: 'permissions.ts', mq: 'mq-throughput.ts', wake: 'flow-wake.ts', timers: 'timer-lateness.ts', scale: 'scale.ts' } as const;
 type Name = keyof typeof BENCHES;
 
 const argv = process.argv.slice(2);
