@@ -140,3 +140,13 @@ test('inbound: a signed request is routed once per id; bad, stale or missing sig
   const unknown = await fetch(`${gw.url}/hooks/nope`, { method: 'POST', body: '{}' });
   assert.equal(unknown.status, 404);
 });
+
+test('a webhook that is not in the config is refused by its transport, naming the ones that are; nothing is sent', async () => {
+  const before = got.length;
+  const r = await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'webhook:billing', id: 'nowhere-1', body: { x: 1 } } });
+  assert.equal(r.status, 400, JSON.stringify(r.body));
+  assert.equal(r.body.error.code, 'unknown_target');
+  assert.equal(r.body.error.message, "webhook:billing: no webhook named 'billing' in the config (configured: webhook:crm)");
+  await new Promise((res) => setTimeout(res, 300));
+  assert.equal(got.length, before);
+});

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Delivery, EventContext, Receiver } from 'rhea';
 import type { Logger } from 'pino';
 import type { ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, SendResult, Subscription } from '../../core/endpoint.ts';
-import { UnknownScheme, ValidationError, isRetryable } from '../../core/errors.ts';
+import { UnknownTarget, ValidationError, isRetryable } from '../../core/errors.ts';
 import { holdWhileUnavailable } from '../../core/hold.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
@@ -51,8 +51,12 @@ export class MqEndpoint implements Endpoint {
     const slash = rest.indexOf('/');
     const name = rest.slice(0, slash);
     const broker = this.brokers.get(name);
-    if (!broker) throw new UnknownScheme(`mq:${name}`, [...this.brokers.keys()].map((b) => `mq:${b}`));
+    if (!broker) throw new UnknownTarget(address, `broker named '${name}'`, [...this.brokers.keys()].map((b) => `mq:${b}`));
     return { broker, path: rest.slice(slash + 1) };
+  }
+
+  checkTarget(address: string): void {
+    this.split(address);
   }
 
   async send(message: Message): Promise<SendResult> {

@@ -3,7 +3,7 @@ import type { PeerCertificate } from 'node:tls';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
-import { UnknownScheme } from '../../core/errors.ts';
+import { UnknownTarget } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { Outbox, Undeliverable } from '../../core/outbox.ts';
@@ -86,8 +86,12 @@ export class PeerEndpoint implements Endpoint {
     const rest = address.slice('peer:'.length);
     const slash = rest.indexOf('/');
     const alias = rest.slice(0, slash);
-    if (!this.o.map.get(alias)) throw new UnknownScheme(`peer:${alias}`, this.o.map.aliases.map((a) => `peer:${a}`));
+    if (!this.o.map.get(alias)) throw new UnknownTarget(address, `peer with the alias '${alias}' in the network map`, this.o.map.aliases.map((a) => `peer:${a}`));
     return { alias, remote: rest.slice(slash + 1) };
+  }
+
+  checkTarget(address: string): void {
+    this.split(address);
   }
 
   private outbox(alias: string): Outbox<Envelope> {
@@ -122,7 +126,7 @@ export class PeerEndpoint implements Endpoint {
     let b = this.bridges.get(alias);
     if (!b) {
       const peer = this.o.map.get(alias);
-      if (!peer) throw new UnknownScheme(`peer:${alias}`, this.o.map.aliases.map((a) => `peer:${a}`));
+      if (!peer) throw new UnknownTarget(`peer:${alias}`, `peer with the alias '${alias}' in the network map`, this.o.map.aliases.map((a) => `peer:${a}`));
       const expected = identityKey(peer.identity);
       b = new Broker({
         name: `peer:${alias}`, url: `amqps://${peer.host}:${peer.port}`, sasl: 'ANONYMOUS', addressFormat: 'plain', sendTimeoutMs: 15_000,

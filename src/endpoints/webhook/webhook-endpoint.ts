@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
-import { UnknownScheme } from '../../core/errors.ts';
+import { UnknownTarget } from '../../core/errors.ts';
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { Outbox, Undeliverable } from '../../core/outbox.ts';
@@ -65,8 +65,12 @@ export class WebhookEndpoint implements Endpoint {
   private target(address: string): WebhookTarget {
     const name = address.slice('webhook:'.length);
     const t = this.targets.get(name);
-    if (!t) throw new UnknownScheme(`webhook:${name}`, [...this.targets.keys()].map((n) => `webhook:${n}`));
+    if (!t) throw new UnknownTarget(address, `webhook named '${name}'`, [...this.targets.keys()].map((n) => `webhook:${n}`));
     return t;
+  }
+
+  checkTarget(address: string): void {
+    this.target(address);
   }
 
   private async post(m: Message): Promise<void> {
