@@ -20,6 +20,12 @@ export interface BrokerConfig {
   sendTimeoutMs: number;
   /** Extra TLS options (e.g. checkServerIdentity for a peer whose certificate must name an identity). */
   tlsExtra?: Record<string, unknown>;
+  /**
+   * Opens the connection's socket instead of rhea (its `connect` hook), e.g. through a proxy:
+   * called with the port, host and the TLS options above on every connect and reconnect, it
+   * returns the socket at once and calls `connected` when it is ready. @defaultValue rhea's own
+   */
+  dial?: (port: number, host: string, options: Record<string, unknown>, connected: () => void) => unknown;
 }
 
 /** The broker said no to a message (rejected): not worth repeating as it is. */
@@ -108,6 +114,7 @@ export class Broker {
       // certificate) when asked to.
       ...(this.config.sasl === 'ANONYMOUS' ? { username: 'anonymous' } : {}),
       ...(this.config.sasl === 'EXTERNAL' ? { enable_sasl_external: true } : {}),
+      ...(this.config.dial ? { connect: this.config.dial } : {}),
       ...(tls ? { transport: 'tls', rejectUnauthorized: t?.rejectUnauthorized ?? true, ...(t?.ca ? { ca: t.ca } : {}), ...(t?.cert ? { cert: t.cert } : {}), ...(t?.key ? { key: t.key } : {}), ...(t?.servername ? { servername: t.servername } : /^[\d.]+$|:/.test(u.hostname) ? {} : { servername: u.hostname }), ...(this.config.tlsExtra ?? {}) } : {}),
     };
     // rhea adds jitter to reconnect delays; each attempt is logged once as state, not per retry.

@@ -154,6 +154,15 @@ const network = z.strictObject({
     /** How often the CRL is read again; a peer revoked meanwhile is cut off within this long. @defaultValue 5m */
     refresh: duration.default(300_000),
   }).refine((c) => c.mode === 'off' || (c.file === undefined) !== (c.url === undefined), { message: "give network.crl exactly one of 'file' or 'url' (or mode: off)" }).optional(),
+  /** Outbound peer connections go through this proxy (DESIGN §10), as corporate networks require. */
+  proxy: z.strictObject({
+    /** `http://proxy.corp:3128` (HTTP CONNECT) or `socks5://proxy.corp:1080` (SOCKS5). */
+    url: z.string().regex(/^(http|socks5):\/\/[^/?#]+\/?$/, "expected http://host:port or socks5://host:port, e.g. 'http://proxy.corp:3128'"),
+    /** Proxy user (HTTP Basic Proxy-Authorization, or SOCKS5 username/password). */
+    username: z.string().min(1).optional(),
+    /** The proxy user's password; write `password: ${PROXY_PASSWORD}` to keep it out of the file. */
+    password: z.string().optional(),
+  }).optional(),
 });
 
 const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL, e.g. redis://10.0.0.1:6379');

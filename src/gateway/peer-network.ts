@@ -38,7 +38,7 @@ export async function openPeerNetwork(
   cleanup.push(async () => revocation.stop());
   const peers = new PeerEndpoint({ revocation,
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
-    signingKey: files.signingKey, eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}),
+    signingKey: files.signingKey, eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
   });
   o.router.register(peers);
   await peers.start();

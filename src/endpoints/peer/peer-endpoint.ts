@@ -11,9 +11,10 @@ import { systemCaller, systemMessage } from '../../core/system-message.ts';
 import type { Router } from '../../core/router.ts';
 import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY, signEnvelope } from '../../network/envelope.ts';
 import { certificateIdentity, identityKey } from '../../network/identity.ts';
-import { Broker, BrokerRejected } from '../../amqp/connection.ts';
+import { Broker, BrokerRejected, type BrokerConfig } from '../../amqp/connection.ts';
 import { toAmqp } from '../../amqp/mapping.ts';
 import type { NetworkMap } from '../../network/network-map.ts';
+import { proxiedTlsDial, type ProxyConfig } from '../../network/proxy-dialer.ts';
 import type { RevocationList } from '../../network/revocation.ts';
 import { Lease, leaseKey } from '../../store/lease.ts';
 
@@ -31,6 +32,8 @@ export interface PeerEndpointOptions {
   signingKey: KeyObject;
   /** The CRL check (network.crl): a revoked peer's server certificate is refused, and an open bridge to it closed. */
   revocation?: RevocationList;
+  /** network.proxy: bridges connect through this HTTP CONNECT or SOCKS5 proxy. @defaultValue direct */
+  proxy?: ProxyConfig;
   /** A message not delivered within this long goes to dlq:peer:<alias>/… with a notice. */
   eventHorizonMs: number;
   /** Where notices of undeliverable peer messages go when the sender was not a flow. */
@@ -131,6 +134,8 @@ export class PeerEndpoint implements Endpoint {
       b = new Broker({
         name: `peer:${alias}`, url: `amqps://${peer.host}:${peer.port}`, sasl: 'ANONYMOUS', addressFormat: 'plain', sendTimeoutMs: 15_000,
         containerId: `switchboard ${this.o.identity}`,
+        // Through the proxy, TLS runs inside the tunnel: the peer's certificate is checked as when direct.
+        ...(this.o.proxy ? { dial: proxiedTlsDial(this.o.proxy) as BrokerConfig['dial'] } : {}),
         tls: { key: this.o.key, cert: this.o.cert, ca: this.o.ca, rejectUnauthorized: true },
         // Any certificate from the network CA is not enough: it must name this peer's identity.
         tlsExtra: {
