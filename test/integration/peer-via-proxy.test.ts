@@ -70,16 +70,16 @@ async function startTinyproxy(o: { connectPorts: number[]; auth?: [string, strin
   return { port, log, stop };
 }
 
-/** Dante's danted as a SOCKS5 server without authentication, passing CONNECTs within 127.0.0.0/8. */
-async function startDanted(): Promise<Proxy> {
+/** Dante's danted as a SOCKS5 server without authentication, passing (or, `block`, refusing) CONNECTs within 127.0.0.0/8. */
+async function startDanted(o: { name: string; block?: boolean } = { name: 'danted' }): Promise<Proxy> {
   const port = await freePort();
-  const log = join(dir, 'danted.log');
-  const conf = join(dir, 'danted.conf');
+  const log = join(dir, `${o.name}.log`);
+  const conf = join(dir, `${o.name}.conf`);
   writeFileSync(conf, `logoutput: ${log}\ninternal: 127.0.0.1 port = ${port}\nexternal: 127.0.0.1\nsocksmethod: none\nclientmethod: none\n`
     + 'user.privileged: root\nuser.unprivileged: nobody\n'
     + 'client pass {\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  log: connect error\n}\n'
-    + 'socks pass {\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  command: connect\n  log: connect error\n}\n');
-  const stop = await startProcess(DANTED, ['-f', conf], port, join(dir, 'danted.out'));
+    + `socks ${o.block ? 'block' : 'pass'} {\n  from: 127.0.0.0/8 to: 0.0.0.0/0\n  command: connect\n  log: connect error\n}\n`);
+  const stop = await startProcess(DANTED, ['-f', conf], port, join(dir, `${o.name}.out`));
   return { port, log, stop };
 }
 
@@ -181,6 +181,21 @@ test('a proxy that refuses the peer port (tinyproxy without its ConnectPort): th
     await waitFor(async () => /outbox 0/.test(await peerDetail(a)), 30_000, 'the outbox empty');
     assert.deepEqual(q.messages.map((m) => m.id), ['refused-1']);
     assert.equal((await atB('queue:inbound.refused')).depth, 1, 'delivered once');
+  } finally {
+    await a.stop();
+    await proxy.stop();
+  }
+});
+
+test("a SOCKS5 proxy whose rules refuse the peer (danted 'socks block'): the message waits and the state gives the SOCKS reply", { skip }, async () => {
+  const peerPort = net_.nodes['bank-b']!.port;
+  const proxy = await startDanted({ name: 'danted-block', block: true });
+  const a = await sender('socks-block', { url: `socks5://127.0.0.1:${proxy.port}` });
+  try {
+    await send(a, 'inbound.blocked', 'blocked-1');
+    const detail = (await waitFor(async () => { const d = await peerDetail(a); return /refused/.test(d) ? d : undefined; }, 30_000, 'the refusal in the bridge state'))!;
+    assert.match(detail, new RegExp(`outbox 1 \\(proxy socks5://127\\.0\\.0\\.1:${proxy.port} refused CONNECT to 127\\.0\\.0\\.1:${peerPort}: connection not allowed by ruleset\\)`));
+    assert.equal((await atB('queue:inbound.blocked')).depth, 0);
   } finally {
     await a.stop();
     await proxy.stop();
