@@ -335,8 +335,10 @@ test('temporary queues of a process that crashed are deleted by the sweep of ano
   const crashed = new TmpEndpoint({ redis: client!, prefix: `${PREFIX}x`, livenessMs: 600, sweepMs: 60_000, metrics: new Metrics(async () => ({})), log });
   await crashed.openTemporary('tmp:dead-1/1');
   await crashed.send({ id: 'orphan', to: 'tmp:dead-1/1', sender: { kind: 'user', name: 'ops' }, headers: {}, contentType: 'application/json', body: {}, createdAt: new Date().toISOString() });
-  // A crash, as seen from Redis: the process stops renewing its liveness mark (its timers stop).
+  // A crash, as seen from Redis: the process stops renewing its liveness mark and the sweep lease
+  // it may hold (its timers stop; nothing is released, the lease expires after its 6 s).
   for (const timer of (crashed as unknown as { timers: NodeJS.Timeout[] }).timers) clearInterval(timer);
+  clearInterval((crashed as unknown as { sweepLease: { timer?: NodeJS.Timeout } }).sweepLease.timer);
   const survivor = new TmpEndpoint({ redis: client!, prefix: `${PREFIX}x`, livenessMs: 600, sweepMs: 300, metrics: new Metrics(async () => ({})), log });
   try {
     await waitFor(async () => (await client!.keys(`${PREFIX}x:tmp:{tmp:dead-1/1}*`)).length === 0, 20_000, 'the sweep to delete the orphaned queue');
