@@ -2,7 +2,8 @@
  * `npm run bench`: every benchmark, one after the other, each in its own process (each starts and
  * stops its own redis-server and exits when done).
  *
- *   npm run bench                       # every benchmark: cli, route, flow, inbox, permissions, mq, wake, timers
+ *   npm run bench                       # every benchmark: cli, route, flow, inbox, permissions, mq, wake, timers, scale, overload
+ *   npm run bench -- overload --seconds 20   # the 2× overload for 20 s instead of 60
  *   npm run bench -- route --n 5000     # one of them, with its own options
  *   npm run bench -- flow --waiting 20000
  *   npm run bench -- --rounds 5         # options shared by both (--n, --rounds, --concurrency,
@@ -14,7 +15,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const BENCHES = { cli: 'cli-startup.ts', route: 'route-throughput.ts', flow: 'flow-throughput.ts', inbox: 'inbox-latency.ts', permissions: 'permissions.ts', mq: 'mq-throughput.ts', wake: 'flow-wake.ts', timers: 'timer-lateness.ts', scale: 'scale.ts' } as const;
+const BENCHES = { cli: 'cli-startup.ts', route: 'route-throughput.ts', flow: 'flow-throughput.ts', inbox: 'inbox-latency.ts', permissions: 'permissions.ts', mq: 'mq-throughput.ts', wake: 'flow-wake.ts', timers: 'timer-lateness.ts', scale: 'scale.ts', overload: 'overload.ts' } as const;
 type Name = keyof typeof BENCHES;
 
 const argv = process.argv.slice(2);
@@ -68,6 +69,8 @@ function summary(): void {
   const cli = newest('cli-startup')?.summary;
   const wake = newest('flow-wake')?.summary;
   const timers = newest('timer-lateness')?.summary;
+  const over = newest('overload');
+  const ov = over?.summary;
   const n = (v: unknown, d = 2) => (typeof v === 'number' ? v.toFixed(d) : '–');
   const ok = (pass: boolean | undefined) => (pass === undefined ? 'not run' : pass ? 'met' : 'NOT met');
   type Row = [goal: string, measured: string, baseline: string, verdict: string];
@@ -82,10 +85,11 @@ function summary(): void {
     ['4. ask → task on screen p99 < 50 ms', inbox?.askToSseMs ? `${inbox.askToSseMs.p99} ms` : '–', inbox?.baselineMs?.p99 !== undefined ? `pub/sub p99 ${inbox.baselineMs.p99} ms` : '–', ok(inbox?.askToSseMs && inbox.askToSseMs.p99 < 50)],
     ['5. switchboard --help < 300 ms', cli ? `${cli.ms.help} ms` : '–', cli ? `node -e 0 ${cli.ms.floor} ms` : '–', ok(cli && cli.ms.help < 300)],
     ['5. switchboard browse < 300 ms', cli ? `${cli.ms.browse} ms` : '–', cli ? `node -e 0 ${cli.ms.floor} ms` : '–', ok(cli && cli.ms.browse < 300)],
-    ['5. npm start ready < 2 s', 'not measured', '–', 'not run'],
+    ['5. npm start ready < 2 s', cli?.ms?.startReady !== undefined ? `${cli.ms.startReady} ms` : cli ? 'not measured (--start-rounds 0)' : '–', cli ? `node -e 0 ${cli.ms.floor} ms` : '–', ok(cli && cli.ms.startReady !== undefined ? cli.ms.startReady < 2000 : undefined)],
     ['6. timers p99 lateness < 1 s at 10,000 pending', timers ? `p99 ${timers.latenessMs.p99} ms (${timers.timers})` : '–', timers ? `p50 ${timers.latenessMs.p50} ms` : '–', ok(timers && timers.timers >= 10_000 && timers.latenessMs.p99 < 1000)],
     ['6. an expired 1 s lease back within ~1 s', 'test: lease-expiry', '–', 'see npm test'],
-    ['7. 2× overload 60 s: 503/no credit, bounded RSS', 'not measured', '–', 'not run'],
+    ['7. 2× overload 60 s: 503/no credit, bounded RSS', ov ? `${over.settings.seconds} s at ${ov.offeredPerSecond}/s: ${ov.overload[202]}×202 ${ov.overload[503]}×503 ${ov.overload.other} other; peak RSS ${ov.rssMb.peakDuringBurst} MB (${ov.rssMb.beforeBurst} before)` : '–', ov ? `sustainable ${ov.sustainablePerSecond}/s` : '–', ok(ov && ov.overload[503] > 0 && ov.overload.other === 0 && ov.rssMb.peakDuringBurst <= ov.rssMb.beforeBurst * 1.5 + 64)],
+    ['7. …nothing dropped, throughput back after', ov ? `${ov.missing} missing, ${ov.duplicated} dup of ${ov.accepted}; after ${ov.afterPerSecond}/s (${ov.afterRatio}×)` : '–', ov ? `sustainable ${ov.sustainablePerSecond}/s` : '–', ok(ov && ov.missing === 0 && ov.duplicated === 0 && ov.afterRatio >= 0.8)],
   ];
   const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length), ['goal', 'measured', 'baseline (same run)', 'verdict'][i]!.length));
   const line = (r: readonly string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ');

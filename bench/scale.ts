@@ -6,7 +6,20 @@
  * Messages and flow starts go in over the HTTP API (an API token); the run ends when the webhook
  * receiver has every call. Per master: the commands it ran (INFO commandstats, reset before each
  * run) and its share; `max/min` near 1 means an even spread, a high one a hot node.
- * Writes bench/results/scale-<time>.json.
+ *
+ * Then the scale table (issue 15.8), `--procs 1,2,3` gateway processes (`switchboard start`, each
+ * its own Node process) on one private redis-server and on the same 3-master cluster (12 shards),
+ * all with the same six routes and flow, the HTTP senders spread round-robin over the processes:
+ * route throughput (`--route-messages` messages → webhook:sink, until the receiver has every
+ * call) and flow throughput (`--flow-runs` flow starts, until every flow's webhook call arrived),
+ * each as msgs/s and as a ratio to 1 process on the same Redis in the same run, with the Redis CPU
+ * (INFO cpu, summed over the masters) and the gateways' Node CPU (/proc/<pid>/stat, summed) per
+ * message in ms. This machine has 2 cores: more processes cannot add cores, so the ratio shows the
+ * coordination cost and CPU per message must stay flat. `--parts spread,procs` picks the parts.
+ * The failover test's lost/duplicated counts are not measured here: they come from
+ * test/integration/redis-failover.test.ts (see README, Benchmarks).
+ *
+ * Writes bench/results/scale-<time>.json (and the table as scale-<time>.txt).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -18,10 +31,17 @@ import { parseConfig } from '../src/config/load.ts';
 import { startGateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { freePort } from '../src/store/embedded-redis.ts';
-import { api, testConfig, waitFor } from '../test/support/gateway.ts';
+import { startEmbeddedRedis } from '../src/store/embedded-redis.ts';
+import { openRedis } from '../src/store/redis.ts';
+import { api, spawnGateway, testConfig, waitFor, type GatewayProcess } from '../test/support/gateway.ts';
+import { processCpuSeconds, redisCpu, parseInfo } from './support/measure.ts';
 import { startTestCluster } from '../test/support/redis-cluster.ts';
 
-const { values } = parseArgs({ options: { messages: { type: 'string', default: '3000' }, flows: { type: 'string', default: '300' }, shards: { type: 'string', default: '1,12' } } });
+const { values } = parseArgs({ strict: false, options: { messages: { type: 'string', default: '3000' }, flows: { type: 'string', default: '300' }, shards: { type: 'string', default: '1,12' }, procs: { type: 'string', default: '1,2,3' }, 'route-messages': { type: 'string', default: '2000' }, 'flow-runs': { type: 'string', default: '300' }, parts: { type: 'string', default: 'spread,procs' } } }) as { values: Record<string, string> };
+const PROCS = values.procs!.split(',').map(Number);
+const ROUTE_MESSAGES = Number(values['route-messages']);
+const FLOW_RUNS = Number(values['flow-runs']);
+const PARTS = new Set(values.parts!.split(','));
 const MESSAGES = Number(values.messages);
 const FLOWS = Number(values.flows);
 const SHARDS = values.shards!.split(',').map(Number);
@@ -63,8 +83,11 @@ function lowestSlot(port: number): number {
 }
 
 const runs: Record<string, unknown>[] = [];
+const scaleRows: ScaleRow[] = [];
+interface ScaleRow { redis: 'single' | 'cluster'; procs: number; routePerSecond: number; routeRatio: number; routeRedisCpuMs: number; routeNodeCpuMs: number; flowPerSecond: number; flowRatio: number; flowRedisCpuMs: number; flowNodeCpuMs: number }
+const single = PARTS.has('procs') ? await startEmbeddedRedis(mkdtempSync(join(tmpdir(), 'sb-scale-single-'))) : undefined;
 try {
-  for (const shards of SHARDS) {
+  for (const shards of PARTS.has('spread') ? SHARDS : []) {
     const raw = await testConfig('unused', {
       redis: { cluster: { nodes: cluster.urls }, prefix: `sc${shards}`, shards },
       routes: Array.from({ length: 6 }, (_, i) => ({ from: `queue:sc.in.${i}`, to: 'webhook:sink' })),
@@ -101,7 +124,65 @@ try {
     console.log(`shards ${shards}: ${MESSAGES} messages + ${FLOWS} flows in ${seconds.toFixed(1)} s; commands per master ${counts.join(' / ')} (shares ${run.shares.join(' / ')}, max/min ${run.maxOverMin})`);
     await gw.stop();
   }
+  if (single) {
+    const admin = await openRedis(single.url);
+    const topologies = [
+      { name: 'single' as const, redis: (prefix: string) => ({ url: single.url, prefix }), cpu: () => redisCpu(admin) },
+      { name: 'cluster' as const, redis: (prefix: string) => ({ cluster: { nodes: cluster.urls }, prefix, shards: 12 }), cpu: async () => cluster.masters().reduce((a, p) => { const c = parseInfo(cluster.cli(p, 'info', 'cpu').replace(/\r?\n/g, '\r\n')); return a + Number(c.used_cpu_user ?? 0) + Number(c.used_cpu_sys ?? 0); }, 0) },
+    ];
+    try {
+      for (const topo of topologies) {
+        for (const n of PROCS) {
+          const prefix = `sp${topo.name[0]}${n}${Math.random().toString(36).slice(2, 6)}`;
+          const extra = {
+            redis: topo.redis(prefix),
+            routes: Array.from({ length: 6 }, (_, i) => ({ from: `queue:sc.in.${i}`, to: 'webhook:sink' })),
+            flows: { dir: flowsDir },
+            webhooks: { sink: { url: `http://127.0.0.1:${sinkPort}/`, secret: 'scale-secret-1234567890' } },
+            permissions: [
+              { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start'] }] },
+              { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
+            ],
+          };
+          const gws: GatewayProcess[] = [];
+          try {
+            for (let i = 0; i < n; i++) gws.push(await spawnGateway('unused', extra, prefix));
+            const token = (await api(gws[0]!.url, 'POST', '/api/tokens', { user: 'ops', body: { name: 'scale' } })).body.token as string;
+            const headers = { authorization: `Bearer ${token}` };
+            const phase = async (count: number, one: (i: number, url: string) => Promise<unknown>) => {
+              posts = 0;
+              const r0 = await topo.cpu();
+              const n0 = gws.reduce((a, g) => a + (processCpuSeconds(g.pid) ?? 0), 0);
+              const t0 = Date.now();
+              let next = 0;
+              await Promise.all(Array.from({ length: 16 }, async () => { while (next < count) { const i = next++; await one(i, gws[i % n]!.url); } }));
+              await waitFor(async () => posts >= count, 600_000, 'every webhook call');
+              const seconds = (Date.now() - t0) / 1000;
+              const redisMs = ((await topo.cpu()) - r0) * 1000 / count;
+              const nodeMs = (gws.reduce((a, g) => a + (processCpuSeconds(g.pid) ?? 0), 0) - n0) * 1000 / count;
+              return { perSecond: count / seconds, redisMs, nodeMs };
+            };
+            const route = await phase(ROUTE_MESSAGES, (i, url) => api(url, 'POST', '/api/messages', { headers, body: { to: `queue:sc.in.${i % 6}`, id: `m${i}`, body: { i } } }));
+            const flow = await phase(FLOW_RUNS, (i, url) => api(url, 'POST', '/api/flows/scale-flow', { headers, body: { id: `f${i}`, input: { n: i } } }));
+            const base = scaleRows.find((r) => r.redis === topo.name && r.procs === PROCS[0]);
+            const row: ScaleRow = {
+              redis: topo.name, procs: n,
+              routePerSecond: Math.round(route.perSecond), routeRatio: Number((base ? route.perSecond / base.routePerSecond : 1).toFixed(2)), routeRedisCpuMs: Number(route.redisMs.toFixed(3)), routeNodeCpuMs: Number(route.nodeMs.toFixed(3)),
+              flowPerSecond: Math.round(flow.perSecond), flowRatio: Number((base ? flow.perSecond / base.flowPerSecond : 1).toFixed(2)), flowRedisCpuMs: Number(flow.redisMs.toFixed(3)), flowNodeCpuMs: Number(flow.nodeMs.toFixed(3)),
+            };
+            scaleRows.push(row);
+            console.log(`${topo.name} × ${n}: route ${row.routePerSecond}/s (${row.routeRatio}×, Redis ${row.routeRedisCpuMs} ms + Node ${row.routeNodeCpuMs} ms CPU/msg), flow ${row.flowPerSecond}/s (${row.flowRatio}×, Redis ${row.flowRedisCpuMs} ms + Node ${row.flowNodeCpuMs} ms CPU/flow)`);
+          } finally {
+            for (const g of gws) await g.kill('SIGTERM').catch(() => undefined);
+          }
+        }
+      }
+    } finally {
+      admin.disconnect();
+    }
+  }
 } finally {
+  await single?.stop().catch(() => single.kill());
   await new Promise<void>((r) => sink.close(() => r()));
   await cluster.stop();
   rmSync(flowsDir, { recursive: true, force: true });
@@ -109,5 +190,17 @@ try {
 const dir = join(import.meta.dirname, 'results');
 mkdirSync(dir, { recursive: true });
 const file = join(dir, `scale-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-writeFileSync(file, JSON.stringify({ bench: 'scale', at: new Date().toISOString(), runs }, null, 2));
+const table = scaleTable(scaleRows);
+if (table) console.log(`\n${table}\n\nfailover (not measured here): lost/duplicated acknowledged messages come from test/integration/redis-failover.test.ts; last measured numbers in README, Benchmarks`);
+writeFileSync(file, JSON.stringify({ bench: 'scale', at: new Date().toISOString(), settings: { messages: MESSAGES, flows: FLOWS, shards: SHARDS, procs: PROCS, routeMessages: ROUTE_MESSAGES, flowRuns: FLOW_RUNS, parts: [...PARTS] }, runs, scale: scaleRows }, null, 2));
+if (table) writeFileSync(file.replace(/\.json$/, '.txt'), `${table}\n`);
 console.log(`wrote ${file}`);
+
+function scaleTable(rows: ScaleRow[]): string {
+  if (!rows.length) return '';
+  const head = ['redis', 'procs', 'route msg/s', 'ratio', 'Redis CPU ms/msg', 'Node CPU ms/msg', 'flows/s', 'ratio', 'Redis CPU ms/flow', 'Node CPU ms/flow'];
+  const body = rows.map((r) => [r.redis, String(r.procs), String(r.routePerSecond), r.routeRatio.toFixed(2), r.routeRedisCpuMs.toFixed(2), r.routeNodeCpuMs.toFixed(2), String(r.flowPerSecond), r.flowRatio.toFixed(2), r.flowRedisCpuMs.toFixed(2), r.flowNodeCpuMs.toFixed(2)]);
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(w[i]!)).join('  ');
+  return [line(head), line(w.map((x) => '─'.repeat(x))), ...body.map(line)].join('\n');
+}
