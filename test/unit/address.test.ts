@@ -41,6 +41,8 @@ describe('parseAddress: valid addresses of every scheme', () => {
     ['flow:payment-approval/3f2b9c1e-7a4d-4e0b-9c1d-2a6f8e9b0c11', 'flow', 'payment-approval/3f2b9c1e-7a4d-4e0b-9c1d-2a6f8e9b0c11'],
     ['dlq:queue:orders', 'dlq', 'queue:orders'],
     ['tmp:k3x9q2-7/1', 'tmp', 'k3x9q2-7/1'],
+    ['topic:trades.eu', 'topic', 'trades.eu'],
+    ['topic:trades.*?subscription=risk', 'topic', 'trades.*?subscription=risk'],
   ];
   for (const [raw, scheme, path] of valid) {
     test(`${raw} parses to scheme '${scheme}' and path '${path}', keeping the raw text`, () => {

@@ -50,7 +50,7 @@ describe('parseConfig: a valid config', () => {
     assert.equal(c.http.bodyLimit, '1mb');
     assert.equal(c.http.baseUrl, undefined);
     assert.deepEqual(c.redis, { prefix: 'sb', dataDir: 'data/redis', memoryLimit: 0.9, source: 'file' });
-    assert.deepEqual(c.queues, { maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, lockTimeout: 30_000, stalledCheck: 15_000, limits: [] });
+    assert.deepEqual(c.queues, { maxAttempts: 5, backoff: 1000, dedupTtl: 86_400_000, dedup: [], lockTimeout: 30_000, stalledCheck: 15_000, limits: [], idleClose: 60_000, maxOpen: 1000, depthSeries: 100 });
     assert.deepEqual(c.directory, { type: 'file', users: [] });
     assert.deepEqual(c.permissions, []);
     assert.deepEqual(c.routes, []);
