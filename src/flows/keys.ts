@@ -18,7 +18,12 @@
  *   digest covers flow, starter and start id, so nobody can predict or take another's instance.
  * - `<prefix>:flows:<flow>` zset of instance ids of one flow; `<prefix>:flows` zset of `<flow>/<id>`.
  *   The two indexes are written by separate commands, never in one transaction or script.
+ * - The BullMQ queue of runs: `{flow-runs}` with one shard; with several, one queue per shard
+ *   `{flow-runs.<i>.<n>}` (`shardTag`), an instance's runs, timers and stalled checks in the queue
+ *   of `shardOf(<id>)`, so a Redis Cluster spreads them over its masters (DESIGN §9).
  */
+
+import { shardOf, shardTag } from '../store/redis.ts';
 
 export type InstancePart = 'meta' | 'input' | 'journal' | 'inbox' | 'seen' | 'consumed' | 'lock';
 
@@ -74,4 +79,17 @@ export class FlowKeys {
   consumeStep(id: string): [string, string, string] {
     return [this.instance(id, 'journal'), this.instance(id, 'consumed'), this.instance(id, 'inbox')];
   }
+}
+
+/** The queue of flow runs with one shard, and of runs added before the queue was sharded. */
+export const UNSHARDED_RUN_QUEUE = '{flow-runs}';
+
+/** The run queues of `shards` shards, shard i at index i. */
+export function runQueues(shards: number): string[] {
+  return shards <= 1 ? [UNSHARDED_RUN_QUEUE] : Array.from({ length: shards }, (_, i) => `{${shardTag('flow-runs', i)}}`);
+}
+
+/** The shard (index into `runQueues(shards)`) whose queue runs an instance. */
+export function runShard(id: string, shards: number): number {
+  return shardOf(id, shards);
 }

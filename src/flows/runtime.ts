@@ -8,6 +8,7 @@ import type { Router } from '../core/router.ts';
 import { ReplayContext, answers } from './context.ts';
 import type { FlowDefinition } from './define.ts';
 import { ReplyRefused, Suspend } from './errors.ts';
+import { UNSHARDED_RUN_QUEUE, runQueues, runShard } from './keys.ts';
 import { DeliverCode, InstanceStore, type FlowStatus, type InstanceMeta, type JournalEntry } from './store.ts';
 
 type Settled = { result: unknown; thrown?: undefined } | { result?: undefined; thrown: unknown };
@@ -25,8 +26,14 @@ export interface FlowRuntimeOptions {
   prefix: string;
   router: Router;
   flows: Map<string, FlowDefinition>;
-  /** Instances replayed at once by this process. */
+  /** Instances replayed at once by this process (spread over the shards' workers: ceil(c/N) each). */
   concurrency: number;
+  /**
+   * Run queues (redis.shards as it applies): 1 keeps the one queue `{flow-runs}`; N > 1 runs an
+   * instance in the queue of its shard, `{flow-runs.<i>.<n>}` (see keys.ts).
+   * @defaultValue 1
+   */
+  shards?: number;
   /** Lock on an instance while a process replays it; expires if that process dies. */
   lockMs: number;
   /** How often a crashed run is looked for (BullMQ stalled check). */
@@ -61,12 +68,13 @@ export interface FlowView {
 const FINISHED: FlowStatus[] = ['completed', 'failed', 'cancelled'];
 
 /**
- * Runs flow instances by journal replay. A run is a BullMQ job "run instance X" on one internal
- * queue: starting, a message arriving, a timer firing all add such a job; the job takes the
- * instance's lock, runs the flow to where it must wait, and ends. A process keeps up to
- * `stickyInstances` waiting flows suspended in memory and continues them on their next run here;
- * anything else — a crash, a run on another process, an eviction — replays from the journal, and
- * a run lost with its process is retried once its lock expires.
+ * Runs flow instances by journal replay. A run is a BullMQ job "run instance X" on the internal
+ * queue of the instance's shard (the one queue `{flow-runs}` with one shard): starting, a message
+ * arriving, a timer firing all add such a job; the job takes the instance's lock, runs the flow
+ * to where it must wait, and ends. A process keeps up to `stickyInstances` waiting flows
+ * suspended in memory and continues them on their next run here; anything else — a crash, a run
+ * on another process, an eviction — replays from the journal, and a run lost with its process is
+ * retried once its lock expires.
  */
 export class FlowRuntime {
   readonly store: InstanceStore;
@@ -75,31 +83,75 @@ export class FlowRuntime {
   private readonly stickyLimit: number;
   /** Runs that continued a parked flow, replayed one, and parked flows dropped (for benchmarks and metrics). */
   readonly stats = { continued: 0, replayed: 0, evicted: 0 };
-  private readonly queue: Queue<{ id: string }>;
-  private worker?: Worker<{ id: string }>;
+  private readonly shards: number;
+  /** The run queues' names, shard i at index i. */
+  readonly queueNames: readonly string[];
+  private readonly queues: Queue<{ id: string }>[];
+  private workers: Worker<{ id: string }>[] = [];
+  /** The look at the unsharded queue `{flow-runs}` for runs left from before the sharding. */
+  private leftovers?: Promise<void>;
+  private closing = false;
 
   constructor(private readonly o: FlowRuntimeOptions) {
     this.store = new InstanceStore(o.redis, o.prefix);
     this.stickyLimit = Math.max(0, o.stickyInstances ?? 1000);
-    this.queue = new Queue<{ id: string }>('{flow-runs}', { connection: o.redis, prefix: o.prefix });
-    this.queue.on('error', (err) => o.log.error({ err: err.message }, 'flow run queue error'));
+    this.shards = Math.max(1, o.shards ?? 1);
+    this.queueNames = runQueues(this.shards);
+    this.queues = this.queueNames.map((name) => {
+      const q = new Queue<{ id: string }>(name, { connection: o.redis, prefix: o.prefix });
+      q.on('error', (err) => o.log.error({ err: err.message, queue: name }, 'flow run queue error'));
+      return q;
+    });
+  }
+
+  /** The name of the queue that runs an instance (its runs, timers and stalled checks). */
+  queueOf(id: string): string {
+    return this.queueNames[runShard(id, this.shards)]!;
   }
 
   get definitions(): Map<string, FlowDefinition> {
     return this.o.flows;
   }
 
+  /**
+   * One worker per run queue, `concurrency` spread over them. With several shards, runs added to
+   * `{flow-runs}` before the sharding (waiting, delayed timers, active in a process that died) are
+   * still run: a worker on that queue too, if it holds any job when this process starts.
+   */
   start(): void {
-    this.worker = new Worker<{ id: string }>('{flow-runs}', (job, token) => this.process(job, token), {
+    this.workers = this.queueNames.map((name) => this.worker(name));
+    if (this.shards > 1) {
+      this.leftovers = this.startLeftoverWorker().catch((err: Error) => this.o.log.error({ err: err.message, queue: UNSHARDED_RUN_QUEUE }, 'could not look at the unsharded flow run queue'));
+    }
+  }
+
+  private worker(name: string): Worker<{ id: string }> {
+    const w = new Worker<{ id: string }>(name, (job, token) => this.process(job, token), {
       connection: this.o.redis,
       prefix: this.o.prefix,
-      concurrency: this.o.concurrency,
+      concurrency: Math.max(1, Math.ceil(this.o.concurrency / this.queueNames.length)),
       lockDuration: this.o.lockMs,
       stalledInterval: this.o.stalledCheckMs,
       // A run lost in a crash is simply run again: replay makes that safe, however often.
       maxStalledCount: 1000,
     });
-    this.worker.on('error', (err) => this.o.log.error({ err: err.message }, 'flow worker error'));
+    w.on('error', (err) => this.o.log.error({ err: err.message, queue: name }, 'flow worker error'));
+    return w;
+  }
+
+  private async startLeftoverWorker(): Promise<void> {
+    const old = new Queue<{ id: string }>(UNSHARDED_RUN_QUEUE, { connection: this.o.redis, prefix: this.o.prefix });
+    old.on('error', (err) => this.o.log.error({ err: err.message, queue: UNSHARDED_RUN_QUEUE }, 'flow run queue error'));
+    let left: number;
+    try {
+      const counts = await old.getJobCounts('active', 'wait', 'delayed', 'prioritized', 'waiting-children');
+      left = Object.values(counts).reduce((a, b) => a + b, 0);
+    } finally {
+      await old.close();
+    }
+    if (left === 0 || this.closing) return;
+    this.o.log.info({ queue: UNSHARDED_RUN_QUEUE, jobs: left }, 'running the flow runs left in the unsharded queue');
+    this.workers.push(this.worker(UNSHARDED_RUN_QUEUE));
   }
 
   private async process(job: Job<{ id: string }>, token?: string): Promise<void> {
@@ -118,7 +170,7 @@ export class FlowRuntime {
    */
   async wake(id: string, at?: number, key?: string): Promise<void> {
     const delay = at === undefined ? 0 : Math.max(0, at - Date.now());
-    await this.queue.add('run', { id }, { delay, removeOnComplete: true, removeOnFail: 1000, attempts: 20, backoff: { type: 'exponential', delay: 500 }, ...(key ? { jobId: `t-${id}-${key}` } : {}) });
+    await this.queues[runShard(id, this.shards)]!.add('run', { id }, { delay, removeOnComplete: true, removeOnFail: 1000, attempts: 20, backoff: { type: 'exponential', delay: 500 }, ...(key ? { jobId: `t-${id}-${key}` } : {}) });
   }
 
   /**
@@ -406,10 +458,12 @@ export class FlowRuntime {
   }
 
   async close(): Promise<void> {
-    await this.worker?.close();
+    this.closing = true;
+    await this.leftovers;
+    await Promise.all(this.workers.map((w) => w.close()));
     for (const e of this.sticky.values()) e.ctx.evict();
     this.sticky.clear();
-    await this.queue.close();
+    await Promise.all(this.queues.map((q) => q.close()));
   }
 }
 

@@ -24,6 +24,7 @@ export async function startFlows(config: Config, flowDefs: FlowDefinitions, redi
     router,
     flows: flowDefs,
     concurrency: config.flows.concurrency,
+    shards: transports.shards,
     lockMs: config.flows.lockTimeout,
     stalledCheckMs: config.flows.stalledCheck,
     retentionMs: config.flows.retention,

@@ -6,6 +6,8 @@
  *   messages from one queue to another, each exactly once;
  * - a flow with a timer (ctx.sleep), an ask whose task is escalated at its due date by the people
  *   follow-ups, decided over the API, then a webhook and an e-mail through their outboxes;
+ * - flow runs sharded (12 shards on a cluster): instances' timers land in more than one
+ *   `{flow-runs.<i>.<n>}` queue, each in the queue of its instance's shard, none in `{flow-runs}`;
  * - a webhook answering 400: the message is in dlq:webhook:… and replays from there;
  * - web login (session store on the cluster), the login limiter, API tokens (create, use,
  *   revoke), a console permission rule that applies at once.
@@ -24,6 +26,7 @@ import { parseConfig } from '../../src/config/load.ts';
 import { startGateway, type Gateway } from '../../src/gateway.ts';
 import { createLogger } from '../../src/log.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
+import { shardOf, shardTag } from '../../src/store/redis.ts';
 import { assertExactlyOnce, drain, sendAll } from '../support/counting-sink.ts';
 import { api, enc, testConfig, waitFor } from '../support/gateway.ts';
 import { startTestCluster, type TestCluster } from '../support/redis-cluster.ts';
@@ -44,6 +47,18 @@ export default defineFlow({
 });
 `;
 
+const NAP = `import { defineFlow } from 'switchboard';
+import { z } from 'zod';
+export default defineFlow({
+  name: 'cluster-nap',
+  input: z.object({ n: z.number() }),
+  async run(ctx) {
+    await ctx.sleep('10m');
+    return 'rested';
+  },
+});
+`;
+
 let cluster: TestCluster;
 let gw: Gateway;
 let flowsDir: string;
@@ -57,6 +72,7 @@ before(async () => {
   cluster = await startTestCluster({ masters: 3, password: PASSWORD });
   flowsDir = mkdtempSync(join(tmpdir(), 'sb-cl-flows-'));
   writeFileSync(join(flowsDir, 'cluster-trip.ts'), FLOW);
+  writeFileSync(join(flowsDir, 'cluster-nap.ts'), NAP);
   const hookPort = await freePort();
   hooks = createServer((req, res) => {
     let body = '';
@@ -134,6 +150,30 @@ test('a flow with a timer and an ask, escalated by the follow-ups, decided over 
   assert.deepEqual(view.result, { action: 'approve', by: 'user:ops' });
   await waitFor(async () => posted.some((p) => p.path === '/crm' && JSON.parse(p.body).ref === 'T-1'), 20_000, 'the webhook POST');
   await waitFor(async () => mails.some((m) => m.to === 'boss@example.com' && m.subject === 'Trip T-1'), 20_000, 'the e-mail');
+});
+
+test('flow runs are sharded: timers of 12 instances sit in more than one {flow-runs.<i>.<n>} queue, each in its instance\'s shard', { timeout: 60_000 }, async () => {
+  const ids: string[] = [];
+  for (let n = 0; n < 12; n++) {
+    const r = await api(gw.url, 'POST', '/api/flows/cluster-nap', { user: 'ops', body: { input: { n } } });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    ids.push(r.body.instanceId as string);
+  }
+  // Each instance parks in ctx.sleep('10m'): its timer is a delayed job `t-<id>-<step>` in its queue.
+  const queueOf = new Map<string, string>();
+  await waitFor(async () => {
+    for (const port of cluster.masters()) {
+      for (const key of cluster.cli(port, '--scan', '--pattern', 'core:{flow-runs*}:t-*').split('\n').filter(Boolean)) {
+        const id = ids.find((i) => key.includes(`}:t-${i}-`));
+        if (id) queueOf.set(id, key.slice(key.indexOf('{') + 1, key.indexOf('}')));
+      }
+    }
+    return queueOf.size === ids.length;
+  }, 30_000, 'a timer job of every instance');
+  for (const id of ids) assert.equal(queueOf.get(id), shardTag('flow-runs', shardOf(id, 12)), `the queue of instance ${id}`);
+  const queues = new Set(queueOf.values());
+  assert.ok(queues.size > 1, `flow runs in more than one queue: ${[...queues].join(', ')}`);
+  assert.ok(!queues.has('flow-runs'), 'no run in the unsharded {flow-runs}');
 });
 
 test('a webhook that answers 400: the message is dead-lettered, and replays from the DLQ', { timeout: 60_000 }, async () => {
