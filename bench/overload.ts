@@ -174,6 +174,7 @@ try {
   // 4. drain and verify
   await drained(180_000);
   clearInterval(sampler);
+  peakRss = Math.max(peakRss, peakDuring); // the burst sampled every 10 ms, the sampler every 250 ms
   const missing = [...accepted].filter((id) => !received.has(id)).length;
   const duplicated = [...received.values()].filter((n) => n > 1).length;
   const unacknowledged = [...received.keys()].filter((id) => !accepted.has(id)).length;
