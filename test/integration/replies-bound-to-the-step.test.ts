@@ -313,7 +313,6 @@ test('replayed reply: the first reply sent again (same token, new id) while the 
 });
 
 test('replayed reply to a step that has its answer already is refused (403 reply_refused, audited), as DESIGN §3 says of anything that answers no waiting step', {
-  todo: 'FlowRuntime.checkAnswer (src/flows/runtime.ts) and answers() (src/flows/context.ts) accept a token of a step that is already done: the replay is 202 and sits in the instance inbox',
   timeout: 60_000,
 }, async () => {
   const { id, req } = await answeredOnce('F-3');
