@@ -158,6 +158,9 @@ interface LinkEntry {
   pumpTimer?: NodeJS.Timeout;
 }
 
+/** At most this many messages are copied to one browsing link (a snapshot, not a stream). */
+const BROWSE_LIMIT = 1000;
+
 const SASL_HEADER = Buffer.from([0x41, 0x4d, 0x51, 0x50, 3, 1, 0, 0]);
 // sasl-mechanisms [PLAIN], then sasl-outcome code 1 (auth): for a client that skipped SASL.
 const SASL_MECHANISMS_PLAIN = Buffer.from([0, 0, 0, 0x18, 2, 1, 0, 0, 0, 0x53, 0x40, 0xc0, 0x0b, 0x01, 0xe0, 0x08, 0x01, 0xa3, 0x05, 0x50, 0x4c, 0x41, 0x49, 0x4e]);
@@ -504,8 +507,7 @@ export class AmqpServer {
     if (!t) return undefined;
     const filters = t.filter ? Object.keys(t.filter) : [];
     if (role === 'source' && filters.length > 0) return `filters are not supported (${filters.join(', ')}); a JMS selector or other filter would be ignored, so the link is refused`;
-    if (role === 'source' && t.distribution_mode === 'copy') return 'browsing (distribution-mode copy) is not supported on AMQP; browse with GET /api/queues/:address';
-    if (role === 'source' && t.distribution_mode !== undefined && t.distribution_mode !== null && t.distribution_mode !== 'move') return `distribution mode '${t.distribution_mode}' is not supported`;
+    if (role === 'source' && t.distribution_mode !== undefined && t.distribution_mode !== null && t.distribution_mode !== 'move' && t.distribution_mode !== 'copy') return `distribution mode '${t.distribution_mode}' is not supported`;
     const topic = role === 'source' && typeof t.address === 'string' && t.address.startsWith('topic:');
     const unknown = list(t.capabilities).filter((c) => !KNOWN_CAPABILITIES.has(String(c)) && !(topic && TOPIC_CAPABILITIES.has(String(c))));
     if (unknown.length > 0) return `${role} capabilities not supported: ${unknown.join(', ')} (supported: ${[...KNOWN_CAPABILITIES].join(', ')})`;
@@ -633,12 +635,42 @@ export class AmqpServer {
     try {
       if (source?.address === undefined || source?.address === null) throw new SwitchboardError('bad_address', 'a receiver needs a source address (a Switchboard address such as queue:orders) or dynamic: true', 400);
       const address = parseAddress(source.address).raw;
+      if (source.distribution_mode === 'copy') {
+        this.allowed(conn, 'browse', address);
+        return this.browseLink(conn, sender, address);
+      }
       this.allowed(conn, 'consume', address);
       if (address.startsWith('topic:') && !address.includes('?')) return this.subscribe(connection, conn, sender, address, source);
       this.consume(connection, conn, sender, address);
     } catch (err) {
       this.refuse(sender, conn, condition(err), source?.address ?? undefined);
     }
+  }
+
+  /**
+   * A receiver with distribution mode `copy` browses (Proton's queue_browser, a JMS QueueBrowser):
+   * it gets a copy of what the address holds now, oldest first, as far as its credit goes, and
+   * nothing is taken from the queue (whatever the client answers: the deliveries are copies).
+   * Once the copy is sent, a drain is answered by using up the credit, so the browser can tell the
+   * end. Needs `browse`, not `consume`.
+   */
+  private browseLink(conn: ClientConnection, sender: Sender, address: string): void {
+    this.links.set(sender, { principal: conn.principal, verb: 'browse', address, conn, unwritten: 0 });
+    conn.links.add(sender);
+    this.o.router.browse(address, BROWSE_LIMIT).then((snapshot) => {
+      const pending = [...snapshot.messages];
+      const pump = () => {
+        while (pending.length > 0 && this.links.has(sender) && !sender.is_closed() && sender.sendable()) {
+          const m = pending.shift()!;
+          sender.send(toAmqp(m, { userId: m.sender.name }) as never);
+        }
+        if (pending.length === 0) sender.set_drained(true);
+      };
+      sender.on('sendable', pump);
+      sender.on('sender_draining', pump);
+      // Proton pipelines attach and flow: nothing goes out before rhea has answered the attach.
+      setImmediate(pump);
+    }, (err) => this.refuse(sender, conn, condition(err), address));
   }
 
   /**

@@ -260,7 +260,7 @@ test('attach replies carry source and target; unsupported terminus features are 
   assert.equal(r.remote!.source.address, 'queue:lc.attach');
   const cases: [string, () => Receiver | Sender, RegExp][] = [
     ['selector', () => c.open_receiver({ source: { address: 'queue:lc.attach', filter: rhea.filter.selector("colour = 'red'") } as never, credit_window: 1 }), /filters are not supported/],
-    ['copy', () => c.open_receiver({ source: { address: 'queue:lc.attach', distribution_mode: 'copy' } as never, credit_window: 1 }), /distribution-mode copy/],
+    ['another distribution mode', () => c.open_receiver({ source: { address: 'queue:lc.attach', distribution_mode: 'round-robin' } as never, credit_window: 1 }), /distribution mode 'round-robin' is not supported/],
     ['topic capability', () => c.open_receiver({ source: { address: 'queue:lc.attach', capabilities: ['topic'] } as never, credit_window: 1 }), /capabilities not supported: topic/],
     ['shared capability on a target', () => c.open_sender({ target: { address: 'queue:lc.attach', capabilities: ['shared'] } as never }), /capabilities not supported: shared/],
   ];
