@@ -86,8 +86,11 @@ test('the same id to the same address is accepted once and delivered once; anoth
 
 test('a failing delivery is retried with backoff and then succeeds; nothing is dead-lettered', async () => {
   const calls: number[] = [];
+  // Pauses long enough (300 ms, then 600 ms) that scheduling noise on a busy machine cannot turn
+  // the order around.
   const box = outbox({
     maxAttempts: 5,
+    backoffMs: 300,
     deliver: async () => {
       calls.push(Date.now());
       if (calls.length < 3) throw new Error('SMTP relay down');
@@ -96,7 +99,8 @@ test('a failing delivery is retried with backoff and then succeeds; nothing is d
   await box.send(message('retry-1'));
   await waitFor(() => calls.length === 3, 10_000, 'the third attempt');
   await waitFor(async () => (await box.depth()) === 0, 10_000, 'an empty outbox');
-  assert.ok(calls[2]! - calls[1]! >= calls[1]! - calls[0]!, 'exponential: the second pause is not shorter than the first');
+  assert.ok(calls[1]! - calls[0]! >= 300, `the first pause is at least the backoff: ${calls[1]! - calls[0]!} ms`);
+  assert.ok(calls[2]! - calls[1]! >= 600, `exponential: the second pause is at least twice the backoff: ${calls[2]! - calls[1]!} ms`);
   assert.equal((await box.deadLetters('webhook:crm', 10)).depth, 0);
   assert.match((await box.health()).detail!, /outbox: 0 waiting, 0 dead-lettered/);
 });
