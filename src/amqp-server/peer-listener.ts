@@ -3,13 +3,11 @@ import type { TLSSocket } from 'node:tls';
 import rhea, { type Connection, type Delivery, type EventContext, type Receiver } from 'rhea';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../auth/audit.ts';
-import type { Permissions } from '../auth/permissions.ts';
 import { parseAddress } from '../core/address.ts';
 import { dedupKey, type DedupStore } from '../core/dedup.ts';
 import { PermissionDenied, SwitchboardError, isRetryable } from '../core/errors.ts';
 import { holdWhileUnavailable } from '../core/hold.ts';
 import type { Router } from '../core/router.ts';
-import { matchesPattern } from '../core/pattern.ts';
 import { describe } from '../amqp/connection.ts';
 import { CLAIMED_SENDER_HEADER, fromAmqp, type AmqpMessage } from '../amqp/mapping.ts';
 import { localAddress, type NetworkMap, type Peer } from '../network/network-map.ts';
@@ -32,7 +30,6 @@ export interface PeerListenerOptions {
   map: NetworkMap;
   /** The CRL check (network.crl): a revoked peer is refused, and cut off when revoked later. */
   revocation?: RevocationList;
-  permissions: Permissions;
   router: Router;
   dedup: DedupStore;
   /** Ids are remembered at least this long (the network's event horizon). */

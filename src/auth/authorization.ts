@@ -1,4 +1,4 @@
-import { PermissionDenied, SwitchboardError } from '../core/errors.ts';
+import { SwitchboardError } from '../core/errors.ts';
 import { principalId } from '../core/message.ts';
 import { CLIENT_DOORS, type SendInterceptor } from '../core/pipeline.ts';
 import type { AuditLog } from './audit.ts';

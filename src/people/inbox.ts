@@ -55,14 +55,12 @@ export class Inbox implements TaskIntake {
   private readonly delivery: DecisionDelivery;
   private readonly permissions: Permissions;
   private readonly directory: Directory;
-  private readonly log: Logger;
 
   constructor(o: InboxOptions) {
     this.store = new TaskStore(o.redis, o.prefix, o.shards ?? 1);
     this.events = new TaskEvents(o.redis, o.prefix, o.log);
     this.permissions = o.permissions;
     this.directory = o.directory;
-    this.log = o.log;
     const notices = new Notices({ router: o.router, directory: o.directory, baseUrl: o.baseUrl, enabled: o.email });
     this.followUps = new FollowUps({ redis: o.redis, prefix: o.prefix, store: this.store, events: this.events, notices, remindersMs: o.remindersMs, log: o.log });
     this.intake = new MessageIntake({ store: this.store, events: this.events, followUps: this.followUps });
