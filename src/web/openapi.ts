@@ -74,7 +74,8 @@ function operationObject(op: ApiOperation): ZodOpenApiOperationObject {
     ...(op.description ? { description: op.description } : {}),
     ...(op.public ? { security: [] } : {}),
     ...(op.params || op.query ? { requestParams: { ...(op.params ? { path: op.params } : {}), ...(op.query ? { query: op.query } : {}) } } : {}),
-    ...(op.body ? { requestBody: { required: false, content: { 'application/json': { schema: op.body } } } } : {}),
+    // Required exactly when sending nothing (read as `{}`) would be refused.
+    ...(op.body ? { requestBody: { required: !op.body.safeParse({}).success, content: { 'application/json': { schema: op.body } } } } : {}),
     responses,
   };
 }
