@@ -98,7 +98,6 @@ export const nowhere = (api: Api) => api.GET('/api/no-such-route');
 `;
 
 /** The generated client module as this file sees it; its real types were checked by tsc above. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Call = (...args: any[]) => Promise<any>;
 interface GeneratedClient {
   clientFor(baseUrl: string, user?: { name: string; password: string }): unknown;
