@@ -23,8 +23,10 @@ export interface ApiOperation {
   params?: z.ZodObject;
   query?: z.ZodObject;
   body?: z.ZodType;
-  /** The success answer. */
-  ok: { status: number; description: string; schema: z.ZodType };
+  /** The body's media type when it is not JSON (an upload). */
+  bodyType?: string;
+  /** The success answer (`type`: its media type when it is not JSON, e.g. a download). */
+  ok: { status: number; description: string; schema: z.ZodType; type?: string };
   /**
    * Refusals this route can answer beyond those every authenticated route may (401, 429, 503,
    * and 400/413 for a body): 400, 403, 404, 409.

@@ -58,7 +58,7 @@ function statusesOf(op: ApiOperation): number[] {
 function operationObject(op: ApiOperation): ZodOpenApiOperationObject {
   const retryAfter = { 'Retry-After': { description: 'seconds to wait', schema: { type: 'integer' as const } } };
   const responses: Record<`${number}`, ZodOpenApiResponseObject> = {
-    [`${op.ok.status}`]: { description: op.ok.description, content: { 'application/json': { schema: op.ok.schema } } },
+    [`${op.ok.status}`]: { description: op.ok.description, content: { [op.ok.type ?? 'application/json']: { schema: op.ok.schema } } },
   };
   for (const status of statusesOf(op)) {
     responses[`${status}`] = {
@@ -75,7 +75,7 @@ function operationObject(op: ApiOperation): ZodOpenApiOperationObject {
     ...(op.public ? { security: [] } : {}),
     ...(op.params || op.query ? { requestParams: { ...(op.params ? { path: op.params } : {}), ...(op.query ? { query: op.query } : {}) } } : {}),
     // Required exactly when sending nothing (read as `{}`) would be refused.
-    ...(op.body ? { requestBody: { required: !op.body.safeParse({}).success, content: { 'application/json': { schema: op.body } } } } : {}),
+    ...(op.body ? { requestBody: { required: !op.body.safeParse({}).success, content: { [op.bodyType ?? 'application/json']: { schema: op.body } } } } : {}),
     responses,
   };
 }

@@ -85,6 +85,18 @@ describe('the API description covers the app', () => {
 });
 
 describe('the document', () => {
+  test('a route that takes or gives something other than JSON says so (an upload, a download)', () => {
+    const doc = buildOpenApiDocument([operation({
+      method: 'post', path: '/api/files', id: 'upload', tag: 't', summary: 'upload', bodyType: 'application/octet-stream', body: z.string().meta({ contentMediaType: 'application/octet-stream' }),
+      ok: { status: 201, description: 'stored', schema: z.string(), type: 'text/plain' }, errors: [],
+    })]) as unknown as { paths: Record<string, { post: { requestBody: { content: Record<string, unknown> }; responses: Record<string, { content?: Record<string, unknown> }> } }> };
+    const op = doc.paths['/api/files']!.post;
+    assert.deepEqual(Object.keys(op.requestBody.content), ['application/octet-stream']);
+    assert.deepEqual(Object.keys(op.responses['201']!.content!), ['text/plain']);
+    assert.deepEqual(Object.keys(op.responses['400']!.content!), ['application/json'], 'refusals stay the JSON error body');
+  });
+
+
   test('is valid OpenAPI 3.1', async () => {
     const result = await new Validator().validate(document() as never);
     assert.equal(result.valid, true, JSON.stringify(result.errors, null, 2));
