@@ -22,6 +22,7 @@ import { healthRoutes } from './routes/health.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { queueRoutes } from './routes/queues.ts';
 import { topicRoutes } from './routes/topics.ts';
+import { openApiRoutes } from './openapi.ts';
 
 /** Builds the HTTP door; `listen` is the caller's (the gateway, or a test on a free port). */
 export function createApp(deps: AppDeps): Express {
@@ -35,6 +36,8 @@ export function createApp(deps: AppDeps): Express {
   // Webhooks authenticate by signature, not by user: before the API's credential check.
   app.use('/hooks', requireRedis(deps.redis));
   app.use(hookRoutes(deps));
+  // The API's description needs no credentials (nor Redis): see openapi.ts.
+  app.use(openApiRoutes());
   // Credentials before the body: an unauthenticated client gets 401 and its body is never parsed.
   app.use('/api', requireRedis(deps.redis), authenticate(deps.auth));
   app.use('/api', express.json({ limit: deps.bodyLimit, strict: false, type: () => true }), jsonDepthLimit());
