@@ -30,6 +30,8 @@ export function matches(have: unknown, want: unknown): boolean {
   return Object.entries(want as Record<string, unknown>).every(([k, v]) => matches((have as Record<string, unknown>)[k], v));
 }
 
+const TAG_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
 const toJson = (v: unknown): unknown => (v === undefined ? null : JSON.parse(JSON.stringify(v)));
 
 /** `user:bob` → {kind: 'user', name: 'bob'}. */
@@ -438,6 +440,19 @@ export class ReplayContext implements FlowContext {
     const id = randomUUID();
     this.pending.push({ n, kind: 'uuid', at: new Date().toISOString(), done: true, result: id });
     return id;
+  }
+
+  async tag(name: string, value: string | number): Promise<void> {
+    if (typeof name !== 'string' || !TAG_NAME.test(name)) throw new ValidationError(`ctx.tag: '${String(name)}' is not a tag name (1-64 letters, digits, _, - or .)`);
+    if ((typeof value !== 'string' && typeof value !== 'number') || String(value).length === 0 || String(value).length > 200) {
+      throw new ValidationError(`ctx.tag('${name}'): the value must be a string or number of 1 to 200 characters`);
+    }
+    const { n, rec } = this.next('tag', name);
+    if (rec) return;
+    // Index first, journal after: a crash in between indexes again on the next run (idempotent).
+    await this.deps.store.addTag(this.flow, this.id, name, String(value), this.meta.createdAt);
+    this.pending.push({ n, kind: 'tag', target: name, at: new Date().toISOString(), done: true, result: String(value) });
+    if (!this.batching) await this.flush();
   }
 
   log(message: string, fields: Record<string, unknown> = {}): void {

@@ -11,6 +11,8 @@ import { render } from '../views.ts';
 export function adminRoutes({ directory, permissions, audit, router }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
   r.get('/admin', requireLogin(directory, permissions), csrfToken, async (req, res) => {
+    // Someone who may browse but administers nothing starts at the console's queues.
+    if (!res.locals.isAdmin && permissions.rulesFor(res.locals.principal).some((r) => r.verbs.includes('browse'))) return res.redirect(303, '/admin/queues');
     if (!res.locals.isAdmin) {
       await audit.record({ action: 'access.denied', actor: `user:${res.locals.principal.name}`, ip: req.ip, target: '/admin', detail: 'admin pages denied: no admin right' });
       return render(res, 'error', { title: 'Not allowed', heading: 'Not allowed', message: 'The admin pages need an admin permission, and no rule gives you one.' }, 403);
@@ -41,7 +43,7 @@ export function adminRoutes({ directory, permissions, audit, router }: AppDeps):
     }
     const health = await router.health();
     const connections = Object.entries(health).filter(([scheme]) => ['mq', 'peer', 'email', 'webhook', 'queue', 'flow'].includes(scheme)).map(([scheme, h]) => ({ scheme, ok: h.ok, detail: h.detail ?? '' }));
-    render(res, 'admin/index', { title: 'Administration', bySelector, verbs: VERBS, query: q, decision, decisionGroups, explainError, connections });
+    render(res, 'admin/index', { title: 'Administration', section: 'home', bySelector, verbs: VERBS, query: q, decision, decisionGroups, explainError, connections });
   });
   return r;
 }
