@@ -11,6 +11,18 @@ export class Metrics {
   readonly sendSeconds = new Histogram({ name: 'switchboard_send_duration_seconds', help: 'Time for an endpoint to durably accept a message', labelNames: ['endpoint'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [this.registry] });
   readonly queueDepth: Gauge;
   readonly queueOldestAge: Gauge;
+  /**
+   * How old a task was when it was decided, by whether that was before its due date (`on_time`),
+   * after it (`late`), or it had none (`none`).
+   */
+  readonly taskDecisionAge = new Histogram({ name: 'switchboard_task_decision_age_seconds', help: 'Age of a task when decided, by due: on_time, late or none', labelNames: ['due'], buckets: [60, 300, 900, 3600, 4 * 3600, 86_400, 3 * 86_400, 7 * 86_400], registers: [this.registry] });
+
+  /** Records one decision of a task created at `createdAt`, due at `due` (ISO times). */
+  taskDecided(createdAt: string, due: string | undefined, decidedAt: string): void {
+    const at = Date.parse(decidedAt);
+    const label = due === undefined ? 'none' : at <= Date.parse(due) ? 'on_time' : 'late';
+    this.taskDecisionAge.observe({ due: label }, Math.max(0, at - Date.parse(createdAt)) / 1000);
+  }
   /** Flow instances that ended, by flow and outcome (completed, failed, cancelled). */
   readonly flowOutcomes = new Counter({ name: 'switchboard_flow_outcomes_total', help: 'Flow instances that ended, by outcome (completed, failed, cancelled)', labelNames: ['flow', 'outcome'], registers: [this.registry] });
   /** Per remote party (broker, peer): 1 connected, 0 not. Filled by whoever owns the connections. */

@@ -319,7 +319,7 @@ export class FlowRuntime {
       if (!def) {
         held?.ctx.evict();
         released = true;
-        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } });
+        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } }, [], meta.flow);
         return 'done';
       }
       // What this process holds is current only if the run before this one was its own: a run
@@ -371,12 +371,12 @@ export class FlowRuntime {
         await this.store.park(id, token, ctx.takePending(), ctx.waitingOn);
       } else if (stop?.reason === 'failed') {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(ctx.failure) });
+        await this.finish(id, token, 'failed', { error: describe(ctx.failure) }, [], meta.flow);
       } else if (stop) {
         // cancelled, lock lost or evicted: whoever cancelled or holds the lock has the say now.
       } else if (thrown !== undefined) {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending());
+        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending(), meta.flow);
       } else {
         released = true;
         await this.complete(meta, token, result, ctx.takePending());
