@@ -49,8 +49,9 @@ export interface FlowContext {
   /**
    * Tags this instance with a business key (journaled: once per instance, however often it
    * replays), so the console and `GET /admin/flows?tag=name=value` find it without a scan.
-   * Names are 1-64 letters, digits, `_`, `-` or `.`; values at most 200 characters.
-   * @example await ctx.tag('ref', input.ref);
+   * Names are 1-64 letters, digits, `_`, `-` or `.`; values at most 200 characters. Awaiting it
+   * is optional (the step is numbered at the call).
+   * @example ctx.tag('ref', input.ref);
    */
   tag(name: string, value: string | number): Promise<void>;
   /** Logs only when the flow runs ahead, not while it replays. */

@@ -1,5 +1,5 @@
 // What the console and the dashboard read (issue 18.3 and 18.6): ctx.tag journals a business key
-// once and indexes it, so a search by tag finds the instance without a scan, also after the flow
+// once (awaited or not) and indexes it, so a search by tag finds the instance without a scan, also after the flow
 // replays its journal; a bad tag fails the instance with a clear error; /metrics shows the age of
 // a queue's oldest message, flow outcomes and task ages against their due dates; the audit search
 // reads by time range and filters.
@@ -28,7 +28,8 @@ export default defineFlow({
   name: 'tagged',
   input: z.object({ ref: z.string(), fail: z.boolean().optional() }),
   async run(ctx, input) {
-    await ctx.tag('ref', input.ref);
+    // Without await, as DESIGN §3 writes it: the step is numbered at the call.
+    ctx.tag('ref', input.ref);
     const m = await ctx.receive({ timeout: '1h' });
     await ctx.tag('customer', String((m.body as { customer: string }).customer));
     if (input.fail) throw new Error('asked to fail');
@@ -75,18 +76,25 @@ after(async () => {
 const status = async (flow: string, id: string) => (await api(gw.url, 'GET', `/api/flows/${flow}/${id}`, { user: 'ops' })).body;
 const metrics = async () => (await fetch(`${gw.url}/metrics`)).text();
 
-/** Signs in through the login form (its CSRF token and session cookie); returns a GET for pages. */
-async function signIn(user: keyof typeof USERS): Promise<(path: string) => Promise<{ status: number; html: string }>> {
+type Page = ((path: string) => Promise<{ status: number; html: string }>) & { post(path: string, form: Record<string, string>): Promise<{ status: number; html: string }> };
+
+/** Signs in through the login form (its CSRF token and session cookie); returns a GET (and POST) for pages. */
+async function signIn(user: keyof typeof USERS): Promise<Page> {
   const login = await fetch(`${gw.url}/login`);
   let cookie = login.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
   const csrf = /name="_csrf" value="([^"]+)"/.exec(await login.text())![1]!;
   const res = await fetch(`${gw.url}/login`, { method: 'POST', redirect: 'manual', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ username: user, password: USERS[user], _csrf: csrf, next: '/' }) });
   assert.equal(res.status, 303);
   cookie = res.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
-  return async (path) => {
+  const get = async (path: string) => {
     const r = await fetch(gw.url + path, { headers: { cookie, accept: 'text/html' }, redirect: 'manual' });
     return { status: r.status, html: await r.text() };
   };
+  const post = async (path: string, form: Record<string, string>) => {
+    const r = await fetch(gw.url + path, { method: 'POST', headers: { cookie, accept: 'text/html', 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form), redirect: 'manual' });
+    return { status: r.status, html: await r.text() };
+  };
+  return Object.assign(get, { post });
 }
 
 /** Instance ids in the console's search results. */
@@ -185,4 +193,35 @@ test('the audit search reads a time range with filters, newest first', { timeout
   assert.deepEqual((await audit.search({ action: 'console.test.*', text: 'needle', limit: 10 })).map((e) => e.target), ['thing-3']);
   assert.equal((await audit.search({ action: 'console.test.*', limit: 10, until: t0 - 1 })).length, 0);
   assert.equal((await audit.search({ action: 'console.test.*', limit: 2 })).length, 2);
+});
+
+test('a user who may browse only their group sees none of the rest: queues, dead-letter actions, flows, the audit trail and the directory are refused or hidden, audited, unchanged', { timeout: 60_000 }, async () => {
+  const q = 'queue:secret.orders';
+  assert.equal((await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { id: 'secret-1', to: q, body: { n: 1 } } })).status, 202);
+  const started = await api(gw.url, 'POST', '/api/flows/tagged', { user: 'ops', body: { input: { ref: 'SECRET' } } });
+  const id = started.body.instanceId as string;
+  await waitFor(async () => (await status('tagged', id)).status === 'waiting', 30_000, 'waiting');
+  const clerk = await signIn('clerk');
+  const list = await clerk('/admin/queues');
+  assert.equal(list.status, 200, 'browse on its group opens the console');
+  assert.doesNotMatch(list.html, /secret\.orders/, 'a queue it may not browse is not listed');
+  for (const path of [`/admin/queues/${enc(q)}`, `/admin/queues/${enc(q)}/messages/secret-1`, `/admin/queues/${enc(q)}/dead/secret-1/discard`, '/admin/audit', '/admin/audit.csv']) {
+    assert.equal((await clerk(path)).status, 403, path);
+  }
+  const token = /name="_csrf" value="([^"]+)"/.exec(list.html)![1]!;
+  const refused = await clerk.post(`/admin/queues/${enc(q)}/dead/secret-1/discard`, { _csrf: token });
+  assert.equal(refused.status, 403);
+  assert.match(refused.html, /User:clerk may not consume on queue:secret\.orders/);
+  const denied = (await api(gw.url, 'GET', `/api/audit?action=access.denied&actor=${enc('user:clerk')}&limit=50`, { user: 'ops' })).body.entries as { target?: string; detail?: string }[];
+  assert.ok(denied.some((e) => e.target === q && e.detail === `consume denied on ${q}`), 'the refused discard is audited');
+  assert.ok(denied.some((e) => e.target === '**' && e.detail === 'admin denied on **'), 'the refused audit page is audited');
+  // Flows it did not start and may not browse: not listed, 404 (ids cannot be probed), cancel refused, nothing changed.
+  assert.deepEqual(instanceIds((await clerk('/admin/flows?flow=tagged')).html), []);
+  assert.equal((await clerk(`/admin/flows/tagged/${id}`)).status, 404);
+  assert.equal((await clerk.post(`/admin/flows/tagged/${id}/cancel`, { _csrf: token })).status, 404);
+  assert.equal((await status('tagged', id)).status, 'waiting');
+  const conns = await clerk('/admin/connections');
+  assert.equal(conns.status, 200);
+  assert.doesNotMatch(conns.html, /<td data-label="Kind">directory/, 'the directory needs admin on **');
+  assert.equal((await api(gw.url, 'GET', `/api/queues/${enc(q)}`, { user: 'ops' })).body.depth, 1, 'the queue is as it was');
 });

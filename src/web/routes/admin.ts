@@ -11,11 +11,11 @@ import { render } from '../views.ts';
 export function adminRoutes({ directory, permissions, audit, router }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
   r.get('/admin', requireLogin(directory, permissions), csrfToken, async (req, res) => {
-    // Someone who may browse but administers nothing starts at the console's queues.
-    if (!res.locals.isAdmin && permissions.rulesFor(res.locals.principal).some((r) => r.verbs.includes('browse'))) return res.redirect(303, '/admin/queues');
     if (!res.locals.isAdmin) {
       await audit.record({ action: 'access.denied', actor: `user:${res.locals.principal.name}`, ip: req.ip, target: '/admin', detail: 'admin pages denied: no admin right' });
-      return render(res, 'error', { title: 'Not allowed', heading: 'Not allowed', message: 'The admin pages need an admin permission, and no rule gives you one.' }, 403);
+      // Someone who may browse but administers nothing is shown the console pages they may use.
+      const browses = permissions.rulesFor(res.locals.principal).some((r) => r.verbs.includes('browse'));
+      return render(res, 'error', { title: 'Not allowed', heading: 'Not allowed', message: `The admin overview needs an admin permission, and no rule gives you one.${browses ? ' You may browse queues and flows in the console.' : ''}`, ...(browses ? { back: '/admin/queues', backLabel: 'Open the console’s queues' } : {}) }, 403);
     }
     const me = res.locals.principal;
     const bySelector: Record<string, PermissionRule[]> = {};
