@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { AuditLog } from '../../src/auth/audit.ts';
 import type { Gateway } from '../../src/gateway.ts';
 import { createLogger } from '../../src/log.ts';
+import { freePort } from '../../src/store/embedded-redis.ts';
 import { api, enc, startTestGateway, USERS, waitFor } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -56,10 +57,12 @@ before(async () => {
   client = new Redis(redis.url);
   gw = await startTestGateway(redis.url, {
     redis: { url: redis.url, prefix: PREFIX },
+    // Nobody listens on this port: the webhook's outbox retries, as the connections page shows.
+    webhooks: { crm: { url: `http://127.0.0.1:${await freePort()}/hook`, secret: 'a-shared-secret-of-enough-length', backoff: '60s', maxAttempts: 5 } },
     // No sticky instances: every wake replays the journal from the first step.
     flows: { dir, lockTimeout: '3s', stalledCheck: '1s', stickyInstances: 0 },
     permissions: [
-      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'send'] }, { address: 'group:**', verbs: ['send'] }] },
+      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'send'] }, { address: 'group:**', verbs: ['send'] }, { address: 'webhook:crm', verbs: ['send'] }] },
       { group: 'clerks', allow: [{ address: 'group:approvers', verbs: ['consume', 'browse'] }] },
       { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
     ],
@@ -224,4 +227,20 @@ test('a user who may browse only their group sees none of the rest: queues, dead
   assert.equal(conns.status, 200);
   assert.doesNotMatch(conns.html, /<td data-label="Kind">directory/, 'the directory needs admin on **');
   assert.equal((await api(gw.url, 'GET', `/api/queues/${enc(q)}`, { user: 'ops' })).body.depth, 1, 'the queue is as it was');
+});
+
+test('the connections page shows a webhook that cannot deliver: retrying, its outbox, the next retry and the last error; and the directory', { timeout: 60_000 }, async () => {
+  assert.equal((await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'webhook:crm', body: { event: 'x' } } })).status, 202);
+  const ops = await signIn('ops');
+  const row = (await waitFor(async (): Promise<string | undefined> => {
+    const html = (await ops('/admin/connections')).html;
+    const m = /<td data-label="Kind">webhook<\/td>([\s\S]*?)<\/tr>/.exec(html);
+    return m && /retrying/.test(m[1]!) ? m[1]! : undefined;
+  }, 30_000, 'the webhook to be retrying'))!;
+  assert.match(row, /crm/);
+  assert.match(row, /1 waiting, 0 dead/);
+  const next = /data-label="Next retry">([^<]+)</.exec(row)![1]!;
+  assert.ok(Date.parse(`${next.replace(' ', 'T')}Z`) > Date.now() + 10_000, `the next retry (${next}) is the 60 s backoff away`);
+  assert.doesNotMatch(/data-label="Last error">([^<]+)</.exec(row)![1]!, /^—$/, 'the last error is shown');
+  assert.match((await ops('/admin/connections')).html, /<td data-label="Kind">directory<\/td>\s*<th scope="row" data-label="Name">file<\/th>\s*<td data-label="State" class="">ok/);
 });
