@@ -13,6 +13,12 @@ import { render } from '../views.ts';
 /** How often the live queue table is refreshed over server-sent events. */
 const LIVE_EVERY_MS = 2000;
 
+/**
+ * Queues shown at most (in address order): each costs a few Redis reads per refresh, and a
+ * page of thousands of rows helps nobody; the page says how many more there are.
+ */
+const MAX_ROWS = 300;
+
 /** The `queue:` address in the URL (percent-encoded), validated. */
 function queueParam(req: Request): string {
   const a = parseAddress(String(req.params.address));
@@ -50,16 +56,15 @@ export function consoleQueueRoutes(deps: AppDeps): ExpressRouter {
   const access = new ConsoleAccess(deps.permissions);
   const addresses = async () => (await deps.console?.queueAddresses()) ?? [];
 
-  const visibleStats = async (p: Principal) => {
-    const mine = (await addresses()).filter((a) => access.mayLook(p, a));
-    return Promise.all(mine.map(async (a) => statsRow(await deps.router.queueStats(a))));
-  };
+  const visible = async (p: Principal) => (await addresses()).filter((a) => access.mayLook(p, a));
+  const visibleStats = async (p: Principal, mine?: string[]) => Promise.all((mine ?? (await visible(p))).slice(0, MAX_ROWS).map(async (a) => statsRow(await deps.router.queueStats(a))));
 
   r.get('/admin/queues', login, csrfToken, async (req, res) => {
     const p = pagePrincipal(res);
     access.requireConsole(p);
-    const queues = await visibleStats(p);
-    render(res, 'admin/queues', { title: 'Queues', section: 'queues', queues, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined });
+    const mine = await visible(p);
+    const queues = await visibleStats(p, mine);
+    render(res, 'admin/queues', { title: 'Queues', section: 'queues', queues, more: mine.length - queues.length, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined });
   });
 
   // Live: the same numbers every LIVE_EVERY_MS, for the rows this user may see; counted against
