@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { parseAddress, type Address } from './address.ts';
 import { dedupKey, type DedupStore } from './dedup.ts';
-import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from './endpoint.ts';
+import type { AckResult, BrowseResult, QueueStats, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from './endpoint.ts';
 import { UnknownScheme, ValidationError, isRetryable } from './errors.ts';
 import type { Message } from './message.ts';
 import type { Metrics } from './metrics.ts';
@@ -145,6 +145,18 @@ export class Router {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.replayDeadLetters) throw new ValidationError(`${a.scheme}: addresses have no dead letters`);
     return endpoint.replayDeadLetters(a.raw, ids);
+  }
+
+  async discardDeadLetters(address: string, ids: string[]): Promise<{ discarded: number }> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (!endpoint.discardDeadLetters) throw new ValidationError(`dead letters of ${a.scheme}: addresses cannot be discarded here; replay them or let them expire`);
+    return endpoint.discardDeadLetters(a.raw, ids);
+  }
+
+  async queueStats(address: string): Promise<QueueStats> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (!endpoint.stats) throw new ValidationError(`${a.scheme}: addresses have no queue statistics`);
+    return endpoint.stats(a.raw);
   }
 
   async health(): Promise<Record<string, HealthReport>> {

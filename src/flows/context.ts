@@ -30,6 +30,8 @@ export function matches(have: unknown, want: unknown): boolean {
   return Object.entries(want as Record<string, unknown>).every(([k, v]) => matches((have as Record<string, unknown>)[k], v));
 }
 
+const TAG_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
 const toJson = (v: unknown): unknown => (v === undefined ? null : JSON.parse(JSON.stringify(v)));
 
 /** `user:bob` → {kind: 'user', name: 'bob'}. */
@@ -438,6 +440,27 @@ export class ReplayContext implements FlowContext {
     const id = randomUUID();
     this.pending.push({ n, kind: 'uuid', at: new Date().toISOString(), done: true, result: id });
     return id;
+  }
+
+  /**
+   * Not `async`: a bad name or value throws at the call, and a flow may call it without `await`
+   * (as DESIGN §3 does). The step number is taken at the call, so replay sees the same order
+   * either way; the index is written, then the entry joins the next journal write. A failed index
+   * write rejects for a caller that awaits and is logged for one that does not: its entry is then
+   * not journaled, so the next replay writes the index again (ZADD is idempotent).
+   */
+  tag(name: string, value: string | number): Promise<void> {
+    if (typeof name !== 'string' || !TAG_NAME.test(name)) throw new ValidationError(`ctx.tag: '${String(name)}' is not a tag name (1-64 letters, digits, _, - or .)`);
+    if ((typeof value !== 'string' && typeof value !== 'number') || String(value).length === 0 || String(value).length > 200) {
+      throw new ValidationError(`ctx.tag('${name}'): the value must be a string or number of 1 to 200 characters`);
+    }
+    const { n, rec } = this.next('tag', name);
+    if (rec) return Promise.resolve();
+    const written = this.deps.store.addTag(this.flow, this.id, name, String(value), this.meta.createdAt).then(() => {
+      this.pending.push({ n, kind: 'tag', target: name, at: new Date().toISOString(), done: true, result: String(value) });
+    });
+    written.catch((err: Error) => this.deps.log.warn({ flow: this.flow, instance: this.id, tag: name, err: err.message }, 'ctx.tag: index not written; the next replay writes it'));
+    return written;
   }
 
   log(message: string, fields: Record<string, unknown> = {}): void {

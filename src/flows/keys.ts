@@ -18,6 +18,8 @@
  *   digest covers flow, starter and start id, so nobody can predict or take another's instance.
  * - `<prefix>:flows:<flow>` zset of instance ids of one flow; `<prefix>:flows` zset of `<flow>/<id>`.
  *   The two indexes are written by separate commands, never in one transaction or script.
+ * - `<prefix>:flow-tag:<name>=<value>` zset of `<flow>/<id>` tagged so by `ctx.tag`, scored by
+ *   the instance's creation time (the business-key search of the console).
  * - The BullMQ queue of runs: `{flow-runs}` with one shard; with several, one queue per shard
  *   `{flow-runs.<i>.<n>}` (`shardTag`), an instance's runs, timers and stalled checks in the queue
  *   of `shardOf(<id>)`, so a Redis Cluster spreads them over its masters (DESIGN §9).
@@ -45,6 +47,11 @@ export class FlowKeys {
   /** Instances of one flow (or of all flows, as `<flow>/<id>`), scored by creation time. */
   index(flow?: string): string {
     return flow ? `${this.prefix}:flows:${flow}` : `${this.prefix}:flows`;
+  }
+
+  /** Instances tagged `name` = `value` (as `<flow>/<id>`), scored by creation time. */
+  tag(name: string, value: string): string {
+    return `${this.prefix}:flow-tag:${name}=${value}`;
   }
 
   createInstance(id: string): [string, string] {

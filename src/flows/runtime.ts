@@ -47,7 +47,34 @@ export interface FlowRuntimeOptions {
    * @defaultValue 1000
    */
   stickyInstances?: number;
+  /** Told of every instance that ends (completed, failed, cancelled): the outcome counters of /metrics. */
+  onOutcome?: (flow: string, status: FlowStatus) => void;
   log: Logger;
+}
+
+/** A search of instances (the console): every field optional but `limit`. */
+export interface FlowSearch {
+  flow?: string;
+  status?: FlowStatus;
+  /** `user:alice`, as the instance records its starter. */
+  startedBy?: string;
+  /** Created at or after / at or before (epoch ms). */
+  from?: number;
+  to?: number;
+  /** A business key set by `ctx.tag`. */
+  tag?: { name: string; value: string };
+  limit: number;
+  /** Whether the asker may see this row (checked before it counts towards `limit`). */
+  visible?: (row: FlowRow) => boolean;
+}
+
+export interface FlowRow {
+  instanceId: string;
+  flow: string;
+  status: FlowStatus;
+  startedBy: string;
+  createdAt: string;
+  updatedAt: string;
 }
 
 export interface FlowView {
@@ -62,6 +89,8 @@ export interface FlowView {
   createdAt: string;
   updatedAt: string;
   cancelledBy?: string;
+  /** Business keys set by `ctx.tag`. */
+  tags: Record<string, string>;
   steps: { n: number; kind: string; target?: string; at: string; done: boolean; error?: string }[];
 }
 
@@ -290,7 +319,7 @@ export class FlowRuntime {
       if (!def) {
         held?.ctx.evict();
         released = true;
-        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } });
+        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } }, [], meta.flow);
         return 'done';
       }
       // What this process holds is current only if the run before this one was its own: a run
@@ -342,12 +371,12 @@ export class FlowRuntime {
         await this.store.park(id, token, ctx.takePending(), ctx.waitingOn);
       } else if (stop?.reason === 'failed') {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(ctx.failure) });
+        await this.finish(id, token, 'failed', { error: describe(ctx.failure) }, [], meta.flow);
       } else if (stop) {
         // cancelled, lock lost or evicted: whoever cancelled or holds the lock has the say now.
       } else if (thrown !== undefined) {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending());
+        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending(), meta.flow);
       } else {
         released = true;
         await this.complete(meta, token, result, ctx.takePending());
@@ -392,6 +421,7 @@ export class FlowRuntime {
     if (before === null || before === 'cancelled') return;
     if (flow) await this.store.pruneIndexes(flow, this.o.retentionMs);
     this.o.log.info({ flow, instance: id, status, error: fields.error?.message }, `flow instance ${status}`);
+    if (flow) this.o.onOutcome?.(flow, status);
   }
 
   async view(name: string, id: string): Promise<FlowView> {
@@ -410,6 +440,7 @@ export class FlowRuntime {
       createdAt: meta.createdAt,
       updatedAt: meta.updatedAt,
       ...(meta.cancelledBy ? { cancelledBy: meta.cancelledBy } : {}),
+      tags: Object.fromEntries(journal.filter((e) => e.kind === 'tag' && e.target).map((e) => [e.target!, String(e.result)])),
       steps: journal.map((e: JournalEntry) => ({ n: e.n, kind: e.kind, ...(e.target ? { target: e.target } : {}), at: e.at, done: e.done, ...(e.error ? { error: e.error.message } : {}) })),
     };
   }
@@ -422,6 +453,33 @@ export class FlowRuntime {
       if (m) out.push({ instanceId: m.id, flow: m.flow, status: m.status, createdAt: m.createdAt, updatedAt: m.updatedAt });
     }
     return out;
+  }
+
+  /**
+   * Instances matching `q`, newest first. Flow, tag and dates are index reads (a sorted set per
+   * flow and per tag, scored by creation time); status, starter and visibility are checked on
+   * the instances read, in pages, at most 20 pages of `limit × 4`, so a search never scans
+   * everything: `more` says the look stopped with rows left unread.
+   */
+  async search(q: FlowSearch): Promise<{ instances: FlowRow[]; more: boolean }> {
+    const out: FlowRow[] = [];
+    const page = Math.max(q.limit * 4, 50);
+    for (let offset = 0, pages = 0; pages < 20; pages++, offset += page) {
+      const rows = await this.store.range({
+        ...(q.flow ? { flow: q.flow } : {}), ...(q.tag ? { tag: q.tag } : {}), ...(q.from !== undefined ? { from: q.from } : {}), ...(q.to !== undefined ? { to: q.to } : {}),
+        offset, limit: page, keepFrom: Date.now() - this.o.retentionMs * 2,
+      });
+      for (const r of rows) {
+        const m = await this.store.meta(r.id);
+        if (!m || m.flow !== r.flow) continue;
+        const row: FlowRow = { instanceId: m.id, flow: m.flow, status: m.status, startedBy: m.startedBy, createdAt: m.createdAt, updatedAt: m.updatedAt };
+        if ((q.status && row.status !== q.status) || (q.startedBy && row.startedBy !== q.startedBy) || (q.visible && !q.visible(row))) continue;
+        out.push(row);
+        if (out.length >= q.limit) return { instances: out, more: true };
+      }
+      if (rows.length < page) return { instances: out, more: false };
+    }
+    return { instances: out, more: true };
   }
 
   /**
@@ -454,6 +512,7 @@ export class FlowRuntime {
     this.sticky.get(id)?.ctx.evict();
     this.sticky.delete(id);
     this.o.log.info({ flow: name, instance: id, by }, 'flow instance cancelled');
+    this.o.onOutcome?.(name, 'cancelled');
     return this.view(name, id);
   }
 

@@ -11,7 +11,7 @@ export type FlowStatus = 'running' | 'waiting' | 'completed' | 'failed' | 'cance
 /** One journaled ctx call. `done: false` marks a wait that has begun (its deadline is fixed). */
 export interface JournalEntry {
   n: number;
-  kind: 'send' | 'request' | 'receive' | 'ask' | 'sleep' | 'step' | 'now' | 'uuid';
+  kind: 'send' | 'request' | 'receive' | 'ask' | 'sleep' | 'step' | 'now' | 'uuid' | 'tag';
   target?: string;
   at: string;
   done: boolean;
@@ -308,6 +308,28 @@ export class InstanceStore {
 
   async unlock(id: string, token: string): Promise<void> {
     await this.scripts.releaseLock(this.keys.releaseLock(id), token);
+  }
+
+  /**
+   * Adds the instance to the index of one tag (`ctx.tag`), scored by the instance's creation
+   * time like the flow indexes; idempotent, so a replay after a crash before the journal write
+   * adds nothing new.
+   */
+  async addTag(flow: string, id: string, name: string, value: string, createdAt: string): Promise<void> {
+    await this.redis.zadd(this.keys.tag(name, value), Date.parse(createdAt), `${flow}/${id}`);
+  }
+
+  /**
+   * Instances of one flow (or all), or with one tag, newest first, created in [from, to] (epoch
+   * ms), at most `limit`: a range read on an index, never a scan. Entries older than `keepFrom`
+   * point at nothing any more and are dropped from a tag index on the way.
+   */
+  async range(q: { flow?: string; tag?: { name: string; value: string }; from?: number; to?: number; offset?: number; limit: number; keepFrom?: number }): Promise<{ flow: string; id: string }[]> {
+    const key = q.tag ? this.keys.tag(q.tag.name, q.tag.value) : this.keys.index(q.flow);
+    if (q.tag && q.keepFrom !== undefined) await this.redis.zremrangebyscore(key, '-inf', q.keepFrom);
+    const ids = await this.redis.zrevrangebyscore(key, q.to ?? '+inf', q.from ?? '-inf', 'LIMIT', q.offset ?? 0, q.limit);
+    const rows = ids.map((v) => (!q.tag && q.flow ? { flow: q.flow, id: v } : { flow: v.slice(0, v.indexOf('/')), id: v.slice(v.indexOf('/') + 1) }));
+    return q.tag && q.flow ? rows.filter((r) => r.flow === q.flow) : rows;
   }
 
   /** Newest first. */

@@ -12,6 +12,7 @@ import type { FlowRuntime } from '../flows/runtime.ts';
 import type { Inbox } from '../people/inbox.ts';
 import { createApp } from '../web/app.ts';
 import { sessionSecret } from '../web/sessions.ts';
+import type { ConnectionState, ConsoleSources } from '../web/deps.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { Access } from './directory.ts';
 import type { FlowDefinitions } from './flows.ts';
@@ -56,7 +57,27 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
     ...Object.keys(await queues.depths()),
     ...(network?.map.aliases ?? []).map((a) => `peer:${a}/`),
   ];
+  const consoleSources: ConsoleSources = {
+    queueAddresses: () => queues.addresses(),
+    connections: async () => {
+      const out: ConnectionState[] = [];
+      for (const b of transports.brokers?.brokerStates() ?? []) {
+        out.push({ kind: 'broker', name: b.name, address: `mq:${b.name}/**`, state: b.state, ok: b.state === 'open', ...(b.lastError ? { lastError: b.lastError } : {}) });
+      }
+      for (const p of network?.peers.states() ?? []) {
+        const outbox = await network!.peers.outboxStatus(p.alias);
+        out.push({ kind: 'peer', name: p.alias, address: `peer:${p.alias}/**`, state: p.state, ok: p.state === 'open' || (p.state === 'idle' && outbox.depth === 0), outbox, ...(p.lastError ? { lastError: p.lastError } : {}) });
+      }
+      for (const w of (await transports.webhooks?.states()) ?? []) {
+        out.push({ kind: 'webhook', name: w.name, address: `webhook:${w.name}`, state: w.outbox.retrying > 0 ? 'retrying' : 'ok', ok: w.outbox.retrying === 0, outbox: w.outbox, ...(w.outbox.lastError ? { lastError: w.outbox.lastError.message } : {}) });
+      }
+      const d = await directory.health().catch((err: Error) => ({ ok: false, detail: err.message }));
+      out.push({ kind: 'directory', name: config.directory.type, address: '**', state: d.ok ? 'ok' : 'down', ok: d.ok, ...(!d.ok && d.detail ? { lastError: d.detail } : {}) });
+      return out;
+    },
+  };
   const app = createApp({
+    console: consoleSources,
     topics: transports.topics,
     dedup,
     hooks: Object.entries(config.webhooks).filter(([, w]) => w.inbound).map(([name, w]) => ({ name, secret: w.secret, to: w.inbound!.to })),

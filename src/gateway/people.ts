@@ -17,6 +17,7 @@ export async function startPeople(config: Config, redis: Redis, access: Access, 
   const inbox = new Inbox({
     redis, prefix: config.redis.prefix, shards: transports.shards, router, permissions: access.permissions, directory: access.directory, baseUrl,
     email: config.email !== undefined, remindersMs: config.people.reminders, log,
+    onDecided: (task, at) => transports.metrics.taskDecided(task.createdAt, task.due, at),
   });
   router.register(new InboxEndpoint('person', inbox));
   router.register(new InboxEndpoint('group', inbox));

@@ -15,6 +15,7 @@ import { TopicEndpoint } from '../endpoints/topic/topic-endpoint.ts';
 import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
 import { ReplicaWait } from '../store/replica-wait.ts';
 import { connectBrokers } from './brokers.ts';
+import type { MqEndpoint } from '../endpoints/mq/mq-endpoint.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { Access } from './directory.ts';
 import type { Stores } from './open-stores.ts';
@@ -32,6 +33,10 @@ export interface Transports {
   shards: number;
   /** When the config has a network: the map and the peer transport. */
   network?: PeerNetwork;
+  /** The mq: transport, when brokers are configured (their states for the console). */
+  brokers?: MqEndpoint;
+  /** The webhook: transport, when outbound webhooks are configured. */
+  webhooks?: WebhookEndpoint;
 }
 
 /**
@@ -50,7 +55,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     ...(queues ? await queues.depths() : {}),
     // A peer's outbox depth, labelled with its address pattern.
     ...Object.fromEntries(Object.entries(network ? await network.peers.depths() : {}).map(([alias, n]) => [`peer:${alias}/**`, n])),
-  }));
+  }), { oldestAges: async () => (queues ? await queues.oldestAges() : {}) });
   const dedup = new DedupStore(redis, prefix, config.queues.dedupTtl);
   // redis.waitReplicas: acknowledged only once N replicas have it (closed after the router).
   const waitReplicas = config.redis.waitReplicas ?? 0;
@@ -97,8 +102,9 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     router.register(new EmailEndpoint({ redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
   }
   const outbound = Object.entries(config.webhooks).filter(([, w]) => w.url);
+  let webhooks: WebhookEndpoint | undefined;
   if (outbound.length > 0) {
-    router.register(new WebhookEndpoint({
+    router.register(webhooks = new WebhookEndpoint({
       redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
       maxAttempts: Math.max(...outbound.map(([, w]) => w.maxAttempts)), backoffMs: Math.min(...outbound.map(([, w]) => w.backoff)),
       targets: outbound.map(([name, w]) => ({ name, url: w.url!, secret: w.secret, timeoutMs: w.timeout })),
@@ -107,6 +113,6 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   if (config.network && materials.network) {
     network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, log }, cleanup);
   }
-  connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
-  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, ...(network ? { network } : {}) };
+  const brokers = connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
+  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
 }

@@ -37,6 +37,8 @@ export interface InboxOptions {
   email: boolean;
   /** Reminder e-mails this long before a task is due, e.g. [3600000] for an hour before. */
   remindersMs: number[];
+  /** Told of each decision made here (once, in the process that made it): task-age metrics. */
+  onDecided?: (task: Task, decidedAt: string) => void;
   log: Logger;
 }
 
@@ -55,8 +57,10 @@ export class Inbox implements TaskIntake {
   private readonly delivery: DecisionDelivery;
   private readonly permissions: Permissions;
   private readonly directory: Directory;
+  private readonly onDecided: InboxOptions['onDecided'];
 
   constructor(o: InboxOptions) {
+    this.onDecided = o.onDecided;
     this.store = new TaskStore(o.redis, o.prefix, o.shards ?? 1);
     this.events = new TaskEvents(o.redis, o.prefix, o.log);
     this.permissions = o.permissions;
@@ -194,6 +198,7 @@ export class Inbox implements TaskIntake {
     }
     const r = await this.store.decide(task, decision, from);
     if (!r.ok) refuse(r, id);
+    this.onDecided?.(task, decision.at);
     await this.events.publish({ type: 'decided', taskId: id, ...placeOf(task), by: decision.by });
     await this.delivery.deliver(id).catch((err) => this.delivery.failed(id, err));
     return this.get(p, id);

@@ -6,7 +6,7 @@ import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../cor
 import { UnknownTarget } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
-import { Outbox, Undeliverable } from '../../core/outbox.ts';
+import { type OutboxStatus, Outbox, Undeliverable } from '../../core/outbox.ts';
 import { systemCaller, systemMessage } from '../../core/system-message.ts';
 import type { Router } from '../../core/router.ts';
 import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY, signEnvelope } from '../../network/envelope.ts';
@@ -201,6 +201,11 @@ export class PeerEndpoint implements Endpoint {
     const out: Record<string, number> = {};
     for (const alias of this.o.map.aliases) out[alias] = await this.outbox(alias).depth();
     return out;
+  }
+
+  /** The outbox of one peer as the console shows it. */
+  outboxStatus(alias: string): Promise<OutboxStatus> {
+    return this.outbox(alias).status();
   }
 
   states(): { alias: string; state: string; lastError?: string }[] {

@@ -4,7 +4,7 @@ import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../cor
 import { UnknownTarget } from '../../core/errors.ts';
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
-import { Outbox, Undeliverable } from '../../core/outbox.ts';
+import { Outbox, Undeliverable, type OutboxStatus } from '../../core/outbox.ts';
 import { sign } from '../../network/webhook-signature.ts';
 
 export interface WebhookTarget {
@@ -60,6 +60,11 @@ export class WebhookEndpoint implements Endpoint {
       maxAttempts: o.maxAttempts, backoffMs: o.backoffMs, dedupTtlMs: o.dedupTtlMs, concurrency: 10,
       deliver: (m) => this.post(m),
     });
+  }
+
+  /** The configured webhooks, and the (shared) outbox with the last failure of each. */
+  async states(): Promise<{ name: string; outbox: OutboxStatus }[]> {
+    return Promise.all([...this.targets.keys()].map(async (name) => ({ name, outbox: await this.outbox.status(`webhook:${name}`) })));
   }
 
   private target(address: string): WebhookTarget {
