@@ -6,6 +6,7 @@ import type { AppDeps } from '../deps.ts';
 import { callerOf, principalOf } from '../middleware/authenticate.ts';
 import { csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
+import { withRequestTrace } from '../request-trace.ts';
 import { render } from '../views.ts';
 
 const NAME = /^[A-Za-z0-9_-]+$/;
@@ -45,7 +46,7 @@ export function flowRoutes(deps: AppDeps): ExpressRouter {
     const caller = callerOf(req, res);
     const body = (req.body ?? {}) as { input?: unknown; id?: unknown };
     if (typeof body !== 'object' || Array.isArray(body)) throw new ValidationError('expected a JSON object {"input": {...}}');
-    const message = createMessage({ to: `flow:${name}`, body: body.input, id: body.id }, caller.principal);
+    const message = withRequestTrace(req, createMessage({ to: `flow:${name}`, body: body.input, id: body.id }, caller.principal));
     const result = (await router.send(message, caller)) as { duplicate: boolean; instanceId?: string };
     res.status(202).json({ instanceId: result.instanceId, duplicate: result.duplicate });
   });
