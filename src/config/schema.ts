@@ -341,7 +341,12 @@ export const configSchema = z.strictObject({
           /** The OTLP/HTTP traces endpoint, path included (OpenTelemetry's OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). */
           url: z.url({ protocol: /^https?$/, error: 'expected the http:// or https:// URL of an OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces' }),
           /** Request headers for the receiver, e.g. an API key (use ${VAR}). */
-          headers: z.record(z.string().regex(/^[A-Za-z0-9-]+$/, 'expected an HTTP header name (letters, digits and -)'), z.string()).default({}),
+          headers: z
+            .record(z.string(), z.string())
+            .superRefine((h, ctx) => {
+              for (const k of Object.keys(h)) if (!/^[A-Za-z0-9-]+$/.test(k)) ctx.addIssue({ code: 'custom', path: [k], message: `expected an HTTP header name (letters, digits and -), got ${JSON.stringify(k)}` });
+            })
+            .default({}),
           /** How long one export may take. */
           timeout: duration.default(10_000),
         })
