@@ -179,3 +179,20 @@ test('outgoing webhook and e-mail carry a traceparent of the caller trace whose 
   const mp = parseTraceparent(String(mail.headers.get('traceparent')))!;
   assert.deepEqual([mp.traceId, mp.spanId], [c.traceId, mailSpan.spanId]);
 });
+
+test('hostile trace values never reach an outgoing header: a CR/LF in traceparent, an oversized or forged tracestate', { timeout: 120_000 }, async () => {
+  const c = callerContext();
+  // Over HTTP a header cannot hold CR/LF (fetch refuses), so the attacker names them in the body.
+  const r = await api(gw.url, 'POST', '/api/messages', {
+    user: 'ops',
+    body: { to: 'webhook:out', id: 'tr-evil-1', body: 1, headers: { traceparent: `${c.traceparent}\r\nx-evil: 1`, tracestate: `a=${'x'.repeat(9000)}` } },
+  });
+  assert.equal(r.status, 202, 'ignored, not an error');
+  const span = await otlp.waitFor((s) => s.attributes['messaging.message.id'] === 'tr-evil-1', 'of tr-evil-1');
+  assert.equal(span.parentSpanId, undefined, 'the broken value did not become a parent: a new trace');
+  const hook = await waitFor(async () => hookRequests.find((h) => h['x-switchboard-id'] === 'tr-evil-1'), 30_000, 'the webhook POST') as IncomingHttpHeaders;
+  assert.equal(hook['x-evil'], undefined, 'no header smuggled into the outgoing request');
+  assert.equal(hook.tracestate, undefined, 'the oversized tracestate was dropped');
+  const sent = parseTraceparent(hook.traceparent)!;
+  assert.deepEqual([sent.traceId, sent.spanId], [span.traceId, span.spanId], 'the receiver gets the new trace');
+});
