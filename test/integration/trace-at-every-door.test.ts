@@ -67,6 +67,7 @@ before(async () => {
   await new Promise<void>((ok) => smtp.listen(smtpPort, '127.0.0.1', () => ok()));
   gw = await startTestGateway(redis.url, {
     amqp: { port: 0, host: '127.0.0.1' },
+    routes: [{ from: 'queue:tr.route.in', to: 'queue:tr.route.out' }],
     tracing: { serviceName: 'doors', otlp: { url: otlp.url } },
     email: { smtp: `smtp://127.0.0.1:${smtpPort}`, from: 'switchboard@example.com', backoff: '200ms' },
     webhooks: {
@@ -195,4 +196,19 @@ test('hostile trace values never reach an outgoing header: a CR/LF in traceparen
   assert.equal(hook.tracestate, undefined, 'the oversized tracestate was dropped');
   const sent = parseTraceparent(hook.traceparent)!;
   assert.deepEqual([sent.traceId, sent.spanId], [span.traceId, span.spanId], 'the receiver gets the new trace');
+});
+
+test('a BullMQ job and a route carry the trace: the route\'s send is a child of the span that queued the message', { timeout: 120_000 }, async () => {
+  const c = callerContext();
+  assert.equal((await api(gw.url, 'POST', '/api/messages', { user: 'ops', headers: { traceparent: c.traceparent }, body: { to: 'queue:tr.route.in', id: 'tr-route-1', body: 1 } })).status, 202);
+  const queued = await otlp.waitFor(sendSpan('queue:tr.route.in', c.traceId), 'of the HTTP send');
+  const routed = await otlp.waitFor(sendSpan('queue:tr.route.out', c.traceId), 'of the route');
+  assert.equal(queued.parentSpanId, c.spanId);
+  assert.equal(routed.parentSpanId, queued.spanId, 'the job kept the traceparent the HTTP span set');
+  assert.equal(routed.attributes['switchboard.door'], 'route');
+  assert.equal(routed.kind, 4, 'PRODUCER');
+  const [m] = await gw.router.receive('queue:tr.route.out', 1, 30_000);
+  const carried = parseTraceparent(m!.headers.traceparent)!;
+  assert.deepEqual([carried.traceId, carried.spanId], [c.traceId, routed.spanId]);
+  await gw.router.ack('queue:tr.route.out', [m!.lease]);
 });
