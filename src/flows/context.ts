@@ -6,7 +6,7 @@ import { ValidationError } from '../core/errors.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../core/message.ts';
 import type { Decision, FlowContext, MessageMatch, SendOptions, TaskSpec } from './define.ts';
 import { FlowTimeout, NonDeterministicChange, Suspend } from './errors.ts';
-import { readTraceContext, withTraceContext, type TraceContext } from '../tracing/trace-context.ts';
+import { readTraceContext, storedTraceContext, withTraceContext, type TraceContext } from '../tracing/trace-context.ts';
 import { NO_TRACING, inSpan, type TraceSpan, type Tracing } from '../tracing/tracing.ts';
 import type { InstanceMeta, InstanceStore, JournalEntry } from './store.ts';
 
@@ -31,7 +31,7 @@ export interface ContextDeps {
 
 /** The trace context an instance was started in (stored with it), if any. */
 export function traceOf(meta: Pick<InstanceMeta, 'traceparent' | 'tracestate'>): TraceContext | undefined {
-  return readTraceContext({ ...(meta.traceparent ? { traceparent: meta.traceparent } : {}), ...(meta.tracestate ? { tracestate: meta.tracestate } : {}) });
+  return storedTraceContext(meta);
 }
 
 /** Deep partial equality: every field of `want` must be in `have` with an equal value. */

@@ -86,6 +86,11 @@ export function readTraceContext(headers: Readonly<Record<string, string>> | und
   return { traceparent: formatTraceparent(parent), ...(state !== undefined ? { tracestate: state } : {}) };
 }
 
+/** The valid trace context kept beside a record (a flow instance, a task), if any. */
+export function storedTraceContext(record: { traceparent?: string | undefined; tracestate?: string | undefined }): TraceContext | undefined {
+  return readTraceContext({ ...(record.traceparent ? { [TRACEPARENT]: record.traceparent } : {}), ...(record.tracestate ? { [TRACESTATE]: record.tracestate } : {}) });
+}
+
 /**
  * The headers with `traceparent`/`tracestate` set to `context` (both removed when it is
  * undefined). The same object when nothing changes, so a hop that adds nothing copies nothing.

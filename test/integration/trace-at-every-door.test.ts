@@ -21,7 +21,8 @@ import type { Gateway } from '../../src/gateway.ts';
 import { sign } from '../../src/network/webhook-signature.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 import { parseTraceparent } from '../../src/tracing/trace-context.ts';
-import { api, startTestGateway, waitFor } from '../support/gateway.ts';
+import { hashPassword } from '../../src/auth/password.ts';
+import { api, startTestGateway, USERS, waitFor } from '../support/gateway.ts';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -74,8 +75,10 @@ before(async () => {
       out: { url: `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/hook`, secret: SECRET, backoff: '200ms' },
       inh: { secret: SECRET, inbound: { to: 'queue:tr.hook' } },
     },
+    // ops has an e-mail address, for the notice of a task
+    directory: { type: 'file', users: [{ name: 'ops', passwordHash: await hashPassword(USERS.ops), groups: ['ops'], email: 'ops@example.com' }] },
     permissions: [
-      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'webhook:out', verbs: ['send'] }, { address: 'email:**', verbs: ['send'] }] },
+      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'webhook:out', verbs: ['send'] }, { address: 'email:**', verbs: ['send'] }, { address: 'person:ops', verbs: ['send', 'consume'] }] },
     ],
   });
 });
@@ -211,4 +214,18 @@ test('a BullMQ job and a route carry the trace: the route\'s send is a child of 
   const carried = parseTraceparent(m!.headers.traceparent)!;
   assert.deepEqual([carried.traceId, carried.spanId], [c.traceId, routed.spanId]);
   await gw.router.ack('queue:tr.route.out', [m!.lease]);
+});
+
+test('a task keeps the trace it was asked in: its e-mail notice is a child of the send that made the task', { timeout: 120_000 }, async () => {
+  const c = callerContext();
+  const r = await api(gw.url, 'POST', '/api/messages', { user: 'ops', headers: { traceparent: c.traceparent }, body: { to: 'person:ops', id: 'tr-task-1', body: { title: 'Check the trace', actions: ['done'] } } });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  const toTask = await otlp.waitFor(sendSpan('person:ops', c.traceId), 'of the task send');
+  const notice = await otlp.waitFor(sendSpan('email:ops@example.com', c.traceId), 'of the notice');
+  assert.equal(toTask.parentSpanId, c.spanId);
+  assert.equal(notice.parentSpanId, toTask.spanId, 'the notice continues the trace stored with the task');
+  assert.equal(notice.attributes['switchboard.door'], 'inbox');
+  const mail = await waitFor(async () => mails.find((m) => m.to.includes('ops@example.com')), 30_000, 'the notice e-mail') as (typeof mails)[number];
+  const mp = parseTraceparent(String(mail.headers.get('traceparent')))!;
+  assert.deepEqual([mp.traceId, mp.spanId], [c.traceId, notice.spanId]);
 });
