@@ -219,21 +219,29 @@ export class FlowRuntime {
     const parent = readTraceContext(message.headers);
     const span = this.tracing.startSpan(`flow ${name}`, { ...(parent ? { parent } : {}), attributes: { 'switchboard.flow': name, 'switchboard.flow.instance': id, 'switchboard.flow.starter': principalId(message.sender) } });
     const trace = span.context;
-    const created = await this.store.create({
-      id,
-      flow: name,
-      status: 'running',
-      input: parsed.data,
-      createdAt: now,
-      updatedAt: now,
-      startedBy: principalId(message.sender),
-      // 128 random bits as 22 characters (an HMAC key; instances stored with 32 hex digits keep them).
-      secret: randomBytes(16).toString('base64url'),
-      ...(message.replyTo ? { replyTo: message.replyTo } : {}),
-      ...(message.correlationId ? { correlationId: message.correlationId } : {}),
-      ...(trace ? { traceparent: trace.traceparent, ...(trace.tracestate !== undefined ? { tracestate: trace.tracestate } : {}) } : {}),
-    }).finally(() => span.end());
-    span.setAttribute('switchboard.duplicate', !created);
+    let created: boolean;
+    try {
+      created = await this.store.create({
+        id,
+        flow: name,
+        status: 'running',
+        input: parsed.data,
+        createdAt: now,
+        updatedAt: now,
+        startedBy: principalId(message.sender),
+        // 128 random bits as 22 characters (an HMAC key; instances stored with 32 hex digits keep them).
+        secret: randomBytes(16).toString('base64url'),
+        ...(message.replyTo ? { replyTo: message.replyTo } : {}),
+        ...(message.correlationId ? { correlationId: message.correlationId } : {}),
+        ...(trace ? { traceparent: trace.traceparent, ...(trace.tracestate !== undefined ? { tracestate: trace.tracestate } : {}) } : {}),
+      });
+      span.setAttribute('switchboard.duplicate', !created);
+    } catch (err) {
+      span.fail(err);
+      throw err;
+    } finally {
+      span.end();
+    }
     // Woken even for a duplicate: a crash between create and wake is repaired by the sender's retry.
     await this.wake(id);
     return { instanceId: id, duplicate: !created };
