@@ -48,6 +48,16 @@ export async function openTracing(o: TracingOptions): Promise<Tracing> {
     resource: resources.resourceFromAttributes({ 'service.name': o.serviceName }),
     spanProcessors: [new sdk.BatchSpanProcessor(exporter, { scheduledDelayMillis: o.otlp.flushEveryMs ?? 2000 })],
   });
+  // OpenTelemetry reports a receiver it cannot reach through its diagnostics logger, silent by
+  // default: an operator should see that spans are lost. (The logger is process-wide: with several
+  // gateways in one process, the log of the last one opened gets it.)
+  api.diag.setLogger({
+    error: (message: string, ...args: unknown[]) => o.log.warn({ detail: args.map(String).join(' ') || undefined }, `tracing: ${message}`),
+    warn: (message: string, ...args: unknown[]) => o.log.warn({ detail: args.map(String).join(' ') || undefined }, `tracing: ${message}`),
+    info: () => {},
+    debug: () => {},
+    verbose: () => {},
+  }, { logLevel: api.DiagLogLevel.WARN, suppressOverrideMessage: true });
   const tracer = provider.getTracer('switchboard');
   o.log.info({ url: o.otlp.url }, 'tracing: spans are exported over OTLP/HTTP');
 

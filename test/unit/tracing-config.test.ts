@@ -56,3 +56,22 @@ describe('tracing off costs nothing', () => {
     assert.match(readFileSync(join(SRC, 'tracing', 'otel-tracing.ts'), 'utf8'), /import\('@opentelemetry\/sdk-trace-base'\)/);
   });
 });
+
+describe('an unreachable receiver', () => {
+  test('is logged as a warning each time spans cannot be exported, not only at the stop; sending goes on', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(l) });
+    // Port 9 (discard) on loopback: nothing listens, the export is refused at once.
+    const tracing = await openTracing({ serviceName: 'x', otlp: { url: 'http://127.0.0.1:9/v1/traces', timeoutMs: 2000, flushEveryMs: 100 }, log });
+    try {
+      const span = tracing.startSpan('lost');
+      assert.ok(span.context, 'the span still has a context to carry');
+      span.end();
+      const warned = () => lines.some((l) => /"level":40/.test(l) && /tracing: /.test(l));
+      for (let i = 0; i < 100 && !warned(); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(warned(), `a warning while running: ${lines.join('')}`);
+    } finally {
+      await tracing.shutdown();
+    }
+  });
+});
