@@ -333,6 +333,28 @@ export const configSchema = z.strictObject({
       unauthenticatedPerMinute: z.number().int().min(1).default(20),
     })
     .default({ retention: 90 * 86_400_000, unauthenticatedPerMinute: 20 }),
+  /** Spans over OTLP/HTTP (DESIGN §11); off without `otlp`. Trace contexts are carried either way. */
+  tracing: z
+    .strictObject({
+      otlp: z
+        .strictObject({
+          /** The OTLP/HTTP traces endpoint, path included (OpenTelemetry's OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). */
+          url: z.url({ protocol: /^https?$/, error: 'expected the http:// or https:// URL of an OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces' }),
+          /** Request headers for the receiver, e.g. an API key (use ${VAR}). */
+          headers: z
+            .record(z.string(), z.string())
+            .superRefine((h, ctx) => {
+              for (const k of Object.keys(h)) if (!/^[A-Za-z0-9-]+$/.test(k)) ctx.addIssue({ code: 'custom', path: [k], message: `expected an HTTP header name (letters, digits and -), got ${JSON.stringify(k)}` });
+            })
+            .default({}),
+          /** How long one export may take. */
+          timeout: duration.default(10_000),
+        })
+        .optional(),
+      /** `service.name` of this gateway's spans. */
+      serviceName: z.string().min(1).max(200).default('switchboard'),
+    })
+    .default({ serviceName: 'switchboard' }),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
 });
 

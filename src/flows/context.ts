@@ -6,6 +6,8 @@ import { ValidationError } from '../core/errors.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../core/message.ts';
 import type { Decision, FlowContext, MessageMatch, SendOptions, TaskSpec } from './define.ts';
 import { FlowTimeout, NonDeterministicChange, Suspend } from './errors.ts';
+import { readTraceContext, storedTraceContext, withTraceContext, type TraceContext } from '../tracing/trace-context.ts';
+import { NO_TRACING, inSpan, type TraceSpan, type Tracing } from '../tracing/tracing.ts';
 import type { InstanceMeta, InstanceStore, JournalEntry } from './store.ts';
 
 /** What one run tells the context it lends itself to (a sticky context lives through many runs). */
@@ -19,7 +21,17 @@ export interface ContextDeps {
   send(message: Message): Promise<SendResult>;
   /** Schedules a run of this instance at `at` (epoch ms); `key` makes repeats one timer. */
   wakeAt(id: string, at: number, key: string): Promise<void>;
+  /**
+   * Spans of the steps this context runs (not of those it replays).
+   * @defaultValue NO_TRACING
+   */
+  tracing?: Tracing;
   log: Logger;
+}
+
+/** The trace context an instance was started in (stored with it), if any. */
+export function traceOf(meta: Pick<InstanceMeta, 'traceparent' | 'tracestate'>): TraceContext | undefined {
+  return storedTraceContext(meta);
 }
 
 /** Deep partial equality: every field of `want` must be in `have` with an equal value. */
@@ -235,13 +247,25 @@ export class ReplayContext implements FlowContext {
     return `${id}:${createHmac('sha256', this.meta.secret).update(id).digest('hex').slice(0, 32)}`;
   }
 
-  private message(n: number, to: string, body: unknown, o: SendOptions = {}): Message {
+  /**
+   * A step that does new work is a span, a child of the instance's span: on a replay, here or on
+   * another process, steps already journaled make no span again.
+   */
+  private inStep<T>(n: number, kind: JournalEntry['kind'], target: string | undefined, work: (span: TraceSpan) => Promise<T>): Promise<T> {
+    const parent = traceOf(this.meta);
+    return inSpan(this.deps.tracing ?? NO_TRACING, `flow ${this.flow} ${kind}${target ? ` ${target}` : ''}`, {
+      ...(parent ? { parent } : {}),
+      attributes: { 'switchboard.flow': this.flow, 'switchboard.flow.instance': this.id, 'switchboard.flow.step': n, 'switchboard.flow.step.kind': kind, 'switchboard.flow.step.target': target },
+    }, work);
+  }
+
+  private message(n: number, to: string, body: unknown, o: SendOptions = {}, trace?: TraceContext): Message {
     return {
       id: this.stepId(n),
       to,
       from: this.address,
       sender: { kind: 'flow', name: this.flow },
-      headers: { ...(o.headers ?? {}) },
+      headers: withTraceContext({ ...(o.headers ?? {}) }, trace),
       contentType: 'application/json',
       body: body ?? null,
       createdAt: new Date().toISOString(),
@@ -255,8 +279,11 @@ export class ReplayContext implements FlowContext {
     const { n, rec } = this.next('send', to);
     if (rec) return rec.result as { id: string };
     await this.beforeEffect();
-    const m = this.message(n, to, body, options);
-    await this.deps.send(m);
+    const m = await this.inStep(n, 'send', to, async (span) => {
+      const out = this.message(n, to, body, options, span.context);
+      await this.deps.send(out);
+      return out;
+    });
     this.pending.push({ n, kind: 'send', target: to, at: new Date().toISOString(), done: true, result: { id: m.id } });
     if (!this.batching) await this.flush();
     return { id: m.id };
@@ -271,7 +298,7 @@ export class ReplayContext implements FlowContext {
       await this.beforeEffect();
       deadline = options.timeout !== undefined ? Date.now() + parseDuration(options.timeout) : undefined;
       const correlation = this.token(n);
-      const sent = await this.deps.send(this.message(n, to, body, { ...options, correlationId: correlation, replyTo: this.address }));
+      const sent = await this.inStep(n, kind, to, (span) => this.deps.send(this.message(n, to, body, { ...options, correlationId: correlation, replyTo: this.address }, span.context)));
       const entry: JournalEntry = {
         n, kind, target: to, at: new Date().toISOString(), done: false, correlation,
         ...(sent.taskId !== undefined ? { task: sent.taskId } : {}), ...(deadline !== undefined ? { deadline } : {}),
@@ -299,6 +326,7 @@ export class ReplayContext implements FlowContext {
         await this.flush();
         await this.deps.store.consume(this.id, entry, raw);
         this.journal.set(n, entry);
+        this.traceAnswer(n, kind, message);
         return decodeMessage(message);
       }
       if (deadline !== undefined && Date.now() >= deadline) {
@@ -311,6 +339,19 @@ export class ReplayContext implements FlowContext {
       this.waitingOn = { step: n, kind, ...(target ? { target } : {}), ...(deadline !== undefined ? { until: new Date(deadline).toISOString() } : {}) };
       await this.park();
     }
+  }
+
+  /**
+   * The instance takes an answer: a span that continues the answer's own trace (the decision,
+   * the broker's reply, the message received), so the trace shows what the flow went on with.
+   */
+  private traceAnswer(n: number, kind: JournalEntry['kind'], message: StoredMessage): void {
+    const parent = readTraceContext(message.headers) ?? traceOf(this.meta);
+    (this.deps.tracing ?? NO_TRACING).startSpan(`flow ${this.flow} ${kind} answered`, {
+      kind: 'consumer',
+      ...(parent ? { parent } : {}),
+      attributes: { 'switchboard.flow': this.flow, 'switchboard.flow.instance': this.id, 'switchboard.flow.step': n, 'messaging.message.id': message.id },
+    }).end();
   }
 
   /**
@@ -413,7 +454,7 @@ export class ReplayContext implements FlowContext {
     await this.beforeEffect();
     let entry: JournalEntry;
     try {
-      const result = toJson(await fn()) as T;
+      const result = toJson(await this.inStep(n, 'step', name, async () => fn())) as T;
       entry = { n, kind: 'step', target: name, at: new Date().toISOString(), done: true, result };
       await this.deps.store.writeSteps(this.id, [entry]);
       return result;

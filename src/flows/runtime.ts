@@ -5,7 +5,9 @@ import type { Logger } from 'pino';
 import { Conflict, NotFound, ValidationError } from '../core/errors.ts';
 import { encodeMessage, principalId, type Message } from '../core/message.ts';
 import type { Router } from '../core/router.ts';
-import { ReplayContext, answers } from './context.ts';
+import { readTraceContext, withTraceContext } from '../tracing/trace-context.ts';
+import { NO_TRACING, type Tracing } from '../tracing/tracing.ts';
+import { ReplayContext, answers, traceOf } from './context.ts';
 import type { FlowDefinition } from './define.ts';
 import { ReplyRefused, Suspend } from './errors.ts';
 import { UNSHARDED_RUN_QUEUE, runQueues, runShard } from './keys.ts';
@@ -49,6 +51,11 @@ export interface FlowRuntimeOptions {
   stickyInstances?: number;
   /** Told of every instance that ends (completed, failed, cancelled): the outcome counters of /metrics. */
   onOutcome?: (flow: string, status: FlowStatus) => void;
+  /**
+   * Spans of instances and their steps (see `openTracing`).
+   * @defaultValue NO_TRACING
+   */
+  tracing?: Tracing;
   log: Logger;
 }
 
@@ -120,8 +127,10 @@ export class FlowRuntime {
   /** The look at the unsharded queue `{flow-runs}` for runs left from before the sharding. */
   private leftovers?: Promise<void>;
   private closing = false;
+  private readonly tracing: Tracing;
 
   constructor(private readonly o: FlowRuntimeOptions) {
+    this.tracing = o.tracing ?? NO_TRACING;
     this.store = new InstanceStore(o.redis, o.prefix);
     this.stickyLimit = Math.max(0, o.stickyInstances ?? 1000);
     this.shards = Math.max(1, o.shards ?? 1);
@@ -234,19 +243,34 @@ export class FlowRuntime {
     const fresh = FlowRuntime.newInstanceId();
     const id = (await this.store.claimStart(FlowRuntime.startDigest(name, principalId(message.sender), message.id), fresh, Math.max(this.o.retentionMs, 86_400_000))) ?? fresh;
     const now = new Date().toISOString();
-    const created = await this.store.create({
-      id,
-      flow: name,
-      status: 'running',
-      input: parsed.data,
-      createdAt: now,
-      updatedAt: now,
-      startedBy: principalId(message.sender),
-      // 128 random bits as 22 characters (an HMAC key; instances stored with 32 hex digits keep them).
-      secret: randomBytes(16).toString('base64url'),
-      ...(message.replyTo ? { replyTo: message.replyTo } : {}),
-      ...(message.correlationId ? { correlationId: message.correlationId } : {}),
-    });
+    // The instance is one span of the trace that started it, and its context is stored with it:
+    // every step, on whichever process and after however many replays, is a child of this span.
+    const parent = readTraceContext(message.headers);
+    const span = this.tracing.startSpan(`flow ${name}`, { ...(parent ? { parent } : {}), attributes: { 'switchboard.flow': name, 'switchboard.flow.instance': id, 'switchboard.flow.starter': principalId(message.sender) } });
+    const trace = span.context;
+    let created: boolean;
+    try {
+      created = await this.store.create({
+        id,
+        flow: name,
+        status: 'running',
+        input: parsed.data,
+        createdAt: now,
+        updatedAt: now,
+        startedBy: principalId(message.sender),
+        // 128 random bits as 22 characters (an HMAC key; instances stored with 32 hex digits keep them).
+        secret: randomBytes(16).toString('base64url'),
+        ...(message.replyTo ? { replyTo: message.replyTo } : {}),
+        ...(message.correlationId ? { correlationId: message.correlationId } : {}),
+        ...(trace ? { traceparent: trace.traceparent, ...(trace.tracestate !== undefined ? { tracestate: trace.tracestate } : {}) } : {}),
+      });
+      span.setAttribute('switchboard.duplicate', !created);
+    } catch (err) {
+      span.fail(err);
+      throw err;
+    } finally {
+      span.end();
+    }
     // Woken even for a duplicate: a crash between create and wake is repaired by the sender's retry.
     await this.wake(id);
     return { instanceId: id, duplicate: !created };
@@ -342,6 +366,7 @@ export class FlowRuntime {
           store: this.store,
           send: (m) => this.o.router.send(m, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' }),
           wakeAt: (i, at, key) => this.wake(i, at, key),
+          tracing: this.tracing,
           log: this.o.log,
         }, control);
         ctx.sticky = this.stickyLimit > 0;
@@ -405,7 +430,7 @@ export class FlowRuntime {
       // The flow's answer to whoever started it with replyTo (request-reply between flows and clients).
       await this.o.router.send({
         id: `${meta.id}:result`, to: meta.replyTo, from: `flow:${meta.flow}/${meta.id}`, sender: { kind: 'flow', name: meta.flow },
-        headers: {}, contentType: 'application/json', body: value, createdAt: new Date().toISOString(),
+        headers: withTraceContext({}, traceOf(meta)), contentType: 'application/json', body: value, createdAt: new Date().toISOString(),
         ...(meta.correlationId ? { correlationId: meta.correlationId } : {}),
       }, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' });
     }

@@ -50,6 +50,9 @@ export interface InstanceMeta {
    * so a reply can be bound to the step that asked without trusting a guessable id.
    */
   secret?: string;
+  /** The W3C trace context of the instance's span (DESIGN §11): its steps are spans of this trace. */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);

@@ -30,6 +30,7 @@ export async function startFlows(config: Config, flowDefs: FlowDefinitions, redi
     retentionMs: config.flows.retention,
     stickyInstances: config.flows.stickyInstances,
     onOutcome: (flow, outcome) => transports.metrics.flowOutcomes.inc({ flow, outcome }),
+    tracing: transports.tracing,
     log,
   });
   router.register(new FlowEndpoint(flows));

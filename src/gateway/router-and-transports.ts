@@ -14,6 +14,9 @@ import { TmpEndpoint } from '../endpoints/tmp/tmp-endpoint.ts';
 import { TopicEndpoint } from '../endpoints/topic/topic-endpoint.ts';
 import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
 import { ReplicaWait } from '../store/replica-wait.ts';
+import { openTracing } from '../tracing/otel-tracing.ts';
+import { traceSend } from '../tracing/trace-send.ts';
+import type { Tracing } from '../tracing/tracing.ts';
 import { connectBrokers } from './brokers.ts';
 import type { MqEndpoint } from '../endpoints/mq/mq-endpoint.ts';
 import type { Cleanup } from './cleanup.ts';
@@ -37,6 +40,8 @@ export interface Transports {
   brokers?: MqEndpoint;
   /** The webhook: transport, when outbound webhooks are configured. */
   webhooks?: WebhookEndpoint;
+  /** Spans, when `tracing.otlp` is set; otherwise trace contexts only pass through. */
+  tracing: Tracing;
 }
 
 /**
@@ -61,8 +66,12 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   const waitReplicas = config.redis.waitReplicas ?? 0;
   const replicaWait = waitReplicas > 0 ? new ReplicaWait({ redis, prefix, replicas: waitReplicas, timeoutMs: config.redis.waitTimeout ?? 2000, log }) : undefined;
   if (replicaWait) cleanup.push(() => replicaWait.close());
+  const t = config.tracing;
+  const tracing = await openTracing({ serviceName: t.serviceName, log, ...(t.otlp ? { otlp: { url: t.otlp.url, headers: t.otlp.headers, timeoutMs: t.otlp.timeout } } : {}) });
+  cleanup.push(() => tracing.shutdown()); // pushed before the router: its last spans are sent after it closed
   // Every message that enters the router passes this chain, in this order (DESIGN §5).
   const router = new Router(dedup, metrics, log, [
+    traceSend(tracing), // first: a refusal further down is a failed span, and every hop continues the caller's trace
     auditDenials(audit),
     requirePrincipal,
     demoteReservedHeaders,
@@ -114,5 +123,5 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, log }, cleanup);
   }
   const brokers = connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
-  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
+  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, tracing, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
 }

@@ -231,7 +231,7 @@ function refuse(outcome: Exclude<Outcome, { ok: true }>, id: string): never {
 }
 
 /** A task without its routing (replyTo, correlationId, messageId): those are the gateway's business. */
-function publicTask(t: Task & { replyTo?: string; correlationId?: string; messageId?: string }): Task {
-  const { replyTo: _r, correlationId: _c, messageId: _m, ...rest } = t;
+function publicTask(t: Task & { replyTo?: string; correlationId?: string; messageId?: string; traceparent?: string; tracestate?: string }): Task {
+  const { replyTo: _r, correlationId: _c, messageId: _m, traceparent: _p, tracestate: _s, ...rest } = t;
   return rest;
 }

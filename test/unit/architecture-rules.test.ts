@@ -21,6 +21,7 @@ const RULES = [
   'only-the-config-edge-reads-files',
   'no-circular',
   'not-to-test-from-src',
+  'tracing-is-a-small-room',
 ];
 
 /**
@@ -46,6 +47,8 @@ const FIXTURE: Record<string, string> = {
   'src/auth/permissions.ts': "import { readFileSync } from 'node:fs';\nexport const can = readFileSync;\n",
   // good: the config edge reads files
   'src/config/load.ts': "import { readFileSync } from 'node:fs';\nexport const load = readFileSync;\n",
+  // good: the tracing room imports the core; bad: it reaches up into auth
+  'src/tracing/tracing.ts': "import type { Endpoint } from '../core/endpoint.ts';\nimport { can } from '../auth/permissions.ts';\nexport const t: [Endpoint?, unknown?] = [undefined, can];\n",
   // bad: a cycle
   'src/people/inbox.ts': "import { tasks } from './task-store.ts';\nexport const inbox = () => tasks;\n",
   'src/people/task-store.ts': "import { inbox } from './inbox.ts';\nexport const tasks = () => inbox;\n",
@@ -110,6 +113,7 @@ describe('the architecture rules (dependency-cruiser)', () => {
     { rule: 'flows-import-only-the-flow-api', from: 'workflows/bad-flow.ts', to: 'src/core/router.ts' },
     { rule: 'only-the-config-edge-reads-files', from: 'src/auth/permissions.ts', to: 'fs' },
     { rule: 'not-to-test-from-src', from: 'src/log.ts', to: 'test/support/helper.ts' },
+    { rule: 'tracing-is-a-small-room', from: 'src/tracing/tracing.ts', to: 'src/auth/permissions.ts' },
   ];
   for (const v of expected) {
     test(`${v.rule}: ${v.from} → ${v.to} is refused`, () => {

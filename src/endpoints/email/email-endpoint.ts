@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
+import { traceHeaders } from '../../tracing/trace-context.ts';
 import { Outbox } from '../../core/outbox.ts';
 
 export interface EmailOptions {
@@ -58,7 +59,7 @@ export class EmailEndpoint implements Endpoint {
         await this.transport.sendMail({
           from: o.from, to: m.to.slice('email:'.length), subject: mail.subject, text: mail.text, ...(mail.html ? { html: mail.html } : {}),
           // Derived from the message id, so a resend after a crash threads as the same mail.
-          messageId: `<${createHash('sha256').update(m.id).digest('hex').slice(0, 32)}@switchboard>`, headers: { 'X-Switchboard-Id': m.id },
+          messageId: `<${createHash('sha256').update(m.id).digest('hex').slice(0, 32)}@switchboard>`, headers: { 'X-Switchboard-Id': m.id, ...traceHeaders(m.headers) },
         });
       },
     });

@@ -5,6 +5,7 @@ import { UnknownTarget } from '../../core/errors.ts';
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { Outbox, Undeliverable, type OutboxStatus } from '../../core/outbox.ts';
+import { traceHeaders } from '../../tracing/trace-context.ts';
 import { sign } from '../../network/webhook-signature.ts';
 
 export interface WebhookTarget {
@@ -98,6 +99,7 @@ export class WebhookEndpoint implements Endpoint {
           'x-switchboard-sender': sender,
           ...(m.correlationId ? { 'x-switchboard-correlation-id': m.correlationId } : {}),
           ...(m.subject ? { 'x-switchboard-subject': m.subject } : {}),
+          ...traceHeaders(m.headers), // W3C traceparent/tracestate: the receiver continues the trace
         },
       });
     } catch (err) {

@@ -9,6 +9,7 @@ import { csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
 import { clampedInt, operation, parseWith, requestOf } from '../openapi-operation.ts';
 import { FlowInstance, FlowStatus } from '../openapi-schemas.ts';
+import { withRequestTrace } from '../request-trace.ts';
 import { render } from '../views.ts';
 import { MessageId } from './messages.ts';
 
@@ -91,7 +92,7 @@ export function flowRoutes(deps: AppDeps): ExpressRouter {
     // nothing of which flows exist (403 for every name); the flow endpoint answers 404 after.
     const caller = callerOf(req, res);
     const body = requestOf.body(flowOperations.start, req);
-    const message = createMessage({ to: `flow:${name}`, body: body.input, id: body.id }, caller.principal);
+    const message = withRequestTrace(req, createMessage({ to: `flow:${name}`, body: body.input, id: body.id }, caller.principal));
     const result = (await router.send(message, caller)) as { duplicate: boolean; instanceId?: string };
     res.status(202).json({ instanceId: result.instanceId, duplicate: result.duplicate });
   });

@@ -37,6 +37,7 @@ export const messageOperations = {
     errors: [400, 403, 404],
   }),
 };
+import { withRequestTrace } from '../request-trace.ts';
 
 /** POST /api/messages — the HTTP door's send. 202 only after the destination durably accepted. */
 export function messageRoutes({ router }: AppDeps): ExpressRouter {
@@ -47,7 +48,7 @@ export function messageRoutes({ router }: AppDeps): ExpressRouter {
     requestOf.body(send, req);
     // The sender is always the authenticated principal; a `sender` in the body is ignored. Whether
     // it may send there (and ask for replies where it asks) is the router's pipeline to decide.
-    const message = createMessage(req.body ?? {}, caller.principal);
+    const message = withRequestTrace(req, createMessage(req.body ?? {}, caller.principal));
     const result = await router.send(message, caller);
     res.status(202).json({ id: result.id, duplicate: result.duplicate });
   });
