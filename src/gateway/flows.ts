@@ -29,6 +29,7 @@ export async function startFlows(config: Config, flowDefs: FlowDefinitions, redi
     stalledCheckMs: config.flows.stalledCheck,
     retentionMs: config.flows.retention,
     stickyInstances: config.flows.stickyInstances,
+    lifecycle: transports.events.report,
     log,
   });
   router.register(new FlowEndpoint(flows));
