@@ -21,6 +21,7 @@ const RULES = [
   'only-the-config-edge-reads-files',
   'no-circular',
   'not-to-test-from-src',
+  'events-go-through-the-router',
 ];
 
 /**
@@ -52,6 +53,8 @@ const FIXTURE: Record<string, string> = {
   // bad: product code imports test code
   'src/log.ts': "import { helper } from '../test/support/helper.ts';\nexport const log = helper;\n",
   'test/support/helper.ts': 'export const helper = 1;\n',
+  // good: events import the core; bad: they reach the people application
+  'src/events/lifecycle-events.ts': "import type { Endpoint } from '../core/endpoint.ts';\nimport { inbox } from '../people/inbox.ts';\nexport const e = [inbox] as unknown as Endpoint[];\n",
   // good: a flow imports the flow API, zod and its own files; bad: one imports the core
   'workflows/shared.ts': 'export const limit = 10;\n',
   'workflows/good-flow.ts':
@@ -110,6 +113,7 @@ describe('the architecture rules (dependency-cruiser)', () => {
     { rule: 'flows-import-only-the-flow-api', from: 'workflows/bad-flow.ts', to: 'src/core/router.ts' },
     { rule: 'only-the-config-edge-reads-files', from: 'src/auth/permissions.ts', to: 'fs' },
     { rule: 'not-to-test-from-src', from: 'src/log.ts', to: 'test/support/helper.ts' },
+    { rule: 'events-go-through-the-router', from: 'src/events/lifecycle-events.ts', to: 'src/people/inbox.ts' },
   ];
   for (const v of expected) {
     test(`${v.rule}: ${v.from} → ${v.to} is refused`, () => {
