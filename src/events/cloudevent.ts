@@ -69,6 +69,11 @@ export function eventId(type: string, key: string): string {
   return `ev-${createHash('sha256').update(`${type}\0${key}`).digest('base64url').slice(0, 32)}`;
 }
 
+/** True for an id `eventId` makes (the message id of a lifecycle event). */
+export function isEventId(id: unknown): boolean {
+  return typeof id === 'string' && /^ev-[A-Za-z0-9_-]{32}$/.test(id);
+}
+
 /** Builds the CloudEvent for a reported lifecycle event. */
 export function buildCloudEvent(e: LifecycleEvent, source: string, now = new Date()): CloudEvent {
   return {

@@ -6,7 +6,7 @@ import type { Metrics } from '../core/metrics.ts';
 import { Outbox, Undeliverable } from '../core/outbox.ts';
 import type { Router } from '../core/router.ts';
 import { systemCaller } from '../core/system-message.ts';
-import { buildCloudEvent, defaultMode, eventMessage, type ContentMode } from './cloudevent.ts';
+import { buildCloudEvent, defaultMode, eventMessage, isEventId, type ContentMode } from './cloudevent.ts';
 import { matchesType, parseTypePattern, type TypePattern } from './event-types.ts';
 
 /** One `events[]` entry of the config: which types go where, and how. */
@@ -84,6 +84,9 @@ export class LifecycleEvents {
   /** Reports an event: stored for each destination whose types match; never throws. */
   readonly report = (e: LifecycleEvent): void => {
     if (this.closed || !this.outbox) return;
+    // An event about an event (one dead-lettered at a consumer that refuses them) would make
+    // another, to the same consumer, without end: those stay in the dead letters and the metrics.
+    if (isEventId(e.data.messageId)) return;
     const targets = this.routes.filter((r) => r.patterns.some((p) => matchesType(p, e.type)));
     if (targets.length === 0) return;
     const event = buildCloudEvent(e, this.o.source);

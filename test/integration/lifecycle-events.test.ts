@@ -51,6 +51,17 @@ export default defineFlow({
 import { z } from 'zod';
 export default defineFlow({ name: 'quick', input: z.object({ n: z.number() }), async run(_ctx, input) { return { n: input.n }; } });
 `,
+  'escalate.ts': `import { defineFlow } from 'switchboard';
+import { z } from 'zod';
+export default defineFlow({
+  name: 'escalate',
+  input: z.object({ ref: z.string() }),
+  async run(ctx, input) {
+    const d = await ctx.ask('group:ops', { title: 'Overdue ' + input.ref, actions: ['ok'], due: '1s', escalateTo: 'group:seniors' });
+    return d.action;
+  },
+});
+`,
   'boom.ts': `import { defineFlow } from 'switchboard';
 import { z } from 'zod';
 export default defineFlow({ name: 'boom', input: z.object({}), async run() { throw new Error('boom on purpose'); } });
@@ -168,11 +179,13 @@ before(async () => {
       { types: ['switchboard.flow.*'], to: 'mq:legacy/ops.events' },
       { types: ['switchboard.flow.completed', 'switchboard.task.*', 'switchboard.permission.changed'], to: 'webhook:siem' },
       { types: ['switchboard.**'], to: 'queue:ops.events' },
+      // A consumer that refuses every event: were dead letters of events events, this would never end.
+      { types: ['switchboard.flow.completed', 'switchboard.message.dead-lettered'], to: 'queue:ops.reject' },
     ],
     permissions: [
-      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'browse'] }, { address: 'group:ops', verbs: ['consume'] }, { address: 'webhook:**', verbs: ['send', 'browse'] }] },
+      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'browse'] }, { address: 'group:ops', verbs: ['consume'] }, { address: 'group:seniors', verbs: ['consume'] }, { address: 'webhook:**', verbs: ['send', 'browse'] }] },
       // clerk may publish to the events queue (as itself), which is where a forgery would be tried.
-      { group: 'clerks', allow: [{ address: 'queue:ops.events', verbs: ['send'] }] },
+      { group: 'clerks', allow: [{ address: 'queue:ops.events', verbs: ['send'] }, { address: 'group:ops', verbs: ['consume'] }] },
       { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
     ],
     log: { level: 'error' },
@@ -281,6 +294,35 @@ test('a failed flow is an event; a refused change (bad input, a non-admin granti
   assert.equal(changes[0]!.body.data.rule.address, 'queue:extra.*');
 });
 
+test('delegation, escalation, cancellation and a retried failure are events, each with who and what', { timeout: 90_000 }, async () => {
+  const id = await startFlow('approve', { ref: 'INV-2', password: SECRET_INPUT });
+  const task = await waitFor(async () => (await api(gw!.url, 'GET', '/api/tasks', { user: 'ops' })).body.tasks.find((t: any) => t.title === 'Approve INV-2'), 30_000, 'the task');
+  const delegated = await api(gw!.url, 'POST', `/api/tasks/${task.id}/delegate`, { user: 'ops', body: { to: 'clerk' } });
+  assert.equal(delegated.status, 200, JSON.stringify(delegated.body));
+  const cancelled = await api(gw!.url, 'POST', `/api/flows/approve/${id}/cancel`, { user: 'ops' });
+  assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+  await waitFor(async () => eventsOf('switchboard.task.delegated', `task:${task.id}`).length === 1 && eventsOf('switchboard.flow.cancelled', `flow:approve/${id}`).length === 1, 30_000, 'delegated and cancelled');
+  const d = eventsOf('switchboard.task.delegated', `task:${task.id}`)[0]!.body.data;
+  assert.equal(d.by, 'user:ops');
+  assert.equal(d.assignee, 'clerk');
+  assert.deepEqual(d.previous, { group: 'ops' });
+  assert.deepEqual(eventsOf('switchboard.flow.cancelled', `flow:approve/${id}`)[0]!.body.data, { flow: 'approve', instanceId: id, by: 'user:ops' });
+
+  const late = await startFlow('escalate', { ref: 'L-1' });
+  await waitFor(async () => eventsOf('switchboard.task.escalated').some((e) => e.body.data.group === 'seniors'), 30_000, 'task.escalated');
+  const esc = eventsOf('switchboard.task.escalated').find((e) => e.body.data.group === 'seniors')!.body.data;
+  assert.deepEqual(esc.previous, { group: 'ops' });
+  assert.equal(esc.by, 'system:switchboard');
+  assert.equal(eventsOf('switchboard.flow.waiting', `flow:escalate/${late}`).length, 1);
+
+  const boom = await startFlow('boom', {});
+  await waitFor(async () => eventsOf('switchboard.flow.failed', `flow:boom/${boom}`).length === 1, 30_000, 'the first failure');
+  const retried = await api(gw!.url, 'POST', `/api/flows/boom/${boom}/retry`, { user: 'ops' });
+  assert.equal(retried.status, 200, JSON.stringify(retried.body));
+  await waitFor(async () => eventsOf('switchboard.flow.failed', `flow:boom/${boom}`).length === 2, 30_000, 'the failure of the retry');
+  assert.deepEqual(eventsOf('switchboard.flow.failed', `flow:boom/${boom}`).map((e) => e.body.data.attempt).sort(), [0, 1]);
+});
+
 test('a dead letter and its replay are events', { timeout: 60_000 }, async () => {
   const sent = await api(gw!.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'webhook:refusing', id: 'to-be-refused', body: { x: 1 } } });
   assert.equal(sent.status, 202, JSON.stringify(sent.body));
@@ -295,6 +337,27 @@ test('a dead letter and its replay are events', { timeout: 60_000 }, async () =>
   assert.equal(eventsOf('switchboard.message.replayed', 'webhook:refusing')[0]!.body.data.replayed, 1);
   // The replayed message is refused again: a second dead-lettering, a second event.
   await waitFor(async () => eventsOf('switchboard.message.dead-lettered', 'webhook:refusing').length === 2, 30_000, 'the second dead letter');
+});
+
+test('an event dead-lettered at a consumer that refuses events makes no event of its own (no loop)', { timeout: 90_000 }, async () => {
+  const c = await rheaConnect('ops');
+  const rejected: string[] = [];
+  const receiver: Receiver = c.open_receiver({ source: { address: 'queue:ops.reject' }, autoaccept: false, credit_window: 10 });
+  receiver.on('message', (ctx: EventContext) => {
+    rejected.push(String((ctx.message as any).message_id));
+    (ctx.delivery as any).reject({ condition: 'app:refused', description: 'this consumer refuses every event' });
+  });
+  const dlq = async () => (await api(gw!.url, 'GET', `/api/dlq/${enc('queue:ops.reject')}?limit=100`, { user: 'ops' })).body;
+  // What waits there so far (completed flows, earlier tests' dead letters) is refused until dead-lettered.
+  const waiting = eventsOf('switchboard.flow.completed').length + eventsOf('switchboard.message.dead-lettered').length;
+  await waitFor(async () => (await dlq()).depth >= waiting, 60_000, 'the refused events dead-lettered');
+  await new Promise((r) => setTimeout(r, 2000));
+  const d = await dlq();
+  const about = (m: any) => `${m.body.type} ${m.body.data.address ?? ''}`;
+  assert.equal(d.depth, waiting, `only what was there, nothing about their own dead letters: ${JSON.stringify(d.messages.map(about))}`);
+  assert.ok(d.messages.every((m: any) => m.body.data.address !== 'queue:ops.reject'), JSON.stringify(d.messages.map(about)));
+  assert.equal(eventsOf('switchboard.message.dead-lettered').filter((e) => e.body.data.address === 'queue:ops.reject').length, 0);
+  c.close();
 });
 
 test('RabbitMQ down: the flow completes unhindered, its events wait and arrive once RabbitMQ is back', { timeout: 180_000 }, async () => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseConfig } from '../../src/config/load.ts';
 import { ConfigError } from '../../src/core/errors.ts';
-import { buildCloudEvent, defaultMode, eventId, eventMessage, withoutSecrets } from '../../src/events/cloudevent.ts';
+import { buildCloudEvent, defaultMode, eventId, eventMessage, isEventId, withoutSecrets } from '../../src/events/cloudevent.ts';
 import { ALL_EVENT_TYPES, EventTypePatternError, matchesType, parseTypePattern } from '../../src/events/event-types.ts';
 import { claimedEventType } from '../../src/events/forged-events.ts';
 import { toAmqp } from '../../src/amqp/mapping.ts';
@@ -25,6 +25,8 @@ describe('CloudEvents builder', () => {
     assert.notEqual(buildCloudEvent(completed, SOURCE).id, buildCloudEvent({ ...completed, type: 'switchboard.flow.failed' }, SOURCE).id);
     // The id is a valid message id (visible ASCII, no spaces) and does not reveal the key.
     assert.match(eventId('t', 'secret-key'), /^ev-[A-Za-z0-9_-]{32}$/);
+    assert.ok(isEventId(eventId('t', 'k')));
+    assert.ok(!isEventId('order-17') && !isEventId(undefined) && !isEventId(`${eventId('t', 'k')}x`));
   });
 
   test('no secrets: credential-like fields at any depth, reply tokens and URL credentials are dropped', () => {
