@@ -337,6 +337,19 @@ test('a dead letter and its replay are events', { timeout: 60_000 }, async () =>
   assert.equal(eventsOf('switchboard.message.replayed', 'webhook:refusing')[0]!.body.data.replayed, 1);
   // The replayed message is refused again: a second dead-lettering, a second event.
   await waitFor(async () => eventsOf('switchboard.message.dead-lettered', 'webhook:refusing').length === 2, 30_000, 'the second dead letter');
+
+  // A queue's dead letter: a message past its expiry when a consumer asks for it.
+  const expired = await api(gw!.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'queue:work.expiring', id: 'too-late', expiresAt: new Date(Date.now() + 300).toISOString(), body: { x: 2 } } });
+  assert.equal(expired.status, 202, JSON.stringify(expired.body));
+  await new Promise((r) => setTimeout(r, 600));
+  const got = await api(gw!.url, 'POST', `/api/queues/${enc('queue:work.expiring')}/receive`, { user: 'ops', body: { max: 5, leaseSeconds: 30 } });
+  assert.equal(got.status, 200, JSON.stringify(got.body));
+  assert.deepEqual(got.body.messages, []);
+  await waitFor(async () => eventsOf('switchboard.message.dead-lettered', 'queue:work.expiring').length === 1, 30_000, 'the queue dead letter');
+  const q = eventsOf('switchboard.message.dead-lettered', 'queue:work.expiring')[0]!.body.data;
+  assert.equal(q.transport, 'queue');
+  assert.equal(q.messageId, 'too-late');
+  assert.match(q.reason, /expired at/);
 });
 
 test('an event dead-lettered at a consumer that refuses events makes no event of its own (no loop)', { timeout: 90_000 }, async () => {

@@ -378,6 +378,9 @@ export class QueueEndpoint implements Endpoint {
         this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
         this.o.log.warn({ address, msgId: job.data?.id, err: err.message }, 'message dead-lettered');
         this.reportDeadLetter(address, job, err.message);
+      } else if (job && err.name === 'UnrecoverableError') {
+        // Expired before delivery: counted and refused above, dead-lettered (durable) now.
+        this.reportDeadLetter(address, job, err.message);
       }
     });
     let closed = false;
