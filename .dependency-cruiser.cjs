@@ -37,7 +37,17 @@ module.exports = {
         'doors, auth or the network layer above it (Camel: the core never imports a component).',
       severity: 'error',
       from: { path: '^src/core/' },
-      to: { path: '^src/(endpoints|people|flows|web|amqp-server|auth|network|amqp|cli|config|tracing)/' },
+      to: { path: '^src/(endpoints|people|flows|web|amqp-server|auth|network|amqp|cli|config|tracing|events)/' },
+    },
+    {
+      name: 'events-go-through-the-router',
+      comment:
+        'src/events builds CloudEvents from what the applications report and hands them to the router ' +
+        'as the gateway itself, so the pipeline, dedup and durability apply as to any message. It knows ' +
+        'the core only: no transport, application, door, auth or store.',
+      severity: 'error',
+      from: { path: '^src/events/' },
+      to: { path: '^src/(endpoints|people|flows|web|amqp-server|auth|network|amqp|cli|config|store|gateway)/' },
     },
     {
       name: 'no-transport-imports-another',

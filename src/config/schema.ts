@@ -5,6 +5,7 @@ import { parseDuration } from '../core/duration.ts';
 import { parsePattern } from '../core/pattern.ts';
 import { isPasswordHash } from '../auth/password.ts';
 import { VERBS } from '../auth/permissions.ts';
+import { parseTypePattern } from '../events/event-types.ts';
 
 /** A duration as written in config ('30s', '4h', or ms) → milliseconds. */
 const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
@@ -27,6 +28,23 @@ const pattern = z.string().superRefine((v, ctx) => {
 });
 
 const port = z.number().int().min(0).max(65535);
+
+/** A lifecycle event type or pattern (`switchboard.flow.*`); one that matches no type is refused. */
+const eventTypePattern = z.string().superRefine((v, ctx) => {
+  try {
+    parseTypePattern(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+/** Lifecycle events (CloudEvents 1.0) of these types go to this address (DESIGN §11). */
+const eventMapping = z.strictObject({
+  types: z.array(eventTypePattern).min(1, "expected at least one event type or pattern, e.g. ['switchboard.flow.*']"),
+  to: address,
+  /** structured: the whole event as JSON; binary: data as the body, attributes as `cloudEvents:*` properties. Default: binary for mq:, structured elsewhere. */
+  mode: z.enum(['structured', 'binary']).optional(),
+});
 
 export const peerSchema = z.strictObject({
   alias: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected letters, digits, _ and -'),
@@ -355,6 +373,8 @@ export const configSchema = z.strictObject({
       serviceName: z.string().min(1).max(200).default('switchboard'),
     })
     .default({ serviceName: 'switchboard' }),
+  /** Lifecycle events to addresses: `[{types: ['switchboard.flow.*'], to: 'topic:ops.events'}]`. */
+  events: z.array(eventMapping).default([]),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
 });
 

@@ -6,6 +6,7 @@ import { dedupKey } from './dedup.ts';
 import { shardOf, shardTag } from '../store/redis.ts';
 import type { BrowseResult, HealthReport, SendResult } from './endpoint.ts';
 import { NotFound } from './errors.ts';
+import type { ReportLifecycle } from './lifecycle.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from './message.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -78,6 +79,11 @@ export interface OutboxOptions<E extends object = Record<never, never>> {
    * @defaultValue undefined
    */
   onDeadLetter?: (message: Message, reason: string, extra: E) => Promise<void> | void;
+  /**
+   * Told of every dead letter once it is durable (`switchboard.message.dead-lettered`).
+   * @defaultValue undefined
+   */
+  lifecycle?: ReportLifecycle;
   /** Metrics and log label: the transport's scheme. */
   label: string;
   /** Counts deliveries (messages out) and dead letters under `label`. */
@@ -247,6 +253,8 @@ export class Outbox<E extends object = Record<never, never>> {
     }
     this.o.metrics.deadLettered.inc({ endpoint: this.o.label });
     this.o.log.error(fields, 'message dead-lettered');
+    // The job id and its attempt count make one dead-lettering of one message (a replay may lead to another).
+    this.o.lifecycle?.({ type: 'switchboard.message.dead-lettered', subject: message.to, key: `${message.to}\0${job.id}\0${job.attemptsMade}\0${job.finishedOn ?? ''}`, data: { address: message.to, messageId: message.id, transport: this.o.label, reason: err.message } });
     if (!this.o.onDeadLetter) return;
     Promise.resolve()
       .then(() => this.o.onDeadLetter!(decodeMessage(message), err.message, extra))

@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Conflict, NotFound, ValidationError } from '../core/errors.ts';
 import { encodeMessage, principalId, type Message } from '../core/message.ts';
+import type { ReportLifecycle } from '../core/lifecycle.ts';
 import type { Router } from '../core/router.ts';
 import { readTraceContext, withTraceContext } from '../tracing/trace-context.ts';
 import { NO_TRACING, type Tracing } from '../tracing/tracing.ts';
@@ -56,6 +57,8 @@ export interface FlowRuntimeOptions {
    * @defaultValue NO_TRACING
    */
   tracing?: Tracing;
+  /** Told of starts, waits and ends once they are stored (lifecycle events). */
+  lifecycle?: ReportLifecycle;
   log: Logger;
 }
 
@@ -273,6 +276,8 @@ export class FlowRuntime {
     }
     // Woken even for a duplicate: a crash between create and wake is repaired by the sender's retry.
     await this.wake(id);
+    // Reported for a duplicate too (same event id, deduplicated): a crash before the first report is mended by the retry.
+    this.report('started', name, id, id, { startedBy: principalId(message.sender) });
     return { instanceId: id, duplicate: !created };
   }
 
@@ -343,7 +348,7 @@ export class FlowRuntime {
       if (!def) {
         held?.ctx.evict();
         released = true;
-        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } }, [], meta.flow);
+        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } }, [], meta.flow, meta);
         return 'done';
       }
       // What this process holds is current only if the run before this one was its own: a run
@@ -383,9 +388,11 @@ export class FlowRuntime {
       if (outcome === 'parked') {
         // Waiting, in memory: journal, record the wait and release the lock in one round trip.
         released = true;
-        const before = await this.store.park(id, token, ctx.takePending(), ctx.waitingOn);
+        const waitingOn = ctx.waitingOn;
+        const before = await this.store.park(id, token, ctx.takePending(), waitingOn);
         if (before === 'cancelled' || before === null || lockLost) ctx.evict();
         else this.keep(id, exec);
+        if (before !== 'cancelled' && before !== null) this.reportWaiting(meta.flow, id, waitingOn);
         return 'done';
       }
       const { result, thrown } = outcome;
@@ -393,15 +400,17 @@ export class FlowRuntime {
       const stop = ctx.stopped ?? (thrown instanceof Suspend ? thrown : undefined);
       if (stop?.reason === 'waiting') {
         released = true;
-        await this.store.park(id, token, ctx.takePending(), ctx.waitingOn);
+        const waitingOn = ctx.waitingOn;
+        const before = await this.store.park(id, token, ctx.takePending(), waitingOn);
+        if (before !== 'cancelled' && before !== null) this.reportWaiting(meta.flow, id, waitingOn);
       } else if (stop?.reason === 'failed') {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(ctx.failure) }, [], meta.flow);
+        await this.finish(id, token, 'failed', { error: describe(ctx.failure) }, [], meta.flow, meta);
       } else if (stop) {
         // cancelled, lock lost or evicted: whoever cancelled or holds the lock has the say now.
       } else if (thrown !== undefined) {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending(), meta.flow);
+        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending(), meta.flow, meta);
       } else {
         released = true;
         await this.complete(meta, token, result, ctx.takePending());
@@ -434,19 +443,32 @@ export class FlowRuntime {
         ...(meta.correlationId ? { correlationId: meta.correlationId } : {}),
       }, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' });
     }
-    await this.finish(meta.id, token, 'completed', { result: value }, entries, meta.flow);
+    await this.finish(meta.id, token, 'completed', { result: value }, entries, meta.flow, meta);
   }
 
   /**
    * Records the end of an instance, journals the run's last entries and releases its lock in one
    * round trip (`finishInstance`); a cancel that landed while the run went on wins.
    */
-  private async finish(id: string, token: string, status: FlowStatus, fields: Partial<InstanceMeta>, entries: JournalEntry[] = [], flow?: string): Promise<void> {
+  private async finish(id: string, token: string, status: FlowStatus, fields: Partial<InstanceMeta>, entries: JournalEntry[] = [], flow?: string, about?: InstanceMeta): Promise<void> {
     const before = await this.store.finish(id, token, { ...fields, status }, entries, this.o.retentionMs);
     if (before === null || before === 'cancelled') return;
+    if (about && status === 'completed') this.report('completed', about.flow, id, id, { startedBy: about.startedBy });
+    // A retried instance may fail again: each attempt's failure is its own event.
+    if (about && status === 'failed') this.report('failed', about.flow, id, `${id}\0${about.attempt ?? '0'}`, { attempt: Number(about.attempt ?? 0), error: fields.error });
     if (flow) await this.store.pruneIndexes(flow, this.o.retentionMs);
     this.o.log.info({ flow, instance: id, status, error: fields.error?.message }, `flow instance ${status}`);
     if (flow) this.o.onOutcome?.(flow, status);
+  }
+
+  /** Lifecycle events of an instance (called after the change is stored); plain facts, never input or result. */
+  private report(what: 'started' | 'waiting' | 'completed' | 'failed' | 'cancelled', flow: string, id: string, key: string, data: Record<string, unknown>): void {
+    this.o.lifecycle?.({ type: `switchboard.flow.${what}`, subject: `flow:${flow}/${id}`, key, data: { flow, instanceId: id, ...data } });
+  }
+
+  private reportWaiting(flow: string, id: string, on: InstanceMeta['waitingOn']): void {
+    // One event per wait: the step it waits in (a replay that parks in the same step is a duplicate).
+    if (on) this.report('waiting', flow, id, `${id}\0${on.step}`, { step: on.step, kind: on.kind, ...(on.target ? { target: on.target } : {}), ...(on.until ? { until: on.until } : {}) });
   }
 
   async view(name: string, id: string): Promise<FlowView> {
@@ -533,6 +555,7 @@ export class FlowRuntime {
     if (FINISHED.includes(meta.status)) throw new Conflict(`instance '${id}' has already ${meta.status}`);
     await this.store.update(id, { status: 'cancelled', cancelledBy: by }, ['waitingOn']);
     await this.store.expire(id, name, this.o.retentionMs);
+    this.report('cancelled', name, id, id, { by });
     // A flow parked here runs no further; elsewhere, its next run sees the status and drops it.
     this.sticky.get(id)?.ctx.evict();
     this.sticky.delete(id);

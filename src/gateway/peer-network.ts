@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Permissions } from '../auth/permissions.ts';
 import type { NetworkMaterials } from '../config/materials.ts';
 import type { Config } from '../config/schema.ts';
+import type { ReportLifecycle } from '../core/lifecycle.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
 import { PeerEndpoint } from '../endpoints/peer/peer-endpoint.ts';
@@ -25,7 +26,7 @@ export interface PeerNetwork {
 export async function openPeerNetwork(
   n: NonNullable<Config['network']>,
   files: NetworkMaterials,
-  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; log: Logger },
+  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; lifecycle?: ReportLifecycle; log: Logger },
   cleanup: Cleanup,
 ): Promise<PeerNetwork> {
   const map = new NetworkMap({ peers: files.peers, ...(files.mapFile ? { source: files.mapFile } : {}), log: o.log });
@@ -38,12 +39,24 @@ export async function openPeerNetwork(
   cleanup.push(async () => revocation.stop());
   const peers = new PeerEndpoint({ revocation,
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
-    signingKey: files.signingKey, eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
+    signingKey: files.signingKey, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}), eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
   });
   o.router.register(peers);
   await peers.start();
+  // Up and down as this process sees its bridges (only the process holding a peer's bridge sees it open).
+  const wasOpen = new Map<string, boolean>();
   const timer = setInterval(() => {
-    for (const s of peers.states()) o.metrics.connected.set({ kind: 'peer', name: s.alias }, s.state === 'open' ? 1 : 0);
+    for (const s of peers.states()) {
+      const open = s.state === 'open';
+      o.metrics.connected.set({ kind: 'peer', name: s.alias }, open ? 1 : 0);
+      if (open !== (wasOpen.get(s.alias) ?? false)) {
+        const key = `${s.alias}\0${Date.now()}`;
+        o.lifecycle?.(open
+          ? { type: 'switchboard.peer.up', subject: `peer:${s.alias}`, key, data: { alias: s.alias } }
+          : { type: 'switchboard.peer.down', subject: `peer:${s.alias}`, key, data: { alias: s.alias, state: s.state, ...(s.lastError ? { lastError: s.lastError } : {}) } });
+      }
+      wasOpen.set(s.alias, open);
+    }
   }, 1000);
   timer.unref();
   cleanup.push(async () => clearInterval(timer));

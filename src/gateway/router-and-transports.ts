@@ -13,6 +13,8 @@ import { DedupWindows } from '../core/dedup-window.ts';
 import { TmpEndpoint } from '../endpoints/tmp/tmp-endpoint.ts';
 import { TopicEndpoint } from '../endpoints/topic/topic-endpoint.ts';
 import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
+import { refuseForgedEvents } from '../events/forged-events.ts';
+import { LifecycleEvents } from '../events/lifecycle-events.ts';
 import { ReplicaWait } from '../store/replica-wait.ts';
 import { openTracing } from '../tracing/otel-tracing.ts';
 import { traceSend } from '../tracing/trace-send.ts';
@@ -42,6 +44,8 @@ export interface Transports {
   webhooks?: WebhookEndpoint;
   /** Spans, when `tracing.otlp` is set; otherwise trace contexts only pass through. */
   tracing: Tracing;
+  /** Lifecycle events (config `events`): reporters call `events.report`; delivery starts with `events.start()`. */
+  events: LifecycleEvents;
 }
 
 /**
@@ -75,12 +79,19 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     auditDenials(audit),
     requirePrincipal,
     demoteReservedHeaders,
+    refuseForgedEvents, // a client's "switchboard.*" CloudEvent would pass for the gateway's own
     authorizeSend(permissions),
     authorizeReplyTo(permissions),
     memoryGuard, // Redis nearly full: new inbound work from client doors is refused (503), never dropped
     ...(replicaWait ? [replicaWait] : []), // after the endpoint stored: WAIT for N replicas before the acknowledgement
   ]);
+  // The CloudEvents source: the gateway's network identity, else the URL it is reached at.
+  const source = config.network ? `urn:switchboard:${encodeURIComponent(config.network.identity)}` : (config.http.baseUrl ?? `http://localhost:${config.http.port}`);
+  const events = new LifecycleEvents({ redis, prefix, shards, router, source, mappings: config.events, dedupTtlMs: config.queues.dedupTtl, metrics, log });
+  const lifecycle = events.report;
+  router.reportLifecycleTo(lifecycle);
   queues = new QueueEndpoint({
+    lifecycle,
     redis,
     prefix,
     maxAttempts: config.queues.maxAttempts,
@@ -105,23 +116,25 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   router.register(topics);
   // Closing the router closes every transport registered with it, whichever step registered it.
   cleanup.push(() => router.close());
+  // Closed before the router: events being stored are finished, deliveries stop and wait in Redis.
+  cleanup.push(() => events.close());
 
   if (config.email) {
     const e = config.email;
-    router.register(new EmailEndpoint({ redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
+    router.register(new EmailEndpoint({ lifecycle, redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
   }
   const outbound = Object.entries(config.webhooks).filter(([, w]) => w.url);
   let webhooks: WebhookEndpoint | undefined;
   if (outbound.length > 0) {
     router.register(webhooks = new WebhookEndpoint({
-      redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
+      lifecycle, redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
       maxAttempts: Math.max(...outbound.map(([, w]) => w.maxAttempts)), backoffMs: Math.min(...outbound.map(([, w]) => w.backoff)),
       targets: outbound.map(([name, w]) => ({ name, url: w.url!, secret: w.secret, timeoutMs: w.timeout })),
     }));
   }
   if (config.network && materials.network) {
-    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, log }, cleanup);
+    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, log }, cleanup);
   }
   const brokers = connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
-  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, tracing, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
+  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, tracing, events, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
 }

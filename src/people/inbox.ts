@@ -4,6 +4,7 @@ import type { Directory } from '../auth/directory.ts';
 import type { Permissions } from '../auth/permissions.ts';
 import { Conflict, NotFound, PermissionDenied, ValidationError } from '../core/errors.ts';
 import { principalId, type Message, type Principal } from '../core/message.ts';
+import type { ReportLifecycle } from '../core/lifecycle.ts';
 import type { Router } from '../core/router.ts';
 import type { Approval, Decision, HistoryEntry, Task, TaskIntake } from '../core/task.ts';
 import { DecisionDelivery } from './decision-delivery.ts';
@@ -39,6 +40,8 @@ export interface InboxOptions {
   remindersMs: number[];
   /** Told of each decision made here (once, in the process that made it): task-age metrics. */
   onDecided?: (task: Task, decidedAt: string) => void;
+  /** Told of task changes once they are stored (lifecycle events). */
+  lifecycle?: ReportLifecycle;
   log: Logger;
 }
 
@@ -62,7 +65,7 @@ export class Inbox implements TaskIntake {
   constructor(o: InboxOptions) {
     this.onDecided = o.onDecided;
     this.store = new TaskStore(o.redis, o.prefix, o.shards ?? 1);
-    this.events = new TaskEvents(o.redis, o.prefix, o.log);
+    this.events = new TaskEvents(o.redis, o.prefix, o.log, o.lifecycle);
     this.permissions = o.permissions;
     this.directory = o.directory;
     const notices = new Notices({ router: o.router, directory: o.directory, baseUrl: o.baseUrl, enabled: o.email });
@@ -199,7 +202,7 @@ export class Inbox implements TaskIntake {
     const r = await this.store.decide(task, decision, from);
     if (!r.ok) refuse(r, id);
     this.onDecided?.(task, decision.at);
-    await this.events.publish({ type: 'decided', taskId: id, ...placeOf(task), by: decision.by });
+    await this.events.publish({ type: 'decided', taskId: id, ...placeOf(task), by: decision.by, action: decision.action });
     await this.delivery.deliver(id).catch((err) => this.delivery.failed(id, err));
     return this.get(p, id);
   }

@@ -22,6 +22,7 @@ const RULES = [
   'no-circular',
   'not-to-test-from-src',
   'tracing-is-a-small-room',
+  'events-go-through-the-router',
 ];
 
 /**
@@ -55,6 +56,8 @@ const FIXTURE: Record<string, string> = {
   // bad: product code imports test code
   'src/log.ts': "import { helper } from '../test/support/helper.ts';\nexport const log = helper;\n",
   'test/support/helper.ts': 'export const helper = 1;\n',
+  // good: events import the core; bad: they reach the people application
+  'src/events/lifecycle-events.ts': "import type { Endpoint } from '../core/endpoint.ts';\nimport { inbox } from '../people/inbox.ts';\nexport const e = [inbox] as unknown as Endpoint[];\n",
   // good: a flow imports the flow API, zod and its own files; bad: one imports the core
   'workflows/shared.ts': 'export const limit = 10;\n',
   'workflows/good-flow.ts':
@@ -114,6 +117,7 @@ describe('the architecture rules (dependency-cruiser)', () => {
     { rule: 'only-the-config-edge-reads-files', from: 'src/auth/permissions.ts', to: 'fs' },
     { rule: 'not-to-test-from-src', from: 'src/log.ts', to: 'test/support/helper.ts' },
     { rule: 'tracing-is-a-small-room', from: 'src/tracing/tracing.ts', to: 'src/auth/permissions.ts' },
+    { rule: 'events-go-through-the-router', from: 'src/events/lifecycle-events.ts', to: 'src/people/inbox.ts' },
   ];
   for (const v of expected) {
     test(`${v.rule}: ${v.from} → ${v.to} is refused`, () => {

@@ -6,6 +6,7 @@ import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../cor
 import { UnknownTarget } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
+import type { ReportLifecycle } from '../../core/lifecycle.ts';
 import { type OutboxStatus, Outbox, Undeliverable } from '../../core/outbox.ts';
 import { systemCaller, systemMessage } from '../../core/system-message.ts';
 import type { Router } from '../../core/router.ts';
@@ -39,6 +40,8 @@ export interface PeerEndpointOptions {
   /** Where notices of undeliverable peer messages go when the sender was not a flow. */
   noticesTo?: string;
   router: Router;
+  /** Told of each dead letter and undeliverable peer message (lifecycle events). */
+  lifecycle?: ReportLifecycle;
   metrics: Metrics;
   log: Logger;
 }
@@ -105,7 +108,11 @@ export class PeerEndpoint implements Endpoint {
         // Offline peers are retried until the event horizon, which deliver() enforces.
         maxAttempts: 1_000_000, backoffStrategy: peerBackoff, dedupTtlMs: this.o.eventHorizonMs, concurrency: 20,
         deliver: (m, envelope) => this.deliver(alias, m, envelope),
-        onDeadLetter: (m, reason) => this.notice(m, reason),
+        ...(this.o.lifecycle ? { lifecycle: this.o.lifecycle } : {}),
+        onDeadLetter: (m, reason) => {
+          this.o.lifecycle?.({ type: 'switchboard.peer.undeliverable', subject: m.to, key: `${m.to}\0${m.id}\0${Date.now()}`, data: { alias, address: m.to, messageId: m.id, reason } });
+          return this.notice(m, reason);
+        },
         deliverHere: false,
       });
       this.outboxes.set(alias, q);
