@@ -87,6 +87,8 @@ export class TunnelServer {
     container.on('rejected', (ctx: EventContext) => void this.settled(ctx, 'rejected'));
     container.on('released', (ctx: EventContext) => void this.settled(ctx, 'released'));
     container.on('modified', (ctx: EventContext) => void this.settled(ctx, 'released'));
+    // A clean close and a lost socket alike hand back what the gateway had not acknowledged.
+    container.on('connection_close', (ctx: EventContext) => void this.onGone(ctx.connection));
     container.on('disconnected', (ctx: EventContext) => void this.onGone(ctx.connection));
     container.on('connection_error', (ctx: EventContext) => this.o.log.debug({ err: describe(ctx.connection.error) }, 'tunnel connection error'));
     container.on('error', (err: unknown) => this.o.log.warn({ err: describe(err) }, 'tunnel error'));
@@ -177,11 +179,11 @@ export class TunnelServer {
     this.pumping.add(s);
     try {
       const c = (s as unknown as { connection: Connection }).connection;
-      while (this.pullers.has(s) && s.sendable()) {
+      while (this.pullers.has(s) && c.is_open() && !s.is_closed() && s.sendable()) {
         const next = await this.o.inbox.take();
         if (!next) break;
         const taken = this.inFlight.get(c);
-        if (!taken || !this.pullers.has(s)) {
+        if (!taken || !this.pullers.has(s) || !c.is_open()) {
           await this.o.inbox.release(next.entryId);
           break;
         }
