@@ -5,6 +5,13 @@ import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
 
 const SCRIPTS = { storeFloatEntry: 3 } as const;
 
+/** The float inbox's keys, all under the hash tag `{float-in}` (one slot on a cluster). */
+export function floatInboxKeys(prefix: string) {
+  const base = `${prefix}:{float-in}`;
+  const k = { data: `${base}:data`, ready: `${base}:ready`, taken: `${base}:taken`, refused: `${base}:refused`, seen: (id: string) => `${base}:seen:${id}` };
+  return { ...k, storeFloatEntry: (entryId: string): [string, string, string] => [k.seen(entryId), k.data, k.ready] };
+}
+
 /** What waits on the float for the gateway: a peer's message as it arrived, or a notice. */
 export type FloatEntry =
   | { kind: 'peer-message'; peer: string; target: string; id: string; bytes: string; at: string }
@@ -19,13 +26,12 @@ export type FloatEntry =
  */
 export class FloatInbox extends EventEmitter {
   private readonly scripts: ScriptCalls<typeof SCRIPTS>;
-  private readonly k: { data: string; ready: string; taken: string; refused: string; seen: (id: string) => string };
+  private readonly k: ReturnType<typeof floatInboxKeys>;
 
   constructor(private readonly redis: Redis, prefix: string, private readonly horizonMs: number) {
     super();
     this.scripts = loadScripts(redis, new URL('./scripts/', import.meta.url), SCRIPTS);
-    const base = `${prefix}:{float-in}`;
-    this.k = { data: `${base}:data`, ready: `${base}:ready`, taken: `${base}:taken`, refused: `${base}:refused`, seen: (id) => `${base}:seen:${id}` };
+    this.k = floatInboxKeys(prefix);
   }
 
   /** The entry id of a peer message: the same peer, address and message id give the same entry. */
@@ -35,7 +41,7 @@ export class FloatInbox extends EventEmitter {
 
   /** Stores an entry unless its id was seen within the event horizon; true when stored. */
   async store(entryId: string, entry: FloatEntry): Promise<boolean> {
-    const stored = (await this.scripts.storeFloatEntry([this.k.seen(entryId), this.k.data, this.k.ready], entryId, JSON.stringify(entry), this.horizonMs)) === 1;
+    const stored = (await this.scripts.storeFloatEntry(this.k.storeFloatEntry(entryId), entryId, JSON.stringify(entry), this.horizonMs)) === 1;
     if (stored) this.emit('stored');
     return stored;
   }

@@ -210,7 +210,7 @@ test('destination inside full: the gateway stops pulling, the messages wait on t
   // The bound is checked per send, so sends in flight together may pass it by a few; what matters
   // is that the gateway then stops pulling and the rest stay on the float.
   const settled = async () => { const d = await depth(a!, 'queue:from-b.limited'); const w = await waitingOnFloat(); return d >= 5 && d + w === 15 ? { d, w } : undefined; };
-  const first = await waitFor(settled, 60_000, 'the bounded queue to fill and the rest to wait on the float');
+  const first = (await waitFor(settled, 60_000, 'the bounded queue to fill and the rest to wait on the float'))!;
   await new Promise((r) => setTimeout(r, 3000));
   const later = await settled();
   assert.deepEqual(later, first, 'nothing more was pulled while the queue was full');
