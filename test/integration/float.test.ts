@@ -218,6 +218,18 @@ test('destination inside full: the gateway stops pulling, the messages wait on t
   await expectExactlyOnce(a!, 'queue:from-b.limited', sent, 'draining the bounded queue');
 });
 
+test('inside Redis down: the gateway stops pulling, the messages wait on the float, and arrive once when Redis is back', async () => {
+  await redisA.kill();
+  const sent = ids('r', 10);
+  await sendAll(b.url, 'peer:bank-a/from-b.redis', sent);
+  await waitFor(async () => (await waitingOnFloat()) === 10, 60_000, 'ten messages waiting on the float');
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal(await waitingOnFloat(), 10, 'the gateway took nothing while its Redis was down');
+  await redisA.restart();
+  await expectExactlyOnce(a!, 'queue:from-b.redis', sent, 'after the inside Redis came back');
+  await waitFor(async () => (await waitingOnFloat()) === 0, 30_000, 'the float to be empty');
+});
+
 test('float storage near its limit: it gives peers no credit, the messages wait at the peer, and arrive once when memory frees', async () => {
   const used = Number(/used_memory:(\d+)/.exec(await floatRedis.info('memory'))![1]);
   await floatRedis.config('SET', 'maxmemory', String(Math.round(used * 1.03)));
