@@ -50,7 +50,7 @@ export async function openPeerNetwork(
   o.router.register(peers);
   await peers.start();
   const timer = setInterval(() => {
-    for (const s of peers.states()) o.metrics.connected.set({ kind: 'peer', name: s.alias }, s.state === 'open' ? 1 : 0);
+    for (const s of peers.states()) o.metrics.connected.set({ kind: 'peer', name: s.alias }, s.state === 'open' || s.state === 'via float: open' ? 1 : 0);
   }, 1000);
   timer.unref();
   cleanup.push(async () => clearInterval(timer));
