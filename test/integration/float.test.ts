@@ -3,16 +3,13 @@ import { rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
-import pino from 'pino';
 import rhea from 'rhea';
 import type { Gateway } from '../../src/gateway.ts';
-import { FloatTunnelClient } from '../../src/network/float-tunnel-client.ts';
-import { NetworkMap } from '../../src/network/network-map.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 import { readFileSync } from 'node:fs';
 import { api, enc, startTestGateway, waitFor } from '../support/gateway.ts';
 import { assertExactlyOnce, drain, sendAll } from '../support/counting-sink.ts';
-import { spawnFloat, type FloatProcess } from '../support/float.ts';
+import { spawnFloat, standaloneTunnel, type FloatProcess } from '../support/float.ts';
 import { networkConfig, testNetwork } from '../support/network.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -35,7 +32,6 @@ const PREFIX_A = 'bank-a-inside';
 const FLOAT_SUBJECT = 'CN=float.dmz,O=Bank A';
 const GATEWAY_SUBJECT = 'CN=gateway,O=Bank A';
 const PERMS = [{ group: 'ops', allow: [{ address: '**', verbs: ['send', 'consume', 'browse', 'admin'] }] }];
-const silent = pino({ level: 'silent' });
 
 function startA(): Promise<Gateway> {
   const { port: _listener, ...n } = networkConfig(net, 'bank-a', [{ alias: 'bank-b', allow: ['queue:from-b.**'] }]);
@@ -107,26 +103,12 @@ test('before its gateway has connected, the float does not accept peers: its pee
   assert.match(float.output(), /the peer listener opens once the gateway has connected and handed over its peer key/);
 });
 
-const hostileRedis: Redis[] = [];
-function tunnelClient(o: { key: string; cert: string; floatSubject: string }): FloatTunnelClient {
-  const redis = new Redis(redisA.url);
-  hostileRedis.push(redis);
-  const map = new NetworkMap({ peers: [], log: silent });
-  return new FloatTunnelClient({
-    url: `amqps://127.0.0.1:${tunnelPort}`, key: readFileSync(o.key, 'utf8'), cert: readFileSync(o.cert, 'utf8'), ca: readFileSync(tun.ca, 'utf8'), floatSubject: o.floatSubject,
-    peerKey: readFileSync(net.nodes['bank-b']!.key, 'utf8'), peerCert: readFileSync(net.nodes['bank-b']!.cert, 'utf8'),
-    credit: 5, map, redis, prefix: `hostile${Math.random().toString(36).slice(2, 6)}`, log: silent, onNotice: async () => {},
-  });
-}
-
 test('the tunnel checks the expected subject on both sides: the float refuses (and audits) a client that is not its gateway; the gateway refuses a server that is not its float', async () => {
-  const intake = { take: async () => { throw new Error('nothing may come through'); } };
+  const files = { url: `amqps://127.0.0.1:${tunnelPort}`, ca: tun.ca, peerKey: net.nodes['bank-b']!.key, peerCert: net.nodes['bank-b']!.cert };
   // A certificate from the tunnel CA, but not the gateway's subject: it must not hand over a key.
-  const rogue = tunnelClient({ key: tun.nodes.rogue!.key, cert: tun.nodes.rogue!.cert, floatSubject: FLOAT_SUBJECT });
-  rogue.start(intake);
+  const { client: rogue, close: closeRogue } = standaloneTunnel({ ...files, key: tun.nodes.rogue!.key, cert: tun.nodes.rogue!.cert, floatSubject: FLOAT_SUBJECT }, redisA.url);
   // The real gateway's certificate, but a float expected under another subject.
-  const wrongFloat = tunnelClient({ key: tun.nodes.gw!.key, cert: tun.nodes.gw!.cert, floatSubject: 'CN=other-float,O=Bank A' });
-  wrongFloat.start(intake);
+  const { client: wrongFloat, close: closeWrongFloat } = standaloneTunnel({ ...files, key: tun.nodes.gw!.key, cert: tun.nodes.gw!.cert, floatSubject: 'CN=other-float,O=Bank A' }, redisA.url);
   try {
     await waitFor(async () => /not this float's gateway|unauthorized/.test(rogue.status.lastError ?? ''), 30_000, 'the rogue tunnel to be refused');
     await waitFor(async () => /presented a certificate for 'CN=float.dmz,O=Bank A', expected 'CN=other-float,O=Bank A'/.test(wrongFloat.status.lastError ?? ''), 30_000, 'the gateway to refuse a float with another subject');
@@ -137,9 +119,8 @@ test('the tunnel checks the expected subject on both sides: the float refuses (a
     const audit = (await floatRedis.xrange('float:audit', '-', '+')).map(([, f]) => f[1]!).join('\n');
     assert.match(audit, /float\.refused.*CN=rogue/);
   } finally {
-    await rogue.close();
-    await wrongFloat.close();
-    for (const r of hostileRedis) r.disconnect();
+    await closeRogue();
+    await closeWrongFloat();
   }
 });
 

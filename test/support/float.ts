@@ -2,7 +2,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import pino from 'pino';
 import { stringify } from 'yaml';
+import { FloatTunnelClient } from '../../src/network/float-tunnel-client.ts';
+import { NetworkMap } from '../../src/network/network-map.ts';
 
 /** A float in its own process (`switchboard float`), for kill -9 tests; `start` again after a kill. */
 export interface FloatProcess {
@@ -56,4 +61,31 @@ export async function spawnFloat(config: Record<string, unknown>): Promise<Float
   };
   await handle.start();
   return handle;
+}
+
+/** Files (paths) for a tunnel client made outside a gateway: what a hostile or misconfigured client would present. */
+export interface TunnelClientFiles {
+  url: string;
+  key: string;
+  cert: string;
+  ca: string;
+  floatSubject: string;
+  peerKey: string;
+  peerCert: string;
+}
+
+/**
+ * A gateway's tunnel client on its own (no gateway behind it: nothing may come through, and its
+ * lease lives under a throwaway prefix of `redisUrl`). `close` also ends its Redis connection.
+ */
+export function standaloneTunnel(f: TunnelClientFiles, redisUrl: string): { client: FloatTunnelClient; close(): Promise<void> } {
+  const redis = new Redis(redisUrl);
+  const log = pino({ level: 'silent' });
+  const client = new FloatTunnelClient({
+    url: f.url, key: readFileSync(f.key, 'utf8'), cert: readFileSync(f.cert, 'utf8'), ca: readFileSync(f.ca, 'utf8'), floatSubject: f.floatSubject,
+    peerKey: readFileSync(f.peerKey, 'utf8'), peerCert: readFileSync(f.peerCert, 'utf8'), credit: 5,
+    map: new NetworkMap({ peers: [], log }), redis, prefix: `standalone${Math.random().toString(36).slice(2, 8)}`, log, onNotice: async () => {},
+  });
+  client.start({ take: async () => { throw new Error('a standalone tunnel takes nothing'); } });
+  return { client, async close() { await client.close(); redis.disconnect(); } };
 }
