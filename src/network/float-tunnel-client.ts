@@ -69,6 +69,8 @@ export class FloatTunnelClient {
   private lease?: Lease;
   private intake?: TunnelIntake;
   private readonly expected: string;
+  /** Why the float refused this connection's key handover, kept past the close that follows. */
+  private refusal?: string;
 
   constructor(private readonly o: FloatTunnelOptions) {
     this.expected = identityKey(o.floatSubject);
@@ -102,7 +104,7 @@ export class FloatTunnelClient {
     c.on('connection_open', () => void this.handOver(c));
     c.on('disconnected', (ctx: EventContext) => this.down(c, (ctx as { error?: Error }).error?.message ?? 'disconnected'));
     c.on('connection_close', () => this.down(c, 'the float closed the tunnel'));
-    c.on('connection_error', (ctx: EventContext) => { this.lastError = describe(ctx.connection.error); this.o.log.warn({ err: this.lastError }, 'float tunnel refused'); });
+    c.on('connection_error', (ctx: EventContext) => { this.refusal = describe(ctx.connection.error); this.lastError = this.refusal; this.o.log.warn({ err: this.lastError }, 'float tunnel refused'); });
     c.on('sender_error', (ctx: EventContext) => { this.lastError = describe(ctx.sender?.error); });
     c.on('receiver_error', (ctx: EventContext) => { this.lastError = describe(ctx.receiver?.error); });
     c.on('error', (err: unknown) => { this.lastError = describe(err); });
@@ -128,7 +130,8 @@ export class FloatTunnelClient {
       this.lastError = '';
       this.o.log.info({ float: this.o.url }, 'float tunnel open: peer key handed over, pulling inbound messages');
     } catch (err) {
-      this.lastError = (err as Error).message;
+      this.refusal = (err as Error).message;
+      this.lastError = this.refusal;
       this.o.log.error({ err: this.lastError }, 'float tunnel: the float did not take the peer key');
       c.close();
     }
@@ -138,7 +141,9 @@ export class FloatTunnelClient {
     if (c !== this.connection) return;
     if (this.ready) this.o.log.warn({ err: reason }, 'float tunnel down; reconnecting with backoff');
     this.ready = false;
-    this.lastError = reason;
+    // A refused handover is the reason worth showing, not the close that followed it.
+    this.lastError = this.refusal ?? reason;
+    this.refusal = undefined;
     this.connection = undefined;
     this.outbound = undefined;
     this.inbound = undefined;

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { Redis } from 'ioredis';
+import rhea from 'rhea';
 import { after, before, test } from 'node:test';
 import type { Gateway } from '../../src/gateway.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
@@ -25,7 +28,7 @@ const PERMS = [{ group: 'ops', allow: [{ address: '**', verbs: ['send', 'consume
 
 before(async () => {
   [redisA, redisF] = await Promise.all([startTestRedis(), startTestRedis()]);
-  net = await testNetwork([{ alias: 'bank-a', identity: 'O=Bank A,L=London,C=GB' }, { alias: 'bank-b', identity: 'O=Bank B,L=Paris,C=FR' }]);
+  net = await testNetwork([{ alias: 'bank-a', identity: 'O=Bank A,L=London,C=GB' }, { alias: 'bank-b', identity: 'O=Bank B,L=Paris,C=FR' }, { alias: 'mallory', identity: 'O=Mallory,L=Nowhere,C=XX' }]);
   tun = await testNetwork([{ alias: 'float', identity: FLOAT_SUBJECT }, { alias: 'gw', identity: GATEWAY_SUBJECT }]);
   tunnelPort = await freePort();
   const bNode = net.nodes['bank-b']!;
@@ -91,4 +94,25 @@ test('past the event horizon on the float: dead-lettered there, and the notice r
   assert.match(body.reason, /not delivered to peer bank-b within the event horizon/);
   // The gateway handed it over (nothing dead-lettered inside); the float kept the dead letter.
   assert.equal((await api(a.url, 'GET', `/api/dlq/${enc('peer:bank-b/inbound.late')}`, { user: 'ops' })).body.depth, 0);
+});
+
+test('a certificate from the network CA whose subject is not in the float\'s map is refused at the float and audited there', async () => {
+  const m = net.nodes.mallory!;
+  const condition = await new Promise<string>((resolve) => {
+    const c = rhea.create_container({ id: 'mallory' }).connect({
+      host: '127.0.0.1', port: net.nodes['bank-a']!.port, transport: 'tls', key: readFileSync(m.key), cert: readFileSync(m.cert), ca: readFileSync(net.ca), rejectUnauthorized: false, username: 'anonymous', reconnect: false,
+    } as never);
+    c.on('connection_close', (ctx) => resolve(String((ctx.connection.error as { condition?: string } | undefined)?.condition ?? 'closed')));
+    c.on('connection_error', (ctx) => resolve(String((ctx.connection.error as { condition?: string } | undefined)?.condition ?? 'error')));
+    c.on('disconnected', () => resolve('disconnected'));
+    c.on('error', () => {});
+  });
+  assert.equal(condition, 'amqp:unauthorized-access');
+  const fr = new Redis(redisF.url);
+  try {
+    const audit = (await fr.xrange('float:audit', '-', '+')).map(([, f]) => f[1]!).join('\n');
+    assert.match(audit, /peer\.refused.*O=Mallory/);
+  } finally {
+    fr.disconnect();
+  }
 });

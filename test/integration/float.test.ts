@@ -161,6 +161,9 @@ test('gateway down: inbound messages wait on the float; a body the float alters 
   decoded.body = rhea.message.data_section(Buffer.from(JSON.stringify({ id: 'g-3', amount: 1_000_000 })));
   victim.bytes = (rhea.message.encode(decoded as never) as Buffer).toString('base64');
   await floatRedis.hset(floatKeys.data, victimId, JSON.stringify(victim));
+  // Kept to offer again later, as a float that crashed before recording the acknowledgement would
+  // (or one that replays on purpose).
+  const replay = Object.values(entries).find((v) => JSON.parse(v).id === 'g-5')!;
 
   a = await startA();
   await expectExactlyOnce(a, 'queue:from-b.down', sent.filter((id) => id !== 'g-3'), 'after the gateway came back');
@@ -169,6 +172,12 @@ test('gateway down: inbound messages wait on the float; a body the float alters 
   const refused = await floatRedis.hgetall(floatKeys.refused);
   assert.match(Object.values(refused).join('\n'), /does not carry a valid signature/);
   assert.equal(await waitingOnFloat(), 0);
+  // The same message offered again across the hop: accepted by the gateway, not delivered twice.
+  await floatRedis.hset(floatKeys.data, 'replayed-g-5', replay);
+  await floatRedis.rpush(floatKeys.ready, 'replayed-g-5');
+  await waitFor(async () => (await waitingOnFloat()) === 0 && !(await floatRedis.hexists(floatKeys.data, 'replayed-g-5')), 30_000, 'the replayed entry to be acknowledged');
+  assert.equal(await depth(a, 'queue:from-b.down'), 0, 'g-5 was not delivered a second time');
+  assert.equal(Object.keys(await floatRedis.hgetall(floatKeys.refused)).length, 1, 'a replay is accepted as a duplicate, not refused');
 });
 
 test('float killed (-9): outbound waits inside, inbound waits at the peer; after the restart every message arrives once', async () => {
