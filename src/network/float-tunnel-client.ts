@@ -71,9 +71,21 @@ export class FloatTunnelClient {
   private readonly expected: string;
   /** Why the float refused this connection's key handover, kept past the close that follows. */
   private refusal?: string;
+  private readonly openListeners: ((open: boolean) => void)[] = [];
 
   constructor(private readonly o: FloatTunnelOptions) {
     this.expected = identityKey(o.floatSubject);
+  }
+
+  /** PeerRelay: the peer outboxes deliver from this process while the tunnel is open here. */
+  onOpenChange(listener: (open: boolean) => void): void {
+    this.openListeners.push(listener);
+  }
+
+  private setReady(open: boolean): void {
+    if (this.ready === open) return;
+    this.ready = open;
+    for (const l of this.openListeners) l(open);
   }
 
   get status(): { state: string; lastError?: string } {
@@ -125,7 +137,7 @@ export class FloatTunnelClient {
       this.outbound = c.open_sender({ target: { address: TUNNEL_ADDRESS.outbound, durable: 2 }, autosettle: true });
       this.inbound = c.open_receiver({ source: { address: TUNNEL_ADDRESS.inbound, durable: 2 }, autoaccept: false, credit_window: 0 });
       this.inbound.add_credit(this.o.credit);
-      this.ready = true;
+      this.setReady(true);
       this.attempt = 0;
       this.lastError = '';
       this.o.log.info({ float: this.o.url }, 'float tunnel open: peer key handed over, pulling inbound messages');
@@ -140,7 +152,7 @@ export class FloatTunnelClient {
   private down(c: Connection, reason: string): void {
     if (c !== this.connection) return;
     if (this.ready) this.o.log.warn({ err: reason }, 'float tunnel down; reconnecting with backoff');
-    this.ready = false;
+    this.setReady(false);
     // A refused handover is the reason worth showing, not the close that followed it.
     this.lastError = this.refusal ?? reason;
     this.refusal = undefined;
@@ -218,7 +230,7 @@ export class FloatTunnelClient {
     this.closing = true;
     clearTimeout(this.reconnectTimer);
     const c = this.connection;
-    this.ready = false;
+    this.setReady(false);
     if (c?.is_open()) c.close();
     else if (c) this.down(c, 'stopping');
   }

@@ -39,7 +39,7 @@ function startA(): Promise<Gateway> {
     redis: { url: redisA.url, prefix: PREFIX_A },
     permissions: PERMS,
     queues: { maxAttempts: 3, backoff: '100ms', lockTimeout: '5s', stalledCheck: '1s', limits: [{ address: 'queue:from-b.limited', maxDepth: 5 }] },
-    network: { ...n, float: { url: `amqps://127.0.0.1:${tunnelPort}`, key: tun.nodes.gw!.key, cert: tun.nodes.gw!.cert, ca: tun.ca, floatSubject: FLOAT_SUBJECT } },
+    network: { ...n, float: { url: `amqps://127.0.0.1:${tunnelPort}`, key: tun.nodes.gw!.key, cert: tun.nodes.gw!.cert, ca: tun.ca, floatSubject: FLOAT_SUBJECT, credit: 2 } },
   });
 }
 
@@ -197,8 +197,8 @@ test('float killed (-9): outbound waits inside, inbound waits at the peer; after
 test('destination inside full: the gateway stops pulling, the messages wait on the float, and all arrive once when it drains', async () => {
   const sent = ids('l', 15);
   await sendAll(b.url, 'peer:bank-a/from-b.limited', sent);
-  // The bound is checked per send, so sends in flight together may pass it by a few; what matters
-  // is that the gateway then stops pulling and the rest stay on the float.
+  // The bound is checked per send, so sends in flight together may pass it by up to the tunnel's
+  // credit (2 here); what matters is that the gateway then stops pulling and the rest stay on the float.
   const settled = async () => { const d = await depth(a!, 'queue:from-b.limited'); const w = await waitingOnFloat(); return d >= 5 && d + w === 15 ? { d, w } : undefined; };
   const first = (await waitFor(settled, 60_000, 'the bounded queue to fill and the rest to wait on the float'))!;
   await new Promise((r) => setTimeout(r, 3000));

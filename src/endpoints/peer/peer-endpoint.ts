@@ -60,6 +60,8 @@ export interface PeerRelay {
   /** Resolves once the relay durably holds the envelope; throws retryable while it cannot. */
   relay(peerIdentity: string, m: Message, envelope: Envelope & { origin: string }): Promise<void>;
   readonly status: { state: string; lastError?: string };
+  /** Calls `listener` with true whenever the relay opens in this process, false when it closes. */
+  onOpenChange(listener: (open: boolean) => void): void;
 }
 
 /** Exponential, capped at 5 minutes, with jitter so many gateways do not retry an offline peer in step. */
@@ -131,6 +133,14 @@ export class PeerEndpoint implements Endpoint {
       });
       this.outboxes.set(alias, q);
       const outbox = q;
+      const relay = this.o.relay;
+      if (relay) {
+        // Through a float, the process that holds the tunnel delivers every peer's outbox; the
+        // others only store. A tunnel that is down leaves the messages waiting here.
+        relay.onOpenChange((open) => (open ? outbox.startDelivering() : void outbox.stopDelivering()));
+        if (relay.status.state === 'open') outbox.startDelivering();
+        return q;
+      }
       const lease = new Lease({ redis: this.o.redis, key: leaseKey(this.o.prefix, `peer-bridge:${alias}`), log: this.o.log });
       this.leases.set(alias, lease);
       lease.start({
