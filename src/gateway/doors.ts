@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AmqpServer } from '../amqp-server/amqp-server.ts';
+import { RoutedPeerIntake } from '../amqp-server/peer-intake.ts';
 import { PeerListener } from '../amqp-server/peer-listener.ts';
 import { PermissionAdmin } from '../auth/permission-admin.ts';
 import type { Materials } from '../config/materials.ts';
@@ -111,12 +112,17 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
     cleanup.push(async () => off());
   }
   let peerListener: PeerListener | undefined;
-  if (config.network && network && materials.network) {
-    const n = config.network;
+  if (config.network && network?.tunnel) {
+    // Peers come in through the float: the gateway pulls from it as fast as the inside takes.
+    const tunnel = network.tunnel;
+    tunnel.start(new RoutedPeerIntake({ router, dedup, audit, eventHorizonMs: config.network.eventHorizon, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576 }));
+    cleanup.push(() => tunnel.close());
+  } else if (config.network?.port !== undefined && network && materials.network) {
+    const n = { ...config.network, port: config.network.port };
     const files = materials.network;
     const listener = new PeerListener({
-      host: n.host, port: n.port, key: files.key, cert: files.cert, ca: files.ca, map: network.map, revocation: network.revocation, router, dedup,
-      eventHorizonMs: n.eventHorizon, credit: 50, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576, audit, log,
+      host: n.host, port: n.port, key: files.key, cert: files.cert, ca: files.ca, map: network.map, revocation: network.revocation, audit, log, credit: 50,
+      intake: new RoutedPeerIntake({ router, dedup, audit, eventHorizonMs: n.eventHorizon, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576 }),
     });
     peerListener = listener;
     await listener.start();

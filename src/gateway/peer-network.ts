@@ -7,6 +7,7 @@ import type { ReportLifecycle } from '../core/lifecycle.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
 import { PeerEndpoint } from '../endpoints/peer/peer-endpoint.ts';
+import { FloatTunnelClient } from '../network/float-tunnel-client.ts';
 import { NetworkMap } from '../network/network-map.ts';
 import { RevocationList } from '../network/revocation.ts';
 import type { Cleanup } from './cleanup.ts';
@@ -17,6 +18,8 @@ export interface PeerNetwork {
   peers: PeerEndpoint;
   /** The CRL check on peer certificates (network.crl), for both sides of the network. */
   revocation: RevocationList;
+  /** network.float: the tunnel to the float (peers come in there; outbound goes through it). */
+  tunnel?: FloatTunnelClient;
 }
 
 /**
@@ -37,7 +40,11 @@ export async function openPeerNetwork(
   const revocation = new RevocationList({ mode: n.crl?.mode ?? 'off', ca: files.ca, refreshMs: n.crl?.refresh ?? 300_000, log: o.log, ...(files.crl ? { source: files.crl } : {}) });
   await revocation.start();
   cleanup.push(async () => revocation.stop());
-  const peers = new PeerEndpoint({ revocation,
+  const tunnel = n.float && files.float ? new FloatTunnelClient({
+    url: n.float.url, ...files.float, floatSubject: n.float.floatSubject, credit: n.float.credit, peerKey: files.key, peerCert: files.cert,
+    map, redis: o.redis, prefix: o.prefix, log: o.log, onNotice: (m, reason) => peers.notice(m, reason),
+  }) : undefined;
+  const peers: PeerEndpoint = new PeerEndpoint({ revocation, ...(tunnel ? { relay: tunnel } : {}),
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
     signingKey: files.signingKey, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}), eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
   });
@@ -47,7 +54,7 @@ export async function openPeerNetwork(
   const wasOpen = new Map<string, boolean>();
   const timer = setInterval(() => {
     for (const s of peers.states()) {
-      const open = s.state === 'open';
+      const open = s.state === 'open' || s.state === 'via float: open';
       o.metrics.connected.set({ kind: 'peer', name: s.alias }, open ? 1 : 0);
       if (open !== (wasOpen.get(s.alias) ?? false)) {
         const key = `${s.alias}\0${Date.now()}`;
@@ -60,5 +67,5 @@ export async function openPeerNetwork(
   }, 1000);
   timer.unref();
   cleanup.push(async () => clearInterval(timer));
-  return { map, peers, revocation };
+  return { map, peers, revocation, ...(tunnel ? { tunnel } : {}) };
 }
