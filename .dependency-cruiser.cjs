@@ -67,6 +67,16 @@ module.exports = {
       to: { path: '^src/(flows|people|auth|web|amqp-server|cli)/' },
     },
     {
+      name: 'attachments-are-a-store',
+      comment:
+        'src/attachments keeps attachment content (chunks in Redis) and the claim-check reference. It is ' +
+        'a store like src/store: doors, auth and transports use it; it uses only src/core and src/store, ' +
+        'so it never decides who may read (src/auth does) nor knows a door or a transport.',
+      severity: 'error',
+      from: { path: '^src/attachments/' },
+      to: { path: '^src/(endpoints|people|flows|web|amqp-server|auth|network|amqp|cli|config|gateway)/' },
+    },
+    {
       name: 'flows-import-only-the-flow-api',
       comment:
         "Flow files import only 'switchboard' (src/index.ts), zod and their own relative files. All I/O " +

@@ -58,6 +58,7 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
   ];
   const app = createApp({
     topics: transports.topics,
+    attachments: transports.attachments,
     dedup,
     hooks: Object.entries(config.webhooks).filter(([, w]) => w.inbound).map(([name, w]) => ({ name, secret: w.secret, to: w.inbound!.to })),
     permissionAdmin,

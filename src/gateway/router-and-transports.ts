@@ -14,6 +14,9 @@ import { TmpEndpoint } from '../endpoints/tmp/tmp-endpoint.ts';
 import { TopicEndpoint } from '../endpoints/topic/topic-endpoint.ts';
 import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
 import { ReplicaWait } from '../store/replica-wait.ts';
+import { AttachmentStore } from '../attachments/attachment-store.ts';
+import { claimCheck } from '../auth/attachment-access.ts';
+import { DependencyUnavailable } from '../core/errors.ts';
 import { connectBrokers } from './brokers.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { Access } from './directory.ts';
@@ -30,6 +33,8 @@ export interface Transports {
   topics: TopicEndpoint;
   /** redis.shards as it applies (see Stores.shards), for the people application. */
   shards: number;
+  /** Attachments (claim check): chunked content in Redis that messages reference. */
+  attachments: AttachmentStore;
   /** When the config has a network: the map and the peer transport. */
   network?: PeerNetwork;
 }
@@ -56,6 +61,14 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   const waitReplicas = config.redis.waitReplicas ?? 0;
   const replicaWait = waitReplicas > 0 ? new ReplicaWait({ redis, prefix, replicas: waitReplicas, timeoutMs: config.redis.waitTimeout ?? 2000, log }) : undefined;
   if (replicaWait) cleanup.push(() => replicaWait.close());
+  const a = config.attachments;
+  const attachments = new AttachmentStore({
+    redis, prefix, chunkSize: a.chunkSize, maxSize: a.maxSize, retentionMs: a.retention, stagingTtlMs: a.uploadTimeout,
+    // Uploads are new inbound work: refused like messages while Redis is nearly full.
+    admit: () => {
+      if (memoryGuard.refusing) throw new DependencyUnavailable('redis', 'its memory is nearly full: new attachments are refused until it frees; nothing of this upload was kept, try again later');
+    },
+  });
   // Every message that enters the router passes this chain, in this order (DESIGN §5).
   const router = new Router(dedup, metrics, log, [
     auditDenials(audit),
@@ -63,6 +76,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     demoteReservedHeaders,
     authorizeSend(permissions),
     authorizeReplyTo(permissions),
+    claimCheck(permissions, attachments, audit), // attachments referenced exist with that hash, the sender may read them; the destination may then
     memoryGuard, // Redis nearly full: new inbound work from client doors is refused (503), never dropped
     ...(replicaWait ? [replicaWait] : []), // after the endpoint stored: WAIT for N replicas before the acknowledgement
   ]);
@@ -108,5 +122,5 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, log }, cleanup);
   }
   connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
-  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, ...(network ? { network } : {}) };
+  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, attachments, ...(network ? { network } : {}) };
 }
