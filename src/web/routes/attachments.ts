@@ -21,22 +21,24 @@ export function attachmentRoutes(deps: AppDeps): ExpressRouter {
     if (!deps.attachments) throw new SwitchboardError('not_found', 'attachments are not enabled in this gateway', 404);
     return deps.attachments;
   };
-  const refuse = async (req: Request, p: Principal, target: string, err: SwitchboardError) => {
+  const refuse = async (req: Request, ip: string | undefined, p: Principal, target: string, err: SwitchboardError) => {
     if (!err.audited) {
       err.audited = true;
-      await deps.audit.record({ action: 'attachment.refused', actor: principalId(p), ...(req.ip ? { ip: req.ip } : {}), target, detail: `${req.method} ${req.path}: ${err.message}` });
+      await deps.audit.record({ action: 'attachment.refused', actor: principalId(p), ...(ip ? { ip } : {}), target, detail: `${req.method} ${req.path}: ${err.message}` });
     }
     return err;
   };
   /** Runs `fn`; a typed refusal is audited before the error handler answers it. */
   const audited = (fn: (req: Request, res: Response, p: Principal) => Promise<void>) => async (req: Request, res: Response) => {
     const p = principalOf(res);
+    // Read now: once a refused upload's socket closes, the request no longer knows its address.
+    const ip = req.ip;
     try {
       await fn(req, res, p);
     } catch (err) {
       // The client may still be sending: close the connection after the answer.
       if (!req.readableEnded) res.setHeader('connection', 'close');
-      if (err instanceof SwitchboardError && err.status >= 400 && err.status < 500 && err.status !== 404) throw await refuse(req, p, String(req.params.id ?? req.query.to ?? ''), err);
+      if (err instanceof SwitchboardError && err.status >= 400 && err.status < 500 && err.status !== 404) throw await refuse(req, ip, p, String(req.params.id ?? req.query.to ?? ''), err);
       throw err;
     }
   };
@@ -44,7 +46,7 @@ export function attachmentRoutes(deps: AppDeps): ExpressRouter {
   // One request, one attachment.
   r.post('/api/attachments', audited(async (req, res, p) => {
     const to = requireAttachmentUpload(deps.permissions, p, req.query.to);
-    const info = await store().upload({ owner: principalId(p), ...describe(req), ...declared(req) }, req);
+    const info = await store().upload({ owner: principalId(p), ...describe(req), ...declared(req) }, body(req));
     deps.log.info({ attachment: info.id, size: info.size, owner: info.owner, to }, 'attachment uploaded');
     res.status(201).location(`/api/attachments/${info.id}`).json(view(info));
   }));
@@ -72,7 +74,7 @@ export function attachmentRoutes(deps: AppDeps): ExpressRouter {
     const s = await ownUpload(id, p);
     const offset = Number(req.headers['upload-offset']);
     if (!Number.isSafeInteger(offset) || offset < 0) throw new ValidationError('header Upload-Offset must be the byte this piece starts at (HEAD or GET the upload for it)', 'bad_offset');
-    const received = await store().append(id, offset, req);
+    const received = await store().append(id, offset, body(req));
     if (received === s.declaredSize) {
       const info = await store().complete(id);
       res.status(201).location(`/api/attachments/${id}`).set('upload-offset', String(received)).json({ ...view(info), offset: received, complete: true });
@@ -167,6 +169,15 @@ export function attachmentPageRoutes(deps: AppDeps): ExpressRouter {
     await pipeline(Readable.from(store.read(info.id)), res).catch(() => res.destroy());
   });
   return r;
+}
+
+/**
+ * The request body as a stream of pieces. A refusal part-way (too large, Redis full) stops reading
+ * without destroying the request, so the client still gets the typed answer (sent with
+ * Connection: close) rather than a reset.
+ */
+function body(req: Request): AsyncIterable<Buffer> {
+  return req.iterator({ destroyOnReturn: false });
 }
 
 function etag(info: AttachmentInfo): string {
