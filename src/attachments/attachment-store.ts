@@ -1,7 +1,7 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { Conflict, ValidationError } from '../core/errors.ts';
-import { AttachmentHashMismatch, AttachmentNotFound, AttachmentSizeMismatch, AttachmentTooLarge, UploadOffsetMismatch } from './errors.ts';
+import { AttachmentConflict, AttachmentHashMismatch, AttachmentNotFound, AttachmentRestart, AttachmentSizeMismatch, AttachmentTooLarge, UploadOffsetMismatch } from './errors.ts';
 import type { AttachmentRef } from './reference.ts';
 
 export interface AttachmentStoreOptions {
@@ -72,14 +72,13 @@ export class AttachmentStore {
 
   private keys(id: string) {
     const tag = `${this.o.prefix}:{att:${id}}`;
-    return { meta: `${tag}:meta`, chunks: `${tag}:chunks`, readers: `${tag}:readers`, writer: `${tag}:writer` };
+    return { meta: `${tag}:meta`, chunks: `${tag}:chunks`, readers: `${tag}:readers`, writer: `${tag}:writer`, sent: `${tag}:sent` };
   }
 
   /** Starts an upload; nothing is visible until `complete`. */
-  async begin(u: NewUpload): Promise<string> {
+  async begin(u: NewUpload, id: string = randomUUID()): Promise<string> {
     if (u.size !== undefined && u.size > this.o.maxSize) throw new AttachmentTooLarge(this.o.maxSize);
     this.o.admit?.();
-    const id = randomUUID();
     const k = this.keys(id);
     await this.o.redis.multi()
       .hset(k.meta, {
@@ -104,7 +103,7 @@ export class AttachmentStore {
    * `hash`, when given, is updated with every byte (a one-shot upload hashes as it streams).
    * One writer per upload at a time. Returns the bytes stored so far.
    */
-  async append(id: string, from: number, source: AsyncIterable<Buffer | string>, hash?: Hash): Promise<number> {
+  async append(id: string, from: number, source: AsyncIterable<Buffer | string> | Iterable<Buffer>, hash?: Hash): Promise<number> {
     const k = this.keys(id);
     const token = randomUUID();
     if ((await this.o.redis.set(k.writer, token, 'PX', 60_000, 'NX')) !== 'OK') throw new Conflict(`upload ${id} is being written by another request; wait for it to end`);
@@ -276,7 +275,46 @@ export class AttachmentStore {
   /** Deletes the attachment or upload (UNLINK: a 2 GB chunk hash is freed in the background). */
   async delete(id: string): Promise<boolean> {
     const k = this.keys(id);
-    return (await this.o.redis.unlink(k.meta, k.chunks, k.readers, k.writer)) > 0;
+    return (await this.o.redis.unlink(k.meta, k.chunks, k.readers, k.writer, k.sent)) > 0;
+  }
+
+  /**
+   * A piece of an attachment arriving from a peer (`owner` is the peer's principal id). Pieces
+   * come in order and may repeat (an acknowledgement lost on a cut connection): a piece already
+   * stored is a duplicate and changes nothing. The last piece completes the attachment, which
+   * hashes what was stored and compares it with the reference the peer sent (deleting it on a
+   * mismatch). Throws AttachmentRestart when this gateway has no upload to continue (it expired):
+   * the sender starts again from byte 0.
+   */
+  async receivePiece(owner: string, ref: AttachmentRef, offset: number, data: Buffer): Promise<'stored' | 'duplicate' | 'complete'> {
+    const k = this.keys(ref.id);
+    const m = await this.o.redis.hgetall(k.meta);
+    const same = m.owner === owner && (m.sha256 ?? m.declaredSha256) === ref.sha256 && Number(m.size ?? m.declaredSize) === ref.size;
+    if (m.state !== undefined && !same) throw new AttachmentConflict(ref.id);
+    if (m.state === 'complete') return 'complete';
+    if (m.state === undefined) {
+      if (offset !== 0) throw new AttachmentRestart(ref.id);
+      await this.begin({ owner, name: ref.name, contentType: ref.contentType, size: ref.size, sha256: ref.sha256 }, ref.id);
+    }
+    const received = Number(m.received ?? 0);
+    if (offset + data.length <= received && !(data.length === 0 && received === 0)) return 'duplicate';
+    if (offset !== received) throw new AttachmentRestart(ref.id);
+    const stored = await this.append(ref.id, offset, [data]);
+    if (stored < ref.size) return 'stored';
+    await this.complete(ref.id);
+    return 'complete';
+  }
+
+  /** How many bytes of an attachment the peer `alias` has acknowledged (the resume point). */
+  async sentTo(id: string, alias: string): Promise<number> {
+    return Number((await this.o.redis.hget(this.keys(id).sent, alias)) ?? 0);
+  }
+
+  /** Records the peer's acknowledgement up to `offset`; kept as long as the attachment. */
+  async setSentTo(id: string, alias: string, offset: number): Promise<void> {
+    const k = this.keys(id);
+    const ttl = await this.o.redis.pttl(k.meta);
+    await this.o.redis.multi().hset(k.sent, alias, offset).pexpire(k.sent, ttl > 0 ? ttl : this.o.stagingTtlMs).exec();
   }
 
   /** The default retention, for callers that set a message's. */

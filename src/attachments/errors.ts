@@ -34,3 +34,18 @@ export class UploadOffsetMismatch extends SwitchboardError {
     super('offset_mismatch', `upload ${id}: continues at byte ${expected}, but Upload-Offset says ${got}; ask HEAD /api/attachments/uploads/${id} for the offset`, 409);
   }
 }
+
+/** A peer sent pieces for an attachment id this gateway holds with another owner, hash or size. */
+export class AttachmentConflict extends SwitchboardError {
+  constructor(readonly id: string) {
+    super('attachment_conflict', `attachment ${id}: this gateway already holds an attachment of that id with another owner, hash or size`, 409);
+  }
+}
+
+/** This gateway has no upload to continue at that offset (it expired or never began): send again from byte 0. */
+export class AttachmentRestart extends SwitchboardError {
+  static readonly CONDITION = 'switchboard:attachment-restart';
+  constructor(readonly id: string) {
+    super('attachment_restart', `attachment ${id}: nothing here to continue; send it again from byte 0`, 409);
+  }
+}
