@@ -14,6 +14,10 @@ import { localAddress, type NetworkMap, type Peer } from '../network/network-map
 import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY, verifyEnvelope } from '../network/envelope.ts';
 import { certificateIdentity } from '../network/identity.ts';
 import type { RevocationList } from '../network/revocation.ts';
+import type { AttachmentStore } from '../attachments/attachment-store.ts';
+import { AttachmentRestart } from '../attachments/errors.ts';
+import { ATTACHMENT_LINK, RESTART_CONDITION, readPiece } from '../network/attachment-transfer.ts';
+import { principalId } from '../core/message.ts';
 
 /** How a peer appears as a principal and sender: its network identity, its alias beside it. */
 export function peerPrincipal(peer: Pick<Peer, 'alias' | 'identity'>): { kind: 'peer'; name: string; alias: string } {
@@ -38,6 +42,8 @@ export interface PeerListenerOptions {
   maxMessageBytes: number;
   audit: AuditLog;
   log: Logger;
+  /** Where attachments pushed by peers are stored (link `$attachments`); absent: that link is refused. */
+  attachments?: AttachmentStore;
 }
 
 /**
@@ -151,6 +157,7 @@ export class PeerListener {
     try {
       if (!peer) throw new PermissionDenied('(unknown peer)', 'send', '');
       const target = (receiver.target as { address?: string } | undefined)?.address ?? '';
+      if (target === ATTACHMENT_LINK) return await this.onPiece(peer, amqp, delivery);
       const address = parseAddress(localAddress(target)).raw;
       // The sender is the peer's network identity (who it is), with the local alias beside it
       // (what rules, addresses and reply checks name).
@@ -190,6 +197,31 @@ export class PeerListener {
       if (!(err instanceof SwitchboardError)) { giveCredit = true; this.o.log.error({ err: (err as Error).message }, 'peer message failed'); }
     } finally {
       if (giveCredit && !this.stopping) receiver.add_credit(1);
+    }
+  }
+
+  /**
+   * One piece of an attachment a peer pushes before the message that references it: settled
+   * (accepted) only once stored in Redis, so the peer's record of what was acknowledged is
+   * never ahead of what is here. The peer is the attachment's owner here.
+   */
+  private async onPiece(peer: Peer, amqp: AmqpMessage, delivery: Delivery): Promise<void> {
+    try {
+      if (!this.o.attachments) throw new SwitchboardError('not_supported', 'this gateway does not take attachments', 400);
+      const { ref, offset, data } = readPiece(amqp as never, this.o.maxMessageBytes);
+      const outcome = await holdWhileUnavailable(() => this.o.attachments!.receivePiece(principalId(peerPrincipal(peer)), ref, offset, data), { stopping: () => this.stopping, firstPauseMs: 200 });
+      if (outcome === 'complete' && offset + data.length === ref.size) this.o.log.info({ peer: peer.alias, attachment: ref.id, size: ref.size }, 'attachment received from peer, hash checked');
+      delivery.accept();
+    } catch (err) {
+      if (err instanceof AttachmentRestart) delivery.reject({ condition: RESTART_CONDITION, description: err.message });
+      else if (isRetryable(err)) delivery.release({ delivery_failed: true });
+      else {
+        if ((err as SwitchboardError).code === 'hash_mismatch') {
+          await this.o.audit.record({ action: 'peer.attachment-refused', actor: `peer:${peer.identity}`, target: ATTACHMENT_LINK, detail: `peer ${peer.alias}: ${(err as Error).message}` });
+        }
+        delivery.reject({ condition: 'amqp:invalid-field', description: (err as Error).message });
+        if (!(err instanceof SwitchboardError)) this.o.log.error({ err: (err as Error).message }, 'attachment piece from peer failed');
+      }
     }
   }
 

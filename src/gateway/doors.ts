@@ -96,7 +96,7 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
     const files = materials.network;
     const listener = new PeerListener({
       host: n.host, port: n.port, key: files.key, cert: files.cert, ca: files.ca, map: network.map, revocation: network.revocation, router, dedup,
-      eventHorizonMs: n.eventHorizon, credit: 50, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576, audit, log,
+      eventHorizonMs: n.eventHorizon, credit: 50, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576, audit, log, attachments: transports.attachments,
     });
     peerListener = listener;
     await listener.start();

@@ -9,6 +9,7 @@ import { PeerEndpoint } from '../endpoints/peer/peer-endpoint.ts';
 import { NetworkMap } from '../network/network-map.ts';
 import { RevocationList } from '../network/revocation.ts';
 import type { Cleanup } from './cleanup.ts';
+import type { AttachmentStore } from '../attachments/attachment-store.ts';
 
 export interface PeerNetwork {
   map: NetworkMap;
@@ -25,7 +26,7 @@ export interface PeerNetwork {
 export async function openPeerNetwork(
   n: NonNullable<Config['network']>,
   files: NetworkMaterials,
-  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; log: Logger },
+  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; log: Logger; attachments?: AttachmentStore },
   cleanup: Cleanup,
 ): Promise<PeerNetwork> {
   const map = new NetworkMap({ peers: files.peers, ...(files.mapFile ? { source: files.mapFile } : {}), log: o.log });
@@ -38,7 +39,7 @@ export async function openPeerNetwork(
   cleanup.push(async () => revocation.stop());
   const peers = new PeerEndpoint({ revocation,
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
-    signingKey: files.signingKey, eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
+    signingKey: files.signingKey, eventHorizonMs: n.eventHorizon, router: o.router, ...(o.attachments ? { attachments: o.attachments } : {}), metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
   });
   o.router.register(peers);
   await peers.start();

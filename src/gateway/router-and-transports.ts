@@ -119,7 +119,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     }));
   }
   if (config.network && materials.network) {
-    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, log }, cleanup);
+    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, log, attachments }, cleanup);
   }
   connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
   return { router, metrics, dedup, queues, temporaryQueues, topics, shards, attachments, ...(network ? { network } : {}) };

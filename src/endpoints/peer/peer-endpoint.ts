@@ -17,6 +17,10 @@ import type { NetworkMap } from '../../network/network-map.ts';
 import { proxiedTlsDial, type ProxyConfig } from '../../network/proxy-dialer.ts';
 import type { RevocationList } from '../../network/revocation.ts';
 import { Lease, leaseKey } from '../../store/lease.ts';
+import type { AttachmentStore } from '../../attachments/attachment-store.ts';
+import { ATTACHMENTS_HEADER, parseAttachmentRefs } from '../../attachments/reference.ts';
+import type { AmqpMessage } from '../../amqp/mapping.ts';
+import { pushAttachments } from './attachment-push.ts';
 
 export interface PeerEndpointOptions {
   redis: Redis;
@@ -41,6 +45,8 @@ export interface PeerEndpointOptions {
   router: Router;
   metrics: Metrics;
   log: Logger;
+  /** Where attachments referenced by messages are kept; they are pushed to the peer before their message. */
+  attachments?: AttachmentStore;
 }
 
 /** Computed at send time and stored with the message: the signature covers the remote address. */
@@ -166,6 +172,15 @@ export class PeerEndpoint implements Endpoint {
   private async deliver(alias: string, m: Message, envelope: Envelope): Promise<void> {
     if (Date.now() - Date.parse(m.createdAt) > this.o.eventHorizonMs) {
       throw new Undeliverable(`not delivered to peer ${alias} within the event horizon (${Math.round(this.o.eventHorizonMs / 60_000)} min)`);
+    }
+    const refs = parseAttachmentRefs(m.headers[ATTACHMENTS_HEADER]);
+    if (refs.length > 0 && this.o.attachments) {
+      try {
+        await pushAttachments(this.o.attachments, alias, refs, (address, piece) => this.bridge(alias).send(address, piece as AmqpMessage));
+      } catch (err) {
+        if (err instanceof BrokerRejected) throw new Undeliverable(err.message);
+        throw err;
+      }
     }
     const amqp = toAmqp(m);
     (amqp.application_properties as Record<string, string>)[SIGNATURE_PROPERTY] = envelope.signature;
