@@ -258,3 +258,35 @@ test('a referenced attachment lives as long as its message: the reference extend
   assert.ok(await client.pttl(`${prefix}:{att:${ref.id}}:chunks`) > 89 * 86_400_000);
   assert.ok(await client.pttl(`${prefix}:{att:${ref.id}}:readers`) > 89 * 86_400_000);
 });
+
+/** Logs in on the web (form + CSRF) and returns the session cookie. */
+async function webLogin(user: keyof typeof USERS): Promise<string> {
+  const page = await fetch(`${gw.url}/login`, { redirect: 'manual' });
+  const cookie = page.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(await page.text())![1]!;
+  const r = await fetch(`${gw.url}/login`, { method: 'POST', redirect: 'manual', headers: { cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _csrf: csrf, username: user, password: USERS[user], next: '/inbox' }).toString() });
+  assert.equal(r.status, 303);
+  const sid = r.headers.getSetCookie().map((c) => c.split(';')[0]).find((c) => c!.startsWith('sb.sid='));
+  return sid ?? cookie;
+}
+
+test('the inbox task page links to the attachments of its message; the link downloads for the person, and is refused to others', async () => {
+  const up = await upload('ops', 150_000, { to: 'person:ops', name: 'invoice 7.pdf' });
+  assert.equal(up.status, 201, JSON.stringify(up.body));
+  const ref = { id: up.body.id, sha256: up.body.sha256, size: up.body.size, name: 'invoice 7.pdf', contentType: 'application/pdf' };
+  const sent = await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'person:ops', subject: 'Invoice to check', body: { invoice: 7 }, headers: { attachments: JSON.stringify([ref]) } } });
+  assert.equal(sent.status, 202, JSON.stringify(sent.body));
+  const tasks = await waitFor(async () => { const t = (await api(gw.url, 'GET', '/api/tasks', { user: 'ops' })).body.tasks; return t.find((x: any) => x.title === 'Invoice to check'); }, 10_000, 'the task');
+  assert.deepEqual(tasks.attachments, [ref]);
+  const cookie = await webLogin('ops');
+  const page = await fetch(`${gw.url}/tasks/${enc(tasks.id)}`, { headers: { cookie } });
+  const html = await page.text();
+  assert.equal(page.status, 200);
+  assert.match(html, new RegExp(`href="/attachments/${ref.id}"`));
+  assert.match(html, /invoice 7\.pdf/);
+  const down = await hashDownload(`${gw.url}/attachments/${ref.id}`, { cookie });
+  assert.equal(down.status, 200);
+  assert.equal(down.sha256, ref.sha256);
+  const other = await fetch(`${gw.url}/attachments/${ref.id}`, { headers: { cookie: await webLogin('clerk'), accept: 'application/json' } });
+  assert.equal(other.status, 403);
+});
