@@ -1,7 +1,7 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { Conflict, ValidationError } from '../core/errors.ts';
-import { AttachmentConflict, AttachmentHashMismatch, AttachmentNotFound, AttachmentRestart, AttachmentSizeMismatch, AttachmentTooLarge, UploadOffsetMismatch } from './errors.ts';
+import { AttachmentConflict, AttachmentHashMismatch, AttachmentNotFound, AttachmentRestart, AttachmentSizeMismatch, AttachmentTooLarge, UploadBusy, UploadOffsetMismatch } from './errors.ts';
 import type { AttachmentRef } from './reference.ts';
 
 export interface AttachmentStoreOptions {
@@ -106,7 +106,7 @@ export class AttachmentStore {
   async append(id: string, from: number, source: AsyncIterable<Buffer | string> | Iterable<Buffer>, hash?: Hash): Promise<number> {
     const k = this.keys(id);
     const token = randomUUID();
-    if ((await this.o.redis.set(k.writer, token, 'PX', 60_000, 'NX')) !== 'OK') throw new Conflict(`upload ${id} is being written by another request; wait for it to end`);
+    if ((await this.o.redis.set(k.writer, token, 'PX', 60_000, 'NX')) !== 'OK') throw new UploadBusy(id);
     try {
       const m = await this.o.redis.hgetall(k.meta);
       if (m.state !== 'uploading') throw new AttachmentNotFound(id, 'no unfinished upload with this id (never begun, already complete, expired or deleted)');

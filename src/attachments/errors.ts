@@ -49,3 +49,10 @@ export class AttachmentRestart extends SwitchboardError {
     super('attachment_restart', `attachment ${id}: nothing here to continue; send it again from byte 0`, 409);
   }
 }
+
+/** Another request (or a repeated peer piece) is writing this upload right now: try again shortly. */
+export class UploadBusy extends SwitchboardError {
+  constructor(readonly id: string) {
+    super('upload_busy', `upload ${id} is being written by another request; try again when it has ended`, 409, true);
+  }
+}
