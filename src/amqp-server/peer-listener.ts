@@ -16,7 +16,7 @@ import { certificateIdentity } from '../network/identity.ts';
 import type { RevocationList } from '../network/revocation.ts';
 import type { AttachmentStore } from '../attachments/attachment-store.ts';
 import { AttachmentRestart } from '../attachments/errors.ts';
-import { ATTACHMENT_LINK, RESTART_CONDITION, readPiece } from '../network/attachment-transfer.ts';
+import { ATTACHMENT_LINK, PIECE_BYTES as PIECE_CHUNK, RESTART_CONDITION, readPiece } from '../network/attachment-transfer.ts';
 import { principalId } from '../core/message.ts';
 
 /** How a peer appears as a principal and sender: its network identity, its alias beside it. */
@@ -209,7 +209,7 @@ export class PeerListener {
     try {
       if (!this.o.attachments) throw new SwitchboardError('not_supported', 'this gateway does not take attachments', 400);
       const { ref, offset, data } = readPiece(amqp as never, this.o.maxMessageBytes);
-      const outcome = await holdWhileUnavailable(() => this.o.attachments!.receivePiece(principalId(peerPrincipal(peer)), ref, offset, data), { stopping: () => this.stopping, firstPauseMs: 200 });
+      const outcome = await holdWhileUnavailable(() => this.o.attachments!.receivePiece(principalId(peerPrincipal(peer)), ref, offset, data, PIECE_CHUNK), { stopping: () => this.stopping, firstPauseMs: 200 });
       if (outcome === 'complete' && offset + data.length === ref.size) this.o.log.info({ peer: peer.alias, attachment: ref.id, size: ref.size }, 'attachment received from peer, hash checked');
       delivery.accept();
     } catch (err) {

@@ -76,13 +76,13 @@ export class AttachmentStore {
   }
 
   /** Starts an upload; nothing is visible until `complete`. */
-  async begin(u: NewUpload, id: string = randomUUID()): Promise<string> {
+  async begin(u: NewUpload, id: string = randomUUID(), chunkSize = this.chunkSize): Promise<string> {
     if (u.size !== undefined && u.size > this.o.maxSize) throw new AttachmentTooLarge(this.o.maxSize);
     this.o.admit?.();
     const k = this.keys(id);
     await this.o.redis.multi()
       .hset(k.meta, {
-        state: 'uploading', owner: u.owner, name: u.name, contentType: u.contentType, received: 0, chunkSize: this.chunkSize, createdAt: new Date().toISOString(),
+        state: 'uploading', owner: u.owner, name: u.name, contentType: u.contentType, received: 0, chunkSize, createdAt: new Date().toISOString(),
         ...(u.size !== undefined ? { declaredSize: u.size } : {}), ...(u.sha256 !== undefined ? { declaredSha256: u.sha256 } : {}),
       })
       .pexpire(k.meta, this.o.stagingTtlMs)
@@ -286,7 +286,7 @@ export class AttachmentStore {
    * mismatch). Throws AttachmentRestart when this gateway has no upload to continue (it expired):
    * the sender starts again from byte 0.
    */
-  async receivePiece(owner: string, ref: AttachmentRef, offset: number, data: Buffer): Promise<'stored' | 'duplicate' | 'complete'> {
+  async receivePiece(owner: string, ref: AttachmentRef, offset: number, data: Buffer, pieceBytes = this.chunkSize): Promise<'stored' | 'duplicate' | 'complete'> {
     const k = this.keys(ref.id);
     const m = await this.o.redis.hgetall(k.meta);
     const same = m.owner === owner && (m.sha256 ?? m.declaredSha256) === ref.sha256 && Number(m.size ?? m.declaredSize) === ref.size;
@@ -294,7 +294,8 @@ export class AttachmentStore {
     if (m.state === 'complete') return 'complete';
     if (m.state === undefined) {
       if (offset !== 0) throw new AttachmentRestart(ref.id);
-      await this.begin({ owner, name: ref.name, contentType: ref.contentType, size: ref.size, sha256: ref.sha256 }, ref.id);
+      // Chunks the size of the sender's pieces: each piece is written once, never read back to fill a chunk.
+      await this.begin({ owner, name: ref.name, contentType: ref.contentType, size: ref.size, sha256: ref.sha256 }, ref.id, Math.min(Math.max(pieceBytes, 16 * 1024), 64 * 1024 ** 2));
     }
     const received = Number(m.received ?? 0);
     if (offset + data.length <= received && !(data.length === 0 && received === 0)) {

@@ -18,6 +18,11 @@ export const ATTACHMENT_LINK = '$attachments';
 export const PIECE_REF_PROPERTY = 'switchboard-attachment';
 /** Application property: the byte offset of this piece in the attachment. */
 export const PIECE_OFFSET_PROPERTY = 'switchboard-attachment-offset';
+/**
+ * Bytes per piece: under the listener's 1 MiB message limit. Pieces end on multiples of this, and
+ * the receiver stores each as one chunk of this size.
+ */
+export const PIECE_BYTES = 512 * 1024;
 /** Delivery rejection condition: the receiver has nothing to continue; send from byte 0 again. */
 export const RESTART_CONDITION = 'switchboard:attachment-restart';
 

@@ -3,10 +3,7 @@ import type { AttachmentRef } from '../../attachments/reference.ts';
 import { DestinationUnavailable } from '../../core/errors.ts';
 import { Undeliverable } from '../../core/outbox.ts';
 import { BrokerRejected } from '../../amqp/connection.ts';
-import { ATTACHMENT_LINK, RESTART_CONDITION, pieceMessage } from '../../network/attachment-transfer.ts';
-
-/** Bytes per piece on the peer link: under the receiving listener's message limit (1 MiB by default). */
-export const PIECE_BYTES = 512 * 1024;
+import { ATTACHMENT_LINK, PIECE_BYTES, RESTART_CONDITION, pieceMessage } from '../../network/attachment-transfer.ts';
 
 /**
  * Pushes a message's attachments to a peer before the message itself (the claim check's bytes
@@ -21,32 +18,62 @@ export async function pushAttachments(store: AttachmentStore, alias: string, ref
     if (!info) throw new Undeliverable(`attachment ${ref.id} is gone here (expired or deleted) before it reached peer ${alias}`);
     if (info.sha256 !== ref.sha256 || info.size !== ref.size) throw new Undeliverable(`attachment ${ref.id} here does not match the message's reference (hash or size)`);
     let offset = await store.sentTo(ref.id, alias);
-    if (offset > ref.size) offset = 0;
-    let restarted = false;
-    // A 0-byte attachment is one empty piece; otherwise pieces until every byte is acknowledged.
-    for (let first = true; first || offset < ref.size; first = false) {
-      const end = Math.min(offset + PIECE_BYTES, ref.size);
-      const parts: Buffer[] = [];
-      if (end > offset) for await (const b of store.read(ref.id, offset, end - 1)) parts.push(b);
-      const piece = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    // Resumes only where a piece ended (pieces end on multiples of PIECE_BYTES, or at the end).
+    if (offset > ref.size || (offset % PIECE_BYTES !== 0 && offset !== ref.size)) offset = 0;
+    for (let attempt = 0; ; attempt++) {
       try {
-        await send(ATTACHMENT_LINK, pieceMessage(ref, offset, piece));
+        offset = await pushFrom(store, alias, ref, offset, send);
+        break;
       } catch (err) {
         if (err instanceof BrokerRejected && err.message.includes(RESTART_CONDITION)) {
           // The peer lost what it had (its unfinished upload expired): once from the start, now.
-          if (restarted) throw new DestinationUnavailable(`peer:${alias}`, `it asks again for attachment ${ref.id} from byte 0`);
-          restarted = true;
+          if (attempt > 0) throw new DestinationUnavailable(`peer:${alias}`, `it asks again for attachment ${ref.id} from byte 0`);
           offset = 0;
           await store.setSentTo(ref.id, alias, 0);
-          first = true;
           continue;
         }
         // Refused for good (the far side's hash check failed, an id conflict): the message cannot go either.
         if (err instanceof BrokerRejected) throw new Undeliverable(`peer ${alias} refused attachment ${ref.id}: ${err.message}`);
         throw err;
       }
-      offset = end;
-      await store.setSentTo(ref.id, alias, offset);
     }
   }
+}
+
+/**
+ * Sends the attachment from `offset` to its end in pieces that end on multiples of PIECE_BYTES
+ * (so each piece is one chunk at the far side), reading the local chunks once each, and records
+ * each acknowledgement. Returns the size when every byte is acknowledged.
+ */
+async function pushFrom(store: AttachmentStore, alias: string, ref: AttachmentRef, from: number, send: (address: string, message: Record<string, unknown>) => Promise<void>): Promise<number> {
+  let offset = from;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const flush = async () => {
+    const piece = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
+    await send(ATTACHMENT_LINK, pieceMessage(ref, offset, piece));
+    offset += piece.length;
+    pending = [];
+    pendingBytes = 0;
+    await store.setSentTo(ref.id, alias, offset);
+  };
+  // A 0-byte attachment is one empty piece.
+  if (ref.size === 0) {
+    pending = [Buffer.alloc(0)];
+    await flush();
+    return 0;
+  }
+  if (from >= ref.size) return ref.size;
+  for await (let b of store.read(ref.id, from, ref.size - 1)) {
+    while (b.length > 0) {
+      const room = PIECE_BYTES - ((offset + pendingBytes) % PIECE_BYTES);
+      const part = b.subarray(0, room);
+      pending.push(part);
+      pendingBytes += part.length;
+      b = b.subarray(part.length);
+      if (part.length === room) await flush();
+    }
+  }
+  if (pendingBytes > 0) await flush();
+  return offset;
 }
