@@ -290,3 +290,32 @@ test('the inbox task page links to the attachments of its message; the link down
   const other = await fetch(`${gw.url}/attachments/${ref.id}`, { headers: { cookie: await webLogin('clerk'), accept: 'application/json' } });
   assert.equal(other.status, 403);
 });
+
+test('pieces from a peer: in order, repeats change nothing, a gap asks for a restart, an id held by someone else is refused, a wrong hash deletes it', async () => {
+  const { AttachmentStore } = await import('../../src/attachments/attachment-store.ts');
+  const store = new AttachmentStore({ redis: client, prefix: `${prefix}x`, maxSize: 1024 ** 2, retentionMs: 60_000, stagingTtlMs: 60_000 });
+  const data = randomBytes(40_000);
+  const ref = { id: 'peer-piece-test-0001', sha256: createHash('sha256').update(data).digest('hex'), size: data.length, name: 'p.bin', contentType: 'application/octet-stream' };
+  const peer = 'peer:O=Bank A,L=London,C=GB';
+  // A first piece that is not at 0, for an attachment not begun here: start again.
+  await assert.rejects(store.receivePiece(peer, ref, 16_384, data.subarray(16_384, 32_768), 16_384), (e: any) => e.code === 'attachment_restart');
+  assert.equal(await store.receivePiece(peer, ref, 0, data.subarray(0, 16_384), 16_384), 'stored');
+  assert.equal(await store.receivePiece(peer, ref, 0, data.subarray(0, 16_384), 16_384), 'duplicate');
+  // Another peer (or a different hash) for the same id: refused, nothing changed.
+  await assert.rejects(store.receivePiece('peer:O=Mallory,C=XX', ref, 16_384, data.subarray(16_384, 32_768), 16_384), (e: any) => e.code === 'attachment_conflict');
+  await assert.rejects(store.receivePiece(peer, { ...ref, sha256: 'c'.repeat(64) }, 16_384, data.subarray(16_384, 32_768), 16_384), (e: any) => e.code === 'attachment_conflict');
+  // A gap: restart.
+  await assert.rejects(store.receivePiece(peer, ref, 32_768, data.subarray(32_768), 16_384), (e: any) => e.code === 'attachment_restart');
+  assert.equal(await store.receivePiece(peer, ref, 16_384, data.subarray(16_384, 32_768), 16_384), 'stored');
+  assert.equal(await store.info(ref.id), undefined, 'not visible before the last piece');
+  assert.equal(await store.receivePiece(peer, ref, 32_768, data.subarray(32_768), 16_384), 'complete');
+  const info = await store.info(ref.id);
+  assert.equal(info?.owner, peer);
+  assert.equal(info?.sha256, ref.sha256);
+  // The same pieces for an attachment whose bytes do not hash to its reference: deleted at the last piece.
+  const bad = { ...ref, id: 'peer-piece-test-0002', sha256: 'd'.repeat(64) };
+  assert.equal(await store.receivePiece(peer, bad, 0, data.subarray(0, 16_384), 16_384), 'stored');
+  assert.equal(await store.receivePiece(peer, bad, 16_384, data.subarray(16_384, 32_768), 16_384), 'stored');
+  await assert.rejects(store.receivePiece(peer, bad, 32_768, data.subarray(32_768), 16_384), (e: any) => e.code === 'hash_mismatch');
+  assert.equal(await client.exists(`${prefix}x:{att:${bad.id}}:meta`, `${prefix}x:{att:${bad.id}}:chunks`), 0);
+});
