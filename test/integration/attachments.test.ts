@@ -319,3 +319,21 @@ test('pieces from a peer: in order, repeats change nothing, a gap asks for a res
   await assert.rejects(store.receivePiece(peer, bad, 32_768, data.subarray(32_768), 16_384), (e: any) => e.code === 'hash_mismatch');
   assert.equal(await client.exists(`${prefix}x:{att:${bad.id}}:meta`, `${prefix}x:{att:${bad.id}}:chunks`), 0);
 });
+
+test('while Redis is nearly full (the memory guard), an upload is refused with 503 + Retry-After and nothing is kept', async () => {
+  const used = Number(/used_memory:(\d+)/.exec(await client.info('memory'))![1]);
+  await client.config('SET', 'maxmemory', String(Math.ceil(used / 0.92)));
+  try {
+    const keysBefore = (await attachmentKeys()).length;
+    const refused = await waitFor(async () => {
+      const up = await upload('clerk', 300_000).catch(() => undefined);
+      return up?.status === 503 ? up : undefined;
+    }, 15_000, 'the memory guard to refuse an upload');
+    assert.equal(refused!.body.error.code, 'unavailable');
+    assert.match(refused!.body.error.message, /memory is nearly full/);
+    assert.equal(refused!.headers['retry-after'], '5');
+    await waitFor(async () => (await attachmentKeys()).length === keysBefore, 5000, 'nothing kept');
+  } finally {
+    await client.config('SET', 'maxmemory', '0');
+  }
+});
