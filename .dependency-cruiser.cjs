@@ -85,6 +85,16 @@ module.exports = {
       severity: 'error',
       from: { path: '^src/tracing/' },
       to: { path: '^src/', pathNot: ['^src/tracing/', '^src/core/'] },
+      },
+      {
+      name: 'attachments-are-a-store',
+      comment:
+        'src/attachments keeps attachment content (chunks in Redis) and the claim-check reference. It is ' +
+        'a store like src/store: doors, auth and transports use it; it uses only src/core and src/store, ' +
+        'so it never decides who may read (src/auth does) nor knows a door or a transport.',
+      severity: 'error',
+      from: { path: '^src/attachments/' },
+      to: { path: '^src/(endpoints|people|flows|web|amqp-server|auth|network|amqp|cli|config|gateway)/' },
     },
     {
       name: 'flows-import-only-the-flow-api',

@@ -7,9 +7,14 @@ import { PermissionDenied, SwitchboardError, isRetryable } from '../core/errors.
 import { describe } from '../amqp/connection.ts';
 import type { AmqpMessage } from '../amqp/mapping.ts';
 import type { NetworkMap, Peer } from '../network/network-map.ts';
-import type { PeerIntake } from './peer-intake.ts';
+import { peerPrincipal, type PeerIntake } from './peer-intake.ts';
+import { holdWhileUnavailable } from '../core/hold.ts';
 import { certificateIdentity } from '../network/identity.ts';
 import type { RevocationList } from '../network/revocation.ts';
+import type { AttachmentStore } from '../attachments/attachment-store.ts';
+import { AttachmentRestart } from '../attachments/errors.ts';
+import { ATTACHMENT_LINK, PIECE_BYTES as PIECE_CHUNK, RESTART_CONDITION, readPiece } from '../network/attachment-transfer.ts';
+import { principalId } from '../core/message.ts';
 
 export { peerPrincipal } from './peer-intake.ts';
 
@@ -28,6 +33,10 @@ export interface PeerListenerOptions {
   credit: number;
   audit: AuditLog;
   log: Logger;
+  /** Where attachments pushed by peers are stored (link `$attachments`); absent: that link is refused. */
+  attachments?: AttachmentStore;
+  /** The largest attachment piece a peer may push in one delivery (amqp.maxMessageBytes). @defaultValue 1 MiB */
+  maxMessageBytes?: number;
 }
 
 /**
@@ -139,8 +148,10 @@ export class PeerListener {
     try {
       if (!peer) throw new PermissionDenied('(unknown peer)', 'send', '');
       const target = (receiver.target as { address?: string } | undefined)?.address ?? '';
+      const amqp = ctx.message as unknown as AmqpMessage;
+      if (target === ATTACHMENT_LINK) return await this.onPiece(peer, amqp, delivery);
       // Held while the destination cannot take it: no credit back, so the peer keeps the rest.
-      await this.o.intake.take(peer, target, ctx.message as unknown as AmqpMessage, () => this.stopping);
+      await this.o.intake.take(peer, target, amqp, () => this.stopping);
       delivery.accept();
     } catch (err) {
       if (isRetryable(err)) {
@@ -152,6 +163,31 @@ export class PeerListener {
       if (!(err instanceof SwitchboardError)) this.o.log.error({ err: (err as Error).message }, 'peer message failed');
     } finally {
       if (!this.stopping) receiver.add_credit(1);
+    }
+  }
+
+  /**
+   * One piece of an attachment a peer pushes before the message that references it: settled
+   * (accepted) only once stored in Redis, so the peer's record of what was acknowledged is
+   * never ahead of what is here. The peer is the attachment's owner here.
+   */
+  private async onPiece(peer: Peer, amqp: AmqpMessage, delivery: Delivery): Promise<void> {
+    try {
+      if (!this.o.attachments) throw new SwitchboardError('not_supported', 'this gateway does not take attachments', 400);
+      const { ref, offset, data } = readPiece(amqp as never, this.o.maxMessageBytes ?? 1_048_576);
+      const outcome = await holdWhileUnavailable(() => this.o.attachments!.receivePiece(principalId(peerPrincipal(peer)), ref, offset, data, PIECE_CHUNK), { stopping: () => this.stopping, firstPauseMs: 200 });
+      if (outcome === 'complete' && offset + data.length === ref.size) this.o.log.info({ peer: peer.alias, attachment: ref.id, size: ref.size }, 'attachment received from peer, hash checked');
+      delivery.accept();
+    } catch (err) {
+      if (err instanceof AttachmentRestart) delivery.reject({ condition: RESTART_CONDITION, description: err.message });
+      else if (isRetryable(err)) delivery.release({ delivery_failed: true });
+      else {
+        if ((err as SwitchboardError).code === 'hash_mismatch') {
+          await this.o.audit.record({ action: 'peer.attachment-refused', actor: `peer:${peer.identity}`, target: ATTACHMENT_LINK, detail: `peer ${peer.alias}: ${(err as Error).message}` });
+        }
+        delivery.reject({ condition: 'amqp:invalid-field', description: (err as Error).message });
+        if (!(err instanceof SwitchboardError)) this.o.log.error({ err: (err as Error).message }, 'attachment piece from peer failed');
+      }
     }
   }
 

@@ -7,6 +7,17 @@ import { isPasswordHash } from '../auth/password.ts';
 import { VERBS } from '../auth/permissions.ts';
 import { parseTypePattern } from '../events/event-types.ts';
 
+/** A size as written in config ('512kb', '1mb', '10gb', or bytes) → bytes. */
+const byteSize = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v > 0) return v;
+  const m = typeof v === 'string' ? /^(\d+)\s*(b|kb|mb|gb|tb)?$/i.exec(v.trim()) : null;
+  if (!m) {
+    ctx.addIssue({ code: 'custom', message: `expected a size like 512kb, 1mb or 10gb, or a number of bytes, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return Number(m[1]) * 1024 ** ['b', 'kb', 'mb', 'gb', 'tb'].indexOf((m[2] ?? 'b').toLowerCase());
+});
+
 /** A duration as written in config ('30s', '4h', or ms) → milliseconds. */
 export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   try {
@@ -396,6 +407,19 @@ export const configSchema = z.strictObject({
     .default({ serviceName: 'switchboard' }),
   /** Lifecycle events to addresses: `[{types: ['switchboard.flow.*'], to: 'topic:ops.events'}]`. */
   events: z.array(eventMapping).default([]),
+  /** Attachments (claim check, docs/attachments.md): chunked in Redis, streamed over HTTP and peers. */
+  attachments: z
+    .strictObject({
+      /** Largest attachment, e.g. 10gb. Redis must have room for it (its maxmemory, the memory guard's limit). */
+      maxSize: byteSize.default(10 * 1024 ** 3),
+      /** Bytes per chunk in Redis and per stream step, e.g. 1mb; a process holds about one chunk per stream. */
+      chunkSize: byteSize.refine((n) => n >= 16 * 1024 && n <= 64 * 1024 ** 2, 'expected a chunk size from 16kb to 64mb').default(1024 ** 2),
+      /** A complete attachment is deleted this long after its upload or the latest message that references it (or its expiresAt, if later). */
+      retention: duration.default(30 * 86_400_000),
+      /** An unfinished (resumable) upload is deleted after this long without a new byte. */
+      uploadTimeout: duration.default(86_400_000),
+    })
+    .default({ maxSize: 10 * 1024 ** 3, chunkSize: 1024 ** 2, retention: 30 * 86_400_000, uploadTimeout: 86_400_000 }),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
 });
 

@@ -90,6 +90,8 @@ export interface Task {
   controls?: TaskControls;
   /** Approvals given so far on a task that needs several. */
   approvals?: Approval[];
+  /** Attachments of the message the task came from (claim checks; the page links to each download). */
+  attachments?: { id: string; sha256: string; size: number; name: string; contentType: string }[];
   createdAt: string;
   sender: string;
   history: HistoryEntry[];

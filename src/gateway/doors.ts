@@ -80,6 +80,7 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
   const app = createApp({
     console: consoleSources,
     topics: transports.topics,
+    attachments: transports.attachments,
     dedup,
     hooks: Object.entries(config.webhooks).filter(([, w]) => w.inbound).map(([name, w]) => ({ name, secret: w.secret, to: w.inbound!.to })),
     permissionAdmin,
@@ -121,7 +122,7 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
     const n = { ...config.network, port: config.network.port };
     const files = materials.network;
     const listener = new PeerListener({
-      host: n.host, port: n.port, key: files.key, cert: files.cert, ca: files.ca, map: network.map, revocation: network.revocation, audit, log, credit: 50,
+      host: n.host, port: n.port, key: files.key, cert: files.cert, ca: files.ca, map: network.map, revocation: network.revocation, audit, log, credit: 50, attachments: transports.attachments, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576,
       intake: new RoutedPeerIntake({ router, dedup, audit, eventHorizonMs: n.eventHorizon, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576 }),
     });
     peerListener = listener;

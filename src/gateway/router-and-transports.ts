@@ -19,6 +19,9 @@ import { ReplicaWait } from '../store/replica-wait.ts';
 import { openTracing } from '../tracing/otel-tracing.ts';
 import { traceSend } from '../tracing/trace-send.ts';
 import type { Tracing } from '../tracing/tracing.ts';
+import { AttachmentStore } from '../attachments/attachment-store.ts';
+import { claimCheck } from '../auth/attachment-access.ts';
+import { DependencyUnavailable } from '../core/errors.ts';
 import { connectBrokers } from './brokers.ts';
 import type { MqEndpoint } from '../endpoints/mq/mq-endpoint.ts';
 import type { Cleanup } from './cleanup.ts';
@@ -36,6 +39,8 @@ export interface Transports {
   topics: TopicEndpoint;
   /** redis.shards as it applies (see Stores.shards), for the people application. */
   shards: number;
+  /** Attachments (claim check): chunked content in Redis that messages reference. */
+  attachments: AttachmentStore;
   /** When the config has a network: the map and the peer transport. */
   network?: PeerNetwork;
   /** The mq: transport, when brokers are configured (their states for the console). */
@@ -73,6 +78,14 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   const t = config.tracing;
   const tracing = await openTracing({ serviceName: t.serviceName, log, ...(t.otlp ? { otlp: { url: t.otlp.url, headers: t.otlp.headers, timeoutMs: t.otlp.timeout } } : {}) });
   cleanup.push(() => tracing.shutdown()); // pushed before the router: its last spans are sent after it closed
+  const a = config.attachments;
+  const attachments = new AttachmentStore({
+    redis, prefix, chunkSize: a.chunkSize, maxSize: a.maxSize, retentionMs: a.retention, stagingTtlMs: a.uploadTimeout,
+    // Uploads are new inbound work: refused like messages while Redis is nearly full.
+    admit: () => {
+      if (memoryGuard.refusing) throw new DependencyUnavailable('redis', 'its memory is nearly full: new attachments are refused until it frees; nothing of this upload was kept, try again later');
+    },
+  });
   // Every message that enters the router passes this chain, in this order (DESIGN §5).
   const router = new Router(dedup, metrics, log, [
     traceSend(tracing), // first: a refusal further down is a failed span, and every hop continues the caller's trace
@@ -82,6 +95,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     refuseForgedEvents, // a client's "switchboard.*" CloudEvent would pass for the gateway's own
     authorizeSend(permissions),
     authorizeReplyTo(permissions),
+    claimCheck(permissions, attachments, audit), // attachments referenced exist with that hash, the sender may read them; the destination may then
     memoryGuard, // Redis nearly full: new inbound work from client doors is refused (503), never dropped
     ...(replicaWait ? [replicaWait] : []), // after the endpoint stored: WAIT for N replicas before the acknowledgement
   ]);
@@ -133,8 +147,8 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     }));
   }
   if (config.network && materials.network) {
-    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, log }, cleanup);
+    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, log, attachments }, cleanup);
   }
   const brokers = connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
-  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, tracing, events, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
+  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, attachments, tracing, events, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
 }

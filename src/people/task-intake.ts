@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { ATTACHMENTS_HEADER, parseAttachmentRefs } from '../attachments/reference.ts';
 import { ValidationError } from '../core/errors.ts';
 import { principalId, type Message } from '../core/message.ts';
 import type { Task, TaskControls, TaskIntake, TaskSpec } from '../core/task.ts';
@@ -32,7 +33,9 @@ export function taskFromMessage(message: Message): NewTask {
   const who = message.to.slice(colon + 1);
   const body = message.body as Partial<TaskSpec> | null;
   const isTask = message.headers['switchboard-task'] === 'ask' || (body !== null && typeof body === 'object' && typeof body.title === 'string' && Array.isArray(body.actions));
-  const base = { id: taskIdFor(message), createdAt: message.createdAt, sender: principalId(message.sender), ...(scheme === 'person' ? { assignee: who } : { group: who }) };
+  // The router's claim check has verified the references; the task keeps them for its page.
+  const attachments = parseAttachmentRefs(message.headers[ATTACHMENTS_HEADER]);
+  const base = { id: taskIdFor(message), createdAt: message.createdAt, sender: principalId(message.sender), ...(scheme === 'person' ? { assignee: who } : { group: who }), ...(attachments.length > 0 ? { attachments } : {}) };
   if (!isTask) {
     return {
       ...base, kind: 'message', title: message.subject ?? `Message from ${principalId(message.sender)}`, actions: ['acknowledge'], fields: {},

@@ -26,6 +26,7 @@ import { messageRoutes } from './routes/messages.ts';
 import { queueRoutes } from './routes/queues.ts';
 import { topicRoutes } from './routes/topics.ts';
 import { openApiRoutes } from './openapi.ts';
+import { attachmentPageRoutes, attachmentRoutes } from './routes/attachments.ts';
 
 /** Builds the HTTP door; `listen` is the caller's (the gateway, or a test on a free port). */
 export function createApp(deps: AppDeps): Express {
@@ -43,6 +44,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(openApiRoutes());
   // Credentials before the body: an unauthenticated client gets 401 and its body is never parsed.
   app.use('/api', requireRedis(deps.redis), authenticate(deps.auth));
+  // Streamed bodies: before the JSON parser, which would read them whole.
+  app.use(attachmentRoutes(deps));
   app.use('/api', express.json({ limit: deps.bodyLimit, strict: false, type: () => true }), jsonDepthLimit());
   app.use(messageRoutes(deps));
   app.use(queueRoutes(deps));
@@ -63,6 +66,7 @@ export function createApp(deps: AppDeps): Express {
   pages.use(consoleOpsRoutes(deps));
   pages.use(flowPageRoutes(deps));
   pages.use(inboxRoutes(deps));
+  pages.use(attachmentPageRoutes(deps));
   pages.use(permissionPageRoutes(deps));
   app.use(pages);
   app.use((req, _res, next) => next(new NotFound(`no such endpoint: ${req.method} ${req.path}`)));

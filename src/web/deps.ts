@@ -14,6 +14,8 @@ import type { Router } from '../core/router.ts';
 
 /** Everything the HTTP door needs, built by the gateway and handed in (no I/O at import time). */
 export interface AppDeps {
+  /** Attachments (claim check): streamed uploads and downloads, when enabled. */
+  attachments?: import('../attachments/attachment-store.ts').AttachmentStore;
   /** The topic: transport's subscription admin, when the gateway has topics. */
   topics?: TopicSubscriptions;
   router: Router;

@@ -92,7 +92,7 @@ export interface GatewayProcess {
   output(): string;
 }
 
-export async function spawnGateway(redisUrl: string, extra: Record<string, unknown> = {}, prefix?: string): Promise<GatewayProcess> {
+export async function spawnGateway(redisUrl: string, extra: Record<string, unknown> = {}, prefix?: string, opts: { nodeOptions?: string } = {}): Promise<GatewayProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'sb-gw-'));
   const port = await freePort();
   const raw = await testConfig(redisUrl, extra);
@@ -101,7 +101,7 @@ export async function spawnGateway(redisUrl: string, extra: Record<string, unkno
   (raw.log as Record<string, unknown>).level = 'info';
   const configFile = join(dir, 'switchboard.yaml');
   writeFileSync(configFile, stringify(raw));
-  const child: ChildProcess = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'switchboard.mjs'), 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'switchboard.mjs'), 'start', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'], ...(opts.nodeOptions ? { env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${opts.nodeOptions}`.trim() } } : {}) });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-20000); });
   child.stderr!.on('data', (d: Buffer) => { out = (out + d.toString()).slice(-20000); });

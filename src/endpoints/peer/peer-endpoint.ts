@@ -18,6 +18,10 @@ import type { NetworkMap } from '../../network/network-map.ts';
 import { proxiedTlsDial, type ProxyConfig } from '../../network/proxy-dialer.ts';
 import type { RevocationList } from '../../network/revocation.ts';
 import { Lease, leaseKey } from '../../store/lease.ts';
+import type { AttachmentStore } from '../../attachments/attachment-store.ts';
+import { ATTACHMENTS_HEADER, parseAttachmentRefs } from '../../attachments/reference.ts';
+import type { AmqpMessage } from '../../amqp/mapping.ts';
+import { pushAttachments } from './attachment-push.ts';
 
 export interface PeerEndpointOptions {
   redis: Redis;
@@ -50,6 +54,8 @@ export interface PeerEndpointOptions {
   lifecycle?: ReportLifecycle;
   metrics: Metrics;
   log: Logger;
+  /** Where attachments referenced by messages are kept; they are pushed to the peer before their message. */
+  attachments?: AttachmentStore;
 }
 
 /**
@@ -204,6 +210,17 @@ export class PeerEndpoint implements Endpoint {
   private async deliver(alias: string, m: Message, envelope: Envelope): Promise<void> {
     if (Date.now() - Date.parse(m.createdAt) > this.o.eventHorizonMs) {
       throw new Undeliverable(`not delivered to peer ${alias} within the event horizon (${Math.round(this.o.eventHorizonMs / 60_000)} min)`);
+    }
+    const refs = parseAttachmentRefs(m.headers[ATTACHMENTS_HEADER]);
+    // Pieces cross only a direct peer link today (docs/attachments.md, "Through the DMZ float").
+    if (refs.length > 0 && this.o.relay) throw new Undeliverable(`message ${m.id} references attachments, which do not cross the DMZ float yet (docs/attachments.md)`);
+    if (refs.length > 0 && this.o.attachments) {
+      try {
+        await pushAttachments(this.o.attachments, alias, refs, (address, piece) => this.bridge(alias).send(address, piece as AmqpMessage));
+      } catch (err) {
+        if (err instanceof BrokerRejected) throw new Undeliverable(err.message);
+        throw err;
+      }
     }
     const origin = envelope.origin ?? this.o.identity;
     if (this.o.relay) {
