@@ -3,6 +3,7 @@ import * as z from 'zod';
 import { createDocument, type ZodOpenApiOperationObject, type ZodOpenApiPathsObject, type ZodOpenApiResponseObject } from 'zod-openapi';
 import type { ApiOperation } from './openapi-operation.ts';
 import { ErrorBody } from './openapi-schemas.ts';
+import { attachmentOperations } from './routes/attachments.ts';
 import { auditOperations } from './routes/audit.ts';
 import { canOperations } from './routes/can.ts';
 import { flowOperations } from './routes/flows.ts';
@@ -29,7 +30,7 @@ const describeApi = {
 /** Every `/api` route, by area. A new area adds its operations here (one line). */
 export const API_AREAS: Record<string, ApiOperation>[] = [
   messageOperations, queueOperations, topicOperations, flowOperations, taskOperations,
-  canOperations, permissionOperations, tokenOperations, auditOperations, describeApi,
+  canOperations, permissionOperations, tokenOperations, auditOperations, attachmentOperations, describeApi,
 ];
 
 const REASONS: Record<number, string> = {
@@ -39,6 +40,8 @@ const REASONS: Record<number, string> = {
   404: 'no such flow, task, instance, rule or subscription, or the feature is not enabled in this gateway',
   409: 'conflict with the current state (decided already, claimed by someone else, exists already)',
   413: 'the body is larger than the configured limit',
+  416: 'a Range the content cannot satisfy (Content-Range names its size)',
+  422: 'the content or a reference does not match its declared SHA-256 or size; nothing was kept',
   429: 'too many failed logins: wait for Retry-After',
   503: 'a dependency (Redis, the directory, the destination) is down: try again after Retry-After',
 };

@@ -9,6 +9,74 @@ import { principalId, type Principal } from '../../core/message.ts';
 import type { AppDeps } from '../deps.ts';
 import { callerOf, principalOf } from '../middleware/authenticate.ts';
 import { requireLogin } from '../middleware/require-login.ts';
+import { operation, requestOf } from '../openapi-operation.ts';
+import * as z from 'zod';
+
+const Id = z.object({ id: z.string().min(1).max(200).meta({ description: 'the attachment (or unfinished upload) id' }) });
+const Upload = z.object({
+  to: z.string({ error: "query parameter 'to' is required: the address the attachment is for (send there is needed)" }).meta({ description: 'the address the attachment is for: uploading needs send there' }),
+  name: z.string().optional().meta({ description: 'the file name (or Content-Disposition filename); at most 255 characters, no / or \\' }),
+});
+const Attachment = z.looseObject({ id: z.string(), sha256: z.string(), size: z.number().int(), name: z.string(), contentType: z.string() }).meta({ id: 'Attachment' });
+const UploadState = z.looseObject({ id: z.string(), offset: z.number().int(), length: z.number().int(), complete: z.boolean().optional() }).meta({ id: 'UploadState' });
+const Bytes = z.string().meta({ format: 'binary' });
+const Nothing = z.null().meta({ description: 'no content' });
+
+/** The attachment calls as the OpenAPI document describes them (docs/attachments.md has the rules). */
+export const attachmentOperations = {
+  upload: operation({
+    method: 'post', path: '/api/attachments', id: 'uploadAttachment', tag: 'attachments',
+    summary: 'Upload one attachment, streamed (send on ?to=)',
+    description: 'The body is the content (Content-Type kept; X-Content-SHA256 optional, checked at the end). Nothing is visible until size and hash are checked.',
+    query: Upload, body: Bytes, bodyType: 'application/octet-stream',
+    ok: { status: 201, description: 'stored; reference it in a message header `attachments`', schema: Attachment },
+    errors: [400, 403, 404, 422],
+  }),
+  begin: operation({
+    method: 'post', path: '/api/attachments/uploads', id: 'beginResumableUpload', tag: 'attachments',
+    summary: 'Begin a resumable upload (header Upload-Length; send on ?to=)',
+    query: Upload,
+    ok: { status: 201, description: 'begun at offset 0', schema: UploadState },
+    errors: [400, 403, 404],
+  }),
+  status: operation({
+    method: 'get', path: '/api/attachments/uploads/:id', id: 'getResumableUpload', tag: 'attachments',
+    summary: 'Where an unfinished upload resumes (its uploader only)',
+    params: Id,
+    ok: { status: 200, description: 'the offset to PATCH at next', schema: UploadState },
+    errors: [400, 403, 404],
+  }),
+  append: operation({
+    method: 'patch', path: '/api/attachments/uploads/:id', id: 'appendResumableUpload', tag: 'attachments',
+    summary: 'Append a piece at header Upload-Offset (its uploader only)',
+    description: '200 with the new offset; 201 with the attachment when the last byte arrived and the hash checked.',
+    params: Id, body: Bytes, bodyType: 'application/octet-stream',
+    ok: { status: 200, description: 'the new offset (201 and the attachment when complete)', schema: UploadState },
+    errors: [400, 403, 404, 409, 422],
+  }),
+  abandon: operation({
+    method: 'delete', path: '/api/attachments/uploads/:id', id: 'deleteResumableUpload', tag: 'attachments',
+    summary: 'Abandon an unfinished upload (its uploader only)',
+    params: Id,
+    ok: { status: 204, description: 'deleted', schema: Nothing },
+    errors: [400, 403, 404],
+  }),
+  download: operation({
+    method: 'get', path: '/api/attachments/:id', id: 'downloadAttachment', tag: 'attachments',
+    summary: 'Download an attachment, streamed (HEAD and Range too)',
+    description: 'Its uploader, or whoever may consume or browse an address a message referencing it was accepted for. 206 for a Range, 416 for one it cannot satisfy.',
+    params: Id,
+    ok: { status: 200, description: 'the content', schema: Bytes, type: 'application/octet-stream' },
+    errors: [400, 403, 404, 416],
+  }),
+  remove: operation({
+    method: 'delete', path: '/api/attachments/:id', id: 'deleteAttachment', tag: 'attachments',
+    summary: 'Delete an attachment (its uploader only)',
+    params: Id,
+    ok: { status: 204, description: 'deleted', schema: Nothing },
+    errors: [400, 403, 404],
+  }),
+};
 
 /**
  * Attachments over HTTP (docs/attachments.md). Bodies are streamed straight into the attachment
@@ -44,16 +112,19 @@ export function attachmentRoutes(deps: AppDeps): ExpressRouter {
   };
 
   // One request, one attachment.
-  r.post('/api/attachments', audited(async (req, res, p) => {
+  r.post(attachmentOperations.upload.path, audited(async (req, res, p) => {
+    // The address first: its own refusal (missing_to, 403) says more than the schema's.
     const to = requireAttachmentUpload(deps.permissions, p, req.query.to);
+    requestOf.query(attachmentOperations.upload, req);
     const info = await store().upload({ owner: principalId(p), ...describe(req), ...declared(req) }, body(req));
     deps.log.info({ attachment: info.id, size: info.size, owner: info.owner, to }, 'attachment uploaded');
     res.status(201).location(`/api/attachments/${info.id}`).json(view(info));
   }));
 
   // Resumable: create, then PATCH pieces at Upload-Offset until Upload-Length is reached.
-  r.post('/api/attachments/uploads', audited(async (req, res, p) => {
+  r.post(attachmentOperations.begin.path, audited(async (req, res, p) => {
     requireAttachmentUpload(deps.permissions, p, req.query.to);
+    requestOf.query(attachmentOperations.begin, req);
     const { size, sha256 } = declared(req, true);
     if (size === undefined) throw new ValidationError('a resumable upload needs its length: header Upload-Length (bytes)', 'missing_length');
     const id = await store().begin({ owner: principalId(p), ...describe(req), size, ...(sha256 ? { sha256 } : {}) });
@@ -65,11 +136,11 @@ export function attachmentRoutes(deps: AppDeps): ExpressRouter {
     if (s.owner !== principalId(p)) throw new PermissionDenied(principalId(p), 'resume', `upload ${id} (only its uploader may)`);
     return s;
   };
-  r.get('/api/attachments/uploads/:id', audited(async (req, res, p) => {
+  r.get(attachmentOperations.status.path, audited(async (req, res, p) => {
     const s = await ownUpload(String(req.params.id), p);
     res.set('upload-offset', String(s.received)).json({ id: s.id, offset: s.received, length: s.declaredSize });
   }));
-  r.patch('/api/attachments/uploads/:id', audited(async (req, res, p) => {
+  r.patch(attachmentOperations.append.path, audited(async (req, res, p) => {
     const id = String(req.params.id);
     const s = await ownUpload(id, p);
     const offset = Number(req.headers['upload-offset']);
@@ -82,15 +153,15 @@ export function attachmentRoutes(deps: AppDeps): ExpressRouter {
     }
     res.set('upload-offset', String(received)).json({ id, offset: received, length: s.declaredSize, complete: false });
   }));
-  r.delete('/api/attachments/uploads/:id', audited(async (req, res, p) => {
+  r.delete(attachmentOperations.abandon.path, audited(async (req, res, p) => {
     await ownUpload(String(req.params.id), p);
     await store().delete(String(req.params.id));
     res.status(204).end();
   }));
 
-  r.get('/api/attachments/:id', audited(async (req, res, p) => download(req, res, p)));
-  r.head('/api/attachments/:id', audited(async (req, res, p) => download(req, res, p)));
-  r.delete('/api/attachments/:id', audited(async (req, res, p) => {
+  // Express answers HEAD with this GET route; download() then sends the headers only.
+  r.get(attachmentOperations.download.path, audited(async (req, res, p) => download(req, res, p)));
+  r.delete(attachmentOperations.remove.path, audited(async (req, res, p) => {
     const info = await readable(String(req.params.id), p);
     if (info.owner !== principalId(p)) throw new PermissionDenied(principalId(p), 'delete', `attachment ${info.id} (only its uploader may)`);
     await store().delete(info.id);
