@@ -19,13 +19,15 @@
 -- recorded over the cancel).
 local m = tonumber(ARGV[3])
 if #ARGV > 3 + 2 * m then redis.call('HSET', KEYS[2], unpack(ARGV, 4 + 2 * m)) end
-local status = redis.call('HGET', KEYS[1], 'status')
+-- No waitingOn to drop: beginRun removed it when the instance went from waiting to running.
+local read = redis.call('HMGET', KEYS[1], 'status', 'input', 'i0')
+local status = read[1]
 if status and status ~= 'cancelled' then
   redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * m))
-  redis.call('HDEL', KEYS[1], 'waitingOn')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  redis.call('PEXPIRE', KEYS[7], ARGV[2])
+  -- The input has a key of its own only when the meta hash holds neither it nor its pieces.
+  if not read[2] and not read[3] then redis.call('PEXPIRE', KEYS[7], ARGV[2]) end
   -- A flow that never received anything has no inbox, seen or consumed key: no PEXPIRE for them.
   if redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[5]) > 0 then
     redis.call('PEXPIRE', KEYS[3], ARGV[2])
