@@ -37,7 +37,17 @@ module.exports = {
         'doors, auth or the network layer above it (Camel: the core never imports a component).',
       severity: 'error',
       from: { path: '^src/core/' },
-      to: { path: '^src/(endpoints|people|flows|web|amqp-server|auth|network|amqp|cli|config)/' },
+      to: { path: '^src/(endpoints|people|flows|web|amqp-server|auth|network|amqp|cli|config|tracing|events)/' },
+    },
+    {
+      name: 'events-go-through-the-router',
+      comment:
+        'src/events builds CloudEvents from what the applications report and hands them to the router ' +
+        'as the gateway itself, so the pipeline, dedup and durability apply as to any message. It knows ' +
+        'the core only: no transport, application, door, auth or store.',
+      severity: 'error',
+      from: { path: '^src/events/' },
+      to: { path: '^src/(endpoints|people|flows|web|amqp-server|auth|network|amqp|cli|config|store|gateway)/' },
     },
     {
       name: 'no-transport-imports-another',
@@ -65,6 +75,16 @@ module.exports = {
       severity: 'error',
       from: { path: '^src/endpoints/' },
       to: { path: '^src/(flows|people|auth|web|amqp-server|cli)/' },
+    },
+    {
+      name: 'tracing-is-a-small-room',
+      comment:
+        'src/tracing is the one tiny API every door, transport and application calls to carry a W3C trace ' +
+        'context and make spans; it knows the message and the router pipeline (src/core) and nothing above, ' +
+        'so any layer may use it without a cycle, and OpenTelemetry stays behind it.',
+      severity: 'error',
+      from: { path: '^src/tracing/' },
+      to: { path: '^src/', pathNot: ['^src/tracing/', '^src/core/'] },
     },
     {
       name: 'flows-import-only-the-flow-api',

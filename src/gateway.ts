@@ -48,6 +48,8 @@ export async function startGateway({ config, log = createLogger(config.log.level
     const inbox = await startPeople(config, stores.redis, access, transports, log, cleanup);
     const flows = await startFlows(config, flowDefs, stores.redis, transports, log, cleanup);
     const routes = await startRoutes(config, transports.router, log, cleanup);
+    // Every transport is registered now: the events' destinations are checked and delivery starts.
+    transports.events.start();
     const doors = await openDoors({ config, materials, redis: stores.redis, access, transports, inbox, flows, flowDefs, log }, cleanup);
     log.info({ url: doors.url, routes: routes.length }, 'switchboard is ready');
 

@@ -3,22 +3,15 @@ import type { TLSSocket } from 'node:tls';
 import rhea, { type Connection, type Delivery, type EventContext, type Receiver } from 'rhea';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../auth/audit.ts';
-import { parseAddress } from '../core/address.ts';
-import { dedupKey, type DedupStore } from '../core/dedup.ts';
 import { PermissionDenied, SwitchboardError, isRetryable } from '../core/errors.ts';
-import { holdWhileUnavailable } from '../core/hold.ts';
-import type { Router } from '../core/router.ts';
 import { describe } from '../amqp/connection.ts';
-import { CLAIMED_SENDER_HEADER, fromAmqp, type AmqpMessage } from '../amqp/mapping.ts';
-import { localAddress, type NetworkMap, type Peer } from '../network/network-map.ts';
-import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY, verifyEnvelope } from '../network/envelope.ts';
+import type { AmqpMessage } from '../amqp/mapping.ts';
+import type { NetworkMap, Peer } from '../network/network-map.ts';
+import type { PeerIntake } from './peer-intake.ts';
 import { certificateIdentity } from '../network/identity.ts';
 import type { RevocationList } from '../network/revocation.ts';
 
-/** How a peer appears as a principal and sender: its network identity, its alias beside it. */
-export function peerPrincipal(peer: Pick<Peer, 'alias' | 'identity'>): { kind: 'peer'; name: string; alias: string } {
-  return { kind: 'peer', name: peer.identity, alias: peer.alias };
-}
+export { peerPrincipal } from './peer-intake.ts';
 
 export interface PeerListenerOptions {
   host: string;
@@ -30,12 +23,9 @@ export interface PeerListenerOptions {
   map: NetworkMap;
   /** The CRL check (network.crl): a revoked peer is refused, and cut off when revoked later. */
   revocation?: RevocationList;
-  router: Router;
-  dedup: DedupStore;
-  /** Ids are remembered at least this long (the network's event horizon). */
-  eventHorizonMs: number;
+  /** Where accepted messages go: the router (a gateway) or the float's store. */
+  intake: PeerIntake;
   credit: number;
-  maxMessageBytes: number;
   audit: AuditLog;
   log: Logger;
 }
@@ -146,39 +136,11 @@ export class PeerListener {
     const receiver = ctx.receiver as Receiver;
     const delivery = ctx.delivery as Delivery;
     const peer = this.peers.get(ctx.connection);
-    const amqp = ctx.message as unknown as AmqpMessage;
-    let giveCredit = true;
     try {
       if (!peer) throw new PermissionDenied('(unknown peer)', 'send', '');
       const target = (receiver.target as { address?: string } | undefined)?.address ?? '';
-      const address = parseAddress(localAddress(target)).raw;
-      // The sender is the peer's network identity (who it is), with the local alias beside it
-      // (what rules, addresses and reply checks name).
-      const principal = peerPrincipal(peer);
-      const message = fromAmqp(amqp, address, principal, { maxBytes: this.o.maxMessageBytes });
-      const props = (amqp.application_properties ?? {}) as Record<string, unknown>;
-      const signature = props[SIGNATURE_PROPERTY];
-      const origin = props[ORIGIN_PROPERTY];
-      delete message.headers[SIGNATURE_PROPERTY];
-      delete message.headers[ORIGIN_PROPERTY];
-      // The sender the peer's gateway stamped is kept (as a header) but is not part of what it signed.
-      const claimed = message.headers[CLAIMED_SENDER_HEADER];
-      delete message.headers[CLAIMED_SENDER_HEADER];
-      if (typeof signature !== 'string' || typeof origin !== 'string' || !verifyEnvelope(peer.verifyKey, message, target, origin, signature)) {
-        await this.o.audit.record({ action: 'peer.forged', actor: `peer:${peer.identity}`, target: address, detail: `message ${message.id}: the signature of ${peer.alias} (${peer.identity}) does not verify (altered or forged in transit)` });
-        throw new SwitchboardError('bad_signature', `message ${message.id} does not carry a valid signature of peer ${peer.alias}`, 403);
-      }
-      if (claimed !== undefined) message.headers[CLAIMED_SENDER_HEADER] = claimed;
-      // A peer's reply address lies in that peer's own address space, never a local address
-      // (rewritten after the signature check, which covers what the peer wrote).
-      if (message.replyTo !== undefined) message.replyTo = `peer:${peer.alias}/${message.replyTo}`;
-      const scope = `peer-in:${peer.alias}`;
-      const key = dedupKey(message);
-      if (!(await this.o.dedup.seen(scope, key))) {
-        // Hold while the destination cannot take it: no credit back, so the peer keeps the rest.
-        await holdWhileUnavailable(() => this.o.router.send(message, { principal, door: 'peer' }), { stopping: () => this.stopping, firstPauseMs: 200 });
-        await this.o.dedup.bind(scope, key, '1', this.o.eventHorizonMs);
-      }
+      // Held while the destination cannot take it: no credit back, so the peer keeps the rest.
+      await this.o.intake.take(peer, target, ctx.message as unknown as AmqpMessage, () => this.stopping);
       delivery.accept();
     } catch (err) {
       if (isRetryable(err)) {
@@ -187,9 +149,9 @@ export class PeerListener {
         const e = err as Error;
         delivery.reject({ condition: err instanceof PermissionDenied || (err as SwitchboardError).code === 'bad_signature' ? 'amqp:unauthorized-access' : 'amqp:invalid-field', description: e.message });
       }
-      if (!(err instanceof SwitchboardError)) { giveCredit = true; this.o.log.error({ err: (err as Error).message }, 'peer message failed'); }
+      if (!(err instanceof SwitchboardError)) this.o.log.error({ err: (err as Error).message }, 'peer message failed');
     } finally {
-      if (giveCredit && !this.stopping) receiver.add_credit(1);
+      if (!this.stopping) receiver.add_credit(1);
     }
   }
 

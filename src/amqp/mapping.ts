@@ -37,6 +37,21 @@ if (!codec[RAW]) {
   codec[RAW] = true;
 }
 
+/**
+ * The bytes a received message was decoded from, copied (rhea may reuse its frame buffer): what a
+ * relay (the float) stores and forwards unchanged, so the far side reads and verifies exactly what
+ * the sender wrote. Undefined for a message built in this process.
+ */
+export function encodedBytes(a: AmqpMessage): Buffer | undefined {
+  const b = (a as { [RAW]?: Buffer })[RAW];
+  return b ? Buffer.from(b) : undefined;
+}
+
+/** A message from bytes kept by encodedBytes, decoded as if it had just arrived. */
+export function decodeAmqp(bytes: Buffer): AmqpMessage {
+  return codec.decode(bytes) as AmqpMessage;
+}
+
 // ---- typed values <-> JSON (AmqpValue) ----
 
 const big = (v: unknown, signed: boolean): string => Buffer.isBuffer(v) ? String(signed ? v.readBigInt64BE(0) : v.readBigUInt64BE(0)) : String(v);

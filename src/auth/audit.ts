@@ -161,4 +161,48 @@ export class AuditLog {
     }
     return out;
   }
+
+  /**
+   * Entries newest first between `since` and `until` (epoch ms; the stream ids are times, so the
+   * range is read, not scanned), matching every given filter: `actor` and `action` exactly (an
+   * action ending in `.*` as a prefix, e.g. `access.*`), `text` anywhere in target or detail.
+   * At most `limit`, reading at most `maxRead` entries of the range.
+   */
+  async search(q: AuditSearch): Promise<StoredAuditEntry[]> {
+    await this.flush();
+    const out: StoredAuditEntry[] = [];
+    const text = q.text?.toLowerCase();
+    const prefix = q.action?.endsWith('.*') ? q.action.slice(0, -1) : undefined;
+    let end = q.until !== undefined ? String(q.until) : '+';
+    const start = q.since !== undefined ? String(q.since) : '-';
+    let read = 0;
+    const maxRead = q.maxRead ?? 50_000;
+    while (out.length < q.limit && read < maxRead) {
+      const rows = await this.redis.xrevrange(this.key, end, start, 'COUNT', 1000);
+      if (rows.length === 0) break;
+      read += rows.length;
+      for (const [id, fields] of rows) {
+        const e = { ...(JSON.parse(fields[1] ?? '{}') as StoredAuditEntry), id };
+        if (q.actor && e.actor !== q.actor) continue;
+        if (q.action && (prefix ? !e.action.startsWith(prefix) : e.action !== q.action)) continue;
+        if (text && !`${e.target ?? ''} ${e.detail ?? ''}`.toLowerCase().includes(text)) continue;
+        out.push(e);
+        if (out.length >= q.limit) break;
+      }
+      if (rows.length < 1000) break;
+      end = `(${rows[rows.length - 1]![0]}`;
+    }
+    return out;
+  }
+}
+
+export interface AuditSearch {
+  actor?: string;
+  action?: string;
+  text?: string;
+  since?: number;
+  until?: number;
+  limit: number;
+  /** @defaultValue 50,000 */
+  maxRead?: number;
 }

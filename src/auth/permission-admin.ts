@@ -1,4 +1,5 @@
 import { Conflict, NotFound, PermissionDenied, ValidationError } from '../core/errors.ts';
+import type { ReportLifecycle } from '../core/lifecycle.ts';
 import { principalId, type Principal } from '../core/message.ts';
 import { parsePattern, patternWithin } from '../core/pattern.ts';
 import type { Directory } from './directory.ts';
@@ -36,7 +37,13 @@ export class PermissionAdmin {
     private readonly store: PermissionStore,
     private readonly directory: Directory,
     private readonly knownPeers: () => string[],
+    /** Told of each change once it is stored (lifecycle events). */
+    private readonly lifecycle?: ReportLifecycle,
   ) {}
+
+  private changed(change: 'added' | 'removed' | 'reverted', by: Principal, data: Record<string, unknown>): void {
+    this.lifecycle?.({ type: 'switchboard.permission.changed', subject: 'permissions', key: `${change}\0${JSON.stringify(data)}\0${this.permissions.version}\0${Date.now()}`, data: { change, by: principalId(by), ...data } });
+  }
 
   private scopeCheck(p: Principal, address: string): void {
     const pattern = parsePattern(address);
@@ -74,7 +81,9 @@ export class PermissionAdmin {
       if (kind === 'user' && !(await this.directory.lookup(name))) throw new ValidationError(`the directory has no user '${name}' (add with force: true if it was just created)`);
       if (kind === 'peer' && !this.knownPeers().includes(name)) throw new ValidationError(`no peer '${name}' in the network map (add with force: true to allow it ahead of time)`);
     }
-    return this.store.add({ [kind]: name, address: input.address, verbs }, principalId(p), from);
+    const rule = await this.store.add({ [kind]: name, address: input.address, verbs }, principalId(p), from);
+    this.changed('added', p, { rule });
+    return rule;
   }
 
   async remove(p: Principal, id: string, from?: string): Promise<PermissionRule> {
@@ -84,6 +93,7 @@ export class PermissionAdmin {
     this.scopeCheck(p, rule.address);
     const removed = await this.store.remove(id, principalId(p), from);
     if (!removed) throw new NotFound(`no rule '${id}' (removed meanwhile)`);
+    this.changed('removed', p, { rule: removed });
     return removed;
   }
 
@@ -96,7 +106,9 @@ export class PermissionAdmin {
     const now = await this.store.consoleRules();
     const touched = [...now.filter((r) => !target.has(r.id)), ...[...target.values()].filter((r) => !now.some((n) => n.id === r.id))];
     for (const r of touched) this.scopeCheck(p, r.address);
-    return this.store.revert(version, principalId(p), from);
+    const result = await this.store.revert(version, principalId(p), from);
+    this.changed('reverted', p, { version, added: result.added, removed: result.removed });
+    return result;
   }
 
   async list(): Promise<{ version: number; rules: PermissionRule[] }> {

@@ -34,6 +34,12 @@ program
   .action(async (o: { config?: string }) => (await local()).startCommand(o.config));
 
 program
+  .command('float')
+  .description('run the DMZ float: peer listener and per-peer outboxes only; the gateway connects out to it (docs/float.md)')
+  .requiredOption('-c, --config <file>', 'float configuration file')
+  .action(async (o: { config: string }) => (await import('./float-command.ts')).floatCommand(o.config));
+
+program
   .command('check-config')
   .description('validate a configuration file and list every problem')
   .argument('[file]', 'configuration file (default: SWITCHBOARD_CONFIG or config/switchboard.yaml)')

@@ -13,7 +13,7 @@ export interface LoadedConfig {
 }
 
 /** `${VAR}` in any string is replaced from the environment; a missing variable is an error. */
-function substitute(value: unknown, env: NodeJS.ProcessEnv, path: string, problems: string[]): unknown {
+export function substitute(value: unknown, env: NodeJS.ProcessEnv, path: string, problems: string[]): unknown {
   // A scalar that is only `${VAR}` takes the variable's type as YAML would read it (port: ${PORT}).
   const whole = typeof value === 'string' ? /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(value) : null;
   if (whole && env[whole[1]!] !== undefined) {
@@ -34,11 +34,11 @@ function substitute(value: unknown, env: NodeJS.ProcessEnv, path: string, proble
   return value;
 }
 
-function formatPath(path: readonly PropertyKey[]): string {
+export function formatPath(path: readonly PropertyKey[]): string {
   return path.reduce<string>((acc, k) => (typeof k === 'number' ? `${acc}[${k}]` : acc ? `${acc}.${String(k)}` : String(k)), '') || '(top)';
 }
 
-function describe(issue: z.core.$ZodIssue): string {
+export function describe(issue: z.core.$ZodIssue): string {
   const where = formatPath(issue.path);
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((k) => `${where === '(top)' ? k : `${where}.${k}`}: unknown key (not part of the configuration; check the spelling)`).join('\n');

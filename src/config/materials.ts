@@ -29,6 +29,8 @@ export interface NetworkMaterials {
   mapFile?: NetworkMapSource;
   /** network.crl.file or .url, as a source read again on every refresh. */
   crl?: CrlSource;
+  /** network.float: the tunnel's own key, certificate and the float's CA (PEM texts). */
+  float?: { key: string; cert: string; ca: string };
 }
 
 /**
@@ -85,6 +87,7 @@ export function readMaterials(config: Config): Materials {
         ca: pem('network.ca', n.ca),
         signingKey: attempt(() => readPrivateKey('network.signingKey', n.signingKey)),
         peers: n.peers.map((p, i) => ({ ...p, verifyKey: attempt(() => readPublicKey(`network.peers[${i}].verifyKey`, p.verifyKey)) })),
+        float: n.float ? { key: pem('network.float.key', n.float.key), cert: pem('network.float.cert', n.float.cert), ca: pem('network.float.ca', n.float.ca) } : undefined,
       }
     : undefined;
 
@@ -101,6 +104,7 @@ export function readMaterials(config: Config): Materials {
             peers: network.peers.map((p) => ({ ...p, verifyKey: p.verifyKey! })),
             ...(n.mapFile ? { mapFile: networkMapFile(n.mapFile) } : {}),
             ...(n.crl?.file ? { crl: crlFile(n.crl.file) } : n.crl?.url ? { crl: crlUrl(n.crl.url) } : {}),
+            ...(network.float ? { float: { key: network.float.key!, cert: network.float.cert!, ca: network.float.ca! } } : {}),
           },
         }
       : {}),
@@ -112,6 +116,6 @@ function withoutUndefined(o: PemFiles): PemFiles {
 }
 
 /** A CRL file, read again on every refresh (so a missing file is the revocation mode's business, not a start error). */
-function crlFile(path: string): CrlSource {
+export function crlFile(path: string): CrlSource {
   return { name: path, read: () => readFile(path) };
 }

@@ -5,9 +5,10 @@ import { parseDuration } from '../core/duration.ts';
 import { parsePattern } from '../core/pattern.ts';
 import { isPasswordHash } from '../auth/password.ts';
 import { VERBS } from '../auth/permissions.ts';
+import { parseTypePattern } from '../events/event-types.ts';
 
 /** A duration as written in config ('30s', '4h', or ms) → milliseconds. */
-const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+export const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   try {
     return parseDuration(v);
   } catch {
@@ -26,7 +27,24 @@ const pattern = z.string().superRefine((v, ctx) => {
   }
 });
 
-const port = z.number().int().min(0).max(65535);
+export const port = z.number().int().min(0).max(65535);
+
+/** A lifecycle event type or pattern (`switchboard.flow.*`); one that matches no type is refused. */
+const eventTypePattern = z.string().superRefine((v, ctx) => {
+  try {
+    parseTypePattern(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+  }
+});
+
+/** Lifecycle events (CloudEvents 1.0) of these types go to this address (DESIGN §11). */
+const eventMapping = z.strictObject({
+  types: z.array(eventTypePattern).min(1, "expected at least one event type or pattern, e.g. ['switchboard.flow.*']"),
+  to: address,
+  /** structured: the whole event as JSON; binary: data as the body, attributes as `cloudEvents:*` properties. Default: binary for mq:, structured elsewhere. */
+  mode: z.enum(['structured', 'binary']).optional(),
+});
 
 export const peerSchema = z.strictObject({
   alias: z.string().regex(/^[A-Za-z0-9_-]+$/, 'expected letters, digits, _ and -'),
@@ -124,12 +142,49 @@ const amqpServer = z.strictObject({
   preAuthMaxFrame: z.number().int().min(512).max(65_536).default(4096),
 });
 
-const network = z.strictObject({
+export const crlSchema = z.strictObject({
+  /** off; soft-fail: a CRL that cannot be had is logged and peers are allowed; hard-fail: no valid CRL, no peer connection. @defaultValue 'off' */
+  mode: z.enum(['off', 'soft-fail', 'hard-fail']).default('off'),
+  /** The CRL (PEM or DER), read again every `refresh`. */
+  file: z.string().optional(),
+  /** Or where to fetch it (http/https), every `refresh`. */
+  url: z.string().regex(/^https?:\/\//, 'expected an http:// or https:// URL').optional(),
+  /** How often the CRL is read again; a peer revoked meanwhile is cut off within this long. @defaultValue 5m */
+  refresh: duration.default(300_000),
+}).refine((c) => c.mode === 'off' || (c.file === undefined) !== (c.url === undefined), { message: "give network.crl exactly one of 'file' or 'url' (or mode: off)" });
+
+export const proxySchema = z.strictObject({
+  /** `http://proxy.corp:3128` (HTTP CONNECT) or `socks5://proxy.corp:1080` (SOCKS5). */
+  url: z.string().regex(/^(http|socks5):\/\/[^/?#]+\/?$/, "expected http://host:port or socks5://host:port, e.g. 'http://proxy.corp:3128'"),
+  /** Proxy user (HTTP Basic Proxy-Authorization, or SOCKS5 username/password). */
+  username: z.string().min(1).optional(),
+  /** The proxy user's password; write `password: ${PROXY_PASSWORD}` to keep it out of the file. */
+  password: z.string().optional(),
+});
+
+/** network.float: the tunnel the gateway opens to its float in the DMZ (docs/float.md). */
+export const floatLinkSchema = z.strictObject({
+  /** Where the float's tunnel listens: amqps://float.dmz.example:7443. */
+  url: z.string().regex(/^amqps:\/\/[^/?#]+:\d+\/?$/, "expected amqps://host:port, e.g. 'amqps://float.dmz.example:7443'"),
+  /** The gateway's tunnel key and certificate (PEM files), not its peer-network ones. */
+  key: z.string(),
+  cert: z.string(),
+  /** The CA that signed the float's tunnel certificate (PEM file). */
+  ca: z.string(),
+  /** The subject the float's tunnel certificate must have, e.g. 'CN=float.dmz,O=Bank A'. */
+  floatSubject: z.string().regex(/^\s*[A-Za-z]+=/, "expected an X.500 name like 'CN=float.dmz,O=Bank A'"),
+  /** Messages the gateway lets the float hand over before it acknowledged the first (its credit). */
+  credit: z.number().int().min(1).max(1000).default(20),
+});
+
+export const networkSchema = z.strictObject({
   /** This gateway's legal identity, as in its certificate: 'O=Bank A,L=London,C=GB'. */
   identity: z.string().regex(/^\s*[A-Za-z]+=/, "expected an X.500 name like 'O=Bank A,L=London,C=GB'"),
   host: z.string().default('127.0.0.1'),
-  /** Port of the peer listener (mutual TLS). */
-  port: port,
+  /** Port of the peer listener (mutual TLS); not opened when peers come in through a float. */
+  port: port.optional(),
+  /** Peers connect to this float in the DMZ instead (docs/float.md); the gateway dials out to it. */
+  float: floatLinkSchema.optional(),
   key: z.string(),
   cert: z.string(),
   /** The network's root CA (PEM). */
@@ -144,26 +199,10 @@ const network = z.strictObject({
   /** A YAML file with more peers (a list, or {peers: [...]}), read again whenever it changes. */
   mapFile: z.string().optional(),
   /** Peer certificates checked against the network CA's CRL, on both sides (DESIGN §10). */
-  crl: z.strictObject({
-    /** off; soft-fail: a CRL that cannot be had is logged and peers are allowed; hard-fail: no valid CRL, no peer connection. @defaultValue 'off' */
-    mode: z.enum(['off', 'soft-fail', 'hard-fail']).default('off'),
-    /** The CRL (PEM or DER), read again every `refresh`. */
-    file: z.string().optional(),
-    /** Or where to fetch it (http/https), every `refresh`. */
-    url: z.string().regex(/^https?:\/\//, 'expected an http:// or https:// URL').optional(),
-    /** How often the CRL is read again; a peer revoked meanwhile is cut off within this long. @defaultValue 5m */
-    refresh: duration.default(300_000),
-  }).refine((c) => c.mode === 'off' || (c.file === undefined) !== (c.url === undefined), { message: "give network.crl exactly one of 'file' or 'url' (or mode: off)" }).optional(),
+  crl: crlSchema.optional(),
   /** Outbound peer connections go through this proxy (DESIGN §10), as corporate networks require. */
-  proxy: z.strictObject({
-    /** `http://proxy.corp:3128` (HTTP CONNECT) or `socks5://proxy.corp:1080` (SOCKS5). */
-    url: z.string().regex(/^(http|socks5):\/\/[^/?#]+\/?$/, "expected http://host:port or socks5://host:port, e.g. 'http://proxy.corp:3128'"),
-    /** Proxy user (HTTP Basic Proxy-Authorization, or SOCKS5 username/password). */
-    username: z.string().min(1).optional(),
-    /** The proxy user's password; write `password: ${PROXY_PASSWORD}` to keep it out of the file. */
-    password: z.string().optional(),
-  }).optional(),
-});
+  proxy: proxySchema.optional(),
+}).refine((n) => n.port !== undefined || n.float !== undefined, { message: 'give network.port (the peer listener) or network.float (peers come in through a float)', path: ['port'] });
 
 const redisUrl = z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL, e.g. redis://10.0.0.1:6379');
 
@@ -181,7 +220,7 @@ const redisTls = z.strictObject({
 /** Where the Redis connection settings came from: set by the loader, never written in the file. */
 export type RedisSource = 'file' | 'SWITCHBOARD_REDIS_URL';
 
-const redis = z
+export const redisSchema = z
   .strictObject({
     /** One Redis (or a primary behind a proxy). Omit url, cluster and sentinel for a private redis-server. */
     url: redisUrl.optional(),
@@ -247,7 +286,7 @@ export const configSchema = z.strictObject({
     /** Live inbox streams (server-sent events) one user may hold open in one process; one more is refused (429). */
     inboxStreamsPerUser: z.number().int().min(1).max(100).default(5),
   }),
-  redis: redis.prefault({}),
+  redis: redisSchema.prefault({}),
   queues: z
     .strictObject({
       maxAttempts: z.number().int().min(1).max(100).default(5),
@@ -309,7 +348,7 @@ export const configSchema = z.strictObject({
     .default({}),
   brokers: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'broker names are letters, digits, _ and -'), broker).default({}),
   amqp: amqpServer.optional(),
-  network: network.optional(),
+  network: networkSchema.optional(),
   email: z
     .strictObject({
       smtp: z.string().regex(/^smtps?:\/\//, 'expected an smtp:// or smtps:// URL, e.g. smtp://user:pass@mail.example.com:587'),
@@ -333,6 +372,30 @@ export const configSchema = z.strictObject({
       unauthenticatedPerMinute: z.number().int().min(1).default(20),
     })
     .default({ retention: 90 * 86_400_000, unauthenticatedPerMinute: 20 }),
+  /** Spans over OTLP/HTTP (DESIGN §11); off without `otlp`. Trace contexts are carried either way. */
+  tracing: z
+    .strictObject({
+      otlp: z
+        .strictObject({
+          /** The OTLP/HTTP traces endpoint, path included (OpenTelemetry's OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). */
+          url: z.url({ protocol: /^https?$/, error: 'expected the http:// or https:// URL of an OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces' }),
+          /** Request headers for the receiver, e.g. an API key (use ${VAR}). */
+          headers: z
+            .record(z.string(), z.string())
+            .superRefine((h, ctx) => {
+              for (const k of Object.keys(h)) if (!/^[A-Za-z0-9-]+$/.test(k)) ctx.addIssue({ code: 'custom', path: [k], message: `expected an HTTP header name (letters, digits and -), got ${JSON.stringify(k)}` });
+            })
+            .default({}),
+          /** How long one export may take. */
+          timeout: duration.default(10_000),
+        })
+        .optional(),
+      /** `service.name` of this gateway's spans. */
+      serviceName: z.string().min(1).max(200).default('switchboard'),
+    })
+    .default({ serviceName: 'switchboard' }),
+  /** Lifecycle events to addresses: `[{types: ['switchboard.flow.*'], to: 'topic:ops.events'}]`. */
+  events: z.array(eventMapping).default([]),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
 });
 

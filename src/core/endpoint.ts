@@ -49,6 +49,21 @@ export interface AckResult {
   expired: string[];
 }
 
+/** What the console and /metrics show of one queue. */
+export interface QueueStats {
+  address: string;
+  /** Messages waiting (not yet delivered). */
+  depth: number;
+  /** Messages handed out and not yet acknowledged (leases, consumers working on them). */
+  inFlight: number;
+  deadLetters: number;
+  /** Age of the oldest waiting message, in ms; undefined when none waits. */
+  oldestAgeMs?: number;
+  /** Messages accepted and acknowledged per second over the last minute, as this process counted them. */
+  inPerSecond: number;
+  outPerSecond: number;
+}
+
 /**
  * One transport (Camel's "component"): knows one scheme. The router never learns a transport's
  * name; adding a transport is adding a folder that implements this and registering it.
@@ -73,6 +88,10 @@ export interface Endpoint {
   ack?(address: string, leases: string[]): Promise<AckResult>;
   deadLetters?(address: string, limit: number): Promise<BrowseResult>;
   replayDeadLetters?(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }>;
+  /** Deletes the dead letters with these message ids for good. */
+  discardDeadLetters?(address: string, ids: string[]): Promise<{ discarded: number }>;
+  /** Depth, in flight, dead letters, oldest age and rates of one queue. */
+  stats?(address: string): Promise<QueueStats>;
   health(): Promise<HealthReport>;
   close(): Promise<void>;
 }

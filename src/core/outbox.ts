@@ -6,6 +6,7 @@ import { dedupKey } from './dedup.ts';
 import { shardOf, shardTag } from '../store/redis.ts';
 import type { BrowseResult, HealthReport, SendResult } from './endpoint.ts';
 import { NotFound } from './errors.ts';
+import type { ReportLifecycle } from './lifecycle.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from './message.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -78,6 +79,11 @@ export interface OutboxOptions<E extends object = Record<never, never>> {
    * @defaultValue undefined
    */
   onDeadLetter?: (message: Message, reason: string, extra: E) => Promise<void> | void;
+  /**
+   * Told of every dead letter once it is durable (`switchboard.message.dead-lettered`).
+   * @defaultValue undefined
+   */
+  lifecycle?: ReportLifecycle;
   /** Metrics and log label: the transport's scheme. */
   label: string;
   /** Counts deliveries (messages out) and dead letters under `label`. */
@@ -194,6 +200,28 @@ export class Outbox<E extends object = Record<never, never>> {
     this.workers.push(worker);
   }
 
+  /** The last delivery failure per destination address seen by this process (at most 100, newest kept). */
+  private readonly lastErrors = new Map<string, { at: string; message: string }>();
+
+  /**
+   * What the console shows of the outbox: messages waiting, being delivered, dead-lettered, when
+   * the next retry is due, and the last failure this process saw (of `to`, or of any address).
+   */
+  async status(to?: string): Promise<OutboxStatus> {
+    const c = await this.counts('wait', 'prioritized', 'delayed', 'active', 'failed');
+    // BullMQ scores a delayed job (timestamp × 4096 + a counter): the lowest is the next retry.
+    const firsts = await Promise.all(this.allQueues.map((q) => this.o.redis.zrange(q.keys.delayed!, 0, 0, 'WITHSCORES')));
+    const next = Math.min(...firsts.filter((f) => f.length === 2).map((f) => Math.floor(Number(f[1]) / 4096)));
+    const last = to ? this.lastErrors.get(to) : [...this.lastErrors.values()].at(-1);
+    return {
+      depth: (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0) + (c.active ?? 0),
+      retrying: c.delayed ?? 0,
+      deadLetters: c.failed ?? 0,
+      ...(Number.isFinite(next) ? { nextRetryAt: new Date(next).toISOString() } : {}),
+      ...(last ? { lastError: last } : {}),
+    };
+  }
+
   /** Every queue whose jobs this outbox lists: the shards, then the unsharded one. */
   private get allQueues(): Queue<Data>[] {
     return this.legacy ? [...this.queues, this.legacy] : this.queues;
@@ -213,6 +241,9 @@ export class Outbox<E extends object = Record<never, never>> {
 
   private failed(job: Job<Data>, err: Error): void {
     const { message, extra } = unpack<E>(job.data);
+    this.lastErrors.delete(message.to);
+    this.lastErrors.set(message.to, { at: new Date().toISOString(), message: err.message });
+    if (this.lastErrors.size > 100) this.lastErrors.delete(this.lastErrors.keys().next().value!);
     const final = err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
     const fields = { outbox: this.o.name, msgId: message.id, to: message.to, err: err.message, attempt: job.attemptsMade };
     if (!final) {
@@ -222,6 +253,8 @@ export class Outbox<E extends object = Record<never, never>> {
     }
     this.o.metrics.deadLettered.inc({ endpoint: this.o.label });
     this.o.log.error(fields, 'message dead-lettered');
+    // The job id and its attempt count make one dead-lettering of one message (a replay may lead to another).
+    this.o.lifecycle?.({ type: 'switchboard.message.dead-lettered', subject: message.to, key: `${message.to}\0${job.id}\0${job.attemptsMade}\0${job.finishedOn ?? ''}`, data: { address: message.to, messageId: message.id, transport: this.o.label, reason: err.message } });
     if (!this.o.onDeadLetter) return;
     Promise.resolve()
       .then(() => this.o.onDeadLetter!(decodeMessage(message), err.message, extra))
@@ -317,4 +350,15 @@ export class Outbox<E extends object = Record<never, never>> {
     await this.stopDelivering();
     await Promise.all(this.allQueues.map((q) => q.close()));
   }
+}
+
+/** See `Outbox.status`. */
+export interface OutboxStatus {
+  /** Not yet delivered: waiting, backing off, or being delivered now. */
+  depth: number;
+  /** Of those, backing off after a failed attempt. */
+  retrying: number;
+  deadLetters: number;
+  nextRetryAt?: string;
+  lastError?: { at: string; message: string };
 }

@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { parseAddress, type Address } from './address.ts';
 import { dedupKey, type DedupStore } from './dedup.ts';
-import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from './endpoint.ts';
+import type { AckResult, BrowseResult, QueueStats, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from './endpoint.ts';
 import { UnknownScheme, ValidationError, isRetryable } from './errors.ts';
+import type { ReportLifecycle } from './lifecycle.ts';
 import type { Message } from './message.ts';
 import type { Metrics } from './metrics.ts';
 import { compose, type Caller, type SendInterceptor, type SendNext } from './pipeline.ts';
@@ -16,6 +18,7 @@ import { compose, type Caller, type SendInterceptor, type SendNext } from './pip
 export class Router {
   private readonly endpoints = new Map<string, Endpoint>();
   private readonly chain: SendNext;
+  private lifecycle?: ReportLifecycle;
 
   constructor(
     private readonly dedup: DedupStore,
@@ -25,6 +28,11 @@ export class Router {
     readonly interceptors: readonly SendInterceptor[] = [],
   ) {
     this.chain = compose(interceptors, ({ message }) => this.dispatch(message));
+  }
+
+  /** Where replays of dead letters are reported (`switchboard.message.replayed`). */
+  reportLifecycleTo(report: ReportLifecycle): void {
+    this.lifecycle = report;
   }
 
   register(endpoint: Endpoint): void {
@@ -144,7 +152,24 @@ export class Router {
   async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.replayDeadLetters) throw new ValidationError(`${a.scheme}: addresses have no dead letters`);
-    return endpoint.replayDeadLetters(a.raw, ids);
+    const result = await endpoint.replayDeadLetters(a.raw, ids);
+    if (result.replayed > 0) {
+      // Each replay is its own change: nothing deduplicates two operators replaying one after the other.
+      this.lifecycle?.({ type: 'switchboard.message.replayed', subject: a.raw, key: `${a.raw}\0${randomUUID()}`, data: { address: a.raw, replayed: result.replayed, ...(ids ? { messageIds: ids } : {}) } });
+    }
+    return result;
+  }
+
+  async discardDeadLetters(address: string, ids: string[]): Promise<{ discarded: number }> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (!endpoint.discardDeadLetters) throw new ValidationError(`dead letters of ${a.scheme}: addresses cannot be discarded here; replay them or let them expire`);
+    return endpoint.discardDeadLetters(a.raw, ids);
+  }
+
+  async queueStats(address: string): Promise<QueueStats> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (!endpoint.stats) throw new ValidationError(`${a.scheme}: addresses have no queue statistics`);
+    return endpoint.stats(a.raw);
   }
 
   async health(): Promise<Record<string, HealthReport>> {

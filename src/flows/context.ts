@@ -6,6 +6,8 @@ import { ValidationError } from '../core/errors.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../core/message.ts';
 import type { Decision, FlowContext, MessageMatch, SendOptions, TaskSpec } from './define.ts';
 import { FlowTimeout, NonDeterministicChange, Suspend } from './errors.ts';
+import { readTraceContext, storedTraceContext, withTraceContext, type TraceContext } from '../tracing/trace-context.ts';
+import { NO_TRACING, inSpan, type TraceSpan, type Tracing } from '../tracing/tracing.ts';
 import type { InstanceMeta, InstanceStore, JournalEntry } from './store.ts';
 
 /** What one run tells the context it lends itself to (a sticky context lives through many runs). */
@@ -19,7 +21,17 @@ export interface ContextDeps {
   send(message: Message): Promise<SendResult>;
   /** Schedules a run of this instance at `at` (epoch ms); `key` makes repeats one timer. */
   wakeAt(id: string, at: number, key: string): Promise<void>;
+  /**
+   * Spans of the steps this context runs (not of those it replays).
+   * @defaultValue NO_TRACING
+   */
+  tracing?: Tracing;
   log: Logger;
+}
+
+/** The trace context an instance was started in (stored with it), if any. */
+export function traceOf(meta: Pick<InstanceMeta, 'traceparent' | 'tracestate'>): TraceContext | undefined {
+  return storedTraceContext(meta);
 }
 
 /** Deep partial equality: every field of `want` must be in `have` with an equal value. */
@@ -35,6 +47,8 @@ export function matches(have: unknown, want: unknown): boolean {
  * with the same message id (deduplicated downstream), a finished sleep finds its deadline passed.
  */
 const REDOABLE = new Set<JournalEntry['kind']>(['send', 'sleep']);
+
+const TAG_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 const toJson = (v: unknown): unknown => (v === undefined ? null : JSON.parse(JSON.stringify(v)));
 
@@ -258,13 +272,25 @@ export class ReplayContext implements FlowContext {
     return `${id}:${createHmac('sha256', this.meta.secret).update(id).digest('hex').slice(0, 32)}`;
   }
 
-  private message(n: number, to: string, body: unknown, o: SendOptions = {}): Message {
+  /**
+   * A step that does new work is a span, a child of the instance's span: on a replay, here or on
+   * another process, steps already journaled make no span again.
+   */
+  private inStep<T>(n: number, kind: JournalEntry['kind'], target: string | undefined, work: (span: TraceSpan) => Promise<T>): Promise<T> {
+    const parent = traceOf(this.meta);
+    return inSpan(this.deps.tracing ?? NO_TRACING, `flow ${this.flow} ${kind}${target ? ` ${target}` : ''}`, {
+      ...(parent ? { parent } : {}),
+      attributes: { 'switchboard.flow': this.flow, 'switchboard.flow.instance': this.id, 'switchboard.flow.step': n, 'switchboard.flow.step.kind': kind, 'switchboard.flow.step.target': target },
+    }, work);
+  }
+
+  private message(n: number, to: string, body: unknown, o: SendOptions = {}, trace?: TraceContext): Message {
     return {
       id: this.stepId(n),
       to,
       from: this.address,
       sender: { kind: 'flow', name: this.flow },
-      headers: { ...(o.headers ?? {}) },
+      headers: withTraceContext({ ...(o.headers ?? {}) }, trace),
       contentType: 'application/json',
       body: body ?? null,
       createdAt: new Date().toISOString(),
@@ -278,8 +304,11 @@ export class ReplayContext implements FlowContext {
     const { n, rec } = this.next('send', to);
     if (rec) return rec.result as { id: string };
     await this.beforeEffect();
-    const m = this.message(n, to, body, options);
-    await this.deps.send(m);
+    const m = await this.inStep(n, 'send', to, async (span) => {
+      const out = this.message(n, to, body, options, span.context);
+      await this.deps.send(out);
+      return out;
+    });
     this.pending.push({ n, kind: 'send', target: to, at: new Date().toISOString(), done: true, result: { id: m.id } });
     if (!this.batching) await this.flush();
     return { id: m.id };
@@ -294,7 +323,7 @@ export class ReplayContext implements FlowContext {
       await this.beforeEffect();
       deadline = options.timeout !== undefined ? Date.now() + parseDuration(options.timeout) : undefined;
       const correlation = this.token(n);
-      const sent = await this.deps.send(this.message(n, to, body, { ...options, correlationId: correlation, replyTo: this.address }));
+      const sent = await this.inStep(n, kind, to, (span) => this.deps.send(this.message(n, to, body, { ...options, correlationId: correlation, replyTo: this.address }, span.context)));
       const entry: JournalEntry = {
         n, kind, target: to, at: new Date().toISOString(), done: false, correlation,
         ...(sent.taskId !== undefined ? { task: sent.taskId } : {}), ...(deadline !== undefined ? { deadline } : {}),
@@ -322,6 +351,7 @@ export class ReplayContext implements FlowContext {
         await this.flush();
         await this.deps.store.consume(this.id, entry, raw);
         this.journal.set(n, entry);
+        this.traceAnswer(n, kind, message);
         return decodeMessage(message);
       }
       if (deadline !== undefined && Date.now() >= deadline) {
@@ -334,6 +364,19 @@ export class ReplayContext implements FlowContext {
       this.waitingOn = { step: n, kind, ...(target ? { target } : {}), ...(deadline !== undefined ? { until: new Date(deadline).toISOString() } : {}) };
       await this.park();
     }
+  }
+
+  /**
+   * The instance takes an answer: a span that continues the answer's own trace (the decision,
+   * the broker's reply, the message received), so the trace shows what the flow went on with.
+   */
+  private traceAnswer(n: number, kind: JournalEntry['kind'], message: StoredMessage): void {
+    const parent = readTraceContext(message.headers) ?? traceOf(this.meta);
+    (this.deps.tracing ?? NO_TRACING).startSpan(`flow ${this.flow} ${kind} answered`, {
+      kind: 'consumer',
+      ...(parent ? { parent } : {}),
+      attributes: { 'switchboard.flow': this.flow, 'switchboard.flow.instance': this.id, 'switchboard.flow.step': n, 'messaging.message.id': message.id },
+    }).end();
   }
 
   /**
@@ -439,7 +482,7 @@ export class ReplayContext implements FlowContext {
     // step always could.
     let entry: JournalEntry;
     try {
-      const result = toJson(await fn()) as T;
+      const result = toJson(await this.inStep(n, 'step', name, async () => fn())) as T;
       entry = { n, kind: 'step', target: name, at: new Date().toISOString(), done: true, result };
       this.pending.push(entry);
       if (!this.batching) await this.flush();
@@ -468,6 +511,27 @@ export class ReplayContext implements FlowContext {
     const id = randomUUID();
     this.pending.push({ n, kind: 'uuid', at: new Date().toISOString(), done: true, result: id });
     return id;
+  }
+
+  /**
+   * Not `async`: a bad name or value throws at the call, and a flow may call it without `await`
+   * (as DESIGN §3 does). The step number is taken at the call, so replay sees the same order
+   * either way; the index is written, then the entry joins the next journal write. A failed index
+   * write rejects for a caller that awaits and is logged for one that does not: its entry is then
+   * not journaled, so the next replay writes the index again (ZADD is idempotent).
+   */
+  tag(name: string, value: string | number): Promise<void> {
+    if (typeof name !== 'string' || !TAG_NAME.test(name)) throw new ValidationError(`ctx.tag: '${String(name)}' is not a tag name (1-64 letters, digits, _, - or .)`);
+    if ((typeof value !== 'string' && typeof value !== 'number') || String(value).length === 0 || String(value).length > 200) {
+      throw new ValidationError(`ctx.tag('${name}'): the value must be a string or number of 1 to 200 characters`);
+    }
+    const { n, rec } = this.next('tag', name);
+    if (rec) return Promise.resolve();
+    const written = this.deps.store.addTag(this.flow, this.id, name, String(value), this.meta.createdAt).then(() => {
+      this.pending.push({ n, kind: 'tag', target: name, at: new Date().toISOString(), done: true, result: String(value) });
+    });
+    written.catch((err: Error) => this.deps.log.warn({ flow: this.flow, instance: this.id, tag: name, err: err.message }, 'ctx.tag: index not written; the next replay writes it'));
+    return written;
   }
 
   log(message: string, fields: Record<string, unknown> = {}): void {

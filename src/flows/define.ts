@@ -46,6 +46,14 @@ export interface FlowContext {
   now(): Date;
   /** A random UUID, journaled. */
   uuid(): string;
+  /**
+   * Tags this instance with a business key (journaled: once per instance, however often it
+   * replays), so the console and `GET /admin/flows?tag=name=value` find it without a scan.
+   * Names are 1-64 letters, digits, `_`, `-` or `.`; values at most 200 characters. Awaiting it
+   * is optional (the step is numbered at the call).
+   * @example ctx.tag('ref', input.ref);
+   */
+  tag(name: string, value: string | number): Promise<void>;
   /** Logs only when the flow runs ahead, not while it replays. */
   log(message: string, fields?: Record<string, unknown>): void;
 }

@@ -23,6 +23,8 @@
  *   indexed (listing all flows merges their indexes). `<prefix>:flows` (zset of `<flow>/<id>`) is
  *   the all-flows index of instances stored before: read and pruned, no longer written.
  *   Index keys are written by separate commands, never in one transaction or script.
+ * - `<prefix>:flow-tag:<name>=<value>` zset of `<flow>/<id>` tagged so by `ctx.tag`, scored by
+ *   the instance's creation time (the business-key search of the console).
  * - The BullMQ queue of runs: `{flow-runs}` with one shard; with several, one queue per shard
  *   `{flow-runs.<i>.<n>}` (`shardTag`), an instance's runs, timers and stalled checks in the queue
  *   of `shardOf(<id>)`, so a Redis Cluster spreads them over its masters (DESIGN §9).
@@ -66,6 +68,11 @@ export class FlowKeys {
   /** Names of the flows that have an index (set). */
   names(): string {
     return `${this.prefix}:flow-names`;
+  }
+
+  /** Instances tagged `name` = `value` (as `<flow>/<id>`), scored by creation time. */
+  tag(name: string, value: string): string {
+    return `${this.prefix}:flow-tag:${name}=${value}`;
   }
 
   createInstance(id: string): [string, string] {

@@ -4,8 +4,11 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Conflict, NotFound, ValidationError } from '../core/errors.ts';
 import { encodeMessage, principalId, type Message } from '../core/message.ts';
+import type { ReportLifecycle } from '../core/lifecycle.ts';
 import type { Router } from '../core/router.ts';
-import { ReplayContext, answers } from './context.ts';
+import { readTraceContext, withTraceContext } from '../tracing/trace-context.ts';
+import { NO_TRACING, type Tracing } from '../tracing/tracing.ts';
+import { ReplayContext, answers, traceOf } from './context.ts';
 import type { FlowDefinition } from './define.ts';
 import { ReplyRefused, Suspend } from './errors.ts';
 import { RUN_QUEUE_STREAMS, UNSHARDED_RUN_QUEUE, runQueues, runShard } from './keys.ts';
@@ -47,7 +50,41 @@ export interface FlowRuntimeOptions {
    * @defaultValue 1000
    */
   stickyInstances?: number;
+  /** Told of every instance that ends (completed, failed, cancelled): the outcome counters of /metrics. */
+  onOutcome?: (flow: string, status: FlowStatus) => void;
+  /**
+   * Spans of instances and their steps (see `openTracing`).
+   * @defaultValue NO_TRACING
+   */
+  tracing?: Tracing;
+  /** Told of starts, waits and ends once they are stored (lifecycle events). */
+  lifecycle?: ReportLifecycle;
   log: Logger;
+}
+
+/** A search of instances (the console): every field optional but `limit`. */
+export interface FlowSearch {
+  flow?: string;
+  status?: FlowStatus;
+  /** `user:alice`, as the instance records its starter. */
+  startedBy?: string;
+  /** Created at or after / at or before (epoch ms). */
+  from?: number;
+  to?: number;
+  /** A business key set by `ctx.tag`. */
+  tag?: { name: string; value: string };
+  limit: number;
+  /** Whether the asker may see this row (checked before it counts towards `limit`). */
+  visible?: (row: FlowRow) => boolean;
+}
+
+export interface FlowRow {
+  instanceId: string;
+  flow: string;
+  status: FlowStatus;
+  startedBy: string;
+  createdAt: string;
+  updatedAt: string;
 }
 
 export interface FlowView {
@@ -62,6 +99,8 @@ export interface FlowView {
   createdAt: string;
   updatedAt: string;
   cancelledBy?: string;
+  /** Business keys set by `ctx.tag`. */
+  tags: Record<string, string>;
   steps: { n: number; kind: string; target?: string; at: string; done: boolean; error?: string }[];
 }
 
@@ -93,8 +132,10 @@ export class FlowRuntime {
   private closing = false;
   /** The secret key instance ids are derived under, read once (see `instanceId`). */
   private idKey?: Promise<{ key: Buffer; legacyUntil: number }>;
+  private readonly tracing: Tracing;
 
   constructor(private readonly o: FlowRuntimeOptions) {
+    this.tracing = o.tracing ?? NO_TRACING;
     this.store = new InstanceStore(o.redis, o.prefix);
     this.stickyLimit = Math.max(0, o.stickyInstances ?? 1000);
     this.shards = Math.max(1, o.shards ?? 1);
@@ -212,21 +253,38 @@ export class FlowRuntime {
     // The same starter's same start id is the same instance: create is idempotent.
     const id = await this.instanceId(name, principalId(message.sender), message.id);
     const now = new Date().toISOString();
-    const created = await this.store.create({
-      id,
-      flow: name,
-      status: 'running',
-      input: parsed.data,
-      createdAt: now,
-      updatedAt: now,
-      startedBy: principalId(message.sender),
-      // 128 random bits as 22 characters (an HMAC key; instances stored with 32 hex digits keep them).
-      secret: randomBytes(16).toString('base64url'),
-      ...(message.replyTo ? { replyTo: message.replyTo } : {}),
-      ...(message.correlationId ? { correlationId: message.correlationId } : {}),
-    });
+    // The instance is one span of the trace that started it, and its context is stored with it:
+    // every step, on whichever process and after however many replays, is a child of this span.
+    const parent = readTraceContext(message.headers);
+    const span = this.tracing.startSpan(`flow ${name}`, { ...(parent ? { parent } : {}), attributes: { 'switchboard.flow': name, 'switchboard.flow.instance': id, 'switchboard.flow.starter': principalId(message.sender) } });
+    const trace = span.context;
+    let created: boolean;
+    try {
+      created = await this.store.create({
+        id,
+        flow: name,
+        status: 'running',
+        input: parsed.data,
+        createdAt: now,
+        updatedAt: now,
+        startedBy: principalId(message.sender),
+        // 128 random bits as 22 characters (an HMAC key; instances stored with 32 hex digits keep them).
+        secret: randomBytes(16).toString('base64url'),
+        ...(message.replyTo ? { replyTo: message.replyTo } : {}),
+        ...(message.correlationId ? { correlationId: message.correlationId } : {}),
+        ...(trace ? { traceparent: trace.traceparent, ...(trace.tracestate !== undefined ? { tracestate: trace.tracestate } : {}) } : {}),
+      });
+      span.setAttribute('switchboard.duplicate', !created);
+    } catch (err) {
+      span.fail(err);
+      throw err;
+    } finally {
+      span.end();
+    }
     // Woken even for a duplicate: a crash between create and wake is repaired by the sender's retry.
     await this.wake(id);
+    // Reported for a duplicate too (same event id, deduplicated): a crash before the first report is mended by the retry.
+    this.report('started', name, id, id, { startedBy: principalId(message.sender) });
     return { instanceId: id, duplicate: !created };
   }
 
@@ -297,7 +355,7 @@ export class FlowRuntime {
       if (!def) {
         held?.ctx.evict();
         released = true;
-        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } });
+        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } }, [], meta.flow, meta);
         return 'done';
       }
       // What this process holds is current only if the run before this one was its own: a run
@@ -319,6 +377,7 @@ export class FlowRuntime {
           store: this.store,
           send: (m) => this.o.router.send(m, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' }),
           wakeAt: (i, at, key) => this.wake(i, at, key),
+          tracing: this.tracing,
           log: this.o.log,
         }, control);
         ctx.sticky = this.stickyLimit > 0;
@@ -335,9 +394,11 @@ export class FlowRuntime {
       if (outcome === 'parked') {
         // Waiting, in memory: journal, record the wait and release the lock in one round trip.
         released = true;
-        const before = await this.store.park(id, token, ctx.takePending(), ctx.waitingOn);
+        const waitingOn = ctx.waitingOn;
+        const before = await this.store.park(id, token, ctx.takePending(), waitingOn);
         if (before === 'cancelled' || before === null || lockLost) ctx.evict();
         else this.keep(id, exec);
+        if (before !== 'cancelled' && before !== null) this.reportWaiting(meta.flow, id, waitingOn);
         return 'done';
       }
       const { result, thrown } = outcome;
@@ -345,15 +406,17 @@ export class FlowRuntime {
       const stop = ctx.stopped ?? (thrown instanceof Suspend ? thrown : undefined);
       if (stop?.reason === 'waiting') {
         released = true;
-        await this.store.park(id, token, ctx.takePending(), ctx.waitingOn);
+        const waitingOn = ctx.waitingOn;
+        const before = await this.store.park(id, token, ctx.takePending(), waitingOn);
+        if (before !== 'cancelled' && before !== null) this.reportWaiting(meta.flow, id, waitingOn);
       } else if (stop?.reason === 'failed') {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(ctx.failure) });
+        await this.finish(id, token, 'failed', { error: describe(ctx.failure) }, [], meta.flow, meta);
       } else if (stop) {
         // cancelled, lock lost or evicted: whoever cancelled or holds the lock has the say now.
       } else if (thrown !== undefined) {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending());
+        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending(), meta.flow, meta);
       } else {
         released = true;
         await this.complete(meta, token, result, ctx.takePending());
@@ -382,22 +445,36 @@ export class FlowRuntime {
       // The flow's answer to whoever started it with replyTo (request-reply between flows and clients).
       await this.o.router.send({
         id: `${meta.id}:result`, to: meta.replyTo, from: `flow:${meta.flow}/${meta.id}`, sender: { kind: 'flow', name: meta.flow },
-        headers: {}, contentType: 'application/json', body: value, createdAt: new Date().toISOString(),
+        headers: withTraceContext({}, traceOf(meta)), contentType: 'application/json', body: value, createdAt: new Date().toISOString(),
         ...(meta.correlationId ? { correlationId: meta.correlationId } : {}),
       }, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' });
     }
-    await this.finish(meta.id, token, 'completed', { result: value }, entries, meta.flow);
+    await this.finish(meta.id, token, 'completed', { result: value }, entries, meta.flow, meta);
   }
 
   /**
    * Records the end of an instance, journals the run's last entries and releases its lock in one
    * round trip (`finishInstance`); a cancel that landed while the run went on wins.
    */
-  private async finish(id: string, token: string, status: FlowStatus, fields: Partial<InstanceMeta>, entries: JournalEntry[] = [], flow?: string): Promise<void> {
+  private async finish(id: string, token: string, status: FlowStatus, fields: Partial<InstanceMeta>, entries: JournalEntry[] = [], flow?: string, about?: InstanceMeta): Promise<void> {
     const before = await this.store.finish(id, token, { ...fields, status }, entries, this.o.retentionMs);
     if (before === null || before === 'cancelled') return;
+    if (about && status === 'completed') this.report('completed', about.flow, id, id, { startedBy: about.startedBy });
+    // A retried instance may fail again: each attempt's failure is its own event.
+    if (about && status === 'failed') this.report('failed', about.flow, id, `${id}\0${about.attempt ?? '0'}`, { attempt: Number(about.attempt ?? 0), error: fields.error });
     if (flow) await this.store.pruneIndexes(flow, this.o.retentionMs);
     this.o.log.info({ flow, instance: id, status, error: fields.error?.message }, `flow instance ${status}`);
+    if (flow) this.o.onOutcome?.(flow, status);
+  }
+
+  /** Lifecycle events of an instance (called after the change is stored); plain facts, never input or result. */
+  private report(what: 'started' | 'waiting' | 'completed' | 'failed' | 'cancelled', flow: string, id: string, key: string, data: Record<string, unknown>): void {
+    this.o.lifecycle?.({ type: `switchboard.flow.${what}`, subject: `flow:${flow}/${id}`, key, data: { flow, instanceId: id, ...data } });
+  }
+
+  private reportWaiting(flow: string, id: string, on: InstanceMeta['waitingOn']): void {
+    // One event per wait: the step it waits in (a replay that parks in the same step is a duplicate).
+    if (on) this.report('waiting', flow, id, `${id}\0${on.step}`, { step: on.step, kind: on.kind, ...(on.target ? { target: on.target } : {}), ...(on.until ? { until: on.until } : {}) });
   }
 
   async view(name: string, id: string): Promise<FlowView> {
@@ -416,6 +493,7 @@ export class FlowRuntime {
       createdAt: meta.createdAt,
       updatedAt: meta.updatedAt,
       ...(meta.cancelledBy ? { cancelledBy: meta.cancelledBy } : {}),
+      tags: Object.fromEntries(journal.filter((e) => e.kind === 'tag' && e.target).map((e) => [e.target!, String(e.result)])),
       steps: journal.map((e: JournalEntry) => ({ n: e.n, kind: e.kind, ...(e.target ? { target: e.target } : {}), at: e.at, done: e.done, ...(e.error ? { error: e.error.message } : {}) })),
     };
   }
@@ -428,6 +506,33 @@ export class FlowRuntime {
       if (m) out.push({ instanceId: m.id, flow: m.flow, status: m.status, createdAt: m.createdAt, updatedAt: m.updatedAt });
     }
     return out;
+  }
+
+  /**
+   * Instances matching `q`, newest first. Flow, tag and dates are index reads (a sorted set per
+   * flow and per tag, scored by creation time); status, starter and visibility are checked on
+   * the instances read, in pages, at most 20 pages of `limit × 4`, so a search never scans
+   * everything: `more` says the look stopped with rows left unread.
+   */
+  async search(q: FlowSearch): Promise<{ instances: FlowRow[]; more: boolean }> {
+    const out: FlowRow[] = [];
+    const page = Math.max(q.limit * 4, 50);
+    for (let offset = 0, pages = 0; pages < 20; pages++, offset += page) {
+      const rows = await this.store.range({
+        ...(q.flow ? { flow: q.flow } : {}), ...(q.tag ? { tag: q.tag } : {}), ...(q.from !== undefined ? { from: q.from } : {}), ...(q.to !== undefined ? { to: q.to } : {}),
+        offset, limit: page, keepFrom: Date.now() - this.o.retentionMs * 2,
+      });
+      for (const r of rows) {
+        const m = await this.store.meta(r.id);
+        if (!m || m.flow !== r.flow) continue;
+        const row: FlowRow = { instanceId: m.id, flow: m.flow, status: m.status, startedBy: m.startedBy, createdAt: m.createdAt, updatedAt: m.updatedAt };
+        if ((q.status && row.status !== q.status) || (q.startedBy && row.startedBy !== q.startedBy) || (q.visible && !q.visible(row))) continue;
+        out.push(row);
+        if (out.length >= q.limit) return { instances: out, more: true };
+      }
+      if (rows.length < page) return { instances: out, more: false };
+    }
+    return { instances: out, more: true };
   }
 
   /**
@@ -456,10 +561,12 @@ export class FlowRuntime {
     if (FINISHED.includes(meta.status)) throw new Conflict(`instance '${id}' has already ${meta.status}`);
     await this.store.update(id, { status: 'cancelled', cancelledBy: by }, ['waitingOn']);
     await this.store.expire(id, name, this.o.retentionMs);
+    this.report('cancelled', name, id, id, { by });
     // A flow parked here runs no further; elsewhere, its next run sees the status and drops it.
     this.sticky.get(id)?.ctx.evict();
     this.sticky.delete(id);
     this.o.log.info({ flow: name, instance: id, by }, 'flow instance cancelled');
+    this.o.onOutcome?.(name, 'cancelled');
     return this.view(name, id);
   }
 

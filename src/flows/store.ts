@@ -12,7 +12,7 @@ export type FlowStatus = 'running' | 'waiting' | 'completed' | 'failed' | 'cance
 /** One journaled ctx call. `done: false` marks a wait that has begun (its deadline is fixed). */
 export interface JournalEntry {
   n: number;
-  kind: 'send' | 'request' | 'receive' | 'ask' | 'sleep' | 'step' | 'now' | 'uuid';
+  kind: 'send' | 'request' | 'receive' | 'ask' | 'sleep' | 'step' | 'now' | 'uuid' | 'tag';
   target?: string;
   at: string;
   done: boolean;
@@ -51,6 +51,9 @@ export interface InstanceMeta {
    * so a reply can be bound to the step that asked without trusting a guessable id.
    */
   secret?: string;
+  /** The W3C trace context of the instance's span (DESIGN §11): its steps are spans of this trace. */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);
@@ -390,27 +393,55 @@ export class InstanceStore {
   }
 
   /**
-   * Newest first. Without a flow: the newest `limit` of each indexed flow (and of the all-flows
-   * index that instances stored before it went are still in), merged.
+   * Adds the instance to the index of one tag (`ctx.tag`), scored by the instance's creation
+   * time like the flow indexes; idempotent, so a replay after a crash before the journal write
+   * adds nothing new.
    */
-  async list(flow: string | undefined, limit: number): Promise<{ flow: string; id: string }[]> {
-    if (flow) return (await this.redis.zrevrange(this.keys.index(flow), 0, limit - 1)).map((id) => ({ flow, id }));
+  async addTag(flow: string, id: string, name: string, value: string, createdAt: string): Promise<void> {
+    await this.redis.zadd(this.keys.tag(name, value), Date.parse(createdAt), `${flow}/${id}`);
+  }
+
+  /**
+   * Instances of one flow (or all), or with one tag, newest first, created in [from, to] (epoch
+   * ms), at most `limit`: a range read on an index, never a scan. Entries older than `keepFrom`
+   * point at nothing any more and are dropped from a tag index on the way. All flows: the same
+   * range of each flow's index (and of the all-flows index instances stored before it went are
+   * still in), merged.
+   */
+  async range(q: { flow?: string; tag?: { name: string; value: string }; from?: number; to?: number; offset?: number; limit: number; keepFrom?: number }): Promise<{ flow: string; id: string }[]> {
+    if (!q.tag && !q.flow) return this.rangeAll(q.to ?? '+inf', q.from ?? '-inf', q.offset ?? 0, q.limit);
+    const key = q.tag ? this.keys.tag(q.tag.name, q.tag.value) : this.keys.index(q.flow);
+    if (q.tag && q.keepFrom !== undefined) await this.redis.zremrangebyscore(key, '-inf', q.keepFrom);
+    const ids = await this.redis.zrevrangebyscore(key, q.to ?? '+inf', q.from ?? '-inf', 'LIMIT', q.offset ?? 0, q.limit);
+    const rows = ids.map((v) => (!q.tag && q.flow ? { flow: q.flow, id: v } : { flow: v.slice(0, v.indexOf('/')), id: v.slice(v.indexOf('/') + 1) }));
+    return q.tag && q.flow ? rows.filter((r) => r.flow === q.flow) : rows;
+  }
+
+  /** Every flow's instances created in [from, to], newest first: the flows' indexes merged. */
+  private async rangeAll(to: number | string, from: number | string, offset: number, limit: number): Promise<{ flow: string; id: string }[]> {
     const rows = new Map<string, { flow: string; id: string; score: number }>();
     const add = (f: string, id: string, score: number) => {
       const key = `${f}/${id}`;
       if (!rows.has(key)) rows.set(key, { flow: f, id, score });
     };
     const names = await this.redis.smembers(this.keys.names());
-    const lists = await Promise.all(names.map((f) => this.redis.zrevrange(this.keys.index(f), 0, limit - 1, 'WITHSCORES')));
+    const want = offset + limit;
+    const read = (key: string) => this.redis.zrevrangebyscore(key, to, from, 'WITHSCORES', 'LIMIT', 0, want);
+    const [legacy, ...lists] = await Promise.all([read(this.keys.index()), ...names.map((f) => read(this.keys.index(f)))]);
     names.forEach((f, i) => {
       const l = lists[i]!;
       for (let j = 0; j + 1 < l.length; j += 2) add(f, l[j]!, Number(l[j + 1]));
     });
-    const legacy = await this.redis.zrevrange(this.keys.index(), 0, limit - 1, 'WITHSCORES');
-    for (let j = 0; j + 1 < legacy.length; j += 2) {
-      const v = legacy[j]!;
-      add(v.slice(0, v.indexOf('/')), v.slice(v.indexOf('/') + 1), Number(legacy[j + 1]));
+    for (let j = 0; j + 1 < legacy!.length; j += 2) {
+      const v = legacy![j]!;
+      add(v.slice(0, v.indexOf('/')), v.slice(v.indexOf('/') + 1), Number(legacy![j + 1]));
     }
-    return [...rows.values()].sort((a, b) => b.score - a.score).slice(0, limit).map(({ flow: f, id }) => ({ flow: f, id }));
+    return [...rows.values()].sort((a, b) => b.score - a.score).slice(offset, want).map(({ flow: f, id }) => ({ flow: f, id }));
+  }
+
+  /** Newest first (all flows: their indexes merged, see `range`). */
+  async list(flow: string | undefined, limit: number): Promise<{ flow: string; id: string }[]> {
+    if (flow) return (await this.redis.zrevrange(this.keys.index(flow), 0, limit - 1)).map((id) => ({ flow, id }));
+    return this.rangeAll('+inf', '-inf', 0, limit);
   }
 }

@@ -13,9 +13,9 @@ import type { Cleanup } from './cleanup.ts';
  * broker connection states in /metrics. Replies on the brokers' reply queues are consumed by
  * the flows step, as they go to waiting flows.
  */
-export function connectBrokers(config: Config, materials: Materials, o: { redis: Redis; router: Router; metrics: Metrics; log: Logger }, cleanup: Cleanup): void {
+export function connectBrokers(config: Config, materials: Materials, o: { redis: Redis; router: Router; metrics: Metrics; log: Logger }, cleanup: Cleanup): MqEndpoint | undefined {
   const configured = Object.entries(config.brokers);
-  if (configured.length === 0) return;
+  if (configured.length === 0) return undefined;
   const brokers = configured.map(([name, b]) => new Broker({
     name, url: b.url, sasl: b.sasl ?? (b.username || new URL(b.url).username ? 'PLAIN' : 'ANONYMOUS'), addressFormat: b.addressFormat, sendTimeoutMs: b.sendTimeout,
     ...(b.username !== undefined ? { username: b.username } : {}), ...(b.password !== undefined ? { password: b.password } : {}),
@@ -34,4 +34,5 @@ export function connectBrokers(config: Config, materials: Materials, o: { redis:
   const timer = setInterval(collect, 1000);
   timer.unref();
   cleanup.push(async () => clearInterval(timer));
+  return mq;
 }

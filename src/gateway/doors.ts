@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AmqpServer } from '../amqp-server/amqp-server.ts';
+import { RoutedPeerIntake } from '../amqp-server/peer-intake.ts';
 import { PeerListener } from '../amqp-server/peer-listener.ts';
 import { PermissionAdmin } from '../auth/permission-admin.ts';
 import type { Materials } from '../config/materials.ts';
@@ -12,6 +13,7 @@ import type { FlowRuntime } from '../flows/runtime.ts';
 import type { Inbox } from '../people/inbox.ts';
 import { createApp } from '../web/app.ts';
 import { sessionSecret } from '../web/sessions.ts';
+import type { ConnectionState, ConsoleSources } from '../web/deps.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { Access } from './directory.ts';
 import type { FlowDefinitions } from './flows.ts';
@@ -47,7 +49,7 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
   const { directory, permissions, permissionStore, audit, tokens, auth } = access;
   const { router, metrics, dedup, queues, network } = transports;
   const prefix = config.redis.prefix;
-  const permissionAdmin = new PermissionAdmin(permissions, permissionStore, directory, () => network?.map.aliases ?? []);
+  const permissionAdmin = new PermissionAdmin(permissions, permissionStore, directory, () => network?.map.aliases ?? [], transports.events.report);
   // The addresses the console suggests: flows, brokers, groups, queues that exist, peers.
   const knownAddresses = async () => [
     ...[...flowDefs.keys()].map((n) => `flow:${n}`),
@@ -56,7 +58,27 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
     ...Object.keys(await queues.depths()),
     ...(network?.map.aliases ?? []).map((a) => `peer:${a}/`),
   ];
+  const consoleSources: ConsoleSources = {
+    queueAddresses: () => queues.addresses(),
+    connections: async () => {
+      const out: ConnectionState[] = [];
+      for (const b of transports.brokers?.brokerStates() ?? []) {
+        out.push({ kind: 'broker', name: b.name, address: `mq:${b.name}/**`, state: b.state, ok: b.state === 'open', ...(b.lastError ? { lastError: b.lastError } : {}) });
+      }
+      for (const p of network?.peers.states() ?? []) {
+        const outbox = await network!.peers.outboxStatus(p.alias);
+        out.push({ kind: 'peer', name: p.alias, address: `peer:${p.alias}/**`, state: p.state, ok: p.state === 'open' || (p.state === 'idle' && outbox.depth === 0), outbox, ...(p.lastError ? { lastError: p.lastError } : {}) });
+      }
+      for (const w of (await transports.webhooks?.states()) ?? []) {
+        out.push({ kind: 'webhook', name: w.name, address: `webhook:${w.name}`, state: w.outbox.retrying > 0 ? 'retrying' : 'ok', ok: w.outbox.retrying === 0, outbox: w.outbox, ...(w.outbox.lastError ? { lastError: w.outbox.lastError.message } : {}) });
+      }
+      const d = await directory.health().catch((err: Error) => ({ ok: false, detail: err.message }));
+      out.push({ kind: 'directory', name: config.directory.type, address: '**', state: d.ok ? 'ok' : 'down', ok: d.ok, ...(!d.ok && d.detail ? { lastError: d.detail } : {}) });
+      return out;
+    },
+  };
   const app = createApp({
+    console: consoleSources,
     topics: transports.topics,
     dedup,
     hooks: Object.entries(config.webhooks).filter(([, w]) => w.inbound).map(([name, w]) => ({ name, secret: w.secret, to: w.inbound!.to })),
@@ -90,12 +112,17 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
     cleanup.push(async () => off());
   }
   let peerListener: PeerListener | undefined;
-  if (config.network && network && materials.network) {
-    const n = config.network;
+  if (config.network && network?.tunnel) {
+    // Peers come in through the float: the gateway pulls from it as fast as the inside takes.
+    const tunnel = network.tunnel;
+    tunnel.start(new RoutedPeerIntake({ router, dedup, audit, eventHorizonMs: config.network.eventHorizon, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576 }));
+    cleanup.push(() => tunnel.close());
+  } else if (config.network?.port !== undefined && network && materials.network) {
+    const n = { ...config.network, port: config.network.port };
     const files = materials.network;
     const listener = new PeerListener({
-      host: n.host, port: n.port, key: files.key, cert: files.cert, ca: files.ca, map: network.map, revocation: network.revocation, router, dedup,
-      eventHorizonMs: n.eventHorizon, credit: 50, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576, audit, log,
+      host: n.host, port: n.port, key: files.key, cert: files.cert, ca: files.ca, map: network.map, revocation: network.revocation, audit, log, credit: 50,
+      intake: new RoutedPeerIntake({ router, dedup, audit, eventHorizonMs: n.eventHorizon, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576 }),
     });
     peerListener = listener;
     await listener.start();

@@ -29,6 +29,9 @@ export async function startFlows(config: Config, flowDefs: FlowDefinitions, redi
     stalledCheckMs: config.flows.stalledCheck,
     retentionMs: config.flows.retention,
     stickyInstances: config.flows.stickyInstances,
+    onOutcome: (flow, outcome) => transports.metrics.flowOutcomes.inc({ flow, outcome }),
+    tracing: transports.tracing,
+    lifecycle: transports.events.report,
     log,
   });
   router.register(new FlowEndpoint(flows));

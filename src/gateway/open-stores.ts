@@ -36,7 +36,7 @@ export async function openStores(config: Config, log: Logger, cleanup: Cleanup):
  * gateway runs (killed from outside, crashed) is started again on its port and data, so neither
  * running nor draining waits on a Redis that is gone; it is stopped after everything else.
  */
-async function openConfiguredRedis(c: Config['redis'], log: Logger, cleanup: Cleanup): Promise<{ redis: Redis; redisUrl: string }> {
+export async function openConfiguredRedis(c: Config['redis'], log: Logger, cleanup: Cleanup): Promise<{ redis: Redis; redisUrl: string }> {
   const auth = { ...(c.username ? { username: c.username } : {}), ...(c.password ? { password: c.password } : {}), ...(c.tls ? { tls: c.tls } : {}) };
   const target: RedisTarget | undefined = c.url ? { url: c.url, ...auth } : c.cluster ? { cluster: c.cluster, ...auth } : c.sentinel ? { sentinel: c.sentinel, ...auth } : undefined;
   if (target) {

@@ -3,9 +3,11 @@ import type { Logger } from 'pino';
 import type { Permissions } from '../auth/permissions.ts';
 import type { NetworkMaterials } from '../config/materials.ts';
 import type { Config } from '../config/schema.ts';
+import type { ReportLifecycle } from '../core/lifecycle.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
 import { PeerEndpoint } from '../endpoints/peer/peer-endpoint.ts';
+import { FloatTunnelClient } from '../network/float-tunnel-client.ts';
 import { NetworkMap } from '../network/network-map.ts';
 import { RevocationList } from '../network/revocation.ts';
 import type { Cleanup } from './cleanup.ts';
@@ -16,6 +18,8 @@ export interface PeerNetwork {
   peers: PeerEndpoint;
   /** The CRL check on peer certificates (network.crl), for both sides of the network. */
   revocation: RevocationList;
+  /** network.float: the tunnel to the float (peers come in there; outbound goes through it). */
+  tunnel?: FloatTunnelClient;
 }
 
 /**
@@ -25,7 +29,7 @@ export interface PeerNetwork {
 export async function openPeerNetwork(
   n: NonNullable<Config['network']>,
   files: NetworkMaterials,
-  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; log: Logger },
+  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; lifecycle?: ReportLifecycle; log: Logger },
   cleanup: Cleanup,
 ): Promise<PeerNetwork> {
   const map = new NetworkMap({ peers: files.peers, ...(files.mapFile ? { source: files.mapFile } : {}), log: o.log });
@@ -36,16 +40,32 @@ export async function openPeerNetwork(
   const revocation = new RevocationList({ mode: n.crl?.mode ?? 'off', ca: files.ca, refreshMs: n.crl?.refresh ?? 300_000, log: o.log, ...(files.crl ? { source: files.crl } : {}) });
   await revocation.start();
   cleanup.push(async () => revocation.stop());
-  const peers = new PeerEndpoint({ revocation,
+  const tunnel = n.float && files.float ? new FloatTunnelClient({
+    url: n.float.url, ...files.float, floatSubject: n.float.floatSubject, credit: n.float.credit, peerKey: files.key, peerCert: files.cert,
+    map, redis: o.redis, prefix: o.prefix, log: o.log, onNotice: (m, reason) => peers.notice(m, reason),
+  }) : undefined;
+  const peers: PeerEndpoint = new PeerEndpoint({ revocation, ...(tunnel ? { relay: tunnel } : {}),
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
-    signingKey: files.signingKey, eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
+    signingKey: files.signingKey, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}), eventHorizonMs: n.eventHorizon, router: o.router, metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
   });
   o.router.register(peers);
   await peers.start();
+  // Up and down as this process sees its bridges (only the process holding a peer's bridge sees it open).
+  const wasOpen = new Map<string, boolean>();
   const timer = setInterval(() => {
-    for (const s of peers.states()) o.metrics.connected.set({ kind: 'peer', name: s.alias }, s.state === 'open' ? 1 : 0);
+    for (const s of peers.states()) {
+      const open = s.state === 'open' || s.state === 'via float: open';
+      o.metrics.connected.set({ kind: 'peer', name: s.alias }, open ? 1 : 0);
+      if (open !== (wasOpen.get(s.alias) ?? false)) {
+        const key = `${s.alias}\0${Date.now()}`;
+        o.lifecycle?.(open
+          ? { type: 'switchboard.peer.up', subject: `peer:${s.alias}`, key, data: { alias: s.alias } }
+          : { type: 'switchboard.peer.down', subject: `peer:${s.alias}`, key, data: { alias: s.alias, state: s.state, ...(s.lastError ? { lastError: s.lastError } : {}) } });
+      }
+      wasOpen.set(s.alias, open);
+    }
   }, 1000);
   timer.unref();
   cleanup.push(async () => clearInterval(timer));
-  return { map, peers, revocation };
+  return { map, peers, revocation, ...(tunnel ? { tunnel } : {}) };
 }

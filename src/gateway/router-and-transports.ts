@@ -13,8 +13,14 @@ import { DedupWindows } from '../core/dedup-window.ts';
 import { TmpEndpoint } from '../endpoints/tmp/tmp-endpoint.ts';
 import { TopicEndpoint } from '../endpoints/topic/topic-endpoint.ts';
 import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
+import { refuseForgedEvents } from '../events/forged-events.ts';
+import { LifecycleEvents } from '../events/lifecycle-events.ts';
 import { ReplicaWait } from '../store/replica-wait.ts';
+import { openTracing } from '../tracing/otel-tracing.ts';
+import { traceSend } from '../tracing/trace-send.ts';
+import type { Tracing } from '../tracing/tracing.ts';
 import { connectBrokers } from './brokers.ts';
+import type { MqEndpoint } from '../endpoints/mq/mq-endpoint.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { Access } from './directory.ts';
 import type { Stores } from './open-stores.ts';
@@ -32,6 +38,14 @@ export interface Transports {
   shards: number;
   /** When the config has a network: the map and the peer transport. */
   network?: PeerNetwork;
+  /** The mq: transport, when brokers are configured (their states for the console). */
+  brokers?: MqEndpoint;
+  /** The webhook: transport, when outbound webhooks are configured. */
+  webhooks?: WebhookEndpoint;
+  /** Spans, when `tracing.otlp` is set; otherwise trace contexts only pass through. */
+  tracing: Tracing;
+  /** Lifecycle events (config `events`): reporters call `events.report`; delivery starts with `events.start()`. */
+  events: LifecycleEvents;
 }
 
 /**
@@ -50,23 +64,34 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     ...(queues ? await queues.depths() : {}),
     // A peer's outbox depth, labelled with its address pattern.
     ...Object.fromEntries(Object.entries(network ? await network.peers.depths() : {}).map(([alias, n]) => [`peer:${alias}/**`, n])),
-  }));
+  }), { oldestAges: async () => (queues ? await queues.oldestAges() : {}) });
   const dedup = new DedupStore(redis, prefix, config.queues.dedupTtl);
   // redis.waitReplicas: acknowledged only once N replicas have it (closed after the router).
   const waitReplicas = config.redis.waitReplicas ?? 0;
   const replicaWait = waitReplicas > 0 ? new ReplicaWait({ redis, prefix, replicas: waitReplicas, timeoutMs: config.redis.waitTimeout ?? 2000, log }) : undefined;
   if (replicaWait) cleanup.push(() => replicaWait.close());
+  const t = config.tracing;
+  const tracing = await openTracing({ serviceName: t.serviceName, log, ...(t.otlp ? { otlp: { url: t.otlp.url, headers: t.otlp.headers, timeoutMs: t.otlp.timeout } } : {}) });
+  cleanup.push(() => tracing.shutdown()); // pushed before the router: its last spans are sent after it closed
   // Every message that enters the router passes this chain, in this order (DESIGN §5).
   const router = new Router(dedup, metrics, log, [
+    traceSend(tracing), // first: a refusal further down is a failed span, and every hop continues the caller's trace
     auditDenials(audit),
     requirePrincipal,
     demoteReservedHeaders,
+    refuseForgedEvents, // a client's "switchboard.*" CloudEvent would pass for the gateway's own
     authorizeSend(permissions),
     authorizeReplyTo(permissions),
     memoryGuard, // Redis nearly full: new inbound work from client doors is refused (503), never dropped
     ...(replicaWait ? [replicaWait] : []), // after the endpoint stored: WAIT for N replicas before the acknowledgement
   ]);
+  // The CloudEvents source: the gateway's network identity, else the URL it is reached at.
+  const source = config.network ? `urn:switchboard:${encodeURIComponent(config.network.identity)}` : (config.http.baseUrl ?? `http://localhost:${config.http.port}`);
+  const events = new LifecycleEvents({ redis, prefix, shards, router, source, mappings: config.events, dedupTtlMs: config.queues.dedupTtl, metrics, log });
+  const lifecycle = events.report;
+  router.reportLifecycleTo(lifecycle);
   queues = new QueueEndpoint({
+    lifecycle,
     redis,
     prefix,
     maxAttempts: config.queues.maxAttempts,
@@ -91,22 +116,25 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   router.register(topics);
   // Closing the router closes every transport registered with it, whichever step registered it.
   cleanup.push(() => router.close());
+  // Closed before the router: events being stored are finished, deliveries stop and wait in Redis.
+  cleanup.push(() => events.close());
 
   if (config.email) {
     const e = config.email;
-    router.register(new EmailEndpoint({ redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
+    router.register(new EmailEndpoint({ lifecycle, redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
   }
   const outbound = Object.entries(config.webhooks).filter(([, w]) => w.url);
+  let webhooks: WebhookEndpoint | undefined;
   if (outbound.length > 0) {
-    router.register(new WebhookEndpoint({
-      redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
+    router.register(webhooks = new WebhookEndpoint({
+      lifecycle, redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
       maxAttempts: Math.max(...outbound.map(([, w]) => w.maxAttempts)), backoffMs: Math.min(...outbound.map(([, w]) => w.backoff)),
       targets: outbound.map(([name, w]) => ({ name, url: w.url!, secret: w.secret, timeoutMs: w.timeout })),
     }));
   }
   if (config.network && materials.network) {
-    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, log }, cleanup);
+    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, log }, cleanup);
   }
-  connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
-  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, ...(network ? { network } : {}) };
+  const brokers = connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
+  return { router, metrics, dedup, queues, temporaryQueues, topics, shards, tracing, events, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
 }

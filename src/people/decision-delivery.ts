@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Router } from '../core/router.ts';
 import { systemCaller, systemMessage } from '../core/system-message.ts';
 import { Lease, leaseKey } from '../store/lease.ts';
+import { storedTraceContext, withTraceContext } from '../tracing/trace-context.ts';
 import type { TaskStore } from './task-store.ts';
 import { taskAddress } from './task-rules.ts';
 
@@ -42,7 +43,9 @@ export class DecisionDelivery {
         id: `task:${id}:decision`, to: task.replyTo, from: taskAddress(task),
         // On behalf of the person who decided, not the gateway: the flow sees who answered.
         sender: { kind: 'user', name: task.decision.by.replace(/^user:/, '') },
-        headers: { 'switchboard-task': id }, body: task.decision, createdAt: task.decision.at,
+        // The decision continues the trace the task was asked in, however much later it comes.
+        headers: withTraceContext({ 'switchboard-task': id }, storedTraceContext(task)),
+        body: task.decision, createdAt: task.decision.at,
         ...(task.correlationId ? { correlationId: task.correlationId } : {}),
       }), systemCaller('inbox', 'inbox'));
     }

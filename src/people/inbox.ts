@@ -4,6 +4,7 @@ import type { Directory } from '../auth/directory.ts';
 import type { Permissions } from '../auth/permissions.ts';
 import { Conflict, NotFound, PermissionDenied, ValidationError } from '../core/errors.ts';
 import { principalId, type Message, type Principal } from '../core/message.ts';
+import type { ReportLifecycle } from '../core/lifecycle.ts';
 import type { Router } from '../core/router.ts';
 import type { Approval, Decision, HistoryEntry, Task, TaskIntake } from '../core/task.ts';
 import { DecisionDelivery } from './decision-delivery.ts';
@@ -37,6 +38,10 @@ export interface InboxOptions {
   email: boolean;
   /** Reminder e-mails this long before a task is due, e.g. [3600000] for an hour before. */
   remindersMs: number[];
+  /** Told of each decision made here (once, in the process that made it): task-age metrics. */
+  onDecided?: (task: Task, decidedAt: string) => void;
+  /** Told of task changes once they are stored (lifecycle events). */
+  lifecycle?: ReportLifecycle;
   log: Logger;
 }
 
@@ -55,10 +60,12 @@ export class Inbox implements TaskIntake {
   private readonly delivery: DecisionDelivery;
   private readonly permissions: Permissions;
   private readonly directory: Directory;
+  private readonly onDecided: InboxOptions['onDecided'];
 
   constructor(o: InboxOptions) {
+    this.onDecided = o.onDecided;
     this.store = new TaskStore(o.redis, o.prefix, o.shards ?? 1);
-    this.events = new TaskEvents(o.redis, o.prefix, o.log);
+    this.events = new TaskEvents(o.redis, o.prefix, o.log, o.lifecycle);
     this.permissions = o.permissions;
     this.directory = o.directory;
     const notices = new Notices({ router: o.router, directory: o.directory, baseUrl: o.baseUrl, enabled: o.email });
@@ -194,7 +201,8 @@ export class Inbox implements TaskIntake {
     }
     const r = await this.store.decide(task, decision, from);
     if (!r.ok) refuse(r, id);
-    await this.events.publish({ type: 'decided', taskId: id, ...placeOf(task), by: decision.by });
+    this.onDecided?.(task, decision.at);
+    await this.events.publish({ type: 'decided', taskId: id, ...placeOf(task), by: decision.by, action: decision.action });
     await this.delivery.deliver(id).catch((err) => this.delivery.failed(id, err));
     return this.get(p, id);
   }
@@ -226,7 +234,7 @@ function refuse(outcome: Exclude<Outcome, { ok: true }>, id: string): never {
 }
 
 /** A task without its routing (replyTo, correlationId, messageId): those are the gateway's business. */
-function publicTask(t: Task & { replyTo?: string; correlationId?: string; messageId?: string }): Task {
-  const { replyTo: _r, correlationId: _c, messageId: _m, ...rest } = t;
+function publicTask(t: Task & { replyTo?: string; correlationId?: string; messageId?: string; traceparent?: string; tracestate?: string }): Task {
+  const { replyTo: _r, correlationId: _c, messageId: _m, traceparent: _p, tracestate: _s, ...rest } = t;
   return rest;
 }

@@ -2,6 +2,7 @@ import type { Directory } from '../auth/directory.ts';
 import type { Router } from '../core/router.ts';
 import { systemCaller, systemMessage } from '../core/system-message.ts';
 import type { Task } from '../core/task.ts';
+import { storedTraceContext, withTraceContext } from '../tracing/trace-context.ts';
 
 export interface NoticesOptions {
   router: Router;
@@ -48,12 +49,14 @@ export class Notices {
     await this.send(after, `Escalated to you: ${before.title}`, text, 'escalated-to');
   }
 
-  private async send(task: Task, subject: string, text: string, tag: string): Promise<void> {
+  /** `task` as the store gives it carries the trace it was asked in: its notices are part of that trace. */
+  private async send(task: Task & { traceparent?: string; tracestate?: string }, subject: string, text: string, tag: string): Promise<void> {
     if (!this.o.enabled) return;
+    const headers = withTraceContext({ 'switchboard-task': task.id }, storedTraceContext(task));
     const people = task.assignee !== undefined ? [await this.o.directory.lookup(task.assignee)] : await this.o.directory.members(task.group!);
     for (const p of people) {
       if (!p?.email) continue;
-      await this.o.router.send(systemMessage({ id: `task:${task.id}:${tag}:${p.name}`, to: `email:${p.email}`, headers: { 'switchboard-task': task.id }, body: { subject, text } }), systemCaller('inbox', 'inbox'));
+      await this.o.router.send(systemMessage({ id: `task:${task.id}:${tag}:${p.name}`, to: `email:${p.email}`, headers, body: { subject, text } }), systemCaller('inbox', 'inbox'));
     }
   }
 }

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { ReportLifecycle } from '../core/lifecycle.ts';
 
 /** A change to a task that open inboxes may need to show. */
 export interface TaskEvent {
@@ -12,7 +13,12 @@ export interface TaskEvent {
   /** Where it was before a delegation or escalation. */
   previous?: { assignee?: string; group?: string };
   by?: string;
+  /** The action a decision took. */
+  action?: string;
 }
+
+/** The task changes that are lifecycle events (a release or a first four-eyes approval is not). */
+const LIFECYCLE: Partial<Record<TaskEvent['type'], string>> = { created: 'created', claimed: 'claimed', delegated: 'delegated', decided: 'decided', escalated: 'escalated' };
 
 /**
  * Task changes over Redis pub/sub, so an inbox open on any gateway process hears about a task
@@ -23,7 +29,7 @@ export class TaskEvents {
   private readonly local = new EventEmitter();
   private subscriber?: Redis;
 
-  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger) {
+  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger, private readonly lifecycle?: ReportLifecycle) {
     this.local.setMaxListeners(0);
   }
 
@@ -44,7 +50,15 @@ export class TaskEvents {
     await this.subscriber.subscribe(this.channel);
   }
 
+  /** Called after the change is stored: tells open inboxes, and reports the lifecycle event. */
   async publish(event: TaskEvent): Promise<void> {
+    const kind = LIFECYCLE[event.type];
+    if (kind && this.lifecycle) {
+      const { type: _t, ...data } = event;
+      // Created and decided happen once per task; a claim, delegation or escalation may recur.
+      const once = kind === 'created' || kind === 'decided';
+      this.lifecycle({ type: `switchboard.task.${kind}`, subject: `task:${event.taskId}`, key: once ? event.taskId : `${event.taskId}\0${event.by ?? ''}\0${event.assignee ?? ''}\0${event.group ?? ''}\0${Date.now()}`, data });
+    }
     await this.redis.publish(this.channel, JSON.stringify(event)).catch((err) => this.log.warn({ err: (err as Error).message }, 'task event not published'));
   }
 

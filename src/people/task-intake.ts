@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { ValidationError } from '../core/errors.ts';
 import { principalId, type Message } from '../core/message.ts';
 import type { Task, TaskControls, TaskIntake, TaskSpec } from '../core/task.ts';
+import { readTraceContext } from '../tracing/trace-context.ts';
 import type { FollowUps } from './follow-ups.ts';
 import type { TaskEvents } from './task-events.ts';
 import type { TaskStore } from './task-store.ts';
@@ -79,7 +80,11 @@ export class MessageIntake implements TaskIntake {
   /** Turns a message into a task, once per sender and message id. */
   async accept(message: Message): Promise<{ taskId: string; created: boolean }> {
     const task = taskFromMessage(message);
-    const created = await this.o.store.create(task, { messageId: message.id, ...(message.replyTo ? { replyTo: message.replyTo } : {}), ...(message.correlationId ? { correlationId: message.correlationId } : {}) });
+    const trace = readTraceContext(message.headers);
+    const created = await this.o.store.create(task, {
+      messageId: message.id, ...(message.replyTo ? { replyTo: message.replyTo } : {}), ...(message.correlationId ? { correlationId: message.correlationId } : {}),
+      ...(trace ? { traceparent: trace.traceparent, ...(trace.tracestate !== undefined ? { tracestate: trace.tracestate } : {}) } : {}),
+    });
     // Planned even for a repeat of the same message: a crash right after the create is mended
     // by the sender's retry, and the jobs' dedup ids keep them to one each.
     await this.o.followUps.afterCreate(task);

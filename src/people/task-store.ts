@@ -12,6 +12,9 @@ interface Routing {
   replyTo?: string;
   correlationId?: string;
   messageId: string;
+  /** The trace context the task was asked in (DESIGN §11): its decision continues that trace. */
+  traceparent?: string;
+  tracestate?: string;
 }
 
 export type Outcome = { ok: true } | { ok: false; reason: 'missing' | 'decided' | 'claimed'; holder: string };

@@ -64,6 +64,9 @@ export function createRedisClient(target: RedisTarget): Redis {
       lazyConnect: true,
       enableReadyCheck: true,
       clusterRetryStrategy: (times) => Math.min(times * 200, 2000),
+      // ioredis reloads the slot map only after an error on the client's own commands; a client
+      // that never touched a failed master's slots would keep naming the dead master forever.
+      slotsRefreshInterval: 5000,
       redisOptions: { maxRetriesPerRequest: null, ...auth, ...urlAuth, ...(anyTls ? { tls: anyTls } : {}) },
     }) as unknown as Redis;
   }

@@ -77,7 +77,14 @@ export class ReplicaWait implements SendInterceptor {
     const before = where(this.o.redis);
     const result = await next(input);
     const at = await this.barrier();
-    if (before === '' || at !== before || where(this.o.redis) !== before) throw failedOver();
+    if (before === '' || at !== before || where(this.o.redis) !== before) {
+      // A cluster client learns a new slot map only from an error or a MOVED on its own commands,
+      // and the gateway's connection may never touch the failed master's slots (BullMQ writes on
+      // connections of its own): without a refresh its stale map would fail every later send too.
+      refreshSlotMap(this.o.redis);
+      refreshSlotMap(this.client);
+      throw failedOver();
+    }
     return result;
   }
 
@@ -153,6 +160,12 @@ export class ReplicaWait implements SendInterceptor {
   async close(): Promise<void> {
     await this.client.quit().catch(() => this.client.disconnect());
   }
+}
+
+/** Asks a cluster client to reload its slot map (no-op on a single connection). */
+function refreshSlotMap(redis: Redis): void {
+  const client = redis as unknown as Redis | Cluster;
+  if (client instanceof Cluster) client.refreshSlotsCache(() => {});
 }
 
 /**

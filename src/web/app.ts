@@ -7,6 +7,9 @@ import { errorHandler } from './middleware/error-handler.ts';
 import { jsonDepthLimit } from './middleware/json-depth.ts';
 import { requireRedis } from './middleware/require-redis.ts';
 import { adminRoutes } from './routes/admin.ts';
+import { consoleFlowRoutes } from './routes/console-flows.ts';
+import { consoleOpsRoutes } from './routes/console-ops.ts';
+import { consoleQueueRoutes } from './routes/console-queues.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { pageRoutes } from './routes/pages.ts';
 import { inboxRoutes } from './routes/inbox.ts';
@@ -22,6 +25,7 @@ import { healthRoutes } from './routes/health.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { queueRoutes } from './routes/queues.ts';
 import { topicRoutes } from './routes/topics.ts';
+import { openApiRoutes } from './openapi.ts';
 
 /** Builds the HTTP door; `listen` is the caller's (the gateway, or a test on a free port). */
 export function createApp(deps: AppDeps): Express {
@@ -35,6 +39,8 @@ export function createApp(deps: AppDeps): Express {
   // Webhooks authenticate by signature, not by user: before the API's credential check.
   app.use('/hooks', requireRedis(deps.redis));
   app.use(hookRoutes(deps));
+  // The API's description needs no credentials (nor Redis): see openapi.ts.
+  app.use(openApiRoutes());
   // Credentials before the body: an unauthenticated client gets 401 and its body is never parsed.
   app.use('/api', requireRedis(deps.redis), authenticate(deps.auth));
   app.use('/api', express.json({ limit: deps.bodyLimit, strict: false, type: () => true }), jsonDepthLimit());
@@ -52,6 +58,9 @@ export function createApp(deps: AppDeps): Express {
   pages.use(requireRedis(deps.redis), sessions(deps.session), express.urlencoded({ extended: false, limit: '64kb' }));
   pages.use(pageRoutes(deps));
   pages.use(adminRoutes(deps));
+  pages.use(consoleQueueRoutes(deps));
+  pages.use(consoleFlowRoutes(deps));
+  pages.use(consoleOpsRoutes(deps));
   pages.use(flowPageRoutes(deps));
   pages.use(inboxRoutes(deps));
   pages.use(permissionPageRoutes(deps));

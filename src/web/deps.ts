@@ -42,6 +42,8 @@ export interface AppDeps {
   log: Logger;
   /** Largest accepted JSON body, e.g. '1mb'. */
   bodyLimit: string;
+  /** What the operations console lists: queues and connections (given by the wiring). */
+  console?: ConsoleSources;
   /** Extra readiness checks (routes, …) shown in /readyz. */
   readiness?: () => Promise<Record<string, { ok: boolean; detail?: string }>>;
 }
@@ -61,4 +63,24 @@ export interface TopicSubscriptions {
   listSubscriptions(topic: string): Promise<SubscriptionInfo[]>;
   createSubscription(topic: string, name: string, opts: { durable?: boolean; shared?: boolean; maxDepth?: number; createdBy?: string }): Promise<{ created: boolean; subscription: SubscriptionInfo }>;
   deleteSubscription(topic: string, name: string): Promise<boolean>;
+}
+
+/** One connection as the console shows it. */
+export interface ConnectionState {
+  kind: 'broker' | 'peer' | 'webhook' | 'directory';
+  name: string;
+  /** The address pattern a user needs admin or browse on to see it (`mq:legacy/**`, `peer:bank-b/**`, `webhook:crm`, `**`). */
+  address: string;
+  /** e.g. open, connecting, closed, idle, ok, down. */
+  state: string;
+  ok: boolean;
+  lastError?: string;
+  outbox?: import('../core/outbox.ts').OutboxStatus;
+}
+
+/** What the console needs from the transports, given by the wiring: doors never hold a transport. */
+export interface ConsoleSources {
+  /** Every `queue:` address known on this Redis. */
+  queueAddresses(): Promise<string[]>;
+  connections(): Promise<ConnectionState[]>;
 }

@@ -17,12 +17,10 @@
  * 4. Poison: a route to flow:strict-input of a message whose input fails validation (a real,
  *    non-retryable refusal) is rejected to RabbitMQ after maxAttempts — dead-lettered by a
  *    RabbitMQ policy into poison.dlq — and not redelivered forever; the good one behind it runs.
- * 5. RabbitMQ stopped (SIGTERM, as asked) — and, separately, killed (kill -9) — for about 20 s in
- *    the middle of 5,000 messages going API → mq:legacy/in → route → queue:sink; /readyz and
- *    /metrics say the broker is down meanwhile and up after; every message at the sink exactly
- *    once (counted by id with receive/ack), nothing left on RabbitMQ.
- * Tests 4 and 5 each use their own gateway (own broker connection), so a broker session lost in
- * one of them cannot hide in, or leak into, another.
+ * (5. RabbitMQ outages are in mq-rabbitmq-outage.test.ts: with them this file ran past the
+ *    per-file time limit.)
+ * Test 4 uses its own gateway (own broker connection), so a broker session lost in it cannot
+ * hide in, or leak into, another.
  *
  * Polls only, no timing assertions. Everything started here is stopped in after(), by PID.
  */
@@ -32,15 +30,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea';
-import { Writable } from 'node:stream';
-import { stringify } from 'yaml';
-import { parseConfig } from '../../src/config/load.ts';
-import { startGateway, type Gateway } from '../../src/gateway.ts';
-import { createLogger } from '../../src/log.ts';
-import { FlowRuntime } from '../../src/flows/runtime.ts';
-import { api, enc, testConfig, waitFor } from '../support/gateway.ts';
-import { assertExactlyOnce, drain, duplicatesCaught, metric, queueState, receiveBatch, type QueueState } from '../support/counting-sink.ts';
-import { GatewayFleet, logWarnings, prefixFor, sleep } from '../support/fleet.ts';
+import type { Gateway } from '../../src/gateway.ts';
+import { api, enc, waitFor } from '../support/gateway.ts';
+import { assertExactlyOnce, drain, metric, queueState, receiveBatch, type QueueState } from '../support/counting-sink.ts';
+import { logWarnings, prefixFor, sleep } from '../support/fleet.ts';
+import { MqGateways, PERMISSIONS, QUEUES, readyz } from '../support/mq-gateways.ts';
 import { startTestRabbit, type TestRabbit } from '../support/rabbitmq.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -48,7 +42,8 @@ let redis: TestRedis | undefined;
 let rabbit: TestRabbit | undefined;
 let gw: Gateway | undefined;
 let flowsDir: string | undefined;
-const fleet = new GatewayFleet(() => redis!.url);
+const gateways = new MqGateways(() => ({ redis: redis!, rabbit: rabbit!, flowsDir: flowsDir! }));
+const fleet = gateways.fleet;
 const clients: RabbitClient[] = [];
 
 // ───────────────────────────── flows used here ─────────────────────────────
@@ -79,15 +74,8 @@ export default defineFlow({
 
 // ───────────────────────────── config ─────────────────────────────
 
-const PERMISSIONS = [
-  { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'mq:legacy/**', verbs: ['send'] }, { address: 'flow:**', verbs: ['start', 'send', 'browse'] }] },
-  { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
-];
-
-const QUEUES = { maxAttempts: 3, backoff: '100ms', lockTimeout: '5s', stalledCheck: '1s' };
-
 function brokers(replies = true) {
-  return { legacy: { url: rabbit!.url, addressFormat: 'rabbitmq', ...(replies ? { replyQueue: 'replies' } : {}), maxAttempts: 3, sendTimeout: '3s' } };
+  return gateways.brokers(replies);
 }
 
 // ───────────────────────────── a rhea client of RabbitMQ (the "legacy side") ─────────────────────────────
@@ -178,11 +166,6 @@ function bodyBytes(body: any): Buffer {
 
 // ───────────────────────────── HTTP helpers ─────────────────────────────
 
-async function readyz(base: string): Promise<{ status: number; body: any }> {
-  const r = await api(base, 'GET', '/readyz');
-  return { status: r.status, body: r.body };
-}
-
 async function flowView(base: string, flow: string, id: string): Promise<{ status: number; body: any }> {
   const r = await api(base, 'GET', `/api/flows/${flow}/${enc(id)}`, { user: 'ops' });
   return { status: r.status, body: r.body };
@@ -190,43 +173,12 @@ async function flowView(base: string, flow: string, id: string): Promise<{ statu
 
 // ───────────────────────────── setup ─────────────────────────────
 
-/** The recent log lines of each in-process gateway (kept in memory, shown when a test fails). */
-const gatewayLogs = new Map<Gateway, string[]>();
-
 function recentLog(g: Gateway, n = 40): string {
-  return (gatewayLogs.get(g) ?? []).filter((l) => !l.includes('"msg":"send failed"')).slice(-n).join('\n');
+  return gateways.recentLog(g, n);
 }
 
-/**
- * An in-process gateway on its own Redis prefix (so its queues are its own), stopped in after().
- * Its log (info and up) goes to memory, for the failure messages. Only the main gateway serves
- * the broker's reply queue: a second consumer of it would take replies meant for flows it does
- * not have.
- */
-async function startGw(extra: Record<string, unknown>, replies = false): Promise<Gateway> {
-  const raw = await testConfig(redis!.url, {
-    brokers: brokers(replies),
-    queues: QUEUES,
-    permissions: PERMISSIONS,
-    // One flows folder per process (the loader's resolve hook is installed once).
-    flows: { dir: flowsDir, concurrency: 20, lockTimeout: '5s', stalledCheck: '1s' },
-    ...extra,
-    redis: { url: redis!.url, prefix: prefixFor('mq') },
-  });
-  const config = parseConfig(stringify(raw), 'test-config.yaml', {});
-  const lines: string[] = [];
-  const sink = new Writable({
-    write(chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n')) if (line) lines.push(line);
-      if (lines.length > 2000) lines.splice(0, lines.length - 1000);
-      done();
-    },
-  });
-  const g = await startGateway({ config, log: createLogger(process.env.SB_TEST_LOG ?? 'info', sink) });
-  fleet.track(g);
-  gatewayLogs.set(g, lines);
-  await waitFor(async () => (await readyz(g.url)).status === 200, 60_000, 'the gateway to be ready (broker connected)');
-  return g;
+function startGw(extra: Record<string, unknown>, replies = false): Promise<Gateway> {
+  return gateways.start(extra, replies);
 }
 
 before(async () => {
@@ -589,108 +541,3 @@ test('a poison message (its destination always refuses it) is rejected to Rabbit
   assert.equal((await readyz(base)).status, 200, JSON.stringify((await readyz(base)).body));
   dlq.close();
 });
-
-// ───────────────────────────── 5. RabbitMQ outage ─────────────────────────────
-
-for (const { kill9, label } of [
-  { kill9: false, label: 'stopped (SIGTERM)' },
-  { kill9: true, label: 'killed (kill -9)' },
-]) {
-  test(`RabbitMQ ${label} for ~20 s in the middle of 5,000 messages API → mq:legacy/in → route → queue:sink: /readyz follows the broker; every message at the sink exactly once`, { timeout: 600_000 }, async (t: TestContext) => {
-    const N = 5000;
-    const OUTAGE_MS = 20_000;
-    const tag = kill9 ? 'k' : 's';
-    const SOURCE = `in.${tag}`;
-    const SINK = `queue:sink.${tag}`;
-    // Its own gateway: a route that dies with the broker must not be hidden by an earlier test's.
-    const g = await startGw({ routes: [{ from: `mq:legacy/${SOURCE}`, to: SINK, concurrency: 20 }] });
-    const base = g.url;
-    const ids = Array.from({ length: N }, (_, i) => `out${tag}-${String(i).padStart(5, '0')}`);
-    let sent = 0;
-    const statuses = new Map<number | string, number>();
-    const bump = (k: number | string) => statuses.set(k, (statuses.get(k) ?? 0) + 1);
-
-    // 8 HTTP senders; a 503 (broker down) or a dropped connection is retried with the same id,
-    // as any client of an at-least-once API does. Kept under the per-user login limit of 10.
-    let next = 0;
-    let stopSending = false;
-    const senders = Promise.all(Array.from({ length: 8 }, async () => {
-      while (next < ids.length && !stopSending) {
-        const id = ids[next++]!;
-        for (let attempt = 0; !stopSending; attempt++) {
-          let status: number | string;
-          try {
-            const r = await api(base, 'POST', '/api/messages', { user: 'ops', body: { to: `mq:legacy/${SOURCE}`, id, body: { id, pad: 'p'.repeat(100) } } });
-            status = r.status;
-            if (r.status === 202) { sent++; break; }
-            if (r.status < 500) throw new Error(`send ${id}: ${r.status} ${JSON.stringify(r.body)}`);
-          } catch (err) {
-            if ((err as Error).message.startsWith('send ')) throw err;
-            status = 'network';
-          }
-          bump(status);
-          assert.ok(attempt < 2000, `send ${id} still failing after ${attempt} attempts`);
-          await sleep(200);
-        }
-      }
-    }));
-    try {
-      await waitFor(async () => sent >= 1000, 120_000, '1,000 messages sent before the outage');
-      const sinkAtStop = await queueState(base, SINK);
-      const stoppedAt = Date.now();
-      await rabbit!.stop(kill9);
-      t.diagnostic(`RabbitMQ ${label} after ${sent} sends, sink ${JSON.stringify(sinkAtStop)}; the stop took ${Date.now() - stoppedAt} ms`);
-
-      // /readyz: not ready, the broker down.
-      const down = await waitFor(async () => {
-        const r = await readyz(base);
-        return r.status === 503 && r.body.checks?.['endpoint:mq']?.ok === false ? r : undefined;
-      }, 30_000, '/readyz to show the broker down');
-      assert.match(down!.body.checks['endpoint:mq'].detail, /legacy: (down|connecting)/);
-      t.diagnostic(`/readyz while down: ${JSON.stringify(down!.body.checks['endpoint:mq'])}`);
-      // /metrics: the broker connection gauge follows (collected every second).
-      await waitFor(async () => (await metric(base, 'switchboard_connection_up', { kind: 'broker', name: 'legacy' })) === 0, 30_000, 'switchboard_connection_up{broker legacy} to be 0');
-      const sentWhileDown = sent;
-      await sleep(Math.max(0, OUTAGE_MS - (Date.now() - stoppedAt)));
-      assert.equal((await readyz(base)).status, 503, 'still not ready at the end of the outage');
-      t.diagnostic(`sends accepted during the outage: ${sent - sentWhileDown}; sink ${JSON.stringify(await queueState(base, SINK))}`);
-
-      await rabbit!.start();
-      const restartedAt = Date.now();
-      await waitFor(async () => (await readyz(base)).status === 200, 120_000, '/readyz to be ready again after RabbitMQ is back');
-      await waitFor(async () => (await metric(base, 'switchboard_connection_up', { kind: 'broker', name: 'legacy' })) === 1, 30_000, 'switchboard_connection_up{broker legacy} to be 1 again');
-      t.diagnostic(`RabbitMQ down for ${restartedAt - stoppedAt} ms; /readyz ready ${Date.now() - restartedAt} ms after the restart`);
-    } finally {
-      await senders.catch((err: Error) => { stopSending = true; throw err; });
-    }
-    t.diagnostic(`all ${N} sends accepted; HTTP answers other than 202 on the way: ${JSON.stringify(Object.fromEntries(statuses))}`);
-
-    // Drain the sink as the route fills it; give up (with the evidence) when it stops moving.
-    const counts = new Map<string, number>();
-    let received = 0;
-    let lastProgress = Date.now();
-    for (;;) {
-      const got = (await receiveBatch(base, SINK, counts, { max: 500 })).length;
-      received += got;
-      if (counts.size >= N) break;
-      if (got > 0) { lastProgress = Date.now(); continue; }
-      if (Date.now() - lastProgress > 90_000) {
-        const q = await rabbit!.ctl(['list_queues', '-q', 'name', 'messages_ready', 'messages_unacknowledged', 'consumers']);
-        throw new Error(`the route mq:legacy/${SOURCE} → ${SINK} made no progress for 90 s after RabbitMQ came back: ${counts.size} of ${N} at the sink. ` +
-          `RabbitMQ (name ready unacked consumers):\n${q}\n/readyz: ${JSON.stringify((await readyz(base)).body?.checks?.['endpoint:mq'])}\n--- gateway log:\n${recentLog(g)}`);
-      }
-      await sleep(500);
-    }
-    // Nothing late: the source queue on RabbitMQ is empty and a last look at the sink finds nothing.
-    await waitFor(async () => { const q = (await rabbit!.queues())[SOURCE]; return q && q.ready === 0 && q.unacked === 0; }, 60_000, `queue ${SOURCE} on RabbitMQ to be empty`);
-    await sleep(2000);
-    received += (await drain(base, SINK, counts)).length;
-    const dup = await duplicatesCaught(base);
-    t.diagnostic(`received ${received} at the sink (${counts.size} distinct); duplicates caught at the sink's ingress: ${dup}`);
-    assertExactlyOnce(ids, counts);
-    assert.equal(received, N);
-    assert.deepEqual(await queueState(base, SINK), { depth: 0, inFlight: 0 });
-    const dlq = await api(base, 'GET', `/api/dlq/${enc(SINK)}`, { user: 'ops' });
-    assert.equal(dlq.body.depth, 0);
-  });
-}

@@ -21,6 +21,8 @@ const RULES = [
   'only-the-config-edge-reads-files',
   'no-circular',
   'not-to-test-from-src',
+  'tracing-is-a-small-room',
+  'events-go-through-the-router',
 ];
 
 /**
@@ -46,12 +48,16 @@ const FIXTURE: Record<string, string> = {
   'src/auth/permissions.ts': "import { readFileSync } from 'node:fs';\nexport const can = readFileSync;\n",
   // good: the config edge reads files
   'src/config/load.ts': "import { readFileSync } from 'node:fs';\nexport const load = readFileSync;\n",
+  // good: the tracing room imports the core; bad: it reaches up into auth
+  'src/tracing/tracing.ts': "import type { Endpoint } from '../core/endpoint.ts';\nimport { can } from '../auth/permissions.ts';\nexport const t: [Endpoint?, unknown?] = [undefined, can];\n",
   // bad: a cycle
   'src/people/inbox.ts': "import { tasks } from './task-store.ts';\nexport const inbox = () => tasks;\n",
   'src/people/task-store.ts': "import { inbox } from './inbox.ts';\nexport const tasks = () => inbox;\n",
   // bad: product code imports test code
   'src/log.ts': "import { helper } from '../test/support/helper.ts';\nexport const log = helper;\n",
   'test/support/helper.ts': 'export const helper = 1;\n',
+  // good: events import the core; bad: they reach the people application
+  'src/events/lifecycle-events.ts': "import type { Endpoint } from '../core/endpoint.ts';\nimport { inbox } from '../people/inbox.ts';\nexport const e = [inbox] as unknown as Endpoint[];\n",
   // good: a flow imports the flow API, zod and its own files; bad: one imports the core
   'workflows/shared.ts': 'export const limit = 10;\n',
   'workflows/good-flow.ts':
@@ -110,6 +116,8 @@ describe('the architecture rules (dependency-cruiser)', () => {
     { rule: 'flows-import-only-the-flow-api', from: 'workflows/bad-flow.ts', to: 'src/core/router.ts' },
     { rule: 'only-the-config-edge-reads-files', from: 'src/auth/permissions.ts', to: 'fs' },
     { rule: 'not-to-test-from-src', from: 'src/log.ts', to: 'test/support/helper.ts' },
+    { rule: 'tracing-is-a-small-room', from: 'src/tracing/tracing.ts', to: 'src/auth/permissions.ts' },
+    { rule: 'events-go-through-the-router', from: 'src/events/lifecycle-events.ts', to: 'src/people/inbox.ts' },
   ];
   for (const v of expected) {
     test(`${v.rule}: ${v.from} → ${v.to} is refused`, () => {

@@ -98,8 +98,8 @@ test('every PromQL expression names only metrics that src/core/metrics.ts regist
       used.add(n);
     }
   }
-  // What the issue asks of it: rates, errors, latency, depths, connection states, the processes.
-  for (const n of ['switchboard_messages_in_total', 'switchboard_messages_out_total', 'switchboard_messages_failed_total', 'switchboard_dead_lettered_total', 'switchboard_duplicates_total', 'switchboard_send_duration_seconds_bucket', 'switchboard_queue_depth', 'switchboard_connection_up', 'switchboard_process_cpu_seconds_total']) {
+  // What the issue asks of it: rates, errors, latency, depths, ages, flow outcomes, task ages against due dates, connection states, the processes.
+  for (const n of ['switchboard_messages_in_total', 'switchboard_messages_out_total', 'switchboard_messages_failed_total', 'switchboard_dead_lettered_total', 'switchboard_duplicates_total', 'switchboard_send_duration_seconds_bucket', 'switchboard_queue_depth', 'switchboard_connection_up', 'switchboard_process_cpu_seconds_total', 'switchboard_queue_oldest_message_age_seconds', 'switchboard_flow_outcomes_total', 'switchboard_task_decision_age_seconds_bucket']) {
     assert.ok(used.has(n), `no panel shows ${n}`);
   }
 });

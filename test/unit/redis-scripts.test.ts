@@ -7,6 +7,7 @@ import { LoginKeys, PermissionKeys, TokenKeys } from '../../src/auth/keys.ts';
 import { FlowKeys, STATE_PARTS } from '../../src/flows/keys.ts';
 import { TaskKeys } from '../../src/people/keys.ts';
 import { leaseKey } from '../../src/store/lease.ts';
+import { floatInboxKeys } from '../../src/float/float-inbox.ts';
 import { TopicKeys } from '../../src/endpoints/topic/keys.ts';
 import { hashTag, oneSlot } from '../../src/store/scripts.ts';
 
@@ -82,6 +83,7 @@ const CALLED_WITH: Record<string, () => string[]> = {
   renewLease: () => [leaseKey(PREFIX, 'peer-bridge:bank-b')],
   releaseLease: () => [leaseKey(PREFIX, 'tmp-sweep')],
   acceptPublication: () => new TopicKeys(PREFIX).acceptPublication('0123abcd'),
+  storeFloatEntry: () => floatInboxKeys(PREFIX).storeFloatEntry('0123abcd'),
 };
 
 test('there are Lua scripts under src/, each named <name>-<numberOfKeys>.lua, names unique', () => {

@@ -5,6 +5,8 @@ import type { Logger } from 'pino';
 import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
+import { traceHeaders } from '../../tracing/trace-context.ts';
+import type { ReportLifecycle } from '../../core/lifecycle.ts';
 import { Outbox } from '../../core/outbox.ts';
 
 export interface EmailOptions {
@@ -24,6 +26,8 @@ export interface EmailOptions {
   backoffMs: number;
   /** How long an address and message id are remembered, so a resend is not mailed twice. */
   dedupTtlMs: number;
+  /** Told of each dead letter (lifecycle events). */
+  lifecycle?: ReportLifecycle;
   metrics: Metrics;
   log: Logger;
 }
@@ -51,14 +55,14 @@ export class EmailEndpoint implements Endpoint {
   constructor(o: EmailOptions) {
     this.transport = nodemailer.createTransport(o.smtp);
     this.outbox = new Outbox({
-      name: 'email-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'email', metrics: o.metrics, log: o.log,
+      name: 'email-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'email', metrics: o.metrics, log: o.log, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}),
       maxAttempts: o.maxAttempts, backoffMs: o.backoffMs, dedupTtlMs: o.dedupTtlMs, concurrency: 5,
       deliver: async (m) => {
         const mail = renderEmail(m);
         await this.transport.sendMail({
           from: o.from, to: m.to.slice('email:'.length), subject: mail.subject, text: mail.text, ...(mail.html ? { html: mail.html } : {}),
           // Derived from the message id, so a resend after a crash threads as the same mail.
-          messageId: `<${createHash('sha256').update(m.id).digest('hex').slice(0, 32)}@switchboard>`, headers: { 'X-Switchboard-Id': m.id },
+          messageId: `<${createHash('sha256').update(m.id).digest('hex').slice(0, 32)}@switchboard>`, headers: { 'X-Switchboard-Id': m.id, ...traceHeaders(m.headers) },
         });
       },
     });

@@ -6,7 +6,8 @@ import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../cor
 import { UnknownTarget } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
-import { Outbox, Undeliverable } from '../../core/outbox.ts';
+import type { ReportLifecycle } from '../../core/lifecycle.ts';
+import { type OutboxStatus, Outbox, Undeliverable } from '../../core/outbox.ts';
 import { systemCaller, systemMessage } from '../../core/system-message.ts';
 import type { Router } from '../../core/router.ts';
 import { ORIGIN_PROPERTY, SIGNATURE_PROPERTY, signEnvelope } from '../../network/envelope.ts';
@@ -29,7 +30,8 @@ export interface PeerEndpointOptions {
   key: string;
   cert: string;
   ca: string;
-  signingKey: KeyObject;
+  /** Absent on a float, which only forwards envelopes the gateway signed (sendSigned). */
+  signingKey?: KeyObject;
   /** The CRL check (network.crl): a revoked peer's server certificate is refused, and an open bridge to it closed. */
   revocation?: RevocationList;
   /** network.proxy: bridges connect through this HTTP CONNECT or SOCKS5 proxy. @defaultValue direct */
@@ -38,13 +40,32 @@ export interface PeerEndpointOptions {
   eventHorizonMs: number;
   /** Where notices of undeliverable peer messages go when the sender was not a flow. */
   noticesTo?: string;
-  router: Router;
+  /** Where notices go (a gateway); absent on a float, which passes them on through `notify`. */
+  router?: Router;
+  /** Replaces the notice through the router (the float hands it to its gateway). */
+  notify?: (m: Message, reason: string) => Promise<void>;
+  /** Hands outbound envelopes to a float instead of dialing the peers (network.float). */
+  relay?: PeerRelay;
+  /** Told of each dead letter and undeliverable peer message (lifecycle events). */
+  lifecycle?: ReportLifecycle;
   metrics: Metrics;
   log: Logger;
 }
 
-/** Computed at send time and stored with the message: the signature covers the remote address. */
-type Envelope = { remote: string; signature: string };
+/**
+ * Computed at send time and stored with the message: the signature covers the remote address.
+ * `origin` is the signing gateway when it is not this process (on a float).
+ */
+export type Envelope = { remote: string; signature: string; origin?: string };
+
+/** Carries signed envelopes to the peers on this gateway's behalf: the float tunnel. */
+export interface PeerRelay {
+  /** Resolves once the relay durably holds the envelope; throws retryable while it cannot. */
+  relay(peerIdentity: string, m: Message, envelope: Envelope & { origin: string }): Promise<void>;
+  readonly status: { state: string; lastError?: string };
+  /** Calls `listener` with true whenever the relay opens in this process, false when it closes. */
+  onOpenChange(listener: (open: boolean) => void): void;
+}
 
 /** Exponential, capped at 5 minutes, with jitter so many gateways do not retry an offline peer in step. */
 const peerBackoff = (attempt: number) => Math.min(300_000, 500 * 2 ** Math.min(attempt, 20)) * (0.5 + Math.random() / 2);
@@ -69,7 +90,12 @@ export class PeerEndpoint implements Endpoint {
   /** The server certificate each open bridge was accepted with, checked again after every CRL refresh. */
   private readonly serverCerts = new Map<string, Buffer>();
 
+  private tlsKey: string;
+  private tlsCert: string;
+
   constructor(private readonly o: PeerEndpointOptions) {
+    this.tlsKey = o.key;
+    this.tlsCert = o.cert;
     o.map.on('peer-changed', (alias: string) => void this.reconnect(alias));
     o.revocation?.on('changed', () => this.recheckRevocation());
   }
@@ -105,11 +131,23 @@ export class PeerEndpoint implements Endpoint {
         // Offline peers are retried until the event horizon, which deliver() enforces.
         maxAttempts: 1_000_000, backoffStrategy: peerBackoff, dedupTtlMs: this.o.eventHorizonMs, concurrency: 20,
         deliver: (m, envelope) => this.deliver(alias, m, envelope),
-        onDeadLetter: (m, reason) => this.notice(m, reason),
+        ...(this.o.lifecycle ? { lifecycle: this.o.lifecycle } : {}),
+        onDeadLetter: (m, reason) => {
+          this.o.lifecycle?.({ type: 'switchboard.peer.undeliverable', subject: m.to, key: `${m.to}\0${m.id}\0${Date.now()}`, data: { alias, address: m.to, messageId: m.id, reason } });
+          return this.notice(m, reason);
+        },
         deliverHere: false,
       });
       this.outboxes.set(alias, q);
       const outbox = q;
+      const relay = this.o.relay;
+      if (relay) {
+        // Through a float, the process that holds the tunnel delivers every peer's outbox; the
+        // others only store. A tunnel that is down leaves the messages waiting here.
+        relay.onOpenChange((open) => (open ? outbox.startDelivering() : void outbox.stopDelivering()));
+        if (relay.status.state === 'open') outbox.startDelivering();
+        return q;
+      }
       const lease = new Lease({ redis: this.o.redis, key: leaseKey(this.o.prefix, `peer-bridge:${alias}`), log: this.o.log });
       this.leases.set(alias, lease);
       lease.start({
@@ -136,7 +174,7 @@ export class PeerEndpoint implements Endpoint {
         containerId: `switchboard ${this.o.identity}`,
         // Through the proxy, TLS runs inside the tunnel: the peer's certificate is checked as when direct.
         ...(this.o.proxy ? { dial: proxiedTlsDial(this.o.proxy) as BrokerConfig['dial'] } : {}),
-        tls: { key: this.o.key, cert: this.o.cert, ca: this.o.ca, rejectUnauthorized: true },
+        tls: { key: this.tlsKey, cert: this.tlsCert, ca: this.o.ca, rejectUnauthorized: true },
         // Any certificate from the network CA is not enough: it must name this peer's identity.
         tlsExtra: {
           checkServerIdentity: (_host: string, cert: PeerCertificate) => {
@@ -167,9 +205,15 @@ export class PeerEndpoint implements Endpoint {
     if (Date.now() - Date.parse(m.createdAt) > this.o.eventHorizonMs) {
       throw new Undeliverable(`not delivered to peer ${alias} within the event horizon (${Math.round(this.o.eventHorizonMs / 60_000)} min)`);
     }
+    const origin = envelope.origin ?? this.o.identity;
+    if (this.o.relay) {
+      const peer = this.o.map.get(alias);
+      if (!peer) throw new Undeliverable(`peer ${alias} is no longer in the network map`);
+      return this.o.relay.relay(peer.identity, m, { ...envelope, origin });
+    }
     const amqp = toAmqp(m);
     (amqp.application_properties as Record<string, string>)[SIGNATURE_PROPERTY] = envelope.signature;
-    (amqp.application_properties as Record<string, string>)[ORIGIN_PROPERTY] = this.o.identity;
+    (amqp.application_properties as Record<string, string>)[ORIGIN_PROPERTY] = origin;
     try {
       await this.bridge(alias).send(envelope.remote, amqp);
     } catch (err) {
@@ -180,9 +224,10 @@ export class PeerEndpoint implements Endpoint {
   }
 
   /** Tells the sending flow (or the admins' address) that a message could not be delivered. */
-  private async notice(m: Message, reason: string): Promise<void> {
+  async notice(m: Message, reason: string): Promise<void> {
+    if (this.o.notify) return this.o.notify(m, reason).catch((err) => this.o.log.error({ err: (err as Error).message, msgId: m.id }, 'notice of an undeliverable peer message not passed on'));
     const to = m.from?.startsWith('flow:') && m.from.includes('/') ? m.from : this.o.noticesTo;
-    if (!to) return;
+    if (!to || !this.o.router) return;
     await this.o.router.send(systemMessage({
       id: `undeliverable:${m.id}`, to, from: m.to, headers: { 'switchboard-notice': 'undeliverable' },
       body: { notice: 'undeliverable', id: m.id, to: m.to, reason, deadLetter: `dlq:${m.to}` },
@@ -192,8 +237,23 @@ export class PeerEndpoint implements Endpoint {
 
   async send(message: Message): Promise<SendResult> {
     const { alias, remote } = this.split(message.to);
+    if (!this.o.signingKey) throw new Error('this peer endpoint has no signing key (a float forwards with sendSigned)');
     const signature = signEnvelope(this.o.signingKey, message, remote, this.o.identity);
     return this.outbox(alias).send(message, { remote, signature });
+  }
+
+  /** Stores an envelope another process signed (the float, for its gateway) for delivery to `alias`. */
+  async sendSigned(alias: string, message: Message, envelope: Envelope): Promise<SendResult> {
+    if (!this.o.map.get(alias)) throw new UnknownTarget(`peer:${alias}`, `peer with the alias '${alias}' in the network map`, this.o.map.aliases.map((a) => `peer:${a}`));
+    return this.outbox(alias).send(message, envelope);
+  }
+
+  /** A new TLS key and certificate (a float gets them from its gateway): open bridges reconnect with them. */
+  async setTls(key: string, cert: string): Promise<void> {
+    if (key === this.tlsKey && cert === this.tlsCert) return;
+    this.tlsKey = key;
+    this.tlsCert = cert;
+    for (const alias of [...this.bridges.keys()]) await this.reconnect(alias, false);
   }
 
   /** Outbox depth per peer (for /metrics and the admin page). */
@@ -203,8 +263,14 @@ export class PeerEndpoint implements Endpoint {
     return out;
   }
 
+  /** The outbox of one peer as the console shows it. */
+  outboxStatus(alias: string): Promise<OutboxStatus> {
+    return this.outbox(alias).status();
+  }
+
   states(): { alias: string; state: string; lastError?: string }[] {
-    return this.o.map.aliases.map((alias) => ({ alias, ...(this.bridges.get(alias)?.status ?? { state: 'idle' }) }));
+    const relay = this.o.relay?.status;
+    return this.o.map.aliases.map((alias) => ({ alias, ...(relay ? { ...relay, state: `via float: ${relay.state}` } : this.bridges.get(alias)?.status ?? { state: 'idle' }) }));
   }
 
   async deadLetters(address: string, limit: number): Promise<BrowseResult> {

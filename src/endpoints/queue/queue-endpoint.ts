@@ -2,13 +2,15 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { DelayedError, Job, Queue, UnrecoverableError, Worker, createRedisBackend, type BackendFactory, type RedisQueueBackend } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
+import type { AckResult, BrowseResult, QueueStats, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
 import { DestinationUnavailable, NotFound, isRetryable } from '../../core/errors.ts';
 import { holdWhileUnavailable } from '../../core/hold.ts';
 import { matchesPattern, type AddressPattern } from '../../core/pattern.ts';
 import { decodeMessage, encodeMessage, expiryReason, isExpired, type Message, type StoredMessage } from '../../core/message.ts';
 import type { DedupWindows } from '../../core/dedup-window.ts';
 import type { Metrics } from '../../core/metrics.ts';
+import { RateMeter } from '../../core/rate-meter.ts';
+import type { ReportLifecycle } from '../../core/lifecycle.ts';
 import { addressFromBullQueueName, bullQueueName, dedupId } from './names.ts';
 
 export interface QueueEndpointOptions {
@@ -62,6 +64,8 @@ export interface QueueEndpointOptions {
    * @defaultValue 100
    */
   depthSeries?: number;
+  /** Told of each dead letter (lifecycle events). */
+  lifecycle?: ReportLifecycle;
   metrics: Metrics;
   log: Logger;
 }
@@ -118,6 +122,8 @@ export class QueueEndpoint implements Endpoint {
   private readonly leases = new Map<string, LeaseExpiry>();
   private readonly leaseTimer: NodeJS.Timeout;
   private returning = false;
+  /** Accepted (`in:`) and acknowledged (`out:`) messages per address, for the console's rates. */
+  private readonly rates = new RateMeter();
 
   /**
    * An expired lease or a crash while holding a message is a delivery that did not finish; with
@@ -189,6 +195,9 @@ export class QueueEndpoint implements Endpoint {
       queue.on('error', (err) => this.o.log.error({ err: err.message, address }, 'queue connection error'));
       e = { queue, lastUsed: 0, inUse: 0, leasesUntil: 0 };
       this.open.set(address, e);
+      // Every queue ever opened is listed (one SADD per open, not per message): the console
+      // lists queues from this set instead of scanning the keyspace.
+      if (address.startsWith('queue:')) void this.o.redis.sadd(this.registryKey, address).catch(() => undefined);
       if (this.open.size > this.maxOpen) void this.closeIdle(true);
     }
     if (use) {
@@ -229,6 +238,15 @@ export class QueueEndpoint implements Endpoint {
       await e.lease?.close().catch(() => undefined);
       await e.queue.close().catch(() => undefined);
     }));
+  }
+
+  private get registryKey(): string {
+    return `${this.o.prefix}:queue-addresses`;
+  }
+
+  /** Every `queue:` address opened by any process on this Redis (and not dropped), sorted. */
+  async addresses(): Promise<string[]> {
+    return (await this.o.redis.smembers(this.registryKey)).sort();
   }
 
   /** Queues open in this process and how many of them have a peek-lock reader (for tests and /readyz). */
@@ -289,6 +307,7 @@ export class QueueEndpoint implements Endpoint {
       await e.queue.obliterate({ force: true });
       return e;
     });
+    await this.o.redis.srem(this.registryKey, address);
     // Closed here unless another call is using it right now (the idle sweep closes it later).
     if (this.open.get(address) !== e || e.inUse > 0) return;
     this.open.delete(address);
@@ -323,7 +342,14 @@ export class QueueEndpoint implements Endpoint {
       ...(dedupWindow > 0 ? { deduplication: { id: dedupId(message), ttl: dedupWindow } } : {}),
     });
     // A deduplicated add returns the id of the job that holds the dedup key.
-    return { id: message.id, duplicate: job.id !== jobId };
+    const duplicate = job.id !== jobId;
+    if (!duplicate) this.rates.add(`in:${q.name}`);
+    return { id: message.id, duplicate };
+  }
+
+  /** A dead letter is durable once BullMQ moved it to the failed set; then it is news. */
+  private reportDeadLetter(address: string, job: Job<Data>, reason: string): void {
+    this.o.lifecycle?.({ type: 'switchboard.message.dead-lettered', subject: address, key: `${address}\0${job.id}\0${job.attemptsMade}\0${job.processedOn ?? ''}`, data: { address, messageId: job.data?.id, transport: 'queue', reason } });
   }
 
   async consume(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription> {
@@ -365,10 +391,15 @@ export class QueueEndpoint implements Endpoint {
       },
     );
     worker.on('error', (err) => this.o.log.error({ err: err.message, address }, 'consumer error'));
+    worker.on('completed', () => this.rates.add(`out:${worker.name}`));
     worker.on('failed', (job, err) => {
       if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) {
         this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
         this.o.log.warn({ address, msgId: job.data?.id, err: err.message }, 'message dead-lettered');
+        this.reportDeadLetter(address, job, err.message);
+      } else if (job && err.name === 'UnrecoverableError') {
+        // Expired before delivery: counted and refused above, dead-lettered (durable) now.
+        this.reportDeadLetter(address, job, err.message);
       }
     });
     let closed = false;
@@ -443,6 +474,7 @@ export class QueueEndpoint implements Endpoint {
         await job.moveToFailed(new UnrecoverableError(job.deferredFailure), token, false);
         this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
         this.o.log.warn({ address, msgId: job.data?.id, reason: job.deferredFailure }, 'message dead-lettered');
+        this.reportDeadLetter(address, job, job.deferredFailure);
         continue;
       }
       const leased = decodeMessage(job.data);
@@ -450,6 +482,7 @@ export class QueueEndpoint implements Endpoint {
         await job.moveToFailed(new UnrecoverableError(expiryReason(leased)), token, false);
         this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
         this.o.log.warn({ address, msgId: leased.id, reason: expiryReason(leased) }, 'message dead-lettered');
+        this.reportDeadLetter(address, job, expiryReason(leased));
         continue;
       }
       // Kept open until a lease that is never acked has expired and a stalled check (two
@@ -477,6 +510,7 @@ export class QueueEndpoint implements Endpoint {
         await job.moveToCompleted(null, lease.slice(dot + 1), false);
         this.leases.delete(lease);
         result.acked++;
+        this.rates.add(`out:${q.name}`);
       } catch {
         result.expired.push(lease);
       }
@@ -529,6 +563,52 @@ export class QueueEndpoint implements Endpoint {
     return { replayed: replayedIds.size, notFound };
   }
 
+  /**
+   * Deletes the dead letters of `address` with these message ids; an id not among them is a
+   * NotFound naming it, and then nothing is deleted (a typo must not discard half of a request).
+   */
+  discardDeadLetters(address: string, ids: string[]): Promise<{ discarded: number }> {
+    return this.using(address, async ({ queue: q }) => {
+      const wanted = new Set(ids);
+      const found: Job<Data>[] = [];
+      for (let start = 0, page = 500; ; start += page) {
+        const jobs = (await q.getFailed(start, start + page - 1)).filter(Boolean);
+        found.push(...jobs.filter((j) => wanted.has(j.data.id)));
+        if (jobs.length < page) break;
+      }
+      const unknown = [...wanted].filter((id) => !found.some((j) => j.data.id === id));
+      if (unknown.length > 0) throw new NotFound(`no dead letter with id ${unknown.map((id) => `'${id}'`).join(', ')} in dlq:${address}; nothing was discarded`);
+      for (const j of found) await j.remove();
+      return { discarded: found.length };
+    });
+  }
+
+  stats(address: string): Promise<QueueStats> {
+    return this.using(address, async ({ queue: q }) => {
+      const [c, oldest] = await Promise.all([q.getJobCounts('wait', 'prioritized', 'delayed', 'active', 'failed'), oldestWaiting(q)]);
+      return {
+        address,
+        depth: (c.wait ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0),
+        inFlight: c.active ?? 0,
+        deadLetters: c.failed ?? 0,
+        ...(oldest !== undefined ? { oldestAgeMs: Math.max(0, Date.now() - oldest) } : {}),
+        inPerSecond: this.rates.perSecond(`in:${q.name}`),
+        outPerSecond: this.rates.perSecond(`out:${q.name}`),
+      };
+    });
+  }
+
+  /**
+   * Age in seconds of the oldest waiting message of each queue /metrics shows a depth for (the
+   * same bounded set of series as `depths`, without `(other)`).
+   */
+  async oldestAges(): Promise<Record<string, number>> {
+    const addresses = Object.keys(await this.depths()).filter((a) => a !== OTHER_ADDRESSES);
+    const ages = await Promise.all(addresses.map((a) => oldestWaiting(this.entry(a, false).queue)));
+    const now = Date.now();
+    return Object.fromEntries(addresses.map((a, i) => [a, ages[i] === undefined ? 0 : Math.max(0, now - ages[i]!) / 1000]));
+  }
+
   async health(): Promise<HealthReport> {
     const pong = await this.o.redis.ping();
     const { queues, readers } = this.openCounts();
@@ -545,6 +625,12 @@ export class QueueEndpoint implements Endpoint {
     await Promise.all(open.map((e) => e.lease?.close()));
     await Promise.all(open.map((e) => e.queue.close()));
   }
+}
+
+/** When the oldest waiting message was added (epoch ms), if any waits. */
+async function oldestWaiting(q: Queue<Data>): Promise<number | undefined> {
+  const jobs = (await q.getJobs(['wait', 'prioritized', 'delayed'], 0, 0, true)).filter(Boolean);
+  return jobs.length === 0 ? undefined : Math.min(...jobs.map((j) => j.timestamp));
 }
 
 async function depthOf(q: Queue<Data>): Promise<number> {

@@ -4,7 +4,9 @@ import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../cor
 import { UnknownTarget } from '../../core/errors.ts';
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
-import { Outbox, Undeliverable } from '../../core/outbox.ts';
+import type { ReportLifecycle } from '../../core/lifecycle.ts';
+import { Outbox, Undeliverable, type OutboxStatus } from '../../core/outbox.ts';
+import { traceHeaders } from '../../tracing/trace-context.ts';
 import { sign } from '../../network/webhook-signature.ts';
 
 export interface WebhookTarget {
@@ -33,6 +35,8 @@ export interface WebhookOptions {
   backoffMs: number;
   /** How long a webhook and message id are remembered, so a resend is not POSTed twice. */
   dedupTtlMs: number;
+  /** Told of each dead letter (lifecycle events). */
+  lifecycle?: ReportLifecycle;
   metrics: Metrics;
   log: Logger;
 }
@@ -56,10 +60,15 @@ export class WebhookEndpoint implements Endpoint {
   constructor(o: WebhookOptions) {
     this.targets = new Map(o.targets.map((t) => [t.name, t]));
     this.outbox = new Outbox({
-      name: 'webhook-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'webhook', metrics: o.metrics, log: o.log,
+      name: 'webhook-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'webhook', metrics: o.metrics, log: o.log, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}),
       maxAttempts: o.maxAttempts, backoffMs: o.backoffMs, dedupTtlMs: o.dedupTtlMs, concurrency: 10,
       deliver: (m) => this.post(m),
     });
+  }
+
+  /** The configured webhooks, and the (shared) outbox with the last failure of each. */
+  async states(): Promise<{ name: string; outbox: OutboxStatus }[]> {
+    return Promise.all([...this.targets.keys()].map(async (name) => ({ name, outbox: await this.outbox.status(`webhook:${name}`) })));
   }
 
   private target(address: string): WebhookTarget {
@@ -86,13 +95,15 @@ export class WebhookEndpoint implements Endpoint {
         body: new Uint8Array(body),
         signal: AbortSignal.timeout(t.timeoutMs),
         headers: {
-          'content-type': Buffer.isBuffer(m.body) ? m.contentType : 'application/json',
+          // A JSON body keeps its own JSON media type (application/cloudevents+json for a structured event).
+          'content-type': Buffer.isBuffer(m.body) ? m.contentType : /^application\/([a-z.+-]*\+)?json\b/i.test(m.contentType) ? m.contentType : 'application/json',
           'x-switchboard-id': m.id,
           'x-switchboard-timestamp': ts,
           'x-switchboard-signature': signature,
           'x-switchboard-sender': sender,
           ...(m.correlationId ? { 'x-switchboard-correlation-id': m.correlationId } : {}),
           ...(m.subject ? { 'x-switchboard-subject': m.subject } : {}),
+          ...traceHeaders(m.headers), // W3C traceparent/tracestate: the receiver continues the trace
         },
       });
     } catch (err) {

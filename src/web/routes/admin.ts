@@ -13,7 +13,9 @@ export function adminRoutes({ directory, permissions, audit, router }: AppDeps):
   r.get('/admin', requireLogin(directory, permissions), csrfToken, async (req, res) => {
     if (!res.locals.isAdmin) {
       await audit.record({ action: 'access.denied', actor: `user:${res.locals.principal.name}`, ip: req.ip, target: '/admin', detail: 'admin pages denied: no admin right' });
-      return render(res, 'error', { title: 'Not allowed', heading: 'Not allowed', message: 'The admin pages need an admin permission, and no rule gives you one.' }, 403);
+      // Someone who may browse but administers nothing is shown the console pages they may use.
+      const browses = permissions.rulesFor(res.locals.principal).some((r) => r.verbs.includes('browse'));
+      return render(res, 'error', { title: 'Not allowed', heading: 'Not allowed', message: `The admin overview needs an admin permission, and no rule gives you one.${browses ? ' You may browse queues and flows in the console.' : ''}`, ...(browses ? { back: '/admin/queues', backLabel: 'Open the console’s queues' } : {}) }, 403);
     }
     const me = res.locals.principal;
     const bySelector: Record<string, PermissionRule[]> = {};
@@ -41,7 +43,7 @@ export function adminRoutes({ directory, permissions, audit, router }: AppDeps):
     }
     const health = await router.health();
     const connections = Object.entries(health).filter(([scheme]) => ['mq', 'peer', 'email', 'webhook', 'queue', 'flow'].includes(scheme)).map(([scheme, h]) => ({ scheme, ok: h.ok, detail: h.detail ?? '' }));
-    render(res, 'admin/index', { title: 'Administration', bySelector, verbs: VERBS, query: q, decision, decisionGroups, explainError, connections });
+    render(res, 'admin/index', { title: 'Administration', section: 'home', bySelector, verbs: VERBS, query: q, decision, decisionGroups, explainError, connections });
   });
   return r;
 }

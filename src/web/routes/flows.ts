@@ -1,21 +1,69 @@
 import { Router as ExpressRouter, type Request } from 'express';
-import { NotFound, PermissionDenied, ValidationError } from '../../core/errors.ts';
+import * as z from 'zod';
+import { NotFound, PermissionDenied } from '../../core/errors.ts';
 import { createMessage, principalId, type Principal } from '../../core/message.ts';
 import { FlowRuntime, type FlowView } from '../../flows/runtime.ts';
 import type { AppDeps } from '../deps.ts';
 import { callerOf, principalOf } from '../middleware/authenticate.ts';
 import { csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
+import { clampedInt, operation, parseWith, requestOf } from '../openapi-operation.ts';
+import { FlowInstance, FlowStatus } from '../openapi-schemas.ts';
+import { withRequestTrace } from '../request-trace.ts';
 import { render } from '../views.ts';
+import { MessageId } from './messages.ts';
 
 const NAME = /^[A-Za-z0-9_-]+$/;
+const FlowName = z.string().regex(NAME, { error: (iss) => `'${String(iss.input)}' is not a flow name (letters, digits, _ and -)` });
+const NameParam = z.object({ name: FlowName });
+const InstanceParams = NameParam.extend({ id: z.string().regex(NAME, { error: (iss) => `'${String(iss.input)}' is not an instance id` }) });
 
-function names(req: Request): { name: string; id?: string } {
-  const { name, id } = req.params as { name: string; id?: string };
-  if (!NAME.test(name)) throw new ValidationError(`'${name}' is not a flow name (letters, digits, _ and -)`);
-  if (id !== undefined && !NAME.test(id)) throw new ValidationError(`'${id}' is not an instance id`);
-  return { name, ...(id !== undefined ? { id } : {}) };
+function names(req: Request): { name: string; id: string } {
+  return parseWith(InstanceParams, req.params, 'path');
 }
+
+export const flowOperations = {
+  start: operation({
+    method: 'post', path: '/api/flows/:name', id: 'startFlow', tag: 'flows',
+    summary: 'Start an instance of a flow (start on flow:<name>)',
+    description: 'Accepted once the start is durable; the same `id` again starts nothing new.',
+    params: NameParam,
+    body: z.object({ input: z.unknown().optional().meta({ description: "the flow's input" }), id: MessageId }, { error: 'expected a JSON object {"input": {...}}' }).meta({ id: 'StartFlow' }),
+    ok: { status: 202, description: 'started (or, with duplicate, started before by this id)', schema: z.looseObject({ instanceId: z.string().optional(), duplicate: z.boolean() }) },
+    errors: [400, 403, 404],
+  }),
+  list: operation({
+    method: 'get', path: '/api/flows', id: 'listFlows', tag: 'flows',
+    summary: 'Recent instances you may see, and the flows this gateway has',
+    query: z.object({ name: FlowName.optional(), limit: clampedInt(1, 500, 50) }),
+    ok: {
+      status: 200, description: 'instances, newest first',
+      schema: z.looseObject({ instances: z.array(z.looseObject({ instanceId: z.string(), flow: z.string(), status: FlowStatus, createdAt: z.string(), updatedAt: z.string() })), flows: z.array(z.string()) }),
+    },
+    errors: [400, 404],
+  }),
+  get: operation({
+    method: 'get', path: '/api/flows/:name/:id', id: 'getFlowInstance', tag: 'flows',
+    summary: 'One instance with its steps (browse on it, or who started it)',
+    params: InstanceParams,
+    ok: { status: 200, description: 'the instance', schema: FlowInstance },
+    errors: [400, 404],
+  }),
+  retry: operation({
+    method: 'post', path: '/api/flows/:name/:id/retry', id: 'retryFlowInstance', tag: 'flows',
+    summary: 'Run a failed instance again from its journal (admin on it)',
+    params: InstanceParams,
+    ok: { status: 200, description: 'the instance', schema: FlowInstance },
+    errors: [400, 403, 404, 409],
+  }),
+  cancel: operation({
+    method: 'post', path: '/api/flows/:name/:id/cancel', id: 'cancelFlowInstance', tag: 'flows',
+    summary: 'Cancel an instance (admin on it, or who started it)',
+    params: InstanceParams,
+    ok: { status: 200, description: 'the instance', schema: FlowInstance },
+    errors: [400, 403, 404, 409],
+  }),
+};
 
 function access({ permissions, flows }: AppDeps) {
   const runtime = (): FlowRuntime => {
@@ -38,23 +86,22 @@ export function flowRoutes(deps: AppDeps): ExpressRouter {
   const { runtime, viewFor } = access(deps);
   const r = ExpressRouter();
 
-  r.post('/api/flows/:name', async (req, res) => {
-    const { name } = names(req);
+  r.post(flowOperations.start.path, async (req, res) => {
+    const { name } = requestOf.params(flowOperations.start, req);
     // No lookup of the flow first: the pipeline decides `start`, so a user without it learns
     // nothing of which flows exist (403 for every name); the flow endpoint answers 404 after.
     const caller = callerOf(req, res);
-    const body = (req.body ?? {}) as { input?: unknown; id?: unknown };
-    if (typeof body !== 'object' || Array.isArray(body)) throw new ValidationError('expected a JSON object {"input": {...}}');
-    const message = createMessage({ to: `flow:${name}`, body: body.input, id: body.id }, caller.principal);
+    const body = requestOf.body(flowOperations.start, req);
+    const message = withRequestTrace(req, createMessage({ to: `flow:${name}`, body: body.input, id: body.id }, caller.principal));
     const result = (await router.send(message, caller)) as { duplicate: boolean; instanceId?: string };
     res.status(202).json({ instanceId: result.instanceId, duplicate: result.duplicate });
   });
 
-  r.get('/api/flows', async (req, res) => {
+  r.get(flowOperations.list.path, async (req, res) => {
     const p = principalOf(res);
-    const name = typeof req.query.name === 'string' && req.query.name ? req.query.name : undefined;
-    if (name !== undefined && !NAME.test(name)) throw new ValidationError(`'${name}' is not a flow name`);
-    const limit = Math.min(Math.max(Number(req.query.limit) || 50, 1), 500);
+    const query = requestOf.query(flowOperations.list, req);
+    const name = query.name || undefined;
+    const limit = query.limit;
     const rows = await runtime().list(name, limit * 4);
     const visible = [];
     for (const row of rows) {
@@ -68,25 +115,25 @@ export function flowRoutes(deps: AppDeps): ExpressRouter {
     res.json({ instances: visible, flows: [...runtime().definitions.keys()] });
   });
 
-  r.get('/api/flows/:name/:id', async (req, res) => {
+  r.get(flowOperations.get.path, async (req, res) => {
     const { name, id } = names(req);
-    res.json(await viewFor(principalOf(res), name, id!));
+    res.json(await viewFor(principalOf(res), name, id));
   });
 
-  r.post('/api/flows/:name/:id/retry', async (req, res) => {
+  r.post(flowOperations.retry.path, async (req, res) => {
     const { name, id } = names(req);
     const p = principalOf(res);
-    await viewFor(p, name, id!);
+    await viewFor(p, name, id);
     permissions.require(p, 'admin', `flow:${name}/${id}`);
-    res.json(await runtime().retry(name, id!, principalId(p)));
+    res.json(await runtime().retry(name, id, principalId(p)));
   });
 
-  r.post('/api/flows/:name/:id/cancel', async (req, res) => {
+  r.post(flowOperations.cancel.path, async (req, res) => {
     const { name, id } = names(req);
     const p = principalOf(res);
-    const v = await viewFor(p, name, id!);
+    const v = await viewFor(p, name, id);
     if (v.startedBy !== principalId(p) && !permissions.check(p, 'admin', `flow:${name}/${id}`).allowed) throw new PermissionDenied(principalId(p), 'admin', `flow:${name}/${id}`);
-    res.json(await runtime().cancel(name, id!, principalId(p)));
+    res.json(await runtime().cancel(name, id, principalId(p)));
   });
 
   return r;
@@ -98,7 +145,7 @@ export function flowPageRoutes(deps: AppDeps): ExpressRouter {
   const r = ExpressRouter();
   r.get('/flows/:name/:id', requireLogin(deps.directory, deps.permissions), csrfToken, async (req, res) => {
     const { name, id } = names(req);
-    const v = await viewFor(res.locals.principal, name, id!);
+    const v = await viewFor(res.locals.principal, name, id);
     render(res, 'flows/show', { title: `${v.flow} ${v.instanceId}`, view: v, json: (x: unknown) => JSON.stringify(x, null, 2) });
   });
   return r;

@@ -3,6 +3,7 @@ import { NotFound, SwitchboardError, Unauthenticated, ValidationError } from '..
 import type { Message } from '../../core/message.ts';
 import { verify } from '../../network/webhook-signature.ts';
 import type { AppDeps } from '../deps.ts';
+import { withRequestTrace } from '../request-trace.ts';
 
 export interface InboundHook {
   name: string;
@@ -41,7 +42,8 @@ export function hookRoutes(deps: AppDeps & { hooks?: InboundHook[] }): ExpressRo
     } catch (err) {
       throw new SwitchboardError('bad_json', `webhook body is not valid JSON: ${(err as Error).message}`, 400);
     }
-    const message: Message = {
+    // The trace headers are not under the signature: they steer telemetry only, never routing or dedup.
+    let message: Message = {
       id,
       to: hook.to,
       from: `webhook:${hook.name}`,
@@ -55,6 +57,7 @@ export function hookRoutes(deps: AppDeps & { hooks?: InboundHook[] }): ExpressRo
     };
     // The pipeline keeps a client's switchboard-* header only as switchboard-claimed-*.
     if (claimed) message.headers['switchboard-sender'] = claimed;
+    message = withRequestTrace(req, message);
     const result = await deps.router.send(message, { principal: { kind: 'webhook', name: hook.name }, door: 'webhook', ...(req.ip ? { ip: req.ip } : {}) });
     res.status(202).json({ id, duplicate: result.duplicate });
   });

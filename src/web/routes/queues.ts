@@ -1,23 +1,58 @@
-import { Router as ExpressRouter, type Request } from 'express';
-import { parseAddress } from '../../core/address.ts';
-import { ValidationError } from '../../core/errors.ts';
+import { Router as ExpressRouter } from 'express';
+import * as z from 'zod';
 import type { Message } from '../../core/message.ts';
 import type { AppDeps } from '../deps.ts';
 import { principalOf } from '../middleware/authenticate.ts';
+import { integerIn, operation, requestOf } from '../openapi-operation.ts';
+import { Address, LeasedMessage, QueueContents } from '../openapi-schemas.ts';
 
-function intIn(value: unknown, name: string, min: number, max: number, fallback: number): number {
-  if (value === undefined || value === null || value === '') return fallback;
-  const n = typeof value === 'string' ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
-    throw new ValidationError(`'${name}' must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
-  }
-  return n;
-}
+/** The address in the URL (percent-encode a `/` inside it as %2F), checked by the address parser. */
+const AddressParam = z.object({ address: Address });
+const Limit = z.object({ limit: integerIn('limit', 1, 1000, 20) });
+const LEASES = "'leases' must be a non-empty array (at most 1000) of lease strings from a receive";
 
-/** The address in the URL (percent-encode a `/` inside it as %2F), validated. */
-function addressParam(req: Request): string {
-  return parseAddress(req.params.address).raw;
-}
+export const queueOperations = {
+  browse: operation({
+    method: 'get', path: '/api/queues/:address', id: 'browseQueue', tag: 'queues',
+    summary: 'Depth and the first messages of a queue (browse)',
+    description: 'Takes nothing. A durable topic subscription is browsed at `topic:<topic>?subscription=<name>`.',
+    params: AddressParam, query: Limit,
+    ok: { status: 200, description: 'the queue', schema: QueueContents },
+    errors: [400, 403, 404],
+  }),
+  receive: operation({
+    method: 'post', path: '/api/queues/:address/receive', id: 'receiveMessages', tag: 'queues',
+    summary: 'Take messages under a lease (peek-lock, consume)',
+    description: 'Messages not acknowledged before their lease ends come back.',
+    params: AddressParam,
+    body: z.object({ max: integerIn('max', 1, 1000, 1), leaseSeconds: integerIn('leaseSeconds', 1, 43_200, 30) }).meta({ id: 'ReceiveRequest' }),
+    ok: { status: 200, description: 'up to `max` messages, each with its lease (none: an empty list)', schema: z.looseObject({ messages: z.array(LeasedMessage) }) },
+    errors: [400, 403, 404],
+  }),
+  ack: operation({
+    method: 'post', path: '/api/queues/:address/ack', id: 'ackMessages', tag: 'queues',
+    summary: 'Acknowledge received messages by their leases (consume)',
+    params: AddressParam,
+    body: z.object({ leases: z.array(z.string({ error: LEASES }).min(1, { error: LEASES }).max(199, { error: LEASES }), { error: LEASES }).min(1, { error: LEASES }).max(1000, { error: LEASES }) }).meta({ id: 'AckRequest' }),
+    ok: { status: 200, description: 'how many were acknowledged; leases that had expired are listed', schema: z.looseObject({ acked: z.number(), expired: z.array(z.string()) }) },
+    errors: [400, 403, 404],
+  }),
+  deadLetters: operation({
+    method: 'get', path: '/api/dlq/:address', id: 'browseDeadLetters', tag: 'queues',
+    summary: 'The dead letters of an address (browse)',
+    params: AddressParam, query: Limit,
+    ok: { status: 200, description: 'the dead letters', schema: QueueContents },
+    errors: [400, 403, 404],
+  }),
+  replay: operation({
+    method: 'post', path: '/api/dlq/:address/replay', id: 'replayDeadLetters', tag: 'queues',
+    summary: 'Put dead letters back into the queue they came from (send)',
+    params: AddressParam,
+    body: z.object({ ids: z.array(z.string({ error: "'ids' must be an array of message ids (omit it to replay every dead letter)" }), { error: "'ids' must be an array of message ids (omit it to replay every dead letter)" }).optional() }).meta({ id: 'ReplayRequest' }),
+    ok: { status: 200, description: 'how many were replayed; ids that were not dead letters are listed', schema: z.looseObject({ replayed: z.number(), notFound: z.array(z.string()).optional() }) },
+    errors: [400, 403, 404],
+  }),
+};
 
 /** What the rules are checked on: a topic subscription (`topic:t?subscription=s`) is governed by its topic's rules. */
 function ruleAddress(address: string): string {
@@ -44,47 +79,38 @@ function withMessagesJson<T extends { messages: Message[] }>(r: T): T {
 /** Browse, peek-lock receive and ack, dead letters and replay. */
 export function queueRoutes({ router, permissions }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
+  const op = queueOperations;
 
-  r.get('/api/queues/:address', async (req, res) => {
-    const address = addressParam(req);
+  r.get(op.browse.path, async (req, res) => {
+    const { address } = requestOf.params(op.browse, req);
     permissions.require(principalOf(res), 'browse', ruleAddress(address));
-    res.json(withMessagesJson(await router.browse(address, intIn(req.query.limit, 'limit', 1, 1000, 20))));
+    res.json(withMessagesJson(await router.browse(address, requestOf.query(op.browse, req).limit)));
   });
 
-  r.post('/api/queues/:address/receive', async (req, res) => {
-    const address = addressParam(req);
+  r.post(op.receive.path, async (req, res) => {
+    const { address } = requestOf.params(op.receive, req);
     permissions.require(principalOf(res), 'consume', ruleAddress(address));
-    const body = (req.body ?? {}) as { max?: unknown; leaseSeconds?: unknown };
-    const max = intIn(body.max, 'max', 1, 1000, 1);
-    const leaseSeconds = intIn(body.leaseSeconds, 'leaseSeconds', 1, 43_200, 30);
+    const { max, leaseSeconds } = requestOf.body(op.receive, req);
     res.json({ messages: (await router.receive(address, max, leaseSeconds * 1000)).map(messageJson) });
   });
 
-  r.post('/api/queues/:address/ack', async (req, res) => {
-    const address = addressParam(req);
+  r.post(op.ack.path, async (req, res) => {
+    const { address } = requestOf.params(op.ack, req);
     permissions.require(principalOf(res), 'consume', ruleAddress(address));
-    const leases = (req.body ?? {}).leases as unknown;
-    if (!Array.isArray(leases) || leases.length === 0 || leases.length > 1000 || !leases.every((l) => typeof l === 'string' && l.length > 0 && l.length < 200)) {
-      throw new ValidationError("'leases' must be a non-empty array (at most 1000) of lease strings from a receive");
-    }
-    res.json(await router.ack(address, leases as string[]));
+    res.json(await router.ack(address, requestOf.body(op.ack, req).leases));
   });
 
-  r.get('/api/dlq/:address', async (req, res) => {
-    const address = addressParam(req);
+  r.get(op.deadLetters.path, async (req, res) => {
+    const { address } = requestOf.params(op.deadLetters, req);
     permissions.require(principalOf(res), 'browse', ruleAddress(address));
-    res.json(withMessagesJson(await router.deadLetters(address, intIn(req.query.limit, 'limit', 1, 1000, 20))));
+    res.json(withMessagesJson(await router.deadLetters(address, requestOf.query(op.deadLetters, req).limit)));
   });
 
   // Replay puts dead letters back into the queue they came from: a send into that address.
-  r.post('/api/dlq/:address/replay', async (req, res) => {
-    const address = addressParam(req);
+  r.post(op.replay.path, async (req, res) => {
+    const { address } = requestOf.params(op.replay, req);
     permissions.require(principalOf(res), 'send', ruleAddress(address));
-    const ids = (req.body ?? {}).ids as unknown;
-    if (ids !== undefined && (!Array.isArray(ids) || !ids.every((i) => typeof i === 'string'))) {
-      throw new ValidationError("'ids' must be an array of message ids (omit it to replay every dead letter)");
-    }
-    res.json(await router.replayDeadLetters(address, ids as string[] | undefined));
+    res.json(await router.replayDeadLetters(address, requestOf.body(op.replay, req).ids));
   });
 
   return r;

@@ -1,7 +1,37 @@
 import { Router as ExpressRouter } from 'express';
-import { SwitchboardError, ValidationError } from '../../core/errors.ts';
+import * as z from 'zod';
+import { SwitchboardError } from '../../core/errors.ts';
 import type { AppDeps } from '../deps.ts';
 import { principalOf } from '../middleware/authenticate.ts';
+import { operation, requestOf } from '../openapi-operation.ts';
+import { TokenInfo } from '../openapi-schemas.ts';
+
+const TOKEN_ID = 'a token id is 16 hex characters (see GET /api/tokens)';
+
+export const tokenOperations = {
+  create: operation({
+    method: 'post', path: '/api/tokens', id: 'createToken', tag: 'tokens',
+    summary: 'Create an API token (password login only; the secret is shown once)',
+    description: 'An API token cannot create tokens (403 token_cannot_mint), so a leaked one cannot outlive its revocation.',
+    // The name's rules are the token store's (shared with the CLI); this documents them.
+    body: z.object({ name: z.string().optional().meta({ description: 'what it is for' }) }).meta({ id: 'CreateToken' }),
+    ok: { status: 201, description: 'created; `token` is the secret, shown only now', schema: TokenInfo.extend({ token: z.string() }) },
+    errors: [400, 403],
+  }),
+  list: operation({
+    method: 'get', path: '/api/tokens', id: 'listTokens', tag: 'tokens',
+    summary: 'Your API tokens (never their secrets)',
+    ok: { status: 200, description: 'your tokens', schema: z.looseObject({ tokens: z.array(TokenInfo) }) },
+    errors: [],
+  }),
+  revoke: operation({
+    method: 'delete', path: '/api/tokens/:id', id: 'revokeToken', tag: 'tokens',
+    summary: 'Revoke one of your API tokens',
+    params: z.object({ id: z.string().regex(/^[a-f0-9]{16}$/, { error: TOKEN_ID }) }),
+    ok: { status: 200, description: 'revoked', schema: z.looseObject({ revoked: TokenInfo }) },
+    errors: [400, 404],
+  }),
+};
 
 /** The request authenticated with an API token (Bearer), not with the owner's password. */
 const byToken = (authorization: string | undefined) => /^bearer\s/i.test(authorization ?? '');
@@ -15,7 +45,7 @@ const byToken = (authorization: string | undefined) => /^bearer\s/i.test(authori
  */
 export function tokenRoutes({ tokens, audit }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
-  r.post('/api/tokens', async (req, res) => {
+  r.post(tokenOperations.create.path, async (req, res) => {
     const p = principalOf(res);
     if (byToken(req.headers.authorization)) {
       await audit.record({ action: 'token.refused', actor: `user:${p.name}`, ip: req.ip, target: 'token', detail: 'an API token tried to create a token; only a password login may' });
@@ -25,13 +55,12 @@ export function tokenRoutes({ tokens, audit }: AppDeps): ExpressRouter {
     await audit.record({ action: 'token.created', actor: `user:${p.name}`, ip: req.ip, target: `token:${created.id}`, detail: `API token '${created.name}' created` });
     res.status(201).json(created);
   });
-  r.get('/api/tokens', async (_req, res) => {
+  r.get(tokenOperations.list.path, async (_req, res) => {
     res.json({ tokens: await tokens.list(principalOf(res).name) });
   });
-  r.delete('/api/tokens/:id', async (req, res) => {
+  r.delete(tokenOperations.revoke.path, async (req, res) => {
     const p = principalOf(res);
-    const id = String(req.params.id);
-    if (!/^[a-f0-9]{16}$/.test(id)) throw new ValidationError('a token id is 16 hex characters (see GET /api/tokens)');
+    const { id } = requestOf.params(tokenOperations.revoke, req);
     const revoked = await tokens.revoke(p.name, id);
     await audit.record({ action: 'token.revoked', actor: `user:${p.name}`, ip: req.ip, target: `token:${id}`, detail: `API token '${revoked.name}' revoked` });
     res.json({ revoked });

@@ -1,0 +1,122 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { isRetryable, SwitchboardError } from '../core/errors.ts';
+import type { LifecycleEvent } from '../core/lifecycle.ts';
+import type { Metrics } from '../core/metrics.ts';
+import { Outbox, Undeliverable } from '../core/outbox.ts';
+import type { Router } from '../core/router.ts';
+import { systemCaller } from '../core/system-message.ts';
+import { buildCloudEvent, defaultMode, eventMessage, isEventId, type ContentMode } from './cloudevent.ts';
+import { matchesType, parseTypePattern, type TypePattern } from './event-types.ts';
+
+/** One `events[]` entry of the config: which types go where, and how. */
+export interface EventMapping {
+  types: string[];
+  to: string;
+  /** Defaults to binary for `mq:` addresses, structured elsewhere. */
+  mode?: ContentMode;
+}
+
+export interface LifecycleEventsOptions {
+  redis: Redis;
+  prefix: string;
+  shards?: number;
+  router: Router;
+  /** The gateway as CloudEvents `source`: its network identity, else its http.baseUrl. */
+  source: string;
+  mappings: EventMapping[];
+  /** How long an event id is remembered, so a second report of the same change is dropped. */
+  dedupTtlMs: number;
+  metrics: Metrics;
+  log: Logger;
+}
+
+/** Retries of an event whose destination is down: quick at first, then once a minute, for a week. */
+const backoff = (attempt: number): number => Math.min(60_000, 500 * 2 ** Math.min(attempt, 10));
+const ATTEMPTS = 10_080;
+
+/**
+ * Lifecycle events as CloudEvents, routed by the `events` config (DESIGN §11). A reported event
+ * is written to a durable outbox (store and forward) and the outbox hands it to the router as the
+ * gateway itself, so the pipeline, the destination's dedup and its durability apply as to any
+ * message; a destination that is down gets it later, retried, never dropped. Reporting never
+ * throws and never waits on a destination.
+ */
+export class LifecycleEvents {
+  private readonly routes: { patterns: TypePattern[]; to: string; mode: ContentMode }[];
+  private readonly outbox?: Outbox;
+  /** Writes to the outbox not yet finished, so a stop waits for what was already reported. */
+  private readonly pending = new Set<Promise<void>>();
+  private closed = false;
+
+  constructor(private readonly o: LifecycleEventsOptions) {
+    this.routes = o.mappings.map((m) => ({ patterns: m.types.map(parseTypePattern), to: m.to, mode: m.mode ?? defaultMode(m.to) }));
+    if (this.routes.length === 0) return;
+    this.outbox = new Outbox({
+      name: 'events-out', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'events', metrics: o.metrics, log: o.log,
+      maxAttempts: ATTEMPTS, backoffStrategy: backoff, dedupTtlMs: o.dedupTtlMs, concurrency: 10,
+      // Delivered once every transport is registered (start), not while the gateway is half up.
+      deliverHere: false,
+      deliver: async (m) => {
+        try {
+          await o.router.send(m, systemCaller('system'));
+        } catch (err) {
+          // A destination that refuses this message as it is (an address the config no longer
+          // serves) will never take it; anything else (down, full) is retried.
+          if (err instanceof SwitchboardError && !isRetryable(err) && err.status < 500) throw new Undeliverable(err.message);
+          throw err;
+        }
+      },
+    });
+  }
+
+  /** Whether any mapping takes this type (reporters may skip building data nobody wants). */
+  wants(type: string): boolean {
+    return this.routes.some((r) => r.patterns.some((p) => matchesType(p, type)));
+  }
+
+  /** Checks every destination is served here (a clear error at start otherwise), then starts delivering. */
+  start(): void {
+    for (const r of this.routes) this.o.router.check(r.to);
+    this.outbox?.startDelivering();
+  }
+
+  /** Reports an event: stored for each destination whose types match; never throws. */
+  readonly report = (e: LifecycleEvent): void => {
+    if (this.closed || !this.outbox) return;
+    // An event about an event (one dead-lettered at a consumer that refuses them) would make
+    // another, to the same consumer, without end: those stay in the dead letters and the metrics.
+    if (isEventId(e.data.messageId)) return;
+    const targets = this.routes.filter((r) => r.patterns.some((p) => matchesType(p, e.type)));
+    if (targets.length === 0) return;
+    const event = buildCloudEvent(e, this.o.source);
+    const outbox = this.outbox;
+    const write = (async () => {
+      for (const t of targets) {
+        const message = eventMessage(event, t.to, t.mode);
+        // Redis may blink; the change this event reports is already made, so try a few times.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await outbox.send(message);
+            break;
+          } catch (err) {
+            if (attempt >= 5 || this.closed) {
+              this.o.log.error({ eventId: event.id, type: e.type, to: t.to, err: (err as Error).message }, 'lifecycle event could not be stored');
+              break;
+            }
+            await new Promise((r) => setTimeout(r, 200 * attempt));
+          }
+        }
+      }
+    })();
+    this.pending.add(write);
+    void write.finally(() => this.pending.delete(write));
+  };
+
+  /** Waits for events being stored, then stops delivering (undelivered ones wait in Redis). */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.pending]);
+    this.closed = true;
+    await this.outbox?.close();
+  }
+}

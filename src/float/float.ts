@@ -1,0 +1,124 @@
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import type { Logger } from 'pino';
+import { AuditLog } from '../auth/audit.ts';
+import type { FloatConfig } from '../config/float-schema.ts';
+import type { FloatMaterials } from '../config/float-load.ts';
+import { SwitchboardError } from '../core/errors.ts';
+import { decodeMessage, encodeMessage, type Message } from '../core/message.ts';
+import { Metrics } from '../core/metrics.ts';
+import { PeerEndpoint } from '../endpoints/peer/peer-endpoint.ts';
+import { PeerListener } from '../amqp-server/peer-listener.ts';
+import { Cleanup } from '../gateway/cleanup.ts';
+import { openConfiguredRedis } from '../gateway/open-stores.ts';
+import type { FloatNotice, IdentityHandover, OutboundEnvelope } from '../network/float-tunnel.ts';
+import { certificateIdentity } from '../network/identity.ts';
+import { NetworkMap } from '../network/network-map.ts';
+import { RevocationList } from '../network/revocation.ts';
+import { MemoryGuard } from '../store/memory-guard.ts';
+import { FloatInbox } from './float-inbox.ts';
+import { FloatIntake } from './float-intake.ts';
+import { TunnelServer } from './tunnel-server.ts';
+
+/** The peer key the gateway handed over does not fit (not a key for its certificate, not from the network CA). */
+export class BadHandover extends SwitchboardError {
+  constructor(reason: string) {
+    super('bad_handover', `the gateway's peer key was not taken: ${reason}`, 400);
+  }
+}
+
+export interface Float {
+  /** Port of the tunnel listener (for the gateway). */
+  tunnelPort: number;
+  /** Port peers connect to; the listener opens only once the gateway handed over its key. */
+  peerPort: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * `switchboard float`: the DMZ relay (DESIGN §10, docs/float.md). Its own Redis, the tunnel
+ * listener for its one gateway, and — once that gateway has handed over its peer TLS key, kept in
+ * memory only — the peer listener and the per-peer outboxes. No directory, flows, signing key or
+ * permission rules: envelopes are signed and verified inside.
+ */
+export async function startFloat({ config, materials, log }: { config: FloatConfig; materials: FloatMaterials; log: Logger }): Promise<Float> {
+  const cleanup = new Cleanup(log);
+  try {
+    const { redis } = await openConfiguredRedis(config.redis, log, cleanup);
+    const prefix = config.redis.prefix;
+    const memoryGuard = new MemoryGuard({ redis, limit: config.redis.memoryLimit, log });
+    await memoryGuard.start();
+    cleanup.push(async () => memoryGuard.stop());
+    const audit = new AuditLog(redis, prefix, log);
+    const n = config.network;
+    const inbox = new FloatInbox(redis, prefix, n.eventHorizon);
+    const recovered = await inbox.recover();
+    if (recovered > 0) log.info({ entries: recovered }, 'entries that were out with the gateway when the float stopped are offered again');
+    const map = new NetworkMap({ peers: materials.peers, ...(materials.mapFile ? { source: materials.mapFile } : {}), log });
+    map.start();
+    cleanup.push(async () => map.stop());
+    const revocation = new RevocationList({ mode: n.crl?.mode ?? 'off', ca: materials.ca, refreshMs: n.crl?.refresh ?? 300_000, log, ...(materials.crl ? { source: materials.crl } : {}) });
+    await revocation.start();
+    cleanup.push(async () => revocation.stop());
+
+    let peers: PeerEndpoint | undefined;
+    let listener: PeerListener | undefined;
+    let handed: IdentityHandover | undefined;
+    const metrics = new Metrics(async () => ({ ...(peers ? Object.fromEntries(Object.entries(await peers.depths()).map(([a, d]) => [`peer:${a}/**`, d])) : {}), 'float:inbound': (await inbox.depth()).ready }));
+    const notify = async (m: Message, reason: string) => {
+      const notice: FloatNotice = { message: encodeMessage(m), reason };
+      await inbox.store(FloatInbox.entryId(['notice', m.to, m.id]), { kind: 'notice', notice: JSON.stringify(notice), at: new Date().toISOString() });
+    };
+    const intake = new FloatIntake({ inbox, memoryGuard, maxMessageBytes: config.peers.maxMessageBytes, audit });
+
+    /** The gateway's peer key and certificate: checked, then the peer side runs with them (memory only). */
+    const adopt = async (h: IdentityHandover): Promise<void> => {
+      if (handed && handed.key === h.key && handed.cert === h.cert) return;
+      let identity: string;
+      try {
+        const cert = new X509Certificate(h.cert);
+        if (!cert.checkPrivateKey(createPrivateKey(h.key))) throw new Error('the key does not belong to the certificate');
+        if (!cert.verify(new X509Certificate(materials.ca).publicKey)) throw new Error('the certificate is not signed by the network CA');
+        identity = certificateIdentity(h.cert);
+      } catch (err) {
+        throw new BadHandover((err as Error).message);
+      }
+      handed = h;
+      if (!peers) {
+        peers = new PeerEndpoint({
+          redis, prefix, map, identity, key: h.key, cert: h.cert, ca: materials.ca, revocation, eventHorizonMs: n.eventHorizon,
+          metrics, log, notify, ...(n.proxy ? { proxy: n.proxy } : {}),
+        });
+        await peers.start();
+        const p = peers;
+        cleanup.push(() => p.close());
+      } else {
+        await peers.setTls(h.key, h.cert);
+      }
+      // A new key means a new listener: the old one's TLS context holds the old key.
+      if (listener) await listener.close();
+      listener = new PeerListener({ host: config.peers.host, port: config.peers.port, key: h.key, cert: h.cert, ca: materials.ca, map, revocation, intake, credit: config.peers.credit, audit, log });
+      await listener.start();
+      log.info({ identity, port: listener.port }, 'peer key received from the gateway (held in memory only): peer listener open');
+    };
+
+    const outbound = async (e: OutboundEnvelope): Promise<void> => {
+      const peer = map.byIdentity(e.peer);
+      if (!peer) throw new SwitchboardError('unknown_peer', `'${e.peer}' is not a peer in the float's network map`, 404);
+      if (!peers) throw new SwitchboardError('no_identity', 'no peer key yet', 409);
+      if (memoryGuard.refusing) throw new SwitchboardError('unavailable', 'float storage is nearly full', 503, true);
+      const stored = decodeMessage(e.message);
+      const m: Message = { ...stored, to: `peer:${peer.alias}/${e.remote}` };
+      await peers.sendSigned(peer.alias, m, { remote: e.remote, signature: e.signature, origin: e.origin });
+    };
+
+    const tunnel = new TunnelServer({ host: config.tunnel.host, port: config.tunnel.port, ...materials.tunnel, gatewaySubject: config.tunnel.gatewaySubject, inbox, onIdentity: adopt, onOutbound: outbound, audit, log });
+    await tunnel.start();
+    cleanup.push(() => tunnel.close());
+    cleanup.push(async () => { await listener?.close(); });
+    log.info({ tunnel: tunnel.port, peers: config.peers.port }, 'float started: the peer listener opens once the gateway has connected and handed over its peer key');
+    return { tunnelPort: tunnel.port, peerPort: config.peers.port, stop: () => cleanup.run() };
+  } catch (err) {
+    await cleanup.run();
+    throw err;
+  }
+}
