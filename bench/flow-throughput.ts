@@ -41,6 +41,7 @@ import { stringify } from 'yaml';
 import { parseConfig } from '../src/config/load.ts';
 import { createMessage } from '../src/core/message.ts';
 import { bullQueueName } from '../src/endpoints/queue/names.ts';
+import { RUN_QUEUE_STREAMS } from '../src/flows/keys.ts';
 import { FlowRuntime } from '../src/flows/runtime.ts';
 import { InstanceStore, type FlowStatus } from '../src/flows/store.ts';
 import { startGateway, type Gateway } from '../src/gateway.ts';
@@ -321,7 +322,7 @@ async function runSwitchboard(ctx: Ctx, round: number, n: number, warmup: boolea
   const prefix = `sbf${round}${warmup ? 'w' : ''}`;
   const config = gatewayConfig(ctx, prefix);
   let gateway: Gateway | undefined;
-  const runs = new Queue('{flow-runs}', { connection: ctx.monitor, prefix });
+  const runs = new Queue('{flow-runs}', { connection: ctx.monitor, prefix, streams: RUN_QUEUE_STREAMS });
   const s1 = new Queue(bullQueueName(S1), { connection: ctx.monitor, prefix });
   const s2 = new Queue(bullQueueName(S2), { connection: ctx.monitor, prefix });
   try {
@@ -432,7 +433,7 @@ async function waitingSwitchboard(ctx: Ctx, w: number): Promise<WaitingResult> {
   const prefix = 'sbwait';
   const config = gatewayConfig(ctx, prefix);
   let gateway: Gateway | undefined;
-  const runs = new Queue('{flow-runs}', { connection: ctx.monitor, prefix });
+  const runs = new Queue('{flow-runs}', { connection: ctx.monitor, prefix, streams: RUN_QUEUE_STREAMS });
   try {
     gateway = await startGateway({ config, log: createLogger(config.log.level) });
     await settle(ctx.admin);

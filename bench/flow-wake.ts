@@ -10,8 +10,10 @@
  *
  * Per wake: milliseconds from the send to `completed`, and Redis commands (INFO commandstats
  * deltas, scripts' inner calls included, the benchmark's own status polls and INFO calls taken
- * out). Each figure is the median of K instances woken one after the other. The goal: waking at
- * 1,000 steps costs at most 2× waking at 10.
+ * out), and CPU ms (this process, where the gateway runs, plus redis-server's INFO cpu): the
+ * figure a busy machine does not distort, where ms are mostly waiting for a core. Each figure is
+ * the median of K instances woken one after the other. The goal: waking at 1,000 steps costs at
+ * most 2× waking at 10.
  *
  * Results go to bench/results/flow-wake-<date-time>.json. The redis-server started here is
  * stopped by PID at the end, on error too.
@@ -29,7 +31,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { fmt, intOption, median, parseInfo, sleep } from './support/measure.ts';
+import { fmt, intOption, median, parseInfo, redisCpu, sleep } from './support/measure.ts';
 
 const { values: args } = parseArgs({
   options: { k: { type: 'string' }, steps: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
@@ -81,6 +83,8 @@ interface WakeRow {
   steps: number;
   ms: number;
   commands: number;
+  /** CPU ms per wake, this process (the gateway runs in it) and redis-server: robust to a busy machine, unlike ms. */
+  cpuMs: number;
   samplesMs: number[];
 }
 
@@ -114,18 +118,23 @@ async function measure(redis: EmbeddedRedis, admin: Redis, monitor: Redis, flows
     await sleep(300);
     const ms: number[] = [];
     const cmds: number[] = [];
+    const cpu: number[] = [];
     for (const id of ids) {
       const polls = { n: 0 };
       const c0 = await commands(admin);
+      const r0 = await redisCpu(admin);
+      const u0 = process.cpuUsage();
       const t0 = performance.now();
       await gateway.router.send(createMessage({ to: `flow:${FLOW}/${id}`, body: { wake: id } }, SENDER), { principal: SENDER, door: 'system' });
       await until(id, 'completed', polls);
       ms.push(performance.now() - t0);
+      const u = process.cpuUsage(u0);
+      cpu.push((u.user + u.system) / 1000 + ((await redisCpu(admin)) - r0) * 1000);
       // Let BullMQ finish the run job (its completion is part of the wake) before counting.
       await sleep(100);
       cmds.push((await commands(admin)) - c0 - polls.n);
     }
-    return { mode, steps, ms: Math.round(median(ms) * 100) / 100, commands: median(cmds), samplesMs: ms.map((x) => Math.round(x * 100) / 100) };
+    return { mode, steps, ms: Math.round(median(ms) * 100) / 100, commands: median(cmds), cpuMs: Math.round(median(cpu) * 100) / 100, samplesMs: ms.map((x) => Math.round(x * 100) / 100) };
   } finally {
     await gateway.stop().catch(() => undefined);
   }
@@ -145,28 +154,28 @@ async function main(): Promise<number> {
     monitor = await openRedis(redis.url);
     console.log(`flow wake-up: ${K} instances per row, N ctx.step calls then ctx.receive(); one message delivered, clock to 'completed'`);
     console.log(`redis-server pid ${redis.pid}, node ${process.version}, ${cpus().length} CPU(s) (shared: figures are noisy; medians)\n`);
-    console.log(`${'mode'.padEnd(8)} ${'steps'.padStart(6)} ${'ms/wake'.padStart(9)} ${'cmds/wake'.padStart(10)}`);
+    console.log(`${'mode'.padEnd(8)} ${'steps'.padStart(6)} ${'ms/wake'.padStart(9)} ${'CPU ms'.padStart(8)} ${'cmds/wake'.padStart(10)}`);
     const rows: WakeRow[] = [];
     for (const mode of ['sticky', 'replay'] as const) {
       for (const steps of STEPS) {
         const r = await measure(redis, admin, monitor, flowsDir, mode, steps);
         rows.push(r);
-        console.log(`${mode.padEnd(8)} ${fmt(steps).padStart(6)} ${fmt(r.ms, 2).padStart(9)} ${fmt(r.commands).padStart(10)}`);
+        console.log(`${mode.padEnd(8)} ${fmt(steps).padStart(6)} ${fmt(r.ms, 2).padStart(9)} ${fmt(r.cpuMs, 2).padStart(8)} ${fmt(r.commands).padStart(10)}`);
       }
     }
     const lo = Math.min(...STEPS);
     const hi = Math.max(...STEPS);
-    const ratio = (mode: WakeRow['mode'], f: 'ms' | 'commands') => {
+    const ratio = (mode: WakeRow['mode'], f: 'ms' | 'commands' | 'cpuMs') => {
       const a = rows.find((r) => r.mode === mode && r.steps === lo)!;
       const b = rows.find((r) => r.mode === mode && r.steps === hi)!;
       return Math.round((b[f] / a[f]) * 100) / 100;
     };
     const summary = {
       steps: { from: lo, to: hi },
-      sticky: { msRatio: ratio('sticky', 'ms'), commandsRatio: ratio('sticky', 'commands') },
-      replay: { msRatio: ratio('replay', 'ms'), commandsRatio: ratio('replay', 'commands') },
+      sticky: { msRatio: ratio('sticky', 'ms'), cpuRatio: ratio('sticky', 'cpuMs'), commandsRatio: ratio('sticky', 'commands') },
+      replay: { msRatio: ratio('replay', 'ms'), cpuRatio: ratio('replay', 'cpuMs'), commandsRatio: ratio('replay', 'commands') },
     };
-    console.log(`\nwake at ${fmt(hi)} steps ÷ wake at ${fmt(lo)}: sticky ${summary.sticky.msRatio}× time, ${summary.sticky.commandsRatio}× commands; replay ${summary.replay.msRatio}× time, ${summary.replay.commandsRatio}× commands (goal ≤ 2×)`);
+    console.log(`\nwake at ${fmt(hi)} steps ÷ wake at ${fmt(lo)}: sticky ${summary.sticky.msRatio}× time, ${summary.sticky.cpuRatio}× CPU, ${summary.sticky.commandsRatio}× commands; replay ${summary.replay.msRatio}× time, ${summary.replay.cpuRatio}× CPU, ${summary.replay.commandsRatio}× commands (goal ≤ 2×)`);
     const out = join(import.meta.dirname, 'results');
     mkdirSync(out, { recursive: true });
     const file = join(out, `flow-wake-${started.toISOString().replace(/[:.]/g, '-')}.json`);

@@ -42,6 +42,12 @@ export function matches(have: unknown, want: unknown): boolean {
   return Object.entries(want as Record<string, unknown>).every(([k, v]) => matches((have as Record<string, unknown>)[k], v));
 }
 
+/**
+ * Entries a replay redoes to the same effect when they were never written: a send goes out again
+ * with the same message id (deduplicated downstream), a finished sleep finds its deadline passed.
+ */
+const REDOABLE = new Set<JournalEntry['kind']>(['send', 'sleep']);
+
 const TAG_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 const toJson = (v: unknown): unknown => (v === undefined ? null : JSON.parse(JSON.stringify(v)));
@@ -98,6 +104,11 @@ export class ReplayContext implements FlowContext {
   private onPark?: () => void;
   /** Timer keys this context scheduled already: a wake continued in memory does not add them again. */
   private readonly timers = new Set<string>();
+  /**
+   * True while the instance's status is known as of after the last side effect: a run's begin
+   * reads it (beginRun), so the first effect of a run needs no look of its own.
+   */
+  private statusKnown: boolean;
   /** Set when the run must stop; every later ctx call throws it again. */
   stopped?: Suspend;
   /** The failure that stopped the run, for the instance's status. */
@@ -115,7 +126,9 @@ export class ReplayContext implements FlowContext {
      * before each effect — what an in-memory stand-in of the store in a unit test expects.
      */
     private run: RunControl | (() => Promise<boolean>),
-  ) {}
+  ) {
+    this.statusKnown = typeof run !== 'function';
+  }
 
   /** Batching mode: a send's entry goes with the next round trip, the status with the journal write. */
   private get batching(): boolean {
@@ -139,6 +152,7 @@ export class ReplayContext implements FlowContext {
     const p = this.parked;
     if (!p) throw new Error('ReplayContext.resume: the flow is not parked');
     this.run = run;
+    this.statusKnown = true;
     this.parked = undefined;
     this.waitingOn = undefined;
     p.resume();
@@ -195,8 +209,11 @@ export class ReplayContext implements FlowContext {
   }
 
   /**
-   * Before any new side effect: journal what is pending (now()/uuid() values, the last send) and
-   * honour a cancel, in one round trip; a run that lost its lock stops here.
+   * Before any new side effect: journal what a replay could not do again the same way (a step's
+   * result, now()/uuid() values) and honour a cancel, in one round trip; a run that lost its lock
+   * stops here. A send's entry may wait longer, for the next write: sent again after a crash, it
+   * has the same id and is deduplicated downstream. Right after the run's begin (which read the
+   * status) the look is skipped, and so is a round trip with nothing to do.
    */
   private async beforeEffect(): Promise<void> {
     if (typeof this.run === 'function') {
@@ -212,10 +229,18 @@ export class ReplayContext implements FlowContext {
       return;
     }
     if (this.run.lockLost()) this.stop('lock-lost');
-    const entries = this.pending.splice(0);
-    const status = await this.deps.store.journalAndStatus(this.id, entries);
+    const known = this.statusKnown;
+    // The effect that follows makes what is known stale.
+    this.statusKnown = false;
+    const mustWrite = this.pending.some((e) => !REDOABLE.has(e.kind));
+    const entries = mustWrite ? this.pending.splice(0) : [];
+    if (known) {
+      if (entries.length > 0) await this.deps.store.writeSteps(this.id, entries);
+    } else if ((await this.deps.store.journalAndStatus(this.id, entries)) === 'cancelled') {
+      for (const e of entries) this.journal.set(e.n, e);
+      this.stop('cancelled');
+    }
     for (const e of entries) this.journal.set(e.n, e);
-    if (status === 'cancelled') this.stop('cancelled');
   }
 
   async flush(): Promise<void> {
@@ -452,17 +477,22 @@ export class ReplayContext implements FlowContext {
       return rec.result as T;
     }
     await this.beforeEffect();
+    // The entry goes with the next round trip (before the next side effect, a wait, or the run's
+    // end), as a send's does: a crash before it runs the step again, as a crash just after the
+    // step always could.
     let entry: JournalEntry;
     try {
       const result = toJson(await this.inStep(n, 'step', name, async () => fn())) as T;
       entry = { n, kind: 'step', target: name, at: new Date().toISOString(), done: true, result };
-      await this.deps.store.writeSteps(this.id, [entry]);
+      this.pending.push(entry);
+      if (!this.batching) await this.flush();
       return result;
     } catch (err) {
       if (err instanceof Suspend) throw err;
       const e = err as Error & { code?: string };
       entry = { n, kind: 'step', target: name, at: new Date().toISOString(), done: true, error: { name: e.name ?? 'Error', message: e.message ?? String(err), ...(e.code ? { code: String(e.code) } : {}) } };
-      await this.deps.store.writeSteps(this.id, [entry]);
+      this.pending.push(entry);
+      if (!this.batching) await this.flush();
       throw err;
     }
   }

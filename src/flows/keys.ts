@@ -14,10 +14,15 @@
  *   number and a false `done`, which the store restores: short entries keep the hash a listpack)
  * - `<prefix>:flow:{<id>}:inbox` list of delivered messages; `…:seen` ids delivered; `…:consumed` ids taken
  * - `<prefix>:flow:{<id>}:lock` the replay lock (string, token of the holder)
- * - `<prefix>:flow-start:{<digest>}` the instance a start id of one starter made (string); the
- *   digest covers flow, starter and start id, so nobody can predict or take another's instance.
- * - `<prefix>:flows:<flow>` zset of instance ids of one flow; `<prefix>:flows` zset of `<flow>/<id>`.
- *   The two indexes are written by separate commands, never in one transaction or script.
+ * - `<prefix>:flow-id-key` the secret instance ids are derived under: an id is an HMAC of flow,
+ *   starter and start id, so a start id starts one instance per starter with no key of its own,
+ *   and nobody without the secret can predict another's instance. `<prefix>:flow-start:{<digest>}`
+ *   (the instance a start id made, one key per start) is how earlier versions did it: still read
+ *   for the retention time after an upgrade, never written.
+ * - `<prefix>:flows:<flow>` zset of instance ids of one flow; `<prefix>:flow-names` set of the flows
+ *   indexed (listing all flows merges their indexes). `<prefix>:flows` (zset of `<flow>/<id>`) is
+ *   the all-flows index of instances stored before: read and pruned, no longer written.
+ *   Index keys are written by separate commands, never in one transaction or script.
  * - `<prefix>:flow-tag:<name>=<value>` zset of `<flow>/<id>` tagged so by `ctx.tag`, scored by
  *   the instance's creation time (the business-key search of the console).
  * - The BullMQ queue of runs: `{flow-runs}` with one shard; with several, one queue per shard
@@ -39,14 +44,30 @@ export class FlowKeys {
     return `${this.prefix}:flow:{${id}}:${part}`;
   }
 
-  /** Start id → instance of one starter (`digest` of flow, starter and start id). */
+  /**
+   * Start id → instance of one starter (`digest` of flow, starter and start id), as earlier
+   * versions bound them; read, no longer written (ids are derived now, see `idKey`).
+   */
   start(digest: string): string {
     return `${this.prefix}:flow-start:{${digest}}`;
   }
 
-  /** Instances of one flow (or of all flows, as `<flow>/<id>`), scored by creation time. */
+  /** The key instance ids are derived under, and until when `start` keys are read (string `<key>.<ms>`). */
+  idKey(): string {
+    return `${this.prefix}:flow-id-key`;
+  }
+
+  /**
+   * Instances of one flow, scored by creation time. Without a flow: the all-flows index
+   * (`<flow>/<id>`), no longer written; instances stored before are still listed from it.
+   */
   index(flow?: string): string {
     return flow ? `${this.prefix}:flows:${flow}` : `${this.prefix}:flows`;
+  }
+
+  /** Names of the flows that have an index (set). */
+  names(): string {
+    return `${this.prefix}:flow-names`;
   }
 
   /** Instances tagged `name` = `value` (as `<flow>/<id>`), scored by creation time. */
@@ -87,6 +108,13 @@ export class FlowKeys {
     return [this.instance(id, 'journal'), this.instance(id, 'consumed'), this.instance(id, 'inbox')];
   }
 }
+
+/**
+ * The event stream of a run queue keeps this many entries (BullMQ's default is 10,000). Nothing
+ * reads it; at 10,000 waiting flows the default stream was ~60 bytes of Redis per flow. Every
+ * Queue object on a run queue passes it (BullMQ stores the last one given in the queue's meta).
+ */
+export const RUN_QUEUE_STREAMS = { events: { maxLen: 500 } };
 
 /** The queue of flow runs with one shard, and of runs added before the queue was sharded. */
 export const UNSHARDED_RUN_QUEUE = '{flow-runs}';

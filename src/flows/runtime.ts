@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -11,7 +11,7 @@ import { NO_TRACING, type Tracing } from '../tracing/tracing.ts';
 import { ReplayContext, answers, traceOf } from './context.ts';
 import type { FlowDefinition } from './define.ts';
 import { ReplyRefused, Suspend } from './errors.ts';
-import { UNSHARDED_RUN_QUEUE, runQueues, runShard } from './keys.ts';
+import { RUN_QUEUE_STREAMS, UNSHARDED_RUN_QUEUE, runQueues, runShard } from './keys.ts';
 import { DeliverCode, InstanceStore, type FlowStatus, type InstanceMeta, type JournalEntry } from './store.ts';
 
 type Settled = { result: unknown; thrown?: undefined } | { result?: undefined; thrown: unknown };
@@ -130,6 +130,8 @@ export class FlowRuntime {
   /** The look at the unsharded queue `{flow-runs}` for runs left from before the sharding. */
   private leftovers?: Promise<void>;
   private closing = false;
+  /** The secret key instance ids are derived under, read once (see `instanceId`). */
+  private idKey?: Promise<{ key: Buffer; legacyUntil: number }>;
   private readonly tracing: Tracing;
 
   constructor(private readonly o: FlowRuntimeOptions) {
@@ -139,7 +141,7 @@ export class FlowRuntime {
     this.shards = Math.max(1, o.shards ?? 1);
     this.queueNames = runQueues(this.shards);
     this.queues = this.queueNames.map((name) => {
-      const q = new Queue<{ id: string }>(name, { connection: o.redis, prefix: o.prefix });
+      const q = new Queue<{ id: string }>(name, { connection: o.redis, prefix: o.prefix, streams: RUN_QUEUE_STREAMS });
       q.on('error', (err) => o.log.error({ err: err.message, queue: name }, 'flow run queue error'));
       return q;
     });
@@ -181,7 +183,7 @@ export class FlowRuntime {
   }
 
   private async startLeftoverWorker(): Promise<void> {
-    const old = new Queue<{ id: string }>(UNSHARDED_RUN_QUEUE, { connection: this.o.redis, prefix: this.o.prefix });
+    const old = new Queue<{ id: string }>(UNSHARDED_RUN_QUEUE, { connection: this.o.redis, prefix: this.o.prefix, streams: RUN_QUEUE_STREAMS });
     old.on('error', (err) => this.o.log.error({ err: err.message, queue: UNSHARDED_RUN_QUEUE }, 'flow run queue error'));
     let left: number;
     try {
@@ -215,16 +217,23 @@ export class FlowRuntime {
   }
 
   /**
-   * Instance ids are random (128 bits): nobody can predict another starter's instance, nor block
-   * it by taking its id first. A start id is idempotent per starter through `claimStart`.
+   * The instance a starter's start id makes: 128 bits of an HMAC of flow, starter and start id
+   * under the deployment's secret id key. The same start again is the same instance (idempotent,
+   * with no key per start to store); without the secret nobody can predict another starter's
+   * instance, nor block it by taking its id first. For the retention time after an upgrade, a
+   * start id an earlier version bound (a key per start) still finds its instance.
    */
-  static newInstanceId(): string {
-    return randomBytes(16).toString('base64url');
-  }
-
-  /** The digest a starter's start id is bound under: flow, starter and start id. */
-  static startDigest(flow: string, starter: string, messageId: string): string {
-    return createHash('sha256').update(`${flow}\0${starter}\0${messageId}`).digest('base64url').slice(0, 22);
+  async instanceId(flow: string, starter: string, messageId: string): Promise<string> {
+    const k = await (this.idKey ??= this.store.instanceIdKey(Math.max(this.o.retentionMs, 86_400_000)).catch((err: unknown) => {
+      this.idKey = undefined;
+      throw err;
+    }));
+    const text = `${flow}\0${starter}\0${messageId}`;
+    if (Date.now() < k.legacyUntil) {
+      const earlier = await this.store.legacyStart(createHash('sha256').update(text).digest('base64url').slice(0, 22));
+      if (earlier) return earlier;
+    }
+    return createHmac('sha256', k.key).update(text).digest('base64url').slice(0, 22);
   }
 
   definition(name: string): FlowDefinition {
@@ -241,10 +250,8 @@ export class FlowRuntime {
       const problems = parsed.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(input)'}: ${i.message}`).join('; ');
       throw new ValidationError(`input for flow '${name}' is not valid: ${problems}`, 'bad_input');
     }
-    // The same starter's same start id finds the instance it made before; a crash between the
-    // binding and the create is mended by the sender's retry (create is idempotent).
-    const fresh = FlowRuntime.newInstanceId();
-    const id = (await this.store.claimStart(FlowRuntime.startDigest(name, principalId(message.sender), message.id), fresh, Math.max(this.o.retentionMs, 86_400_000))) ?? fresh;
+    // The same starter's same start id is the same instance: create is idempotent.
+    const id = await this.instanceId(name, principalId(message.sender), message.id);
     const now = new Date().toISOString();
     // The instance is one span of the trace that started it, and its context is stored with it:
     // every step, on whichever process and after however many replays, is a child of this span.
@@ -355,7 +362,6 @@ export class FlowRuntime {
       // elsewhere (even one that crashed half-way) may have changed the journal since.
       let exec = held && begun.previousRun === held.token && held.ctx.isParked ? held : undefined;
       if (held && !exec) held.ctx.evict();
-      if (meta.status !== 'running') await this.store.update(id, { status: 'running' }, ['waitingOn']);
       let parked: Promise<'parked'>;
       if (exec) {
         this.stats.continued++;

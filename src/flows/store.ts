@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { StoredMessage } from '../core/message.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
@@ -66,6 +67,34 @@ const SCRIPTS = { createInstance: 2, deliverMessage: 3, refreshLock: 1, releaseL
  */
 const INLINE_INPUT_BYTES = 64;
 
+/**
+ * An input up to this long is kept in the meta hash in pieces of at most INLINE_INPUT_BYTES
+ * (fields `i0`, `i1`, …), so the hash stays a listpack: cheaper than a key of its own, and one
+ * key fewer to read at a run's begin and to expire at its end. Longer inputs get their own key.
+ */
+const CHUNKED_INPUT_BYTES = 1024;
+
+const CHUNK_FIELD = /^i\d+$/;
+
+/** `text` cut into pieces of at most `max` UTF-8 bytes each, never inside a character. */
+function chunks(text: string, max: number): string[] {
+  const out: string[] = [];
+  let piece = '';
+  let bytes = 0;
+  for (const ch of text) {
+    const b = Buffer.byteLength(ch);
+    if (bytes + b > max) {
+      out.push(piece);
+      piece = '';
+      bytes = 0;
+    }
+    piece += ch;
+    bytes += b;
+  }
+  if (piece !== '') out.push(piece);
+  return out;
+}
+
 const encodeFields = (fields: Record<string, unknown>): string[] =>
   Object.entries(fields).flatMap(([k, v]) => (v === undefined ? [] : [k, JSON_FIELDS.has(k) ? JSON.stringify(v) : String(v)]));
 
@@ -80,23 +109,42 @@ const encodeEntry = (e: JournalEntry): string => {
 };
 
 const decodeEntry = (field: string, value: string): JournalEntry => {
-  const e = JSON.parse(value) as Partial<JournalEntry>;
-  return { ...e, n: Number(field), done: e.done ?? false } as JournalEntry;
+  // Filled in place, not spread into a new object: a replay decodes every entry of the journal,
+  // and the copy was most of the cost of waking a flow with 1,000 steps.
+  const e = JSON.parse(value) as JournalEntry;
+  e.n = Number(field);
+  e.done ??= false;
+  return e;
 };
 
 const encodeSteps = (entries: JournalEntry[]): string[] => entries.flatMap((e) => [String(e.n), encodeEntry(e)]);
 
-/** The meta hash as an object; `input` kept apart (see INLINE_INPUT_BYTES) comes from `input`. */
-function decodeMeta(flat: string[], input?: string | null): InstanceMeta | null {
+/**
+ * The meta hash of instance `id` as an object (null: no instance). The input is a field when
+ * short, in pieces when longer (see CHUNKED_INPUT_BYTES), else `input`, read from its own key.
+ * The id is the key's (instances stored before kept it as a field too).
+ */
+function decodeMeta(id: string, flat: string[], input?: string | null): InstanceMeta | null {
+  if (flat.length === 0) return null;
   const out: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = JSON_FIELDS.has(flat[i]!) ? JSON.parse(flat[i + 1]!) : flat[i + 1];
+  const pieces: string[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const f = flat[i]!;
+    if (CHUNK_FIELD.test(f)) pieces[Number(f.slice(1))] = flat[i + 1]!;
+    else out[f] = JSON_FIELDS.has(f) ? JSON.parse(flat[i + 1]!) : flat[i + 1];
+  }
+  if (out.input === undefined && pieces.length > 0) out.input = JSON.parse(pieces.join(''));
   if (out.input === undefined && typeof input === 'string') out.input = JSON.parse(input);
-  return out.id ? (out as unknown as InstanceMeta) : null;
+  out.id = id;
+  return out as unknown as InstanceMeta;
 }
 
 function decodeJournal(flat: string[]): Map<number, JournalEntry> {
   const out = new Map<number, JournalEntry>();
-  for (let i = 0; i + 1 < flat.length; i += 2) out.set(Number(flat[i]), decodeEntry(flat[i]!, flat[i + 1]!));
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const e = decodeEntry(flat[i]!, flat[i + 1]!);
+    out.set(e.n, e);
+  }
   return out;
 }
 
@@ -126,22 +174,42 @@ export class InstanceStore {
     return this.keys.instance(id, part);
   }
 
+  /** Flow names this process has put into the set of indexed flows (written once per process). */
+  private readonly named = new Set<string>();
+
   /**
-   * Adds the instance to both indexes. They live in different slots, so two commands (not one
-   * pipeline, which a Cluster client refuses across slots); both are idempotent.
+   * Adds the instance to its flow's index (idempotent). Listing every flow's instances merges the
+   * per-flow indexes of the flows in `names()`, so an instance costs one index entry, not two.
    */
   private async addToIndexes(flow: string, id: string, score: number): Promise<void> {
-    await Promise.all([this.redis.zadd(this.keys.index(flow), score, id), this.redis.zadd(this.keys.index(), score, `${flow}/${id}`)]);
+    const known = this.named.has(flow);
+    // Different slots: separate commands, not one pipeline (a Cluster client refuses that).
+    await Promise.all([this.redis.zadd(this.keys.index(flow), score, id), known ? undefined : this.redis.sadd(this.keys.names(), flow)]);
+    this.named.add(flow);
   }
 
   /**
-   * Binds a starter's start id to an instance id, once: returns the instance an earlier start
-   * made, or null when `id` is now the one. Kept as long as finished instances are.
+   * The key instance ids are derived under (see FlowRuntime.instanceId), made once for the whole
+   * deployment, and until when start ids bound by earlier versions (a key per start) are still
+   * looked at: `legacyWindowMs` from now if any instance of an earlier version may exist (its
+   * all-flows index does), else never.
    */
-  async claimStart(digest: string, id: string, ttlMs: number): Promise<string | null> {
-    const key = this.keys.start(digest);
-    const set = await this.redis.set(key, id, 'PX', ttlMs, 'NX');
-    return set === 'OK' ? null : await this.redis.get(key);
+  async instanceIdKey(legacyWindowMs: number): Promise<{ key: Buffer; legacyUntil: number }> {
+    const name = this.keys.idKey();
+    let v = await this.redis.get(name);
+    if (v === null) {
+      const earlier = (await this.redis.exists(this.keys.index())) === 1;
+      await this.redis.set(name, `${randomBytes(32).toString('base64url')}.${earlier ? Date.now() + legacyWindowMs : 0}`, 'NX');
+      v = await this.redis.get(name);
+      if (v === null) throw new Error(`flow instance id key ${name} vanished right after it was written`);
+    }
+    const dot = v.indexOf('.');
+    return { key: Buffer.from(v.slice(0, dot), 'base64url'), legacyUntil: Number(v.slice(dot + 1)) || 0 };
+  }
+
+  /** The instance a start id was bound to by an earlier version (a key per start), if any. */
+  async legacyStart(digest: string): Promise<string | null> {
+    return this.redis.get(this.keys.start(digest));
   }
 
   /** The instance's status alone (cheap: one field), e.g. to notice a cancel during a run. */
@@ -151,9 +219,14 @@ export class InstanceStore {
 
   async create(meta: InstanceMeta): Promise<boolean> {
     const input = meta.input === undefined ? undefined : JSON.stringify(meta.input);
-    const apart = input !== undefined && Buffer.byteLength(input) > INLINE_INPUT_BYTES;
-    const args = encodeFields({ ...meta, ...(apart ? { input: undefined } : {}) } as unknown as Record<string, unknown>);
-    const created = (await this.scripts.createInstance(this.keys.createInstance(meta.id), apart ? input : '', ...args)) === CreateInstanceCode.Created;
+    const size = input === undefined ? 0 : Buffer.byteLength(input);
+    const apart = size > CHUNKED_INPUT_BYTES;
+    const pieces = size > INLINE_INPUT_BYTES && !apart ? chunks(input!, INLINE_INPUT_BYTES).flatMap((c, i) => [`i${i}`, c]) : [];
+    // The id is the key's, not a field. An empty run mark: never run, so the first run does not
+    // read the (empty) journal.
+    const { id: _id, ...fields } = meta;
+    const args = encodeFields({ run: '', ...fields, ...(size > INLINE_INPUT_BYTES ? { input: undefined } : {}) } as unknown as Record<string, unknown>);
+    const created = (await this.scripts.createInstance(this.keys.createInstance(meta.id), apart ? input! : '', ...args, ...pieces)) === CreateInstanceCode.Created;
     // Indexed on every start, not just the first: a crash between the create and this line is
     // mended by the sender's retry (ZADD of the stored time is idempotent).
     const createdAt = created ? meta.createdAt : ((await this.redis.hget(this.k(meta.id, 'meta'), 'createdAt')) ?? meta.createdAt);
@@ -167,10 +240,10 @@ export class InstanceStore {
    * command in the same round trip). Without it, `input` is there only when it is short.
    */
   async meta(id: string, withInput = false): Promise<InstanceMeta | null> {
-    if (!withInput) return decodeMeta(Object.entries(await this.redis.hgetall(this.k(id, 'meta'))).flat());
+    if (!withInput) return decodeMeta(id, Object.entries(await this.redis.hgetall(this.k(id, 'meta'))).flat());
     const r = await this.redis.pipeline().hgetall(this.k(id, 'meta')).get(this.k(id, 'input')).exec();
     for (const [err] of r!) if (err) throw err;
-    return decodeMeta(Object.entries(r![0]![1] as Record<string, string>).flat(), r![1]![1] as string | null);
+    return decodeMeta(id, Object.entries(r![0]![1] as Record<string, string>).flat(), r![1]![1] as string | null);
   }
 
   async update(id: string, fields: Partial<InstanceMeta>, remove: (keyof InstanceMeta)[] = []): Promise<void> {
@@ -180,22 +253,25 @@ export class InstanceStore {
     await p.exec();
   }
 
-  /** The instance's input, wherever it is kept (a meta field, or its own key when long). */
+  /** The instance's input, wherever it is kept (meta fields, or its own key when long). */
   async input(id: string): Promise<unknown> {
-    const r = await this.redis.pipeline().hget(this.k(id, 'meta'), 'input').get(this.k(id, 'input')).exec();
-    for (const [err] of r!) if (err) throw err;
-    const raw = (r![0]![1] ?? r![1]![1]) as string | null;
-    return raw === null ? undefined : JSON.parse(raw);
+    return (await this.meta(id, true))?.input;
   }
 
   /**
    * Takes the instance's lock for one run and reads what the run needs, in one round trip
-   * (`scripts/beginRun-3.lua`); null when another run holds the lock.
+   * (`scripts/beginRun-4.lua`); null when another run holds the lock.
    */
   async beginRun(id: string, token: string, lockMs: number, withJournal: boolean): Promise<BegunRun | null> {
-    const r = (await this.scripts.beginRun(this.keys.beginRun(id), token, lockMs, withJournal ? '1' : '0')) as [number, string | null, string[], string[], string | null];
+    const r = (await this.scripts.beginRun(this.keys.beginRun(id), token, lockMs, withJournal ? '1' : '0', new Date().toISOString())) as [number, string | null, string[], string[], string | null];
     if (r[0] !== BeginRunCode.Begun) return null;
-    return { meta: decodeMeta(r[2], r[4]), ...(r[1] ? { previousRun: r[1] } : {}), ...(withJournal ? { journal: decodeJournal(r[3]) } : {}) };
+    const meta = decodeMeta(id, r[2], r[4]);
+    // The script turned a waiting instance back to running (and dropped what it waited for).
+    if (meta?.status === 'waiting') {
+      meta.status = 'running';
+      delete meta.waitingOn;
+    }
+    return { meta, ...(r[1] ? { previousRun: r[1] } : {}), ...(withJournal ? { journal: decodeJournal(r[3]) } : {}) };
   }
 
   /**
@@ -236,13 +312,17 @@ export class InstanceStore {
   /**
    * Drops index entries older than the retention (they point at nothing any more), at most once
    * a minute per index and process: two commands per finished instance were a third of the cost
-   * of a short flow, and a stale index entry is only skipped by \`list\`.
+   * of a short flow, and a stale index entry is only skipped by `list`.
    */
   async pruneIndexes(flow: string, ms: number): Promise<void> {
     const now = Date.now();
     if (now - (this.lastPrune.get(flow) ?? 0) < 60_000) return;
     this.lastPrune.set(flow, now);
-    const cutoff = now - ms;
+    await this.pruneIndex(flow, now - ms);
+  }
+
+  /** Drops index entries created before `cutoff`: the flow's, and the all-flows index of instances stored before it went. */
+  private async pruneIndex(flow: string, cutoff: number): Promise<void> {
     await Promise.all([this.redis.zremrangebyscore(this.keys.index(flow), '-inf', cutoff), this.redis.zremrangebyscore(this.keys.index(), '-inf', cutoff)]);
   }
 
@@ -289,9 +369,8 @@ export class InstanceStore {
     const p = this.redis.multi();
     for (const part of STATE_PARTS) p.pexpire(this.k(id, part), ms);
     await p.exec();
-    // Index entries older than the retention point at nothing any more (two slots: two commands).
-    const cutoff = Date.now() - ms;
-    await Promise.all([this.redis.zremrangebyscore(this.keys.index(flow), '-inf', cutoff), this.redis.zremrangebyscore(this.keys.index(), '-inf', cutoff)]);
+    // Index entries older than the retention point at nothing any more.
+    await this.pruneIndex(flow, Date.now() - ms);
   }
 
   /** Undoes `expire` (a failed instance being retried lives on). */
@@ -325,9 +404,12 @@ export class InstanceStore {
   /**
    * Instances of one flow (or all), or with one tag, newest first, created in [from, to] (epoch
    * ms), at most `limit`: a range read on an index, never a scan. Entries older than `keepFrom`
-   * point at nothing any more and are dropped from a tag index on the way.
+   * point at nothing any more and are dropped from a tag index on the way. All flows: the same
+   * range of each flow's index (and of the all-flows index instances stored before it went are
+   * still in), merged.
    */
   async range(q: { flow?: string; tag?: { name: string; value: string }; from?: number; to?: number; offset?: number; limit: number; keepFrom?: number }): Promise<{ flow: string; id: string }[]> {
+    if (!q.tag && !q.flow) return this.rangeAll(q.to ?? '+inf', q.from ?? '-inf', q.offset ?? 0, q.limit);
     const key = q.tag ? this.keys.tag(q.tag.name, q.tag.value) : this.keys.index(q.flow);
     if (q.tag && q.keepFrom !== undefined) await this.redis.zremrangebyscore(key, '-inf', q.keepFrom);
     const ids = await this.redis.zrevrangebyscore(key, q.to ?? '+inf', q.from ?? '-inf', 'LIMIT', q.offset ?? 0, q.limit);
@@ -335,9 +417,31 @@ export class InstanceStore {
     return q.tag && q.flow ? rows.filter((r) => r.flow === q.flow) : rows;
   }
 
-  /** Newest first. */
+  /** Every flow's instances created in [from, to], newest first: the flows' indexes merged. */
+  private async rangeAll(to: number | string, from: number | string, offset: number, limit: number): Promise<{ flow: string; id: string }[]> {
+    const rows = new Map<string, { flow: string; id: string; score: number }>();
+    const add = (f: string, id: string, score: number) => {
+      const key = `${f}/${id}`;
+      if (!rows.has(key)) rows.set(key, { flow: f, id, score });
+    };
+    const names = await this.redis.smembers(this.keys.names());
+    const want = offset + limit;
+    const read = (key: string) => this.redis.zrevrangebyscore(key, to, from, 'WITHSCORES', 'LIMIT', 0, want);
+    const [legacy, ...lists] = await Promise.all([read(this.keys.index()), ...names.map((f) => read(this.keys.index(f)))]);
+    names.forEach((f, i) => {
+      const l = lists[i]!;
+      for (let j = 0; j + 1 < l.length; j += 2) add(f, l[j]!, Number(l[j + 1]));
+    });
+    for (let j = 0; j + 1 < legacy!.length; j += 2) {
+      const v = legacy![j]!;
+      add(v.slice(0, v.indexOf('/')), v.slice(v.indexOf('/') + 1), Number(legacy![j + 1]));
+    }
+    return [...rows.values()].sort((a, b) => b.score - a.score).slice(offset, want).map(({ flow: f, id }) => ({ flow: f, id }));
+  }
+
+  /** Newest first (all flows: their indexes merged, see `range`). */
   async list(flow: string | undefined, limit: number): Promise<{ flow: string; id: string }[]> {
-    const ids = await this.redis.zrevrange(this.keys.index(flow), 0, limit - 1);
-    return ids.map((v) => (flow ? { flow, id: v } : { flow: v.slice(0, v.indexOf('/')), id: v.slice(v.indexOf('/') + 1) }));
+    if (flow) return (await this.redis.zrevrange(this.keys.index(flow), 0, limit - 1)).map((id) => ({ flow, id }));
+    return this.rangeAll('+inf', '-inf', 0, limit);
   }
 }

@@ -257,6 +257,9 @@ async function replayer(prefix: string) {
     const now = new Date().toISOString();
     assert.equal(await store.create({ ...f.instance, flow: f.flow, status: 'running', updatedAt: now }), true);
     await store.writeSteps(f.instance.id, journal.map((e) => (!e.done && e.deadline !== undefined ? { ...e, deadline: e.deadline + shift } : e)));
+    // A recorded instance has run (a journal is written only by runs): without a run mark the
+    // store takes it for never run, and its first run does not read the journal.
+    await store.update(f.instance.id, { run: 'recorded' });
     return shift;
   };
   return { runtime, store, load, close: async () => { await runtime.close(); await conn.quit(); } };

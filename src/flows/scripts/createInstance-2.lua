@@ -5,8 +5,8 @@
 -- KEYS[2] instance input (string) <prefix>:flow:{<id>}:input
 --
 -- ARGV[1] the input (JSON) when it is kept apart from the meta hash (too long for its compact
---         encoding), '' when it is a meta field or there is none
--- ARGV[2..n] field, value, field, value, … (id, flow, status, createdAt, …)
+--         encoding even in pieces), '' when meta fields hold it or there is none
+-- ARGV[2..n] field, value, field, value, … (flow, status, createdAt, …, input or its pieces i0, i1, …)
 --
 -- Returns CreateInstanceCode: 1 Created, 0 Exists (nothing written).
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end

@@ -11,10 +11,12 @@
 --
 -- Returns DeliverCode: 1 Delivered, 0 Duplicate, -1 NoInstance, -2 Finished (completed or
 -- cancelled: it takes no more messages).
-if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
 local status = redis.call('HGET', KEYS[3], 'status')
+if not status then return -1 end
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
 if status == 'completed' or status == 'cancelled' then return -2 end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], ARGV[2])
+-- The mark finishInstance looks for: this instance has inbox keys to keep for the retention.
+redis.call('HSET', KEYS[3], 'inbox', '1')
 return 1

@@ -10,7 +10,7 @@
 -- KEYS[6] instance lock <prefix>:flow:{<id>}:lock
 -- KEYS[7] instance input (string, only when too long for the meta hash) <prefix>:flow:{<id>}:input
 --
--- ARGV[1] this run's token (the lock is released only if it still holds it)
+-- ARGV[1] this run's token (the lock is released only if it still holds it: the run mark is this token)
 -- ARGV[2] retention (ms): how long the finished instance stays visible
 -- ARGV[3] how many meta fields follow (m: field, value pairs, status and updatedAt among them)
 -- ARGV[4..n] the m meta field/value pairs, then journal step number, entry (JSON), … (may be none)
@@ -19,19 +19,24 @@
 -- recorded over the cancel).
 local m = tonumber(ARGV[3])
 if #ARGV > 3 + 2 * m then redis.call('HSET', KEYS[2], unpack(ARGV, 4 + 2 * m)) end
-local status = redis.call('HGET', KEYS[1], 'status')
+-- No waitingOn to drop: beginRun removed it when the instance went from waiting to running.
+local read = redis.call('HMGET', KEYS[1], 'status', 'input', 'i0', 'run', 'inbox', 'id')
+local status = read[1]
 if status and status ~= 'cancelled' then
   redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * m))
-  redis.call('HDEL', KEYS[1], 'waitingOn')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  redis.call('PEXPIRE', KEYS[7], ARGV[2])
-  -- A flow that never received anything has no inbox, seen or consumed key: no PEXPIRE for them.
-  if redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[5]) > 0 then
+  -- The input has a key of its own only when the meta hash holds neither it nor its pieces.
+  if not read[2] and not read[3] then redis.call('PEXPIRE', KEYS[7], ARGV[2]) end
+  -- Only an instance that was delivered a message has inbox, seen and consumed keys: deliverMessage
+  -- marks its meta (inbox). Instances stored before that mark (they have an id field) are asked.
+  if read[5] or (read[6] and redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[5]) > 0) then
     redis.call('PEXPIRE', KEYS[3], ARGV[2])
     redis.call('PEXPIRE', KEYS[4], ARGV[2])
     redis.call('PEXPIRE', KEYS[5], ARGV[2])
   end
 end
-if redis.call('GET', KEYS[6]) == ARGV[1] then redis.call('DEL', KEYS[6]) end
+-- Whose the lock is, the run mark says: beginRun sets both at once, so while the mark is this
+-- run's, the lock key is this run's or has expired with nobody taking it since (no GET needed).
+if read[4] == ARGV[1] then redis.call('DEL', KEYS[6]) end
 return status
