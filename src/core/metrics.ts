@@ -23,6 +23,22 @@ export class Metrics {
     const label = due === undefined ? 'none' : at <= Date.parse(due) ? 'on_time' : 'late';
     this.taskDecisionAge.observe({ due: label }, Math.max(0, at - Date.parse(createdAt)) / 1000);
   }
+  /**
+   * Open tasks by due date: `late` (past it, i.e. overdue), `on_time` (before it), `none` (no due
+   * date). Counted at scrape time by whoever owns the tasks (`countOpenTasks`); absent until then.
+   */
+  countOpenTasks(count: () => Promise<{ on_time: number; late: number; none: number }>): void {
+    new Gauge({
+      name: 'switchboard_tasks_open',
+      help: 'Open tasks by due date: late (overdue), on_time or none',
+      labelNames: ['due'],
+      registers: [this.registry],
+      async collect() {
+        const c = await count();
+        for (const due of ['on_time', 'late', 'none'] as const) this.set({ due }, c[due]);
+      },
+    });
+  }
   /** Flow instances that ended, by flow and outcome (completed, failed, cancelled). */
   readonly flowOutcomes = new Counter({ name: 'switchboard_flow_outcomes_total', help: 'Flow instances that ended, by outcome (completed, failed, cancelled)', labelNames: ['flow', 'outcome'], registers: [this.registry] });
   /** Per remote party (broker, peer): 1 connected, 0 not. Filled by whoever owns the connections. */

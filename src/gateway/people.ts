@@ -19,6 +19,7 @@ export async function startPeople(config: Config, redis: Redis, access: Access, 
     email: config.email !== undefined, remindersMs: config.people.reminders, lifecycle: transports.events.report, log,
     onDecided: (task, at) => transports.metrics.taskDecided(task.createdAt, task.due, at),
   });
+  transports.metrics.countOpenTasks(() => inbox.store.openByDue());
   router.register(new InboxEndpoint('person', inbox));
   router.register(new InboxEndpoint('group', inbox));
   await inbox.start();

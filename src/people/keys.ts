@@ -12,6 +12,8 @@ import { shardOf, shardTag } from '../store/redis.ts';
  * - `<prefix>:{<tag>}:task:<id>` hash: spec, status, assignee | group, claimedBy, decision, …
  * - `<prefix>:{<tag>}:task:<id>:history` list of history entries (JSON)
  * - `<prefix>:{<tag>}:open:person:<name>`, `…:open:group:<name>` zsets of that shard's open task ids
+ * - `<prefix>:{<tag>}:open-by-due` zset of every open task of that shard, scored by its due date
+ *   (epoch ms, `+inf` without one): the open and overdue gauges count it with ZCOUNT
  * - `<prefix>:{<tag>}:unnotified` set of that shard's decided tasks whose decision is not delivered yet
  * A person's or group's open tasks are the union of their index in every shard.
  */
@@ -70,13 +72,18 @@ export class TaskKeys {
     return `${this.prefix}:{${tag}}:unnotified`;
   }
 
-  createTask(id: string, owner: TaskOwner): [string, string, string] {
-    return [this.task(id), this.history(id), this.open(owner, id)];
+  /** Every open task of the shard `tag`, scored by due date (epoch ms; `+inf` when none). */
+  openByDueIn(tag: string): string {
+    return `${this.prefix}:{${tag}}:open-by-due`;
+  }
+
+  createTask(id: string, owner: TaskOwner): [string, string, string, string] {
+    return [this.task(id), this.history(id), this.open(owner, id), this.openByDueIn(this.tagOf(id))];
   }
 
   /** `owner`: whom the caller believes holds the task now (the script checks it). */
-  decideTask(id: string, owner: TaskOwner): [string, string, string, string] {
-    return [this.task(id), this.history(id), this.open(owner, id), this.unnotifiedIn(this.tagOf(id))];
+  decideTask(id: string, owner: TaskOwner): [string, string, string, string, string] {
+    return [this.task(id), this.history(id), this.open(owner, id), this.unnotifiedIn(this.tagOf(id)), this.openByDueIn(this.tagOf(id))];
   }
 
   approveTask(id: string): [string, string] {

@@ -19,7 +19,7 @@ interface Routing {
 
 export type Outcome = { ok: true } | { ok: false; reason: 'missing' | 'decided' | 'claimed'; holder: string };
 
-const SCRIPTS = { createTask: 3, decideTask: 4, approveTask: 2, claimTask: 2, releaseTask: 2, reassignTask: 4 } as const;
+const SCRIPTS = { createTask: 4, decideTask: 5, approveTask: 2, claimTask: 2, releaseTask: 2, reassignTask: 4 } as const;
 
 /**
  * How often a decide or reassign re-reads a task's owner after the task moved under it
@@ -74,7 +74,7 @@ export class TaskStore {
     const spec = JSON.stringify({ ...rest, ...routing });
     const created: HistoryEntry = { at: task.createdAt, by: task.sender, action: 'created', detail: assignee !== undefined ? `for ${assignee}` : `for group ${group}` };
     const [field, value] = ownerField({ assignee, group });
-    const code = await this.scripts.createTask(this.keys.createTask(task.id, { assignee, group }), spec, task.createdAt, JSON.stringify(created), Date.parse(task.createdAt), task.id, field, value);
+    const code = await this.scripts.createTask(this.keys.createTask(task.id, { assignee, group }), spec, task.createdAt, JSON.stringify(created), Date.parse(task.createdAt), task.id, field, value, task.due !== undefined ? Date.parse(task.due) : '+inf');
     return code === CreateTaskCode.Created;
   }
 
@@ -101,6 +101,19 @@ export class TaskStore {
     const all: [string, number][] = [];
     for (const flat of perShard) for (let i = 0; i < flat.length; i += 2) all.push([flat[i]!, Number(flat[i + 1])]);
     return all.sort((a, b) => a[1] - b[1] || a[0].localeCompare(b[0])).slice(0, limit).map(([id]) => id);
+  }
+
+  /**
+   * Open tasks counted by due date at `now`: `late` past it, `on_time` before it, `none` without
+   * one. Three ZCOUNTs per shard, so a scrape costs the same with a million open tasks.
+   */
+  async openByDue(now = Date.now()): Promise<{ on_time: number; late: number; none: number }> {
+    const counts = await Promise.all(this.keys.tags.map(async (tag) => {
+      const key = this.keys.openByDueIn(tag);
+      const [late, onTime, none] = await Promise.all([this.redis.zcount(key, '-inf', now), this.redis.zcount(key, `(${now}`, '(+inf'), this.redis.zcount(key, '+inf', '+inf')]);
+      return { late, onTime, none };
+    }));
+    return counts.reduce((a, c) => ({ on_time: a.on_time + c.onTime, late: a.late + c.late, none: a.none + c.none }), { on_time: 0, late: 0, none: 0 });
   }
 
   private static outcome([code, holder]: [string, string]): Outcome {

@@ -55,7 +55,7 @@ function newTask(id: string, owner: { assignee?: string; group?: string }): Omit
 }
 
 /** The script calls themselves, on the same client the stores register them on. */
-const tasksScripts = () => loadScripts(redis, dir('people'), { createTask: 3, decideTask: 4, approveTask: 2, claimTask: 2, releaseTask: 2, reassignTask: 4 });
+const tasksScripts = () => loadScripts(redis, dir('people'), { createTask: 4, decideTask: 5, approveTask: 2, claimTask: 2, releaseTask: 2, reassignTask: 4 });
 const flowScripts = () => loadScripts(redis, dir('flows'), { createInstance: 2, deliverMessage: 3, refreshLock: 1, releaseLock: 1 });
 const authScripts = () => loadScripts(redis, dir('auth'), { changeRule: 3, countFailedLogin: 1, readFailedLogins: 1 });
 
@@ -64,7 +64,7 @@ test('createTask: Created, then Exists for the same id (nothing overwritten)', a
   const keys = new TaskKeys(PREFIX);
   assert.equal(await store.create(newTask('c1', { group: 'ops' }), { messageId: 'm1' }), true);
   assert.equal(await store.create(newTask('c1', { assignee: 'eve' }), { messageId: 'm2' }), false);
-  const code = await tasksScripts().createTask(keys.createTask('c1', { group: 'ops' }), '{}', now(), '{}', Date.now(), 'c1', 'group', 'ops');
+  const code = await tasksScripts().createTask(keys.createTask('c1', { group: 'ops' }), '{}', now(), '{}', Date.now(), 'c1', 'group', 'ops', '+inf');
   assert.equal(code, CreateTaskCode.Exists);
   const t = await store.get('c1');
   assert.equal(t?.group, 'ops');
@@ -105,6 +105,31 @@ test('decideTask: Ok once (the task leaves its index, awaits notification), Deci
   await store.claim('d2', 'user:ann');
   assert.deepEqual(await store.decide((await store.get('d2'))!, decision('user:bob')), { ok: false, reason: TaskCode.Claimed, holder: 'user:ann' });
   assert.deepEqual(await store.decide({ ...t, id: 'gone' }, decision('user:bob')), { ok: false, reason: TaskCode.Missing, holder: '' });
+});
+
+test('openByDue: the shard-wide open index counts late, on time and undated tasks; a decision, also a lost one or one after a move, counts once', async () => {
+  const prefix = 'obd';
+  const store = new TaskStore(redis, prefix, 4);
+  const hour = 3_600_000;
+  const past = new Date(Date.now() - hour).toISOString();
+  const future = new Date(Date.now() + hour).toISOString();
+  for (let i = 0; i < 6; i++) await store.create({ ...newTask(`late${i}`, { group: 'g' }), due: past }, { messageId: `l${i}` });
+  for (let i = 0; i < 3; i++) await store.create({ ...newTask(`soon${i}`, { assignee: 'ann' }), due: future }, { messageId: `s${i}` });
+  await store.create(newTask('undated', { group: 'g' }), { messageId: 'u' });
+  assert.equal(await store.create({ ...newTask('late0', { group: 'g' }), due: future }, { messageId: 'again' }), false);
+  assert.deepEqual(await store.openByDue(), { late: 6, on_time: 3, none: 1 });
+  assert.deepEqual(await store.openByDue(Date.now() + 2 * hour), { late: 9, on_time: 0, none: 1 }, 'a later clock sees the dated ones overdue');
+
+  const t = (await store.get('late0'))!;
+  const both = await Promise.all([store.decide(t, decision('user:ann')), store.decide(t, decision('user:bob'))]);
+  assert.equal(both.filter((o) => o.ok).length, 1);
+  assert.deepEqual(await store.reassign('soon0', 'group:other', entry('system', 'escalated')), { ok: true });
+  assert.deepEqual(await store.openByDue(), { late: 5, on_time: 3, none: 1 }, 'a move keeps a task open and counted once');
+  await store.decide((await store.get('undated'))!, decision('user:ann'));
+  await store.decide((await store.get('soon0'))!, decision('user:ann'));
+  assert.deepEqual(await store.openByDue(), { late: 5, on_time: 2, none: 0 });
+  const tags = new Set(Array.from({ length: 10 }, (_, i) => store.shardOf(i < 6 ? `late${i}` : i < 9 ? `soon${i - 6}` : 'undated')));
+  assert.ok(tags.size > 1, 'the tasks spread over several shards, so the sum crosses shards');
 });
 
 test('decideTask: StaleIndex when the task moved since it was read; nothing written; the store re-reads and succeeds', async () => {

@@ -5,6 +5,7 @@
 -- KEYS[2] task history list         <prefix>:{tasks}:task:<id>:history
 -- KEYS[3] open-task index the caller believes lists the task (of ARGV[6]/ARGV[7])
 -- KEYS[4] set of decided tasks whose decision is not yet delivered <prefix>:{tasks}:unnotified
+-- KEYS[5] every open task of the shard by due date <prefix>:{tasks}:open-by-due
 --
 -- ARGV[1] who decides (principal id)
 -- ARGV[2] decision (JSON)
@@ -28,6 +29,7 @@ local owned
 if ARGV[6] == 'assignee' then owned = assignee ~= '' and assignee == ARGV[7] else owned = assignee == '' and group == ARGV[7] end
 if not owned then return {'stale_index', ''} end
 redis.call('ZREM', KEYS[3], ARGV[5])
+redis.call('ZREM', KEYS[5], ARGV[5])
 redis.call('HSET', KEYS[1], 'status', 'decided', 'decidedBy', ARGV[1], 'claimedBy', ARGV[1], 'decision', ARGV[2], 'updatedAt', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[5])

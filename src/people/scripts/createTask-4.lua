@@ -4,6 +4,7 @@
 -- KEYS[1] task hash                   <prefix>:{tasks}:task:<id>
 -- KEYS[2] task history list           <prefix>:{tasks}:task:<id>:history
 -- KEYS[3] open-task index of its owner <prefix>:{tasks}:open:person:<name> or …:open:group:<name>
+-- KEYS[4] every open task of the shard by due date <prefix>:{tasks}:open-by-due
 --
 -- ARGV[1] spec (JSON: title, data, actions, routing, …)
 -- ARGV[2] now (ISO time, the task's createdAt)
@@ -12,10 +13,12 @@
 -- ARGV[5] task id
 -- ARGV[6] owner field: 'assignee' or 'group'
 -- ARGV[7] owner name
+-- ARGV[8] due date in epoch ms, or '+inf' when the task has none (what the metrics count)
 --
 -- Returns CreateTaskCode: 1 Created, 0 Exists (nothing written).
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'spec', ARGV[1], 'status', 'open', 'updatedAt', ARGV[2], ARGV[6], ARGV[7])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[8], ARGV[5])
 return 1
