@@ -509,6 +509,16 @@ export class FlowRuntime {
   }
 
   /**
+   * The rows of named instances (one meta read each, no index or keyspace read), in the order
+   * asked; an instance that is gone or of another flow is left out. The console's live flows
+   * page asks for the rows it shows.
+   */
+  async rows(refs: { flow: string; instanceId: string }[]): Promise<FlowRow[]> {
+    const metas = await Promise.all(refs.map((r) => this.store.meta(r.instanceId)));
+    return metas.flatMap((m, i) => (m && m.flow === refs[i]!.flow ? [{ instanceId: m.id, flow: m.flow, status: m.status, startedBy: m.startedBy, createdAt: m.createdAt, updatedAt: m.updatedAt }] : []));
+  }
+
+  /**
    * Instances matching `q`, newest first. Flow, tag and dates are index reads (a sorted set per
    * flow and per tag, scored by creation time); status, starter and visibility are checked on
    * the instances read, in pages, at most 20 pages of `limit × 4`, so a search never scans

@@ -1,8 +1,8 @@
 // What the console and the dashboard read (issue 18.3 and 18.6): ctx.tag journals a business key
 // once (awaited or not) and indexes it, so a search by tag finds the instance without a scan, also after the flow
 // replays its journal; a bad tag fails the instance with a clear error; /metrics shows the age of
-// a queue's oldest message, flow outcomes and task ages against their due dates; the audit search
-// reads by time range and filters.
+// a queue's oldest message, flow outcomes, task ages against their due dates and the open tasks
+// by due date (on time, late, none); the audit search reads by time range and filters.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -239,8 +239,43 @@ test('the connections page shows a webhook that cannot deliver: retrying, its ou
   }, 30_000, 'the webhook to be retrying'))!;
   assert.match(row, /crm/);
   assert.match(row, /1 waiting, 0 dead/);
-  const next = /data-label="Next retry">([^<]+)</.exec(row)![1]!;
+  const next = /data-label="Next retry"[^>]*>([^<]+)</.exec(row)![1]!;
   assert.ok(Date.parse(`${next.replace(' ', 'T')}Z`) > Date.now() + 10_000, `the next retry (${next}) is the 60 s backoff away`);
-  assert.doesNotMatch(/data-label="Last error">([^<]+)</.exec(row)![1]!, /^—$/, 'the last error is shown');
-  assert.match((await ops('/admin/connections')).html, /<td data-label="Kind">directory<\/td>\s*<th scope="row" data-label="Name">file<\/th>\s*<td data-label="State" class="">ok/);
+  assert.doesNotMatch(/data-label="Last error"[^>]*>([^<]+)</.exec(row)![1]!, /^—$/, 'the last error is shown');
+  assert.match((await ops('/admin/connections')).html, /<td data-label="Kind">directory<\/td>\s*<th scope="row" data-label="Name">file<\/th>\s*<td data-label="State" data-k="state" class="">ok/);
+});
+
+test('/metrics counts open tasks by due date: a new task counts at once, a past due date counts as late, a decision takes it away', { timeout: 90_000 }, async () => {
+  const open = async () => {
+    const text = await metrics();
+    const n = (due: string) => Number(new RegExp(`switchboard_tasks_open\\{due="${due}"\\} (\\d+)`).exec(text)?.[1] ?? NaN);
+    return { on_time: n('on_time'), late: n('late'), none: n('none') };
+  };
+  const base = await open();
+  for (const v of Object.values(base)) assert.ok(Number.isInteger(v), `every series is there: ${JSON.stringify(base)}`);
+  const hour = 3_600_000;
+  const tasks = [
+    ['open-late-1', new Date(Date.now() - hour).toISOString()],
+    ['open-late-2', new Date(Date.now() - 2 * hour).toISOString()],
+    ['open-on-time', '2h'],
+    ['open-undated', undefined],
+  ] as const;
+  const ids: Record<string, string> = {};
+  for (const [title, due] of tasks) {
+    const sent = await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'group:approvers', body: { title, actions: ['ok'], ...(due ? { due } : {}) } } });
+    assert.equal(sent.status, 202, JSON.stringify(sent.body));
+    ids[title] = await waitFor(async () => (await api(gw.url, 'GET', '/api/tasks', { user: 'clerk' })).body.tasks.find((t: { title: string }) => t.title === title)?.id, 20_000, title) as string;
+  }
+  assert.deepEqual(await open(), { on_time: base.on_time + 1, late: base.late + 2, none: base.none + 1 });
+  const decide = async (title: string) => assert.equal((await api(gw.url, 'POST', `/api/tasks/${ids[title]}/decision`, { user: 'clerk', body: { action: 'ok' } })).status, 200);
+  await decide('open-late-1');
+  await decide('open-undated');
+  assert.deepEqual(await open(), { on_time: base.on_time + 1, late: base.late + 1, none: base.none });
+  // Deciding twice is refused and counts nothing twice.
+  assert.equal((await api(gw.url, 'POST', `/api/tasks/${ids['open-late-1']}/decision`, { user: 'clerk', body: { action: 'ok' } })).status, 409);
+  await decide('open-late-2');
+  await decide('open-on-time');
+  assert.deepEqual(await open(), base);
+  // Scrape cost: the gauge reads its per-shard index, never a keyspace scan.
+  assert.equal(await client.zcard(`${PREFIX}:{tasks}:open-by-due`), base.on_time + base.late + base.none);
 });

@@ -5,8 +5,10 @@ import type { FlowRow, FlowRuntime, FlowSearch, FlowView } from '../../flows/run
 import type { FlowStatus } from '../../flows/store.ts';
 import type { AppDeps } from '../deps.ts';
 import { ConsoleAccess, pagePrincipal, textParam } from '../console/access.ts';
+import { serveLive } from '../console/live.ts';
 import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
+import { liveStreams } from '../sessions.ts';
 import { render } from '../views.ts';
 
 const NAME = /^[A-Za-z0-9_-]+$/;
@@ -48,6 +50,20 @@ export function flowSearchOf(req: Request): { search: Omit<FlowSearch, 'visible'
       ...(from !== undefined ? { from } : {}), ...(to !== undefined ? { to } : {}), ...(tag ? { tag } : {}),
     },
   };
+}
+
+/** Rows a live flows page may follow: the most a search page lists. */
+export const LIVE_ROWS = 50;
+
+/** The `i=flow/id` parameters of a live flows stream, validated. */
+export function liveRefs(req: Request): { flow: string; instanceId: string }[] {
+  const raw = req.query.i === undefined ? [] : Array.isArray(req.query.i) ? req.query.i : [req.query.i];
+  if (raw.length > LIVE_ROWS) throw new ValidationError(`a live flows page follows at most ${LIVE_ROWS} instances (i=flow/id), got ${raw.length}`);
+  return raw.map((v) => {
+    const [flow, instanceId, ...rest] = typeof v === 'string' ? v.split('/') : [];
+    if (!flow || !instanceId || rest.length > 0 || !NAME.test(flow) || !NAME.test(instanceId)) throw new ValidationError(`each i is an instance as flow/id (letters, digits, _ and -), got '${String(v).slice(0, 100)}'`);
+    return { flow, instanceId };
+  });
 }
 
 /**
@@ -92,6 +108,17 @@ export function consoleFlowRoutes(deps: AppDeps): ExpressRouter {
       form = Object.fromEntries(Object.entries(req.query).filter(([, v]) => typeof v === 'string').map(([k, v]) => [k, String(v).slice(0, 200)]));
     }
     render(res, 'admin/flows', { title: 'Flows', section: 'flows', form, statuses: STATUSES, flows: [...runtime().definitions.keys()].sort(), instances: result.instances, more: result.more, error, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined }, error ? 400 : 200);
+  });
+
+  // Live: the status of the instances a search page lists (`?i=flow/id`, as many as a page shows),
+  // read by id every few seconds; one the user may not see is left out, as in the search.
+  const live = { streams: liveStreams(deps.session), log: deps.log };
+  r.get('/admin/flows/live', login, async (req, res) => {
+    const p = pagePrincipal(res);
+    access.requireConsole(p);
+    const refs = liveRefs(req);
+    const flows = runtime();
+    serveLive(live, req, res, p, 'instances', async () => (await flows.rows(refs)).filter((row) => mayView(p, row)).map(({ flow, instanceId, status, updatedAt }) => ({ flow, instanceId, status, updatedAt: updatedAt.replace('T', ' ').slice(0, 19) })));
   });
 
   r.get('/admin/flows/:name/:id', login, csrfToken, async (req, res) => {

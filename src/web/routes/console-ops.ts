@@ -1,11 +1,13 @@
 import { Router as ExpressRouter } from 'express';
 import type { StoredAuditEntry } from '../../auth/audit.ts';
 import { SwitchboardError, ValidationError } from '../../core/errors.ts';
-import { principalId } from '../../core/message.ts';
-import type { AppDeps } from '../deps.ts';
+import { principalId, type Principal } from '../../core/message.ts';
+import type { AppDeps, ConnectionState } from '../deps.ts';
 import { ConsoleAccess, pagePrincipal, textParam } from '../console/access.ts';
+import { serveLive } from '../console/live.ts';
 import { csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
+import { liveStreams } from '../sessions.ts';
 import { render } from '../views.ts';
 
 /** One CSV field (RFC 4180), with a leading = + - @ defused so a spreadsheet never runs it as a formula. */
@@ -20,6 +22,18 @@ export function auditCsv(entries: StoredAuditEntry[]): string {
   return [cols.join(','), ...entries.map((e) => cols.map((c) => csvField(e[c])).join(','))].join('\r\n') + '\r\n';
 }
 
+const time = (iso: string | undefined) => (iso ? iso.replace('T', ' ').slice(0, 19) : '—');
+
+/** A connection as the page shows it, the same for the first render and the live updates. */
+export function connectionRow(c: ConnectionState) {
+  return {
+    key: `${c.kind}:${c.name}`, kind: c.kind, name: c.name, state: c.state, ok: c.ok,
+    outbox: c.outbox ? `${c.outbox.depth} waiting, ${c.outbox.deadLetters} dead` : '—',
+    nextRetry: time(c.outbox?.nextRetryAt),
+    lastError: c.lastError ?? c.outbox?.lastError?.message ?? '—',
+  };
+}
+
 /**
  * The console's connections (brokers, peers with their outboxes, webhooks, the directory: each
  * shown to who has admin or browse on its address) and the audit trail (admin on everything, as
@@ -30,12 +44,25 @@ export function consoleOpsRoutes(deps: AppDeps): ExpressRouter {
   const login = requireLogin(deps.directory, deps.permissions);
   const access = new ConsoleAccess(deps.permissions);
 
+  const visible = async (p: Principal) => {
+    const all = (await deps.console?.connections()) ?? [];
+    const connections = all.filter((c) => access.mayLook(p, c.address)).map(connectionRow);
+    return { connections, hidden: all.length - connections.length };
+  };
+
   r.get('/admin/connections', login, csrfToken, async (_req, res) => {
     const p = pagePrincipal(res);
     access.requireConsole(p);
-    const all = (await deps.console?.connections()) ?? [];
-    const connections = all.filter((c) => access.mayLook(p, c.address));
-    render(res, 'admin/connections', { title: 'Connections', section: 'connections', connections, hidden: all.length - connections.length });
+    render(res, 'admin/connections', { title: 'Connections', section: 'connections', ...(await visible(p)) });
+  });
+
+  // Live: the same rows every few seconds (state, outbox, last error), read from the transports'
+  // own state and the outboxes' counters, never by scanning Redis.
+  const live = { streams: liveStreams(deps.session), log: deps.log };
+  r.get('/admin/connections/live', login, async (req, res) => {
+    const p = pagePrincipal(res);
+    access.requireConsole(p);
+    serveLive(live, req, res, p, 'connections', async () => (await visible(p)).connections);
   });
 
   const search = (q: Record<string, string | undefined>, limit: number) => {

@@ -1,17 +1,15 @@
 import { Router as ExpressRouter, type Request, type Response } from 'express';
 import { parseAddress } from '../../core/address.ts';
 import type { QueueStats } from '../../core/endpoint.ts';
-import { NotFound, SwitchboardError, ValidationError } from '../../core/errors.ts';
+import { NotFound, ValidationError } from '../../core/errors.ts';
 import { principalId, type Message, type Principal } from '../../core/message.ts';
 import type { AppDeps } from '../deps.ts';
 import { ConsoleAccess, age, pagePrincipal } from '../console/access.ts';
+import { serveLive } from '../console/live.ts';
 import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
 import { liveStreams } from '../sessions.ts';
 import { render } from '../views.ts';
-
-/** How often the live queue table is refreshed over server-sent events. */
-const LIVE_EVERY_MS = 2000;
 
 /**
  * Queues shown at most (in address order): each costs a few Redis reads per refresh, and a
@@ -67,46 +65,12 @@ export function consoleQueueRoutes(deps: AppDeps): ExpressRouter {
     render(res, 'admin/queues', { title: 'Queues', section: 'queues', queues, more: mine.length - queues.length, done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined });
   });
 
-  // Live: the same numbers every LIVE_EVERY_MS, for the rows this user may see; counted against
-  // the per-user stream cap of the inbox and ended with the session.
-  const streams = liveStreams(deps.session);
+  // Live: the same numbers every few seconds, for the rows this user may see (console/live.ts).
+  const live = { streams: liveStreams(deps.session), log: deps.log };
   r.get('/admin/queues/live', login, async (req, res) => {
     const p = pagePrincipal(res);
     access.requireConsole(p);
-    let ended = false;
-    const end = (reason: string) => {
-      if (ended) return;
-      ended = true;
-      res.write(`event: end\ndata: ${JSON.stringify({ reason })}\n\n`);
-      res.end();
-    };
-    const stream = streams.open(p.name, req.sessionID, end);
-    if (!stream) throw new SwitchboardError('too_many_streams', `${p.name} already has ${streams.perUser} live streams open (http.inboxStreamsPerUser): close another console or inbox tab`, 429);
-    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache, no-transform', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
-    res.write('retry: 3000\n\n');
-    let busy = false;
-    const tick = async () => {
-      if (busy || ended) return;
-      busy = true;
-      try {
-        res.write(`event: stats\ndata: ${JSON.stringify(await visibleStats(p))}\n\n`);
-      } catch (err) {
-        deps.log.debug({ err: (err as Error).message }, 'console live stats failed; next tick tries again');
-      } finally {
-        busy = false;
-      }
-    };
-    const timer = setInterval(() => void tick(), LIVE_EVERY_MS);
-    const check = setInterval(() => {
-      req.sessionStore.get(req.sessionID, (err, session) => {
-        if (!err && !session?.user) end('session ended');
-      });
-    }, streams.sessionCheckMs);
-    req.on('close', () => {
-      clearInterval(timer);
-      clearInterval(check);
-      stream.close();
-    });
+    serveLive(live, req, res, p, 'stats', () => visibleStats(p));
   });
 
   r.get('/admin/queues/:address', login, csrfToken, async (req, res) => {
