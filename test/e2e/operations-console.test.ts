@@ -1,7 +1,8 @@
 // The operations console at /admin (issue 18.3, DESIGN §6) in a real headless Chromium: an admin
 // sees the queues with live numbers, views a dead letter and replays it after a confirmation
 // (audited), searches flow instances by business key (ctx.tag) and cancels one, exports the audit
-// trail as CSV; a business user without admin or browse is refused (403 page, audited, nothing
+// trail as CSV; the flows and connections pages follow state changes live (an instance that
+// completes, a webhook that starts retrying) without a reload; a business user without admin or browse is refused (403 page, audited, nothing
 // changed); a form without its CSRF token is refused; the whole replay is done with the
 // keyboard; a phone-sized screen shows the pages without sideways scrolling. The README's
 // console screenshots are taken here.
@@ -13,6 +14,7 @@ import { after, before, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import type { Gateway } from '../../src/gateway.ts';
 import { launchChromium } from '../support/browser.ts';
+import { freePort } from '../../src/store/embedded-redis.ts';
 import { api, enc, startTestGateway, USERS, waitFor } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -45,8 +47,10 @@ before(async () => {
   writeFileSync(join(flowsDir, 'invoice.ts'), FLOW);
   gw = await startTestGateway(redis.url, {
     flows: { dir: flowsDir, lockTimeout: '3s', stalledCheck: '1s' },
+    // Nobody listens on this port: once sent to, the webhook retries, as the connections page shows live.
+    webhooks: { crm: { url: `http://127.0.0.1:${await freePort()}/hook`, secret: 'a-shared-secret-of-enough-length', backoff: '60s', maxAttempts: 5 } },
     permissions: [
-      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start'] }] },
+      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'send'] }, { address: 'webhook:crm', verbs: ['send'] }] },
       // A business user: may send orders and work tasks, but neither administers nor browses anything.
       { group: 'clerks', allow: [{ address: 'queue:in.*', verbs: ['send'] }, { address: 'group:approvers', verbs: ['consume'] }] },
       { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
@@ -223,6 +227,51 @@ test('the audit trail is searched and exported as CSV; connections show their st
     assert.ok((await audit('audit.exported')).some((e) => e.actor === 'user:ops'), 'the export itself is audited');
     await page.goto(`${gw.url}/admin/connections`);
     assert.match(await page.locator('#connections').textContent() ?? '', /directory\s*file\s*ok/);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the flows page is live: an instance that completes changes its row without a reload; bad live requests are refused', { timeout: 180_000 }, async () => {
+  const started = await api(gw.url, 'POST', '/api/flows/invoice', { user: 'ops', body: { input: { ref: 'LIVE-1' } } });
+  assert.equal(started.status, 202, JSON.stringify(started.body));
+  const id = started.body.instanceId as string;
+  await waitFor(async () => (await api(gw.url, 'GET', `/api/flows/invoice/${id}`, { user: 'ops' })).body.status === 'waiting', 30_000, 'the instance to wait');
+  const { context, page } = await signIn('ops');
+  try {
+    await page.goto(`${gw.url}/admin/flows?flow=invoice&status=waiting`);
+    const cell = page.locator(`tr[data-instance="invoice/${id}"] [data-k="status"]`);
+    assert.equal(await cell.textContent(), 'waiting');
+    await page.waitForFunction(() => document.getElementById('instances')?.hasAttribute('data-updated'), undefined, { timeout: 30_000 });
+    assert.equal((await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { to: `flow:invoice/${id}`, body: { paid: true } } })).status, 202);
+    await page.waitForFunction((sel) => document.querySelector(sel)?.textContent === 'completed', `tr[data-instance="invoice/${id}"] [data-k="status"]`, { timeout: 60_000 });
+    assert.equal(await cell.getAttribute('class'), 'status status-completed');
+    assert.match(await page.locator('#live-status').textContent() ?? '', /Live, updated/);
+    // Hostile streams: a malformed instance, or more rows than a page lists, is a clear 400.
+    const bad = await page.request.get(`${gw.url}/admin/flows/live?i=${enc('invoice/../x')}`, { headers: { accept: 'text/html' } });
+    assert.equal(bad.status(), 400);
+    assert.match(await bad.text(), /each i is an instance as flow\/id/i);
+    const many = await page.request.get(`${gw.url}/admin/flows/live?${Array.from({ length: 51 }, (_, i) => `i=invoice/x${i}`).join('&')}`, { headers: { accept: 'text/html' } });
+    assert.equal(many.status(), 400);
+    assert.match(await many.text(), /at most 50 instances/i);
+  } finally {
+    await context.close();
+  }
+});
+
+test('the connections page is live: a webhook that starts retrying changes its row without a reload', { timeout: 180_000 }, async () => {
+  const { context, page } = await signIn('ops');
+  try {
+    await page.goto(`${gw.url}/admin/connections`);
+    const row = page.locator('tr[data-key="webhook:crm"]');
+    assert.equal(await row.locator('[data-k="state"]').textContent(), 'ok');
+    assert.equal(await row.locator('[data-k="outbox"]').textContent(), '0 waiting, 0 dead');
+    assert.equal((await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'webhook:crm', body: { event: 'live' } } })).status, 202);
+    await page.waitForFunction(() => document.querySelector('tr[data-key="webhook:crm"] [data-k="state"]')?.textContent === 'retrying', undefined, { timeout: 60_000 });
+    assert.equal(await row.locator('[data-k="state"]').getAttribute('class'), 'overdue');
+    assert.equal(await row.locator('[data-k="outbox"]').textContent(), '1 waiting, 0 dead');
+    assert.notEqual(await row.locator('[data-k="lastError"]').textContent(), '—', 'the last error is shown');
+    await page.screenshot({ path: join(DOCS, 'console-connections.png'), fullPage: true });
   } finally {
     await context.close();
   }
