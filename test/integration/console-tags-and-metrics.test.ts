@@ -79,7 +79,7 @@ after(async () => {
 const status = async (flow: string, id: string) => (await api(gw.url, 'GET', `/api/flows/${flow}/${id}`, { user: 'ops' })).body;
 const metrics = async () => (await fetch(`${gw.url}/metrics`)).text();
 
-type Page = ((path: string) => Promise<{ status: number; html: string }>) & { post(path: string, form: Record<string, string>): Promise<{ status: number; html: string }> };
+type Page = ((path: string) => Promise<{ status: number; html: string }>) & { post(path: string, form: Record<string, string>): Promise<{ status: number; html: string }>; firstEvent(path: string): Promise<{ event: string; data: unknown }> };
 
 /** Signs in through the login form (its CSRF token and session cookie); returns a GET (and POST) for pages. */
 async function signIn(user: keyof typeof USERS): Promise<Page> {
@@ -97,7 +97,26 @@ async function signIn(user: keyof typeof USERS): Promise<Page> {
     const r = await fetch(gw.url + path, { method: 'POST', headers: { cookie, accept: 'text/html', 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form), redirect: 'manual' });
     return { status: r.status, html: await r.text() };
   };
-  return Object.assign(get, { post });
+  // A live stream never ends on its own: read up to its first event, then hang up.
+  const firstEvent = async (path: string) => {
+    const ac = new AbortController();
+    const r = await fetch(gw.url + path, { headers: { cookie, accept: 'text/event-stream' }, signal: ac.signal });
+    assert.equal(r.status, 200, path);
+    const reader = r.body!.getReader();
+    let text = '';
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the stream ${path} ended before its first event`);
+        text += Buffer.from(value).toString('utf8');
+        const m = /event: (\w+)\ndata: (.*)\n\n/.exec(text);
+        if (m) return { event: m[1]!, data: JSON.parse(m[2]!) as unknown };
+      }
+    } finally {
+      ac.abort();
+    }
+  };
+  return Object.assign(get, { post, firstEvent });
 }
 
 /** Instance ids in the console's search results. */
@@ -223,6 +242,14 @@ test('a user who may browse only their group sees none of the rest: queues, dead
   assert.equal((await clerk(`/admin/flows/tagged/${id}`)).status, 404);
   assert.equal((await clerk.post(`/admin/flows/tagged/${id}/cancel`, { _csrf: token })).status, 404);
   assert.equal((await status('tagged', id)).status, 'waiting');
+  // Its live flows stream, asked for that instance by id, leaves it out; the starter's shows it.
+  assert.deepEqual(await clerk.firstEvent(`/admin/flows/live?i=tagged/${id}`), { event: 'instances', data: [] });
+  const seen = (await (await signIn('ops')).firstEvent(`/admin/flows/live?i=tagged/${id}&i=tagged/no-such-instance`)).data as { instanceId: string; status: string }[];
+  assert.deepEqual(seen.map((r) => [r.instanceId, r.status]), [[id, 'waiting']], 'a missing instance is left out too');
+  // Nor do its live connections carry the directory.
+  const live = await clerk.firstEvent('/admin/connections/live');
+  assert.equal(live.event, 'connections');
+  assert.ok(!(live.data as { kind: string }[]).some((c) => c.kind === 'directory'));
   const conns = await clerk('/admin/connections');
   assert.equal(conns.status, 200);
   assert.doesNotMatch(conns.html, /<td data-label="Kind">directory/, 'the directory needs admin on **');
