@@ -371,6 +371,8 @@ describe('the shipped demo config', () => {
     assert.equal(config.directory.type, 'file');
     assert.deepEqual(fileUsers(config).map((u) => u.name), ['alice', 'bob', 'ops']);
     assert.deepEqual(config.routes, [{ from: 'queue:demo.in', to: 'queue:demo.out', concurrency: 20 }, { from: 'queue:legacy.requests', to: 'flow:legacy-responder', concurrency: 20 }]);
+    // Its events example (test/integration/demo-config.test.ts runs it).
+    assert.deepEqual(config.events.map((e) => e.to), ['queue:ops.events']);
   });
 
   test("the demo users' documented passwords (alice-pw, bob-pw, ops-pw) log in", async () => {
