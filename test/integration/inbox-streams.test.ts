@@ -7,7 +7,8 @@ import { startTestRedis, type TestRedis } from '../support/servers.ts';
 // Issue 13.5: live inbox streams (server-sent events) are capped per user (http.inboxStreamsPerUser,
 // 5 by default): a sixth is refused 429 with the reason and the five stay open; logout ends that
 // session's streams at once; a session ended elsewhere (its store entry gone) ends its streams
-// within the session check.
+// within the session check. The console's live pages (queues, connections) count against the
+// same cap and end with the session the same way.
 
 let redis: TestRedis;
 let gw: Gateway;
@@ -46,9 +47,9 @@ interface Stream {
   abort(): void;
 }
 
-async function openStream(cookie: string): Promise<Stream> {
+async function openStream(cookie: string, path = '/inbox/events'): Promise<Stream> {
   const ac = new AbortController();
-  const res = await fetch(`${gw.url}/inbox/events`, { headers: { cookie, accept: 'text/event-stream' }, redirect: 'manual', signal: ac.signal });
+  const res = await fetch(gw.url + path, { headers: { cookie, accept: 'text/event-stream' }, redirect: 'manual', signal: ac.signal });
   if (res.status !== 200) return { status: res.status, text: await res.text(), ended: Promise.resolve(''), abort: () => ac.abort() };
   let text = '';
   const ended = (async () => {
@@ -113,6 +114,31 @@ test('logout ends that session’s streams at once, and only that session’s', 
   const after = await openStream(a.cookie);
   assert.equal(after.status, 303);
   theirs.abort();
+});
+
+test('the console live pages share the cap with the inbox and end at logout', async () => {
+  const s = await signIn('ops');
+  const paths = ['/admin/queues/live', '/admin/connections/live', '/inbox/events', '/admin/connections/live', '/admin/queues/live'];
+  const streams: Stream[] = [];
+  for (const path of paths) {
+    const st = await openStream(s.cookie, path);
+    assert.equal(st.status, 200, path);
+    streams.push(st);
+  }
+  for (const path of ['/admin/connections/live', '/admin/queues/live', '/inbox/events']) {
+    const refused = await openStream(s.cookie, path);
+    assert.equal(refused.status, 429, path);
+    assert.match(refused.text, /already has 5 live (inbox )?streams open/);
+  }
+  // The first rows come at once, read for this user.
+  await waitFor(async () => /event: connections\ndata: \[.*"kind":"directory"/.test(streams[1]!.text), 10_000, 'the first connections event');
+  const out = await fetch(`${gw.url}/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: s.cookie, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _csrf: s.csrf }).toString() });
+  assert.equal(out.status, 303);
+  for (const st of streams) {
+    assert.equal(await settled(st.ended, 5000), true, 'every stream ended with the session');
+    assert.match(await st.ended, /event: end\ndata: \{"reason":"signed out"\}/);
+  }
+  assert.equal((await openStream(s.cookie, '/admin/queues/live')).status, 303, 'the ended session is sent to the login page');
 });
 
 test('a session that ends elsewhere (gone from the store) ends its streams within the session check', async () => {
