@@ -38,7 +38,7 @@ export function attachmentSource(id: string, from: number): string {
 
 /** The attachment id and start of a pull address; undefined when `address` is not one. */
 export function parseAttachmentSource(address: string | undefined): { id: string; from: number } | undefined {
-  const m = /^switchboard-float\/attachment\/([A-Za-z0-9._-]{1,200})\/(\d{1,15})$/.exec(address ?? '');
+  const m = /^switchboard-float\/attachment\/([A-Za-z0-9_-]{8,64})\/(\d{1,15})$/.exec(address ?? '');
   return m ? { id: m[1]!, from: Number(m[2]) } : undefined;
 }
 
