@@ -136,7 +136,7 @@ test('a float that alters a piece: the gateway refuses it (hash against the sign
   await floatRedis.hset(key, '2', chunk);
   a = await startA();
   const refused = await waitFor(async () => { const r = await floatRedis.hgetall('float:{float-in}:refused'); return Object.values(r).find((v) => v.includes('in-tampered') || v.includes('SHA-256')); }, 60_000, 'A to refuse the message');
-  assert.match(refused, /SHA-256/);
+  assert.match(String(refused), /SHA-256/);
   const audit = (await clientA.xrange(`${PREFIX_A}:audit`, '-', '+')).map(([, f]) => f.join(' ')).join('\n');
   assert.match(audit, new RegExp(`float\\.attachment-refused.*${ref.id}`));
   assert.equal(await clientA.exists(`${PREFIX_A}:{att:${ref.id}}:meta`, `${PREFIX_A}:{att:${ref.id}}:chunks`), 0, 'nothing of it kept inside');
