@@ -191,6 +191,7 @@ export class TunnelServer {
       } else {
         delivery.reject({ condition: 'amqp:not-allowed', description: (err as Error).message });
         receiver.add_credit(1);
+        if (address === TUNNEL_ADDRESS.attachments) void this.o.audit.record({ action: 'float.piece-refused', actor: `tunnel:${this.o.gatewaySubject}`, target: address, detail: (err as Error).message });
       }
       if (!(err instanceof SwitchboardError)) this.o.log.error({ err: (err as Error).message, address }, 'tunnel message failed');
     }

@@ -11,7 +11,8 @@ import type { Gateway } from '../../src/gateway.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 import { api, enc, startTestGateway, waitFor } from '../support/gateway.ts';
 import { basic, hashDownload, randomContent, streamRequest } from '../support/attachments.ts';
-import { spawnFloat, type FloatProcess } from '../support/float.ts';
+import { spawnFloat, standaloneTunnel, type FloatProcess } from '../support/float.ts';
+import { pieceMessage } from '../../src/network/attachment-transfer.ts';
 import { networkConfig, testNetwork } from '../support/network.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -183,4 +184,41 @@ test('the tunnel dropping mid-transfer (float killed -9): outbound resumes at th
   const downA = await hashDownload(`${a!.url}/api/attachments/${inRef.id}`, { authorization: basic('ops') });
   assert.equal(downA.sha256, inRef.sha256);
   assert.equal(downA.size, inRef.size);
+});
+
+test('hostile pieces on the tunnel (a client holding the gateway\'s tunnel certificate): each refused with its reason and audited on the float, nothing stored', async () => {
+  // The real gateway away, so the hostile client's tunnel is the current one.
+  await a?.stop();
+  a = undefined;
+  const { client, close } = standaloneTunnel({
+    url: `amqps://127.0.0.1:${tunnelPort}`, key: tun.nodes.gw!.key, cert: tun.nodes.gw!.cert, ca: tun.ca, floatSubject: FLOAT_SUBJECT,
+    peerKey: net.nodes['bank-a']!.key, peerCert: net.nodes['bank-a']!.cert,
+  }, redisA.url);
+  try {
+    await waitFor(async () => client.status.state === 'open', 30_000, 'the hostile tunnel to open');
+    const before = (await floatRedis.keys('float:{att:*}:meta')).length;
+    const ref = { id: 'hostile-0001', sha256: 'b'.repeat(64), size: 4 * MiB, name: 'x.bin', contentType: 'application/octet-stream' };
+    const refusal = async (peer: string, msg: string, piece: Record<string, unknown>) => {
+      try {
+        await client.pushPiece(peer, msg, piece);
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return 'accepted';
+    };
+    // No message named: the float would not know when to drop it.
+    assert.match(await refusal('', '', pieceMessage(ref, 0, Buffer.alloc(10))), /names its message in float-hold/);
+    // No reference on the piece.
+    assert.match(await refusal('O=Bank B,L=Paris,C=FR', 'm-1', { body: pieceMessage(ref, 0, Buffer.alloc(10)).body, application_properties: {} }), /needs the property switchboard-attachment/);
+    // Larger than a piece may be.
+    assert.match(await refusal('O=Bank B,L=Paris,C=FR', 'm-1', pieceMessage(ref, 0, Buffer.alloc(2 * MiB))), /over the limit/);
+    // Part-way into an attachment the float does not have: asked to start from byte 0.
+    assert.match(await refusal('O=Bank B,L=Paris,C=FR', 'm-1', pieceMessage(ref, 512 * 1024, Buffer.alloc(10))), /attachment-restart/);
+    assert.equal((await floatRedis.keys('float:{att:*}:meta')).length, before, 'nothing stored');
+    const audit = (await floatRedis.xrange('float:audit', '-', '+')).map(([, f]) => f.join(' ')).join('\n');
+    assert.match(audit, /float\.piece-refused.*float-hold/);
+    assert.match(audit, /float\.piece-refused.*over the limit/);
+  } finally {
+    await close();
+  }
 });
