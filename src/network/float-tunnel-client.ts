@@ -15,6 +15,7 @@ import type { AuditLog } from '../auth/audit.ts';
 import { principalId } from '../core/message.ts';
 import { BrokerRejected } from '../amqp/connection.ts';
 import { pullAttachment, referencedAttachments } from './float-attachment-pull.ts';
+import { holdWhileUnavailable } from '../core/hold.ts';
 
 /** Where the messages pulled from the float go: the gateway's peer intake (verify, dedup, router). */
 export interface TunnelIntake {
@@ -259,7 +260,8 @@ export class FloatTunnelClient {
         if (!peer) throw new SwitchboardError('unknown_peer', `'${identity}' is not a peer in this gateway's network map`, 403);
         const amqp = decodeAmqp(bytes);
         // The bytes before the claim: the intake's claim check then finds them inside, hash checked.
-        await this.pullAttachments(ctx.connection, peer, amqp);
+        // Held (no credit back) while the inside cannot store them; a dropped tunnel hands the message back.
+        await holdWhileUnavailable(() => this.pullAttachments(ctx.connection, peer, amqp), { stopping, firstPauseMs: 200 });
         await this.intake!.take(peer, String(props[TUNNEL_PROPERTY.target] ?? ''), amqp, stopping);
       } else {
         throw new SwitchboardError('malformed_tunnel_message', `unknown tunnel message kind '${String(kind)}'`, 400);
