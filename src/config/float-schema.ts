@@ -17,6 +17,8 @@ export const floatConfigSchema = z.strictObject({
     credit: z.number().int().min(1).max(10_000).default(50),
     /** Largest accepted message body. */
     maxMessageBytes: z.number().int().min(1).default(1_048_576),
+    /** Largest attachment that may pass through (either way); the float's Redis must hold what waits. @defaultValue 10 GiB */
+    maxAttachmentBytes: z.number().int().min(0).default(10 * 1024 ** 3),
   }),
   /** Where the gateway's tunnel connects (from inside the firewall). */
   tunnel: z.strictObject({

@@ -14,7 +14,7 @@ export function floatInboxKeys(prefix: string) {
 
 /** What waits on the float for the gateway: a peer's message as it arrived, or a notice. */
 export type FloatEntry =
-  | { kind: 'peer-message'; peer: string; target: string; id: string; bytes: string; at: string }
+  | { kind: 'peer-message'; peer: string; target: string; id: string; bytes: string; at: string; attachments?: string[] }
   | { kind: 'notice'; notice: string; at: string };
 
 /**

@@ -7,6 +7,7 @@ import type { Peer } from '../network/network-map.ts';
 import { identityKey } from '../network/identity.ts';
 import type { MemoryGuard } from '../store/memory-guard.ts';
 import { FloatInbox } from './float-inbox.ts';
+import { ATTACHMENTS_HEADER, parseAttachmentRefs } from '../attachments/reference.ts';
 
 export interface FloatIntakeOptions {
   inbox: FloatInbox;
@@ -29,10 +30,12 @@ export class FloatIntake implements PeerIntake {
     const message = await openEnvelope(peer, target, amqp, this.o);
     const bytes = encodedBytes(amqp);
     if (!bytes) throw new SwitchboardError('malformed_message', 'the message arrived without its encoded bytes', 400);
+    // The pieces came first (the peer pushes them before the message); the gateway pulls them before it.
+    const attachments = parseAttachmentRefs(message.headers[ATTACHMENTS_HEADER]).map((r) => r.id);
     const entryId = FloatInbox.entryId([identityKey(peer.identity), target, message.id]);
     await holdWhileUnavailable(async () => {
       if (this.o.memoryGuard.refusing) throw new DependencyUnavailable('float storage', 'its Redis is nearly full: peers get no credit until the gateway has pulled what waits');
-      await this.o.inbox.store(entryId, { kind: 'peer-message', peer: peer.identity, target, id: message.id, bytes: bytes.toString('base64'), at: new Date().toISOString() });
+      await this.o.inbox.store(entryId, { kind: 'peer-message', peer: peer.identity, target, id: message.id, bytes: bytes.toString('base64'), at: new Date().toISOString(), ...(attachments.length ? { attachments } : {}) });
     }, { stopping, firstPauseMs: 200 });
   }
 }

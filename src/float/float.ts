@@ -18,6 +18,10 @@ import { MemoryGuard } from '../store/memory-guard.ts';
 import { FloatInbox } from './float-inbox.ts';
 import { FloatIntake } from './float-intake.ts';
 import { TunnelServer } from './tunnel-server.ts';
+import { FloatAttachments } from './float-attachments.ts';
+import { AttachmentStore } from '../attachments/attachment-store.ts';
+import { ATTACHMENTS_HEADER, parseAttachmentRefs } from '../attachments/reference.ts';
+import { DependencyUnavailable } from '../core/errors.ts';
 
 /** The peer key the gateway handed over does not fit (not a key for its certificate, not from the network CA). */
 export class BadHandover extends SwitchboardError {
@@ -64,7 +68,16 @@ export async function startFloat({ config, materials, log }: { config: FloatConf
     let listener: PeerListener | undefined;
     let handed: IdentityHandover | undefined;
     const metrics = new Metrics(async () => ({ ...(peers ? Object.fromEntries(Object.entries(await peers.depths()).map(([a, d]) => [`peer:${a}/**`, d])) : {}), 'float:inbound': (await inbox.depth()).ready }));
+    // Attachments pass through in the float's Redis, by the same rules as messages: nothing new while nearly full, gone after the event horizon.
+    const attachmentStore = new AttachmentStore({
+      redis, prefix, maxSize: config.peers.maxAttachmentBytes, retentionMs: n.eventHorizon, stagingTtlMs: n.eventHorizon,
+      admit: () => { if (memoryGuard.refusing) throw new DependencyUnavailable('float storage', 'its Redis is nearly full: attachments wait where they are'); },
+    });
+    const attachments = new FloatAttachments({ store: attachmentStore, redis, prefix, log });
+    const releaseAttachments = (alias: string, m: Message) => attachments.release(map.get(alias)?.identity ?? alias, m.id, parseAttachmentRefs(m.headers[ATTACHMENTS_HEADER]));
     const notify = async (m: Message, reason: string) => {
+      const alias = m.to.slice('peer:'.length).split('/')[0]!;
+      await releaseAttachments(alias, m).catch((err) => log.warn({ err: (err as Error).message, msgId: m.id }, 'attachments of a dead-lettered message not released (they expire instead)'));
       const notice: FloatNotice = { message: encodeMessage(m), reason };
       await inbox.store(FloatInbox.entryId(['notice', m.to, m.id]), { kind: 'notice', notice: JSON.stringify(notice), at: new Date().toISOString() });
     };
@@ -86,7 +99,7 @@ export async function startFloat({ config, materials, log }: { config: FloatConf
       if (!peers) {
         peers = new PeerEndpoint({
           redis, prefix, map, identity, key: h.key, cert: h.cert, ca: materials.ca, revocation, eventHorizonMs: n.eventHorizon,
-          metrics, log, notify, ...(n.proxy ? { proxy: n.proxy } : {}),
+          metrics, log, notify, ...(n.proxy ? { proxy: n.proxy } : {}), attachments: attachmentStore, delivered: releaseAttachments,
         });
         await peers.start();
         const p = peers;
@@ -96,7 +109,7 @@ export async function startFloat({ config, materials, log }: { config: FloatConf
       }
       // A new key means a new listener: the old one's TLS context holds the old key.
       if (listener) await listener.close();
-      listener = new PeerListener({ host: config.peers.host, port: config.peers.port, key: h.key, cert: h.cert, ca: materials.ca, map, revocation, intake, credit: config.peers.credit, audit, log });
+      listener = new PeerListener({ host: config.peers.host, port: config.peers.port, key: h.key, cert: h.cert, ca: materials.ca, map, revocation, intake, credit: config.peers.credit, audit, log, attachments: attachmentStore, maxMessageBytes: config.peers.maxMessageBytes });
       await listener.start();
       log.info({ identity, port: listener.port }, 'peer key received from the gateway (held in memory only): peer listener open');
     };
@@ -111,7 +124,7 @@ export async function startFloat({ config, materials, log }: { config: FloatConf
       await peers.sendSigned(peer.alias, m, { remote: e.remote, signature: e.signature, origin: e.origin });
     };
 
-    const tunnel = new TunnelServer({ host: config.tunnel.host, port: config.tunnel.port, ...materials.tunnel, gatewaySubject: config.tunnel.gatewaySubject, inbox, onIdentity: adopt, onOutbound: outbound, audit, log });
+    const tunnel = new TunnelServer({ host: config.tunnel.host, port: config.tunnel.port, ...materials.tunnel, gatewaySubject: config.tunnel.gatewaySubject, inbox, onIdentity: adopt, onOutbound: outbound, attachments, audit, log });
     await tunnel.start();
     cleanup.push(() => tunnel.close());
     cleanup.push(async () => { await listener?.close(); });

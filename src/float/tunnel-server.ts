@@ -5,9 +5,12 @@ import rhea, { type Connection, type Delivery, type EventContext, type Sender } 
 import type { AuditLog } from '../auth/audit.ts';
 import { SwitchboardError, isRetryable } from '../core/errors.ts';
 import { describe } from '../amqp/connection.ts';
-import { TUNNEL_ADDRESS, TUNNEL_PROPERTY, bodyBytes, type IdentityHandover, type OutboundEnvelope } from '../network/float-tunnel.ts';
+import { TUNNEL_ADDRESS, TUNNEL_PROPERTY, bodyBytes, parseAttachmentSource, type IdentityHandover, type OutboundEnvelope } from '../network/float-tunnel.ts';
 import { certificateIdentity, identityKey } from '../network/identity.ts';
 import type { FloatInbox } from './float-inbox.ts';
+import type { FloatAttachments } from './float-attachments.ts';
+import { AttachmentRestart } from '../attachments/errors.ts';
+import { RESTART_CONDITION } from '../network/attachment-transfer.ts';
 
 export interface TunnelServerOptions {
   host: string;
@@ -23,6 +26,8 @@ export interface TunnelServerOptions {
   onIdentity: (h: IdentityHandover) => Promise<void>;
   /** A signed envelope for a peer: resolves once stored in the float's outbox. */
   onOutbound: (e: OutboundEnvelope) => Promise<void>;
+  /** Attachments through the float: pieces the gateway pushes, pieces it pulls. */
+  attachments: FloatAttachments;
   audit: AuditLog;
   log: Logger;
 }
@@ -40,6 +45,8 @@ export class TunnelServer {
   private readonly entries = new WeakMap<Delivery, string>();
   private readonly inFlight = new Map<Connection, Set<string>>();
   private readonly sockets = new Set<Socket>();
+  /** The attachments a peer pushed for each entry out with the gateway: deleted here once it took the entry. */
+  private readonly attachmentsOf = new Map<string, string[]>();
   private readonly pullers = new Set<Sender>();
   private readonly pumping = new WeakSet<Sender>();
   private timer?: NodeJS.Timeout;
@@ -69,18 +76,26 @@ export class TunnelServer {
       if (ctx.connection !== this.current) return void r.close({ condition: 'amqp:unauthorized-access', description: 'not the current gateway tunnel' });
       if (address === TUNNEL_ADDRESS.identity) r.add_credit(1);
       else if (address === TUNNEL_ADDRESS.outbound) r.add_credit(20);
-      else r.close({ condition: 'amqp:not-found', description: `the float takes only ${TUNNEL_ADDRESS.identity} and ${TUNNEL_ADDRESS.outbound}` });
+      else if (address === TUNNEL_ADDRESS.attachments) r.add_credit(1);
+      else r.close({ condition: 'amqp:not-found', description: `the float takes only ${TUNNEL_ADDRESS.identity}, ${TUNNEL_ADDRESS.outbound} and ${TUNNEL_ADDRESS.attachments}` });
     });
     container.on('sender_open', (ctx: EventContext) => {
       const s = ctx.sender!;
       const address = (s as unknown as { remote: { attach: { source?: { address?: string } } } }).remote.attach.source?.address;
       s.set_source({ address } as never);
-      if (address !== TUNNEL_ADDRESS.inbound) return void s.close({ condition: 'amqp:not-found', description: `the float offers only ${TUNNEL_ADDRESS.inbound}` });
-      if (!this.identified.has(ctx.connection)) return void s.close({ condition: 'amqp:precondition-failed', description: `hand over the peer key on ${TUNNEL_ADDRESS.identity} first` });
+      const pull = parseAttachmentSource(address);
+      if (address !== TUNNEL_ADDRESS.inbound && !pull) return void s.close({ condition: 'amqp:not-found', description: `the float offers only ${TUNNEL_ADDRESS.inbound} and switchboard-float/attachment/<id>/<from>` });
+      if (!this.identified.has(ctx.connection) || ctx.connection !== this.current) return void s.close({ condition: 'amqp:precondition-failed', description: `hand over the peer key on ${TUNNEL_ADDRESS.identity} first` });
+      if (pull) {
+        return void this.o.attachments.serve(s, pull.id, pull.from).catch((err) => {
+          this.o.log.error({ err: (err as Error).message, attachment: pull.id }, 'attachment pull failed: the gateway tries again');
+          if (!s.is_closed()) s.close({ condition: 'amqp:internal-error', description: 'the float could not read the attachment now' });
+        });
+      }
       this.pullers.add(s);
       void this.pump(s);
     });
-    container.on('sendable', (ctx: EventContext) => void this.pump(ctx.sender!));
+    container.on('sendable', (ctx: EventContext) => { if (this.pullers.has(ctx.sender!)) void this.pump(ctx.sender!); });
     container.on('sender_close', (ctx: EventContext) => this.pullers.delete(ctx.sender!));
     container.on('message', (ctx: EventContext) => void this.onMessage(ctx));
     container.on('accepted', (ctx: EventContext) => void this.settled(ctx, 'accepted'));
@@ -147,12 +162,17 @@ export class TunnelServer {
     const address = (receiver.target as { address?: string } | undefined)?.address;
     try {
       const bytes = bodyBytes((ctx.message as { body?: unknown }).body) ?? Buffer.from(String((ctx.message as { body?: unknown }).body ?? ''), 'utf8');
-      const json = JSON.parse(bytes.toString('utf8')) as unknown;
+      // Pieces are bytes; everything else on the tunnel is JSON.
+      const json = address === TUNNEL_ADDRESS.attachments ? undefined : JSON.parse(bytes.toString('utf8')) as unknown;
       if (address === TUNNEL_ADDRESS.identity) {
         const h = json as IdentityHandover;
         if (typeof h.key !== 'string' || typeof h.cert !== 'string') throw new SwitchboardError('malformed_tunnel_message', 'the identity handover needs {key, cert}', 400);
         await this.o.onIdentity(h);
         this.identified.add(c);
+        receiver.add_credit(1);
+      } else if (address === TUNNEL_ADDRESS.attachments) {
+        if (!this.identified.has(c)) throw new SwitchboardError('no_identity', `hand over the peer key on ${TUNNEL_ADDRESS.identity} first`, 409);
+        await this.o.attachments.storePiece(ctx.message as never);
         receiver.add_credit(1);
       } else {
         if (!this.identified.has(c)) throw new SwitchboardError('no_identity', `hand over the peer key on ${TUNNEL_ADDRESS.identity} first`, 409);
@@ -161,13 +181,17 @@ export class TunnelServer {
       }
       delivery.accept();
     } catch (err) {
-      if (isRetryable(err)) {
+      if (err instanceof AttachmentRestart) {
+        delivery.reject({ condition: RESTART_CONDITION, description: err.message });
+        receiver.add_credit(1);
+      } else if (isRetryable(err)) {
         delivery.release({ delivery_failed: true });
         // Retried by the gateway's outbox with backoff; credit again in a moment.
         setTimeout(() => receiver.add_credit(1), 1000).unref();
       } else {
         delivery.reject({ condition: 'amqp:not-allowed', description: (err as Error).message });
         receiver.add_credit(1);
+        if (address === TUNNEL_ADDRESS.attachments) void this.o.audit.record({ action: 'float.piece-refused', actor: `tunnel:${this.o.gatewaySubject}`, target: address, detail: (err as Error).message });
       }
       if (!(err instanceof SwitchboardError)) this.o.log.error({ err: (err as Error).message, address }, 'tunnel message failed');
     }
@@ -189,6 +213,7 @@ export class TunnelServer {
         }
         taken.add(next.entryId);
         const e = next.entry;
+        if (e.kind === 'peer-message' && e.attachments?.length) this.attachmentsOf.set(next.entryId, e.attachments);
         const props: Record<string, string> = { [TUNNEL_PROPERTY.kind]: e.kind };
         if (e.kind === 'peer-message') { props[TUNNEL_PROPERTY.peer] = e.peer; props[TUNNEL_PROPERTY.target] = e.target; }
         const body = e.kind === 'peer-message' ? Buffer.from(e.bytes, 'base64') : Buffer.from(e.notice, 'utf8');
@@ -208,7 +233,11 @@ export class TunnelServer {
     if (!entryId) return;
     this.entries.delete(d!);
     this.inFlight.get(ctx.connection)?.delete(entryId);
+    const attachments = this.attachmentsOf.get(entryId) ?? [];
+    this.attachmentsOf.delete(entryId);
     try {
+      // Handed over (taken inside, or refused for good there): the float's copy of its attachments goes.
+      if (outcome !== 'released') await this.o.attachments.drop(attachments);
       if (outcome === 'accepted') await this.o.inbox.ack(entryId);
       else if (outcome === 'released') await this.o.inbox.release(entryId);
       else {

@@ -12,6 +12,7 @@ import { NetworkMap } from '../network/network-map.ts';
 import { RevocationList } from '../network/revocation.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { AttachmentStore } from '../attachments/attachment-store.ts';
+import type { AuditLog } from '../auth/audit.ts';
 
 export interface PeerNetwork {
   map: NetworkMap;
@@ -30,7 +31,7 @@ export interface PeerNetwork {
 export async function openPeerNetwork(
   n: NonNullable<Config['network']>,
   files: NetworkMaterials,
-  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; lifecycle?: ReportLifecycle; log: Logger; attachments?: AttachmentStore },
+  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; lifecycle?: ReportLifecycle; log: Logger; attachments?: AttachmentStore; audit?: AuditLog },
   cleanup: Cleanup,
 ): Promise<PeerNetwork> {
   const map = new NetworkMap({ peers: files.peers, ...(files.mapFile ? { source: files.mapFile } : {}), log: o.log });
@@ -44,6 +45,7 @@ export async function openPeerNetwork(
   const tunnel = n.float && files.float ? new FloatTunnelClient({
     url: n.float.url, ...files.float, floatSubject: n.float.floatSubject, credit: n.float.credit, peerKey: files.key, peerCert: files.cert,
     map, redis: o.redis, prefix: o.prefix, log: o.log, onNotice: (m, reason) => peers.notice(m, reason),
+    ...(o.attachments ? { attachments: o.attachments } : {}), ...(o.audit ? { audit: o.audit } : {}),
   }) : undefined;
   const peers: PeerEndpoint = new PeerEndpoint({ revocation, ...(tunnel ? { relay: tunnel } : {}),
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,

@@ -10,6 +10,12 @@ import { Lease, leaseKey } from '../store/lease.ts';
 import { TUNNEL_ADDRESS, TUNNEL_PROPERTY, bodyBytes, type FloatNotice, type IdentityHandover, type OutboundEnvelope } from './float-tunnel.ts';
 import { certificateIdentity, identityKey } from './identity.ts';
 import type { NetworkMap, Peer } from './network-map.ts';
+import type { AttachmentStore } from '../attachments/attachment-store.ts';
+import type { AuditLog } from '../auth/audit.ts';
+import { principalId } from '../core/message.ts';
+import { BrokerRejected } from '../amqp/connection.ts';
+import { pullAttachment, referencedAttachments } from './float-attachment-pull.ts';
+import { holdWhileUnavailable } from '../core/hold.ts';
 
 /** Where the messages pulled from the float go: the gateway's peer intake (verify, dedup, router). */
 export interface TunnelIntake {
@@ -42,6 +48,10 @@ export interface FloatTunnelOptions {
   prefix: string;
   /** Undeliverable outbound messages the float reports (the peer endpoint's notice). */
   onNotice: (m: Message, reason: string) => Promise<void>;
+  /** Where attachments pulled from the float are stored inside (before the message that references them). */
+  attachments?: AttachmentStore;
+  /** Records an attachment the float altered (its hash does not match the signed reference). */
+  audit?: AuditLog;
   log: Logger;
 }
 
@@ -59,6 +69,7 @@ const SEND_TIMEOUT_MS = 15_000;
 export class FloatTunnelClient {
   private connection?: Connection;
   private outbound?: Sender;
+  private pieces?: Sender;
   private inbound?: Receiver;
   private ready = false;
   private lastError = 'not connected yet';
@@ -135,6 +146,7 @@ export class FloatTunnelClient {
       await this.sendOn(identity, { body: JSON.stringify(handover), content_type: 'application/json' });
       identity.close();
       this.outbound = c.open_sender({ target: { address: TUNNEL_ADDRESS.outbound, durable: 2 }, autosettle: true });
+      this.pieces = c.open_sender({ target: { address: TUNNEL_ADDRESS.attachments, durable: 2 }, autosettle: true });
       this.inbound = c.open_receiver({ source: { address: TUNNEL_ADDRESS.inbound, durable: 2 }, autoaccept: false, credit_window: 0 });
       this.inbound.add_credit(this.o.credit);
       this.setReady(true);
@@ -158,6 +170,7 @@ export class FloatTunnelClient {
     this.refusal = undefined;
     this.connection = undefined;
     this.outbound = undefined;
+    this.pieces = undefined;
     this.inbound = undefined;
     for (const [, o] of this.pending) { clearTimeout(o.timer); o.reject(new DestinationUnavailable('float', `the tunnel went down before the float confirmed (${reason})`)); }
     this.pending.clear();
@@ -194,6 +207,40 @@ export class FloatTunnelClient {
     await this.sendOn(s, { body: JSON.stringify(body), content_type: 'application/json', application_properties: { [TUNNEL_PROPERTY.kind]: 'envelope' } });
   }
 
+  /**
+   * PeerRelay: one attachment piece for `peerIdentity`'s message `messageId`, resolved once stored
+   * on the float. A refusal is a BrokerRejected, as from a peer, so the push handles it alike.
+   */
+  async pushPiece(peerIdentity: string, messageId: string, piece: Record<string, unknown>): Promise<void> {
+    const s = this.pieces;
+    if (!this.ready || !s) throw new DestinationUnavailable('float', `the tunnel is not open (${this.lastError || 'connecting'})`);
+    const props = { ...(piece.application_properties as Record<string, unknown>), [TUNNEL_PROPERTY.hold]: `${peerIdentity}/${messageId}` };
+    try {
+      await this.sendOn(s, { ...piece, application_properties: props });
+    } catch (err) {
+      if (err instanceof FloatRefused) throw new BrokerRejected('float', TUNNEL_ADDRESS.attachments, err.message);
+      throw err;
+    }
+  }
+
+  /** Pulls what a peer's message references from the float into the store inside; a float that altered one is audited. */
+  private async pullAttachments(c: Connection, peer: Peer, amqp: AmqpMessage): Promise<void> {
+    const store = this.o.attachments;
+    if (!store) return;
+    for (const ref of referencedAttachments(amqp)) {
+      try {
+        await pullAttachment(c, store, principalId({ kind: 'peer', name: peer.identity }), ref, 1_048_576);
+      } catch (err) {
+        const code = (err as SwitchboardError).code;
+        if (code === 'hash_mismatch' || code === 'bad_attachment_piece' || code === 'payload_too_large') {
+          await this.o.audit?.record({ action: 'float.attachment-refused', actor: `peer:${peer.identity}`, target: ref.id, detail: `attachment ${ref.id} pulled from the float for a message of ${peer.alias}: ${(err as Error).message}` });
+          this.o.log.error({ peer: peer.alias, attachment: ref.id, err: (err as Error).message }, 'attachment from the float refused: it does not match the signed reference');
+        }
+        throw err;
+      }
+    }
+  }
+
   private async onMessage(ctx: EventContext): Promise<void> {
     const receiver = ctx.receiver as Receiver;
     const delivery = ctx.delivery as Delivery;
@@ -211,7 +258,11 @@ export class FloatTunnelClient {
         const identity = String(props[TUNNEL_PROPERTY.peer] ?? '');
         const peer = this.o.map.byIdentity(identity);
         if (!peer) throw new SwitchboardError('unknown_peer', `'${identity}' is not a peer in this gateway's network map`, 403);
-        await this.intake!.take(peer, String(props[TUNNEL_PROPERTY.target] ?? ''), decodeAmqp(bytes), stopping);
+        const amqp = decodeAmqp(bytes);
+        // The bytes before the claim: the intake's claim check then finds them inside, hash checked.
+        // Held (no credit back) while the inside cannot store them; a dropped tunnel hands the message back.
+        await holdWhileUnavailable(() => this.pullAttachments(ctx.connection, peer, amqp), { stopping, firstPauseMs: 200 });
+        await this.intake!.take(peer, String(props[TUNNEL_PROPERTY.target] ?? ''), amqp, stopping);
       } else {
         throw new SwitchboardError('malformed_tunnel_message', `unknown tunnel message kind '${String(kind)}'`, 400);
       }

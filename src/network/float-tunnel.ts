@@ -14,9 +14,13 @@
  * - `outbound` (gateway → float): a signed envelope for a peer (kind `envelope`, JSON), accepted
  *   once stored in the float's outbox for that peer.
  *
- * Chunked payloads (attachments larger than memory) will travel as their own kind on these links,
- * each chunk acknowledged by its own settlement; nothing here assumes one message is one delivery
- * of a whole body beyond the kinds listed.
+ * - `attachments` (gateway → float): attachment pieces (docs/attachments.md, "Through the DMZ
+ *   float"), one per delivery as on a peer's `$attachments` link, plus the property `float-hold` =
+ *   `<peer identity>/<message id>`: the float keeps the attachment until that message is delivered.
+ *   Accepted once stored in the float's Redis.
+ * - `attachment/<id>/<from>` (float → gateway, the gateway gives credit): the pieces of one
+ *   attachment a peer pushed to the float, from byte `from`; the gateway pulls them before the
+ *   message that references them and settles each once stored inside.
  */
 import type { StoredMessage } from '../core/message.ts';
 
@@ -24,10 +28,22 @@ export const TUNNEL_ADDRESS = {
   identity: 'switchboard-float/identity',
   inbound: 'switchboard-float/inbound',
   outbound: 'switchboard-float/outbound',
+  attachments: 'switchboard-float/attachments',
 } as const;
 
+/** Where the gateway pulls one attachment from, resuming at byte `from`. */
+export function attachmentSource(id: string, from: number): string {
+  return `switchboard-float/attachment/${id}/${from}`;
+}
+
+/** The attachment id and start of a pull address; undefined when `address` is not one. */
+export function parseAttachmentSource(address: string | undefined): { id: string; from: number } | undefined {
+  const m = /^switchboard-float\/attachment\/([A-Za-z0-9_-]{8,64})\/(\d{1,15})$/.exec(address ?? '');
+  return m ? { id: m[1]!, from: Number(m[2]) } : undefined;
+}
+
 /** Application properties of tunnel messages. */
-export const TUNNEL_PROPERTY = { kind: 'float-kind', peer: 'float-peer', target: 'float-target' } as const;
+export const TUNNEL_PROPERTY = { kind: 'float-kind', peer: 'float-peer', target: 'float-target', hold: 'float-hold' } as const;
 
 export type TunnelKind = 'peer-message' | 'notice' | 'envelope';
 

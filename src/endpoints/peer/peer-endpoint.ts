@@ -19,7 +19,7 @@ import { proxiedTlsDial, type ProxyConfig } from '../../network/proxy-dialer.ts'
 import type { RevocationList } from '../../network/revocation.ts';
 import { Lease, leaseKey } from '../../store/lease.ts';
 import type { AttachmentStore } from '../../attachments/attachment-store.ts';
-import { ATTACHMENTS_HEADER, parseAttachmentRefs } from '../../attachments/reference.ts';
+import { ATTACHMENTS_HEADER, parseAttachmentRefs, type AttachmentRef } from '../../attachments/reference.ts';
 import type { AmqpMessage } from '../../amqp/mapping.ts';
 import { pushAttachments } from './attachment-push.ts';
 
@@ -56,6 +56,8 @@ export interface PeerEndpointOptions {
   log: Logger;
   /** Where attachments referenced by messages are kept; they are pushed to the peer before their message. */
   attachments?: AttachmentStore;
+  /** Told once a message that references attachments reached the peer (the float then drops its copies). */
+  delivered?: (alias: string, m: Message, refs: readonly AttachmentRef[]) => Promise<void>;
 }
 
 /**
@@ -71,6 +73,8 @@ export interface PeerRelay {
   readonly status: { state: string; lastError?: string };
   /** Calls `listener` with true whenever the relay opens in this process, false when it closes. */
   onOpenChange(listener: (open: boolean) => void): void;
+  /** One attachment piece for the peer's message, resolved once the relay stored it (before the message). */
+  pushPiece(peerIdentity: string, messageId: string, piece: Record<string, unknown>): Promise<void>;
 }
 
 /** Exponential, capped at 5 minutes, with jitter so many gateways do not retry an offline peer in step. */
@@ -212,11 +216,16 @@ export class PeerEndpoint implements Endpoint {
       throw new Undeliverable(`not delivered to peer ${alias} within the event horizon (${Math.round(this.o.eventHorizonMs / 60_000)} min)`);
     }
     const refs = parseAttachmentRefs(m.headers[ATTACHMENTS_HEADER]);
-    // Pieces cross only a direct peer link today (docs/attachments.md, "Through the DMZ float").
-    if (refs.length > 0 && this.o.relay) throw new Undeliverable(`message ${m.id} references attachments, which do not cross the DMZ float yet (docs/attachments.md)`);
     if (refs.length > 0 && this.o.attachments) {
+      const relay = this.o.relay;
+      const identity = this.o.map.get(alias)?.identity ?? alias;
+      // Through a float, the acknowledged offset is kept per message: the float drops its copy once
+      // that message is delivered, so another message's push must not count on it.
+      const send = relay
+        ? (_address: string, piece: Record<string, unknown>) => relay.pushPiece(identity, m.id, piece)
+        : (address: string, piece: Record<string, unknown>) => this.bridge(alias).send(address, piece as AmqpMessage);
       try {
-        await pushAttachments(this.o.attachments, alias, refs, (address, piece) => this.bridge(alias).send(address, piece as AmqpMessage));
+        await pushAttachments(this.o.attachments, relay ? `float:${alias}/${m.id}` : alias, refs, send);
       } catch (err) {
         if (err instanceof BrokerRejected) throw new Undeliverable(err.message);
         throw err;
@@ -238,6 +247,7 @@ export class PeerEndpoint implements Endpoint {
       if (err instanceof BrokerRejected) throw new Undeliverable(err.message);
       throw err;
     }
+    if (refs.length > 0) await this.o.delivered?.(alias, m, refs).catch((err) => this.o.log.warn({ err: (err as Error).message, msgId: m.id }, 'attachments of a delivered message not released (they expire instead)'));
   }
 
   /** Tells the sending flow (or the admins' address) that a message could not be delivered. */
