@@ -45,3 +45,25 @@ export function readPublicKey(where: string, path: string): KeyObject {
     throw new KeyFileError([`${where}: ${path} is not a PEM public key (${(err as Error).message})`]);
   }
 }
+
+/**
+ * Collects the problems of many reads so that all are reported at once: `attempt` gives a read's
+ * value or records its KeyFileError lines, `done` throws them as one KeyFileError.
+ */
+export function keyFileProblems(): { attempt<T>(read: () => T): T | undefined; done(): void } {
+  const problems: string[] = [];
+  return {
+    attempt<T>(read: () => T): T | undefined {
+      try {
+        return read();
+      } catch (err) {
+        if (!(err instanceof KeyFileError)) throw err;
+        problems.push(...err.problems);
+        return undefined;
+      }
+    },
+    done() {
+      if (problems.length > 0) throw new KeyFileError(problems);
+    },
+  };
+}

@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { NetworkMapSource, PeerEntry } from '../network/network-map.ts';
 import { crlUrl, type CrlSource } from '../network/revocation.ts';
-import { KeyFileError, readPem, readPrivateKey, readPublicKey } from './key-files.ts';
+import { keyFileProblems, readPem, readPrivateKey, readPublicKey } from './key-files.ts';
 import { networkMapFile } from './network-map-file.ts';
 import type { Config } from './schema.ts';
 
@@ -53,17 +53,8 @@ export interface Materials {
  * (`network.key: cannot read certs/a.key: ENOENT`).
  */
 export function readMaterials(config: Config): Materials {
-  const problems: string[] = [];
   // Each read either gives its value or adds its problem; the error is thrown once, at the end.
-  const attempt = <T>(fn: () => T): T | undefined => {
-    try {
-      return fn();
-    } catch (err) {
-      if (!(err instanceof KeyFileError)) throw err;
-      problems.push(...err.problems);
-      return undefined;
-    }
-  };
+  const { attempt, done } = keyFileProblems();
   const pem = (where: string, path: string | undefined): string | undefined => (path === undefined ? undefined : attempt(() => readPem(where, path)));
 
   const d = config.directory;
@@ -91,7 +82,7 @@ export function readMaterials(config: Config): Materials {
       }
     : undefined;
 
-  if (problems.length > 0) throw new KeyFileError(problems);
+  done();
   // No problems: every file that was named has been read, so the `!`s below hold.
   return {
     brokers,
