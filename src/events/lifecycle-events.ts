@@ -70,11 +70,6 @@ export class LifecycleEvents {
     });
   }
 
-  /** Whether any mapping takes this type (reporters may skip building data nobody wants). */
-  wants(type: string): boolean {
-    return this.routes.some((r) => r.patterns.some((p) => matchesType(p, type)));
-  }
-
   /** Checks every destination is served here (a clear error at start otherwise), then starts delivering. */
   start(): void {
     for (const r of this.routes) this.o.router.check(r.to);
