@@ -90,6 +90,11 @@ export interface Endpoint {
   replayDeadLetters?(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }>;
   /** Deletes the dead letters with these message ids for good. */
   discardDeadLetters?(address: string, ids: string[]): Promise<{ discarded: number }>;
+  /**
+   * Deletes the waiting message with this id for good, atomically against consumers: one a
+   * consumer holds (in flight) is not discarded (`MessageInFlight`); one not there is NotFound.
+   */
+  discardWaiting?(address: string, id: string): Promise<void>;
   /** Depth, in flight, dead letters, oldest age and rates of one queue. */
   stats?(address: string): Promise<QueueStats>;
   health(): Promise<HealthReport>;

@@ -62,6 +62,13 @@ export class Conflict extends SwitchboardError {
   }
 }
 
+/** A message that was to be discarded is being delivered right now: a consumer holds it. */
+export class MessageInFlight extends SwitchboardError {
+  constructor(readonly address: string, readonly messageId: string) {
+    super('in_flight', `message '${messageId}' of ${address} is being delivered right now (a consumer holds it), so it was not discarded; if the delivery fails it comes back to the queue and can be discarded then`, 409);
+  }
+}
+
 export class PayloadTooLarge extends SwitchboardError {
   constructor(limit: string) {
     super('payload_too_large', `request body is larger than the limit of ${limit}`, 413);

@@ -166,6 +166,12 @@ export class Router {
     return endpoint.discardDeadLetters(a.raw, ids);
   }
 
+  async discardWaiting(address: string, id: string): Promise<void> {
+    const { address: a, endpoint } = this.resolve(address);
+    if (a.raw !== parseAddress(address).raw || !endpoint.discardWaiting) throw new ValidationError(`waiting messages of ${a.scheme}: addresses cannot be discarded here`);
+    return endpoint.discardWaiting(a.raw, id);
+  }
+
   async queueStats(address: string): Promise<QueueStats> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.stats) throw new ValidationError(`${a.scheme}: addresses have no queue statistics`);

@@ -3,7 +3,7 @@ import { DelayedError, Job, Queue, UnrecoverableError, Worker, createRedisBacken
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AckResult, BrowseResult, QueueStats, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
-import { DestinationUnavailable, NotFound, isRetryable } from '../../core/errors.ts';
+import { DestinationUnavailable, MessageInFlight, NotFound, ValidationError, isRetryable } from '../../core/errors.ts';
 import { holdWhileUnavailable } from '../../core/hold.ts';
 import { matchesPattern, type AddressPattern } from '../../core/pattern.ts';
 import { decodeMessage, encodeMessage, expiryReason, isExpired, type Message, type StoredMessage } from '../../core/message.ts';
@@ -11,6 +11,7 @@ import type { DedupWindows } from '../../core/dedup-window.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { RateMeter } from '../../core/rate-meter.ts';
 import type { ReportLifecycle } from '../../core/lifecycle.ts';
+import { discardWaitingJob, waitingJobsWithId } from './discard-waiting.ts';
 import { addressFromBullQueueName, bullQueueName, dedupId } from './names.ts';
 
 export interface QueueEndpointOptions {
@@ -91,6 +92,9 @@ interface LeaseExpiry {
   jobId: string;
   token: string;
 }
+
+/** Waiting messages looked through for the one to discard (by message id). */
+const WAITING_SEARCHED = 1000;
 
 /** Address the `(other)` depth series stands for. */
 export const OTHER_ADDRESSES = '(other)';
@@ -580,6 +584,25 @@ export class QueueEndpoint implements Endpoint {
       if (unknown.length > 0) throw new NotFound(`no dead letter with id ${unknown.map((id) => `'${id}'`).join(', ')} in dlq:${address}; nothing was discarded`);
       for (const j of found) await j.remove();
       return { discarded: found.length };
+    });
+  }
+
+  /**
+   * Deletes the waiting message with this id for good. Looked for among the first
+   * `WAITING_SEARCHED` waiting messages (what the console lists comes from their head); the
+   * delete itself is one script that first checks the message still waits (discard-waiting.ts),
+   * so a consumer taking it at the same moment either got it first (MessageInFlight, nothing
+   * deleted) or never sees it.
+   */
+  discardWaiting(address: string, id: string): Promise<void> {
+    return this.using(address, async ({ queue: q }) => {
+      const jobs = await waitingJobsWithId(q, id, WAITING_SEARCHED);
+      if (jobs.length > 1) throw new ValidationError(`${jobs.length} waiting messages of ${address} have the id '${id}' (sent by different senders); they cannot be told apart here, so none was discarded`);
+      const job = jobs[0];
+      if (job && (await discardWaitingJob(this.o.redis, q, job.id!)) === 'discarded') return;
+      const held = (await q.getJobs(['active'], 0, WAITING_SEARCHED - 1)).some((j) => j?.data?.id === id);
+      if (held || job) throw new MessageInFlight(address, id);
+      throw new NotFound(`no message '${id}' waiting in ${address} (among its first ${WAITING_SEARCHED.toLocaleString('en')}); nothing was discarded`);
     });
   }
 

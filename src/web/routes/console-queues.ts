@@ -1,7 +1,7 @@
 import { Router as ExpressRouter, type Request, type Response } from 'express';
 import { parseAddress } from '../../core/address.ts';
 import type { QueueStats } from '../../core/endpoint.ts';
-import { NotFound, ValidationError } from '../../core/errors.ts';
+import { MessageInFlight, NotFound, ValidationError } from '../../core/errors.ts';
 import { principalId, type Message, type Principal } from '../../core/message.ts';
 import type { AppDeps } from '../deps.ts';
 import { ConsoleAccess, age, pagePrincipal } from '../console/access.ts';
@@ -46,7 +46,9 @@ const statsRow = (s: QueueStats) => ({
  * The console's queues (DESIGN §6): depth, in flight, rates and oldest age of every queue the
  * user may look at (admin or browse), live; a queue's messages and dead letters, each viewable;
  * a dead letter replayed (send, as in the API) or discarded (consume: it takes the message away
- * for good), each after a confirmation page, audited.
+ * for good), each after a confirmation page, audited. A waiting message is discarded by an
+ * administrator of its queue (admin: it removes a message nobody consumed, which consume alone
+ * does not cover), after a confirmation page, audited, and never one a consumer holds right now.
  */
 export function consoleQueueRoutes(deps: AppDeps): ExpressRouter {
   const r = ExpressRouter();
@@ -81,6 +83,7 @@ export function consoleQueueRoutes(deps: AppDeps): ExpressRouter {
     render(res, 'admin/queue', {
       title: address, section: 'queues', address, stats: statsRow(stats), waiting: waiting.messages, dead: dead.messages,
       mayReplay: deps.permissions.check(p, 'send', address).allowed, mayDiscard: deps.permissions.check(p, 'consume', address).allowed,
+      mayDiscardWaiting: deps.permissions.check(p, 'admin', address).allowed,
       done: typeof req.query.done === 'string' ? req.query.done.slice(0, 200) : undefined,
     });
   });
@@ -97,10 +100,48 @@ export function consoleQueueRoutes(deps: AppDeps): ExpressRouter {
   };
 
   r.get('/admin/queues/:address/messages/:id', login, csrfToken, async (req, res) => {
+    const p = pagePrincipal(res);
     const address = queueParam(req);
-    access.requireLook(pagePrincipal(res), address);
+    access.requireLook(p, address);
     const m = await findWaiting(address, idParam(req));
-    render(res, 'admin/message', { title: `Message ${m.id}`, section: 'queues', address, message: m, body: bodyText(m), dead: false });
+    render(res, 'admin/message', { title: `Message ${m.id}`, section: 'queues', address, message: m, body: bodyText(m), dead: false, mayDiscardWaiting: deps.permissions.check(p, 'admin', address).allowed });
+  });
+
+  const waitingPage = (address: string, id: string) => `/admin/queues/${encodeURIComponent(address)}/messages/${encodeURIComponent(id)}`;
+
+  r.get('/admin/queues/:address/messages/:id/discard', login, csrfToken, async (req, res) => {
+    const p = pagePrincipal(res);
+    const address = queueParam(req);
+    deps.permissions.require(p, 'admin', address);
+    const m = await findWaiting(address, idParam(req));
+    render(res, 'admin/confirm', {
+      title: 'Discard message?', section: 'queues', heading: `Discard message ${m.id}?`,
+      lines: [
+        `Waiting in ${address} since ${m.createdAt}, sent by ${m.sender.kind}:${m.sender.name}.`,
+        'It is deleted for good and never delivered; nothing can bring it back.',
+        'If a consumer takes it before you confirm, it is in flight and is not discarded: you are told so, and nothing changes.',
+      ],
+      action: req.originalUrl.split('?')[0], button: 'Discard', cancel: waitingPage(address, m.id),
+    });
+  });
+
+  r.post('/admin/queues/:address/messages/:id/discard', login, csrfToken, csrfProtect, async (req: Request, res: Response) => {
+    const p = pagePrincipal(res);
+    const address = queueParam(req);
+    deps.permissions.require(p, 'admin', address);
+    const id = idParam(req);
+    const ip = req.ip ? { ip: req.ip } : {};
+    try {
+      await deps.router.discardWaiting(address, id);
+    } catch (err) {
+      if (!(err instanceof MessageInFlight)) throw err;
+      // Not an error of the user's: the consumer was first. The attempt is in the trail too.
+      await deps.audit.record({ action: 'message.discard-refused', actor: principalId(p), ...ip, target: address, detail: `message ${id} was in flight; not discarded` });
+      render(res, 'error', { title: 'Not discarded', heading: 'Not discarded: the message is in flight', message: err.message.charAt(0).toUpperCase() + err.message.slice(1), back: `/admin/queues/${encodeURIComponent(address)}`, backLabel: `Back to ${address}` }, 409);
+      return;
+    }
+    await deps.audit.record({ action: 'message.discarded', actor: principalId(p), ...ip, target: address, detail: `waiting message ${id} discarded from the console` });
+    res.redirect(303, `/admin/queues/${encodeURIComponent(address)}?done=${encodeURIComponent(`discarded ${id}`)}`);
   });
 
   r.get('/admin/queues/:address/dead/:id', login, csrfToken, async (req, res) => {
