@@ -17,6 +17,12 @@ export interface Caller {
   readonly door: Door;
   /** The client's IP, for the audit trail. */
   readonly ip?: string;
+  /**
+   * W3C trace contexts (`traceparent`, `tracestate`) of work this hand-over comes from without
+   * continuing it — the HTTP request whose click decided a task: the send's span links to them
+   * (DESIGN §11). The message's own `traceparent` stays what the send continues.
+   */
+  readonly traceLinks?: readonly { readonly traceparent: string; readonly tracestate?: string }[];
 }
 
 export interface SendInput {

@@ -99,6 +99,7 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
     redis,
     log,
     bodyLimit: config.http.bodyLimit,
+    tracing: transports.tracing,
     readiness: async () => ({ directory: await directory.health() }),
   });
   let amqp: AmqpServer | undefined;

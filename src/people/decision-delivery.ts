@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Router } from '../core/router.ts';
 import { systemCaller, systemMessage } from '../core/system-message.ts';
 import { Lease, leaseKey } from '../store/lease.ts';
-import { storedTraceContext, withTraceContext } from '../tracing/trace-context.ts';
+import { storedTraceContext, withTraceContext, type TraceContext } from '../tracing/trace-context.ts';
 import type { TaskStore } from './task-store.ts';
 import { taskAddress } from './task-rules.ts';
 
@@ -34,8 +34,12 @@ export class DecisionDelivery {
     this.lease = new Lease({ redis: o.store.redis, key: leaseKey(o.store.prefix, 'decision-sweeper'), log: o.log });
   }
 
-  /** Sends a decided task's decision, then marks it delivered; idempotent by message id. */
-  async deliver(id: string): Promise<void> {
+  /**
+   * Sends a decided task's decision, then marks it delivered; idempotent by message id.
+   * `request`: the span of the HTTP request that made the decision, which the decision's span
+   * links to (a decision the sweeper sends later has none to link).
+   */
+  async deliver(id: string, request?: TraceContext): Promise<void> {
     const task = await this.o.store.get(id);
     if (!task?.decision) return;
     if (task.replyTo) {
@@ -47,7 +51,15 @@ export class DecisionDelivery {
         headers: withTraceContext({ 'switchboard-task': id }, storedTraceContext(task)),
         body: task.decision, createdAt: task.decision.at,
         ...(task.correlationId ? { correlationId: task.correlationId } : {}),
-      }), systemCaller('inbox', 'inbox'));
+        // Why a link and not a parent: the decision's span stays a child of the task's trace, so
+        // the business transaction (start → ask → decision → what the flow does next) remains one
+        // trace, which is what an operator opens in Jaeger or Tempo (DESIGN §11). The click that
+        // decided it is its own trace (the browser's, or a new one) and a request may come hours
+        // after the ask; making it the parent would move everything after the decision into that
+        // request's trace and cut the business trace in two. Trace UIs show a link on the span
+        // (Jaeger "References", Tempo "Links") and jump to the other trace; the request's span
+        // links back to the task's trace, so it can be followed from either side.
+      }), { ...systemCaller('inbox', 'inbox'), ...(request ? { traceLinks: [request] } : {}) });
     }
     await this.o.store.notified(id);
   }

@@ -7,6 +7,8 @@ import { principalId, type Message, type Principal } from '../core/message.ts';
 import type { ReportLifecycle } from '../core/lifecycle.ts';
 import type { Router } from '../core/router.ts';
 import type { Approval, Decision, HistoryEntry, Task, TaskIntake } from '../core/task.ts';
+import { storedTraceContext } from '../tracing/trace-context.ts';
+import type { TraceSpan } from '../tracing/tracing.ts';
 import { DecisionDelivery } from './decision-delivery.ts';
 import { FollowUps } from './follow-ups.ts';
 import { Notices } from './notices.ts';
@@ -170,11 +172,13 @@ export class Inbox implements TaskIntake {
 
   /**
    * Records a decision (claiming an unclaimed group task in the same atomic step), then sends it
-   * to whoever waits; if that fails now, the sweeper sends it again.
+   * to whoever waits; if that fails now, the sweeper sends it again. `request`: the span of the
+   * HTTP request deciding; it is linked to the task's trace and the decision's span to it.
    */
-  async decide(p: Principal, id: string, input: { action?: unknown; fields?: unknown; comment?: unknown }, from?: string): Promise<Task> {
+  async decide(p: Principal, id: string, input: { action?: unknown; fields?: unknown; comment?: unknown }, from?: string, request?: TraceSpan): Promise<Task> {
     const task = await this.store.get(id);
     if (!task || !maySee(this.permissions, p, task)) throw new NotFound(`no task '${id}' for you`);
+    request?.addLink(storedTraceContext(task));
     if (!this.mayAct(p, task)) throw new PermissionDenied(principalId(p), 'consume', taskAddress(task));
     refuseExcluded(p, task);
     if (typeof input.action !== 'string' || !task.actions.includes(input.action)) throw new ValidationError(`'action' must be one of ${task.actions.join(', ')}`);
@@ -203,7 +207,7 @@ export class Inbox implements TaskIntake {
     if (!r.ok) refuse(r, id);
     this.onDecided?.(task, decision.at);
     await this.events.publish({ type: 'decided', taskId: id, ...placeOf(task), by: decision.by, action: decision.action });
-    await this.delivery.deliver(id).catch((err) => this.delivery.failed(id, err));
+    await this.delivery.deliver(id, request?.context).catch((err) => this.delivery.failed(id, err));
     return this.get(p, id);
   }
 

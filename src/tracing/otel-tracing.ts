@@ -61,6 +61,9 @@ export async function openTracing(o: TracingOptions): Promise<Tracing> {
   const tracer = provider.getTracer('switchboard');
   o.log.info({ url: o.otlp.url }, 'tracing: spans are exported over OTLP/HTTP');
 
+  // Callers hand in contexts they read with readTraceContext; one that does not parse is dropped
+  // rather than exported with a made-up id.
+  const valid = (c: TraceContext | undefined): c is TraceContext => parseTraceparent(c?.traceparent) !== undefined;
   const spanContext = (c: TraceContext) => {
     const t = parseTraceparent(c.traceparent)!;
     return { traceId: t.traceId, spanId: t.spanId, traceFlags: t.flags, isRemote: true, ...(c.tracestate ? { traceState: api.createTraceState(c.tracestate) } : {}) };
@@ -71,7 +74,7 @@ export async function openTracing(o: TracingOptions): Promise<Tracing> {
     startSpan(name, options = {}): TraceSpan {
       const parent = options.parent ? api.trace.setSpanContext(api.ROOT_CONTEXT, spanContext(options.parent)) : api.ROOT_CONTEXT;
       const attributes = Object.fromEntries(Object.entries(options.attributes ?? {}).filter(([, v]) => v !== undefined)) as Record<string, string | number | boolean>;
-      const span = tracer.startSpan(name, { kind: KINDS[options.kind ?? 'internal'], attributes, links: (options.links ?? []).map((l) => ({ context: spanContext(l) })) }, parent);
+      const span = tracer.startSpan(name, { kind: KINDS[options.kind ?? 'internal'], attributes, links: (options.links ?? []).filter(valid).map((l) => ({ context: spanContext(l) })) }, parent);
       const sc = span.spanContext();
       const state = sc.traceState?.serialize();
       const context: TraceContext = { traceparent: formatTraceparent({ traceId: sc.traceId, spanId: sc.spanId, flags: sc.traceFlags }), ...(state ? { tracestate: state } : {}) };
@@ -79,6 +82,9 @@ export async function openTracing(o: TracingOptions): Promise<Tracing> {
         context,
         setAttribute: (key, value) => {
           if (value !== undefined) span.setAttribute(key, value);
+        },
+        addLink: (other) => {
+          if (valid(other)) span.addLink({ context: spanContext(other) });
         },
         fail: (err) => {
           const e = err as { code?: unknown; message?: unknown };

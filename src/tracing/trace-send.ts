@@ -31,6 +31,7 @@ export function traceSend(tracing: Tracing): SendInterceptor {
       const span = tracing.startSpan(spanName(message.to), {
         kind,
         ...(parent ? { parent } : {}),
+        ...(caller.traceLinks?.length ? { links: caller.traceLinks.map((l) => readTraceContext({ traceparent: l.traceparent, ...(l.tracestate !== undefined ? { tracestate: l.tracestate } : {}) })).filter((l) => l !== undefined) } : {}),
         attributes: {
           'messaging.system': 'switchboard',
           'messaging.operation.type': 'send',

@@ -23,6 +23,11 @@ export interface TraceSpan {
    */
   readonly context: TraceContext | undefined;
   setAttribute(key: string, value: string | number | boolean | undefined): void;
+  /**
+   * Relates this span to another trace learnt after it started (the task an HTTP request
+   * decided), without making either the other's child. An invalid context is ignored.
+   */
+  addLink(context: TraceContext | undefined): void;
   /** Marks the span failed with the error's code and message. */
   fail(err: unknown): void;
   end(): void;
@@ -41,7 +46,7 @@ export interface Tracing {
 }
 
 function passThrough(parent: TraceContext | undefined): TraceSpan {
-  return { context: parent, setAttribute() {}, fail() {}, end() {} };
+  return { context: parent, setAttribute() {}, addLink() {}, fail() {}, end() {} };
 }
 
 /** Tracing off: no spans, trace contexts pass through unchanged. */

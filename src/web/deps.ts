@@ -11,6 +11,7 @@ import type { Inbox } from '../people/inbox.ts';
 import type { Permissions } from '../auth/permissions.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
+import type { Tracing } from '../tracing/tracing.ts';
 
 /** Everything the HTTP door needs, built by the gateway and handed in (no I/O at import time). */
 export interface AppDeps {
@@ -46,6 +47,8 @@ export interface AppDeps {
   bodyLimit: string;
   /** What the operations console lists: queues and connections (given by the wiring). */
   console?: ConsoleSources;
+  /** Spans of requests whose work other traces link to (a decision); absent: tracing off. */
+  tracing?: Tracing;
   /** Extra readiness checks (routes, …) shown in /readyz. */
   readiness?: () => Promise<Record<string, { ok: boolean; detail?: string }>>;
 }

@@ -10,6 +10,7 @@ import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
 import { liveStreams } from '../sessions.ts';
 import { formatValue, readerLocale, type FormattedValue } from '../locale-format.ts';
+import { inRequestSpan } from '../request-span.ts';
 import { render } from '../views.ts';
 
 interface ListQuery {
@@ -154,7 +155,7 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
     // too, so the flow finds the text where it asked for it (and the inbox validates it as that field).
     const own = comment ? commentField((await inbox().get(p, id(req))).fields) : undefined;
     if (own !== undefined) fields[own] = comment;
-    return inbox().decide(p, id(req), { action: body.action, fields, ...(comment ? { comment } : {}) }, req.ip);
+    return inRequestSpan(deps.tracing, req, '/tasks/{id}/decision', p, (span) => inbox().decide(p, id(req), { action: body.action, fields, ...(comment ? { comment } : {}) }, req.ip, span));
   }, (req) => `/inbox?done=${encodeURIComponent(`decided "${String((req.body as { action?: unknown }).action)}"`)}`));
   return r;
 }

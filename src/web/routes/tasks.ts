@@ -5,6 +5,7 @@ import type { AppDeps } from '../deps.ts';
 import { principalOf } from '../middleware/authenticate.ts';
 import { operation, requestOf } from '../openapi-operation.ts';
 import { Task } from '../openapi-schemas.ts';
+import { inRequestSpan } from '../request-span.ts';
 
 const TASK_ID = 'a task id is letters, digits, _ and - (see GET /api/tasks)';
 const TaskParam = z.object({ id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: TASK_ID }) });
@@ -47,7 +48,7 @@ export const taskOperations = {
 };
 
 /** The API side of people's tasks; the web inbox uses the same Inbox and rules. */
-export function taskRoutes({ inbox }: AppDeps): ExpressRouter {
+export function taskRoutes({ inbox, tracing }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
   const op = taskOperations;
   const people = () => {
@@ -70,7 +71,8 @@ export function taskRoutes({ inbox }: AppDeps): ExpressRouter {
     res.json(await people().delegate(principalOf(res), requestOf.params(op.delegate, req).id, (req.body ?? {}).to, req.ip));
   });
   r.post(op.decide.path, async (req, res) => {
-    res.json(await people().decide(principalOf(res), requestOf.params(op.decide, req).id, (req.body ?? {}) as Record<string, unknown>, req.ip));
+    const p = principalOf(res);
+    res.json(await inRequestSpan(tracing, req, '/api/tasks/{id}/decision', p, (span) => people().decide(p, requestOf.params(op.decide, req).id, (req.body ?? {}) as Record<string, unknown>, req.ip, span)));
   });
   return r;
 }
