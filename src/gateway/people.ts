@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { InboxEndpoint } from '../endpoints/inbox/inbox-endpoint.ts';
 import { Inbox } from '../people/inbox.ts';
+import { OpenByDueBackfill } from '../people/open-by-due-backfill.ts';
 import type { Cleanup } from './cleanup.ts';
 import type { Access } from './directory.ts';
 import type { Transports } from './router-and-transports.ts';
@@ -24,5 +25,9 @@ export async function startPeople(config: Config, redis: Redis, access: Access, 
   router.register(new InboxEndpoint('group', inbox));
   await inbox.start();
   cleanup.push(() => inbox.stop());
+  // Tasks stored before the open-by-due index existed are counted once it is backfilled (once per store).
+  const backfill = new OpenByDueBackfill({ redis, prefix: config.redis.prefix, shards: transports.shards, log });
+  await backfill.start();
+  cleanup.push(() => backfill.stop());
   return inbox;
 }

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { LoginKeys, PermissionKeys, TokenKeys } from '../../src/auth/keys.ts';
 import { FlowKeys, STATE_PARTS } from '../../src/flows/keys.ts';
 import { TaskKeys } from '../../src/people/keys.ts';
+import { indexOpenTaskKeys } from '../../src/people/open-by-due-backfill.ts';
 import { leaseKey } from '../../src/store/lease.ts';
 import { floatInboxKeys } from '../../src/float/float-inbox.ts';
 import { TopicKeys } from '../../src/endpoints/topic/keys.ts';
@@ -70,6 +71,7 @@ const CALLED_WITH: Record<string, () => string[]> = {
   claimTask: () => tasks.claimTask(ID),
   releaseTask: () => tasks.releaseTask(ID),
   reassignTask: () => tasks.reassignTask(ID, { group: '{ops}' }, { assignee: 'bob}' }),
+  indexOpenTask: () => indexOpenTaskKeys(new TaskKeys(PREFIX, 4), ID),
   createInstance: () => flows.createInstance(ID),
   deliverMessage: () => flows.deliverMessage(ID),
   refreshLock: () => flows.refreshLock(ID),
