@@ -47,9 +47,15 @@ export function backfillMarkerKey(prefix: string): string {
 const globLiteral = (text: string) => text.replace(/[\\*?[\]]/g, (c) => `\\${c}`);
 
 /** The nodes to SCAN: every master of a cluster (a SCAN sees one node's keys), else the one server. */
-function scanNodes(redis: Redis): Redis[] {
+async function scanNodes(redis: Redis): Promise<Redis[]> {
   const client: unknown = redis;
-  return client instanceof Cluster ? client.nodes('master') : [redis];
+  if (!(client instanceof Cluster)) return [redis];
+  // A cluster client knows its masters once connected; none known would make a pass that looked
+  // at nothing and still wrote the marker.
+  await client.ping();
+  const masters = client.nodes('master');
+  if (masters.length === 0) throw new Error('the Redis Cluster client knows no master to scan');
+  return masters;
 }
 
 /**
@@ -64,10 +70,11 @@ export async function indexOpenTasks(o: OpenByDueBackfillOptions, stopped: () =>
   const scripts: ScriptCalls<typeof SCRIPTS> = loadScripts(o.redis, new URL('./scripts/', import.meta.url), SCRIPTS);
   const batch = o.batch ?? 500;
   const result: BackfillResult = { tasks: 0, added: 0 };
+  const nodes = await scanNodes(o.redis);
   for (const tag of keys.tags) {
     const head = `${o.prefix}:{${tag}}:task:`;
     const match = `${globLiteral(head)}*`;
-    for (const node of scanNodes(o.redis)) {
+    for (const node of nodes) {
       let cursor = '0';
       do {
         if (stopped()) return result;

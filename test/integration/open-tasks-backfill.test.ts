@@ -11,7 +11,9 @@ import type { Gateway } from '../../src/gateway.ts';
 import { TaskKeys } from '../../src/people/keys.ts';
 import { backfillMarkerKey, indexOpenTaskKeys, indexOpenTasks, OpenByDueBackfill, OPEN_BY_DUE_VERSION } from '../../src/people/open-by-due-backfill.ts';
 import { TaskStore } from '../../src/people/task-store.ts';
+import { createRedisClient } from '../../src/store/redis.ts';
 import { loadScripts } from '../../src/store/scripts.ts';
+import { startTestCluster } from '../support/redis-cluster.ts';
 import { api, startTestGateway, waitFor } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -133,4 +135,26 @@ test('tasks decided while the backfill runs are never added back; the open ones 
   for (const id of open) assert.ok(indexed.has(id), `open task ${id} is indexed`);
   assert.deepEqual(await store.openByDue(Date.parse('2029-01-01T00:00:00Z')), { on_time: open.filter((id) => ids.indexOf(id) % 3 === 0).length, late: 0, none: open.filter((id) => ids.indexOf(id) % 3 !== 0).length });
   assert.equal(await client.get(backfillMarkerKey(prefix)), String(OPEN_BY_DUE_VERSION));
+});
+
+test('on a Redis Cluster every master is scanned: tasks of every shard are indexed', { timeout: 90_000 }, async () => {
+  const cluster = await startTestCluster({ masters: 3 });
+  const c = createRedisClient({ cluster: { nodes: cluster.urls } });
+  try {
+    const shards = 6;
+    const store = new TaskStore(c, 'cl', shards);
+    const keys = new TaskKeys('cl', shards);
+    const ids = Array.from({ length: 60 }, (_, i) => TaskStore.idFor(`cl-${i}`));
+    const now = new Date().toISOString();
+    for (const [i, id] of ids.entries()) await store.create({ id, kind: 'task', title: `c${i}`, data: {}, actions: ['ok'], fields: {}, group: 'ops', createdAt: now, sender: 'user:ops' }, { messageId: `cl-${i}` });
+    for (const id of ids.slice(0, 20)) assert.ok((await store.decide((await store.get(id))!, { action: 'ok', fields: {}, by: 'user:ops', at: now })).ok);
+    for (const t of keys.tags) await c.del(keys.openByDueIn(t));
+    const slots = new Set(keys.tags.map((t) => cluster.cli(cluster.nodes[0]!.port, 'CLUSTER', 'KEYSLOT', keys.openByDueIn(t)).trim()));
+    assert.ok(slots.size > 1, 'the shards lie in different slots');
+    assert.deepEqual(await indexOpenTasks({ redis: c, prefix: 'cl', shards, log, batch: 7 }), { tasks: 60, added: 40 });
+    assert.deepEqual(await store.openByDue(), { on_time: 0, late: 0, none: 40 });
+  } finally {
+    c.disconnect();
+    await cluster.stop();
+  }
 });
