@@ -12,6 +12,9 @@ export const OPEN_BY_DUE_VERSION = 1;
 
 const SCRIPTS = { indexOpenTask: 2 } as const;
 
+/** After a failed pass (Redis away, say), how long until this process competes for it again. */
+const RETRY_MS = 30_000;
+
 export interface OpenByDueBackfillOptions {
   redis: Redis;
   prefix: string;
@@ -131,6 +134,7 @@ export class OpenByDueBackfill {
   private term = 0;
   private held = false;
   private running?: Promise<void>;
+  private retry?: NodeJS.Timeout;
   /** Resolves with the pass this process ran (undefined: none was needed, or another process ran it). */
   readonly finished: Promise<BackfillResult | undefined>;
   private finish!: (r: BackfillResult | undefined) => void;
@@ -152,7 +156,7 @@ export class OpenByDueBackfill {
       acquired: () => {
         const term = ++this.term;
         this.held = true;
-        this.running = (this.running ?? Promise.resolve()).then(() => this.run(term)).catch((err: Error) => this.o.log.error({ err: err.message }, 'open tasks backfill failed; the next start tries again'));
+        this.running = (this.running ?? Promise.resolve()).then(() => this.run(term)).catch((err: Error) => this.failed(err));
       },
       lost: () => {
         this.held = false;
@@ -176,8 +180,18 @@ export class OpenByDueBackfill {
     this.finish(result);
   }
 
+  /** Gives the lease up, so another process may take the pass over, and competes again later. */
+  private async failed(err: Error): Promise<void> {
+    this.o.log.warn({ err: err.message, retryInMs: RETRY_MS }, 'open tasks backfill failed; it is tried again');
+    await this.lease.stop();
+    if (this.stopping) return;
+    this.retry = setTimeout(() => void this.start().catch((e: Error) => this.failed(e)), RETRY_MS);
+    this.retry.unref();
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.retry) clearTimeout(this.retry);
     await this.lease.stop();
     await this.running;
     this.finish(undefined);
