@@ -194,6 +194,10 @@ test('HTTP start → flow → ask → browser decision → RabbitMQ request → 
   // 4. the decision (clicked on A2) continues the trace the task was asked in
   const decision = await span((s) => s.service === 'bank-a-2' && s.name === 'send flow:traced-approval/{instance}' && s.attributes['switchboard.door'] === 'inbox', 'the decision');
   assert.equal(decision.parentSpanId, toTask.spanId, 'the decision is a child of the send that made the task');
+  // The click is a trace of its own, linked with the decision (decision-request-trace.test.ts).
+  const click = await otlp.waitFor((s) => s.service === 'bank-a-2' && s.name === 'POST /tasks/{id}/decision', 'the request that decided', 60_000);
+  assert.notEqual(click.traceId, traceId);
+  assert.deepEqual(decision.links, [{ traceId: click.traceId, spanId: click.spanId }], 'the decision links to the request that made it');
   const answered = await named('bank-a-2', 'flow traced-approval ask answered');
   assert.equal(answered.parentSpanId, decision.spanId);
   // 5. after the replay on A2, the request is still a step of the same instance span
