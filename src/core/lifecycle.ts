@@ -22,3 +22,30 @@ export interface LifecycleEvent {
  * is news about a change already made, and must not fail or slow the change itself.
  */
 export type ReportLifecycle = (event: LifecycleEvent) => void;
+
+/**
+ * Where a store records the lifecycle events of a change in the same atomic step as the change
+ * (see src/core/event-journal.ts): the store's script writes `entries(...)` into a journal key of
+ * the change's own hash tag, and only when the change really happens.
+ */
+export interface EventJournal {
+  /** The journal entries (id, JSON, id, JSON, …) of the events some `events:` mapping wants; empty when none does. */
+  entries(events: LifecycleEvent[]): string[];
+  /** Announces, before the change, that `journalKey` may get entries: a crash after the change cannot hide them. */
+  expect(journalKey: string): Promise<void>;
+  /** Told after the change: drains `journalKey` now, in the background. */
+  written(journalKey: string): void;
+}
+
+/**
+ * Runs `change` with the journal entries of its events (none when events are off or nobody maps
+ * them: then no Redis command or byte is added). `events` is called only when there is a journal.
+ */
+export async function withEvents<T>(journal: EventJournal | undefined, journalKey: string, events: () => LifecycleEvent[], change: (entries: string[]) => Promise<T>): Promise<T> {
+  const entries = journal ? journal.entries(events()) : [];
+  if (entries.length === 0) return change(entries);
+  await journal!.expect(journalKey);
+  const result = await change(entries);
+  journal!.written(journalKey);
+  return result;
+}
