@@ -37,11 +37,17 @@ export interface EventJournal {
   written(journalKey: string): void;
 }
 
+/** The lifecycle events of a change, built only when they are recorded (see `withEvents`). */
+export type ChangeEvents = () => LifecycleEvent[];
+
+/** A change without lifecycle events. */
+export const NO_EVENTS: ChangeEvents = () => [];
+
 /**
  * Runs `change` with the journal entries of its events (none when events are off or nobody maps
  * them: then no Redis command or byte is added). `events` is called only when there is a journal.
  */
-export async function withEvents<T>(journal: EventJournal | undefined, journalKey: string, events: () => LifecycleEvent[], change: (entries: string[]) => Promise<T>): Promise<T> {
+export async function withEvents<T>(journal: EventJournal | undefined, journalKey: string, events: ChangeEvents, change: (entries: string[]) => Promise<T>): Promise<T> {
   const entries = journal ? journal.entries(events()) : [];
   if (entries.length === 0) return change(entries);
   await journal!.expect(journalKey);

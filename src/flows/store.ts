@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { withEvents, type EventJournal, type LifecycleEvent } from '../core/lifecycle.ts';
+import { NO_EVENTS, withEvents, type ChangeEvents, type EventJournal } from '../core/lifecycle.ts';
 import type { StoredMessage } from '../core/message.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
 import { FlowKeys, STATE_PARTS, type InstancePart } from './keys.ts';
@@ -60,11 +60,6 @@ export interface InstanceMeta {
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);
 
 const SCRIPTS = { createInstance: 3, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 4, parkInstance: 4, finishInstance: 8, cancelInstance: 2 } as const;
-
-/** The lifecycle events of a change, built only when events are recorded (see `withEvents`). */
-export type ChangeEvents = () => LifecycleEvent[];
-
-const NO_EVENTS: ChangeEvents = () => [];
 
 /**
  * Redis keeps a hash as a compact listpack while every value is at most hash-max-listpack-value

@@ -55,9 +55,9 @@ function newTask(id: string, owner: { assignee?: string; group?: string }): Omit
 }
 
 /** The script calls themselves, on the same client the stores register them on. */
-const tasksScripts = () => loadScripts(redis, dir('people'), { createTask: 4, decideTask: 5, approveTask: 2, claimTask: 2, releaseTask: 2, reassignTask: 4 });
+const tasksScripts = () => loadScripts(redis, dir('people'), { createTask: 5, decideTask: 6, approveTask: 2, claimTask: 3, releaseTask: 2, reassignTask: 5 });
 const flowScripts = () => loadScripts(redis, dir('flows'), { createInstance: 3, deliverMessage: 3, refreshLock: 1, releaseLock: 1 });
-const authScripts = () => loadScripts(redis, dir('auth'), { changeRule: 3, countFailedLogin: 1, readFailedLogins: 1 });
+const authScripts = () => loadScripts(redis, dir('auth'), { changeRule: 4, countFailedLogin: 1, readFailedLogins: 1 });
 
 test('createTask: Created, then Exists for the same id (nothing overwritten)', async () => {
   const store = new TaskStore(redis, PREFIX);
@@ -306,9 +306,9 @@ test('countFailedLogin and readFailedLogins: a window from the first failure; ov
 test('the loader refuses keys of two hash tags, the wrong number of keys, and a script with no file', async () => {
   const scripts = tasksScripts();
   const keys = new TaskKeys(PREFIX);
-  await assert.rejects(scripts.claimTask([keys.task('x'), `${PREFIX}:other:history`], 'a', '{}', now()), CrossSlotKeys);
+  await assert.rejects(scripts.claimTask([keys.task('x'), `${PREFIX}:other:history`, keys.events('x')], 'a', '{}', now()), CrossSlotKeys);
   await assert.rejects((scripts.claimTask as (k: string[], ...a: string[]) => Promise<unknown>)([keys.task('x')], 'a', '{}', now()), ScriptFileError);
-  assert.throws(() => loadScripts(redis, dir('people'), { claimTask: 3 }), ScriptFileError);
+  assert.throws(() => loadScripts(redis, dir('people'), { claimTask: 2 }), ScriptFileError);
   assert.throws(() => loadScripts(redis, dir('people'), { noSuchScript: 1 }), ScriptFileError);
 });
 
