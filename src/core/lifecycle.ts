@@ -55,3 +55,11 @@ export async function withEvents<T>(journal: EventJournal | undefined, journalKe
   journal!.written(journalKey);
   return result;
 }
+
+/**
+ * Stores a lifecycle event durably where it is delivered from (the events outbox) and resolves
+ * once it is; rejects when it could not be stored, so the caller can hold back what the event
+ * reports and try again. For changes made outside our scripts (a broker's reject, a BullMQ
+ * failed set), whose events must be recorded before the change or from its durable trace after.
+ */
+export type RecordLifecycle = (event: LifecycleEvent) => Promise<void>;

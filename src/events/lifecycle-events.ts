@@ -138,6 +138,24 @@ export class LifecycleEvents {
     void write.finally(() => this.pending.delete(write));
   };
 
+  /**
+   * Stores an event for each destination whose types match and resolves once every copy is
+   * stored (at once when none matches); rejects if one could not be: the caller retries, and the
+   * copies already stored deduplicate the retry (the event id is fixed by its key).
+   */
+  readonly record = async (e: LifecycleEvent): Promise<void> => {
+    const targets = this.targets(e);
+    if (targets.length === 0 || !this.outbox) return;
+    if (this.closed) throw new Error('lifecycle events are closed (the gateway is stopping)');
+    const event = buildCloudEvent(e, this.o.source);
+    for (const t of targets) await this.outbox.send(eventMessage(event, t.to, t.mode));
+  };
+
+  /** Whether some mapping wants events of this type (a reporter that must do work to find them asks first). */
+  wants(type: string): boolean {
+    return this.routes.some((r) => r.patterns.some((p) => matchesType(p, type)));
+  }
+
   /** Waits for events being stored, then stops delivering (undelivered ones wait in Redis). */
   async close(): Promise<void> {
     await Promise.allSettled([...this.pending]);
