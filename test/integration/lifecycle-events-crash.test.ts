@@ -35,7 +35,7 @@ export default defineFlow({
   name: 'evwork',
   input: z.object({ i: z.number().int().min(0) }),
   async run(ctx, input) {
-    await ctx.sleep(\`\${400 + (input.i % 8) * 250}ms\`);
+    await ctx.sleep(\`\${200 + (input.i % 6) * 150}ms\`);
     const twice = await ctx.step('work', async () => input.i * 2);
     return { twice };
   },
