@@ -19,8 +19,8 @@ import type { LifecycleEvent, RecordLifecycle } from './lifecycle.ts';
  */
 
 export interface DeadLetterQueue {
-  /** The address whose dead letters these are (`queue:orders`). */
-  address: string;
+  /** The address whose dead letters these are (`queue:orders`); none: each job's own `to` (an outbox). */
+  address?: string;
   /** The BullMQ queue name (`{queue%3Aorders}`). */
   queue: string;
 }
@@ -32,7 +32,18 @@ export interface DeadLetterEventsOptions {
   queues: () => Promise<DeadLetterQueue[]>;
   /** The transport named in the events (`queue`). */
   transport: string;
+  /**
+   * The singleton duty's name (one lease per name).
+   * @defaultValue the transport
+   */
+  duty?: string;
   record: RecordLifecycle;
+  /**
+   * More events of the same dead letter (a peer's `switchboard.peer.undeliverable`), with keys as
+   * fixed as the dead-lettered one's.
+   * @defaultValue none
+   */
+  alsoReport?: (d: DeadLetter) => LifecycleEvent[];
   /**
    * How often the lease holder reads the failed sets.
    * @defaultValue 2000
@@ -47,6 +58,15 @@ export interface DeadLetterEventsOptions {
   log: Logger;
 }
 
+/** One dead letter as the failed set and its job hash record it. */
+export interface DeadLetter {
+  address: string;
+  messageId: unknown;
+  reason: string;
+  /** Fixed for this dead-lettering (job id, attempts, when it failed): the key of its events. */
+  key: string;
+}
+
 /** Dead letters read per page of a queue's failed set. */
 const BATCH = 500;
 
@@ -59,7 +79,7 @@ export class DeadLetterEvents {
   private closed = false;
 
   constructor(private readonly o: DeadLetterEventsOptions) {
-    this.lease = new Lease({ redis: o.redis, key: `${o.prefix}:lease:dead-letter-events:${o.transport}`, log: o.log });
+    this.lease = new Lease({ redis: o.redis, key: `${o.prefix}:lease:dead-letter-events:${o.duty ?? o.transport}`, log: o.log });
   }
 
   start(): void {
@@ -102,10 +122,10 @@ export class DeadLetterEvents {
           const jobId = failed[i]!;
           const [data, reason, attempts, finishedOn] = await this.o.redis.hmget(`${this.o.prefix}:${q.queue}:${jobId}`, 'data', 'failedReason', 'atm', 'finishedOn');
           if (data === null || data === undefined) continue; // discarded meanwhile
-          const event = this.event(q.address, jobId, data, reason ?? '', attempts ?? '0', finishedOn ?? String(failed[i + 1]));
-          if (!this.recorded.has(event.key)) {
-            await this.o.record(event);
-            this.recorded.set(event.key, Date.now());
+          const d = this.deadLetter(q.address, jobId, data, reason ?? '', attempts ?? '0', finishedOn ?? String(failed[i + 1]));
+          if (!this.recorded.has(d.key)) {
+            for (const event of [this.event(d), ...(this.o.alsoReport?.(d) ?? [])]) await this.o.record(event);
+            this.recorded.set(d.key, Date.now());
           }
           newest = Math.max(newest, Number(failed[i + 1]));
         }
@@ -118,17 +138,21 @@ export class DeadLetterEvents {
     for (const [k, at] of this.recorded) if (at < old) this.recorded.delete(k);
   }
 
-  private event(address: string, jobId: string, data: string, reason: string, attempts: string, finishedOn: string): LifecycleEvent {
-    let messageId: unknown;
+  private deadLetter(address: string | undefined, jobId: string, data: string, reason: string, attempts: string, finishedOn: string): DeadLetter {
+    let stored: { id?: unknown; to?: unknown; message?: { id?: unknown; to?: unknown } } = {};
     try {
-      messageId = (JSON.parse(data) as { id?: unknown }).id;
+      stored = JSON.parse(data) as typeof stored;
     } catch {
-      messageId = undefined;
+      /* unreadable: the event says what the failed set says */
     }
-    return {
-      type: 'switchboard.message.dead-lettered', subject: address, key: `${address}\0${jobId}\0${attempts}\0${finishedOn}`,
-      data: { address, messageId, transport: this.o.transport, reason },
-    };
+    // Outbox jobs hold the message itself; peer jobs stored before there was one outbox class hold it under `message`.
+    const message = typeof stored.id === 'string' || stored.message === undefined ? stored : stored.message;
+    const to = address ?? (typeof message.to === 'string' ? message.to : '(unknown)');
+    return { address: to, messageId: message.id, reason, key: `${to}\0${jobId}\0${attempts}\0${finishedOn}` };
+  }
+
+  private event(d: DeadLetter): LifecycleEvent {
+    return { type: 'switchboard.message.dead-lettered', subject: d.address, key: d.key, data: { address: d.address, messageId: d.messageId, transport: this.o.transport, reason: d.reason } };
   }
 
   async close(): Promise<void> {

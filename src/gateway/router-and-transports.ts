@@ -108,7 +108,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   router.reportLifecycleTo(lifecycle);
   // Dead letters of mq: and tmp: are recorded (awaited) before the change, those of queue: read
   // back from BullMQ's failed sets (DeadLetterEvents): each survives a kill -9 of the process.
-  const deadLetterEvents = events.wants('switchboard.message.dead-lettered') ? events.record : undefined;
+  const deadLetterEvents = events.wants('switchboard.message.dead-lettered') || events.wants('switchboard.peer.undeliverable') ? events.record : undefined;
   queues = new QueueEndpoint({
     redis,
     prefix,
@@ -148,19 +148,19 @@ export async function openRouterAndTransports(config: Config, materials: Materia
 
   if (config.email) {
     const e = config.email;
-    router.register(new EmailEndpoint({ lifecycle, redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
+    router.register(new EmailEndpoint({ ...(deadLetterEvents ? { deadLetterEvents } : {}), redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
   }
   const outbound = Object.entries(config.webhooks).filter(([, w]) => w.url);
   let webhooks: WebhookEndpoint | undefined;
   if (outbound.length > 0) {
     router.register(webhooks = new WebhookEndpoint({
-      lifecycle, redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
+      ...(deadLetterEvents ? { deadLetterEvents } : {}), redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
       maxAttempts: Math.max(...outbound.map(([, w]) => w.maxAttempts)), backoffMs: Math.min(...outbound.map(([, w]) => w.backoff)),
       targets: outbound.map(([name, w]) => ({ name, url: w.url!, secret: w.secret, timeoutMs: w.timeout })),
     }));
   }
   if (config.network && materials.network) {
-    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, log, attachments, audit }, cleanup);
+    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, ...(deadLetterEvents ? { deadLetterEvents } : {}), log, attachments, audit }, cleanup);
   }
   const brokers = connectBrokers(config, materials, { redis, router, metrics, log, ...(deadLetterEvents ? { deadLetterEvents } : {}) }, cleanup);
   return { router, metrics, dedup, queues, temporaryQueues, topics, shards, attachments, tracing, events, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
