@@ -289,7 +289,7 @@ export class InstanceStore {
     return status as FlowStatus | null;
   }
 
-  /** A waiting run's end (`scripts/parkInstance-3.lua`): the status before it ('cancelled' stands). */
+  /** A waiting run's end (`scripts/parkInstance-4.lua`): the status before it ('cancelled' stands). */
   async park(id: string, token: string, entries: JournalEntry[], waitingOn: InstanceMeta['waitingOn'], events: ChangeEvents = NO_EVENTS): Promise<FlowStatus | null> {
     return withEvents(this.eventJournal, this.k(id, 'events'), events, async (ev) =>
       (await this.scripts.parkInstance(this.keys.parkInstance(id), token, JSON.stringify(waitingOn ?? null), new Date().toISOString(), ev.length / 2, ...encodeSteps(entries), ...ev)) as FlowStatus | null);
