@@ -19,6 +19,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { drain } from '../support/counting-sink.ts';
 import { GatewayFleet, prefixFor, sleep } from '../support/fleet.ts';
 import { api, waitFor, type GatewayProcess } from '../support/gateway.ts';
@@ -71,7 +72,7 @@ after(async () => {
 });
 
 const extra = () => ({
-  flows: { dir, concurrency: 20, lockTimeout: '3s', stalledCheck: '1s' },
+  flows: { dir, concurrency: 20, lockTimeout: '2s', stalledCheck: '1s' },
   queues: { maxAttempts: 3, backoff: '100ms', lockTimeout: '3s', stalledCheck: '1s' },
   events: [{ types: ['switchboard.flow.*', 'switchboard.task.*'], to: SINK }],
   permissions: [
@@ -113,6 +114,19 @@ async function sendStarts(gw: GatewayProcess, killAt = Infinity): Promise<{ acke
   return { acked, ...(killed ? { killed } : {}) };
 }
 
+/** How many journals in the index still hold events (what a killed process had not forwarded yet). */
+async function undrained(prefix: string): Promise<number> {
+  const r = new Redis(redis!.url);
+  try {
+    const keys = await r.zrange(`${prefix}:{event-journals}`, 0, -1);
+    let n = 0;
+    for (const k of keys) if ((await r.hlen(k)) > 0) n++;
+    return n;
+  } finally {
+    r.disconnect();
+  }
+}
+
 async function openTasks(gw: GatewayProcess): Promise<{ id: string; title: string }[]> {
   const r = await api(gw.url, 'GET', '/api/tasks', { user: 'ops' });
   assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -132,6 +146,7 @@ test('kill -9 twice while flows start, run and tasks are decided: every flow and
   const code = await first.killed;
   t.diagnostic(`kill -9 of pid ${gw1.pid} (exit ${code}) after ${first.acked.size} acknowledged starts`);
   assert.ok(first.acked.size < STARTS.length, 'the kill landed while starts were arriving');
+  t.diagnostic(`journals the killed process left undrained: ${await undrained(prefix)}`);
 
   const gw2 = await fleet.spawn(prefix, extra());
   // The senders send every start again (same ids): acknowledged ones are duplicates of the same instance.
@@ -148,6 +163,7 @@ test('kill -9 twice while flows start, run and tasks are decided: every flow and
     assert.equal(r.status, 200, JSON.stringify(r.body));
   }
   await gw2.kill('SIGKILL');
+  t.diagnostic(`journals the second killed process left undrained: ${await undrained(prefix)}`);
 
   const gw3 = await fleet.spawn(prefix, extra());
   const left = await openTasks(gw3);
@@ -180,7 +196,7 @@ test('kill -9 twice while flows start, run and tasks are decided: every flow and
     const n = tally();
     return n.started >= expected.started && n.completed >= expected.completed && n.created >= expected.created && n.decided >= expected.decided;
   }, 90_000, 'every flow and task event at the sink').catch((err: Error) => { throw new Error(`${err.message}: have ${JSON.stringify(tally())}, want ${JSON.stringify(expected)}`); });
-  await sleep(13_000);
+  await sleep(11_500);
   await take();
   t.diagnostic(`${events.length} events at the sink: ${JSON.stringify(tally())}`);
 
