@@ -37,11 +37,16 @@ const backoff = (attempt: number): number => Math.min(60_000, 500 * 2 ** Math.mi
 const ATTEMPTS = 10_080;
 
 /**
- * Lifecycle events as CloudEvents, routed by the `events` config (DESIGN §11). A reported event
- * is written to a durable outbox (store and forward) and the outbox hands it to the router as the
- * gateway itself, so the pipeline, the destination's dedup and its durability apply as to any
- * message; a destination that is down gets it later, retried, never dropped. Reporting never
- * throws and never waits on a destination.
+ * Lifecycle events as CloudEvents, routed by the `events` config (DESIGN §11). Every event ends
+ * up in a durable outbox (store and forward) that hands it to the router as the gateway itself,
+ * so the pipeline, the destination's dedup and its durability apply as to any message; a
+ * destination that is down gets it later, retried, never dropped. It gets there one of three ways:
+ * - `journal`: stores pass a change's events to the script that makes the change, which
+ *   journals them atomically with it; the journal is drained into the outbox (never lost);
+ * - `record`: stored and awaited, for changes outside our scripts that can wait for it (a
+ *   broker's reject) or be derived from a durable trace (BullMQ's failed sets);
+ * - `report`: stored in the background right after the change (replays, peer up and down): never
+ *   throws, never waits, lost only if the process dies in that instant.
  */
 export class LifecycleEvents {
   private readonly routes: { patterns: TypePattern[]; to: string; mode: ContentMode }[];
