@@ -1,7 +1,9 @@
 /**
- * A lifecycle event as the code that made the state change reports it (DESIGN §11): which kind
+ * A lifecycle event as the code that makes the state change states it (DESIGN §11): which kind
  * of change, what it happened to, and a few plain facts. `src/events` turns it into a CloudEvent
- * and routes it; the reporter only states what happened, after the change is durable.
+ * and routes it. Stores whose changes are scripts hand it over before the change and the script
+ * journals it only if the change happens (`EventJournal`), so it is emitted exactly when the
+ * change is durable; other reporters record it (`RecordLifecycle`) or report it (`ReportLifecycle`).
  */
 export interface LifecycleEvent {
   /** e.g. `switchboard.flow.completed` (the list is in src/events/event-types.ts). */
