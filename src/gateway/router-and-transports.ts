@@ -106,8 +106,9 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   const events = new LifecycleEvents({ redis, prefix, shards, router, source, mappings: config.events, dedupTtlMs: config.queues.dedupTtl, metrics, log });
   const lifecycle = events.report;
   router.reportLifecycleTo(lifecycle);
-  // Dead letters of mq: and tmp: are recorded (awaited) before the change, those of queue: read
-  // back from BullMQ's failed sets (DeadLetterEvents): each survives a kill -9 of the process.
+  // Dead letters of mq: and tmp: are recorded (awaited) before the change; those of queue: and of
+  // the outboxes (email:, webhook:, peer:) are read back from BullMQ's failed sets
+  // (DeadLetterEvents): each survives a kill -9 of the process.
   const deadLetterEvents = events.wants('switchboard.message.dead-lettered') || events.wants('switchboard.peer.undeliverable') ? events.record : undefined;
   queues = new QueueEndpoint({
     redis,
