@@ -29,8 +29,13 @@ export class PermissionKeys {
     return `${this.prefix}:{perm}:changed`;
   }
 
-  changeRule(): [string, string, string] {
-    return [this.rules, this.version, this.history];
+  /** Lifecycle events of rule changes not yet forwarded (src/core/event-journal.ts). */
+  get events(): string {
+    return `${this.prefix}:{perm}:events`;
+  }
+
+  changeRule(): [string, string, string, string] {
+    return [this.rules, this.version, this.history, this.events];
   }
 }
 

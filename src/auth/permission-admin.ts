@@ -1,9 +1,9 @@
 import { Conflict, NotFound, PermissionDenied, ValidationError } from '../core/errors.ts';
-import type { ReportLifecycle } from '../core/lifecycle.ts';
+import type { EventJournal, LifecycleEvent } from '../core/lifecycle.ts';
 import { principalId, type Principal } from '../core/message.ts';
 import { parsePattern, patternWithin } from '../core/pattern.ts';
 import type { Directory } from './directory.ts';
-import type { PermissionStore, RuleChange } from './permission-store.ts';
+import type { PermissionStore, RecordedEvents, RuleChange } from './permission-store.ts';
 import { VERBS, type PermissionRule, type Permissions, type Verb } from './permissions.ts';
 
 export interface RuleInput {
@@ -37,12 +37,17 @@ export class PermissionAdmin {
     private readonly store: PermissionStore,
     private readonly directory: Directory,
     private readonly knownPeers: () => string[],
-    /** Told of each change once it is stored (lifecycle events). */
-    private readonly lifecycle?: ReportLifecycle,
+    /** Where each change records its lifecycle event, in the same script (none: events off). */
+    private readonly journal?: EventJournal,
   ) {}
 
-  private changed(change: 'added' | 'removed' | 'reverted', by: Principal, data: Record<string, unknown>): void {
-    this.lifecycle?.({ type: 'switchboard.permission.changed', subject: 'permissions', key: `${change}\0${JSON.stringify(data)}\0${this.permissions.version}\0${Date.now()}`, data: { change, by: principalId(by), ...data } });
+  /**
+   * The `permission.changed` event of a change, recorded by the store's script with it. A rule id
+   * is added and removed at most once each; a revert is one event per request (`at`).
+   */
+  private changed(change: 'added' | 'removed' | 'reverted', by: Principal, key: string, data: Record<string, unknown>): RecordedEvents {
+    const event: LifecycleEvent = { type: 'switchboard.permission.changed', subject: 'permissions', key: `${change}\0${key}`, data: { change, by: principalId(by), ...data } };
+    return { ...(this.journal ? { journal: this.journal } : {}), events: () => [event] };
   }
 
   private scopeCheck(p: Principal, address: string): void {
@@ -81,9 +86,7 @@ export class PermissionAdmin {
       if (kind === 'user' && !(await this.directory.lookup(name))) throw new ValidationError(`the directory has no user '${name}' (add with force: true if it was just created)`);
       if (kind === 'peer' && !this.knownPeers().includes(name)) throw new ValidationError(`no peer '${name}' in the network map (add with force: true to allow it ahead of time)`);
     }
-    const rule = await this.store.add({ [kind]: name, address: input.address, verbs }, principalId(p), from);
-    this.changed('added', p, { rule });
-    return rule;
+    return this.store.add({ [kind]: name, address: input.address, verbs }, principalId(p), from, (rule) => this.changed('added', p, rule.id, { rule }));
   }
 
   async remove(p: Principal, id: string, from?: string): Promise<PermissionRule> {
@@ -91,9 +94,8 @@ export class PermissionAdmin {
     if (!rule) throw new NotFound(`no rule '${id}'`);
     if (rule.source === 'config') throw new Conflict(`rule '${id}' lives in the configuration file; change it there`);
     this.scopeCheck(p, rule.address);
-    const removed = await this.store.remove(id, principalId(p), from);
+    const removed = await this.store.remove(id, principalId(p), from, (r) => this.changed('removed', p, r.id, { rule: r }));
     if (!removed) throw new NotFound(`no rule '${id}' (removed meanwhile)`);
-    this.changed('removed', p, { rule: removed });
     return removed;
   }
 
@@ -106,9 +108,8 @@ export class PermissionAdmin {
     const now = await this.store.consoleRules();
     const touched = [...now.filter((r) => !target.has(r.id)), ...[...target.values()].filter((r) => !now.some((n) => n.id === r.id))];
     for (const r of touched) this.scopeCheck(p, r.address);
-    const result = await this.store.revert(version, principalId(p), from);
-    this.changed('reverted', p, { version, added: result.added, removed: result.removed });
-    return result;
+    const at = new Date().toISOString();
+    return this.store.revert(version, principalId(p), from, (plan) => this.changed('reverted', p, `${version}\0${at}`, { version, added: plan.added, removed: plan.removed }));
   }
 
   async list(): Promise<{ version: number; rules: PermissionRule[] }> {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { NO_EVENTS, withEvents, type ChangeEvents, type EventJournal } from '../core/lifecycle.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
 import { PermissionKeys } from './keys.ts';
 import type { PermissionRule, Permissions, Verb } from './permissions.ts';
@@ -19,7 +20,15 @@ export interface RuleChange {
   rule: PermissionRule;
 }
 
-const SCRIPTS = { changeRule: 3 } as const;
+const SCRIPTS = { changeRule: 4 } as const;
+
+/** A change's lifecycle events and where they are recorded with it (none: events off). */
+export interface RecordedEvents {
+  journal?: EventJournal;
+  events: ChangeEvents;
+}
+
+const UNRECORDED: RecordedEvents = { events: NO_EVENTS };
 
 /**
  * Console rules live in Redis (the config file's rules are the read-only baseline). Every change
@@ -79,40 +88,48 @@ export class PermissionStore {
   }
 
   /** The new version, or null when nothing changed (the rule was already there, or gone). */
-  private async change(action: 'add' | 'remove', rule: PermissionRule, by: string, from?: string, label: RuleChange['action'] = action): Promise<number | null> {
+  private async change(action: 'add' | 'remove', rule: PermissionRule, by: string, from?: string, label: RuleChange['action'] = action, record: RecordedEvents = UNRECORDED): Promise<number | null> {
     const change: Omit<RuleChange, 'version'> = { at: new Date().toISOString(), by, ...(from ? { from } : {}), action: label, op: action, rule };
-    const v = (await this.scripts.changeRule(this.keys.changeRule(), action, rule.id, JSON.stringify(rule), JSON.stringify(change))) as number;
+    const v = await withEvents(record.journal, this.keys.events, record.events, async (ev) =>
+      (await this.scripts.changeRule(this.keys.changeRule(), action, rule.id, JSON.stringify(rule), JSON.stringify(change), ...ev)) as number);
     if (v === ChangeRuleCode.RuleExists || v === ChangeRuleCode.NoSuchRule) return null;
     await this.redis.publish(this.keys.channel, String(v));
     await this.refresh();
     return v;
   }
 
-  async add(rule: { group?: string; user?: string; peer?: string; address: string; verbs: Verb[] }, by: string, from?: string): Promise<PermissionRule> {
+  /** `record(rule)`: the change's lifecycle events, given the rule as stored. */
+  async add(rule: { group?: string; user?: string; peer?: string; address: string; verbs: Verb[] }, by: string, from?: string, record?: (rule: PermissionRule) => RecordedEvents): Promise<PermissionRule> {
     const full: PermissionRule = { id: `r${randomBytes(6).toString('hex')}`, ...rule, source: 'console', createdBy: by, createdAt: new Date().toISOString() };
-    await this.change('add', full, by, from);
+    await this.change('add', full, by, from, 'add', record?.(full));
     return full;
   }
 
   /** False when no console rule has this id (any more). */
-  async remove(id: string, by: string, from?: string): Promise<PermissionRule | null> {
+  async remove(id: string, by: string, from?: string, record?: (rule: PermissionRule) => RecordedEvents): Promise<PermissionRule | null> {
     const raw = await this.redis.hget(this.keys.rules, id);
     if (!raw) return null;
     const rule = JSON.parse(raw) as PermissionRule;
-    return (await this.change('remove', rule, by, from)) !== null ? rule : null;
+    return (await this.change('remove', rule, by, from, 'remove', record?.(rule))) !== null ? rule : null;
   }
 
   /**
    * Makes the console rules what they were right after `version`: each rule added or removed is
-   * one recorded change (action 'revert', with `removed: true` for the removals).
+   * one recorded change (action 'revert', with `removed: true` for the removals). The revert's
+   * lifecycle event (`record`, given what it plans to add and remove) is recorded with its last
+   * change: one event once the rules are what was asked.
    */
-  async revert(version: number, by: string, from?: string): Promise<{ added: PermissionRule[]; removed: PermissionRule[] }> {
+  async revert(version: number, by: string, from?: string, record?: (plan: { added: PermissionRule[]; removed: PermissionRule[] }) => RecordedEvents): Promise<{ added: PermissionRule[]; removed: PermissionRule[] }> {
     const target = await this.rulesAt(version);
     const current = new Map((await this.consoleRules()).map((r) => [r.id, r]));
+    const plan = { removed: [...current].filter(([id]) => !target.has(id)).map(([, r]) => r), added: [...target].filter(([id]) => !current.has(id)).map(([, r]) => r) };
+    const steps = [...plan.removed.map((rule) => ['remove', rule] as const), ...plan.added.map((rule) => ['add', rule] as const)];
     const added: PermissionRule[] = [];
     const removed: PermissionRule[] = [];
-    for (const [id, rule] of current) if (!target.has(id) && (await this.change('remove', rule, by, from, 'revert')) !== null) removed.push(rule);
-    for (const [id, rule] of target) if (!current.has(id) && (await this.change('add', rule, by, from, 'revert')) !== null) added.push(rule);
+    for (const [i, [op, rule]] of steps.entries()) {
+      const last = i === steps.length - 1 ? record?.(plan) : undefined;
+      if ((await this.change(op, rule, by, from, 'revert', last)) !== null) (op === 'add' ? added : removed).push(rule);
+    }
     return { added, removed };
   }
 

@@ -6,7 +6,8 @@ import { dedupKey } from './dedup.ts';
 import { shardOf, shardTag } from '../store/redis.ts';
 import type { BrowseResult, HealthReport, SendResult } from './endpoint.ts';
 import { NotFound } from './errors.ts';
-import type { ReportLifecycle } from './lifecycle.ts';
+import { DeadLetterEvents, type DeadLetter } from './dead-letter-events.ts';
+import type { LifecycleEvent, RecordLifecycle } from './lifecycle.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from './message.ts';
 import type { Metrics } from './metrics.ts';
 
@@ -80,10 +81,12 @@ export interface OutboxOptions<E extends object = Record<never, never>> {
    */
   onDeadLetter?: (message: Message, reason: string, extra: E) => Promise<void> | void;
   /**
-   * Told of every dead letter once it is durable (`switchboard.message.dead-lettered`).
-   * @defaultValue undefined
+   * Stores `switchboard.message.dead-lettered` for every dead letter, read back from the failed
+   * set by a leased reconciler (see DeadLetterEvents): a kill -9 right after BullMQ dead-lettered
+   * a message does not lose its event. `alsoReport`: more events of the same dead letter.
+   * @defaultValue undefined (no dead-letter events)
    */
-  lifecycle?: ReportLifecycle;
+  deadLetterEvents?: { record: RecordLifecycle; alsoReport?: (d: DeadLetter) => LifecycleEvent[] };
   /** Metrics and log label: the transport's scheme. */
   label: string;
   /** Counts deliveries (messages out) and dead letters under `label`. */
@@ -139,6 +142,7 @@ export class Outbox<E extends object = Record<never, never>> {
   private readonly legacy?: Queue<Data>;
   private workers: Worker<Data>[] = [];
   private readonly names: string[];
+  private readonly deadLetterEvents?: DeadLetterEvents;
   private readonly concurrency: number;
   private readonly jobOptions: JobsOptions;
   private closed = false;
@@ -158,6 +162,15 @@ export class Outbox<E extends object = Record<never, never>> {
     this.names = names;
     this.queues = names.map((name) => this.openQueue(name));
     if (shards > 1) this.legacy = this.openQueue(`{${o.name}}`);
+    if (o.deadLetterEvents) {
+      const queues = this.allQueues.map((q) => ({ queue: q.name }));
+      this.deadLetterEvents = new DeadLetterEvents({
+        redis: o.redis, prefix: o.prefix, transport: o.label, duty: o.name, log: o.log, record: o.deadLetterEvents.record,
+        ...(o.deadLetterEvents.alsoReport ? { alsoReport: o.deadLetterEvents.alsoReport } : {}),
+        queues: async () => queues,
+      });
+      this.deadLetterEvents.start();
+    }
     if (o.deliverHere ?? true) this.startDelivering();
   }
 
@@ -253,8 +266,6 @@ export class Outbox<E extends object = Record<never, never>> {
     }
     this.o.metrics.deadLettered.inc({ endpoint: this.o.label });
     this.o.log.error(fields, 'message dead-lettered');
-    // The job id and its attempt count make one dead-lettering of one message (a replay may lead to another).
-    this.o.lifecycle?.({ type: 'switchboard.message.dead-lettered', subject: message.to, key: `${message.to}\0${job.id}\0${job.attemptsMade}\0${job.finishedOn ?? ''}`, data: { address: message.to, messageId: message.id, transport: this.o.label, reason: err.message } });
     if (!this.o.onDeadLetter) return;
     Promise.resolve()
       .then(() => this.o.onDeadLetter!(decodeMessage(message), err.message, extra))
@@ -347,6 +358,7 @@ export class Outbox<E extends object = Record<never, never>> {
   /** Stops taking messages (in-flight deliveries finish) and closes the queue. */
   async close(): Promise<void> {
     this.closed = true;
+    await this.deadLetterEvents?.close();
     await this.stopDelivering();
     await Promise.all(this.allQueues.map((q) => q.close()));
   }

@@ -1,12 +1,13 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { isRetryable, SwitchboardError } from '../core/errors.ts';
-import type { LifecycleEvent } from '../core/lifecycle.ts';
+import { LifecycleJournal } from '../core/event-journal.ts';
+import type { EventJournal, LifecycleEvent } from '../core/lifecycle.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { Outbox, Undeliverable } from '../core/outbox.ts';
 import type { Router } from '../core/router.ts';
 import { systemCaller } from '../core/system-message.ts';
-import { buildCloudEvent, defaultMode, eventMessage, isEventId, type ContentMode } from './cloudevent.ts';
+import { buildCloudEvent, defaultMode, eventMessage, isEventId, type CloudEvent, type ContentMode } from './cloudevent.ts';
 import { matchesType, parseTypePattern, type TypePattern } from './event-types.ts';
 
 /** One `events[]` entry of the config: which types go where, and how. */
@@ -36,15 +37,21 @@ const backoff = (attempt: number): number => Math.min(60_000, 500 * 2 ** Math.mi
 const ATTEMPTS = 10_080;
 
 /**
- * Lifecycle events as CloudEvents, routed by the `events` config (DESIGN §11). A reported event
- * is written to a durable outbox (store and forward) and the outbox hands it to the router as the
- * gateway itself, so the pipeline, the destination's dedup and its durability apply as to any
- * message; a destination that is down gets it later, retried, never dropped. Reporting never
- * throws and never waits on a destination.
+ * Lifecycle events as CloudEvents, routed by the `events` config (DESIGN §11). Every event ends
+ * up in a durable outbox (store and forward) that hands it to the router as the gateway itself,
+ * so the pipeline, the destination's dedup and its durability apply as to any message; a
+ * destination that is down gets it later, retried, never dropped. It gets there one of three ways:
+ * - `journal`: stores pass a change's events to the script that makes the change, which
+ *   journals them atomically with it; the journal is drained into the outbox (never lost);
+ * - `record`: stored and awaited, for changes outside our scripts that can wait for it (a
+ *   broker's reject) or be derived from a durable trace (BullMQ's failed sets);
+ * - `report`: stored in the background right after the change (replays, peer up and down): never
+ *   throws, never waits, lost only if the process dies in that instant.
  */
 export class LifecycleEvents {
   private readonly routes: { patterns: TypePattern[]; to: string; mode: ContentMode }[];
   private readonly outbox?: Outbox;
+  private readonly recorder?: LifecycleJournal;
   /** Writes to the outbox not yet finished, so a stop waits for what was already reported. */
   private readonly pending = new Set<Promise<void>>();
   private closed = false;
@@ -68,21 +75,49 @@ export class LifecycleEvents {
         }
       },
     });
+    const outbox = this.outbox;
+    this.recorder = new LifecycleJournal({
+      redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, log: o.log,
+      // The id, time and data are fixed here, before the change: a drain repeated after a crash sends the same event.
+      encode: (events) => events.filter((e) => this.targets(e).length > 0).map((e): [string, string] => {
+        const ce = buildCloudEvent(e, o.source);
+        return [ce.id, JSON.stringify(ce)];
+      }),
+      forward: async (_id, json) => {
+        const event = JSON.parse(json) as CloudEvent;
+        // Routed by the mappings of the process that drains it (after a restart: the new config's).
+        for (const t of this.routes.filter((r) => r.patterns.some((p) => matchesType(p, event.type)))) await outbox.send(eventMessage(event, t.to, t.mode));
+      },
+    });
+  }
+
+  /**
+   * Where stores record events atomically with their changes (flows, tasks, permission rules);
+   * undefined when no `events:` mapping is configured, so those stores do no extra work.
+   */
+  get journal(): EventJournal | undefined {
+    return this.recorder;
+  }
+
+  /** The mappings an event goes to. */
+  private targets(e: LifecycleEvent): { to: string; mode: ContentMode }[] {
+    // An event about an event (one dead-lettered at a consumer that refuses them) would make
+    // another, to the same consumer, without end: those stay in the dead letters and the metrics.
+    if (isEventId(e.data.messageId)) return [];
+    return this.routes.filter((r) => r.patterns.some((p) => matchesType(p, e.type)));
   }
 
   /** Checks every destination is served here (a clear error at start otherwise), then starts delivering. */
   start(): void {
     for (const r of this.routes) this.o.router.check(r.to);
     this.outbox?.startDelivering();
+    this.recorder?.start();
   }
 
   /** Reports an event: stored for each destination whose types match; never throws. */
   readonly report = (e: LifecycleEvent): void => {
     if (this.closed || !this.outbox) return;
-    // An event about an event (one dead-lettered at a consumer that refuses them) would make
-    // another, to the same consumer, without end: those stay in the dead letters and the metrics.
-    if (isEventId(e.data.messageId)) return;
-    const targets = this.routes.filter((r) => r.patterns.some((p) => matchesType(p, e.type)));
+    const targets = this.targets(e);
     if (targets.length === 0) return;
     const event = buildCloudEvent(e, this.o.source);
     const outbox = this.outbox;
@@ -108,10 +143,29 @@ export class LifecycleEvents {
     void write.finally(() => this.pending.delete(write));
   };
 
+  /**
+   * Stores an event for each destination whose types match and resolves once every copy is
+   * stored (at once when none matches); rejects if one could not be: the caller retries, and the
+   * copies already stored deduplicate the retry (the event id is fixed by its key).
+   */
+  readonly record = async (e: LifecycleEvent): Promise<void> => {
+    const targets = this.targets(e);
+    if (targets.length === 0 || !this.outbox) return;
+    if (this.closed) throw new Error('lifecycle events are closed (the gateway is stopping)');
+    const event = buildCloudEvent(e, this.o.source);
+    for (const t of targets) await this.outbox.send(eventMessage(event, t.to, t.mode));
+  };
+
+  /** Whether some mapping wants events of this type (a reporter that must do work to find them asks first). */
+  wants(type: string): boolean {
+    return this.routes.some((r) => r.patterns.some((p) => matchesType(p, type)));
+  }
+
   /** Waits for events being stored, then stops delivering (undelivered ones wait in Redis). */
   async close(): Promise<void> {
     await Promise.allSettled([...this.pending]);
     this.closed = true;
+    await this.recorder?.close();
     await this.outbox?.close();
   }
 }

@@ -14,6 +14,9 @@
  *   number and a false `done`, which the store restores: short entries keep the hash a listpack)
  * - `<prefix>:flow:{<id>}:inbox` list of delivered messages; `…:seen` ids delivered; `…:consumed` ids taken
  * - `<prefix>:flow:{<id>}:lock` the replay lock (string, token of the holder)
+ * - `<prefix>:flow:{<id>}:events` the instance's lifecycle events not yet forwarded (hash: event id
+ *   → CloudEvent JSON), written by the script that makes the change, emptied by the events
+ *   drainer (src/core/event-journal.ts); never there while no `events:` mapping wants flow events
  * - `<prefix>:flow-id-key` the secret instance ids are derived under: an id is an HMAC of flow,
  *   starter and start id, so a start id starts one instance per starter with no key of its own,
  *   and nobody without the secret can predict another's instance. `<prefix>:flow-start:{<digest>}`
@@ -32,7 +35,7 @@
 
 import { shardOf, shardTag } from '../store/redis.ts';
 
-export type InstancePart = 'meta' | 'input' | 'journal' | 'inbox' | 'seen' | 'consumed' | 'lock';
+export type InstancePart = 'meta' | 'input' | 'journal' | 'inbox' | 'seen' | 'consumed' | 'lock' | 'events';
 
 /** The parts that make up an instance's state (everything but its lock). */
 export const STATE_PARTS = ['meta', 'input', 'journal', 'inbox', 'seen', 'consumed'] as const satisfies readonly InstancePart[];
@@ -75,8 +78,12 @@ export class FlowKeys {
     return `${this.prefix}:flow-tag:${name}=${value}`;
   }
 
-  createInstance(id: string): [string, string] {
-    return [this.instance(id, 'meta'), this.instance(id, 'input')];
+  createInstance(id: string): [string, string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'input'), this.instance(id, 'events')];
+  }
+
+  cancelInstance(id: string): [string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'events')];
   }
 
   deliverMessage(id: string): [string, string, string] {
@@ -95,12 +102,12 @@ export class FlowKeys {
     return [this.instance(id, 'lock'), this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'input')];
   }
 
-  parkInstance(id: string): [string, string, string] {
-    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'lock')];
+  parkInstance(id: string): [string, string, string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'lock'), this.instance(id, 'events')];
   }
 
-  finishInstance(id: string): [string, string, string, string, string, string, string] {
-    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'inbox'), this.instance(id, 'seen'), this.instance(id, 'consumed'), this.instance(id, 'lock'), this.instance(id, 'input')];
+  finishInstance(id: string): [string, string, string, string, string, string, string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'inbox'), this.instance(id, 'seen'), this.instance(id, 'consumed'), this.instance(id, 'lock'), this.instance(id, 'input'), this.instance(id, 'events')];
   }
 
   /** Keys of the transaction that journals a step and takes its message from the inbox. */

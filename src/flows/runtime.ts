@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Conflict, NotFound, ValidationError } from '../core/errors.ts';
 import { encodeMessage, principalId, type Message } from '../core/message.ts';
-import type { ReportLifecycle } from '../core/lifecycle.ts';
+import type { EventJournal, LifecycleEvent } from '../core/lifecycle.ts';
 import type { Router } from '../core/router.ts';
 import { readTraceContext, withTraceContext } from '../tracing/trace-context.ts';
 import { NO_TRACING, type Tracing } from '../tracing/tracing.ts';
@@ -57,8 +57,12 @@ export interface FlowRuntimeOptions {
    * @defaultValue NO_TRACING
    */
   tracing?: Tracing;
-  /** Told of starts, waits and ends once they are stored (lifecycle events). */
-  lifecycle?: ReportLifecycle;
+  /**
+   * Where starts, waits and ends record their lifecycle events, in the same script as the change
+   * (none: events off, no extra work).
+   * @defaultValue undefined
+   */
+  events?: EventJournal;
   log: Logger;
 }
 
@@ -136,7 +140,7 @@ export class FlowRuntime {
 
   constructor(private readonly o: FlowRuntimeOptions) {
     this.tracing = o.tracing ?? NO_TRACING;
-    this.store = new InstanceStore(o.redis, o.prefix);
+    this.store = new InstanceStore(o.redis, o.prefix, o.events);
     this.stickyLimit = Math.max(0, o.stickyInstances ?? 1000);
     this.shards = Math.max(1, o.shards ?? 1);
     this.queueNames = runQueues(this.shards);
@@ -273,7 +277,7 @@ export class FlowRuntime {
         ...(message.replyTo ? { replyTo: message.replyTo } : {}),
         ...(message.correlationId ? { correlationId: message.correlationId } : {}),
         ...(trace ? { traceparent: trace.traceparent, ...(trace.tracestate !== undefined ? { tracestate: trace.tracestate } : {}) } : {}),
-      });
+      }, () => [this.event('started', name, id, id, { startedBy: principalId(message.sender) })]);
       span.setAttribute('switchboard.duplicate', !created);
     } catch (err) {
       span.fail(err);
@@ -283,8 +287,6 @@ export class FlowRuntime {
     }
     // Woken even for a duplicate: a crash between create and wake is repaired by the sender's retry.
     await this.wake(id);
-    // Reported for a duplicate too (same event id, deduplicated): a crash before the first report is mended by the retry.
-    this.report('started', name, id, id, { startedBy: principalId(message.sender) });
     return { instanceId: id, duplicate: !created };
   }
 
@@ -395,10 +397,9 @@ export class FlowRuntime {
         // Waiting, in memory: journal, record the wait and release the lock in one round trip.
         released = true;
         const waitingOn = ctx.waitingOn;
-        const before = await this.store.park(id, token, ctx.takePending(), waitingOn);
+        const before = await this.store.park(id, token, ctx.takePending(), waitingOn, this.waitingEvent(meta.flow, id, waitingOn));
         if (before === 'cancelled' || before === null || lockLost) ctx.evict();
         else this.keep(id, exec);
-        if (before !== 'cancelled' && before !== null) this.reportWaiting(meta.flow, id, waitingOn);
         return 'done';
       }
       const { result, thrown } = outcome;
@@ -407,8 +408,7 @@ export class FlowRuntime {
       if (stop?.reason === 'waiting') {
         released = true;
         const waitingOn = ctx.waitingOn;
-        const before = await this.store.park(id, token, ctx.takePending(), waitingOn);
-        if (before !== 'cancelled' && before !== null) this.reportWaiting(meta.flow, id, waitingOn);
+        await this.store.park(id, token, ctx.takePending(), waitingOn, this.waitingEvent(meta.flow, id, waitingOn));
       } else if (stop?.reason === 'failed') {
         released = true;
         await this.finish(id, token, 'failed', { error: describe(ctx.failure) }, [], meta.flow, meta);
@@ -457,24 +457,27 @@ export class FlowRuntime {
    * round trip (`finishInstance`); a cancel that landed while the run went on wins.
    */
   private async finish(id: string, token: string, status: FlowStatus, fields: Partial<InstanceMeta>, entries: JournalEntry[] = [], flow?: string, about?: InstanceMeta): Promise<void> {
-    const before = await this.store.finish(id, token, { ...fields, status }, entries, this.o.retentionMs);
+    const events = (): LifecycleEvent[] => {
+      if (about && status === 'completed') return [this.event('completed', about.flow, id, id, { startedBy: about.startedBy })];
+      // A retried instance may fail again: each attempt's failure is its own event.
+      if (about && status === 'failed') return [this.event('failed', about.flow, id, `${id}\0${about.attempt ?? '0'}`, { attempt: Number(about.attempt ?? 0), error: fields.error })];
+      return [];
+    };
+    const before = await this.store.finish(id, token, { ...fields, status }, entries, this.o.retentionMs, events);
     if (before === null || before === 'cancelled') return;
-    if (about && status === 'completed') this.report('completed', about.flow, id, id, { startedBy: about.startedBy });
-    // A retried instance may fail again: each attempt's failure is its own event.
-    if (about && status === 'failed') this.report('failed', about.flow, id, `${id}\0${about.attempt ?? '0'}`, { attempt: Number(about.attempt ?? 0), error: fields.error });
     if (flow) await this.store.pruneIndexes(flow, this.o.retentionMs);
     this.o.log.info({ flow, instance: id, status, error: fields.error?.message }, `flow instance ${status}`);
     if (flow) this.o.onOutcome?.(flow, status);
   }
 
-  /** Lifecycle events of an instance (called after the change is stored); plain facts, never input or result. */
-  private report(what: 'started' | 'waiting' | 'completed' | 'failed' | 'cancelled', flow: string, id: string, key: string, data: Record<string, unknown>): void {
-    this.o.lifecycle?.({ type: `switchboard.flow.${what}`, subject: `flow:${flow}/${id}`, key, data: { flow, instanceId: id, ...data } });
+  /** A lifecycle event of an instance, recorded by the script of its change; plain facts, never input or result. */
+  private event(what: 'started' | 'waiting' | 'completed' | 'failed' | 'cancelled', flow: string, id: string, key: string, data: Record<string, unknown>): LifecycleEvent {
+    return { type: `switchboard.flow.${what}`, subject: `flow:${flow}/${id}`, key, data: { flow, instanceId: id, ...data } };
   }
 
-  private reportWaiting(flow: string, id: string, on: InstanceMeta['waitingOn']): void {
+  private waitingEvent(flow: string, id: string, on: InstanceMeta['waitingOn']): () => LifecycleEvent[] {
     // One event per wait: the step it waits in (a replay that parks in the same step is a duplicate).
-    if (on) this.report('waiting', flow, id, `${id}\0${on.step}`, { step: on.step, kind: on.kind, ...(on.target ? { target: on.target } : {}), ...(on.until ? { until: on.until } : {}) });
+    return () => (on ? [this.event('waiting', flow, id, `${id}\0${on.step}`, { step: on.step, kind: on.kind, ...(on.target ? { target: on.target } : {}), ...(on.until ? { until: on.until } : {}) })] : []);
   }
 
   async view(name: string, id: string): Promise<FlowView> {
@@ -569,9 +572,11 @@ export class FlowRuntime {
     const meta = await this.store.meta(id);
     if (!meta || meta.flow !== name) throw new NotFound(`no instance '${id}' of flow '${name}'`);
     if (FINISHED.includes(meta.status)) throw new Conflict(`instance '${id}' has already ${meta.status}`);
-    await this.store.update(id, { status: 'cancelled', cancelledBy: by }, ['waitingOn']);
+    // Checked again in the script: a run that ended meanwhile keeps its end.
+    const before = await this.store.cancel(id, by, () => [this.event('cancelled', name, id, id, { by })]);
+    if (before === null) throw new NotFound(`no instance '${id}' of flow '${name}'`);
+    if (FINISHED.includes(before)) throw new Conflict(`instance '${id}' has already ${before}`);
     await this.store.expire(id, name, this.o.retentionMs);
-    this.report('cancelled', name, id, id, { by });
     // A flow parked here runs no further; elsewhere, its next run sees the status and drops it.
     this.sticky.get(id)?.ctx.evict();
     this.sticky.delete(id);

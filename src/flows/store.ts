@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { NO_EVENTS, withEvents, type ChangeEvents, type EventJournal } from '../core/lifecycle.ts';
 import type { StoredMessage } from '../core/message.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
 import { FlowKeys, STATE_PARTS, type InstancePart } from './keys.ts';
@@ -58,7 +59,7 @@ export interface InstanceMeta {
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);
 
-const SCRIPTS = { createInstance: 2, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 4, parkInstance: 3, finishInstance: 7 } as const;
+const SCRIPTS = { createInstance: 3, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 4, parkInstance: 4, finishInstance: 8, cancelInstance: 2 } as const;
 
 /**
  * Redis keeps a hash as a compact listpack while every value is at most hash-max-listpack-value
@@ -165,7 +166,8 @@ export class InstanceStore {
   private readonly keys: FlowKeys;
   private readonly scripts: ScriptCalls<typeof SCRIPTS>;
 
-  constructor(private readonly redis: Redis, prefix: string) {
+  /** @param journal where a change's lifecycle events are recorded with it (none: events off) */
+  constructor(private readonly redis: Redis, prefix: string, private readonly eventJournal?: EventJournal) {
     this.keys = new FlowKeys(prefix);
     this.scripts = loadScripts(redis, new URL('./scripts/', import.meta.url), SCRIPTS);
   }
@@ -217,7 +219,7 @@ export class InstanceStore {
     return (await this.redis.hget(this.k(id, 'meta'), 'status')) as FlowStatus | null;
   }
 
-  async create(meta: InstanceMeta): Promise<boolean> {
+  async create(meta: InstanceMeta, events: ChangeEvents = NO_EVENTS): Promise<boolean> {
     const input = meta.input === undefined ? undefined : JSON.stringify(meta.input);
     const size = input === undefined ? 0 : Buffer.byteLength(input);
     const apart = size > CHUNKED_INPUT_BYTES;
@@ -226,7 +228,8 @@ export class InstanceStore {
     // read the (empty) journal.
     const { id: _id, ...fields } = meta;
     const args = encodeFields({ run: '', ...fields, ...(size > INLINE_INPUT_BYTES ? { input: undefined } : {}) } as unknown as Record<string, unknown>);
-    const created = (await this.scripts.createInstance(this.keys.createInstance(meta.id), apart ? input! : '', ...args, ...pieces)) === CreateInstanceCode.Created;
+    const created = await withEvents(this.eventJournal, this.k(meta.id, 'events'), events, async (entries) =>
+      (await this.scripts.createInstance(this.keys.createInstance(meta.id), apart ? input! : '', entries.length / 2, ...args, ...pieces, ...entries)) === CreateInstanceCode.Created);
     // Indexed on every start, not just the first: a crash between the create and this line is
     // mended by the sender's retry (ZADD of the stored time is idempotent).
     const createdAt = created ? meta.createdAt : ((await this.redis.hget(this.k(meta.id, 'meta'), 'createdAt')) ?? meta.createdAt);
@@ -286,19 +289,30 @@ export class InstanceStore {
     return status as FlowStatus | null;
   }
 
-  /** A waiting run's end (`scripts/parkInstance-3.lua`): the status before it ('cancelled' stands). */
-  async park(id: string, token: string, entries: JournalEntry[], waitingOn: InstanceMeta['waitingOn']): Promise<FlowStatus | null> {
-    return (await this.scripts.parkInstance(this.keys.parkInstance(id), token, JSON.stringify(waitingOn ?? null), new Date().toISOString(), ...encodeSteps(entries))) as FlowStatus | null;
+  /** A waiting run's end (`scripts/parkInstance-4.lua`): the status before it ('cancelled' stands). */
+  async park(id: string, token: string, entries: JournalEntry[], waitingOn: InstanceMeta['waitingOn'], events: ChangeEvents = NO_EVENTS): Promise<FlowStatus | null> {
+    return withEvents(this.eventJournal, this.k(id, 'events'), events, async (ev) =>
+      (await this.scripts.parkInstance(this.keys.parkInstance(id), token, JSON.stringify(waitingOn ?? null), new Date().toISOString(), ev.length / 2, ...encodeSteps(entries), ...ev)) as FlowStatus | null);
   }
 
   /**
-   * A finishing run's end (`scripts/finishInstance-6.lua`): journals `entries`, records `fields`
+   * Cancels an instance that has not ended (`scripts/cancelInstance-2.lua`), with its event.
+   * Returns the status before: null when there is none, an end status when nothing changed.
+   */
+  async cancel(id: string, by: string, events: ChangeEvents = NO_EVENTS): Promise<FlowStatus | null> {
+    return withEvents(this.eventJournal, this.k(id, 'events'), events, async (ev) =>
+      (await this.scripts.cancelInstance(this.keys.cancelInstance(id), by, new Date().toISOString(), ev.length / 2, ...ev)) as FlowStatus | null);
+  }
+
+  /**
+   * A finishing run's end (`scripts/finishInstance-8.lua`): journals `entries`, records `fields`
    * (with status) unless a cancel stands, keeps the state for `retentionMs`, releases the lock.
    * Returns the status before it.
    */
-  async finish(id: string, token: string, fields: Partial<InstanceMeta>, entries: JournalEntry[], retentionMs: number): Promise<FlowStatus | null> {
+  async finish(id: string, token: string, fields: Partial<InstanceMeta>, entries: JournalEntry[], retentionMs: number, events: ChangeEvents = NO_EVENTS): Promise<FlowStatus | null> {
     const meta = encodeFields({ ...fields, updatedAt: new Date().toISOString() });
-    return (await this.scripts.finishInstance(this.keys.finishInstance(id), token, retentionMs, meta.length / 2, ...meta, ...encodeSteps(entries))) as FlowStatus | null;
+    return withEvents(this.eventJournal, this.k(id, 'events'), events, async (ev) =>
+      (await this.scripts.finishInstance(this.keys.finishInstance(id), token, retentionMs, meta.length / 2, ev.length / 2, ...meta, ...encodeSteps(entries), ...ev)) as FlowStatus | null);
   }
 
   /** One journal entry (e.g. the step a reply claims to answer). */

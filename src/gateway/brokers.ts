@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { Broker } from '../amqp/connection.ts';
 import type { Materials } from '../config/materials.ts';
 import type { Config } from '../config/schema.ts';
+import type { RecordLifecycle } from '../core/lifecycle.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
 import { MqEndpoint } from '../endpoints/mq/mq-endpoint.ts';
@@ -13,7 +14,7 @@ import type { Cleanup } from './cleanup.ts';
  * broker connection states in /metrics. Replies on the brokers' reply queues are consumed by
  * the flows step, as they go to waiting flows.
  */
-export function connectBrokers(config: Config, materials: Materials, o: { redis: Redis; router: Router; metrics: Metrics; log: Logger }, cleanup: Cleanup): MqEndpoint | undefined {
+export function connectBrokers(config: Config, materials: Materials, o: { redis: Redis; router: Router; metrics: Metrics; log: Logger; deadLetterEvents?: RecordLifecycle }, cleanup: Cleanup): MqEndpoint | undefined {
   const configured = Object.entries(config.brokers);
   if (configured.length === 0) return undefined;
   const brokers = configured.map(([name, b]) => new Broker({
@@ -27,6 +28,7 @@ export function connectBrokers(config: Config, materials: Materials, o: { redis:
   const mq = new MqEndpoint({
     brokers, redis: o.redis, prefix: config.redis.prefix, maxAttempts: Math.min(...configured.map(([, b]) => b.maxAttempts)), backoffMs: config.queues.backoff,
     replyQueues: new Map(configured.filter(([, b]) => b.replyQueue).map(([n, b]) => [n, b.replyQueue!])), metrics: o.metrics, log: o.log,
+    ...(o.deadLetterEvents ? { deadLetterEvents: o.deadLetterEvents } : {}),
   });
   o.router.register(mq);
   o.metrics.connected.reset();

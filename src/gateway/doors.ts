@@ -49,7 +49,7 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
   const { directory, permissions, permissionStore, audit, tokens, auth } = access;
   const { router, metrics, dedup, queues, network } = transports;
   const prefix = config.redis.prefix;
-  const permissionAdmin = new PermissionAdmin(permissions, permissionStore, directory, () => network?.map.aliases ?? [], transports.events.report);
+  const permissionAdmin = new PermissionAdmin(permissions, permissionStore, directory, () => network?.map.aliases ?? [], transports.events.journal);
   // The addresses the console suggests: flows, brokers, groups, queues that exist, peers.
   const knownAddresses = async () => [
     ...[...flowDefs.keys()].map((n) => `flow:${n}`),

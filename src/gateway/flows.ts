@@ -31,7 +31,7 @@ export async function startFlows(config: Config, flowDefs: FlowDefinitions, redi
     stickyInstances: config.flows.stickyInstances,
     onOutcome: (flow, outcome) => transports.metrics.flowOutcomes.inc({ flow, outcome }),
     tracing: transports.tracing,
-    lifecycle: transports.events.report,
+    ...(transports.events.journal ? { events: transports.events.journal } : {}),
     log,
   });
   router.register(new FlowEndpoint(flows));

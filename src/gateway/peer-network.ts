@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { Permissions } from '../auth/permissions.ts';
 import type { NetworkMaterials } from '../config/materials.ts';
 import type { Config } from '../config/schema.ts';
-import type { ReportLifecycle } from '../core/lifecycle.ts';
+import type { RecordLifecycle, ReportLifecycle } from '../core/lifecycle.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Router } from '../core/router.ts';
 import { PeerEndpoint } from '../endpoints/peer/peer-endpoint.ts';
@@ -31,7 +31,7 @@ export interface PeerNetwork {
 export async function openPeerNetwork(
   n: NonNullable<Config['network']>,
   files: NetworkMaterials,
-  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; lifecycle?: ReportLifecycle; log: Logger; attachments?: AttachmentStore; audit?: AuditLog },
+  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; lifecycle?: ReportLifecycle; deadLetterEvents?: RecordLifecycle; log: Logger; attachments?: AttachmentStore; audit?: AuditLog },
   cleanup: Cleanup,
 ): Promise<PeerNetwork> {
   const map = new NetworkMap({ peers: files.peers, ...(files.mapFile ? { source: files.mapFile } : {}), log: o.log });
@@ -49,7 +49,7 @@ export async function openPeerNetwork(
   }) : undefined;
   const peers: PeerEndpoint = new PeerEndpoint({ revocation, ...(tunnel ? { relay: tunnel } : {}),
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
-    signingKey: files.signingKey, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}), eventHorizonMs: n.eventHorizon, router: o.router, ...(o.attachments ? { attachments: o.attachments } : {}), metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
+    signingKey: files.signingKey, ...(o.deadLetterEvents ? { deadLetterEvents: o.deadLetterEvents } : {}), eventHorizonMs: n.eventHorizon, router: o.router, ...(o.attachments ? { attachments: o.attachments } : {}), metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
   });
   o.router.register(peers);
   await peers.start();

@@ -17,7 +17,7 @@ export async function startPeople(config: Config, redis: Redis, access: Access, 
   const baseUrl = config.http.baseUrl ?? `http://localhost:${config.http.port}`;
   const inbox = new Inbox({
     redis, prefix: config.redis.prefix, shards: transports.shards, router, permissions: access.permissions, directory: access.directory, baseUrl,
-    email: config.email !== undefined, remindersMs: config.people.reminders, lifecycle: transports.events.report, log,
+    email: config.email !== undefined, remindersMs: config.people.reminders, ...(transports.events.journal ? { events: transports.events.journal } : {}), log,
     onDecided: (task, at) => transports.metrics.taskDecided(task.createdAt, task.due, at),
   });
   transports.metrics.countOpenTasks(() => inbox.store.openByDue());

@@ -15,6 +15,8 @@ import { TopicEndpoint } from '../endpoints/topic/topic-endpoint.ts';
 import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
 import { refuseForgedEvents } from '../events/forged-events.ts';
 import { LifecycleEvents } from '../events/lifecycle-events.ts';
+import { DeadLetterEvents } from '../core/dead-letter-events.ts';
+import { bullQueueName } from '../endpoints/queue/names.ts';
 import { ReplicaWait } from '../store/replica-wait.ts';
 import { openTracing } from '../tracing/otel-tracing.ts';
 import { traceSend } from '../tracing/trace-send.ts';
@@ -104,8 +106,11 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   const events = new LifecycleEvents({ redis, prefix, shards, router, source, mappings: config.events, dedupTtlMs: config.queues.dedupTtl, metrics, log });
   const lifecycle = events.report;
   router.reportLifecycleTo(lifecycle);
+  // Dead letters of mq: and tmp: are recorded (awaited) before the change; those of queue: and of
+  // the outboxes (email:, webhook:, peer:) are read back from BullMQ's failed sets
+  // (DeadLetterEvents): each survives a kill -9 of the process.
+  const deadLetterEvents = events.wants('switchboard.message.dead-lettered') || events.wants('switchboard.peer.undeliverable') ? events.record : undefined;
   queues = new QueueEndpoint({
-    lifecycle,
     redis,
     prefix,
     maxAttempts: config.queues.maxAttempts,
@@ -124,7 +129,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     log,
   });
   router.register(queues);
-  const temporaryQueues = new TmpEndpoint({ redis, prefix, metrics, log });
+  const temporaryQueues = new TmpEndpoint({ redis, prefix, metrics, log, ...(deadLetterEvents ? { deadLetterEvents } : {}) });
   router.register(temporaryQueues);
   const topics = new TopicEndpoint({ redis, prefix, queues, dedupTtlMs: config.queues.dedupTtl, log }); // subscriptions are queues
   router.register(topics);
@@ -132,23 +137,32 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   cleanup.push(() => router.close());
   // Closed before the router: events being stored are finished, deliveries stop and wait in Redis.
   cleanup.push(() => events.close());
+  if (deadLetterEvents) {
+    const open = queues;
+    const reconciler = new DeadLetterEvents({
+      redis, prefix, transport: 'queue', record: deadLetterEvents, log,
+      queues: async () => (await open.addresses()).map((address) => ({ address, queue: bullQueueName(address) })),
+    });
+    reconciler.start();
+    cleanup.push(() => reconciler.close()); // stopped before the events it records
+  }
 
   if (config.email) {
     const e = config.email;
-    router.register(new EmailEndpoint({ lifecycle, redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
+    router.register(new EmailEndpoint({ ...(deadLetterEvents ? { deadLetterEvents } : {}), redis, prefix, shards, smtp: e.smtp, from: e.from, maxAttempts: e.maxAttempts, backoffMs: e.backoff, dedupTtlMs: config.queues.dedupTtl, metrics, log }));
   }
   const outbound = Object.entries(config.webhooks).filter(([, w]) => w.url);
   let webhooks: WebhookEndpoint | undefined;
   if (outbound.length > 0) {
     router.register(webhooks = new WebhookEndpoint({
-      lifecycle, redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
+      ...(deadLetterEvents ? { deadLetterEvents } : {}), redis, prefix, shards, dedupTtlMs: config.queues.dedupTtl, metrics, log,
       maxAttempts: Math.max(...outbound.map(([, w]) => w.maxAttempts)), backoffMs: Math.min(...outbound.map(([, w]) => w.backoff)),
       targets: outbound.map(([name, w]) => ({ name, url: w.url!, secret: w.secret, timeoutMs: w.timeout })),
     }));
   }
   if (config.network && materials.network) {
-    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, log, attachments, audit }, cleanup);
+    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, ...(deadLetterEvents ? { deadLetterEvents } : {}), log, attachments, audit }, cleanup);
   }
-  const brokers = connectBrokers(config, materials, { redis, router, metrics, log }, cleanup);
+  const brokers = connectBrokers(config, materials, { redis, router, metrics, log, ...(deadLetterEvents ? { deadLetterEvents } : {}) }, cleanup);
   return { router, metrics, dedup, queues, temporaryQueues, topics, shards, attachments, tracing, events, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };
 }

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { HistoryEntry, Task } from '../core/task.ts';
 import type { Notices } from './notices.ts';
-import type { TaskEvents } from './task-events.ts';
+import { taskLifecycleEvents, type TaskEvent, type TaskEvents } from './task-events.ts';
 import type { TaskStore } from './task-store.ts';
 import { placeOf } from './task-rules.ts';
 import { shardTag } from '../store/redis.ts';
@@ -111,10 +111,13 @@ export class FollowUps {
       return;
     }
     const entry: HistoryEntry = { at: new Date().toISOString(), by: SYSTEM, action: 'escalated', detail: `overdue since ${task.due}; moved to ${task.escalateTo}` };
-    const r = await this.o.store.reassign(task.id, task.escalateTo, entry);
+    const to = task.escalateTo;
+    const place = to.startsWith('person:') ? { assignee: to.slice('person:'.length) } : { group: to.slice(to.indexOf(':') + 1) };
+    const escalated: TaskEvent = { type: 'escalated', taskId: task.id, ...place, previous: placeOf(task), by: SYSTEM };
+    const r = await this.o.store.reassign(task.id, to, entry, '', () => taskLifecycleEvents(escalated, entry.at));
     if (!r.ok) return;
     const moved = (await this.o.store.get(task.id))!;
-    await this.o.events.publish({ type: 'escalated', taskId: task.id, ...placeOf(moved), previous: placeOf(task), by: SYSTEM });
+    await this.o.events.publish(escalated);
     await this.o.notices.escalated(task, moved);
   }
 }

@@ -15,6 +15,8 @@ import { shardOf, shardTag } from '../store/redis.ts';
  * - `<prefix>:{<tag>}:open-by-due` zset of every open task of that shard, scored by its due date
  *   (epoch ms, `+inf` without one): the open and overdue gauges count it with ZCOUNT
  * - `<prefix>:{<tag>}:unnotified` set of that shard's decided tasks whose decision is not delivered yet
+ * - `<prefix>:{<tag>}:events` that shard's task lifecycle events not yet forwarded (hash: event id →
+ *   CloudEvent JSON), written by the script of the change, emptied by the events drainer
  * A person's or group's open tasks are the union of their index in every shard.
  */
 
@@ -77,21 +79,26 @@ export class TaskKeys {
     return `${this.prefix}:{${tag}}:open-by-due`;
   }
 
-  createTask(id: string, owner: TaskOwner): [string, string, string, string] {
-    return [this.task(id), this.history(id), this.open(owner, id), this.openByDueIn(this.tagOf(id))];
+  /** Lifecycle events of the shard of task `id` not yet forwarded (src/core/event-journal.ts). */
+  events(id: string): string {
+    return `${this.prefix}:{${this.tagOf(id)}}:events`;
+  }
+
+  createTask(id: string, owner: TaskOwner): [string, string, string, string, string] {
+    return [this.task(id), this.history(id), this.open(owner, id), this.openByDueIn(this.tagOf(id)), this.events(id)];
   }
 
   /** `owner`: whom the caller believes holds the task now (the script checks it). */
-  decideTask(id: string, owner: TaskOwner): [string, string, string, string, string] {
-    return [this.task(id), this.history(id), this.open(owner, id), this.unnotifiedIn(this.tagOf(id)), this.openByDueIn(this.tagOf(id))];
+  decideTask(id: string, owner: TaskOwner): [string, string, string, string, string, string] {
+    return [this.task(id), this.history(id), this.open(owner, id), this.unnotifiedIn(this.tagOf(id)), this.openByDueIn(this.tagOf(id)), this.events(id)];
   }
 
   approveTask(id: string): [string, string] {
     return [this.task(id), this.history(id)];
   }
 
-  claimTask(id: string): [string, string] {
-    return [this.task(id), this.history(id)];
+  claimTask(id: string): [string, string, string] {
+    return [this.task(id), this.history(id), this.events(id)];
   }
 
   releaseTask(id: string): [string, string] {
@@ -99,7 +106,7 @@ export class TaskKeys {
   }
 
   /** `from`: whom the caller believes holds the task now (the script checks it); `to`: the new owner. */
-  reassignTask(id: string, from: TaskOwner, to: TaskOwner): [string, string, string, string] {
-    return [this.task(id), this.history(id), this.open(from, id), this.open(to, id)];
+  reassignTask(id: string, from: TaskOwner, to: TaskOwner): [string, string, string, string, string] {
+    return [this.task(id), this.history(id), this.open(from, id), this.open(to, id), this.events(id)];
   }
 }

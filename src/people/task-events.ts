@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { ReportLifecycle } from '../core/lifecycle.ts';
+import type { LifecycleEvent } from '../core/lifecycle.ts';
 
 /** A change to a task that open inboxes may need to show. */
 export interface TaskEvent {
@@ -21,6 +21,20 @@ export interface TaskEvent {
 const LIFECYCLE: Partial<Record<TaskEvent['type'], string>> = { created: 'created', claimed: 'claimed', delegated: 'delegated', decided: 'decided', escalated: 'escalated' };
 
 /**
+ * The lifecycle event of a task change, built before the change and recorded by its script
+ * (TaskStore), so it is stored exactly when the change is. `at` is the change's history time:
+ * created and decided happen once per task, a claim, delegation or escalation may recur, and each
+ * is its own event (the script writes it once, so its id need only be fixed per change).
+ */
+export function taskLifecycleEvents(event: TaskEvent, at: string): LifecycleEvent[] {
+  const kind = LIFECYCLE[event.type];
+  if (!kind) return [];
+  const { type: _t, ...data } = event;
+  const once = kind === 'created' || kind === 'decided';
+  return [{ type: `switchboard.task.${kind}`, subject: `task:${event.taskId}`, key: once ? event.taskId : `${event.taskId}\0${kind}\0${event.by ?? ''}\0${event.assignee ?? ''}\0${event.group ?? ''}\0${at}`, data }];
+}
+
+/**
  * Task changes over Redis pub/sub, so an inbox open on any gateway process hears about a task
  * created or claimed on another. Delivery is best effort (pub/sub): inboxes also reload the list
  * when they reconnect.
@@ -29,7 +43,7 @@ export class TaskEvents {
   private readonly local = new EventEmitter();
   private subscriber?: Redis;
 
-  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger, private readonly lifecycle?: ReportLifecycle) {
+  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger) {
     this.local.setMaxListeners(0);
   }
 
@@ -50,15 +64,8 @@ export class TaskEvents {
     await this.subscriber.subscribe(this.channel);
   }
 
-  /** Called after the change is stored: tells open inboxes, and reports the lifecycle event. */
+  /** Called after the change is stored: tells open inboxes (its lifecycle event was recorded with it). */
   async publish(event: TaskEvent): Promise<void> {
-    const kind = LIFECYCLE[event.type];
-    if (kind && this.lifecycle) {
-      const { type: _t, ...data } = event;
-      // Created and decided happen once per task; a claim, delegation or escalation may recur.
-      const once = kind === 'created' || kind === 'decided';
-      this.lifecycle({ type: `switchboard.task.${kind}`, subject: `task:${event.taskId}`, key: once ? event.taskId : `${event.taskId}\0${event.by ?? ''}\0${event.assignee ?? ''}\0${event.group ?? ''}\0${Date.now()}`, data });
-    }
     await this.redis.publish(this.channel, JSON.stringify(event)).catch((err) => this.log.warn({ err: (err as Error).message }, 'task event not published'));
   }
 

@@ -5,7 +5,7 @@ import { principalId, type Message } from '../core/message.ts';
 import type { Task, TaskControls, TaskIntake, TaskSpec } from '../core/task.ts';
 import { readTraceContext } from '../tracing/trace-context.ts';
 import type { FollowUps } from './follow-ups.ts';
-import type { TaskEvents } from './task-events.ts';
+import { taskLifecycleEvents, type TaskEvent, type TaskEvents } from './task-events.ts';
 import type { TaskStore } from './task-store.ts';
 import { dueDate, escalationTarget, placeOf, validateFieldSpec } from './task-rules.ts';
 
@@ -84,14 +84,15 @@ export class MessageIntake implements TaskIntake {
   async accept(message: Message): Promise<{ taskId: string; created: boolean }> {
     const task = taskFromMessage(message);
     const trace = readTraceContext(message.headers);
+    const news: TaskEvent = { type: 'created', taskId: task.id, ...placeOf(task) };
     const created = await this.o.store.create(task, {
       messageId: message.id, ...(message.replyTo ? { replyTo: message.replyTo } : {}), ...(message.correlationId ? { correlationId: message.correlationId } : {}),
       ...(trace ? { traceparent: trace.traceparent, ...(trace.tracestate !== undefined ? { tracestate: trace.tracestate } : {}) } : {}),
-    });
+    }, () => taskLifecycleEvents(news, task.createdAt));
     // Planned even for a repeat of the same message: a crash right after the create is mended
     // by the sender's retry, and the jobs' dedup ids keep them to one each.
     await this.o.followUps.afterCreate(task);
-    if (created) await this.o.events.publish({ type: 'created', taskId: task.id, ...placeOf(task) });
+    if (created) await this.o.events.publish(news);
     return { taskId: task.id, created };
   }
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { NO_EVENTS, withEvents, type ChangeEvents, type EventJournal } from '../core/lifecycle.ts';
 import type { Approval, Decision, HistoryEntry, Task } from '../core/task.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
 import { ownerField, storedOwner, TaskKeys, type TaskOwner } from './keys.ts';
@@ -19,7 +20,7 @@ interface Routing {
 
 export type Outcome = { ok: true } | { ok: false; reason: 'missing' | 'decided' | 'claimed'; holder: string };
 
-const SCRIPTS = { createTask: 4, decideTask: 5, approveTask: 2, claimTask: 2, releaseTask: 2, reassignTask: 4 } as const;
+const SCRIPTS = { createTask: 5, decideTask: 6, approveTask: 2, claimTask: 3, releaseTask: 2, reassignTask: 5 } as const;
 
 /**
  * How often a decide or reassign re-reads a task's owner after the task moved under it
@@ -37,8 +38,11 @@ export class TaskStore {
   private readonly keys: TaskKeys;
   private readonly scripts: ScriptCalls<typeof SCRIPTS>;
 
-  /** @param shards hash tags tasks are spread over (redis.shards); 1 keeps the `{tasks}` layout */
-  constructor(readonly redis: Redis, readonly prefix: string, shards = 1) {
+  /**
+   * @param shards hash tags tasks are spread over (redis.shards); 1 keeps the `{tasks}` layout
+   * @param journal where a change's lifecycle events are recorded, by its own script (none: events off)
+   */
+  constructor(readonly redis: Redis, readonly prefix: string, shards = 1, private readonly journal?: EventJournal) {
     this.keys = new TaskKeys(prefix, shards);
     this.scripts = loadScripts(redis, new URL('./scripts/', import.meta.url), SCRIPTS);
   }
@@ -69,12 +73,13 @@ export class TaskStore {
   }
 
   /** Creates the task once per message id; false when it existed. */
-  async create(task: Omit<Task, 'status' | 'history' | 'claimedBy' | 'decision'>, routing: Routing): Promise<boolean> {
+  async create(task: Omit<Task, 'status' | 'history' | 'claimedBy' | 'decision'>, routing: Routing, events: ChangeEvents = NO_EVENTS): Promise<boolean> {
     const { assignee, group, ...rest } = task;
     const spec = JSON.stringify({ ...rest, ...routing });
     const created: HistoryEntry = { at: task.createdAt, by: task.sender, action: 'created', detail: assignee !== undefined ? `for ${assignee}` : `for group ${group}` };
     const [field, value] = ownerField({ assignee, group });
-    const code = await this.scripts.createTask(this.keys.createTask(task.id, { assignee, group }), spec, task.createdAt, JSON.stringify(created), Date.parse(task.createdAt), task.id, field, value, task.due !== undefined ? Date.parse(task.due) : '+inf');
+    const code = await withEvents(this.journal, this.keys.events(task.id), events, (ev) =>
+      this.scripts.createTask(this.keys.createTask(task.id, { assignee, group }), spec, task.createdAt, JSON.stringify(created), Date.parse(task.createdAt), task.id, field, value, task.due !== undefined ? Date.parse(task.due) : '+inf', ...ev));
     return code === CreateTaskCode.Created;
   }
 
@@ -129,21 +134,22 @@ export class TaskStore {
     }
   }
 
-  async claim(id: string, by: string, from?: string, mode: 'claim' | 'release' = 'claim'): Promise<Outcome> {
+  /** `events`: of a claim (a release is no lifecycle event). */
+  async claim(id: string, by: string, from?: string, mode: 'claim' | 'release' = 'claim', events: ChangeEvents = NO_EVENTS): Promise<Outcome> {
     const at = new Date().toISOString();
     const entry: HistoryEntry = { at, by, action: mode === 'claim' ? 'claimed' : 'released', ...(from ? { from } : {}) };
     const reply = mode === 'claim'
-      ? await this.scripts.claimTask(this.keys.claimTask(id), by, JSON.stringify(entry), at)
+      ? await withEvents(this.journal, this.keys.events(id), events, (ev) => this.scripts.claimTask(this.keys.claimTask(id), by, JSON.stringify(entry), at, ...ev))
       : await this.scripts.releaseTask(this.keys.releaseTask(id), by, JSON.stringify(entry), at);
     return TaskStore.outcome(reply as [string, string]);
   }
 
-  async decide(task: Task, decision: Decision, from?: string): Promise<Outcome> {
+  async decide(task: Task, decision: Decision, from?: string, events: ChangeEvents = NO_EVENTS): Promise<Outcome> {
     const entry: HistoryEntry = { at: decision.at, by: decision.by, action: 'decided', detail: decision.comment ? `${decision.action}: ${decision.comment}` : decision.action, ...(from ? { from } : {}) };
-    return this.withOwner(task.id, task, async (owner) => {
+    return withEvents(this.journal, this.keys.events(task.id), events, (ev) => this.withOwner(task.id, task, async (owner) => {
       const [field, name] = ownerField(owner);
-      return (await this.scripts.decideTask(this.keys.decideTask(task.id, owner), decision.by, JSON.stringify(decision), JSON.stringify(entry), decision.at, task.id, field, name)) as [string, string];
-    });
+      return (await this.scripts.decideTask(this.keys.decideTask(task.id, owner), decision.by, JSON.stringify(decision), JSON.stringify(entry), decision.at, task.id, field, name, ...ev)) as [string, string];
+    }));
   }
 
   /**
@@ -160,14 +166,14 @@ export class TaskStore {
   }
 
   /** Moves an open task to `to` (person:x or group:y). `holder`: only if unclaimed or claimed by them. */
-  async reassign(id: string, to: string, entry: HistoryEntry, holder = ''): Promise<Outcome> {
+  async reassign(id: string, to: string, entry: HistoryEntry, holder = '', events: ChangeEvents = NO_EVENTS): Promise<Outcome> {
     const [scheme, who] = [to.slice(0, to.indexOf(':')), to.slice(to.indexOf(':') + 1)];
     const target: TaskOwner = scheme === 'person' ? { assignee: who } : { group: who };
     const [field, name] = ownerField(target);
-    return this.withOwner(id, await this.owner(id), async (from) => {
+    return withEvents(this.journal, this.keys.events(id), events, async (ev) => this.withOwner(id, await this.owner(id), async (from) => {
       const [fromField, fromName] = ownerField(from);
-      return (await this.scripts.reassignTask(this.keys.reassignTask(id, from, target), field, name, JSON.stringify(entry), entry.at, id, holder, Date.parse(entry.at), fromField, fromName)) as [string, string];
-    });
+      return (await this.scripts.reassignTask(this.keys.reassignTask(id, from, target), field, name, JSON.stringify(entry), entry.at, id, holder, Date.parse(entry.at), fromField, fromName, ...ev)) as [string, string];
+    }));
   }
 
   /** Decided tasks whose decision message has not been accepted by its destination yet. */

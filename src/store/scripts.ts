@@ -4,7 +4,7 @@ import type { Cluster, Redis } from 'ioredis';
 
 /**
  * Redis-side logic lives in named Lua files beside the store that runs them, BullMQ style:
- * `src/people/scripts/decideTask-5.lua` is the script `decideTask`, called with 5 KEYS. Each file
+ * `src/people/scripts/decideTask-6.lua` is the script `decideTask`, called with 6 KEYS. Each file
  * opens with a header naming every KEYS[i], ARGV[i] and return value; every key it touches comes
  * in KEYS and all of one call's KEYS share one hash tag, so a Redis Cluster runs it on one node
  * (test/unit/redis-scripts.test.ts checks both for every file).
@@ -82,7 +82,7 @@ export function readScriptDir(dir: URL): ScriptFile[] {
     .map((f): ScriptFile => {
       const m = FILE_NAME.exec(f);
       const full = fileURLToPath(new URL(f, dir));
-      if (!m) throw new ScriptFileError(full, 'a script file is named <camelCaseName>-<numberOfKeys>.lua, e.g. decideTask-5.lua');
+      if (!m) throw new ScriptFileError(full, 'a script file is named <camelCaseName>-<numberOfKeys>.lua, e.g. decideTask-6.lua');
       return { name: m[1]!, numberOfKeys: Number(m[2]), lua: readFileSync(full, 'utf8'), path: full };
     });
   dirs.set(dir.href, files);

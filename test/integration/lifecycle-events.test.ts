@@ -171,6 +171,8 @@ before(async () => {
     amqp: { port: 0, credit: 20 },
     flows: { dir, lockTimeout: '5s', stalledCheck: '1s' },
     brokers: { legacy: { url: rabbit.url, addressFormat: 'rabbitmq', maxAttempts: 3, sendTimeout: '3s' } },
+    // A broker queue whose messages go to a flow that refuses them: poison, rejected to RabbitMQ.
+    routes: [{ from: 'mq:legacy/ev.poison', to: 'flow:quick', concurrency: 2 }],
     webhooks: {
       siem: { url: `http://127.0.0.1:${hookPort}/siem`, secret: SIEM_SECRET, backoff: '100ms', maxAttempts: 5 },
       refusing: { url: `http://127.0.0.1:${hookPort}/refuse`, secret: 'refusing-secret-0123456789', backoff: '100ms', maxAttempts: 2 },
@@ -183,7 +185,7 @@ before(async () => {
       { types: ['switchboard.flow.completed', 'switchboard.message.dead-lettered'], to: 'queue:ops.reject' },
     ],
     permissions: [
-      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'browse'] }, { address: 'group:ops', verbs: ['consume'] }, { address: 'group:seniors', verbs: ['consume'] }, { address: 'webhook:**', verbs: ['send', 'browse'] }] },
+      { group: 'ops', allow: [{ address: 'queue:**', verbs: ['send', 'consume', 'browse'] }, { address: 'flow:**', verbs: ['start', 'browse'] }, { address: 'mq:legacy/ev.poison', verbs: ['send'] }, { address: 'group:ops', verbs: ['consume'] }, { address: 'group:seniors', verbs: ['consume'] }, { address: 'webhook:**', verbs: ['send', 'browse'] }] },
       // clerk may publish to the events queue (as itself), which is where a forgery would be tried.
       { group: 'clerks', allow: [{ address: 'queue:ops.events', verbs: ['send'] }, { address: 'group:ops', verbs: ['consume'] }] },
       { group: 'admins', allow: [{ address: '**', verbs: ['admin'] }] },
@@ -350,6 +352,20 @@ test('a dead letter and its replay are events', { timeout: 60_000 }, async () =>
   assert.equal(q.transport, 'queue');
   assert.equal(q.messageId, 'too-late');
   assert.match(q.reason, /expired at/);
+});
+
+test('a poison message rejected to the broker (mq:) is a dead-lettered event, recorded before the reject, once', { timeout: 90_000 }, async () => {
+  const sent = await api(gw!.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'mq:legacy/ev.poison', id: 'poison-ev-1', body: { n: 'not a number' } } });
+  assert.equal(sent.status, 202, JSON.stringify(sent.body));
+  await waitFor(async () => eventsOf('switchboard.message.dead-lettered', 'mq:legacy/ev.poison').length >= 1, 60_000, 'the mq dead-letter event');
+  const [e] = eventsOf('switchboard.message.dead-lettered', 'mq:legacy/ev.poison');
+  assert.equal(e!.body.data.transport, 'mq');
+  assert.equal(e!.body.data.messageId, 'poison-ev-1');
+  assert.match(e!.body.data.reason, /failed 3 times: .*input for flow 'quick' is not valid/);
+  // Rejected to the broker, not redelivered: no second event, the queue empty on RabbitMQ.
+  await waitFor(async () => { const q = (await rabbit!.queues())['ev.poison']; return q !== undefined && q.ready === 0 && q.unacked === 0; }, 30_000, 'ev.poison empty on RabbitMQ');
+  await new Promise((r) => setTimeout(r, 2000));
+  assert.equal(eventsOf('switchboard.message.dead-lettered', 'mq:legacy/ev.poison').length, 1);
 });
 
 test('an event dead-lettered at a consumer that refuses events makes no event of its own (no loop)', { timeout: 90_000 }, async () => {

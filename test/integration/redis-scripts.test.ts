@@ -17,6 +17,7 @@ import type { StoredMessage } from '../../src/core/message.ts';
 import type { Decision, HistoryEntry } from '../../src/core/task.ts';
 import { FlowKeys } from '../../src/flows/keys.ts';
 import { CreateInstanceCode, DeliverCode, LockCode } from '../../src/flows/scripts/codes.ts';
+import { LifecycleJournal } from '../../src/core/event-journal.ts';
 import { InstanceStore, type InstanceMeta } from '../../src/flows/store.ts';
 import { TaskKeys } from '../../src/people/keys.ts';
 import { ApproveCode, CreateTaskCode, TaskCode } from '../../src/people/scripts/codes.ts';
@@ -55,9 +56,9 @@ function newTask(id: string, owner: { assignee?: string; group?: string }): Omit
 }
 
 /** The script calls themselves, on the same client the stores register them on. */
-const tasksScripts = () => loadScripts(redis, dir('people'), { createTask: 4, decideTask: 5, approveTask: 2, claimTask: 2, releaseTask: 2, reassignTask: 4 });
-const flowScripts = () => loadScripts(redis, dir('flows'), { createInstance: 2, deliverMessage: 3, refreshLock: 1, releaseLock: 1 });
-const authScripts = () => loadScripts(redis, dir('auth'), { changeRule: 3, countFailedLogin: 1, readFailedLogins: 1 });
+const tasksScripts = () => loadScripts(redis, dir('people'), { createTask: 5, decideTask: 6, approveTask: 2, claimTask: 3, releaseTask: 2, reassignTask: 5 });
+const flowScripts = () => loadScripts(redis, dir('flows'), { createInstance: 3, deliverMessage: 3, refreshLock: 1, releaseLock: 1 });
+const authScripts = () => loadScripts(redis, dir('auth'), { changeRule: 4, countFailedLogin: 1, readFailedLogins: 1 });
 
 test('createTask: Created, then Exists for the same id (nothing overwritten)', async () => {
   const store = new TaskStore(redis, PREFIX);
@@ -218,7 +219,7 @@ test('createInstance: Created, then Exists; deliverMessage: Delivered, Duplicate
   const keys = new FlowKeys(PREFIX);
   assert.equal(await store.create(meta('i1')), true);
   assert.equal(await store.create(meta('i1')), false);
-  assert.equal(await flowScripts().createInstance(keys.createInstance('i1'), '', 'id', 'i1'), CreateInstanceCode.Exists);
+  assert.equal(await flowScripts().createInstance(keys.createInstance('i1'), '', 0, 'id', 'i1'), CreateInstanceCode.Exists);
   assert.deepEqual(await store.list('f', 10), [{ flow: 'f', id: 'i1' }]);
 
   assert.equal(await store.deliver('nope', message('m1')), DeliverCode.NoInstance);
@@ -306,9 +307,9 @@ test('countFailedLogin and readFailedLogins: a window from the first failure; ov
 test('the loader refuses keys of two hash tags, the wrong number of keys, and a script with no file', async () => {
   const scripts = tasksScripts();
   const keys = new TaskKeys(PREFIX);
-  await assert.rejects(scripts.claimTask([keys.task('x'), `${PREFIX}:other:history`], 'a', '{}', now()), CrossSlotKeys);
+  await assert.rejects(scripts.claimTask([keys.task('x'), `${PREFIX}:other:history`, keys.events('x')], 'a', '{}', now()), CrossSlotKeys);
   await assert.rejects((scripts.claimTask as (k: string[], ...a: string[]) => Promise<unknown>)([keys.task('x')], 'a', '{}', now()), ScriptFileError);
-  assert.throws(() => loadScripts(redis, dir('people'), { claimTask: 3 }), ScriptFileError);
+  assert.throws(() => loadScripts(redis, dir('people'), { claimTask: 2 }), ScriptFileError);
   assert.throws(() => loadScripts(redis, dir('people'), { noSuchScript: 1 }), ScriptFileError);
 });
 
@@ -382,6 +383,25 @@ test('on a Redis Cluster every store operation runs: no CROSSSLOT from any scrip
     const guard = new LoginGuard(c, PREFIX, { perUser: 1, perIp: 10, windowMs: 60_000 });
     await guard.failed('ann', '::1');
     await assert.rejects(guard.check('ann', '::1'), TooManyAttempts);
+
+    // With lifecycle events journaled: the journal in each change's slot, the index sharded.
+    const forwarded: string[] = [];
+    const journal = new LifecycleJournal({
+      redis: c, prefix: 'kj', shards: 2, log, graceMs: 0,
+      encode: (events) => events.map((e): [string, string] => [`${e.type}:${e.key}`, JSON.stringify({ type: e.type })]),
+      forward: async (id) => { forwarded.push(id); },
+    });
+    const jTasks = new TaskStore(c, 'kj', 2, journal);
+    await jTasks.create(newTask('j1', { group: 'ops' }), { messageId: 'm' }, () => [{ type: 'switchboard.task.created', subject: 'task:j1', key: 'j1', data: {} }]);
+    const jFlows = new InstanceStore(c, 'kj', journal);
+    await jFlows.create(meta('j2'), () => [{ type: 'switchboard.flow.started', subject: 'flow:f/j2', key: 'j2', data: {} }]);
+    await jFlows.cancel('j2', 'user:ann', () => [{ type: 'switchboard.flow.cancelled', subject: 'flow:f/j2', key: 'j2', data: {} }]);
+    const jPerms = new PermissionStore(c, 'kj', new Permissions([]), [], log);
+    await jPerms.add({ user: 'ann', address: 'queue:a', verbs: ['send'] }, 'user:admin', undefined, (r) => ({ journal, events: () => [{ type: 'switchboard.permission.changed', subject: 'permissions', key: r.id, data: {} }] }));
+    for (let i = 0; i < 100 && forwarded.length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+    await journal.poll(); // due at once (no grace): drains nothing new, then empties the index
+    assert.deepEqual(forwarded.map((f) => f.split(':')[0]).sort(), ['switchboard.flow.cancelled', 'switchboard.flow.started', 'switchboard.permission.changed', 'switchboard.task.created']);
+    await journal.close();
   } finally {
     cluster.disconnect();
     await node.stop();

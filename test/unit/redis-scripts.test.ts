@@ -79,6 +79,8 @@ const CALLED_WITH: Record<string, () => string[]> = {
   beginRun: () => flows.beginRun(ID),
   parkInstance: () => flows.parkInstance(ID),
   finishInstance: () => flows.finishInstance(ID),
+  cancelInstance: () => flows.cancelInstance(ID),
+  forgetEventJournal: () => [`${PREFIX}:{event-journals}`],
   changeRule: () => perms.changeRule(),
   countFailedLogin: () => logins.countFailedLogin('user', '{mallory}'),
   readFailedLogins: () => logins.readFailedLogins('ip', '::1'),

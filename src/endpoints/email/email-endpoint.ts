@@ -6,7 +6,7 @@ import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../cor
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { traceHeaders } from '../../tracing/trace-context.ts';
-import type { ReportLifecycle } from '../../core/lifecycle.ts';
+import type { RecordLifecycle } from '../../core/lifecycle.ts';
 import { Outbox } from '../../core/outbox.ts';
 
 export interface EmailOptions {
@@ -26,8 +26,11 @@ export interface EmailOptions {
   backoffMs: number;
   /** How long an address and message id are remembered, so a resend is not mailed twice. */
   dedupTtlMs: number;
-  /** Told of each dead letter (lifecycle events). */
-  lifecycle?: ReportLifecycle;
+  /**
+   * Stores the `switchboard.message.dead-lettered` event of each dead letter (see Outbox).
+   * @defaultValue undefined (no such event mapped)
+   */
+  deadLetterEvents?: RecordLifecycle;
   metrics: Metrics;
   log: Logger;
 }
@@ -55,7 +58,7 @@ export class EmailEndpoint implements Endpoint {
   constructor(o: EmailOptions) {
     this.transport = nodemailer.createTransport(o.smtp);
     this.outbox = new Outbox({
-      name: 'email-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'email', metrics: o.metrics, log: o.log, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}),
+      name: 'email-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'email', metrics: o.metrics, log: o.log, ...(o.deadLetterEvents ? { deadLetterEvents: { record: o.deadLetterEvents } } : {}),
       maxAttempts: o.maxAttempts, backoffMs: o.backoffMs, dedupTtlMs: o.dedupTtlMs, concurrency: 5,
       deliver: async (m) => {
         const mail = renderEmail(m);

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, SendResult, Subscription } from '../../core/endpoint.ts';
 import { UnknownTarget, ValidationError, isRetryable } from '../../core/errors.ts';
 import { holdWhileUnavailable } from '../../core/hold.ts';
+import type { LifecycleEvent, RecordLifecycle } from '../../core/lifecycle.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { Broker, describe } from '../../amqp/connection.ts';
@@ -19,6 +20,12 @@ export interface MqEndpointOptions {
   backoffMs: number;
   /** Per broker: the broker address replies come back to (when a replyTo is a Switchboard address). */
   replyQueues: Map<string, string>;
+  /**
+   * Stores `switchboard.message.dead-lettered` durably, awaited before the reject that makes it
+   * true (see `deadLetter`).
+   * @defaultValue undefined (no event mapped: no extra Redis command per message)
+   */
+  deadLetterEvents?: RecordLifecycle;
   metrics: Metrics;
   log: Logger;
 }
@@ -171,6 +178,12 @@ export class MqEndpoint implements Endpoint {
       this.o.metrics.messagesFailed.inc({ endpoint: 'mq' });
       return;
     }
+    // Dead-lettered already, but killed before the reject reached the broker: rejected again,
+    // not delivered (its event is recorded again with the same id, deduplicated).
+    if (this.o.deadLetterEvents && Number(await this.o.redis.get(this.attemptsKey(broker.config.name, message.id))) >= this.o.maxAttempts) {
+      await this.deadLetter(address, message, delivery, `failed ${this.o.maxAttempts} times before a restart`);
+      return;
+    }
     try {
       // Destination unavailable: hold this one (no new credit), try again later.
       await holdWhileUnavailable(() => handler(message), { stopping, firstPauseMs: Math.min(this.o.backoffMs, 250) });
@@ -186,8 +199,7 @@ export class MqEndpoint implements Endpoint {
       await this.o.redis.pexpire(this.attemptsKey(broker.config.name, message.id), 86_400_000);
       if (n >= this.o.maxAttempts) {
         this.o.log.warn({ address, msgId: message.id, err: (err as Error).message, attempts: n }, 'poison message rejected to the broker (its dead-letter queue, if configured)');
-        this.o.metrics.deadLettered.inc({ endpoint: 'mq' });
-        delivery.reject({ condition: 'switchboard:delivery-failed', description: `failed ${n} times: ${(err as Error).message}` });
+        await this.deadLetter(address, message, delivery, `failed ${n} times: ${(err as Error).message}`);
       } else {
         // Attempts are counted here (Redis), not by the broker's delivery-count, which not
         // every broker raises on a release.
@@ -196,6 +208,29 @@ export class MqEndpoint implements Endpoint {
       }
       return;
     }
+  }
+
+  /**
+   * Rejects a poison message to the broker. The broker owns that change and tells us nothing
+   * durable about it, so its event is stored first (awaited), and the decision is durable in
+   * Redis already (the attempts count): a kill -9 between the two ends in a redelivery that is
+   * rejected again without being delivered, never in a dead letter without its event. When the
+   * event cannot be stored now, the message is released to the broker and dead-lettered later.
+   */
+  private async deadLetter(address: string, message: Message, delivery: Delivery, reason: string): Promise<void> {
+    if (this.o.deadLetterEvents) {
+      const event: LifecycleEvent = { type: 'switchboard.message.dead-lettered', subject: address, key: `${address}\0${message.id}`, data: { address, messageId: message.id, transport: 'mq', reason } };
+      try {
+        await this.o.deadLetterEvents(event);
+      } catch (err) {
+        this.o.log.warn({ address, msgId: message.id, err: (err as Error).message }, 'dead-letter event not stored; the message goes back to the broker and is rejected on its next delivery');
+        await sleep(this.o.backoffMs);
+        delivery.release();
+        return;
+      }
+    }
+    this.o.metrics.deadLettered.inc({ endpoint: 'mq' });
+    delivery.reject({ condition: 'switchboard:delivery-failed', description: reason });
   }
 
   async health(): Promise<HealthReport> {

@@ -6,7 +6,7 @@ import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../cor
 import { UnknownTarget } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
-import type { ReportLifecycle } from '../../core/lifecycle.ts';
+import type { RecordLifecycle } from '../../core/lifecycle.ts';
 import { type OutboxStatus, Outbox, Undeliverable } from '../../core/outbox.ts';
 import { systemCaller, systemMessage } from '../../core/system-message.ts';
 import type { Router } from '../../core/router.ts';
@@ -50,8 +50,12 @@ export interface PeerEndpointOptions {
   notify?: (m: Message, reason: string) => Promise<void>;
   /** Hands outbound envelopes to a float instead of dialing the peers (network.float). */
   relay?: PeerRelay;
-  /** Told of each dead letter and undeliverable peer message (lifecycle events). */
-  lifecycle?: ReportLifecycle;
+  /**
+   * Stores the events of each dead letter, `switchboard.message.dead-lettered` and
+   * `switchboard.peer.undeliverable`, read back from the outbox's failed set (see Outbox).
+   * @defaultValue undefined (no such event mapped)
+   */
+  deadLetterEvents?: RecordLifecycle;
   metrics: Metrics;
   log: Logger;
   /** Where attachments referenced by messages are kept; they are pushed to the peer before their message. */
@@ -141,11 +145,13 @@ export class PeerEndpoint implements Endpoint {
         // Offline peers are retried until the event horizon, which deliver() enforces.
         maxAttempts: 1_000_000, backoffStrategy: peerBackoff, dedupTtlMs: this.o.eventHorizonMs, concurrency: 20,
         deliver: (m, envelope) => this.deliver(alias, m, envelope),
-        ...(this.o.lifecycle ? { lifecycle: this.o.lifecycle } : {}),
-        onDeadLetter: (m, reason) => {
-          this.o.lifecycle?.({ type: 'switchboard.peer.undeliverable', subject: m.to, key: `${m.to}\0${m.id}\0${Date.now()}`, data: { alias, address: m.to, messageId: m.id, reason } });
-          return this.notice(m, reason);
-        },
+        ...(this.o.deadLetterEvents ? {
+          deadLetterEvents: {
+            record: this.o.deadLetterEvents,
+            alsoReport: (d) => [{ type: 'switchboard.peer.undeliverable', subject: d.address, key: d.key, data: { alias, address: d.address, messageId: d.messageId, reason: d.reason } }],
+          },
+        } : {}),
+        onDeadLetter: (m, reason) => this.notice(m, reason),
         deliverHere: false,
       });
       this.outboxes.set(alias, q);

@@ -10,7 +10,6 @@ import { decodeMessage, encodeMessage, expiryReason, isExpired, type Message, ty
 import type { DedupWindows } from '../../core/dedup-window.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { RateMeter } from '../../core/rate-meter.ts';
-import type { ReportLifecycle } from '../../core/lifecycle.ts';
 import { discardWaitingJob, waitingJobsWithId } from './discard-waiting.ts';
 import { addressFromBullQueueName, bullQueueName, dedupId } from './names.ts';
 
@@ -65,8 +64,6 @@ export interface QueueEndpointOptions {
    * @defaultValue 100
    */
   depthSeries?: number;
-  /** Told of each dead letter (lifecycle events). */
-  lifecycle?: ReportLifecycle;
   metrics: Metrics;
   log: Logger;
 }
@@ -351,11 +348,6 @@ export class QueueEndpoint implements Endpoint {
     return { id: message.id, duplicate };
   }
 
-  /** A dead letter is durable once BullMQ moved it to the failed set; then it is news. */
-  private reportDeadLetter(address: string, job: Job<Data>, reason: string): void {
-    this.o.lifecycle?.({ type: 'switchboard.message.dead-lettered', subject: address, key: `${address}\0${job.id}\0${job.attemptsMade}\0${job.processedOn ?? ''}`, data: { address, messageId: job.data?.id, transport: 'queue', reason } });
-  }
-
   async consume(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription> {
     let stopping = false;
     const worker: Worker<Data> = new Worker<Data>(
@@ -396,14 +388,11 @@ export class QueueEndpoint implements Endpoint {
     );
     worker.on('error', (err) => this.o.log.error({ err: err.message, address }, 'consumer error'));
     worker.on('completed', () => this.rates.add(`out:${worker.name}`));
+    // Dead letters' lifecycle events are read back from the failed set (src/core/dead-letter-events.ts).
     worker.on('failed', (job, err) => {
       if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) {
         this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
         this.o.log.warn({ address, msgId: job.data?.id, err: err.message }, 'message dead-lettered');
-        this.reportDeadLetter(address, job, err.message);
-      } else if (job && err.name === 'UnrecoverableError') {
-        // Expired before delivery: counted and refused above, dead-lettered (durable) now.
-        this.reportDeadLetter(address, job, err.message);
       }
     });
     let closed = false;
@@ -478,7 +467,6 @@ export class QueueEndpoint implements Endpoint {
         await job.moveToFailed(new UnrecoverableError(job.deferredFailure), token, false);
         this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
         this.o.log.warn({ address, msgId: job.data?.id, reason: job.deferredFailure }, 'message dead-lettered');
-        this.reportDeadLetter(address, job, job.deferredFailure);
         continue;
       }
       const leased = decodeMessage(job.data);
@@ -486,7 +474,6 @@ export class QueueEndpoint implements Endpoint {
         await job.moveToFailed(new UnrecoverableError(expiryReason(leased)), token, false);
         this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
         this.o.log.warn({ address, msgId: leased.id, reason: expiryReason(leased) }, 'message dead-lettered');
-        this.reportDeadLetter(address, job, expiryReason(leased));
         continue;
       }
       // Kept open until a lease that is never acked has expired and a stalled check (two

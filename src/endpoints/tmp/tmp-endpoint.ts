@@ -5,6 +5,7 @@ import type { ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, SendResul
 import { NotFound, isRetryable } from '../../core/errors.ts';
 import { decodeMessage, encodeMessage, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
+import type { RecordLifecycle } from '../../core/lifecycle.ts';
 import { Lease, leaseKey } from '../../store/lease.ts';
 
 export interface TmpEndpointOptions {
@@ -24,6 +25,12 @@ export interface TmpEndpointOptions {
    * @defaultValue 30000 (sweep); the consumer poll is 1000
    */
   sweepMs?: number;
+  /**
+   * Stores `switchboard.message.dead-lettered` for a message its consumer refused, awaited before
+   * the message is dropped.
+   * @defaultValue undefined (no event mapped)
+   */
+  deadLetterEvents?: RecordLifecycle;
   metrics: Metrics;
   log: Logger;
 }
@@ -232,7 +239,20 @@ export class TmpEndpoint implements Endpoint {
         c.pausedUntil = Date.now() + 200;
         return;
       }
-      // A temporary queue has no dead-letter queue: a message its consumer refuses is dropped, and said so.
+      // A temporary queue has no dead-letter queue: a message its consumer refuses is dropped, and
+      // said so. The event is stored first; if it cannot be, the message goes back to the head
+      // and is refused (and dropped) again once it can. (A temporary queue lives in one process:
+      // a kill -9 takes its messages in flight with it, as it takes the queue's connection.)
+      if (this.o.deadLetterEvents) {
+        try {
+          await this.o.deadLetterEvents({ type: 'switchboard.message.dead-lettered', subject: c.address, key: `${c.address}\0${message.id}`, data: { address: c.address, messageId: message.id, transport: 'tmp', reason: (err as Error).message } });
+        } catch (e) {
+          this.o.log.warn({ address: c.address, msgId: message.id, err: (e as Error).message }, 'tmp: dead-letter event not stored; the message is kept for now');
+          await this.o.redis.eval(PUSH_IF_LIVE, 2, this.key(c.address, 'live'), this.key(c.address, 'messages'), raw, 'head');
+          c.pausedUntil = Date.now() + 1000;
+          return;
+        }
+      }
       this.o.metrics.deadLettered.inc({ endpoint: 'tmp' });
       this.o.log.warn({ address: c.address, msgId: message.id, err: (err as Error).message }, 'tmp: message refused by its consumer; dropped (temporary queues have no dead-letter queue)');
     }

@@ -4,7 +4,7 @@ import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../cor
 import { UnknownTarget } from '../../core/errors.ts';
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
-import type { ReportLifecycle } from '../../core/lifecycle.ts';
+import type { RecordLifecycle } from '../../core/lifecycle.ts';
 import { Outbox, Undeliverable, type OutboxStatus } from '../../core/outbox.ts';
 import { traceHeaders } from '../../tracing/trace-context.ts';
 import { sign } from '../../network/webhook-signature.ts';
@@ -35,8 +35,11 @@ export interface WebhookOptions {
   backoffMs: number;
   /** How long a webhook and message id are remembered, so a resend is not POSTed twice. */
   dedupTtlMs: number;
-  /** Told of each dead letter (lifecycle events). */
-  lifecycle?: ReportLifecycle;
+  /**
+   * Stores the `switchboard.message.dead-lettered` event of each dead letter (see Outbox).
+   * @defaultValue undefined (no such event mapped)
+   */
+  deadLetterEvents?: RecordLifecycle;
   metrics: Metrics;
   log: Logger;
 }
@@ -60,7 +63,7 @@ export class WebhookEndpoint implements Endpoint {
   constructor(o: WebhookOptions) {
     this.targets = new Map(o.targets.map((t) => [t.name, t]));
     this.outbox = new Outbox({
-      name: 'webhook-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'webhook', metrics: o.metrics, log: o.log, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}),
+      name: 'webhook-outbox', redis: o.redis, prefix: o.prefix, shards: o.shards ?? 1, label: 'webhook', metrics: o.metrics, log: o.log, ...(o.deadLetterEvents ? { deadLetterEvents: { record: o.deadLetterEvents } } : {}),
       maxAttempts: o.maxAttempts, backoffMs: o.backoffMs, dedupTtlMs: o.dedupTtlMs, concurrency: 10,
       deliver: (m) => this.post(m),
     });

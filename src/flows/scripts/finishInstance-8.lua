@@ -1,6 +1,7 @@
 -- finishInstance: ends a run that finished the instance (completed or failed): journals its last
--- steps, records the outcome unless a cancel landed during the run (a cancel stands), keeps the
--- instance's state for the retention time, and gives up the replay lock, in one round trip.
+-- steps, records the outcome and its event (`completed`, `failed`) unless a cancel landed during
+-- the run (a cancel stands), keeps the instance's state for the retention time, and gives up the
+-- replay lock, in one round trip.
 --
 -- KEYS[1] instance meta hash <prefix>:flow:{<id>}:meta
 -- KEYS[2] instance journal hash <prefix>:flow:{<id>}:journal
@@ -9,21 +10,26 @@
 -- KEYS[5] ids consumed (set) <prefix>:flow:{<id>}:consumed
 -- KEYS[6] instance lock <prefix>:flow:{<id>}:lock
 -- KEYS[7] instance input (string, only when too long for the meta hash) <prefix>:flow:{<id>}:input
+-- KEYS[8] instance events journal (hash: event id → CloudEvent JSON) <prefix>:flow:{<id>}:events
 --
 -- ARGV[1] this run's token (the lock is released only if it still holds it: the run mark is this token)
 -- ARGV[2] retention (ms): how long the finished instance stays visible
 -- ARGV[3] how many meta fields follow (m: field, value pairs, status and updatedAt among them)
--- ARGV[4..n] the m meta field/value pairs, then journal step number, entry (JSON), … (may be none)
+-- ARGV[4] e: how many event id, event pairs end ARGV (0 when no `events:` mapping wants them)
+-- ARGV[5..n-2e] the m meta field/value pairs, then journal step number, entry (JSON), … (may be none)
+-- ARGV[n-2e+1..n] event id, event (JSON), … journaled only when the outcome is recorded
 --
 -- Returns the instance's status before this script (nil: no instance; 'cancelled': nothing
 -- recorded over the cancel).
 local m = tonumber(ARGV[3])
-if #ARGV > 3 + 2 * m then redis.call('HSET', KEYS[2], unpack(ARGV, 4 + 2 * m)) end
+local last = #ARGV - 2 * tonumber(ARGV[4])
+if last > 4 + 2 * m then redis.call('HSET', KEYS[2], unpack(ARGV, 5 + 2 * m, last)) end
 -- No waitingOn to drop: beginRun removed it when the instance went from waiting to running.
 local read = redis.call('HMGET', KEYS[1], 'status', 'input', 'i0', 'run', 'inbox', 'id')
 local status = read[1]
 if status and status ~= 'cancelled' then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * m))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + 2 * m))
+  if last < #ARGV then redis.call('HSET', KEYS[8], unpack(ARGV, last + 1)) end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
   -- The input has a key of its own only when the meta hash holds neither it nor its pieces.

@@ -5,6 +5,7 @@
 -- KEYS[2] task history list <prefix>:{tasks}:task:<id>:history
 -- KEYS[3] open-task index the caller believes lists the task now (of ARGV[8]/ARGV[9])
 -- KEYS[4] open-task index of the new owner (of ARGV[1]/ARGV[2])
+-- KEYS[5] the shard's events journal (hash: event id → CloudEvent JSON) <prefix>:{tasks}:events
 --
 -- ARGV[1] new owner field: 'assignee' or 'group'
 -- ARGV[2] new owner name
@@ -15,6 +16,7 @@
 -- ARGV[7] new index score (epoch ms)
 -- ARGV[8] expected current owner field: 'assignee' or 'group'
 -- ARGV[9] expected current owner name
+-- ARGV[10..n] event id, event (JSON), … (`delegated` or `escalated`), journaled only with the move
 --
 -- Returns {TaskCode, holder}: {'ok', ''}; {'missing', ''}; {'decided', decidedBy};
 -- {'claimed', claimedBy} when someone other than ARGV[6] holds it; {'stale_index', ''} when the
@@ -34,4 +36,5 @@ redis.call('HDEL', KEYS[1], 'assignee', 'group', 'claimedBy')
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], 'updatedAt', ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[5])
 redis.call('RPUSH', KEYS[2], ARGV[3])
+if #ARGV > 9 then redis.call('HSET', KEYS[5], unpack(ARGV, 10)) end
 return {'ok', ''}

@@ -6,6 +6,7 @@
 -- KEYS[3] open-task index the caller believes lists the task (of ARGV[6]/ARGV[7])
 -- KEYS[4] set of decided tasks whose decision is not yet delivered <prefix>:{tasks}:unnotified
 -- KEYS[5] every open task of the shard by due date <prefix>:{tasks}:open-by-due
+-- KEYS[6] the shard's events journal (hash: event id → CloudEvent JSON) <prefix>:{tasks}:events
 --
 -- ARGV[1] who decides (principal id)
 -- ARGV[2] decision (JSON)
@@ -14,6 +15,7 @@
 -- ARGV[5] task id
 -- ARGV[6] expected owner field: 'assignee' or 'group'
 -- ARGV[7] expected owner name
+-- ARGV[8..n] event id, event (JSON), … (the `decided` event), journaled only with the decision
 --
 -- Returns {TaskCode, holder}: {'ok', by}; {'missing', ''}; {'decided', decidedBy};
 -- {'claimed', claimedBy} when someone else holds it; {'stale_index', ''} when the task's owner
@@ -33,4 +35,5 @@ redis.call('ZREM', KEYS[5], ARGV[5])
 redis.call('HSET', KEYS[1], 'status', 'decided', 'decidedBy', ARGV[1], 'claimedBy', ARGV[1], 'decision', ARGV[2], 'updatedAt', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[5])
+if #ARGV > 7 then redis.call('HSET', KEYS[6], unpack(ARGV, 8)) end
 return {'ok', ARGV[1]}

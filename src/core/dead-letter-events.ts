@@ -1,0 +1,164 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { Lease } from '../store/lease.ts';
+import type { LifecycleEvent, RecordLifecycle } from './lifecycle.ts';
+
+/**
+ * `switchboard.message.dead-lettered` for messages BullMQ dead-letters (its failed set), read back
+ * from that set rather than told by the worker that failed them.
+ *
+ * Why a reconciler: BullMQ moves a job to the failed set inside its own script, and only then
+ * tells the worker process; a kill -9 between the two loses what the process was told, never the
+ * failed job. So the failed set is the durable record of the change, and the event is derived from
+ * it: a singleton (a lease, one gateway at a time) reads each queue's failed set from a checkpoint
+ * (its score is the time the job failed, `finishedOn`), records the event of each dead letter
+ * (awaited: stored in the events outbox), and only then moves the checkpoint on. The event key
+ * is the job's (address, job id, attempts, finishedOn): the same dead-lettering read twice (a
+ * re-read after a crash, the overlap below) is the same event id and is deduplicated; a dead letter
+ * replayed and failed again is a new event.
+ */
+
+export interface DeadLetterQueue {
+  /** The address whose dead letters these are (`queue:orders`); none: each job's own `to` (an outbox). */
+  address?: string;
+  /** The BullMQ queue name (`{queue%3Aorders}`). */
+  queue: string;
+}
+
+export interface DeadLetterEventsOptions {
+  redis: Redis;
+  prefix: string;
+  /** The BullMQ queues to watch, asked on every pass (queues come and go). */
+  queues: () => Promise<DeadLetterQueue[]>;
+  /** The transport named in the events (`queue`). */
+  transport: string;
+  /**
+   * The singleton duty's name (one lease per name).
+   * @defaultValue the transport
+   */
+  duty?: string;
+  record: RecordLifecycle;
+  /**
+   * More events of the same dead letter (a peer's `switchboard.peer.undeliverable`), with keys as
+   * fixed as the dead-lettered one's.
+   * @defaultValue none
+   */
+  alsoReport?: (d: DeadLetter) => LifecycleEvent[];
+  /**
+   * How often the lease holder reads the failed sets.
+   * @defaultValue 2000
+   */
+  pollMs?: number;
+  /**
+   * How far before the checkpoint each pass reads again: jobs failed by a process whose clock is
+   * behind the one that moved the checkpoint still get their event.
+   * @defaultValue 60000
+   */
+  overlapMs?: number;
+  log: Logger;
+}
+
+/** One dead letter as the failed set and its job hash record it. */
+export interface DeadLetter {
+  address: string;
+  messageId: unknown;
+  reason: string;
+  /** Fixed for this dead-lettering (job id, attempts, when it failed): the key of its events. */
+  key: string;
+}
+
+/** Dead letters read per page of a queue's failed set. */
+const BATCH = 500;
+
+export class DeadLetterEvents {
+  private readonly lease: Lease;
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  /** Events recorded by this process within the overlap, so a re-read does not store them again. */
+  private readonly recorded = new Map<string, number>();
+  private closed = false;
+
+  constructor(private readonly o: DeadLetterEventsOptions) {
+    this.lease = new Lease({ redis: o.redis, key: `${o.prefix}:lease:dead-letter-events:${o.duty ?? o.transport}`, log: o.log });
+  }
+
+  start(): void {
+    this.lease.start({
+      acquired: () => {
+        if (this.closed || this.timer) return;
+        this.timer = setInterval(() => {
+          if (this.running) return;
+          this.running = this.pass().catch((err: Error) => this.o.log.warn({ transport: this.o.transport, err: err.message }, 'dead-letter events: pass failed; the next one retries')).finally(() => { this.running = undefined; });
+        }, this.o.pollMs ?? 2000);
+      },
+      lost: () => {
+        if (this.timer) clearInterval(this.timer);
+        this.timer = undefined;
+      },
+    });
+  }
+
+  private checkpointKey(queue: string): string {
+    return `${this.o.prefix}:dead-letter-events:${queue}`;
+  }
+
+  /** One look at every queue's failed set since its checkpoint. */
+  async pass(): Promise<void> {
+    const overlap = this.o.overlapMs ?? 60_000;
+    for (const q of await this.o.queues()) {
+      if (this.closed) return;
+      const key = this.checkpointKey(q.queue);
+      const saved = await this.o.redis.get(key);
+      // The first pass starts at "now": dead letters from before events were configured are history.
+      if (saved === null) {
+        await this.o.redis.set(key, String(Date.now() - overlap), 'NX');
+        continue;
+      }
+      const from = Number(saved) - overlap;
+      let newest = Number(saved);
+      for (let offset = 0; !this.closed; offset += BATCH) {
+        const failed = await this.o.redis.zrangebyscore(`${this.o.prefix}:${q.queue}:failed`, from, '+inf', 'WITHSCORES', 'LIMIT', offset, BATCH);
+        for (let i = 0; i + 1 < failed.length; i += 2) {
+          const jobId = failed[i]!;
+          const [data, reason, attempts, finishedOn] = await this.o.redis.hmget(`${this.o.prefix}:${q.queue}:${jobId}`, 'data', 'failedReason', 'atm', 'finishedOn');
+          if (data === null || data === undefined) continue; // discarded meanwhile
+          const d = this.deadLetter(q.address, jobId, data, reason ?? '', attempts ?? '0', finishedOn ?? String(failed[i + 1]));
+          if (!this.recorded.has(d.key)) {
+            for (const event of [this.event(d), ...(this.o.alsoReport?.(d) ?? [])]) await this.o.record(event);
+            this.recorded.set(d.key, Date.now());
+          }
+          newest = Math.max(newest, Number(failed[i + 1]));
+        }
+        // Moved on only past dead letters whose events are stored: a crash re-reads from here.
+        if (newest > Number(saved)) await this.o.redis.set(key, String(newest));
+        if (failed.length < 2 * BATCH) break;
+      }
+    }
+    const old = Date.now() - 2 * overlap;
+    for (const [k, at] of this.recorded) if (at < old) this.recorded.delete(k);
+  }
+
+  private deadLetter(address: string | undefined, jobId: string, data: string, reason: string, attempts: string, finishedOn: string): DeadLetter {
+    let stored: { id?: unknown; to?: unknown; message?: { id?: unknown; to?: unknown } } = {};
+    try {
+      stored = JSON.parse(data) as typeof stored;
+    } catch {
+      /* unreadable: the event says what the failed set says */
+    }
+    // Outbox jobs hold the message itself; peer jobs stored before there was one outbox class hold it under `message`.
+    const message = typeof stored.id === 'string' || stored.message === undefined ? stored : stored.message;
+    const to = address ?? (typeof message.to === 'string' ? message.to : '(unknown)');
+    return { address: to, messageId: message.id, reason, key: `${to}\0${jobId}\0${attempts}\0${finishedOn}` };
+  }
+
+  private event(d: DeadLetter): LifecycleEvent {
+    return { type: 'switchboard.message.dead-lettered', subject: d.address, key: d.key, data: { address: d.address, messageId: d.messageId, transport: this.o.transport, reason: d.reason } };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+    await this.lease.stop().catch(() => {});
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Dead-letter events of BullMQ-owned dead letters come from BullMQ's failed set, not from the
+ * process that failed the job (src/core/dead-letter-events.ts): a job dead-lettered by a worker
+ * nobody told anything (as after a kill -9 right after BullMQ's move) still gets its event, once;
+ * a pass that fails to store an event leaves the checkpoint where it was; a replayed dead letter
+ * failing again is a second event. Real redis-server and BullMQ.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Queue, UnrecoverableError, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { DeadLetterEvents } from '../../src/core/dead-letter-events.ts';
+import type { LifecycleEvent } from '../../src/core/lifecycle.ts';
+import { startTestRedis, type TestRedis } from '../support/servers.ts';
+
+const log = pino({ level: 'silent' });
+const PREFIX = 'dle';
+const QUEUE = '{queue%3Awork.dl}';
+let server: TestRedis;
+let redis: Redis;
+
+before(async () => {
+  server = await startTestRedis();
+  redis = new Redis(server.url, { maxRetriesPerRequest: null });
+});
+
+after(async () => {
+  redis?.disconnect();
+  await server?.dispose();
+});
+
+/** Adds a job that its worker refuses at once, and waits until BullMQ has it in the failed set. */
+async function deadLetter(queue: Queue, id: string): Promise<string> {
+  const job = await queue.add('m', { id, to: 'queue:work.dl', body: {} }, { attempts: 1, removeOnFail: false });
+  const worker = new Worker(QUEUE, async () => { throw new UnrecoverableError(`refused ${id}`); }, { connection: redis, prefix: PREFIX, autorun: true });
+  try {
+    for (let i = 0; i < 200 && !(await job.isFailed()); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(await job.isFailed(), `${id} is dead-lettered`);
+  } finally {
+    await worker.close();
+  }
+  return job.id!;
+}
+
+test('dead letters nobody reported get their event from the failed set, once; a failed store keeps the checkpoint; a replay that fails again is a new event', { timeout: 60_000 }, async () => {
+  const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
+  const recorded: LifecycleEvent[] = [];
+  let refuse = false;
+  const reconciler = () => new DeadLetterEvents({
+    redis, prefix: PREFIX, transport: 'queue', log,
+    queues: async () => [{ address: 'queue:work.dl', queue: QUEUE }],
+    record: async (e) => {
+      if (refuse) throw new Error('events outbox unreachable');
+      recorded.push(e);
+    },
+  });
+  try {
+    const first = reconciler();
+    await first.pass(); // the first look sets the checkpoint (a minute back) and reports nothing older
+    assert.equal(recorded.length, 0);
+    const jobA = await deadLetter(queue, 'msg-a');
+
+    // The store fails: nothing recorded, the checkpoint stays, so the next pass sees it again.
+    refuse = true;
+    const checkpoint = await redis.get(`${PREFIX}:dead-letter-events:${QUEUE}`);
+    await assert.rejects(first.pass(), /unreachable/);
+    assert.equal(await redis.get(`${PREFIX}:dead-letter-events:${QUEUE}`), checkpoint);
+    refuse = false;
+
+    // Another process (a new reconciler: nothing in memory) finds it, once, however often it looks.
+    const second = reconciler();
+    await second.pass();
+    await second.pass();
+    assert.equal(recorded.length, 1, JSON.stringify(recorded));
+    const [e] = recorded;
+    assert.equal(e!.type, 'switchboard.message.dead-lettered');
+    assert.equal(e!.subject, 'queue:work.dl');
+    assert.deepEqual({ ...e!.data }, { address: 'queue:work.dl', messageId: 'msg-a', transport: 'queue', reason: 'refused msg-a' });
+    assert.ok(Number(await redis.get(`${PREFIX}:dead-letter-events:${QUEUE}`)) > Number(checkpoint), 'the checkpoint moved on');
+
+    // A third reconciler reads the overlap again: the same dead-lettering has the same key (deduplicated downstream).
+    const third = reconciler();
+    await third.pass();
+    assert.equal(recorded.length, 2);
+    assert.equal(recorded[1]!.key, recorded[0]!.key);
+
+    // Replayed and refused again: a new dead-lettering, a new key.
+    const job = await queue.getJob(jobA);
+    await job!.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    const worker = new Worker(QUEUE, async () => { throw new UnrecoverableError('refused again'); }, { connection: redis, prefix: PREFIX });
+    for (let i = 0; i < 200 && !(await (await queue.getJob(jobA))!.isFailed()); i++) await new Promise((r) => setTimeout(r, 25));
+    await worker.close();
+    await new Promise((r) => setTimeout(r, 5)); // a later finishedOn than the first failure
+    await third.pass();
+    assert.equal(recorded.length, 3, JSON.stringify(recorded.map((r) => r.data.reason)));
+    assert.notEqual(recorded[2]!.key, recorded[0]!.key);
+    assert.equal(recorded[2]!.data.reason, 'refused again');
+  } finally {
+    await queue.close();
+  }
+});
