@@ -20,8 +20,9 @@
  *           calls (s1, a "step" queue, s2) is created, and the clock runs until s2 holds N jobs.
  *    Before anything is reported each side is verified: sb, every instance `completed` and s1/s2
  *    holding exactly the ids `<instance>:0` and `<instance>:2`; raw, each queue holding exactly
- *    the N inputs. Redis commands, Redis and Node CPU per flow, and other processes' CPU (noise)
- *    are recorded per phase.
+ *    the N inputs. A timed phase stops at once, naming the error, when a sampled instance has
+ *    failed (a refused send, say): no rate is printed for flows that did not run. Redis commands,
+ *    Redis and Node CPU per flow, and other processes' CPU (noise) are recorded per phase.
  * 2. Redis bytes per waiting flow: INFO used_memory before and after W instances of a flow
  *    waiting on `ctx.receive()` (all `waiting`, no run left), divided by W; beside W raw BullMQ
  *    jobs with the same input parked as delayed jobs (a job waiting for its time, the closest
@@ -41,7 +42,7 @@ import { stringify } from 'yaml';
 import { parseConfig } from '../src/config/load.ts';
 import { createMessage } from '../src/core/message.ts';
 import { bullQueueName } from '../src/endpoints/queue/names.ts';
-import { RUN_QUEUE_STREAMS } from '../src/flows/keys.ts';
+import { FlowKeys, RUN_QUEUE_STREAMS } from '../src/flows/keys.ts';
 import { FlowRuntime } from '../src/flows/runtime.ts';
 import { InstanceStore, type FlowStatus } from '../src/flows/store.ts';
 import { startGateway, type Gateway } from '../src/gateway.ts';
@@ -154,7 +155,8 @@ async function redisSnapshot(admin: Redis): Promise<RedisSnapshot> {
   return { cpu: Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0), commands };
 }
 
-const IGNORED = ['info', 'llen', 'config', 'flushall', 'bgrewriteaof', 'ping', 'memory', 'dbsize'];
+/** The bench's own looks (INFO, counting, fail-fast samples), not part of what is measured. */
+const IGNORED = ['info', 'llen', 'config', 'flushall', 'bgrewriteaof', 'ping', 'memory', 'dbsize', 'hstrlen'];
 
 function diffCommands(a: RedisSnapshot, b: RedisSnapshot): Record<string, number> {
   const out: Record<string, number> = {};
@@ -317,6 +319,28 @@ async function startFlows(gateway: Gateway, flow: string, n: number): Promise<st
   return ids;
 }
 
+/**
+ * A check for the polls of a timed phase that throws, naming the error, once a sampled instance
+ * of the run has failed (a refused send, a bug): then the sinks can never fill, and no rate may be
+ * printed. Every 250 ms it looks at 8 random instances with HSTRLEN of their status ("failed" is
+ * the only 6-letter one), a command nothing else here runs, left out of the command counts
+ * (IGNORED); a failure of a few instances only is caught by the verification after the phase.
+ */
+function failFast(monitor: Redis, prefix: string, store: InstanceStore, ids: string[], what: string): () => Promise<false> {
+  const keys = new FlowKeys(prefix);
+  let last = 0;
+  return async () => {
+    if (performance.now() - last < 250) return false;
+    last = performance.now();
+    const sample = Array.from({ length: 8 }, () => ids[Math.floor(Math.random() * ids.length)]!);
+    const lengths = await Promise.all(sample.map((id) => monitor.hstrlen(keys.instance(id, 'meta'), 'status')));
+    const i = lengths.indexOf('failed'.length);
+    if (i < 0) return false;
+    const m = await store.meta(sample[i]!);
+    throw new Error(`${what}: instance ${sample[i]} failed: ${m?.error?.code ? `${m.error.code}: ` : ''}${m?.error?.message ?? '(no error recorded)'}`);
+  };
+}
+
 async function runSwitchboard(ctx: Ctx, round: number, n: number, warmup: boolean): Promise<ThroughputResult> {
   await resetRedis(ctx.admin);
   const prefix = `sbf${round}${warmup ? 'w' : ''}`;
@@ -334,12 +358,13 @@ async function runSwitchboard(ctx: Ctx, round: number, n: number, warmup: boolea
     const queued = await runs.getJobCounts('wait', 'active', 'delayed', 'prioritized');
     if (Object.values(queued).reduce((s, v) => s + v, 0) !== n) throw new Error(`sb round ${round}: expected ${n} queued runs while paused, got ${JSON.stringify(queued)}`);
     const what = `sb round ${round}`;
+    const store = new InstanceStore(ctx.monitor, prefix);
+    const failing = failFast(ctx.monitor, prefix, store, ids, what);
     const move = await measure(ctx, n, () => runs.resume(),
-      async () => (await ctx.monitor.llen(s2.keys.wait!)) >= n / 2,
-      async () => (await ctx.monitor.llen(s2.keys.wait!)) >= n && (await runsLeft(runs)) === 0,
+      async () => (await failing()) || (await ctx.monitor.llen(s2.keys.wait!)) >= n / 2,
+      async () => (await failing()) || ((await ctx.monitor.llen(s2.keys.wait!)) >= n && (await runsLeft(runs)) === 0),
       what);
     // Verify: every instance completed, and each send at its sink exactly once, by id.
-    const store = new InstanceStore(ctx.monitor, prefix);
     const tally = await statusesOf(store, ids);
     const problems = [
       tally.completed !== n ? `${what}: instances by status ${JSON.stringify(tally)}, expected ${n} completed` : undefined,

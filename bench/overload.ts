@@ -203,4 +203,10 @@ if (result) {
   const file = join(out, `overload-${String(result.startedAt).replace(/[:.]/g, '-')}.json`);
   writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`wrote ${file}`);
+  // Written first, for the record; then a failure: an overload that lost or repeated a message failed, whatever its rates.
+  const s = result.summary as { missing: number; duplicated: number; accepted: number };
+  if (s.missing > 0 || s.duplicated > 0) {
+    console.error(`bench failed: ${s.missing} of ${s.accepted} accepted messages never reached the sink and ${s.duplicated} reached it more than once`);
+    process.exit(1);
+  }
 }

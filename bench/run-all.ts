@@ -5,6 +5,7 @@
  *   npm run bench                       # every benchmark: cli, route, flow, inbox, permissions, mq, wake, timers, scale, overload
  *   npm run bench -- overload --seconds 20   # the 2× overload for 20 s instead of 60
  *   npm run bench -- route --n 5000     # one of them, with its own options
+ *   npm run bench -- route,flow,mq --n 3000 --rounds 3   # some of them, one goals table
  *   npm run bench -- flow --waiting 20000
  *   npm run bench -- --rounds 5         # options shared by both (--n, --rounds, --concurrency,
  *                                       #   --warmup, --body-bytes, --timeout-s) go to both
@@ -19,9 +20,11 @@ const BENCHES = { cli: 'cli-startup.ts', route: 'route-throughput.ts', flow: 'fl
 type Name = keyof typeof BENCHES;
 
 const argv = process.argv.slice(2);
-const only = argv[0] && Object.hasOwn(BENCHES, argv[0]) ? (argv[0] as Name) : undefined;
+// One benchmark, or several separated by commas (`route,flow,mq`): their goals in one table.
+const picked = argv[0]?.split(',') ?? [];
+const only = picked.length > 0 && picked.every((n) => Object.hasOwn(BENCHES, n)) ? (picked as Name[]) : undefined;
 const rest = only ? argv.slice(1) : argv;
-const names: Name[] = only ? [only] : (Object.keys(BENCHES) as Name[]).filter((n) => existsSync(join(import.meta.dirname, BENCHES[n])));
+const names: Name[] = only ?? (Object.keys(BENCHES) as Name[]).filter((n) => existsSync(join(import.meta.dirname, BENCHES[n])));
 
 let child: ReturnType<typeof spawn> | undefined;
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {

@@ -80,13 +80,17 @@ export class Router {
     const started = process.hrtime.bigint();
     try {
       let result: SendResult;
-      // Same address, same original sender, same id: the one dedup rule (dedupKey).
-      const key = dedupKey(message);
-      if (!endpoint.dedupsOnIngress && (await this.dedup.seen(to.raw, key))) {
-        result = { id: message.id, duplicate: true };
-      } else {
+      // Same address, same original sender, same id: the one dedup rule (dedupKey). An endpoint
+      // that dedups on ingress (atomically with storing) makes its key itself: not hashed twice.
+      if (endpoint.dedupsOnIngress) {
         result = await endpoint.send(message);
-        if (!endpoint.dedupsOnIngress) await this.dedup.remember(to.raw, key);
+      } else {
+        const key = dedupKey(message);
+        if (await this.dedup.seen(to.raw, key)) result = { id: message.id, duplicate: true };
+        else {
+          result = await endpoint.send(message);
+          await this.dedup.remember(to.raw, key);
+        }
       }
       if (result.duplicate) {
         this.metrics.duplicates.inc(label);

@@ -278,14 +278,14 @@ export class InstanceStore {
   }
 
   /**
-   * Journals `entries` (if any) and reads the status, in one round trip (a pipeline in one slot):
+   * Journals `entries` (if any) and reads the status, in one round trip (two commands, one slot):
    * what a run does before each new side effect, to honour a cancel.
    */
   async journalAndStatus(id: string, entries: JournalEntry[]): Promise<FlowStatus | null> {
     if (entries.length === 0) return this.status(id);
-    const r = await this.redis.pipeline().hset(this.k(id, 'journal'), ...encodeSteps(entries)).hget(this.k(id, 'meta'), 'status').exec();
-    const [, status] = r![1]!;
-    for (const [err] of r!) if (err) throw err;
+    // Two commands written together, not a pipeline object: ioredis copies every script defined
+    // on the client (BullMQ's, ~80) onto each new pipeline, ~100 µs of CPU per flow step.
+    const [, status] = await Promise.all([this.redis.hset(this.k(id, 'journal'), ...encodeSteps(entries)), this.redis.hget(this.k(id, 'meta'), 'status')]);
     return status as FlowStatus | null;
   }
 

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { DelayedError, Job, Queue, UnrecoverableError, Worker, createRedisBackend, type BackendFactory, type RedisQueueBackend } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -11,7 +11,7 @@ import type { DedupWindows } from '../../core/dedup-window.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { RateMeter } from '../../core/rate-meter.ts';
 import { discardWaitingJob, waitingJobsWithId } from './discard-waiting.ts';
-import { addressFromBullQueueName, bullQueueName, dedupId } from './names.ts';
+import { addressFromBullQueueName, bullQueueName, dedupId, newJobId } from './names.ts';
 
 export interface QueueEndpointOptions {
   /** Connection shared by producers; BullMQ duplicates it for each worker's blocking reads. */
@@ -331,8 +331,7 @@ export class QueueEndpoint implements Endpoint {
     // The dedup key and the job are written by one BullMQ script: no window in which a crash
     // leaves the id marked without the message stored, or stored twice. With a TTL the key
     // outlives the job, so a redelivery after the message was consumed is still caught.
-    // Short (it appears in every key and event BullMQ writes), never a plain integer, no ':'.
-    const jobId = `m${randomBytes(9).toString('base64url')}`;
+    const jobId = newJobId();
     const dedupWindow = this.o.dedupWindows?.windowFor(message.to) ?? this.o.dedupTtlMs;
     const job = await q.add('m', encodeMessage(message), {
       jobId,
