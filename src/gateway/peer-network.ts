@@ -43,7 +43,7 @@ export async function openPeerNetwork(
   await revocation.start();
   cleanup.push(async () => revocation.stop());
   const tunnel = n.float && files.float ? new FloatTunnelClient({
-    url: n.float.url, ...files.float, floatSubject: n.float.floatSubject, credit: n.float.credit, peerKey: files.key, peerCert: files.cert,
+    url: n.float.url, ...files.float, floatSubject: n.float.floatSubject, credit: n.float.credit, leaseTtlMs: n.float.lease, peerKey: files.key, peerCert: files.cert,
     map, redis: o.redis, prefix: o.prefix, log: o.log, onNotice: (m, reason) => peers.notice(m, reason),
     ...(o.attachments ? { attachments: o.attachments } : {}), ...(o.audit ? { audit: o.audit } : {}),
   }) : undefined;
