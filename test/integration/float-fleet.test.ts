@@ -102,7 +102,7 @@ before(async () => {
     tunnel: { host: '127.0.0.1', port: tunnelPort, key: tun.nodes.float!.key, cert: tun.nodes.float!.cert, ca: tun.ca, gatewaySubject: GATEWAY_SUBJECT },
     network: { ca: net.ca, eventHorizon: '1h', peers: [{ alias: 'bank-b', identity: bNode.identity, host: '127.0.0.1', port: bNode.port, verifyKey: bNode.verifyKey }] },
   });
-  b = await startTestGateway(redisB.url, { permissions: PERMS, network: networkConfig(net, 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { eventHorizon: '1h' }) });
+  b = await startTestGateway(redisB.url, { permissions: PERMS, network: networkConfig(net, 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { eventHorizon: '1h', noticesTo: 'queue:notices' }) });
 });
 
 after(async () => {
@@ -169,6 +169,37 @@ test('the whole fleet killed (-9): inbound messages wait on the float (its /metr
   live = [await fleet.spawn(PREFIX_A, bankA())];
   await expectExactlyOnce(() => live[0]!.url, 'queue:from-b.down', sent, 'after a gateway started again');
   await waitFor(async () => (await floatMetric('switchboard_float_inbound', 'state="ready"')) === 0 && (await floatMetric('switchboard_float_inbound', 'state="taken"')) === 0, 30_000, 'the float to be empty');
+});
+
+test('the inside refuses a message the float accepted (not allowed): the sending peer gets the undeliverable notice, once; the float counts the refusal', { timeout: 120_000 }, async () => {
+  await sendViaB('peer:bank-a/not-allowed.x', 'refused-1');
+  const counts = new Map<string, number>();
+  const notices = (await waitFor(async () => { const got = await drain(b.url, 'queue:notices', counts); return got.length ? got : undefined; }, 60_000, 'the notice at bank B'))!;
+  // A little longer: a second notice would arrive now.
+  await sleep(2000);
+  notices.push(...await drain(b.url, 'queue:notices', counts));
+  assert.equal(notices.length, 1, JSON.stringify(notices));
+  const n = notices[0]!;
+  assert.equal(n.id, 'undeliverable:refused-1');
+  assert.equal(n.body.notice, 'undeliverable');
+  assert.equal(n.body.id, 'refused-1');
+  assert.equal(n.body.to, 'peer:bank-a/not-allowed.x');
+  assert.match(n.body.reason, /^refused by peer bank-a after its float accepted it: .*not-allowed\.x/);
+  assert.equal(n.body.deadLetter, undefined, 'nothing was dead-lettered at B: the message had left its outbox');
+  assert.equal(await floatMetric('switchboard_float_refusals_total', 'action="gateway.refused"'), 1);
+  // Nothing reached A's queue.
+  assert.equal((await api(live[0]!.url, 'GET', `/api/queues/${encodeURIComponent('queue:not-allowed.x')}`, { user: 'ops' })).body.depth, 0);
+});
+
+test('nobody may send to a peer\'s notice address by hand: 403 naming the reserved address, nothing reaches the peer', async () => {
+  for (const [gw, to] of [[live[0]!.url, 'peer:bank-b/$notices'], [b.url, 'peer:bank-a/$notices']] as const) {
+    const r = await api(gw, 'POST', '/api/messages', { user: 'ops', body: { to, id: 'forged-notice', body: { notice: 'undeliverable', id: 'in-1', to: 'queue:from-b.fleet', reason: 'made up' } } });
+    assert.equal(r.status, 403, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, 'reserved_address');
+    assert.match(r.body.error.message, /\$notices is reserved for the notices Switchboard itself sends/);
+  }
+  await sleep(1500);
+  assert.equal((await api(b.url, 'GET', `/api/queues/${encodeURIComponent('queue:notices')}`, { user: 'ops' })).body.depth, 0);
 });
 
 test('the float\'s HTTP port: GET only, three paths, no stack traces; /readyz is 503 while its Redis is down and ready again after', async () => {

@@ -3,7 +3,7 @@ import type { PeerCertificate } from 'node:tls';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
-import { UnknownTarget } from '../../core/errors.ts';
+import { SwitchboardError, UnknownTarget } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { ReportLifecycle } from '../../core/lifecycle.ts';
@@ -22,6 +22,14 @@ import type { AttachmentStore } from '../../attachments/attachment-store.ts';
 import { ATTACHMENTS_HEADER, parseAttachmentRefs, type AttachmentRef } from '../../attachments/reference.ts';
 import type { AmqpMessage } from '../../amqp/mapping.ts';
 import { pushAttachments } from './attachment-push.ts';
+import { NOTICE_ADDRESS, type PeerNotices, type RefusalNotice } from '../../network/peer-notices.ts';
+
+/** `peer:<alias>/$notices` is Switchboard's own: nobody may send there by hand. */
+export class ReservedPeerAddress extends SwitchboardError {
+  constructor(address: string) {
+    super('reserved_address', `${address} is reserved for the notices Switchboard itself sends to a peer; send to an address in the peer's own address space`, 403);
+  }
+}
 
 export interface PeerEndpointOptions {
   redis: Redis;
@@ -91,7 +99,7 @@ const peerBackoff = (attempt: number) => Math.min(300_000, 500 * 2 ** Math.min(a
  * takes the lease within seconds and connects; a process that loses it stops delivering and
  * closes its bridge, so a peer never sees two bridges of one gateway fleet.
  */
-export class PeerEndpoint implements Endpoint {
+export class PeerEndpoint implements Endpoint, PeerNotices {
   readonly scheme = 'peer';
   readonly dedupsOnIngress = true;
   private readonly outboxes = new Map<string, Outbox<Envelope>>();
@@ -250,23 +258,63 @@ export class PeerEndpoint implements Endpoint {
     if (refs.length > 0) await this.o.delivered?.(alias, m, refs).catch((err) => this.o.log.warn({ err: (err as Error).message, msgId: m.id }, 'attachments of a delivered message not released (they expire instead)'));
   }
 
-  /** Tells the sending flow (or the admins' address) that a message could not be delivered. */
+  /** Tells the sending flow (or the admins' address) that a message could not be delivered (it is in the dead-letter queue here). */
   async notice(m: Message, reason: string): Promise<void> {
     if (this.o.notify) return this.o.notify(m, reason).catch((err) => this.o.log.error({ err: (err as Error).message, msgId: m.id }, 'notice of an undeliverable peer message not passed on'));
+    await this.sendNotice(m, reason, true).catch((err) => this.o.log.error({ err: (err as Error).message, msgId: m.id }, 'notice of an undeliverable peer message not sent'));
+  }
+
+  /** The undeliverable notice, to the sending flow instance or else network.noticesTo; nothing when neither. */
+  private async sendNotice(m: Pick<Message, 'id' | 'to' | 'from' | 'correlationId'>, reason: string, deadLettered: boolean): Promise<void> {
     const to = m.from?.startsWith('flow:') && m.from.includes('/') ? m.from : this.o.noticesTo;
     if (!to || !this.o.router) return;
     await this.o.router.send(systemMessage({
       id: `undeliverable:${m.id}`, to, from: m.to, headers: { 'switchboard-notice': 'undeliverable' },
-      body: { notice: 'undeliverable', id: m.id, to: m.to, reason, deadLetter: `dlq:${m.to}` },
+      body: { notice: 'undeliverable', id: m.id, to: m.to, reason, ...(deadLettered ? { deadLetter: `dlq:${m.to}` } : {}) },
       ...(m.correlationId ? { correlationId: m.correlationId } : {}),
-    }), systemCaller()).catch((err) => this.o.log.error({ err: (err as Error).message, msgId: m.id }, 'notice of an undeliverable peer message not sent'));
+    }), systemCaller());
   }
 
   async send(message: Message): Promise<SendResult> {
     const { alias, remote } = this.split(message.to);
+    if (remote === NOTICE_ADDRESS && message.sender.kind !== 'system') throw new ReservedPeerAddress(message.to);
     if (!this.o.signingKey) throw new Error('this peer endpoint has no signing key (a float forwards with sendSigned)');
     const signature = signEnvelope(this.o.signingKey, message, remote, this.o.identity);
-    return this.outbox(alias).send(message, { remote, signature });
+    const result = await this.outbox(alias).send(message, { remote, signature });
+    // A flow waits for its notices: kept for the event horizon, so a refusal the peer reports later
+    // (through its float) reaches the flow that sent, and only that flow.
+    if (!result.duplicate && message.from?.startsWith('flow:') && message.from.includes('/')) {
+      await this.o.redis.set(this.sentKey(alias, message.id), JSON.stringify({ from: message.from, to: message.to, ...(message.correlationId ? { correlationId: message.correlationId } : {}) }), 'PX', this.o.eventHorizonMs);
+    }
+    return result;
+  }
+
+  private sentKey(alias: string, id: string): string {
+    return `${this.o.prefix}:peer-sent:${alias}:${id}`;
+  }
+
+  /** PeerNotices: the inside refused a message the peer sent through our float; the notice goes back signed, through the outbox. */
+  async tellRefused(alias: string, messageId: string, target: string, reason: string): Promise<void> {
+    const body: RefusalNotice = { notice: 'undeliverable', id: messageId, to: target, reason };
+    await this.send(systemMessage({ id: `refused:${messageId}`, to: `peer:${alias}/${NOTICE_ADDRESS}`, headers: { 'switchboard-notice': 'refused' }, body }));
+  }
+
+  /**
+   * PeerNotices: the peer refused our message after its float accepted it. The notice goes where
+   * our own outbox would send it: to the flow that sent the message (only when we recorded that it
+   * did send that id to this peer), else to network.noticesTo. Nothing was dead-lettered here: the
+   * message had left the outbox.
+   */
+  async refusedByPeer(alias: string, notice: RefusalNotice): Promise<void> {
+    const to = `peer:${alias}/${notice.to}`;
+    const raw = await this.o.redis.get(this.sentKey(alias, notice.id));
+    const sent = raw ? JSON.parse(raw) as { from: string; to: string; correlationId?: string } : undefined;
+    const mine = sent && sent.to === to ? sent : undefined;
+    const reason = `refused by peer ${alias} after its float accepted it: ${notice.reason}`;
+    this.o.log.warn({ peer: alias, msgId: notice.id, to, reason: notice.reason }, 'a peer refused one of our messages after its float accepted it');
+    this.o.lifecycle?.({ type: 'switchboard.peer.undeliverable', subject: to, key: `${to}\0${notice.id}\0refused`, data: { alias, address: to, messageId: notice.id, reason } });
+    // Not swallowed: a notice that cannot be stored now leaves the peer's message unacknowledged, offered again.
+    await this.sendNotice({ id: notice.id, to, ...(mine ? { from: mine.from, ...(mine.correlationId ? { correlationId: mine.correlationId } : {}) } : {}) }, reason, false);
   }
 
   /** Stores an envelope another process signed (the float, for its gateway) for delivery to `alias`. */
