@@ -115,7 +115,7 @@ export async function startFloat({ config, materials, log }: { config: FloatConf
       if (!peers) {
         peers = new PeerEndpoint({
           redis, prefix, map, identity, key: h.key, cert: h.cert, ca: materials.ca, revocation, eventHorizonMs: n.eventHorizon,
-          metrics, log, notify, ...(n.proxy ? { proxy: n.proxy } : {}), attachments: attachmentStore, delivered: releaseAttachments,
+          metrics, log, notify, audit, ...(n.proxy ? { proxy: n.proxy } : {}), attachments: attachmentStore, delivered: releaseAttachments,
         });
         await peers.start();
         const p = peers;

@@ -49,7 +49,7 @@ export async function openPeerNetwork(
   }) : undefined;
   const peers: PeerEndpoint = new PeerEndpoint({ revocation, ...(tunnel ? { relay: tunnel } : {}),
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
-    signingKey: files.signingKey, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}), eventHorizonMs: n.eventHorizon, router: o.router, ...(o.attachments ? { attachments: o.attachments } : {}), metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
+    signingKey: files.signingKey, ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}), eventHorizonMs: n.eventHorizon, router: o.router, ...(o.attachments ? { attachments: o.attachments } : {}), ...(o.audit ? { audit: o.audit } : {}), metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
   });
   o.router.register(peers);
   await peers.start();

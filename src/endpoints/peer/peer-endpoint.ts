@@ -64,6 +64,8 @@ export interface PeerEndpointOptions {
   log: Logger;
   /** Where attachments referenced by messages are kept; they are pushed to the peer before their message. */
   attachments?: AttachmentStore;
+  /** Where outbound revocation refusals are recorded (`peer.revoked`, once per refusal, not per retry): the gateway's audit trail. */
+  audit?: { record(entry: { action: string; actor: string; target?: string; detail?: string }): Promise<void> };
   /** Told once a message that references attachments reached the peer (the float then drops its copies). */
   delivered?: (alias: string, m: Message, refs: readonly AttachmentRef[]) => Promise<void>;
 }
@@ -107,6 +109,8 @@ export class PeerEndpoint implements Endpoint, PeerNotices {
   private readonly leases = new Map<string, Lease>();
   /** The server certificate each open bridge was accepted with, checked again after every CRL refresh. */
   private readonly serverCerts = new Map<string, Buffer>();
+  /** Peers whose certificate is refused now: audited once when refused, again only after a good connect. */
+  private readonly refusedRevoked = new Set<string>();
 
   private tlsKey: string;
   private tlsCert: string;
@@ -125,8 +129,17 @@ export class PeerEndpoint implements Endpoint, PeerNotices {
       if (reason === undefined) continue;
       this.serverCerts.delete(alias);
       this.o.log.error({ peer: alias, reason }, 'bridge to peer closed: its certificate may not be used');
+      this.auditRevoked(alias, `outbound bridge to ${alias} closed: ${reason}`);
       void this.reconnect(alias, false);
     }
+  }
+
+  /** One audit entry per refusal period of a peer (a bridge retries with backoff; the trail need not). */
+  private auditRevoked(alias: string, detail: string): void {
+    if (this.refusedRevoked.has(alias)) return;
+    this.refusedRevoked.add(alias);
+    const identity = this.o.map.get(alias)?.identity ?? alias;
+    void this.o.audit?.record({ action: 'peer.revoked', actor: `peer:${identity}`, target: `peer:${alias}`, detail }).catch((err: Error) => this.o.log.error({ peer: alias, err: err.message }, 'revocation refusal not audited'));
   }
 
   private split(address: string): { alias: string; remote: string } {
@@ -199,7 +212,11 @@ export class PeerEndpoint implements Endpoint, PeerNotices {
             const got = certificateIdentity(Buffer.from(`-----BEGIN CERTIFICATE-----\n${cert.raw.toString('base64')}\n-----END CERTIFICATE-----\n`));
             if (got !== expected) return new Error(`peer '${alias}' presented a certificate for '${got}', expected '${expected}'`);
             const revoked = this.o.revocation?.check(cert.raw);
-            if (revoked !== undefined) return new Error(`peer '${alias}' (${peer.identity}): ${revoked}`);
+            if (revoked !== undefined) {
+              this.auditRevoked(alias, `outbound bridge to ${alias} refused: ${revoked}`);
+              return new Error(`peer '${alias}' (${peer.identity}): ${revoked}`);
+            }
+            this.refusedRevoked.delete(alias);
             this.serverCerts.set(alias, cert.raw);
             return undefined;
           },
