@@ -1,5 +1,11 @@
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { createPrivateKey } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import rhea, { type EventContext } from 'rhea';
+import { toAmqp } from '../../src/amqp/mapping.ts';
+import type { Message } from '../../src/core/message.ts';
+import { signEnvelope } from '../../src/network/envelope.ts';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { Gateway } from '../../src/gateway.ts';
@@ -24,7 +30,20 @@ const PREFIX_A = 'fleet-a';
 const LEASE_MS = 2000;
 const FLOAT_SUBJECT = 'CN=float.dmz,O=Bank A';
 const GATEWAY_SUBJECT = 'CN=gateway,O=Bank A';
-const PERMS = [{ group: 'ops', allow: [{ address: '**', verbs: ['send', 'consume', 'browse', 'admin'] }] }];
+const PERMS = [{ group: 'ops', allow: [{ address: '**', verbs: ['send', 'consume', 'browse', 'admin', 'start'] }] }];
+// A flow at Bank B that sends to an address Bank A does not allow it, then waits for what comes back.
+const FLOW = `import { defineFlow } from 'switchboard';
+import { z } from 'zod';
+export default defineFlow({
+  name: 'refused-notice',
+  input: z.object({ ref: z.string() }),
+  async run(ctx, input) {
+    const sent = await ctx.send('peer:bank-a/not-allowed.flow', { ref: input.ref });
+    const m = await ctx.receive({ timeout: '5m' });
+    return { sent: sent.id, body: m.body, headers: m.headers, sender: m.sender };
+  },
+});
+`;
 
 let redisA: TestRedis;
 let redisB: TestRedis;
@@ -102,7 +121,10 @@ before(async () => {
     tunnel: { host: '127.0.0.1', port: tunnelPort, key: tun.nodes.float!.key, cert: tun.nodes.float!.cert, ca: tun.ca, gatewaySubject: GATEWAY_SUBJECT },
     network: { ca: net.ca, eventHorizon: '1h', peers: [{ alias: 'bank-b', identity: bNode.identity, host: '127.0.0.1', port: bNode.port, verifyKey: bNode.verifyKey }] },
   });
-  b = await startTestGateway(redisB.url, { permissions: PERMS, network: networkConfig(net, 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { eventHorizon: '1h', noticesTo: 'queue:notices' }) });
+  const flowsDir = join(net.dir, 'flows');
+  mkdirSync(flowsDir);
+  writeFileSync(join(flowsDir, 'refused-notice.ts'), FLOW);
+  b = await startTestGateway(redisB.url, { permissions: PERMS, flows: { dir: flowsDir }, network: networkConfig(net, 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { eventHorizon: '1h', noticesTo: 'queue:notices' }) });
 });
 
 after(async () => {
@@ -189,6 +211,70 @@ test('the inside refuses a message the float accepted (not allowed): the sending
   assert.equal(await floatMetric('switchboard_float_refusals_total', 'action="gateway.refused"'), 1);
   // Nothing reached A's queue.
   assert.equal((await api(live[0]!.url, 'GET', `/api/queues/${encodeURIComponent('queue:not-allowed.x')}`, { user: 'ops' })).body.depth, 0);
+});
+
+test('a flow at the peer that sent the refused message gets the notice in ctx.receive (and noticesTo does not)', { timeout: 120_000 }, async () => {
+  const started = await api(b.url, 'POST', '/api/flows/refused-notice', { user: 'ops', body: { input: { ref: 'T-1' } } });
+  assert.equal(started.status, 202, JSON.stringify(started.body));
+  const done = await waitFor(async () => {
+    const v = (await api(b.url, 'GET', `/api/flows/refused-notice/${started.body.instanceId}`, { user: 'ops' })).body;
+    return ['completed', 'failed', 'cancelled'].includes(v.status) ? v : undefined;
+  }, 90_000, 'the flow to get its notice');
+  assert.equal(done.status, 'completed', JSON.stringify(done));
+  assert.equal(done.result.body.notice, 'undeliverable');
+  assert.equal(done.result.body.id, done.result.sent);
+  assert.equal(done.result.body.to, 'peer:bank-a/not-allowed.flow');
+  assert.match(done.result.body.reason, /^refused by peer bank-a after its float accepted it: /);
+  assert.equal(done.result.headers['switchboard-notice'], 'undeliverable');
+  assert.deepEqual(done.result.sender, { kind: 'system', name: 'switchboard' });
+  await sleep(1000);
+  assert.equal((await api(b.url, 'GET', `/api/queues/${encodeURIComponent('queue:notices')}`, { user: 'ops' })).body.depth, 0, 'the flow\'s notice went to the flow only');
+});
+
+/** Sends `m` to Bank B's peer listener as bank A's gateway would (its TLS key and signing key): what a hostile bank A can do. */
+async function asBankA(remote: string, m: Message): Promise<{ outcome: string; description?: string }> {
+  const a = net.nodes['bank-a']!;
+  const amqp = toAmqp(m);
+  (amqp.application_properties as Record<string, string>)['switchboard-signature'] = signEnvelope(createPrivateKey(readFileSync(a.signingKey)), m, remote, a.identity);
+  (amqp.application_properties as Record<string, string>)['switchboard-origin'] = a.identity;
+  const conn = rhea.create_container({ id: 'hostile-bank-a' }).connect({
+    host: '127.0.0.1', port: net.nodes['bank-b']!.port, transport: 'tls', reconnect: false, username: 'anonymous',
+    key: readFileSync(a.key), cert: readFileSync(a.cert), ca: readFileSync(net.ca), rejectUnauthorized: true,
+  } as never);
+  conn.on('error', () => {});
+  try {
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no outcome from bank B')), 20_000);
+      const done = (outcome: string) => (ctx: EventContext) => {
+        clearTimeout(timer);
+        const err = (ctx.delivery?.remote_state as { error?: { description?: string } } | undefined)?.error;
+        resolve({ outcome, ...(err?.description ? { description: err.description } : {}) });
+      };
+      conn.on('accepted', done('accepted'));
+      conn.on('rejected', done('rejected'));
+      conn.on('released', done('released'));
+      conn.on('disconnected', () => { clearTimeout(timer); reject(new Error('disconnected')); });
+      const sender = conn.open_sender({ target: { address: remote }, autosettle: true });
+      sender.once('sendable', () => sender.send(amqp as never));
+    });
+  } finally {
+    conn.close();
+  }
+}
+
+test('a hostile peer on $notices: a malformed notice is refused and audited; a notice about an id no flow of B recorded sending goes to noticesTo', async () => {
+  const notice = (id: string, body: unknown): Message => ({ id, to: 'queue:$notices', sender: { kind: 'system', name: 'switchboard' }, headers: {}, contentType: 'application/json', body, createdAt: new Date().toISOString() });
+  const bad = await asBankA('$notices', notice('refused:junk', { notice: 'undeliverable', id: 'x' }));
+  assert.equal(bad.outcome, 'rejected', JSON.stringify(bad));
+  assert.match(bad.description ?? '', /must be \{notice: 'undeliverable', id, to, reason\}: to must be a string/);
+  const audit = (await api(b.url, 'GET', '/api/audit?action=peer.notice-refused', { user: 'ops' })).body.entries as { actor: string; detail: string }[];
+  assert.ok(audit.some((e) => e.actor === 'peer:O=Bank A,L=London,C=GB' && /refused:junk/.test(e.detail)), JSON.stringify(audit));
+  const made = await asBankA('$notices', notice('refused:made-up', { notice: 'undeliverable', id: 'made-up-1', to: 'not-allowed.flow', reason: 'made up' }));
+  assert.equal(made.outcome, 'accepted', JSON.stringify(made));
+  const counts = new Map<string, number>();
+  const got = (await waitFor(async () => { const g = await drain(b.url, 'queue:notices', counts); return g.length ? g : undefined; }, 30_000, 'the made-up notice in noticesTo'))!;
+  assert.deepEqual(got.map((m) => m.body.id), ['made-up-1']);
+  assert.match(got[0].body.reason, /made up/);
 });
 
 test('nobody may send to a peer\'s notice address by hand: 403 naming the reserved address, nothing reaches the peer', async () => {
