@@ -232,13 +232,13 @@ test('a flow at the peer that sent the refused message gets the notice in ctx.re
 });
 
 /** Sends `m` to Bank B's peer listener as bank A's gateway would (its TLS key and signing key): what a hostile bank A can do. */
-async function asBankA(remote: string, m: Message): Promise<{ outcome: string; description?: string }> {
+async function asBankA(remote: string, m: Message, port = net.nodes['bank-b']!.port): Promise<{ outcome: string; description?: string }> {
   const a = net.nodes['bank-a']!;
   const amqp = toAmqp(m);
   (amqp.application_properties as Record<string, string>)['switchboard-signature'] = signEnvelope(createPrivateKey(readFileSync(a.signingKey)), m, remote, a.identity);
   (amqp.application_properties as Record<string, string>)['switchboard-origin'] = a.identity;
   const conn = rhea.create_container({ id: 'hostile-bank-a' }).connect({
-    host: '127.0.0.1', port: net.nodes['bank-b']!.port, transport: 'tls', reconnect: false, username: 'anonymous',
+    host: '127.0.0.1', port, transport: 'tls', reconnect: false, username: 'anonymous',
     key: readFileSync(a.key), cert: readFileSync(a.cert), ca: readFileSync(net.ca), rejectUnauthorized: true,
   } as never);
   conn.on('error', () => {});
@@ -254,6 +254,7 @@ async function asBankA(remote: string, m: Message): Promise<{ outcome: string; d
       conn.on('rejected', done('rejected'));
       conn.on('released', done('released'));
       conn.on('disconnected', () => { clearTimeout(timer); reject(new Error('disconnected')); });
+      conn.on('connection_close', () => { clearTimeout(timer); reject(new Error('closed by the listener')); });
       const sender = conn.open_sender({ target: { address: remote }, autosettle: true });
       sender.once('sendable', () => sender.send(amqp as never));
     });
@@ -298,6 +299,9 @@ test('the float\'s HTTP port: GET only, three paths, no stack traces; /readyz is
   assert.match(text, /has \/healthz, \/readyz and \/metrics only/);
   assert.doesNotMatch(text, /at .*\.ts:\d+/);
   assert.equal((await fetch(`${floatHttp}/healthz`)).status, 200);
+  // A network-CA certificate the float's map does not name (Bank A's own, at the float): refused, audited, counted.
+  await asBankA('from-b.x', { id: 'stranger-1', to: 'queue:from-b.x', sender: { kind: 'system', name: 'switchboard' }, headers: {}, contentType: 'application/json', body: {}, createdAt: new Date().toISOString() }, net.nodes['bank-a']!.port).catch(() => undefined);
+  await waitFor(async () => (await floatMetric('switchboard_float_refusals_total', 'action="peer.refused"')) === 1, 20_000, 'the refusal counted on the float');
   await redisF.kill();
   try {
     const down = await waitFor(async () => { const r = await readyz(); return r.status === 503 ? r : undefined; }, 30_000, '/readyz to say not ready');
