@@ -48,6 +48,13 @@ export interface PeerEndpointOptions {
   revocation?: RevocationList;
   /** network.proxy: bridges connect through this HTTP CONNECT or SOCKS5 proxy. @defaultValue direct */
   proxy?: ProxyConfig;
+  /**
+   * Lock and stalled check of the outbox deliveries (queues.lockTimeout, queues.stalledCheck): when
+   * the process holding a bridge or the float tunnel dies mid-delivery, the next holder takes that
+   * message over after at most their sum. @defaultValue BullMQ's (30 s each)
+   */
+  lockMs?: number;
+  stalledCheckMs?: number;
   /** A message not delivered within this long goes to dlq:peer:<alias>/… with a notice. */
   eventHorizonMs: number;
   /** Where notices of undeliverable peer messages go when the sender was not a flow. */
@@ -161,6 +168,7 @@ export class PeerEndpoint implements Endpoint, PeerNotices {
         name: `peer-out.${alias}`, redis: this.o.redis, prefix: this.o.prefix, shards: this.o.shards ?? 1, label: 'peer', metrics: this.o.metrics, log: this.o.log,
         // Offline peers are retried until the event horizon, which deliver() enforces.
         maxAttempts: 1_000_000, backoffStrategy: peerBackoff, dedupTtlMs: this.o.eventHorizonMs, concurrency: 20,
+        ...(this.o.lockMs ? { lockMs: this.o.lockMs } : {}), ...(this.o.stalledCheckMs ? { stalledCheckMs: this.o.stalledCheckMs } : {}),
         deliver: (m, envelope) => this.deliver(alias, m, envelope),
         ...(this.o.lifecycle ? { lifecycle: this.o.lifecycle } : {}),
         onDeadLetter: (m, reason) => {
