@@ -305,13 +305,13 @@ export class PeerEndpoint implements Endpoint, PeerNotices {
     if (remote === NOTICE_ADDRESS && message.sender.kind !== 'system') throw new ReservedPeerAddress(message.to);
     if (!this.o.signingKey) throw new Error('this peer endpoint has no signing key (a float forwards with sendSigned)');
     const signature = signEnvelope(this.o.signingKey, message, remote, this.o.identity);
-    const result = await this.outbox(alias).send(message, { remote, signature });
     // A flow waits for its notices: kept for the event horizon, so a refusal the peer reports later
-    // (through its float) reaches the flow that sent, and only that flow.
-    if (!result.duplicate && message.from?.startsWith('flow:') && message.from.includes('/')) {
+    // (through its float) reaches the flow that sent, and only that flow. Written first: a resend
+    // after a failure here writes the same again, and a record without its message is harmless.
+    if (message.from?.startsWith('flow:') && message.from.includes('/')) {
       await this.o.redis.set(this.sentKey(alias, message.id), JSON.stringify({ from: message.from, to: message.to, ...(message.correlationId ? { correlationId: message.correlationId } : {}) }), 'PX', this.o.eventHorizonMs);
     }
-    return result;
+    return this.outbox(alias).send(message, { remote, signature });
   }
 
   private sentKey(alias: string, id: string): string {
