@@ -171,8 +171,10 @@ test('two gateways, one tunnel: kill -9 of the holder mid-stream, the other take
   await Promise.all([streamIn, streamOut]);
   await expectExactlyOnce(() => survivor.url, 'queue:from-b.fleet', inbound, 'B → float → A across the takeover');
   await expectExactlyOnce(() => b.url, 'queue:inbound.fleet', outbound, 'A → float → B across the takeover');
-  // The lease lapses after LEASE_MS; the survivor tries every LEASE_MS / 3 and then dials and hands over its key.
-  assert.ok(takeoverMs < LEASE_MS + 10_000, `takeover took ${takeoverMs} ms`);
+  // The lease lapses after LEASE_MS; the survivor tries every LEASE_MS / 3 and then dials and hands
+  // over its key. The bound is generous (a loaded machine): it catches a takeover that waits for
+  // something other than the lease (a 30 s lock, a reconnect backoff), not a slow one.
+  assert.ok(takeoverMs < LEASE_MS + 20_000, `takeover took ${takeoverMs} ms`);
   console.log(`# tunnel takeover after kill -9 of the holder: ${takeoverMs} ms (lease ${LEASE_MS} ms)`);
 });
 
