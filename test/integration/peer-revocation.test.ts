@@ -44,7 +44,7 @@ const revokedEntries = async (g: Gateway) => {
   return r.body.entries as { actor: string; detail?: string }[];
 };
 
-test('a peer revoked while connected is cut off within the refresh period, audited, and nothing more of it arrives', async () => {
+test('a peer revoked while connected is cut off within the refresh period, audited, and nothing more of it arrives until the CRL clears it; then what waited arrives once', async () => {
   const file = await writeCrl(net, [], join(net.dir, 'live.crl'));
   const b = await gateway('rev-b', 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { mode: 'hard-fail', file, refresh: '500ms' });
   const a = await gateway('rev-a', 'bank-a', [{ alias: 'bank-b', allow: [] }]);
@@ -59,6 +59,14 @@ test('a peer revoked while connected is cut off within the refresh period, audit
   await send(a, 'peer:bank-b/inbound.rev', 'after-1');
   await new Promise((r) => setTimeout(r, 3000));
   assert.equal(await depth(b, 'queue:inbound.rev'), 1, 'nothing from the revoked peer after revocation');
+
+  // The revocation is taken back: the peer's bridge, retrying all along, is let in again and what
+  // waited in its outbox arrives, once.
+  await writeCrl(net, [], file);
+  await waitFor(async () => (await depth(b, 'queue:inbound.rev')) === 2, 90_000, 'after-1 at B once bank-a is no longer revoked');
+  await new Promise((r) => setTimeout(r, 1500));
+  const q = (await api(b.url, 'GET', `/api/queues/${enc('queue:inbound.rev')}`, { user: 'ops' })).body as { messages: { id: string }[] };
+  assert.deepEqual(q.messages.map((m) => m.id).sort(), ['after-1', 'before-1']);
 });
 
 test('hard-fail without a readable CRL refuses every peer; soft-fail allows them and logs', async () => {

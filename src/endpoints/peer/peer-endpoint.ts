@@ -211,6 +211,9 @@ export class PeerEndpoint implements Endpoint, PeerNotices {
       b = new Broker({
         name: `peer:${alias}`, url: `amqps://${peer.host}:${peer.port}`, sasl: 'ANONYMOUS', addressFormat: 'plain', sendTimeoutMs: 15_000,
         containerId: `switchboard ${this.o.identity}`,
+        // A peer that refuses us now (it sees our certificate revoked, its map lacks us yet) may
+        // take us later: keep trying with backoff, as for a peer that is down.
+        retryRefused: true,
         // Through the proxy, TLS runs inside the tunnel: the peer's certificate is checked as when direct.
         ...(this.o.proxy ? { dial: proxiedTlsDial(this.o.proxy) as BrokerConfig['dial'] } : {}),
         tls: { key: this.tlsKey, cert: this.tlsCert, ca: this.o.ca, rejectUnauthorized: true },
