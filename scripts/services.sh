@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system services Switchboard and its tests use, when they are missing.
-#   scripts/services.sh install [redis|ldap|rabbitmq|chromium|proton|proton-examples|proton-broker|openssl|tinyproxy|dante|all]   (default: all)
+#   scripts/services.sh install [redis|ldap|rabbitmq|chromium|proton|proton-examples|proton-broker|openssl|tinyproxy|dante|microsocks|all]   (default: all)
 # Uses apt-get when running as root on Debian/Ubuntu; otherwise prints what to install.
 # Tests start their own private servers on free loopback ports (test/support/servers.ts) and
 # stop them by PID; nothing here starts a service. proton-broker also compiles Qpid Proton's C
@@ -8,25 +8,27 @@
 set -euo pipefail
 
 want="${2:-all}"
-declare -A PKG=( [redis]=redis-server [ldap]="slapd ldap-utils" [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=python3-qpid-proton [proton-examples]=libqpid-proton11-dev-examples [proton-broker]="gcc pkg-config libqpid-proton11-dev libqpid-proton11-dev-examples" [openssl]=openssl [tinyproxy]=tinyproxy [dante]=dante-server )
-declare -A BIN=( [redis]=redis-server [ldap]=slapd [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=/usr/lib/python3/dist-packages/proton/__init__.py [proton-examples]=/usr/share/proton/examples/python/simple_send.py [proton-broker]="gcc pkg-config /usr/include/proton/proactor.h /usr/share/proton/examples/c/broker.c" [openssl]=openssl [tinyproxy]=tinyproxy [dante]=danted )
+declare -A PKG=( [redis]=redis-server [ldap]="slapd ldap-utils" [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=python3-qpid-proton [proton-examples]=libqpid-proton11-dev-examples [proton-broker]="gcc pkg-config libqpid-proton11-dev libqpid-proton11-dev-examples" [openssl]=openssl [tinyproxy]=tinyproxy [dante]=dante-server [microsocks]=microsocks )
+declare -A BIN=( [redis]=redis-server [ldap]=slapd [rabbitmq]=rabbitmq-server [chromium]=chromium [proton]=/usr/lib/python3/dist-packages/proton/__init__.py [proton-examples]=/usr/share/proton/examples/python/simple_send.py [proton-broker]="gcc pkg-config /usr/include/proton/proactor.h /usr/share/proton/examples/c/broker.c" [openssl]=openssl [tinyproxy]=tinyproxy [dante]=danted [microsocks]=microsocks )
 # Everything the test suite starts for real: Redis, OpenLDAP, RabbitMQ (AMQP 1.0), Chromium,
 # an AMQP client we did not write (Qpid Proton for Python) with its example programs (run
 # unmodified against the embedded endpoint; Debian ships the Python ones in
 # libqpid-proton11-dev-examples, not in python-qpid-proton-doc), a second AMQP 1.0 broker nobody
 # here wrote (Proton's C example broker, compiled from the same package), openssl for certificates,
-# and two proxies peer bridges go through (tinyproxy: HTTP CONNECT; Dante's danted: SOCKS5).
-ALL=(redis ldap rabbitmq chromium proton proton-examples proton-broker openssl tinyproxy dante)
+# and the proxies peer bridges go through (tinyproxy: HTTP CONNECT; Dante's danted: SOCKS5; microsocks:
+# SOCKS5 with username/password from its command line — Dante checks those against the system's
+# user database, which a test must not touch).
+ALL=(redis ldap rabbitmq chromium proton proton-examples proton-broker openssl tinyproxy dante microsocks)
 
 case "${1:-}" in
   install) ;;
-  *) echo "usage: $0 install [redis|ldap|rabbitmq|chromium|proton|proton-examples|proton-broker|openssl|tinyproxy|dante|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 install [redis|ldap|rabbitmq|chromium|proton|proton-examples|proton-broker|openssl|tinyproxy|dante|microsocks|all]" >&2; exit 2 ;;
 esac
 
 if [ "$want" = all ]; then names=("${ALL[@]}"); else names=("$want"); fi
 missing=()
 for n in "${names[@]}"; do
-  [ -n "${PKG[$n]:-}" ] || { echo "unknown service '$n' (expected redis, ldap, rabbitmq, chromium, proton, proton-examples, proton-broker, openssl, tinyproxy, dante or all)" >&2; exit 2; }
+  [ -n "${PKG[$n]:-}" ] || { echo "unknown service '$n' (expected redis, ldap, rabbitmq, chromium, proton, proton-examples, proton-broker, openssl, tinyproxy, dante, microsocks or all)" >&2; exit 2; }
   for bin in ${BIN[$n]}; do
     if [[ "$bin" == /* ]]; then [ -e "$bin" ] || { missing+=(${PKG[$n]}); break; }
     elif ! PATH="$PATH:/usr/sbin:/sbin" command -v "$bin" >/dev/null 2>&1; then missing+=(${PKG[$n]}); break; fi

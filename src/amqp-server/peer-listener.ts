@@ -59,6 +59,11 @@ export class PeerListener {
 
   constructor(private readonly o: PeerListenerOptions) {}
 
+  /** Peer connections open now (accepted: a mapped, unrevoked peer). */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
   get port(): number {
     return (this.server?.address() as { port: number } | null)?.port ?? this.o.port;
   }

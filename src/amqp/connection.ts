@@ -26,6 +26,13 @@ export interface BrokerConfig {
    * returns the socket at once and calls `connected` when it is ready. @defaultValue rhea's own
    */
   dial?: (port: number, host: string, options: Record<string, unknown>, connected: () => void) => unknown;
+  /**
+   * Reconnect (with the same backoff) after the remote closed the connection with any error, not
+   * only `amqp:connection:forced`: rhea otherwise takes an error close as final and the connection
+   * stays down for good. For a peer, a refusal can end (a certificate no longer revoked, a map
+   * updated on the other side). @defaultValue false
+   */
+  retryRefused?: boolean;
 }
 
 /** The broker said no to a message (rejected): not worth repeating as it is. */
@@ -115,6 +122,7 @@ export class Broker {
       ...(this.config.sasl === 'ANONYMOUS' ? { username: 'anonymous' } : {}),
       ...(this.config.sasl === 'EXTERNAL' ? { enable_sasl_external: true } : {}),
       ...(this.config.dial ? { connect: this.config.dial } : {}),
+      ...(this.config.retryRefused ? { all_errors_non_fatal: true } : {}),
       ...(tls ? { transport: 'tls', rejectUnauthorized: t?.rejectUnauthorized ?? true, ...(t?.ca ? { ca: t.ca } : {}), ...(t?.cert ? { cert: t.cert } : {}), ...(t?.key ? { key: t.key } : {}), ...(t?.servername ? { servername: t.servername } : /^[\d.]+$|:/.test(u.hostname) ? {} : { servername: u.hostname }), ...(this.config.tlsExtra ?? {}) } : {}),
     };
     // rhea adds jitter to reconnect delays; each attempt is logged once as state, not per retry.

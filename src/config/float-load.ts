@@ -9,7 +9,7 @@ import { crlUrl, type CrlSource } from '../network/revocation.ts';
 
 /** Parses and validates a float config (YAML, `${VAR}` substituted); throws ConfigError listing every problem. */
 export function parseFloatConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): FloatConfig {
-  const { substituted, problems } = readSections(text, file, env, 'redis, peers, tunnel, network');
+  const { substituted, problems } = readSections(text, file, env, 'redis, peers, tunnel, network, http');
   return validateSections(floatConfigSchema, substituted, problems, file);
 }
 

@@ -43,6 +43,15 @@ export const floatConfigSchema = z.strictObject({
     crl: crlSchema.optional(),
     proxy: proxySchema.optional(),
   }),
+  /**
+   * The float's own HTTP port for operations: `/healthz`, `/readyz` and `/metrics` (Prometheus),
+   * nothing else. Off unless given: a DMZ host opens no port nobody asked for. The host defaults to
+   * loopback; bind it to the management interface, never to the one peers reach.
+   */
+  http: z.strictObject({
+    host: z.string().default('127.0.0.1'),
+    port,
+  }).optional(),
   log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).default({ level: 'info' }),
 });
 

@@ -186,6 +186,13 @@ export const floatLinkSchema = z.strictObject({
   floatSubject: z.string().regex(/^\s*[A-Za-z]+=/, "expected an X.500 name like 'CN=float.dmz,O=Bank A'"),
   /** Messages the gateway lets the float hand over before it acknowledged the first (its credit). */
   credit: z.number().int().min(1).max(1000).default(20),
+  /**
+   * The tunnel is held by one process of the gateway fleet under a lease of this length: when the
+   * holder dies (kill -9, host lost) another takes the tunnel over within about this long plus a
+   * second. Shorter moves faster, but a process stalled longer than two thirds of it gives the
+   * tunnel up. @defaultValue 6s
+   */
+  lease: duration.default(6000).refine((ms) => ms >= 1000, 'expected at least 1s'),
 });
 
 export const networkSchema = z.strictObject({

@@ -70,6 +70,17 @@ export interface OutboxOptions<E extends object = Record<never, never>> {
   /** How long a `(to, id)` pair is remembered after its send, so a resend is a duplicate. */
   dedupTtlMs: number;
   /**
+   * Lock of a delivery in progress (BullMQ lockDuration, renewed while it runs): a process killed
+   * mid-delivery leaves the message to a live one after at most this plus `stalledCheckMs`.
+   * @defaultValue 30000 (BullMQ's)
+   */
+  lockMs?: number;
+  /**
+   * How often workers look for deliveries whose lock expired (BullMQ stalledInterval).
+   * @defaultValue 30000 (BullMQ's)
+   */
+  stalledCheckMs?: number;
+  /**
    * Deliveries in flight at once in this process.
    * @defaultValue 10
    */
@@ -204,6 +215,8 @@ export class Outbox<E extends object = Record<never, never>> {
       connection: o.redis,
       prefix: o.prefix,
       concurrency,
+      ...(o.lockMs ? { lockDuration: o.lockMs } : {}),
+      ...(o.stalledCheckMs ? { stalledInterval: o.stalledCheckMs } : {}),
       ...(o.backoffStrategy ? { settings: { backoffStrategy: o.backoffStrategy } } : {}),
     });
     worker.on('error', (err) => o.log.error({ outbox: o.name, queue: name, err: err.message }, 'outbox worker error'));

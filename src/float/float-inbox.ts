@@ -73,6 +73,7 @@ export class FloatInbox extends EventEmitter {
   async refuse(entryId: string, reason: string): Promise<void> {
     const raw = await this.redis.hget(this.k.data, entryId);
     await this.redis.multi().lrem(this.k.taken, 1, entryId).hdel(this.k.data, entryId).hset(this.k.refused, entryId, JSON.stringify({ reason, at: new Date().toISOString(), entry: raw })).exec();
+    if (raw) this.emit('refused', JSON.parse(raw) as FloatEntry, reason);
   }
 
   /** At start: whatever was out with a gateway when the float stopped goes back to the front, in order. */

@@ -1,6 +1,6 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import type { Logger } from 'pino';
-import { AuditLog } from '../auth/audit.ts';
+import { AuditLog, type AuditEntry } from '../auth/audit.ts';
 import type { FloatConfig } from '../config/float-schema.ts';
 import type { FloatMaterials } from '../config/float-load.ts';
 import { SwitchboardError } from '../core/errors.ts';
@@ -22,6 +22,9 @@ import { FloatAttachments } from './float-attachments.ts';
 import { AttachmentStore } from '../attachments/attachment-store.ts';
 import { ATTACHMENTS_HEADER, parseAttachmentRefs } from '../attachments/reference.ts';
 import { DependencyUnavailable } from '../core/errors.ts';
+import { FloatHttp } from './float-http.ts';
+import { FloatMetrics } from './float-metrics.ts';
+import type { Redis } from 'ioredis';
 
 /** The peer key the gateway handed over does not fit (not a key for its certificate, not from the network CA). */
 export class BadHandover extends SwitchboardError {
@@ -35,6 +38,8 @@ export interface Float {
   tunnelPort: number;
   /** Port peers connect to; the listener opens only once the gateway handed over its key. */
   peerPort: number;
+  /** The operations port (`http` in float.yaml), when configured. */
+  httpPort?: number;
   stop(): Promise<void>;
 }
 
@@ -52,7 +57,9 @@ export async function startFloat({ config, materials, log }: { config: FloatConf
     const memoryGuard = new MemoryGuard({ redis, limit: config.redis.memoryLimit, log });
     await memoryGuard.start();
     cleanup.push(async () => memoryGuard.stop());
-    const audit = new AuditLog(redis, prefix, log);
+    // Every audit entry on the float is a refusal: counted for /metrics as it is written.
+    let refused = (_action: string) => {};
+    const audit = new FloatAudit(redis, prefix, log, (action) => refused(action));
     const n = config.network;
     const inbox = new FloatInbox(redis, prefix, n.eventHorizon);
     const recovered = await inbox.recover();
@@ -67,7 +74,16 @@ export async function startFloat({ config, materials, log }: { config: FloatConf
     let peers: PeerEndpoint | undefined;
     let listener: PeerListener | undefined;
     let handed: IdentityHandover | undefined;
+    let tunnel: TunnelServer | undefined;
     const metrics = new Metrics(async () => ({ ...(peers ? Object.fromEntries(Object.entries(await peers.depths()).map(([a, d]) => [`peer:${a}/**`, d])) : {}), 'float:inbound': (await inbox.depth()).ready }));
+    const floatMetrics = new FloatMetrics(metrics.registry, {
+      outboxDepths: async () => (peers ? peers.depths() : {}),
+      inbound: () => inbox.depth(),
+      tunnelConnected: () => tunnel?.gatewayConnected ?? false,
+      peersConnected: () => ({ in: listener?.connectionCount ?? 0, out: peers ? peers.states().filter((st) => st.state === 'open').length : 0 }),
+    });
+    refused = (action) => floatMetrics.refusals.inc({ action });
+    inbox.on('refused', () => floatMetrics.refusals.inc({ action: 'gateway.refused' }));
     // Attachments pass through in the float's Redis, by the same rules as messages: nothing new while nearly full, gone after the event horizon.
     const attachmentStore = new AttachmentStore({
       redis, prefix, maxSize: config.peers.maxAttachmentBytes, retentionMs: n.eventHorizon, stagingTtlMs: n.eventHorizon,
@@ -99,7 +115,7 @@ export async function startFloat({ config, materials, log }: { config: FloatConf
       if (!peers) {
         peers = new PeerEndpoint({
           redis, prefix, map, identity, key: h.key, cert: h.cert, ca: materials.ca, revocation, eventHorizonMs: n.eventHorizon,
-          metrics, log, notify, ...(n.proxy ? { proxy: n.proxy } : {}), attachments: attachmentStore, delivered: releaseAttachments,
+          metrics, log, notify, audit, ...(n.proxy ? { proxy: n.proxy } : {}), attachments: attachmentStore, delivered: releaseAttachments,
         });
         await peers.start();
         const p = peers;
@@ -124,14 +140,37 @@ export async function startFloat({ config, materials, log }: { config: FloatConf
       await peers.sendSigned(peer.alias, m, { remote: e.remote, signature: e.signature, origin: e.origin });
     };
 
-    const tunnel = new TunnelServer({ host: config.tunnel.host, port: config.tunnel.port, ...materials.tunnel, gatewaySubject: config.tunnel.gatewaySubject, inbox, onIdentity: adopt, onOutbound: outbound, attachments, audit, log });
-    await tunnel.start();
-    cleanup.push(() => tunnel.close());
+    tunnel = new TunnelServer({ host: config.tunnel.host, port: config.tunnel.port, ...materials.tunnel, gatewaySubject: config.tunnel.gatewaySubject, inbox, onIdentity: adopt, onOutbound: outbound, attachments, audit, log });
+    const t = tunnel;
+    await t.start();
+    cleanup.push(() => t.close());
     cleanup.push(async () => { await listener?.close(); });
-    log.info({ tunnel: tunnel.port, peers: config.peers.port }, 'float started: the peer listener opens once the gateway has connected and handed over its peer key');
-    return { tunnelPort: tunnel.port, peerPort: config.peers.port, stop: () => cleanup.run() };
+    let http: FloatHttp | undefined;
+    if (config.http) {
+      const h = new FloatHttp({
+        host: config.http.host, port: config.http.port, redis, registry: metrics.registry, log,
+        tunnelListening: () => t.listening, tunnelHeld: () => t.gatewayConnected, peerListenerOpen: () => listener !== undefined,
+      });
+      await h.start();
+      http = h;
+      cleanup.push(() => h.close());
+    }
+    log.info({ tunnel: t.port, peers: config.peers.port, ...(http ? { http: http.port } : {}) }, 'float started: the peer listener opens once the gateway has connected and handed over its peer key');
+    return { tunnelPort: t.port, peerPort: config.peers.port, ...(http ? { httpPort: http.port } : {}), stop: () => cleanup.run() };
   } catch (err) {
     await cleanup.run();
     throw err;
+  }
+}
+
+/** The float's audit trail: every entry written on the float is a refusal, told to `counted` as well. */
+class FloatAudit extends AuditLog {
+  constructor(redis: Redis, prefix: string, log: Logger, private readonly counted: (action: string) => void) {
+    super(redis, prefix, log);
+  }
+
+  override async record(entry: AuditEntry): Promise<void> {
+    this.counted(entry.action);
+    await super.record(entry);
   }
 }

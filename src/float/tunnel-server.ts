@@ -60,6 +60,11 @@ export class TunnelServer {
     return (this.server?.address() as { port: number } | null)?.port ?? this.o.port;
   }
 
+  /** True while the tunnel listener accepts connections. */
+  get listening(): boolean {
+    return this.server?.listening ?? false;
+  }
+
   /** True while a gateway is connected and has handed over its key. */
   get gatewayConnected(): boolean {
     return this.current !== undefined && this.identified.has(this.current);

@@ -117,14 +117,15 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
   if (config.network && network?.tunnel) {
     // Peers come in through the float: the gateway pulls from it as fast as the inside takes.
     const tunnel = network.tunnel;
-    tunnel.start(new RoutedPeerIntake({ router, dedup, audit, eventHorizonMs: config.network.eventHorizon, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576 }));
+    // The float accepted each message already: a refusal here is told to the peer (tellRefusals).
+    tunnel.start(new RoutedPeerIntake({ router, dedup, audit, eventHorizonMs: config.network.eventHorizon, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576, notices: network.peers, tellRefusals: true }));
     cleanup.push(() => tunnel.close());
   } else if (config.network?.port !== undefined && network && materials.network) {
     const n = { ...config.network, port: config.network.port };
     const files = materials.network;
     const listener = new PeerListener({
       host: n.host, port: n.port, key: files.key, cert: files.cert, ca: files.ca, map: network.map, revocation: network.revocation, audit, log, credit: 50, attachments: transports.attachments, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576,
-      intake: new RoutedPeerIntake({ router, dedup, audit, eventHorizonMs: n.eventHorizon, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576 }),
+      intake: new RoutedPeerIntake({ router, dedup, audit, eventHorizonMs: n.eventHorizon, maxMessageBytes: config.amqp?.maxMessageBytes ?? 1_048_576, notices: network.peers }),
     });
     peerListener = listener;
     await listener.start();

@@ -31,7 +31,7 @@ export interface PeerNetwork {
 export async function openPeerNetwork(
   n: NonNullable<Config['network']>,
   files: NetworkMaterials,
-  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; lifecycle?: ReportLifecycle; deadLetterEvents?: RecordLifecycle; log: Logger; attachments?: AttachmentStore; audit?: AuditLog },
+  o: { redis: Redis; prefix: string; shards: number; router: Router; permissions: Permissions; metrics: Metrics; lifecycle?: ReportLifecycle; deadLetterEvents?: RecordLifecycle; log: Logger; attachments?: AttachmentStore; audit?: AuditLog; lockMs?: number; stalledCheckMs?: number },
   cleanup: Cleanup,
 ): Promise<PeerNetwork> {
   const map = new NetworkMap({ peers: files.peers, ...(files.mapFile ? { source: files.mapFile } : {}), log: o.log });
@@ -43,13 +43,13 @@ export async function openPeerNetwork(
   await revocation.start();
   cleanup.push(async () => revocation.stop());
   const tunnel = n.float && files.float ? new FloatTunnelClient({
-    url: n.float.url, ...files.float, floatSubject: n.float.floatSubject, credit: n.float.credit, peerKey: files.key, peerCert: files.cert,
+    url: n.float.url, ...files.float, floatSubject: n.float.floatSubject, credit: n.float.credit, leaseTtlMs: n.float.lease, peerKey: files.key, peerCert: files.cert,
     map, redis: o.redis, prefix: o.prefix, log: o.log, onNotice: (m, reason) => peers.notice(m, reason),
     ...(o.attachments ? { attachments: o.attachments } : {}), ...(o.audit ? { audit: o.audit } : {}),
   }) : undefined;
   const peers: PeerEndpoint = new PeerEndpoint({ revocation, ...(tunnel ? { relay: tunnel } : {}),
     redis: o.redis, prefix: o.prefix, shards: o.shards, map, identity: n.identity, key: files.key, cert: files.cert, ca: files.ca,
-    signingKey: files.signingKey, ...(o.deadLetterEvents ? { deadLetterEvents: o.deadLetterEvents } : {}), eventHorizonMs: n.eventHorizon, router: o.router, ...(o.attachments ? { attachments: o.attachments } : {}), metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
+    signingKey: files.signingKey, ...(o.deadLetterEvents ? { deadLetterEvents: o.deadLetterEvents } : {}), eventHorizonMs: n.eventHorizon, router: o.router, ...(o.attachments ? { attachments: o.attachments } : {}), ...(o.audit ? { audit: o.audit } : {}), ...(o.lockMs ? { lockMs: o.lockMs } : {}), ...(o.stalledCheckMs ? { stalledCheckMs: o.stalledCheckMs } : {}), metrics: o.metrics, log: o.log, ...(n.noticesTo ? { noticesTo: n.noticesTo } : {}), ...(n.proxy ? { proxy: n.proxy } : {}),
   });
   o.router.register(peers);
   await peers.start();

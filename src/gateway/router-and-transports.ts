@@ -161,7 +161,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     }));
   }
   if (config.network && materials.network) {
-    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, ...(deadLetterEvents ? { deadLetterEvents } : {}), log, attachments, audit }, cleanup);
+    network = await openPeerNetwork(config.network, materials.network, { redis, prefix, shards, router, permissions, metrics, lifecycle, ...(deadLetterEvents ? { deadLetterEvents } : {}), log, attachments, audit, lockMs: config.queues.lockTimeout, stalledCheckMs: config.queues.stalledCheck }, cleanup);
   }
   const brokers = connectBrokers(config, materials, { redis, router, metrics, log, ...(deadLetterEvents ? { deadLetterEvents } : {}) }, cleanup);
   return { router, metrics, dedup, queues, temporaryQueues, topics, shards, attachments, tracing, events, ...(network ? { network } : {}), ...(brokers ? { brokers } : {}), ...(webhooks ? { webhooks } : {}) };

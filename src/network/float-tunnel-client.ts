@@ -46,6 +46,8 @@ export interface FloatTunnelOptions {
   /** The tunnel is a singleton duty of the gateway fleet: one lease in this Redis. */
   redis: Redis;
   prefix: string;
+  /** How long the lease lasts without renewal (network.float.lease). @defaultValue 6000 */
+  leaseTtlMs?: number;
   /** Undeliverable outbound messages the float reports (the peer endpoint's notice). */
   onNotice: (m: Message, reason: string) => Promise<void>;
   /** Where attachments pulled from the float are stored inside (before the message that references them). */
@@ -106,7 +108,9 @@ export class FloatTunnelClient {
   /** Takes the lease; while held, keeps the tunnel open and feeds pulled messages to `intake`. */
   start(intake: TunnelIntake): void {
     this.intake = intake;
-    this.lease = new Lease({ redis: this.o.redis, key: leaseKey(this.o.prefix, 'float-tunnel'), log: this.o.log });
+    const ttlMs = this.o.leaseTtlMs ?? 6000;
+    // Renewed three times per lease: one slow round does not lose it.
+    this.lease = new Lease({ redis: this.o.redis, key: leaseKey(this.o.prefix, 'float-tunnel'), ttlMs, everyMs: Math.min(1000, Math.floor(ttlMs / 3)), log: this.o.log });
     this.lease.start({ acquired: () => { this.closing = false; this.connect(); }, lost: () => this.disconnect() });
   }
 

@@ -44,7 +44,7 @@ const revokedEntries = async (g: Gateway) => {
   return r.body.entries as { actor: string; detail?: string }[];
 };
 
-test('a peer revoked while connected is cut off within the refresh period, audited, and nothing more of it arrives', async () => {
+test('a peer revoked while connected is cut off within the refresh period, audited, and nothing more of it arrives until the CRL clears it; then what waited arrives once', async () => {
   const file = await writeCrl(net, [], join(net.dir, 'live.crl'));
   const b = await gateway('rev-b', 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { mode: 'hard-fail', file, refresh: '500ms' });
   const a = await gateway('rev-a', 'bank-a', [{ alias: 'bank-b', allow: [] }]);
@@ -59,6 +59,14 @@ test('a peer revoked while connected is cut off within the refresh period, audit
   await send(a, 'peer:bank-b/inbound.rev', 'after-1');
   await new Promise((r) => setTimeout(r, 3000));
   assert.equal(await depth(b, 'queue:inbound.rev'), 1, 'nothing from the revoked peer after revocation');
+
+  // The revocation is taken back: the peer's bridge, retrying all along, is let in again and what
+  // waited in its outbox arrives, once.
+  await writeCrl(net, [], file);
+  await waitFor(async () => (await depth(b, 'queue:inbound.rev')) === 2, 90_000, 'after-1 at B once bank-a is no longer revoked');
+  await new Promise((r) => setTimeout(r, 1500));
+  const q = (await api(b.url, 'GET', `/api/queues/${enc('queue:inbound.rev')}`, { user: 'ops' })).body as { messages: { id: string }[] };
+  assert.deepEqual(q.messages.map((m) => m.id).sort(), ['after-1', 'before-1']);
 });
 
 test('hard-fail without a readable CRL refuses every peer; soft-fail allows them and logs', async () => {
@@ -84,4 +92,29 @@ test('the outbound bridge refuses a peer whose server certificate is revoked', a
   assert.equal(await depth(b, 'queue:inbound.out'), 0, 'nothing sent to a revoked peer');
   const ready = await api(a.url, 'GET', '/metrics');
   assert.equal(ready.status, 200);
+});
+
+test('an open bridge to a peer revoked meanwhile is closed and audited once; it stays refused while revoked and reconnects once the CRL clears it, delivering what waited once', async () => {
+  const file = await writeCrl(net, [], join(net.dir, 'bridge.crl'));
+  const b = await gateway('br-b', 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], undefined, 0);
+  const a = await gateway('br-a', 'bank-a', [{ alias: 'bank-b', allow: [], port: b.peerPort! }], { mode: 'hard-fail', file, refresh: '500ms' }, 0);
+  await send(a, 'peer:bank-b/inbound.br', 'br-1');
+  await waitFor(async () => (await depth(b, 'queue:inbound.br')) === 1, 30_000, 'the first message at B over an open bridge');
+
+  await writeCrl(net, ['bank-b'], file);
+  const entries = (await waitFor(async () => { const e = await revokedEntries(a); return e.length > 0 ? e : undefined; }, 10_000, 'the outbound refusal audited at A'))!;
+  assert.equal(entries[0]!.actor, 'peer:O=Bank B,L=Paris,C=FR');
+  assert.match(entries[0]!.detail ?? '', /outbound bridge to bank-b (closed|refused): certificate [0-9A-F]+ is revoked by the network CA/);
+  // While revoked: retries (with backoff) are refused, nothing arrives, and the trail is not flooded.
+  await send(a, 'peer:bank-b/inbound.br', 'br-2');
+  await new Promise((r) => setTimeout(r, 4000));
+  assert.equal(await depth(b, 'queue:inbound.br'), 1, 'nothing sent to the peer while its certificate is revoked');
+  assert.equal((await revokedEntries(a)).length, 1, 'one audit entry for the refusal, not one per retry');
+
+  // The CA takes the revocation back (a mistaken revocation, a hold lifted): the bridge comes back by itself.
+  await writeCrl(net, [], file);
+  await waitFor(async () => (await depth(b, 'queue:inbound.br')) === 2, 90_000, 'br-2 delivered once the CRL clears bank-b');
+  await new Promise((r) => setTimeout(r, 1500));
+  const q = (await api(b.url, 'GET', `/api/queues/${enc('queue:inbound.br')}`, { user: 'ops' })).body as { depth: number; messages: { id: string }[] };
+  assert.deepEqual(q.messages.map((m) => m.id).sort(), ['br-1', 'br-2'], 'each once');
 });

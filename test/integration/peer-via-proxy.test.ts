@@ -15,11 +15,14 @@ import { startTestRedis, type TestRedis } from '../support/servers.ts';
 // and Dante (danted) for SOCKS5, each a private instance on a free loopback port with its own
 // config in a temp folder, stopped by PID. TLS runs inside the tunnel, so B's certificate and the
 // envelope signature are checked exactly as on a direct connection.
-// Install the proxies with: scripts/services.sh install tinyproxy && scripts/services.sh install dante
+// SOCKS5 with username/password runs against microsocks (credentials on its command line; Dante
+// checks them against the system's user database, which a test must not change).
+// Install the proxies with: scripts/services.sh install tinyproxy && scripts/services.sh install dante && scripts/services.sh install microsocks
 
 const TINYPROXY = '/usr/bin/tinyproxy';
 const DANTED = '/usr/sbin/danted';
-const missing = [TINYPROXY, DANTED].filter((p) => !existsSync(p));
+const MICROSOCKS = '/usr/bin/microsocks';
+const missing = [TINYPROXY, DANTED, MICROSOCKS].filter((p) => !existsSync(p));
 const PERMS = [{ group: 'ops', allow: [{ address: '**', verbs: ['send', 'consume', 'browse'] }] }];
 
 let redisA: TestRedis;
@@ -83,6 +86,13 @@ async function startDanted(o: { name: string; block?: boolean } = { name: 'dante
   return { port, log, stop };
 }
 
+/** microsocks on `port` (a fresh free one by default): SOCKS5 that takes only `user` with `password`. */
+async function startMicrosocks(o: { name: string; user: string; password: string; port?: number }): Promise<Proxy> {
+  const port = o.port ?? await freePort();
+  const stop = await startProcess(MICROSOCKS, ['-i', '127.0.0.1', '-p', String(port), '-u', o.user, '-P', o.password], port, join(dir, `${o.name}.out`));
+  return { port, log: join(dir, `${o.name}.out`), stop };
+}
+
 /** A Bank A gateway (own Redis prefix) whose peer bridges go through `proxy`. */
 const sender = (prefix: string, proxy: Record<string, unknown>) => startTestGateway(redisA.url, {
   redis: { url: redisA.url, prefix }, permissions: PERMS,
@@ -114,7 +124,7 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-const skip = missing.length ? `proxy binaries missing (${missing.join(', ')}): scripts/services.sh install tinyproxy; scripts/services.sh install dante` : false;
+const skip = missing.length ? `proxy binaries missing (${missing.join(', ')}): scripts/services.sh install tinyproxy; scripts/services.sh install dante; scripts/services.sh install microsocks` : false;
 
 test('through an HTTP CONNECT proxy (tinyproxy, Basic auth): the message arrives signed and identity-checked, and the proxy logged the CONNECT', { skip }, async () => {
   const peerPort = net_.nodes['bank-b']!.port;
@@ -196,6 +206,46 @@ test("a SOCKS5 proxy whose rules refuse the peer (danted 'socks block'): the mes
     const detail = (await waitFor(async () => { const d = await peerDetail(a); return /refused/.test(d) ? d : undefined; }, 30_000, 'the refusal in the bridge state'))!;
     assert.match(detail, new RegExp(`outbox 1 \\(proxy socks5://127\\.0\\.0\\.1:${proxy.port} refused CONNECT to 127\\.0\\.0\\.1:${peerPort}: connection not allowed by ruleset\\)`));
     assert.equal((await atB('queue:inbound.blocked')).depth, 0);
+  } finally {
+    await a.stop();
+    await proxy.stop();
+  }
+});
+
+test('through a SOCKS5 proxy with username/password (RFC 1929, microsocks): nothing passes while the proxy is away, then the message arrives once, signed and identity-checked', { skip }, async () => {
+  const port = await freePort();
+  const a = await sender('socks-auth', { url: `socks5://127.0.0.1:${port}`, username: 'alice', password: 's3cret' });
+  let proxy: Proxy | undefined;
+  try {
+    await send(a, 'inbound.socks-auth', 'socks-auth-1');
+    // The bridge dials only the proxy: with the proxy away the message waits, so what arrives later came through it.
+    const away = (await waitFor(async () => { const d = await peerDetail(a); return /unreachable/.test(d) ? d : undefined; }, 30_000, 'the bridge to find the proxy away'))!;
+    assert.match(away, new RegExp(`proxy socks5://127\\.0\\.0\\.1:${port} unreachable`));
+    assert.equal((await atB('queue:inbound.socks-auth')).depth, 0);
+    proxy = await startMicrosocks({ name: 'microsocks-auth', user: 'alice', password: 's3cret', port });
+    const q = (await waitFor(async () => { const d = await atB('queue:inbound.socks-auth'); return d.depth >= 1 ? d : undefined; }, 90_000, 'the message at bank B'))!;
+    await waitFor(async () => /outbox 0/.test(await peerDetail(a)), 30_000, 'the outbox empty');
+    assert.deepEqual(q.messages.map((m) => m.id), ['socks-auth-1']);
+    assert.deepEqual(q.messages[0]!.sender, { kind: 'peer', name: 'O=Bank A,L=London,C=GB', alias: 'bank-a' });
+  } finally {
+    await a.stop();
+    await proxy?.stop();
+  }
+});
+
+test('SOCKS5 with a wrong password: the state names the proxy and the refusal (never the credentials), nothing reaches the peer', { skip }, async () => {
+  const peerPort = net_.nodes['bank-b']!.port;
+  const proxy = await startMicrosocks({ name: 'microsocks-wrong', user: 'alice', password: 's3cret' });
+  const a = await sender('socks-wrong', { url: `socks5://127.0.0.1:${proxy.port}`, username: 'alice', password: 'guessed-wrong' });
+  try {
+    await send(a, 'inbound.socks-wrong', 'socks-wrong-1');
+    const detail = (await waitFor(async () => { const d = await peerDetail(a); return /refused/.test(d) ? d : undefined; }, 30_000, 'the refusal in the bridge state'))!;
+    assert.match(detail, new RegExp(`bank-b: down, outbox 1 \\(proxy socks5://127\\.0\\.0\\.1:${proxy.port} refused CONNECT to 127\\.0\\.0\\.1:${peerPort}: username/password rejected\\)`));
+    assert.doesNotMatch(detail, /alice|guessed-wrong|s3cret/, 'no credentials in the state');
+    // A few more tries (backoff) change nothing: still refused, still nothing at B.
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal((await atB('queue:inbound.socks-wrong')).depth, 0);
+    assert.match(await peerDetail(a), /outbox 1 .*username\/password rejected/);
   } finally {
     await a.stop();
     await proxy.stop();

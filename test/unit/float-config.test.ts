@@ -42,3 +42,19 @@ test('a gateway needs network.port or network.float; network.float names an amqp
   assert.equal(c.network?.float?.credit, 20);
   assert.throws(() => parseConfig(GATEWAY(", float: { url: 'amqp://float.dmz', key: t.key, cert: t.crt, ca: f.crt, floatSubject: 'CN=f' }"), 'g.yaml', {}), /network\.float\.url: expected amqps:\/\/host:port/);
 });
+
+test("the float's operations port is off unless given, loopback by default, and takes nothing but host and port", () => {
+  assert.equal(parseFloatConfig(FLOAT, 'float.yaml', {}).http, undefined);
+  const c = parseFloatConfig(`${FLOAT}http: { port: 9464 }\n`, 'float.yaml', {});
+  assert.deepEqual(c.http, { host: '127.0.0.1', port: 9464 });
+  assert.throws(() => parseFloatConfig(`${FLOAT}http: { port: 9464, console: true }\n`, 'float.yaml', {}), /http\.console: unknown key/);
+  assert.throws(() => parseFloatConfig(`${FLOAT}http: { port: 70000 }\n`, 'float.yaml', {}), /http\.port/);
+});
+
+test('network.float.lease: 6s by default, a duration of at least 1s', () => {
+  const float = (extra: string) => GATEWAY(`, float: { url: 'amqps://float.dmz:7444', key: t.key, cert: t.crt, ca: f.crt, floatSubject: 'CN=float.dmz,O=Bank A'${extra} }`);
+  assert.equal(parseConfig(float(''), 'g.yaml', {}).network?.float?.lease, 6000);
+  assert.equal(parseConfig(float(', lease: 2s'), 'g.yaml', {}).network?.float?.lease, 2000);
+  assert.throws(() => parseConfig(float(', lease: 200ms'), 'g.yaml', {}), /network\.float\.lease: expected at least 1s/);
+  assert.throws(() => parseConfig(float(', lease: soon'), 'g.yaml', {}), /network\.float\.lease: expected a duration/);
+});

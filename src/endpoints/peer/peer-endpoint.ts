@@ -3,7 +3,7 @@ import type { PeerCertificate } from 'node:tls';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
-import { UnknownTarget } from '../../core/errors.ts';
+import { SwitchboardError, UnknownTarget } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import type { RecordLifecycle } from '../../core/lifecycle.ts';
@@ -22,6 +22,14 @@ import type { AttachmentStore } from '../../attachments/attachment-store.ts';
 import { ATTACHMENTS_HEADER, parseAttachmentRefs, type AttachmentRef } from '../../attachments/reference.ts';
 import type { AmqpMessage } from '../../amqp/mapping.ts';
 import { pushAttachments } from './attachment-push.ts';
+import { NOTICE_ADDRESS, type PeerNotices, type RefusalNotice } from '../../network/peer-notices.ts';
+
+/** `peer:<alias>/$notices` is Switchboard's own: nobody may send there by hand. */
+export class ReservedPeerAddress extends SwitchboardError {
+  constructor(address: string) {
+    super('reserved_address', `${address} is reserved for the notices Switchboard itself sends to a peer; send to an address in the peer's own address space`, 403);
+  }
+}
 
 export interface PeerEndpointOptions {
   redis: Redis;
@@ -40,6 +48,13 @@ export interface PeerEndpointOptions {
   revocation?: RevocationList;
   /** network.proxy: bridges connect through this HTTP CONNECT or SOCKS5 proxy. @defaultValue direct */
   proxy?: ProxyConfig;
+  /**
+   * Lock and stalled check of the outbox deliveries (queues.lockTimeout, queues.stalledCheck): when
+   * the process holding a bridge or the float tunnel dies mid-delivery, the next holder takes that
+   * message over after at most their sum. @defaultValue BullMQ's (30 s each)
+   */
+  lockMs?: number;
+  stalledCheckMs?: number;
   /** A message not delivered within this long goes to dlq:peer:<alias>/… with a notice. */
   eventHorizonMs: number;
   /** Where notices of undeliverable peer messages go when the sender was not a flow. */
@@ -60,6 +75,8 @@ export interface PeerEndpointOptions {
   log: Logger;
   /** Where attachments referenced by messages are kept; they are pushed to the peer before their message. */
   attachments?: AttachmentStore;
+  /** Where outbound revocation refusals are recorded (`peer.revoked`, once per refusal, not per retry): the gateway's audit trail. */
+  audit?: { record(entry: { action: string; actor: string; target?: string; detail?: string }): Promise<void> };
   /** Told once a message that references attachments reached the peer (the float then drops its copies). */
   delivered?: (alias: string, m: Message, refs: readonly AttachmentRef[]) => Promise<void>;
 }
@@ -95,7 +112,7 @@ const peerBackoff = (attempt: number) => Math.min(300_000, 500 * 2 ** Math.min(a
  * takes the lease within seconds and connects; a process that loses it stops delivering and
  * closes its bridge, so a peer never sees two bridges of one gateway fleet.
  */
-export class PeerEndpoint implements Endpoint {
+export class PeerEndpoint implements Endpoint, PeerNotices {
   readonly scheme = 'peer';
   readonly dedupsOnIngress = true;
   private readonly outboxes = new Map<string, Outbox<Envelope>>();
@@ -103,6 +120,8 @@ export class PeerEndpoint implements Endpoint {
   private readonly leases = new Map<string, Lease>();
   /** The server certificate each open bridge was accepted with, checked again after every CRL refresh. */
   private readonly serverCerts = new Map<string, Buffer>();
+  /** Peers whose certificate is refused now: audited once when refused, again only after a good connect. */
+  private readonly refusedRevoked = new Set<string>();
 
   private tlsKey: string;
   private tlsCert: string;
@@ -121,8 +140,17 @@ export class PeerEndpoint implements Endpoint {
       if (reason === undefined) continue;
       this.serverCerts.delete(alias);
       this.o.log.error({ peer: alias, reason }, 'bridge to peer closed: its certificate may not be used');
+      this.auditRevoked(alias, `outbound bridge to ${alias} closed: ${reason}`);
       void this.reconnect(alias, false);
     }
+  }
+
+  /** One audit entry per refusal period of a peer (a bridge retries with backoff; the trail need not). */
+  private auditRevoked(alias: string, detail: string): void {
+    if (this.refusedRevoked.has(alias)) return;
+    this.refusedRevoked.add(alias);
+    const identity = this.o.map.get(alias)?.identity ?? alias;
+    void this.o.audit?.record({ action: 'peer.revoked', actor: `peer:${identity}`, target: `peer:${alias}`, detail }).catch((err: Error) => this.o.log.error({ peer: alias, err: err.message }, 'revocation refusal not audited'));
   }
 
   private split(address: string): { alias: string; remote: string } {
@@ -144,6 +172,7 @@ export class PeerEndpoint implements Endpoint {
         name: `peer-out.${alias}`, redis: this.o.redis, prefix: this.o.prefix, shards: this.o.shards ?? 1, label: 'peer', metrics: this.o.metrics, log: this.o.log,
         // Offline peers are retried until the event horizon, which deliver() enforces.
         maxAttempts: 1_000_000, backoffStrategy: peerBackoff, dedupTtlMs: this.o.eventHorizonMs, concurrency: 20,
+        ...(this.o.lockMs ? { lockMs: this.o.lockMs } : {}), ...(this.o.stalledCheckMs ? { stalledCheckMs: this.o.stalledCheckMs } : {}),
         deliver: (m, envelope) => this.deliver(alias, m, envelope),
         ...(this.o.deadLetterEvents ? {
           deadLetterEvents: {
@@ -188,6 +217,9 @@ export class PeerEndpoint implements Endpoint {
       b = new Broker({
         name: `peer:${alias}`, url: `amqps://${peer.host}:${peer.port}`, sasl: 'ANONYMOUS', addressFormat: 'plain', sendTimeoutMs: 15_000,
         containerId: `switchboard ${this.o.identity}`,
+        // A peer that refuses us now (it sees our certificate revoked, its map lacks us yet) may
+        // take us later: keep trying with backoff, as for a peer that is down.
+        retryRefused: true,
         // Through the proxy, TLS runs inside the tunnel: the peer's certificate is checked as when direct.
         ...(this.o.proxy ? { dial: proxiedTlsDial(this.o.proxy) as BrokerConfig['dial'] } : {}),
         tls: { key: this.tlsKey, cert: this.tlsCert, ca: this.o.ca, rejectUnauthorized: true },
@@ -197,7 +229,11 @@ export class PeerEndpoint implements Endpoint {
             const got = certificateIdentity(Buffer.from(`-----BEGIN CERTIFICATE-----\n${cert.raw.toString('base64')}\n-----END CERTIFICATE-----\n`));
             if (got !== expected) return new Error(`peer '${alias}' presented a certificate for '${got}', expected '${expected}'`);
             const revoked = this.o.revocation?.check(cert.raw);
-            if (revoked !== undefined) return new Error(`peer '${alias}' (${peer.identity}): ${revoked}`);
+            if (revoked !== undefined) {
+              this.auditRevoked(alias, `outbound bridge to ${alias} refused: ${revoked}`);
+              return new Error(`peer '${alias}' (${peer.identity}): ${revoked}`);
+            }
+            this.refusedRevoked.delete(alias);
             this.serverCerts.set(alias, cert.raw);
             return undefined;
           },
@@ -256,23 +292,65 @@ export class PeerEndpoint implements Endpoint {
     if (refs.length > 0) await this.o.delivered?.(alias, m, refs).catch((err) => this.o.log.warn({ err: (err as Error).message, msgId: m.id }, 'attachments of a delivered message not released (they expire instead)'));
   }
 
-  /** Tells the sending flow (or the admins' address) that a message could not be delivered. */
+  /** Tells the sending flow (or the admins' address) that a message could not be delivered (it is in the dead-letter queue here). */
   async notice(m: Message, reason: string): Promise<void> {
     if (this.o.notify) return this.o.notify(m, reason).catch((err) => this.o.log.error({ err: (err as Error).message, msgId: m.id }, 'notice of an undeliverable peer message not passed on'));
+    await this.sendNotice(m, reason, true).catch((err) => this.o.log.error({ err: (err as Error).message, msgId: m.id }, 'notice of an undeliverable peer message not sent'));
+  }
+
+  /** The undeliverable notice, to the sending flow instance or else network.noticesTo; nothing when neither. */
+  private async sendNotice(m: Pick<Message, 'id' | 'to' | 'from' | 'correlationId'>, reason: string, deadLettered: boolean): Promise<void> {
     const to = m.from?.startsWith('flow:') && m.from.includes('/') ? m.from : this.o.noticesTo;
     if (!to || !this.o.router) return;
     await this.o.router.send(systemMessage({
       id: `undeliverable:${m.id}`, to, from: m.to, headers: { 'switchboard-notice': 'undeliverable' },
-      body: { notice: 'undeliverable', id: m.id, to: m.to, reason, deadLetter: `dlq:${m.to}` },
+      body: { notice: 'undeliverable', id: m.id, to: m.to, reason, ...(deadLettered ? { deadLetter: `dlq:${m.to}` } : {}) },
       ...(m.correlationId ? { correlationId: m.correlationId } : {}),
-    }), systemCaller()).catch((err) => this.o.log.error({ err: (err as Error).message, msgId: m.id }, 'notice of an undeliverable peer message not sent'));
+    }), systemCaller());
   }
 
   async send(message: Message): Promise<SendResult> {
     const { alias, remote } = this.split(message.to);
+    if (remote === NOTICE_ADDRESS && message.sender.kind !== 'system') throw new ReservedPeerAddress(message.to);
     if (!this.o.signingKey) throw new Error('this peer endpoint has no signing key (a float forwards with sendSigned)');
     const signature = signEnvelope(this.o.signingKey, message, remote, this.o.identity);
+    // A flow waits for its notices: kept for the event horizon, so a refusal the peer reports later
+    // (through its float) reaches the flow that sent, and only that flow. Written first: a resend
+    // after a failure here writes the same again, and a record without its message is harmless.
+    if (message.from?.startsWith('flow:') && message.from.includes('/')) {
+      await this.o.redis.set(this.sentKey(alias, message.id), JSON.stringify({ from: message.from, to: message.to, ...(message.correlationId ? { correlationId: message.correlationId } : {}) }), 'PX', this.o.eventHorizonMs);
+    }
     return this.outbox(alias).send(message, { remote, signature });
+  }
+
+  private sentKey(alias: string, id: string): string {
+    return `${this.o.prefix}:peer-sent:${alias}:${id}`;
+  }
+
+  /** PeerNotices: the inside refused a message the peer sent through our float; the notice goes back signed, through the outbox. */
+  async tellRefused(alias: string, messageId: string, target: string, reason: string): Promise<void> {
+    const body: RefusalNotice = { notice: 'undeliverable', id: messageId, to: target, reason };
+    await this.send(systemMessage({ id: `refused:${messageId}`, to: `peer:${alias}/${NOTICE_ADDRESS}`, headers: { 'switchboard-notice': 'refused' }, body }));
+  }
+
+  /**
+   * PeerNotices: the peer refused our message after its float accepted it. The notice goes where
+   * our own outbox would send it: to the flow that sent the message (only when we recorded that it
+   * did send that id to this peer), else to network.noticesTo. Nothing was dead-lettered here: the
+   * message had left the outbox.
+   */
+  async refusedByPeer(alias: string, notice: RefusalNotice): Promise<void> {
+    const to = `peer:${alias}/${notice.to}`;
+    const raw = await this.o.redis.get(this.sentKey(alias, notice.id));
+    const sent = raw ? JSON.parse(raw) as { from: string; to: string; correlationId?: string } : undefined;
+    const mine = sent && sent.to === to ? sent : undefined;
+    const reason = `refused by peer ${alias} after its float accepted it: ${notice.reason}`;
+    this.o.log.warn({ peer: alias, msgId: notice.id, to, reason: notice.reason }, 'a peer refused one of our messages after its float accepted it');
+    // Stored (awaited) before the notice is taken: a crash here leaves the peer's notice unacknowledged,
+    // offered again, and the same key makes the second event a duplicate.
+    await this.o.deadLetterEvents?.({ type: 'switchboard.peer.undeliverable', subject: to, key: `${to}\0${notice.id}\0refused`, data: { alias, address: to, messageId: notice.id, reason } });
+    // Not swallowed: a notice that cannot be stored now leaves the peer's message unacknowledged, offered again.
+    await this.sendNotice({ id: notice.id, to, ...(mine ? { from: mine.from, ...(mine.correlationId ? { correlationId: mine.correlationId } : {}) } : {}) }, reason, false);
   }
 
   /** Stores an envelope another process signed (the float, for its gateway) for delivery to `alias`. */
