@@ -55,6 +55,11 @@ export interface DeadLetterEventsOptions {
    * @defaultValue 60000
    */
   overlapMs?: number;
+  /**
+   * Dead letters read per page of a queue's failed set.
+   * @defaultValue 500
+   */
+  batch?: number;
   log: Logger;
 }
 
@@ -66,9 +71,6 @@ export interface DeadLetter {
   /** Fixed for this dead-lettering (job id, attempts, when it failed): the key of its events. */
   key: string;
 }
-
-/** Dead letters read per page of a queue's failed set. */
-const BATCH = 500;
 
 export class DeadLetterEvents {
   private readonly lease: Lease;
@@ -105,6 +107,7 @@ export class DeadLetterEvents {
   /** One look at every queue's failed set since its checkpoint. */
   async pass(): Promise<void> {
     const overlap = this.o.overlapMs ?? 60_000;
+    const batch = this.o.batch ?? 500;
     for (const q of await this.o.queues()) {
       if (this.closed) return;
       const key = this.checkpointKey(q.queue);
@@ -116,8 +119,13 @@ export class DeadLetterEvents {
       }
       const from = Number(saved) - overlap;
       let newest = Number(saved);
-      for (let offset = 0; !this.closed; offset += BATCH) {
-        const failed = await this.o.redis.zrangebyscore(`${this.o.prefix}:${q.queue}:failed`, from, '+inf', 'WITHSCORES', 'LIMIT', offset, BATCH);
+      // Paged by score, not by offset: a dead letter replayed or discarded while the pass reads
+      // would shift every offset after it, and the first one of the next page would be skipped.
+      // `skip`: how many of the dead letters at score `lower` were read already (same-ms ties).
+      let lower = from;
+      let skip = 0;
+      while (!this.closed) {
+        const failed = await this.o.redis.zrangebyscore(`${this.o.prefix}:${q.queue}:failed`, lower, '+inf', 'WITHSCORES', 'LIMIT', skip, batch);
         for (let i = 0; i + 1 < failed.length; i += 2) {
           const jobId = failed[i]!;
           const [data, reason, attempts, finishedOn] = await this.o.redis.hmget(`${this.o.prefix}:${q.queue}:${jobId}`, 'data', 'failedReason', 'atm', 'finishedOn');
@@ -131,7 +139,12 @@ export class DeadLetterEvents {
         }
         // Moved on only past dead letters whose events are stored: a crash re-reads from here.
         if (newest > Number(saved)) await this.o.redis.set(key, String(newest));
-        if (failed.length < 2 * BATCH) break;
+        if (failed.length < 2 * batch) break;
+        const last = Number(failed[failed.length - 1]);
+        let tied = 0;
+        for (let i = failed.length - 1; i > 0 && Number(failed[i]) === last; i -= 2) tied++;
+        skip = last === lower ? skip + tied : tied;
+        lower = last;
       }
     }
     const old = Date.now() - 2 * overlap;

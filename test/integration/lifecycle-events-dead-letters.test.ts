@@ -100,3 +100,40 @@ test('dead letters nobody reported get their event from the failed set, once; a 
     await queue.close();
   }
 });
+
+test('a dead letter removed from the failed set while a pass pages through it (a replay, a discard) does not make the pass skip the next one', { timeout: 60_000 }, async () => {
+  const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
+  await queue.obliterate({ force: true });
+  await redis.del(`${PREFIX}:dead-letter-events:${QUEUE}`);
+  const recorded: LifecycleEvent[] = [];
+  let removeFirst: string | undefined;
+  // No overlap and pages of 2: what one pass skips is never read again, so a skip shows.
+  const reconciler = new DeadLetterEvents({
+    redis, prefix: PREFIX, transport: 'queue', log, overlapMs: 0, batch: 2,
+    queues: async () => [{ address: 'queue:work.dl', queue: QUEUE }],
+    record: async (e) => {
+      recorded.push(e);
+      // While the first page is being read, an operator replays the first dead letter.
+      if (removeFirst) await queue.remove(removeFirst);
+      removeFirst = undefined;
+    },
+  });
+  try {
+    await reconciler.pass(); // sets the checkpoint: now
+    await new Promise((r) => setTimeout(r, 5));
+    const ids = ['page-1', 'page-2', 'page-3', 'page-4', 'page-5'];
+    const jobs: string[] = [];
+    for (const id of ids) {
+      jobs.push(await deadLetter(queue, id));
+      await new Promise((r) => setTimeout(r, 3)); // distinct finishedOn: no ties to hide behind
+    }
+    removeFirst = jobs[0];
+    await reconciler.pass();
+    await reconciler.pass();
+    // A re-read of the checkpoint's own dead letter is the same key (deduplicated downstream).
+    const byKey = new Map(recorded.map((e) => [e.key, e.data.messageId]));
+    assert.deepEqual([...byKey.values()].sort(), ids, 'every dead letter has its event');
+  } finally {
+    await queue.close();
+  }
+});
