@@ -51,7 +51,7 @@ export interface DeadLetterEventsOptions {
   pollMs?: number;
   /**
    * How far before the checkpoint each pass reads again: jobs failed by a process whose clock is
-   * behind the one that moved the checkpoint still get their event.
+   * behind Redis's (the checkpoint never passes Redis's clock) by up to this still get their event.
    * @defaultValue 60000
    */
   overlapMs?: number;
@@ -108,13 +108,19 @@ export class DeadLetterEvents {
   async pass(): Promise<void> {
     const overlap = this.o.overlapMs ?? 60_000;
     const batch = this.o.batch ?? 500;
+    // Redis's clock, one for every gateway: BullMQ scores a dead letter with the clock of the
+    // worker that failed it, so one gateway running ahead must not carry the checkpoint past
+    // what the others (on time) are about to fail. A dead letter scored ahead of it is read
+    // again by each pass until Redis's time reaches it (the same key: deduplicated).
+    const [sec, micros] = await this.o.redis.time();
+    const now = Number(sec) * 1000 + Math.floor(Number(micros) / 1000);
     for (const q of await this.o.queues()) {
       if (this.closed) return;
       const key = this.checkpointKey(q.queue);
       const saved = await this.o.redis.get(key);
       // The first pass starts at "now": dead letters from before events were configured are history.
       if (saved === null) {
-        await this.o.redis.set(key, String(Date.now() - overlap), 'NX');
+        await this.o.redis.set(key, String(now - overlap), 'NX');
         continue;
       }
       const from = Number(saved) - overlap;
@@ -135,7 +141,7 @@ export class DeadLetterEvents {
             for (const event of [this.event(d), ...(this.o.alsoReport?.(d) ?? [])]) await this.o.record(event);
             this.recorded.set(d.key, Date.now());
           }
-          newest = Math.max(newest, Number(failed[i + 1]));
+          newest = Math.max(newest, Math.min(Number(failed[i + 1]), now));
         }
         // Moved on only past dead letters whose events are stored: a crash re-reads from here.
         if (newest > Number(saved)) await this.o.redis.set(key, String(newest));

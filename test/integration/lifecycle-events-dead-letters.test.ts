@@ -137,3 +137,34 @@ test('a dead letter removed from the failed set while a pass pages through it (a
     await queue.close();
   }
 });
+
+test('a dead letter stamped by a gateway whose clock runs ahead does not move the checkpoint past the others', { timeout: 60_000 }, async () => {
+  const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
+  await queue.obliterate({ force: true });
+  await redis.del(`${PREFIX}:dead-letter-events:${QUEUE}`);
+  const recorded: LifecycleEvent[] = [];
+  const reconciler = new DeadLetterEvents({
+    redis, prefix: PREFIX, transport: 'queue', log, overlapMs: 1000,
+    queues: async () => [{ address: 'queue:work.dl', queue: QUEUE }],
+    record: async (e) => { recorded.push(e); },
+  });
+  try {
+    await reconciler.pass(); // sets the checkpoint
+    // BullMQ stamps finishedOn (the failed set's score) with the failing worker's clock: as a
+    // gateway whose clock is ten minutes ahead would have.
+    const ahead = await deadLetter(queue, 'from-the-future');
+    const future = Date.now() + 600_000;
+    await redis.zadd(`${PREFIX}:${QUEUE}:failed`, 'XX', future, ahead);
+    await redis.hset(`${PREFIX}:${QUEUE}:${ahead}`, 'finishedOn', String(future));
+    await reconciler.pass();
+    assert.deepEqual(recorded.map((e) => e.data.messageId), ['from-the-future']);
+
+    // A gateway with a right clock dead-letters one now: it still gets its event.
+    await deadLetter(queue, 'on-time');
+    await reconciler.pass();
+    assert.deepEqual(recorded.map((e) => e.data.messageId).sort(), ['from-the-future', 'on-time']);
+    assert.ok(Number(await redis.get(`${PREFIX}:dead-letter-events:${QUEUE}`)) < future, 'the checkpoint is not in the future');
+  } finally {
+    await queue.close();
+  }
+});
