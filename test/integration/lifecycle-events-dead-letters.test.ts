@@ -43,6 +43,14 @@ async function deadLetter(queue: Queue, id: string): Promise<string> {
   return job.id!;
 }
 
+/** The test queue with no jobs and no checkpoint left by an earlier test. */
+async function emptyQueue(): Promise<Queue> {
+  const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
+  await queue.obliterate({ force: true });
+  await redis.del(`${PREFIX}:dead-letter-events:${QUEUE}`);
+  return queue;
+}
+
 test('dead letters nobody reported get their event from the failed set, once; a failed store keeps the checkpoint; a replay that fails again is a new event', { timeout: 60_000 }, async () => {
   const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
   const recorded: LifecycleEvent[] = [];
@@ -102,9 +110,7 @@ test('dead letters nobody reported get their event from the failed set, once; a 
 });
 
 test('a dead letter removed from the failed set while a pass pages through it (a replay, a discard) does not make the pass skip the next one', { timeout: 60_000 }, async () => {
-  const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
-  await queue.obliterate({ force: true });
-  await redis.del(`${PREFIX}:dead-letter-events:${QUEUE}`);
+  const queue = await emptyQueue();
   const recorded: LifecycleEvent[] = [];
   let removeFirst: string | undefined;
   // No overlap and pages of 2: what one pass skips is never read again, so a skip shows.
@@ -139,9 +145,7 @@ test('a dead letter removed from the failed set while a pass pages through it (a
 });
 
 test('a dead letter stamped by a gateway whose clock runs ahead does not move the checkpoint past the others', { timeout: 60_000 }, async () => {
-  const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
-  await queue.obliterate({ force: true });
-  await redis.del(`${PREFIX}:dead-letter-events:${QUEUE}`);
+  const queue = await emptyQueue();
   const recorded: LifecycleEvent[] = [];
   const reconciler = new DeadLetterEvents({
     redis, prefix: PREFIX, transport: 'queue', log, overlapMs: 1000,
