@@ -172,3 +172,26 @@ test('a dead letter stamped by a gateway whose clock runs ahead does not move th
     await queue.close();
   }
 });
+
+test('dead letters of one millisecond (same score) spread over several pages are each read once', { timeout: 60_000 }, async () => {
+  const queue = await emptyQueue();
+  const recorded: LifecycleEvent[] = [];
+  const reconciler = new DeadLetterEvents({
+    redis, prefix: PREFIX, transport: 'queue', log, overlapMs: 0, batch: 2,
+    queues: async () => [{ address: 'queue:work.dl', queue: QUEUE }],
+    record: async (e) => { recorded.push(e); },
+  });
+  try {
+    await reconciler.pass(); // sets the checkpoint: now
+    const ids = ['tie-1', 'tie-2', 'tie-3', 'tie-4', 'tie-5'];
+    const jobs: string[] = [];
+    for (const id of ids) jobs.push(await deadLetter(queue, id));
+    // All failed in one millisecond, as a busy fleet does.
+    const at = Number(await redis.zscore(`${PREFIX}:${QUEUE}:failed`, jobs[0]!));
+    for (const job of jobs) await redis.zadd(`${PREFIX}:${QUEUE}:failed`, 'XX', at, job);
+    await reconciler.pass();
+    assert.deepEqual(recorded.map((e) => e.data.messageId).sort(), ids, 'each once, none skipped');
+  } finally {
+    await queue.close();
+  }
+});
