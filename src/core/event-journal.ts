@@ -15,8 +15,9 @@ import type { EventJournal, LifecycleEvent } from './lifecycle.ts';
  *
  * Finding journals: the keys live in many slots (a flow instance's, a task shard's), so the
  * writer first announces the journal in an index (a sorted set per shard, score = when to look
- * at it: Redis's time + `graceMs`, so gateways' clocks need not agree), then runs its script. A drainer (every gateway) drains a journal right
- * after a local change, and polls the index for entries that are due: it forwards each event
+ * at it: Redis's time + `graceMs`, so gateways' clocks need not agree), then runs its script. A
+ * drainer (every gateway) drains a journal right after a local change, and polls the index for
+ * entries that are due (by Redis's time too): it forwards each event
  * (idempotent: the event id is the outbox message id, deduplicated), deletes what it forwarded,
  * and drops the index entry only if its score is unchanged (`forgetEventJournal`): a writer that
  * announced meanwhile changed it. An index entry is due only `graceMs` after its last
