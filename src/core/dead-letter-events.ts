@@ -51,10 +51,15 @@ export interface DeadLetterEventsOptions {
   pollMs?: number;
   /**
    * How far before the checkpoint each pass reads again: jobs failed by a process whose clock is
-   * behind the one that moved the checkpoint still get their event.
+   * behind Redis's (the checkpoint never passes Redis's clock) by up to this still get their event.
    * @defaultValue 60000
    */
   overlapMs?: number;
+  /**
+   * Dead letters read per page of a queue's failed set.
+   * @defaultValue 500
+   */
+  batch?: number;
   log: Logger;
 }
 
@@ -66,9 +71,6 @@ export interface DeadLetter {
   /** Fixed for this dead-lettering (job id, attempts, when it failed): the key of its events. */
   key: string;
 }
-
-/** Dead letters read per page of a queue's failed set. */
-const BATCH = 500;
 
 export class DeadLetterEvents {
   private readonly lease: Lease;
@@ -105,19 +107,31 @@ export class DeadLetterEvents {
   /** One look at every queue's failed set since its checkpoint. */
   async pass(): Promise<void> {
     const overlap = this.o.overlapMs ?? 60_000;
+    const batch = this.o.batch ?? 500;
+    // Redis's clock, one for every gateway: BullMQ scores a dead letter with the clock of the
+    // worker that failed it, so one gateway running ahead must not carry the checkpoint past
+    // what the others (on time) are about to fail. A dead letter scored ahead of it is read
+    // again by each pass until Redis's time reaches it (the same key: deduplicated).
+    const [sec, micros] = await this.o.redis.time();
+    const now = Number(sec) * 1000 + Math.floor(Number(micros) / 1000);
     for (const q of await this.o.queues()) {
       if (this.closed) return;
       const key = this.checkpointKey(q.queue);
       const saved = await this.o.redis.get(key);
       // The first pass starts at "now": dead letters from before events were configured are history.
       if (saved === null) {
-        await this.o.redis.set(key, String(Date.now() - overlap), 'NX');
+        await this.o.redis.set(key, String(now - overlap), 'NX');
         continue;
       }
       const from = Number(saved) - overlap;
       let newest = Number(saved);
-      for (let offset = 0; !this.closed; offset += BATCH) {
-        const failed = await this.o.redis.zrangebyscore(`${this.o.prefix}:${q.queue}:failed`, from, '+inf', 'WITHSCORES', 'LIMIT', offset, BATCH);
+      // Paged by score, not by offset: a dead letter replayed or discarded while the pass reads
+      // would shift every offset after it, and the first one of the next page would be skipped.
+      // `skip`: how many of the dead letters at score `lower` were read already (same-ms ties).
+      let lower = from;
+      let skip = 0;
+      while (!this.closed) {
+        const failed = await this.o.redis.zrangebyscore(`${this.o.prefix}:${q.queue}:failed`, lower, '+inf', 'WITHSCORES', 'LIMIT', skip, batch);
         for (let i = 0; i + 1 < failed.length; i += 2) {
           const jobId = failed[i]!;
           const [data, reason, attempts, finishedOn] = await this.o.redis.hmget(`${this.o.prefix}:${q.queue}:${jobId}`, 'data', 'failedReason', 'atm', 'finishedOn');
@@ -127,11 +141,16 @@ export class DeadLetterEvents {
             for (const event of [this.event(d), ...(this.o.alsoReport?.(d) ?? [])]) await this.o.record(event);
             this.recorded.set(d.key, Date.now());
           }
-          newest = Math.max(newest, Number(failed[i + 1]));
+          newest = Math.max(newest, Math.min(Number(failed[i + 1]), now));
         }
         // Moved on only past dead letters whose events are stored: a crash re-reads from here.
         if (newest > Number(saved)) await this.o.redis.set(key, String(newest));
-        if (failed.length < 2 * BATCH) break;
+        if (failed.length < 2 * batch) break;
+        const last = Number(failed[failed.length - 1]);
+        let tied = 0;
+        for (let i = failed.length - 1; i > 0 && Number(failed[i]) === last; i -= 2) tied++;
+        skip = last === lower ? skip + tied : tied;
+        lower = last;
       }
     }
     const old = Date.now() - 2 * overlap;

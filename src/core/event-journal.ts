@@ -15,8 +15,9 @@ import type { EventJournal, LifecycleEvent } from './lifecycle.ts';
  *
  * Finding journals: the keys live in many slots (a flow instance's, a task shard's), so the
  * writer first announces the journal in an index (a sorted set per shard, score = when to look
- * at it: now + `graceMs`), then runs its script. A drainer (every gateway) drains a journal right
- * after a local change, and polls the index for entries that are due: it forwards each event
+ * at it: Redis's time + `graceMs`, so gateways' clocks need not agree), then runs its script. A
+ * drainer (every gateway) drains a journal right after a local change, and polls the index for
+ * entries that are due (by Redis's time too): it forwards each event
  * (idempotent: the event id is the outbox message id, deduplicated), deletes what it forwarded,
  * and drops the index entry only if its score is unchanged (`forgetEventJournal`): a writer that
  * announced meanwhile changed it. An index entry is due only `graceMs` after its last
@@ -52,7 +53,7 @@ export interface LifecycleJournalOptions {
   log: Logger;
 }
 
-const SCRIPTS = { forgetEventJournal: 1 } as const;
+const SCRIPTS = { announceEventJournal: 1, forgetEventJournal: 1 } as const;
 
 /** Journals drained per index shard and poll. */
 const BATCH = 200;
@@ -84,9 +85,7 @@ export class LifecycleJournal implements EventJournal {
   }
 
   async expect(journalKey: string): Promise<void> {
-    // A fraction makes two announcements' scores differ even within one millisecond, so the
-    // drainer's compare-and-drop sees every announcement made after its read.
-    await this.o.redis.zadd(this.indexOf(journalKey), Date.now() + this.graceMs + Math.random(), journalKey);
+    await this.scripts.announceEventJournal([this.indexOf(journalKey)], journalKey, this.graceMs);
   }
 
   written(journalKey: string): void {
@@ -105,8 +104,11 @@ export class LifecycleJournal implements EventJournal {
 
   /** One look at every index shard: drains each due journal, then drops it from the index if nothing new came. */
   async poll(): Promise<void> {
+    // Redis's clock, the one announcements are scored by (announceEventJournal).
+    const [sec, micros] = await this.o.redis.time();
+    const now = Number(sec) * 1000 + Math.floor(Number(micros) / 1000);
     for (const index of this.indexes) {
-      const due = await this.o.redis.zrangebyscore(index, '-inf', Date.now(), 'WITHSCORES', 'LIMIT', 0, BATCH);
+      const due = await this.o.redis.zrangebyscore(index, '-inf', now, 'WITHSCORES', 'LIMIT', 0, BATCH);
       for (let i = 0; i + 1 < due.length && !this.closed; i += 2) {
         const key = due[i]!;
         try {

@@ -43,6 +43,14 @@ async function deadLetter(queue: Queue, id: string): Promise<string> {
   return job.id!;
 }
 
+/** The test queue with no jobs and no checkpoint left by an earlier test. */
+async function emptyQueue(): Promise<Queue> {
+  const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
+  await queue.obliterate({ force: true });
+  await redis.del(`${PREFIX}:dead-letter-events:${QUEUE}`);
+  return queue;
+}
+
 test('dead letters nobody reported get their event from the failed set, once; a failed store keeps the checkpoint; a replay that fails again is a new event', { timeout: 60_000 }, async () => {
   const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
   const recorded: LifecycleEvent[] = [];
@@ -96,6 +104,93 @@ test('dead letters nobody reported get their event from the failed set, once; a 
     assert.equal(recorded.length, 3, JSON.stringify(recorded.map((r) => r.data.reason)));
     assert.notEqual(recorded[2]!.key, recorded[0]!.key);
     assert.equal(recorded[2]!.data.reason, 'refused again');
+  } finally {
+    await queue.close();
+  }
+});
+
+test('a dead letter removed from the failed set while a pass pages through it (a replay, a discard) does not make the pass skip the next one', { timeout: 60_000 }, async () => {
+  const queue = await emptyQueue();
+  const recorded: LifecycleEvent[] = [];
+  let removeFirst: string | undefined;
+  // No overlap and pages of 2: what one pass skips is never read again, so a skip shows.
+  const reconciler = new DeadLetterEvents({
+    redis, prefix: PREFIX, transport: 'queue', log, overlapMs: 0, batch: 2,
+    queues: async () => [{ address: 'queue:work.dl', queue: QUEUE }],
+    record: async (e) => {
+      recorded.push(e);
+      // While the first page is being read, an operator replays the first dead letter.
+      if (removeFirst) await queue.remove(removeFirst);
+      removeFirst = undefined;
+    },
+  });
+  try {
+    await reconciler.pass(); // sets the checkpoint: now
+    await new Promise((r) => setTimeout(r, 5));
+    const ids = ['page-1', 'page-2', 'page-3', 'page-4', 'page-5'];
+    const jobs: string[] = [];
+    for (const id of ids) {
+      jobs.push(await deadLetter(queue, id));
+      await new Promise((r) => setTimeout(r, 3)); // distinct finishedOn: no ties to hide behind
+    }
+    removeFirst = jobs[0];
+    await reconciler.pass();
+    await reconciler.pass();
+    // A re-read of the checkpoint's own dead letter is the same key (deduplicated downstream).
+    const byKey = new Map(recorded.map((e) => [e.key, e.data.messageId]));
+    assert.deepEqual([...byKey.values()].sort(), ids, 'every dead letter has its event');
+  } finally {
+    await queue.close();
+  }
+});
+
+test('a dead letter stamped by a gateway whose clock runs ahead does not move the checkpoint past the others', { timeout: 60_000 }, async () => {
+  const queue = await emptyQueue();
+  const recorded: LifecycleEvent[] = [];
+  const reconciler = new DeadLetterEvents({
+    redis, prefix: PREFIX, transport: 'queue', log, overlapMs: 1000,
+    queues: async () => [{ address: 'queue:work.dl', queue: QUEUE }],
+    record: async (e) => { recorded.push(e); },
+  });
+  try {
+    await reconciler.pass(); // sets the checkpoint
+    // BullMQ stamps finishedOn (the failed set's score) with the failing worker's clock: as a
+    // gateway whose clock is ten minutes ahead would have.
+    const ahead = await deadLetter(queue, 'from-the-future');
+    const future = Date.now() + 600_000;
+    await redis.zadd(`${PREFIX}:${QUEUE}:failed`, 'XX', future, ahead);
+    await redis.hset(`${PREFIX}:${QUEUE}:${ahead}`, 'finishedOn', String(future));
+    await reconciler.pass();
+    assert.deepEqual(recorded.map((e) => e.data.messageId), ['from-the-future']);
+
+    // A gateway with a right clock dead-letters one now: it still gets its event.
+    await deadLetter(queue, 'on-time');
+    await reconciler.pass();
+    assert.deepEqual(recorded.map((e) => e.data.messageId).sort(), ['from-the-future', 'on-time']);
+    assert.ok(Number(await redis.get(`${PREFIX}:dead-letter-events:${QUEUE}`)) < future, 'the checkpoint is not in the future');
+  } finally {
+    await queue.close();
+  }
+});
+
+test('dead letters of one millisecond (same score) spread over several pages are each read once', { timeout: 60_000 }, async () => {
+  const queue = await emptyQueue();
+  const recorded: LifecycleEvent[] = [];
+  const reconciler = new DeadLetterEvents({
+    redis, prefix: PREFIX, transport: 'queue', log, overlapMs: 0, batch: 2,
+    queues: async () => [{ address: 'queue:work.dl', queue: QUEUE }],
+    record: async (e) => { recorded.push(e); },
+  });
+  try {
+    await reconciler.pass(); // sets the checkpoint: now
+    const ids = ['tie-1', 'tie-2', 'tie-3', 'tie-4', 'tie-5'];
+    const jobs: string[] = [];
+    for (const id of ids) jobs.push(await deadLetter(queue, id));
+    // All failed in one millisecond, as a busy fleet does.
+    const at = Number(await redis.zscore(`${PREFIX}:${QUEUE}:failed`, jobs[0]!));
+    for (const job of jobs) await redis.zadd(`${PREFIX}:${QUEUE}:failed`, 'XX', at, job);
+    await reconciler.pass();
+    assert.deepEqual(recorded.map((e) => e.data.messageId).sort(), ids, 'each once, none skipped');
   } finally {
     await queue.close();
   }

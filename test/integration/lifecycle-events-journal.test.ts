@@ -187,3 +187,43 @@ test('forgetEventJournal drops an index entry only if nobody announced the journ
   assert.equal(await scripts.forgetEventJournal([index], 'j', stale), 0);
   assert.equal(await redis.zscore(index, 'j'), '2000.5');
 });
+
+test('a writer whose clock runs behind the drainer\'s still has its journal looked at after the grace (the index runs on Redis\'s clock)', async () => {
+  const prefix = 'sk';
+  const key = new FlowKeys(prefix).instance('s1', 'events');
+  const forwarded: string[] = [];
+  const drainer = new LifecycleJournal({ redis, prefix, log, graceMs: 1000, encode: () => [], forward: async (id) => { forwarded.push(id); } });
+  const writer = new LifecycleJournal({ redis, prefix, log, graceMs: 1000, encode: () => [], forward: () => Promise.reject(new Error('held')) });
+  const realNow = Date.now;
+  try {
+    // The writer announces with a clock two minutes behind, as a gateway out of NTP sync would.
+    Date.now = () => realNow() - 120_000;
+    try {
+      await writer.expect(key);
+    } finally {
+      Date.now = realNow;
+    }
+    // The drainer looks before the writer's script ran: nothing to forward yet.
+    await drainer.poll();
+    assert.deepEqual(forwarded, []);
+    // The script runs, and the writer dies before draining it (its journal is all that is left).
+    await redis.hset(key, 'ev-skewed', JSON.stringify({ type: 'switchboard.flow.started' }));
+    for (const deadline = realNow() + 15_000; forwarded.length === 0 && realNow() < deadline;) {
+      await new Promise((r) => setTimeout(r, 50));
+      await drainer.poll();
+    }
+    assert.deepEqual(forwarded, ['ev-skewed'], 'the journal was still in the index when its grace was over');
+  } finally {
+    await writer.close();
+    await drainer.close();
+  }
+});
+
+test('announceEventJournal: every announcement moves the score, even many within one millisecond', async () => {
+  const scripts = loadScripts(redis, new URL('../../src/core/scripts/', import.meta.url), { announceEventJournal: 1 });
+  const index = 'an:{event-journals}';
+  const [sec] = await redis.time();
+  const scores = await Promise.all(Array.from({ length: 50 }, () => scripts.announceEventJournal([index], 'j', 1000)));
+  assert.equal(new Set(scores).size, 50, `no two announcements left the same score: ${scores.join(' ')}`);
+  assert.ok(Number(scores[0]) >= Number(sec) * 1000 + 1000, 'scored by Redis\'s time plus the grace');
+});

@@ -80,6 +80,7 @@ const CALLED_WITH: Record<string, () => string[]> = {
   parkInstance: () => flows.parkInstance(ID),
   finishInstance: () => flows.finishInstance(ID),
   cancelInstance: () => flows.cancelInstance(ID),
+  announceEventJournal: () => [`${PREFIX}:{event-journals}`],
   forgetEventJournal: () => [`${PREFIX}:{event-journals}`],
   changeRule: () => perms.changeRule(),
   countFailedLogin: () => logins.countFailedLogin('user', '{mallory}'),
@@ -122,8 +123,11 @@ test('no script builds a key: every redis.call names a KEYS[i] the file name all
     assert.doesNotMatch(code, /\b(?:_G|loadstring|load)\b/, `${s.file}: no dynamic code`);
     const calls = [...code.matchAll(/redis\.p?call\(\s*''\s*(?:,\s*([^,)]+))?/g)];
     assert.ok(calls.length > 0, `${s.file}: calls Redis`);
-    for (const call of calls) {
-      assert.match(call[1]?.trim() ?? '', /^KEYS\[\d+\]$/, `${s.file}: '${call[0]}' — the first argument of every command is a KEYS[i]`);
+    // TIME is the one command without a key (a script that needs Redis's clock, not a client's).
+    const keyless = [...s.code.matchAll(/redis\.p?call\(\s*'TIME'\s*\)/g)].length;
+    assert.equal(calls.filter((call) => call[1] === undefined).length, keyless, `${s.file}: only TIME is called without a KEYS[i]`);
+    for (const call of calls.filter((c) => c[1] !== undefined)) {
+      assert.match(call[1]!.trim(), /^KEYS\[\d+\]$/, `${s.file}: '${call[0]}' — the first argument of every command is a KEYS[i]`);
     }
     assert.doesNotMatch(code, /redis\.p?call\(\s*[^'\s]/, `${s.file}: the command name is a literal`);
     for (const i of indexes(code, 'KEYS')) assert.ok(i >= 1 && i <= s.numberOfKeys, `${s.file}: uses KEYS[${i}], the file name allows ${s.numberOfKeys}`);
