@@ -19,6 +19,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import rhea, { type Connection, type ConnectionOptions, type EventContext, type Receiver, type Sender } from 'rhea';
+import { toAmqp } from '../../src/amqp/mapping.ts';
+import { createMessage } from '../../src/core/message.ts';
 import { Metrics } from '../../src/core/metrics.ts';
 import { LifecycleEvents } from '../../src/events/lifecycle-events.ts';
 import type { Gateway } from '../../src/gateway.ts';
@@ -366,6 +368,32 @@ test('a poison message rejected to the broker (mq:) is a dead-lettered event, re
   await waitFor(async () => { const q = (await rabbit!.queues())['ev.poison']; return q !== undefined && q.ready === 0 && q.unacked === 0; }, 30_000, 'ev.poison empty on RabbitMQ');
   await new Promise((r) => setTimeout(r, 2000));
   assert.equal(eventsOf('switchboard.message.dead-lettered', 'mq:legacy/ev.poison').length, 1);
+});
+
+test('the same mq: message moved back from the broker\'s dead letters is delivered again (not rejected unseen), and its second dead-lettering is a second event', { timeout: 90_000 }, async () => {
+  // What an operator's shovel from RabbitMQ's dead-letter queue does: the very message (same
+  // message-id) back on its queue. Published straight to RabbitMQ, as the gateway would send it.
+  const again = toAmqp(createMessage({ to: 'mq:legacy/ev.poison', id: 'poison-ev-1', body: { n: 'not a number' } }, { kind: 'user', name: 'ops' }));
+  const c = rhea.create_container().connect({ host: '127.0.0.1', port: rabbit!.port, username: 'guest', password: 'guest', reconnect: false });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const s = c.open_sender({ target: { address: '/amq/queue/ev.poison' } }); // the existing queue, not declared again
+      s.once('sendable', () => { s.send(again as unknown as rhea.Message); });
+      s.once('accepted', () => resolve());
+      s.once('rejected', (ctx: EventContext) => reject(new Error(`RabbitMQ rejected the moved-back message: ${JSON.stringify(ctx.delivery?.remote_state)}`)));
+      c.once('connection_error', (ctx: EventContext) => reject(new Error(String(ctx.connection.error))));
+    });
+  } finally {
+    c.close();
+  }
+  // Delivered and failing its attempts again (the flow refuses its input), then rejected: a
+  // second event whose reason is those failures, not "before a restart" (which would mean it was
+  // taken for a crash redelivery and rejected without being delivered).
+  await waitFor(async () => eventsOf('switchboard.message.dead-lettered', 'mq:legacy/ev.poison').length === 2, 60_000, 'the second mq dead-letter event');
+  const events = eventsOf('switchboard.message.dead-lettered', 'mq:legacy/ev.poison');
+  assert.notEqual(events[0]!.body.id, events[1]!.body.id, 'a second dead-lettering is a new event, not a duplicate of the first');
+  assert.match(events[1]!.body.data.reason, /failed 3 times: .*input for flow 'quick' is not valid/);
+  await waitFor(async () => { const q = (await rabbit!.queues())['ev.poison']; return q !== undefined && q.ready === 0 && q.unacked === 0; }, 30_000, 'ev.poison empty on RabbitMQ again');
 });
 
 test('an event dead-lettered at a consumer that refuses events makes no event of its own (no loop)', { timeout: 90_000 }, async () => {

@@ -95,6 +95,11 @@ export class MqEndpoint implements Endpoint {
     return `${this.o.prefix}:mq-attempts:{${broker}}:${createHash('sha256').update(id).digest('hex')}`;
   }
 
+  /** How many times this message id was rejected to the broker already: a new dead-lettering is a new event. */
+  private rejectionsKey(broker: string, id: string): string {
+    return `${this.o.prefix}:mq-rejections:{${broker}}:${createHash('sha256').update(id).digest('hex')}`;
+  }
+
   async consume(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription> {
     const { broker, path } = this.split(address);
     let busy = 0;
@@ -181,7 +186,7 @@ export class MqEndpoint implements Endpoint {
     // Dead-lettered already, but killed before the reject reached the broker: rejected again,
     // not delivered (its event is recorded again with the same id, deduplicated).
     if (this.o.deadLetterEvents && Number(await this.o.redis.get(this.attemptsKey(broker.config.name, message.id))) >= this.o.maxAttempts) {
-      await this.deadLetter(address, message, delivery, `failed ${this.o.maxAttempts} times before a restart`);
+      await this.deadLetter(broker.config.name, address, message, delivery, `failed ${this.o.maxAttempts} times before a restart`);
       return;
     }
     try {
@@ -199,7 +204,7 @@ export class MqEndpoint implements Endpoint {
       await this.o.redis.pexpire(this.attemptsKey(broker.config.name, message.id), 86_400_000);
       if (n >= this.o.maxAttempts) {
         this.o.log.warn({ address, msgId: message.id, err: (err as Error).message, attempts: n }, 'poison message rejected to the broker (its dead-letter queue, if configured)');
-        await this.deadLetter(address, message, delivery, `failed ${n} times: ${(err as Error).message}`);
+        await this.deadLetter(broker.config.name, address, message, delivery, `failed ${n} times: ${(err as Error).message}`);
       } else {
         // Attempts are counted here (Redis), not by the broker's delivery-count, which not
         // every broker raises on a release.
@@ -217,9 +222,14 @@ export class MqEndpoint implements Endpoint {
    * rejected again without being delivered, never in a dead letter without its event. When the
    * event cannot be stored now, the message is released to the broker and dead-lettered later.
    */
-  private async deadLetter(address: string, message: Message, delivery: Delivery, reason: string): Promise<void> {
+  private async deadLetter(brokerName: string, address: string, message: Message, delivery: Delivery, reason: string): Promise<void> {
+    const attempts = this.attemptsKey(brokerName, message.id);
+    const rejections = this.rejectionsKey(brokerName, message.id);
     if (this.o.deadLetterEvents) {
-      const event: LifecycleEvent = { type: 'switchboard.message.dead-lettered', subject: address, key: `${address}\0${message.id}`, data: { address, messageId: message.id, transport: 'mq', reason } };
+      // The same message id dead-lettered again after an operator moved it back from the broker's
+      // dead-letter queue is a new change, so a new event: the key counts earlier rejections.
+      const earlier = Number(await this.o.redis.get(rejections));
+      const event: LifecycleEvent = { type: 'switchboard.message.dead-lettered', subject: address, key: `${address}\0${message.id}\0${earlier}`, data: { address, messageId: message.id, transport: 'mq', reason } };
       try {
         await this.o.deadLetterEvents(event);
       } catch (err) {
@@ -231,6 +241,12 @@ export class MqEndpoint implements Endpoint {
     }
     this.o.metrics.deadLettered.inc({ endpoint: 'mq' });
     delivery.reject({ condition: 'switchboard:delivery-failed', description: reason });
+    // Rejected: the attempts start again from zero, so the same message moved back from the
+    // broker's dead-letter queue is delivered, not taken for a redelivery after a crash. A kill -9
+    // before this line ends either in a redelivery rejected again (same event key), or, had the
+    // reject reached the broker, in one rejected again if moved back within the attempts' 24 h.
+    await this.o.redis.multi().del(attempts).incr(rejections).pexpire(rejections, 7 * 86_400_000).exec()
+      .catch((err: Error) => this.o.log.warn({ address, msgId: message.id, err: err.message }, 'attempts of a rejected message not reset; moved back within 24 h it would be rejected again unseen'));
   }
 
   async health(): Promise<HealthReport> {
