@@ -47,7 +47,7 @@ export interface ReplayIntent {
   /** The replay named message ids (the event then lists those replayed). */
   named: boolean;
   jobs: CapturedDeadLetter[];
-  /** Per queue: the id of the last entry of its BullMQ event stream when the dead letters were captured ('0-0': empty). */
+  /** Per queue: the id of the last entry of its BullMQ event stream when the dead letters were captured ('0-0': empty, which tells nothing). */
   streams: Record<string, string>;
 }
 
@@ -134,7 +134,8 @@ export class ReplayIntents {
   private async movedFromFailed(queue: string, since: string, jobIds: Set<string>): Promise<{ covered: boolean; moved: Set<string> }> {
     const stream = `${this.o.prefix}:${queue}:events`;
     const first = (await this.o.redis.xrange(stream, '-', '+', 'COUNT', 1))[0]?.[0];
-    const covered = since === '0-0' || first === undefined || compareStreamIds(first, since) <= 0;
+    // Trimming drops the oldest entries first: the stream still holds everything after `since` only if it reaches back to it.
+    const covered = since !== '0-0' && first !== undefined && compareStreamIds(first, since) <= 0;
     const moved = new Set<string>();
     for (let from = `(${since}`; ;) {
       const page = await this.o.redis.xrange(stream, from, '+', 'COUNT', STREAM_PAGE);
