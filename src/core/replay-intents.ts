@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { CapturedDeadLetter } from './endpoint.ts';
@@ -15,8 +15,8 @@ import type { LifecycleEvent, RecordLifecycle } from './lifecycle.ts';
  * intent. While it replays it keeps the intent's index score in the future (a heartbeat); an
  * intent whose score has passed belongs to a process that died, and any gateway's poll then
  * decides from Redis what really happened (`decide`) and records the event for what was replayed.
- * The event id is fixed by the captured set, so an event recorded by both (the replaying process
- * got it out, then died before dropping the intent) is one event, deduplicated.
+ * The event id is fixed when the intent is stored, so an event recorded by both (the replaying
+ * process got it out, then died before dropping the intent) is one event, deduplicated.
  *
  * The replay itself is never run again from an intent: an operator's click is not repeated later.
  */
@@ -41,7 +41,7 @@ export interface ReplayIntentsOptions {
 
 /** A replay as stored before it starts. */
 export interface ReplayIntent {
-  /** Digest of the address and the captured dead letters: the event's key. */
+  /** Digest of the address, the captured dead letters and a nonce: the event's key, fixed when the intent is stored. */
   id: string;
   address: string;
   /** The replay named message ids (the event then lists those replayed). */
@@ -82,7 +82,9 @@ export class ReplayIntents {
       const last = (await this.o.redis.xrevrange(`${this.o.prefix}:${queue}:events`, '+', '-', 'COUNT', 1))[0];
       streams[queue] = last ? last[0] : '0-0';
     }
-    const digest = createHash('sha256').update(address);
+    // A nonce too: two operators replaying the same dead letters at once are two replays, each
+    // reporting what it moved; the id is read back from the stored intent, never recomputed.
+    const digest = createHash('sha256').update(`${address}\0${randomUUID()}`);
     for (const j of [...jobs].sort((a, b) => (a.queue + a.jobId < b.queue + b.jobId ? -1 : 1))) digest.update(`\0${j.queue}\0${j.jobId}\0${j.finishedOn}`);
     const intent: ReplayIntent = { id: digest.digest('hex').slice(0, 40), address, named, jobs, streams };
     await this.o.redis.multi().set(this.bodyKey(intent.id), JSON.stringify(intent), 'EX', BODY_TTL_S).zadd(this.index, Date.now() + this.graceMs, intent.id).exec().then(failedIn('storing the replay intent'));
