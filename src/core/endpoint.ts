@@ -87,7 +87,13 @@ export interface Endpoint {
   receive?(address: string, max: number, leaseMs: number): Promise<LeasedMessage[]>;
   ack?(address: string, leases: string[]): Promise<AckResult>;
   deadLetters?(address: string, limit: number): Promise<BrowseResult>;
-  replayDeadLetters?(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }>;
+  /**
+   * Moves dead letters (all, or those with these message ids) back for delivery. The endpoint
+   * first captures exactly which dead letters it will replay and hands them to `before` (which
+   * stores a replay intent, src/core/replay-intents.ts), then replays only those: dead letters
+   * arriving meanwhile stay where they are.
+   */
+  replayDeadLetters?(address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult>;
   /** Deletes the dead letters with these message ids for good. */
   discardDeadLetters?(address: string, ids: string[]): Promise<{ discarded: number }>;
   /**
@@ -99,4 +105,25 @@ export interface Endpoint {
   stats?(address: string): Promise<QueueStats>;
   health(): Promise<HealthReport>;
   close(): Promise<void>;
+}
+
+/** One dead letter as a replay captures it: enough to tell from Redis afterwards whether it was replayed. */
+export interface CapturedDeadLetter {
+  /** The BullMQ queue name it is a job of (`{queue%3Aorders}`, `{events-out-2}`). */
+  queue: string;
+  jobId: string;
+  /** When it was dead-lettered (its score in the failed set): a later dead-lettering of the same job is another one. */
+  finishedOn: number;
+  messageId: string;
+}
+
+/** Called with the dead letters a replay is about to replay, before the first moves; a rejection stops the replay. */
+export type BeforeReplay = (captured: CapturedDeadLetter[]) => Promise<void>;
+
+export interface ReplayResult {
+  replayed: number;
+  /** Message ids asked for and not found among the dead letters. */
+  notFound?: string[];
+  /** The job ids of the captured dead letters that were replayed. */
+  replayedJobs?: string[];
 }

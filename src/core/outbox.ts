@@ -4,7 +4,8 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { dedupKey } from './dedup.ts';
 import { shardOf, shardTag } from '../store/redis.ts';
-import type { BrowseResult, HealthReport, SendResult } from './endpoint.ts';
+import type { BeforeReplay, BrowseResult, HealthReport, ReplayResult, SendResult } from './endpoint.ts';
+import { retryDeadLetters } from './retry-dead-letters.ts';
 import { NotFound } from './errors.ts';
 import { DeadLetterEvents, type DeadLetter } from './dead-letter-events.ts';
 import type { LifecycleEvent, RecordLifecycle } from './lifecycle.ts';
@@ -343,7 +344,7 @@ export class Outbox<E extends object = Record<never, never>> {
    * with a full set of attempts. Any unknown id is a NotFound naming it, and then nothing moves:
    * a typo must not replay half of what was asked.
    */
-  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
+  async replayDeadLetters(address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult> {
     let jobs = await this.deadJobs(address);
     if (ids) {
       const wanted = new Set(ids);
@@ -352,8 +353,10 @@ export class Outbox<E extends object = Record<never, never>> {
       const unknown = [...wanted].filter((id) => !found.has(id));
       if (unknown.length > 0) throw new NotFound(`no dead letter with id ${unknown.map((id) => `'${id}'`).join(', ')} in dlq:${address}; nothing was replayed`);
     }
-    for (const job of jobs) await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-    return { replayed: jobs.length };
+    if (jobs.length === 0) return { replayed: 0, replayedJobs: [] };
+    await before?.(jobs.map((j) => ({ queue: j.queueName, jobId: j.id!, finishedOn: j.finishedOn ?? 0, messageId: String(unpack<E>(j.data).message.id) })));
+    const replayedJobs = await retryDeadLetters(jobs);
+    return { replayed: replayedJobs.length, replayedJobs };
   }
 
   /** Messages not yet delivered: waiting, backing off, or being delivered now. */

@@ -1,12 +1,11 @@
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { parseAddress, type Address } from './address.ts';
 import { dedupKey, type DedupStore } from './dedup.ts';
 import type { AckResult, BrowseResult, QueueStats, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from './endpoint.ts';
 import { UnknownScheme, ValidationError, isRetryable } from './errors.ts';
-import type { ReportLifecycle } from './lifecycle.ts';
 import type { Message } from './message.ts';
 import type { Metrics } from './metrics.ts';
+import type { ReplayIntent, ReplayIntents } from './replay-intents.ts';
 import { compose, type Caller, type SendInterceptor, type SendNext } from './pipeline.ts';
 
 /**
@@ -18,7 +17,7 @@ import { compose, type Caller, type SendInterceptor, type SendNext } from './pip
 export class Router {
   private readonly endpoints = new Map<string, Endpoint>();
   private readonly chain: SendNext;
-  private lifecycle?: ReportLifecycle;
+  private replays?: ReplayIntents;
 
   constructor(
     private readonly dedup: DedupStore,
@@ -30,9 +29,12 @@ export class Router {
     this.chain = compose(interceptors, ({ message }) => this.dispatch(message));
   }
 
-  /** Where replays of dead letters are reported (`switchboard.message.replayed`). */
-  reportLifecycleTo(report: ReportLifecycle): void {
-    this.lifecycle = report;
+  /**
+   * Where replays of dead letters are recorded (`switchboard.message.replayed`), through a
+   * durable intent; without it replays make no event (no mapping wants them).
+   */
+  recordReplaysIn(intents: ReplayIntents): void {
+    this.replays = intents;
   }
 
   register(endpoint: Endpoint): void {
@@ -156,12 +158,33 @@ export class Router {
   async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.replayDeadLetters) throw new ValidationError(`${a.scheme}: addresses have no dead letters`);
-    const result = await endpoint.replayDeadLetters(a.raw, ids);
-    if (result.replayed > 0) {
-      // Each replay is its own change: nothing deduplicates two operators replaying one after the other.
-      this.lifecycle?.({ type: 'switchboard.message.replayed', subject: a.raw, key: `${a.raw}\0${randomUUID()}`, data: { address: a.raw, replayed: result.replayed, ...(ids ? { messageIds: ids } : {}) } });
+    const intents = this.replays;
+    if (!intents) {
+      const { replayed, notFound } = await endpoint.replayDeadLetters(a.raw, ids);
+      return { replayed, ...(notFound ? { notFound } : {}) };
     }
-    return result;
+    // The intent is stored before the first dead letter moves, so a crash from there on cannot
+    // lose the event (replay-intents.ts); if it cannot be stored, nothing is replayed.
+    let intent: (ReplayIntent & { stop: () => void }) | undefined;
+    let result;
+    try {
+      result = await endpoint.replayDeadLetters(a.raw, ids, async (captured) => { intent = await intents.begin(a.raw, ids !== undefined, captured); });
+    } catch (err) {
+      intent?.stop();
+      // Failed part way: what moved is decided from Redis now (or by the poll if Redis is away).
+      if (intent) await intents.settle(intent).catch((e: Error) => this.log.warn({ address: a.raw, err: e.message }, 'replay failed part way; its event is left to the replay intents poll'));
+      throw err;
+    }
+    if (intent) {
+      intent.stop();
+      try {
+        await intents.finish(intent, result.replayedJobs ?? []);
+      } catch (err) {
+        // The replay is done; the intent stays and the poll reports it from Redis.
+        this.log.warn({ address: a.raw, err: (err as Error).message }, 'replayed event not stored yet; the replay intents poll reports it');
+      }
+    }
+    return { replayed: result.replayed, ...(result.notFound ? { notFound: result.notFound } : {}) };
   }
 
   async discardDeadLetters(address: string, ids: string[]): Promise<{ discarded: number }> {

@@ -44,9 +44,9 @@ const ATTEMPTS = 10_080;
  * - `journal`: stores pass a change's events to the script that makes the change, which
  *   journals them atomically with it; the journal is drained into the outbox (never lost);
  * - `record`: stored and awaited, for changes outside our scripts that can wait for it (a
- *   broker's reject) or be derived from a durable trace (BullMQ's failed sets);
- * - `report`: stored in the background right after the change (replays, peer up and down): never
- *   throws, never waits, lost only if the process dies in that instant.
+ *   broker's reject) or be derived from a durable trace (BullMQ's failed sets, a replay intent);
+ * - `report`: stored in the background right after the change (peer up and down, observations
+ *   rather than stored changes): never throws, never waits, lost only if the process dies in that instant.
  */
 export class LifecycleEvents {
   private readonly routes: { patterns: TypePattern[]; to: string; mode: ContentMode }[];

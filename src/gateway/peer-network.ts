@@ -54,6 +54,11 @@ export async function openPeerNetwork(
   o.router.register(peers);
   await peers.start();
   // Up and down as this process sees its bridges (only the process holding a peer's bridge sees it open).
+  // Best effort on purpose (README "Lifecycle events"): a connection state seen by one process is an
+  // observation, not a stored change, so there is no change to journal the event with; a process
+  // killed -9 reports neither its last transition nor its own "down", and the next bridge holder
+  // reports "up" again. What a peer being down costs — messages waiting, then undeliverable — is
+  // stored and has its own never-lost events (switchboard.peer.undeliverable, message.dead-lettered).
   const wasOpen = new Map<string, boolean>();
   const timer = setInterval(() => {
     for (const s of peers.states()) {

@@ -16,6 +16,7 @@ import { WebhookEndpoint } from '../endpoints/webhook/webhook-endpoint.ts';
 import { refuseForgedEvents } from '../events/forged-events.ts';
 import { LifecycleEvents } from '../events/lifecycle-events.ts';
 import { DeadLetterEvents } from '../core/dead-letter-events.ts';
+import { ReplayIntents } from '../core/replay-intents.ts';
 import { bullQueueName } from '../endpoints/queue/names.ts';
 import { ReplicaWait } from '../store/replica-wait.ts';
 import { openTracing } from '../tracing/otel-tracing.ts';
@@ -105,7 +106,13 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   const source = config.network ? `urn:switchboard:${encodeURIComponent(config.network.identity)}` : (config.http.baseUrl ?? `http://localhost:${config.http.port}`);
   const events = new LifecycleEvents({ redis, prefix, shards, router, source, mappings: config.events, dedupTtlMs: config.queues.dedupTtl, metrics, log });
   const lifecycle = events.report;
-  router.reportLifecycleTo(lifecycle);
+  let replayIntents: ReplayIntents | undefined;
+  if (events.wants('switchboard.message.replayed')) {
+    // Replays store an intent first, so their event survives a kill -9 (replay-intents.ts).
+    replayIntents = new ReplayIntents({ redis, prefix, record: events.record, log });
+    router.recordReplaysIn(replayIntents);
+    replayIntents.start();
+  }
   // Dead letters of mq: and tmp: are recorded (awaited) before the change; those of queue: and of
   // the outboxes (email:, webhook:, peer:) are read back from BullMQ's failed sets
   // (DeadLetterEvents): each survives a kill -9 of the process.
@@ -137,6 +144,7 @@ export async function openRouterAndTransports(config: Config, materials: Materia
   cleanup.push(() => router.close());
   // Closed before the router: events being stored are finished, deliveries stop and wait in Redis.
   cleanup.push(() => events.close());
+  if (replayIntents) cleanup.push(() => replayIntents.close()); // stopped before the events it records
   if (deadLetterEvents) {
     const open = queues;
     const reconciler = new DeadLetterEvents({

@@ -191,7 +191,7 @@ test('1,200 dead letters are counted as 1,200 and all of them can be listed; rep
 
   healed.add('dl-7');
   healed.add('dl-1199');
-  assert.deepEqual(await box.replayDeadLetters(address, ['dl-7', 'dl-1199']), { replayed: 2 });
+  assert.equal((await box.replayDeadLetters(address, ['dl-7', 'dl-1199'])).replayed, 2);
   await waitFor(() => delivered.length === 2, 10_000, 'the two replayed deliveries');
   assert.deepEqual(delivered.sort(), ['dl-1199', 'dl-7']);
   const left = await box.deadLetters(address, 10_000);
@@ -206,13 +206,13 @@ test('replay without ids puts back every dead letter of the address with a full 
   const box = outbox({ maxAttempts: 2, deliver: async (m) => { calls.set(m.id, (calls.get(m.id) ?? 0) + 1); if (failing) throw new Error('down'); } });
   for (const id of ['all-1', 'all-2', 'all-3']) await box.send(message(id));
   await waitFor(async () => (await box.deadLetters('webhook:crm', 10)).depth === 3, 10_000, 'three dead letters');
-  assert.deepEqual(await box.replayDeadLetters('webhook:crm'), { replayed: 3 });
+  assert.equal((await box.replayDeadLetters('webhook:crm')).replayed, 3);
   await waitFor(async () => (await box.deadLetters('webhook:crm', 10)).depth === 3, 10_000, 'dead-lettered again');
   assert.deepEqual([...calls.values()], [4, 4, 4], 'two attempts, then two more after the replay');
   failing = false;
-  assert.deepEqual(await box.replayDeadLetters('webhook:crm'), { replayed: 3 });
+  assert.equal((await box.replayDeadLetters('webhook:crm')).replayed, 3);
   await waitFor(async () => (await box.deadLetters('webhook:crm', 10)).depth === 0 && (await box.depth()) === 0, 10_000, 'all delivered');
-  assert.deepEqual(await box.replayDeadLetters('webhook:crm'), { replayed: 0 }, 'an empty dead-letter queue replays nothing');
+  assert.equal((await box.replayDeadLetters('webhook:crm')).replayed, 0, 'an empty dead-letter queue replays nothing');
 });
 
 test('close waits for the delivery in flight, takes no new one, and a new outbox delivers what is left', async () => {

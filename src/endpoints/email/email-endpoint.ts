@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { Logger } from 'pino';
-import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
+import type { BeforeReplay, BrowseResult, Endpoint, HealthReport, ReplayResult, SendResult } from '../../core/endpoint.ts';
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { traceHeaders } from '../../tracing/trace-context.ts';
@@ -79,8 +79,8 @@ export class EmailEndpoint implements Endpoint {
     return this.outbox.deadLetters(address, limit);
   }
 
-  replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
-    return this.outbox.replayDeadLetters(address, ids);
+  replayDeadLetters(address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult> {
+    return this.outbox.replayDeadLetters(address, ids, before);
   }
 
   health(): Promise<HealthReport> {

@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
+import type { BeforeReplay, BrowseResult, Endpoint, HealthReport, ReplayResult, SendResult } from '../../core/endpoint.ts';
 import { SwitchboardError, UnknownTarget } from '../../core/errors.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
@@ -388,8 +388,8 @@ export class PeerEndpoint implements Endpoint, PeerNotices {
     return this.outbox(this.split(address).alias).deadLetters(address, limit);
   }
 
-  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
-    return this.outbox(this.split(address).alias).replayDeadLetters(address, ids);
+  async replayDeadLetters(address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult> {
+    return this.outbox(this.split(address).alias).replayDeadLetters(address, ids, before);
   }
 
   async health(): Promise<HealthReport> {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { DelayedError, Job, Queue, UnrecoverableError, Worker, createRedisBackend, type BackendFactory, type RedisQueueBackend } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { AckResult, BrowseResult, QueueStats, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
+import type { AckResult, BeforeReplay, BrowseResult, QueueStats, ReplayResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
 import { DestinationUnavailable, MessageInFlight, NotFound, ValidationError, isRetryable } from '../../core/errors.ts';
 import { holdWhileUnavailable } from '../../core/hold.ts';
 import { matchesPattern, type AddressPattern } from '../../core/pattern.ts';
@@ -10,6 +10,7 @@ import { decodeMessage, encodeMessage, expiryReason, isExpired, type Message, ty
 import type { DedupWindows } from '../../core/dedup-window.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { RateMeter } from '../../core/rate-meter.ts';
+import { retryDeadLetters } from '../../core/retry-dead-letters.ts';
 import { discardWaitingJob, waitingJobsWithId } from './discard-waiting.ts';
 import { addressFromBullQueueName, bullQueueName, dedupId, newJobId } from './names.ts';
 
@@ -524,33 +525,36 @@ export class QueueEndpoint implements Endpoint {
     };
   }
 
-  /** Moves dead letters (all, or those with the given message ids) back to the queue. */
-  replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
-    return this.using(address, ({ queue: q }) => this.replay(q, address, ids));
+  /**
+   * Moves dead letters (all, or those with the given message ids) back to the queue: exactly
+   * those found when the replay started (handed to `before`), not ones dead-lettered meanwhile.
+   */
+  replayDeadLetters(address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult> {
+    return this.using(address, ({ queue: q }) => this.replay(q, address, ids, before));
   }
 
-  private async replay(q: Queue<Data>, address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
+  private async replay(q: Queue<Data>, address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult> {
     const wanted = ids ? new Set(ids) : undefined;
-    const replayedIds = new Set<string>();
-    const page = 500;
-    for (let start = 0; ; ) {
-      const jobs = (await q.getFailed(start, start + page - 1)).filter(Boolean);
-      if (jobs.length === 0) break;
-      let skipped = 0;
-      for (const job of jobs) {
-        if (wanted && !wanted.has(job.data.id)) { skipped++; continue; }
-        await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-        replayedIds.add(job.data.id);
+    const jobs: Job<Data>[] = [];
+    const seen = new Set<string>();
+    for (let start = 0, page = 500; ; start += page) {
+      const batch = (await q.getFailed(start, start + page - 1)).filter(Boolean);
+      for (const job of batch) {
+        // A newer failure pushes older ones down a page while we read: each job once.
+        if (!job.id || seen.has(job.id)) continue;
+        seen.add(job.id);
+        if (!wanted || wanted.has(job.data.id)) jobs.push(job);
       }
-      // Retried jobs leave the failed set, so the next page starts after the ones we kept.
-      start += skipped;
-      if (jobs.length < page) break;
+      if (batch.length < page) break;
     }
-    if (!wanted || replayedIds.size === wanted.size) return { replayed: replayedIds.size };
+    const notFound = wanted ? [...wanted].filter((id) => !jobs.some((j) => j.data.id === id)) : [];
     // Ids asked for but not found are named, so a typo is not silent.
-    const notFound = [...wanted].filter((id) => !replayedIds.has(id));
-    if (replayedIds.size === 0) throw new NotFound(`no dead letter with id ${notFound.join(', ')} in dlq:${address}`);
-    return { replayed: replayedIds.size, notFound };
+    if (wanted && jobs.length === 0) throw new NotFound(`no dead letter with id ${notFound.join(', ')} in dlq:${address}`);
+    if (jobs.length === 0) return { replayed: 0, replayedJobs: [] };
+    await before?.(jobs.map((j) => ({ queue: q.name, jobId: j.id!, finishedOn: j.finishedOn ?? 0, messageId: String(j.data.id) })));
+    const replayedJobs = await retryDeadLetters(jobs);
+    const replayedIds = new Set(jobs.filter((j) => replayedJobs.includes(j.id!)).map((j) => j.data.id));
+    return { replayed: replayedIds.size, replayedJobs, ...(notFound.length > 0 ? { notFound } : {}) };
   }
 
   /**

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { parseAddress } from '../../core/address.ts';
 import { dedupKey } from '../../core/dedup.ts';
-import type { AckResult, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
+import type { AckResult, BeforeReplay, BrowseResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, ReplayResult, SendResult, Subscription } from '../../core/endpoint.ts';
 import { DestinationUnavailable, NotFound, ValidationError } from '../../core/errors.ts';
 import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '../../core/message.ts';
 import { loadScripts, type ScriptCalls } from '../../store/scripts.ts';
@@ -28,7 +28,7 @@ export interface SubscriptionQueues {
   receive(address: string, max: number, leaseMs: number): Promise<LeasedMessage[]>;
   ack(address: string, leases: string[]): Promise<AckResult>;
   deadLetters(address: string, limit: number): Promise<BrowseResult>;
-  replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }>;
+  replayDeadLetters(address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult>;
 }
 
 /** A subscription as the API shows it (DESIGN §6). */
@@ -287,8 +287,8 @@ export class TopicEndpoint implements Endpoint {
     return this.o.queues.deadLetters(await this.existing(address), limit);
   }
 
-  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
-    return this.o.queues.replayDeadLetters(await this.existing(address), ids);
+  async replayDeadLetters(address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult> {
+    return this.o.queues.replayDeadLetters(await this.existing(address), ids, before);
   }
 
   async health(): Promise<HealthReport> {

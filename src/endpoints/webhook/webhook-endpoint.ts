@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { BrowseResult, Endpoint, HealthReport, SendResult } from '../../core/endpoint.ts';
+import type { BeforeReplay, BrowseResult, Endpoint, HealthReport, ReplayResult, SendResult } from '../../core/endpoint.ts';
 import { UnknownTarget } from '../../core/errors.ts';
 import { principalId, type Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
@@ -127,8 +127,8 @@ export class WebhookEndpoint implements Endpoint {
     return this.outbox.deadLetters(address, limit);
   }
 
-  replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number }> {
-    return this.outbox.replayDeadLetters(address, ids);
+  replayDeadLetters(address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult> {
+    return this.outbox.replayDeadLetters(address, ids, before);
   }
 
   health(): Promise<HealthReport> {
