@@ -8,7 +8,8 @@ import type { TaskEvent } from '../../people/task-events.ts';
 import type { AppDeps } from '../deps.ts';
 import { csrfProtect, csrfToken } from '../middleware/csrf.ts';
 import { requireLogin } from '../middleware/require-login.ts';
-import { liveStreams } from '../sessions.ts';
+import { liveStreams, sessionPrincipal } from '../sessions.ts';
+import { StreamAccess } from '../stream-access.ts';
 import { formatValue, readerLocale, type FormattedValue } from '../locale-format.ts';
 import { inRequestSpan } from '../request-span.ts';
 import { render } from '../views.ts';
@@ -58,6 +59,17 @@ export function commentField(fields: Task['fields'] | undefined): string | undef
   return Object.entries(fields ?? {}).find(([name, kind]) => name.toLowerCase() === 'comment' && kind === 'text')?.[0];
 }
 
+// One frame per event, shared by every stream it concerns (hundreds may watch the same group).
+const frames = new WeakMap<TaskEvent, string>();
+function taskFrame(e: TaskEvent): string {
+  let frame = frames.get(e);
+  if (frame === undefined) {
+    frame = `event: task\ndata: ${JSON.stringify({ type: e.type, taskId: e.taskId, by: e.by })}\n\n`;
+    frames.set(e, frame);
+  }
+  return frame;
+}
+
 /** The web inbox: my tasks and my groups', live over server-sent events; a task page to act. */
 export function inboxRoutes(deps: AppDeps): ExpressRouter {
   const r = ExpressRouter();
@@ -99,23 +111,27 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
     if (!stream) throw new SwitchboardError('too_many_streams', `${p.name} already has ${streams.perUser} live inbox streams open (http.inboxStreamsPerUser): close another inbox tab or window`, 429);
     res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache, no-transform', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
     res.write('retry: 3000\n\n');
-    const concerns = (e: TaskEvent) =>
-      [e, e.previous ?? {}].some((w) => (w.assignee !== undefined && (w.assignee === p.name || inbox().mayAct(p, { assignee: w.assignee }))) || (w.group !== undefined && inbox().mayAct(p, { group: w.group })));
+    // Each stream remembers its answer per place and forgets it on a rule or group change (see
+    // StreamAccess): a task event costs a map lookup per open stream, not a rule check.
+    const access = new StreamAccess(deps.permissions, p, (who, place) => inbox().mayAct(who, place));
     const off = inbox().events.on((e) => {
-      if (concerns(e)) res.write(`event: task\ndata: ${JSON.stringify({ type: e.type, taskId: e.taskId, by: e.by })}\n\n`);
+      if (access.concerns(e)) res.write(taskFrame(e));
     });
     // A rule change may add or take away whole groups' tasks: every open inbox reloads its list.
     const offRules = deps.permissions.onChange(() => res.write(`event: task\ndata: ${JSON.stringify({ type: 'rules-changed' })}\n\n`));
     const ping = setInterval(() => res.write(': keep-alive\n\n'), 20_000);
-    // Logout in another process, or expiry: the stream notices its session is gone.
+    // Logout in another process, or expiry: the stream notices its session is gone. The session's
+    // groups (refreshed from the directory at every page the user loads) are the stream's too.
     const check = setInterval(() => {
       req.sessionStore.get(req.sessionID, (err, session) => {
         if (!err && !session?.user) end('session ended');
+        else if (!err && session?.user) access.follow(sessionPrincipal(session.user));
       });
     }, streams.sessionCheckMs);
     req.on('close', () => {
       off();
       offRules();
+      access.close();
       clearInterval(ping);
       clearInterval(check);
       stream.close();
