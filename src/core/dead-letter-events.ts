@@ -1,7 +1,9 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Lease } from '../store/lease.ts';
+import { redisNow } from '../store/redis.ts';
 import type { LifecycleEvent, RecordLifecycle } from './lifecycle.ts';
+import { RepeatingPass } from './repeating-pass.ts';
 
 /**
  * `switchboard.message.dead-lettered` for messages BullMQ dead-letters (its failed set), read back
@@ -74,29 +76,23 @@ export interface DeadLetter {
 
 export class DeadLetterEvents {
   private readonly lease: Lease;
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<void>;
+  private readonly passes: RepeatingPass;
   /** Events recorded by this process within the overlap, so a re-read does not store them again. */
   private readonly recorded = new Map<string, number>();
   private closed = false;
 
   constructor(private readonly o: DeadLetterEventsOptions) {
     this.lease = new Lease({ redis: o.redis, key: `${o.prefix}:lease:dead-letter-events:${o.duty ?? o.transport}`, log: o.log });
+    this.passes = new RepeatingPass(() => this.pass(), o.pollMs ?? 2000, o.log.child({ transport: o.transport }), 'dead-letter events: pass failed; the next one retries');
   }
 
   start(): void {
     this.lease.start({
       acquired: () => {
-        if (this.closed || this.timer) return;
-        this.timer = setInterval(() => {
-          if (this.running) return;
-          this.running = this.pass().catch((err: Error) => this.o.log.warn({ transport: this.o.transport, err: err.message }, 'dead-letter events: pass failed; the next one retries')).finally(() => { this.running = undefined; });
-        }, this.o.pollMs ?? 2000);
+        if (!this.closed) this.passes.start();
       },
-      lost: () => {
-        if (this.timer) clearInterval(this.timer);
-        this.timer = undefined;
-      },
+      // A pass in flight finishes: its events are keyed, so the new holder re-reading them is harmless.
+      lost: () => void this.passes.stop(),
     });
   }
 
@@ -112,8 +108,7 @@ export class DeadLetterEvents {
     // worker that failed it, so one gateway running ahead must not carry the checkpoint past
     // what the others (on time) are about to fail. A dead letter scored ahead of it is read
     // again by each pass until Redis's time reaches it (the same key: deduplicated).
-    const [sec, micros] = await this.o.redis.time();
-    const now = Number(sec) * 1000 + Math.floor(Number(micros) / 1000);
+    const now = await redisNow(this.o.redis);
     for (const q of await this.o.queues()) {
       if (this.closed) return;
       const key = this.checkpointKey(q.queue);
@@ -176,8 +171,7 @@ export class DeadLetterEvents {
 
   async close(): Promise<void> {
     this.closed = true;
-    if (this.timer) clearInterval(this.timer);
-    await this.running;
+    await this.passes.stop();
     await this.lease.stop().catch(() => {});
   }
 }

@@ -1,8 +1,9 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { shardOf, shardTag } from '../store/redis.ts';
+import { redisNow, shardOf, shardTag } from '../store/redis.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
 import type { EventJournal, LifecycleEvent } from './lifecycle.ts';
+import { RepeatingPass } from './repeating-pass.ts';
 
 /**
  * Lifecycle events recorded in the same atomic step as the change they report (the
@@ -62,10 +63,9 @@ export class LifecycleJournal implements EventJournal {
   private readonly scripts: ScriptCalls<typeof SCRIPTS>;
   private readonly indexes: string[];
   private readonly graceMs: number;
-  private timer?: NodeJS.Timeout;
+  private readonly polls: RepeatingPass;
   /** Journals being drained by this process; a second wake while one runs drains once more after it. */
   private readonly draining = new Map<string, { again: boolean; done: Promise<void> }>();
-  private polling?: Promise<void>;
   private closed = false;
 
   constructor(private readonly o: LifecycleJournalOptions) {
@@ -73,6 +73,7 @@ export class LifecycleJournal implements EventJournal {
     const shards = Math.max(1, o.shards ?? 1);
     this.indexes = shards === 1 ? [`${o.prefix}:{event-journals}`] : Array.from({ length: shards }, (_, i) => `${o.prefix}:{${shardTag('event-journals', i)}}`);
     this.graceMs = o.graceMs ?? 10_000;
+    this.polls = new RepeatingPass(() => this.poll(), o.pollMs ?? 1000, o.log, 'events journal poll failed');
   }
 
   /** The index entry of a journal key. */
@@ -94,19 +95,13 @@ export class LifecycleJournal implements EventJournal {
 
   /** Starts the poll for due journals (those of changes whose process died before draining them). */
   start(): void {
-    if (this.timer || this.closed) return;
-    this.timer = setInterval(() => {
-      if (this.polling) return;
-      this.polling = this.poll().catch((err: Error) => this.o.log.warn({ err: err.message }, 'events journal poll failed')).finally(() => { this.polling = undefined; });
-    }, this.o.pollMs ?? 1000);
-    this.timer.unref();
+    if (!this.closed) this.polls.start();
   }
 
   /** One look at every index shard: drains each due journal, then drops it from the index if nothing new came. */
   async poll(): Promise<void> {
     // Redis's clock, the one announcements are scored by (announceEventJournal).
-    const [sec, micros] = await this.o.redis.time();
-    const now = Number(sec) * 1000 + Math.floor(Number(micros) / 1000);
+    const now = await redisNow(this.o.redis);
     for (const index of this.indexes) {
       const due = await this.o.redis.zrangebyscore(index, '-inf', now, 'WITHSCORES', 'LIMIT', 0, BATCH);
       for (let i = 0; i + 1 < due.length && !this.closed; i += 2) {
@@ -151,8 +146,7 @@ export class LifecycleJournal implements EventJournal {
   /** Stops polling and waits for drains in flight; what is left stays journaled in Redis. */
   async close(): Promise<void> {
     this.closed = true;
-    if (this.timer) clearInterval(this.timer);
-    await this.polling;
+    await this.polls.stop();
     await Promise.allSettled([...this.draining.values()].map((d) => d.done));
   }
 }

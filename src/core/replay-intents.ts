@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { CapturedDeadLetter } from './endpoint.ts';
 import { DependencyUnavailable } from './errors.ts';
 import type { LifecycleEvent, RecordLifecycle } from './lifecycle.ts';
+import { RepeatingPass } from './repeating-pass.ts';
 
 /**
  * `switchboard.message.replayed` that survives a kill -9 of the process replaying.
@@ -64,14 +65,14 @@ const BODY_TTL_S = 7 * 24 * 3600;
 export class ReplayIntents {
   private readonly index: string;
   private readonly graceMs: number;
-  private timer?: NodeJS.Timeout;
-  private polling?: Promise<void>;
+  private readonly polls: RepeatingPass;
   private closed = false;
 
   constructor(private readonly o: ReplayIntentsOptions) {
     // One hash tag: the index and every intent body in one Redis Cluster slot (replays are rare).
     this.index = `${o.prefix}:{replay-intents}`;
     this.graceMs = o.graceMs ?? 15_000;
+    this.polls = new RepeatingPass(() => this.poll(), o.pollMs ?? 2000, o.log, 'replay intents poll failed; the next one retries');
   }
 
   private bodyKey(id: string): string {
@@ -189,12 +190,7 @@ export class ReplayIntents {
 
   /** Starts the poll for intents whose process stopped beating. */
   start(): void {
-    if (this.timer || this.closed) return;
-    this.timer = setInterval(() => {
-      if (this.polling) return;
-      this.polling = this.poll().catch((err: Error) => this.o.log.warn({ err: err.message }, 'replay intents poll failed; the next one retries')).finally(() => { this.polling = undefined; });
-    }, this.o.pollMs ?? 2000);
-    this.timer.unref();
+    if (!this.closed) this.polls.start();
   }
 
   /** One look for due intents. Two gateways deciding one intent at once record the same event id: one event. */
@@ -212,8 +208,7 @@ export class ReplayIntents {
 
   async close(): Promise<void> {
     this.closed = true;
-    if (this.timer) clearInterval(this.timer);
-    await this.polling;
+    await this.polls.stop();
   }
 }
 

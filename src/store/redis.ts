@@ -241,3 +241,12 @@ export function shardOf(value: string, shards: number): number {
 export function isCluster(redis: Redis): boolean {
   return redis instanceof Cluster;
 }
+
+/**
+ * Redis's own clock in ms: one clock for every gateway on this keyspace, where comparing one
+ * process's Date.now() with another's would let a skewed clock move a checkpoint or a deadline.
+ */
+export async function redisNow(redis: Redis): Promise<number> {
+  const [sec, micros] = await redis.time();
+  return Number(sec) * 1000 + Math.floor(Number(micros) / 1000);
+}
