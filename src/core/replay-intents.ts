@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { redisNow } from '../store/redis.ts';
 import type { CapturedDeadLetter } from './endpoint.ts';
 import { DependencyUnavailable } from './errors.ts';
 import type { LifecycleEvent, RecordLifecycle } from './lifecycle.ts';
@@ -91,10 +92,13 @@ export class ReplayIntents {
     const digest = createHash('sha256').update(`${address}\0${randomUUID()}`);
     for (const j of [...jobs].sort((a, b) => (a.queue + a.jobId < b.queue + b.jobId ? -1 : 1))) digest.update(`\0${j.queue}\0${j.jobId}\0${j.finishedOn}`);
     const intent: ReplayIntent = { id: digest.digest('hex').slice(0, 40), address, named, jobs, streams };
-    await this.o.redis.multi().set(this.bodyKey(intent.id), JSON.stringify(intent), 'EX', BODY_TTL_S).zadd(this.index, Date.now() + this.graceMs, intent.id).exec().then(failedIn('storing the replay intent'));
+    // Scored by Redis's clock, as the poll reads it: a gateway whose clock runs ahead must not
+    // take a replay still beating elsewhere for a stopped one.
+    const now = await redisNow(this.o.redis);
+    await this.o.redis.multi().set(this.bodyKey(intent.id), JSON.stringify(intent), 'EX', BODY_TTL_S).zadd(this.index, now + this.graceMs, intent.id).exec().then(failedIn('storing the replay intent'));
     // Kept ahead of the poll while this process replays, however long the replay takes.
     const beat = setInterval(() => {
-      void this.o.redis.zadd(this.index, 'XX', Date.now() + this.graceMs, intent.id).catch(() => { /* the next beat tries again */ });
+      void redisNow(this.o.redis).then((t) => this.o.redis.zadd(this.index, 'XX', t + this.graceMs, intent.id)).catch(() => { /* the next beat tries again */ });
     }, Math.max(100, this.graceMs / 3));
     beat.unref();
     return { ...intent, stop: () => clearInterval(beat) };
@@ -195,7 +199,7 @@ export class ReplayIntents {
 
   /** One look for due intents. Two gateways deciding one intent at once record the same event id: one event. */
   async poll(): Promise<void> {
-    const due = await this.o.redis.zrangebyscore(this.index, '-inf', Date.now(), 'LIMIT', 0, BATCH);
+    const due = await this.o.redis.zrangebyscore(this.index, '-inf', await redisNow(this.o.redis), 'LIMIT', 0, BATCH);
     for (const id of due) {
       if (this.closed) return;
       try {

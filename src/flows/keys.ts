@@ -106,8 +106,8 @@ export class FlowKeys {
     return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'lock'), this.instance(id, 'events')];
   }
 
-  finishInstance(id: string): [string, string, string, string, string, string, string, string] {
-    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'inbox'), this.instance(id, 'seen'), this.instance(id, 'consumed'), this.instance(id, 'lock'), this.instance(id, 'input'), this.instance(id, 'events')];
+  finishInstance(id: string): [string, string, string, string, string, string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'journal'), this.instance(id, 'inbox'), this.instance(id, 'seen'), this.instance(id, 'consumed'), this.instance(id, 'input'), this.instance(id, 'events')];
   }
 
   /** Keys of the transaction that journals a step and takes its message from the inbox. */

@@ -339,7 +339,12 @@ export class FlowRuntime {
     const token = randomBytes(16).toString('base64url');
     const held = this.sticky.get(id);
     const begun = await this.store.beginRun(id, token, this.o.lockMs, held === undefined);
-    if (!begun) return 'busy';
+    if (begun === 'finished') {
+      held?.ctx.evict();
+      this.sticky.delete(id);
+      return 'done';
+    }
+    if (begun === 'busy') return 'busy';
     this.sticky.delete(id);
     let lockLost = false;
     let released = false;

@@ -59,7 +59,7 @@ export interface InstanceMeta {
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);
 
-const SCRIPTS = { createInstance: 3, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 4, parkInstance: 4, finishInstance: 8, cancelInstance: 2 } as const;
+const SCRIPTS = { createInstance: 3, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 4, parkInstance: 4, finishInstance: 7, cancelInstance: 2 } as const;
 
 /**
  * Redis keeps a hash as a compact listpack while every value is at most hash-max-listpack-value
@@ -263,11 +263,13 @@ export class InstanceStore {
 
   /**
    * Takes the instance's lock for one run and reads what the run needs, in one round trip
-   * (`scripts/beginRun-4.lua`); null when another run holds the lock.
+   * (`scripts/beginRun-4.lua`); 'busy' when another run holds the lock, 'finished' when the lock
+   * is the last run's of an instance that has ended.
    */
-  async beginRun(id: string, token: string, lockMs: number, withJournal: boolean): Promise<BegunRun | null> {
+  async beginRun(id: string, token: string, lockMs: number, withJournal: boolean): Promise<BegunRun | 'busy' | 'finished'> {
     const r = (await this.scripts.beginRun(this.keys.beginRun(id), token, lockMs, withJournal ? '1' : '0', new Date().toISOString())) as [number, string | null, string[], string[], string | null];
-    if (r[0] !== BeginRunCode.Begun) return null;
+    if (r[0] === BeginRunCode.Finished) return 'finished';
+    if (r[0] !== BeginRunCode.Begun) return 'busy';
     const meta = decodeMeta(id, r[2], r[4]);
     // The script turned a waiting instance back to running (and dropped what it waited for).
     if (meta?.status === 'waiting') {
@@ -305,14 +307,15 @@ export class InstanceStore {
   }
 
   /**
-   * A finishing run's end (`scripts/finishInstance-8.lua`): journals `entries`, records `fields`
-   * (with status) unless a cancel stands, keeps the state for `retentionMs`, releases the lock.
+   * A finishing run's end (`scripts/finishInstance-7.lua`): journals `entries`, records `fields`
+   * (with status) unless a cancel stands, keeps the state for `retentionMs`; the lock is left to
+   * expire (see `beginRun`).
    * Returns the status before it.
    */
   async finish(id: string, token: string, fields: Partial<InstanceMeta>, entries: JournalEntry[], retentionMs: number, events: ChangeEvents = NO_EVENTS): Promise<FlowStatus | null> {
     const meta = encodeFields({ ...fields, updatedAt: new Date().toISOString() });
     return withEvents(this.eventJournal, this.k(id, 'events'), events, async (ev) =>
-      (await this.scripts.finishInstance(this.keys.finishInstance(id), token, retentionMs, meta.length / 2, ev.length / 2, ...meta, ...encodeSteps(entries), ...ev)) as FlowStatus | null);
+      (await this.scripts.finishInstance(this.keys.finishInstance(id), retentionMs, meta.length / 2, ev.length / 2, ...meta, ...encodeSteps(entries), ...ev)) as FlowStatus | null);
   }
 
   /** One journal entry (e.g. the step a reply claims to answer). */
@@ -387,10 +390,14 @@ export class InstanceStore {
     await this.pruneIndex(flow, Date.now() - ms);
   }
 
-  /** Undoes `expire` (a failed instance being retried lives on). */
+  /**
+   * Undoes `expire` (a failed instance being retried lives on), and drops the lock its last run
+   * left to expire, so the retry runs now, not when that lock times out.
+   */
   async persist(id: string): Promise<void> {
     const p = this.redis.multi();
     for (const part of STATE_PARTS) p.persist(this.k(id, part));
+    p.del(this.k(id, 'lock'));
     await p.exec();
   }
 

@@ -54,7 +54,8 @@ test('an input up to 1 KB is kept in pieces of the meta hash, which stays a list
   assert.equal(await redis.exists(keys.instance('c2', 'input')), 1, 'over 1 KB: a key of its own');
   assert.deepEqual((await store.meta('c2', true))?.input, big);
   const begun = await store.beginRun('c2', 'tok', 5000, true);
-  assert.deepEqual(begun?.meta?.input, big);
+  assert.ok(typeof begun === 'object');
+  assert.deepEqual(begun.meta?.input, big);
 
   await store.create(meta('c3', { a: 1 }));
   assert.equal(await redis.hget(keys.instance('c3', 'meta'), 'input'), '{"a":1}', 'short: one field');
@@ -108,24 +109,34 @@ test('instance ids: the same starter and start id is the same instance, another 
   }
 });
 
-test("a run ends releasing the lock only while the run mark is its own; inbox keys are kept for the retention only when a message came", async () => {
+test("a finished instance's lock is left to expire: a later run hears 'finished', not 'busy', and a retry drops it; inbox keys are kept for the retention only when a message came", async () => {
   const store = new InstanceStore(redis, PREFIX);
+  const lock = keys.instance('l1', 'lock');
   await store.create(meta('l1', { a: 1 }));
-  assert.ok(await store.beginRun('l1', 'first', 60_000, true));
+  assert.equal(typeof (await store.beginRun('l1', 'first', 60_000, true)), 'object');
+  assert.equal(await store.beginRun('l1', 'other', 60_000, true), 'busy', 'a running instance is busy for another run');
   // The first run's lock expired and a second run took the instance.
-  await redis.del(keys.instance('l1', 'lock'));
-  assert.ok(await store.beginRun('l1', 'second', 60_000, true));
-  await store.finish('l1', 'first', { status: 'failed' }, [], 60_000);
-  assert.equal(await redis.get(keys.instance('l1', 'lock')), 'second', "the second run's lock stands");
+  await redis.del(lock);
+  assert.equal(typeof (await store.beginRun('l1', 'second', 60_000, true)), 'object');
   await store.park('l1', 'first', [], { step: 0, kind: 'receive' });
-  assert.equal(await redis.get(keys.instance('l1', 'lock')), 'second');
-  await store.finish('l1', 'second', { status: 'completed' }, [], 60_000);
-  assert.equal(await redis.exists(keys.instance('l1', 'lock')), 0);
+  assert.equal(await redis.get(lock), 'second', "the stale run's end leaves the second run's lock standing");
+  await store.finish('l1', 'second', { status: 'failed' }, [], 60_000);
+  assert.equal(await redis.get(lock), 'second', 'a finish does not spend a command on the lock');
+  const ttl = await redis.pttl(lock);
+  assert.ok(ttl > 0 && ttl <= 60_000, `the lock still expires (${ttl} ms)`);
+  assert.equal(await store.beginRun('l1', 'third', 60_000, true), 'finished', 'nothing to run: not busy');
+  assert.equal(await redis.get(lock), 'second', "a finished answer takes nothing");
+  // An admin retry makes it run again at once, not when the lock times out.
+  await store.persist('l1');
+  assert.equal(await redis.exists(lock), 0);
+  await store.update('l1', { status: 'running' });
+  assert.equal(typeof (await store.beginRun('l1', 'fourth', 60_000, true)), 'object');
+  await store.finish('l1', 'fourth', { status: 'completed' }, [], 60_000);
   assert.equal(await redis.exists(keys.instance('l1', 'inbox'), keys.instance('l1', 'seen')), 0);
 
   await store.create(meta('l2', {}));
   await store.deliver('l2', { id: 'm1', to: 'flow:f/l2', sender: { kind: 'user', name: 'ann' }, headers: {}, contentType: 'application/json', body: 1, createdAt: new Date().toISOString() });
-  assert.ok(await store.beginRun('l2', 't', 60_000, true));
+  assert.equal(typeof (await store.beginRun('l2', 't', 60_000, true)), 'object');
   await store.finish('l2', 't', { status: 'completed' }, [], 60_000);
   for (const part of ['meta', 'journal', 'inbox', 'seen'] as const) {
     const ttl = await redis.pttl(keys.instance('l2', part));

@@ -34,4 +34,6 @@ export const BeginRunCode = {
   Begun: 1,
   /** Another run holds the instance's lock. */
   Busy: 0,
+  /** The instance has ended; its last run's lock has not expired yet (nothing to run). */
+  Finished: 2,
 } as const;
