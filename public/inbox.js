@@ -4,9 +4,13 @@
   var status = document.getElementById('live-status');
   if (!list || !window.EventSource) return;
   var pending = false;
+  // An event while a fetch is in flight must not be dropped: that fetch may have been answered
+  // before the change (a rule taken away, a task decided), so one more fetch follows it.
+  var stale = false;
   function refresh() {
-    if (pending) return;
+    if (pending) { stale = true; return; }
     pending = true;
+    stale = false;
     fetch(list.getAttribute('data-live') + window.location.search, { credentials: 'same-origin', headers: { accept: 'text/html' }, redirect: 'manual' })
       .then(function (r) {
         if (r.type === 'opaqueredirect' || r.redirected || r.status === 401 || r.url.indexOf('/login') >= 0) {
@@ -26,7 +30,10 @@
         }
       })
       .catch(function () { status.textContent = 'Lost the connection; retrying…'; })
-      .then(function () { pending = false; });
+      .then(function () {
+        pending = false;
+        if (stale) refresh();
+      });
   }
   var events = new EventSource('/inbox/events');
   events.addEventListener('task', refresh);
