@@ -339,13 +339,13 @@ export class FlowRuntime {
     const token = randomBytes(16).toString('base64url');
     const held = this.sticky.get(id);
     const begun = await this.store.beginRun(id, token, this.o.lockMs, held === undefined);
-    if (begun === 'finished') {
-      held?.ctx.evict();
-      this.sticky.delete(id);
-      return 'done';
-    }
     if (begun === 'busy') return 'busy';
     this.sticky.delete(id);
+    // Ended, its last run's lock not expired yet: nothing to run, and no lock taken to give back.
+    if (begun === 'finished') {
+      held?.ctx.evict();
+      return 'done';
+    }
     let lockLost = false;
     let released = false;
     const refresh = setInterval(() => {
@@ -362,7 +362,7 @@ export class FlowRuntime {
       if (!def) {
         held?.ctx.evict();
         released = true;
-        await this.finish(id, token, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } }, [], meta.flow, meta);
+        await this.finish(id, 'failed', { error: { code: 'flow_missing', message: `flow '${meta.flow}' is not deployed in this gateway` } }, [], meta.flow, meta);
         return 'done';
       }
       // What this process holds is current only if the run before this one was its own: a run
@@ -416,15 +416,15 @@ export class FlowRuntime {
         await this.store.park(id, token, ctx.takePending(), waitingOn, this.waitingEvent(meta.flow, id, waitingOn));
       } else if (stop?.reason === 'failed') {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(ctx.failure) }, [], meta.flow, meta);
+        await this.finish(id, 'failed', { error: describe(ctx.failure) }, [], meta.flow, meta);
       } else if (stop) {
         // cancelled, lock lost or evicted: whoever cancelled or holds the lock has the say now.
       } else if (thrown !== undefined) {
         released = true;
-        await this.finish(id, token, 'failed', { error: describe(thrown) }, ctx.takePending(), meta.flow, meta);
+        await this.finish(id, 'failed', { error: describe(thrown) }, ctx.takePending(), meta.flow, meta);
       } else {
         released = true;
-        await this.complete(meta, token, result, ctx.takePending());
+        await this.complete(meta, result, ctx.takePending());
       }
       return 'done';
     } finally {
@@ -444,7 +444,7 @@ export class FlowRuntime {
     }
   }
 
-  private async complete(meta: InstanceMeta, token: string, result: unknown, entries: JournalEntry[]): Promise<void> {
+  private async complete(meta: InstanceMeta, result: unknown, entries: JournalEntry[]): Promise<void> {
     const value = result === undefined ? null : JSON.parse(JSON.stringify(result));
     if (meta.replyTo) {
       // The flow's answer to whoever started it with replyTo (request-reply between flows and clients).
@@ -454,21 +454,21 @@ export class FlowRuntime {
         ...(meta.correlationId ? { correlationId: meta.correlationId } : {}),
       }, { principal: { kind: 'flow', name: meta.flow }, door: 'flow' });
     }
-    await this.finish(meta.id, token, 'completed', { result: value }, entries, meta.flow, meta);
+    await this.finish(meta.id, 'completed', { result: value }, entries, meta.flow, meta);
   }
 
   /**
-   * Records the end of an instance, journals the run's last entries and releases its lock in one
-   * round trip (`finishInstance`); a cancel that landed while the run went on wins.
+   * Records the end of an instance and journals the run's last entries in one round trip
+   * (`finishInstance`; its lock is left to expire); a cancel that landed while the run went on wins.
    */
-  private async finish(id: string, token: string, status: FlowStatus, fields: Partial<InstanceMeta>, entries: JournalEntry[] = [], flow?: string, about?: InstanceMeta): Promise<void> {
+  private async finish(id: string, status: FlowStatus, fields: Partial<InstanceMeta>, entries: JournalEntry[] = [], flow?: string, about?: InstanceMeta): Promise<void> {
     const events = (): LifecycleEvent[] => {
       if (about && status === 'completed') return [this.event('completed', about.flow, id, id, { startedBy: about.startedBy })];
       // A retried instance may fail again: each attempt's failure is its own event.
       if (about && status === 'failed') return [this.event('failed', about.flow, id, `${id}\0${about.attempt ?? '0'}`, { attempt: Number(about.attempt ?? 0), error: fields.error })];
       return [];
     };
-    const before = await this.store.finish(id, token, { ...fields, status }, entries, this.o.retentionMs, events);
+    const before = await this.store.finish(id, { ...fields, status }, entries, this.o.retentionMs, events);
     if (before === null || before === 'cancelled') return;
     if (flow) await this.store.pruneIndexes(flow, this.o.retentionMs);
     this.o.log.info({ flow, instance: id, status, error: fields.error?.message }, `flow instance ${status}`);

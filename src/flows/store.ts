@@ -312,7 +312,7 @@ export class InstanceStore {
    * expire (see `beginRun`).
    * Returns the status before it.
    */
-  async finish(id: string, token: string, fields: Partial<InstanceMeta>, entries: JournalEntry[], retentionMs: number, events: ChangeEvents = NO_EVENTS): Promise<FlowStatus | null> {
+  async finish(id: string, fields: Partial<InstanceMeta>, entries: JournalEntry[], retentionMs: number, events: ChangeEvents = NO_EVENTS): Promise<FlowStatus | null> {
     const meta = encodeFields({ ...fields, updatedAt: new Date().toISOString() });
     return withEvents(this.eventJournal, this.k(id, 'events'), events, async (ev) =>
       (await this.scripts.finishInstance(this.keys.finishInstance(id), retentionMs, meta.length / 2, ev.length / 2, ...meta, ...encodeSteps(entries), ...ev)) as FlowStatus | null);

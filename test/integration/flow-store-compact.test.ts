@@ -120,7 +120,7 @@ test("a finished instance's lock is left to expire: a later run hears 'finished'
   assert.equal(typeof (await store.beginRun('l1', 'second', 60_000, true)), 'object');
   await store.park('l1', 'first', [], { step: 0, kind: 'receive' });
   assert.equal(await redis.get(lock), 'second', "the stale run's end leaves the second run's lock standing");
-  await store.finish('l1', 'second', { status: 'failed' }, [], 60_000);
+  await store.finish('l1', { status: 'failed' }, [], 60_000);
   assert.equal(await redis.get(lock), 'second', 'a finish does not spend a command on the lock');
   const ttl = await redis.pttl(lock);
   assert.ok(ttl > 0 && ttl <= 60_000, `the lock still expires (${ttl} ms)`);
@@ -131,13 +131,13 @@ test("a finished instance's lock is left to expire: a later run hears 'finished'
   assert.equal(await redis.exists(lock), 0);
   await store.update('l1', { status: 'running' });
   assert.equal(typeof (await store.beginRun('l1', 'fourth', 60_000, true)), 'object');
-  await store.finish('l1', 'fourth', { status: 'completed' }, [], 60_000);
+  await store.finish('l1', { status: 'completed' }, [], 60_000);
   assert.equal(await redis.exists(keys.instance('l1', 'inbox'), keys.instance('l1', 'seen')), 0);
 
   await store.create(meta('l2', {}));
   await store.deliver('l2', { id: 'm1', to: 'flow:f/l2', sender: { kind: 'user', name: 'ann' }, headers: {}, contentType: 'application/json', body: 1, createdAt: new Date().toISOString() });
   assert.equal(typeof (await store.beginRun('l2', 't', 60_000, true)), 'object');
-  await store.finish('l2', 't', { status: 'completed' }, [], 60_000);
+  await store.finish('l2', { status: 'completed' }, [], 60_000);
   for (const part of ['meta', 'journal', 'inbox', 'seen'] as const) {
     const ttl = await redis.pttl(keys.instance('l2', part));
     assert.ok(part === 'journal' ? ttl === -2 || ttl > 0 : ttl > 0 && ttl <= 60_000, `${part}: ${ttl}`);
@@ -146,6 +146,6 @@ test("a finished instance's lock is left to expire: a later run hears 'finished'
   // Stored by an earlier version (an id field, no inbox mark): its inbox is still kept for the retention only.
   await redis.hset(keys.instance('l3', 'meta'), 'id', 'l3', 'flow', 'f', 'status', 'running', 'run', 'x');
   await redis.rpush(keys.instance('l3', 'inbox'), '{}');
-  await store.finish('l3', 'x', { status: 'completed' }, [], 60_000);
+  await store.finish('l3', { status: 'completed' }, [], 60_000);
   assert.ok((await redis.pttl(keys.instance('l3', 'inbox'))) > 0);
 });

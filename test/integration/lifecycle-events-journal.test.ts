@@ -79,15 +79,15 @@ test('flow changes journal their event in the same script; a repeated, stale or 
   assert.equal(await store.cancel('i1', 'user:ann', () => [ev('switchboard.flow.cancelled', 'i1-c')]), 'waiting');
   assert.equal(await redis.hget(new FlowKeys(prefix).instance('i1', 'meta'), 'status'), 'cancelled');
   assert.equal(await store.park('i1', 'tok', [], { step: 1, kind: 'sleep' }, () => [ev('switchboard.flow.waiting', 'i1-1')]), 'cancelled');
-  assert.equal(await store.finish('i1', 'tok', { status: 'completed' }, [], 60_000, () => [ev('switchboard.flow.completed', 'i1-done')]), 'cancelled');
+  assert.equal(await store.finish('i1', { status: 'completed' }, [], 60_000, () => [ev('switchboard.flow.completed', 'i1-done')]), 'cancelled');
   assert.equal(await store.cancel('i1', 'user:bob', () => [ev('switchboard.flow.cancelled', 'i1-c2')]), 'cancelled', 'a second cancel changes nothing');
   assert.deepEqual(await journaled(key), ['switchboard.flow.cancelled', 'switchboard.flow.started', 'switchboard.flow.waiting']);
 
   // An end that is recorded carries its event; one of a missing instance writes nothing.
   assert.equal(await store.create(meta('i2'), () => []), true);
-  assert.equal(await store.finish('i2', 'tok', { status: 'completed' }, [], 60_000, () => [ev('switchboard.flow.completed', 'i2')]), 'running');
+  assert.equal(await store.finish('i2', { status: 'completed' }, [], 60_000, () => [ev('switchboard.flow.completed', 'i2')]), 'running');
   assert.deepEqual(await journaled(new FlowKeys(prefix).instance('i2', 'events')), ['switchboard.flow.completed']);
-  assert.equal(await store.finish('nope', 'tok', { status: 'completed' }, [], 60_000, () => [ev('switchboard.flow.completed', 'nope')]), null);
+  assert.equal(await store.finish('nope', { status: 'completed' }, [], 60_000, () => [ev('switchboard.flow.completed', 'nope')]), null);
   assert.equal(await redis.exists(new FlowKeys(prefix).instance('nope', 'events')), 0);
 });
 
@@ -120,7 +120,7 @@ test('events off: no journal and no index key is read or written, and no extra c
       const tasks = new TaskStore(redis, prefix, 1, journal);
       await flows.create(meta('x'), () => [ev('switchboard.flow.started', 'x')]);
       await flows.park('x', 'tok', [], { step: 0, kind: 'sleep' }, () => [ev('switchboard.flow.waiting', 'x')]);
-      await flows.finish('x', 'tok', { status: 'completed' }, [], 60_000, () => [ev('switchboard.flow.completed', 'x')]);
+      await flows.finish('x', { status: 'completed' }, [], 60_000, () => [ev('switchboard.flow.completed', 'x')]);
       await tasks.create(newTask('y'), { messageId: 'my' }, () => [ev('switchboard.task.created', 'y')]);
       await tasks.decide((await tasks.get('y'))!, decision('user:a'), undefined, () => [ev('switchboard.task.decided', 'y')]);
     }
