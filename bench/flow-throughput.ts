@@ -49,7 +49,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, sleep } from './support/measure.ts';
+import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, sleep } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -267,9 +267,10 @@ async function measure(ctx: Ctx, n: number, start: () => Promise<void>, half: ()
   const cpu0 = process.cpuUsage();
   const busy0 = machineBusySeconds();
   const t0 = performance.now();
-  await start();
-  const tHalf = await pollUntil(half, t0, what);
-  const t1 = await pollUntil(done, t0, what);
+  const [tHalf, t1] = await profiled(what.replace(/\W+/g, '-'), async () => {
+    await start();
+    return [await pollUntil(half, t0, what), await pollUntil(done, t0, what)];
+  });
   const cpu = process.cpuUsage(cpu0);
   const busy1 = machineBusySeconds();
   const after = await redisSnapshot(ctx.admin);

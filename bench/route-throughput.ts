@@ -50,7 +50,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, sleep } from './support/measure.ts';
+import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, sleep } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -263,8 +263,10 @@ async function measureMove(ctx: Ctx, n: number, start: () => Promise<void>, a: Q
   const cpu0 = process.cpuUsage();
   const busy0 = machineBusySeconds();
   const t0 = performance.now();
-  await start();
-  const { done: t1, half } = await waitForCount(ctx.monitor, b, a, n, t0, what);
+  const { done: t1, half } = await profiled(what.replace(/\W+/g, '-'), async () => {
+    await start();
+    return waitForCount(ctx.monitor, b, a, n, t0, what);
+  });
   const cpu = process.cpuUsage(cpu0);
   const busy1 = machineBusySeconds();
   const after = await redisSnapshot(ctx.admin);

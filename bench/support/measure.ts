@@ -66,3 +66,27 @@ export async function redisCpu(admin: Redis): Promise<number> {
   const cpu = parseInfo(await admin.info('cpu'));
   return Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0);
 }
+
+/**
+ * With BENCH_PROFILE=<dir>, runs `fn` under V8's CPU profiler and writes `<dir>/<name>.cpuprofile`
+ * (open it in Chrome's DevTools): only the timed phase is profiled, not the set-up around it.
+ */
+export async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const dir = process.env.BENCH_PROFILE;
+  if (!dir) return fn();
+  const { Session } = await import('node:inspector/promises');
+  const { mkdirSync, writeFileSync } = await import('node:fs');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  try {
+    return await fn();
+  } finally {
+    const { profile } = await session.post('Profiler.stop');
+    session.disconnect();
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(`${dir}/${name}.cpuprofile`, JSON.stringify(profile));
+  }
+}

@@ -106,6 +106,8 @@ export class MqEndpoint implements Endpoint {
     let stopping = false;
     let receiver: Receiver | undefined;
     let retry: NodeJS.Timeout | undefined;
+    let releaseHeld = () => {};
+    let dropHeld = () => {};
     // A link the broker detached, or one in a session it ended, is gone for good: rhea re-attaches
     // only links it still thinks open after a reconnect. One consumer per subscription: a new link
     // only when the current one is closed, whichever event noticed first.
@@ -120,10 +122,26 @@ export class MqEndpoint implements Endpoint {
     const attach = () => {
       const r = broker.receiver(broker.address(path));
       receiver = r;
+      // Deliveries the broker sent past our credit, held (not settled) until a slot frees.
+      const overflow: EventContext[] = [];
+      const credit = () => (r as unknown as { credit: number }).credit;
       const topUp = () => {
-        // Credit = free slots: never more messages in hand than maxInFlight.
-        const want = options.maxInFlight - busy - (r as unknown as { credit: number }).credit;
-        if (!stopping && want > 0 && r.is_open() && r === receiver) r.add_credit(want);
+        // Credit is granted only once the last grant is used up: RabbitMQ 3.x's AMQP 1.0 plugin
+        // takes each flow frame as the credit from now on, ignoring what is already on the way,
+        // so a grant while transfers are in flight makes it send past the credit. Never more
+        // messages asked for than free slots.
+        if (stopping || credit() > 0 || !r.is_open() || r !== receiver) return;
+        const want = options.maxInFlight - busy - overflow.length;
+        if (want > 0) r.add_credit(want);
+      };
+      const start = (ctx: EventContext, settledBySender: boolean) => {
+        busy++;
+        void this.handle(broker, address, ctx.message as unknown as AmqpMessage, ctx.delivery as Delivery, handler, () => stopping && !settledBySender).finally(() => {
+          busy--;
+          const next = overflow.shift();
+          if (next && !stopping && r === receiver && r.is_open()) start(next, false);
+          else topUp();
+        });
       };
       r.on('receiver_open', topUp);
       r.on('message', (ctx: EventContext) => {
@@ -131,28 +149,45 @@ export class MqEndpoint implements Endpoint {
         // A broker that settles on sending (Qpid Proton's example broker) has already forgotten
         // the message: giving it back would lose it, so it is handled even now.
         const settledBySender = (delivery as unknown as { remote_settled?: boolean }).remote_settled === true;
-        if (!settledBySender && (stopping || busy >= options.maxInFlight)) {
-          // RabbitMQ can send past our credit: give it back rather than hold more than we said.
-          // (Plain `released`: with parameters rhea sends `modified`, which RabbitMQ 3.10 refuses.)
+        if (stopping && !settledBySender) {
+          // Plain `released`: with parameters rhea sends `modified`, which RabbitMQ 3.10 refuses.
           delivery.release();
           return;
         }
-        busy++;
-        void this.handle(broker, address, ctx.message as unknown as AmqpMessage, delivery, handler, () => stopping && !settledBySender).finally(() => {
-          busy--;
-          topUp();
-        });
+        if (busy >= options.maxInFlight && !settledBySender) {
+          // Sent past our credit: kept in hand, unsettled, for the next free slot. Giving it back
+          // would have the broker send it again at once, and again past the credit.
+          overflow.push(ctx);
+          return;
+        }
+        start(ctx, settledBySender);
+        // The last of a grant arrived: free slots get credit now, not when a message finishes.
+        topUp();
       });
+      // Handed back before the link closes; a link that is already gone leaves them to the broker.
+      releaseHeld = () => { for (const ctx of overflow.splice(0)) if (r.is_open()) (ctx.delivery as Delivery).release(); };
+      // After a lost connection or session the broker has them back already: forgotten, not settled.
+      dropHeld = () => { overflow.length = 0; };
       // A broker shutting down detaches its links before it closes the connection.
-      r.on('receiver_close', () => { if (r === receiver) attachSoon('the broker detached a consumer link'); });
+      r.on('receiver_close', () => {
+        if (r !== receiver) return;
+        dropHeld();
+        attachSoon('the broker detached a consumer link');
+      });
       r.on('receiver_error', () => {});
     };
     // The session ends (RabbitMQ ends it when it shuts down) and the reconnect are heard through
     // the Broker, which must keep seeing them itself (see Broker.on).
     const offSession = broker.on('session_end', (session) => {
-      if (receiver && (receiver as unknown as { session: unknown }).session === session) attachSoon('the broker ended the consumer session');
+      if (receiver && (receiver as unknown as { session: unknown }).session === session) {
+        dropHeld();
+        attachSoon('the broker ended the consumer session');
+      }
     });
-    const offOpen = broker.on('open', () => setImmediate(ensureAttached));
+    const offOpen = broker.on('open', () => {
+      dropHeld();
+      setImmediate(ensureAttached);
+    });
     attach();
     const sub: Subscription = {
       close: async () => {
@@ -161,6 +196,7 @@ export class MqEndpoint implements Endpoint {
         offSession();
         offOpen();
         this.subs.delete(sub);
+        releaseHeld();
         receiver?.close();
       },
     };

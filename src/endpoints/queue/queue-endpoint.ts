@@ -11,6 +11,7 @@ import type { DedupWindows } from '../../core/dedup-window.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { RateMeter } from '../../core/rate-meter.ts';
 import { retryDeadLetters } from '../../core/retry-dead-letters.ts';
+import { BatchedAdds } from './batched-adds.ts';
 import { discardWaitingJob, waitingJobsWithId } from './discard-waiting.ts';
 import { addressFromBullQueueName, bullQueueName, dedupId, newJobId } from './names.ts';
 
@@ -126,6 +127,7 @@ export class QueueEndpoint implements Endpoint {
   private returning = false;
   /** Accepted (`in:`) and acknowledged (`out:`) messages per address, for the console's rates. */
   private readonly rates = new RateMeter();
+  private readonly adds = new BatchedAdds();
 
   /**
    * An expired lease or a crash while holding a message is a delivery that did not finish; with
@@ -334,16 +336,17 @@ export class QueueEndpoint implements Endpoint {
     // outlives the job, so a redelivery after the message was consumed is still caught.
     const jobId = newJobId();
     const dedupWindow = this.o.dedupWindows?.windowFor(message.to) ?? this.o.dedupTtlMs;
-    const job = await q.add('m', encodeMessage(message), {
+    const opts = {
       jobId,
       attempts: this.o.maxAttempts,
-      backoff: { type: 'exponential', delay: this.o.backoffMs },
+      backoff: { type: 'exponential' as const, delay: this.o.backoffMs },
       removeOnComplete: true,
       removeOnFail: false,
       ...(dedupWindow > 0 ? { deduplication: { id: dedupId(message), ttl: dedupWindow } } : {}),
-    });
+    };
+    const id = await this.adds.add(q, encodeMessage(message), opts);
     // A deduplicated add returns the id of the job that holds the dedup key.
-    const duplicate = job.id !== jobId;
+    const duplicate = id !== jobId;
     if (!duplicate) this.rates.add(`in:${q.name}`);
     return { id: message.id, duplicate };
   }

@@ -1,0 +1,111 @@
+/**
+ * Adds asked for in one turn of the event loop leave in one socket write
+ * (src/endpoints/queue/batched-adds.ts), and batching changes nothing else: each add is stored,
+ * deduplicated and answered on its own, and one that cannot be stored fails only its caller.
+ *
+ * Real redis-server, real BullMQ queues through the QueueEndpoint. The socket's writes are counted
+ * on the client's own stream (`_write` for one chunk, `_writev` for a corked batch).
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { registerScheme } from '../../src/core/address.ts';
+import { Metrics } from '../../src/core/metrics.ts';
+import { systemMessage } from '../../src/core/system-message.ts';
+import { BatchedAdds } from '../../src/endpoints/queue/batched-adds.ts';
+import { bullQueueName } from '../../src/endpoints/queue/names.ts';
+import { QueueEndpoint } from '../../src/endpoints/queue/queue-endpoint.ts';
+import { queueScheme } from '../../src/endpoints/queue/scheme.ts';
+import { openRedis } from '../../src/store/redis.ts';
+import { startTestRedis, type TestRedis } from '../support/servers.ts';
+
+registerScheme(queueScheme);
+
+const PREFIX = 'sbba';
+let server: TestRedis | undefined;
+let redis: Redis | undefined;
+let queues: QueueEndpoint | undefined;
+
+before(async () => {
+  server = await startTestRedis();
+  redis = await openRedis(server.url);
+  queues = new QueueEndpoint({
+    redis, prefix: PREFIX, maxAttempts: 3, backoffMs: 50, dedupTtlMs: 60_000, lockMs: 5000, stalledCheckMs: 1000, limits: [],
+    metrics: new Metrics(async () => ({})), log: pino({ level: 'silent' }),
+  });
+});
+
+after(async () => {
+  await queues?.close();
+  redis?.disconnect();
+  await server?.dispose();
+});
+
+/** Counts the socket writes of `client` while `fn` runs. */
+async function countWrites<T>(client: Redis, fn: () => Promise<T>): Promise<{ result: T; writes: number }> {
+  const stream = (client as unknown as { stream: { _write: (...a: unknown[]) => unknown; _writev: (...a: unknown[]) => unknown } }).stream;
+  const { _write, _writev } = stream;
+  let writes = 0;
+  stream._write = function (...a: unknown[]) { writes++; return _write.apply(this, a); };
+  stream._writev = function (...a: unknown[]) { writes++; return _writev.apply(this, a); };
+  try {
+    return { result: await fn(), writes };
+  } finally {
+    stream._write = _write;
+    stream._writev = _writev;
+  }
+}
+
+async function waitingIds(address: string): Promise<string[]> {
+  const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
+  try {
+    return (await q.getJobs(['wait'], 0, -1)).map((j) => (j.data as { id: string }).id).sort();
+  } finally {
+    await q.close();
+  }
+}
+
+test('50 sends to one queue in one turn are stored, each once, with one socket write', async () => {
+  const address = 'queue:ba.many';
+  await queues!.depth(address); // opened and its scripts loaded before the writes are counted
+  const ids = Array.from({ length: 50 }, (_, i) => `m-${String(i).padStart(2, '0')}`);
+  const { result, writes } = await countWrites(redis!, () => Promise.all(ids.map((id) => queues!.send(systemMessage({ id, to: address, body: { id } })))));
+  assert.deepEqual(result.map((r) => r.duplicate), ids.map(() => false));
+  assert.equal(writes, 1, 'the 50 adds leave in one write');
+  assert.deepEqual(await waitingIds(address), ids);
+});
+
+test('a repeat of an id in the same batch is a duplicate: stored once, the repeat answered as such', async () => {
+  const address = 'queue:ba.dup';
+  const sends = ['x', 'y', 'x', 'z', 'y'].map((id) => queues!.send(systemMessage({ id, to: address, body: { id } })));
+  const results = await Promise.all(sends);
+  assert.deepEqual(results.map((r) => [r.id, r.duplicate]), [['x', false], ['y', false], ['x', true], ['z', false], ['y', true]]);
+  assert.deepEqual(await waitingIds(address), ['x', 'y', 'z']);
+});
+
+test('an add that cannot be stored fails only its own caller; the rest of its batch is stored', async () => {
+  const q = new Queue(bullQueueName('queue:ba.partial'), { connection: redis!, prefix: PREFIX });
+  try {
+    const adds = new BatchedAdds();
+    const opts = (jobId: string) => ({ jobId, removeOnComplete: true });
+    const outcomes = await Promise.allSettled([
+      adds.add(q, { n: 1 }, opts('mj1')),
+      adds.add(q, { n: 2n }, opts('mj2')), // a BigInt: not JSON, never written
+      adds.add(q, { n: 3 }, opts('mj3')),
+    ]);
+    assert.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled']);
+    assert.match(String((outcomes[1] as PromiseRejectedResult).reason), /BigInt/);
+    assert.deepEqual((await q.getJobs(['wait'], 0, -1)).map((j) => j.id).sort(), ['mj1', 'mj3']);
+  } finally {
+    await q.close();
+  }
+});
+
+test('adds to different queues in one turn each reach their own queue', async () => {
+  const results = await Promise.all(['queue:ba.one', 'queue:ba.two', 'queue:ba.one'].map((to, i) => queues!.send(systemMessage({ id: `k${i}`, to, body: {} }))));
+  assert.equal(results.filter((r) => r.duplicate).length, 0);
+  assert.deepEqual(await waitingIds('queue:ba.one'), ['k0', 'k2']);
+  assert.deepEqual(await waitingIds('queue:ba.two'), ['k1']);
+});
