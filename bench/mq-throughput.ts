@@ -50,7 +50,7 @@ import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
 import { startTestRabbit, type TestRabbit } from '../test/support/rabbitmq.ts';
-import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, processCpuSeconds, redisCpu, sleep } from './support/measure.ts';
+import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, processCpuSeconds, redisCpu, sleep, startProfile } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -383,6 +383,7 @@ async function runPhase(ctx: Ctx, name: 'raw' | 'sb', round: number, n: number, 
     } else {
       forwarder = await startForwarder(ctx.rabbit.port, from, to, CONCURRENCY);
     }
+    const stopProfile = await startProfile(tag);
     let half = 0;
     let lastLook = performance.now();
     for (;;) {
@@ -402,6 +403,7 @@ async function runPhase(ctx: Ctx, name: 'raw' | 'sb', round: number, n: number, 
       await sleep(5);
     }
     const t1 = performance.now();
+    await stopProfile();
     debug(tag, 'moved');
     const cpu = process.cpuUsage(at0!.cpu);
     const busy1 = machineBusySeconds();

@@ -68,12 +68,12 @@ export async function redisCpu(admin: Redis): Promise<number> {
 }
 
 /**
- * With BENCH_PROFILE=<dir>, runs `fn` under V8's CPU profiler and writes `<dir>/<name>.cpuprofile`
- * (open it in Chrome's DevTools): only the timed phase is profiled, not the set-up around it.
+ * With BENCH_PROFILE=<dir>, starts V8's CPU profiler; the returned stop writes
+ * `<dir>/<name>.cpuprofile` (open it in Chrome's DevTools). Without it, both do nothing.
  */
-export async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+export async function startProfile(name: string): Promise<() => Promise<void>> {
   const dir = process.env.BENCH_PROFILE;
-  if (!dir) return fn();
+  if (!dir) return async () => {};
   const { Session } = await import('node:inspector/promises');
   const { mkdirSync, writeFileSync } = await import('node:fs');
   const session = new Session();
@@ -81,12 +81,20 @@ export async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T
   await session.post('Profiler.enable');
   await session.post('Profiler.setSamplingInterval', { interval: 200 });
   await session.post('Profiler.start');
-  try {
-    return await fn();
-  } finally {
+  return async () => {
     const { profile } = await session.post('Profiler.stop');
     session.disconnect();
     mkdirSync(dir, { recursive: true });
     writeFileSync(`${dir}/${name}.cpuprofile`, JSON.stringify(profile));
+  };
+}
+
+/** Runs `fn` under the profiler of `startProfile`: only the timed phase, not the set-up around it. */
+export async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const stop = await startProfile(name);
+  try {
+    return await fn();
+  } finally {
+    await stop();
   }
 }

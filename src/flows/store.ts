@@ -1,3 +1,4 @@
+import { corkForTurn } from '../store/corked-turn.ts';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { NO_EVENTS, withEvents, type ChangeEvents, type EventJournal } from '../core/lifecycle.ts';
@@ -216,6 +217,7 @@ export class InstanceStore {
 
   /** The instance's status alone (cheap: one field), e.g. to notice a cancel during a run. */
   async status(id: string): Promise<FlowStatus | null> {
+    corkForTurn(this.redis);
     return (await this.redis.hget(this.k(id, 'meta'), 'status')) as FlowStatus | null;
   }
 
@@ -267,6 +269,7 @@ export class InstanceStore {
    * is the last run's of an instance that has ended.
    */
   async beginRun(id: string, token: string, lockMs: number, withJournal: boolean): Promise<BegunRun | 'busy' | 'finished'> {
+    corkForTurn(this.redis);
     const r = (await this.scripts.beginRun(this.keys.beginRun(id), token, lockMs, withJournal ? '1' : '0', new Date().toISOString())) as [number, string | null, string[], string[], string | null];
     if (r[0] === BeginRunCode.Finished) return 'finished';
     if (r[0] !== BeginRunCode.Begun) return 'busy';
@@ -287,6 +290,7 @@ export class InstanceStore {
     if (entries.length === 0) return this.status(id);
     // Two commands written together, not a pipeline object: ioredis copies every script defined
     // on the client (BullMQ's, ~80) onto each new pipeline, ~100 µs of CPU per flow step.
+    corkForTurn(this.redis);
     const [, status] = await Promise.all([this.redis.hset(this.k(id, 'journal'), ...encodeSteps(entries)), this.redis.hget(this.k(id, 'meta'), 'status')]);
     return status as FlowStatus | null;
   }
@@ -314,8 +318,10 @@ export class InstanceStore {
    */
   async finish(id: string, fields: Partial<InstanceMeta>, entries: JournalEntry[], retentionMs: number, events: ChangeEvents = NO_EVENTS): Promise<FlowStatus | null> {
     const meta = encodeFields({ ...fields, updatedAt: new Date().toISOString() });
-    return withEvents(this.eventJournal, this.k(id, 'events'), events, async (ev) =>
-      (await this.scripts.finishInstance(this.keys.finishInstance(id), retentionMs, meta.length / 2, ev.length / 2, ...meta, ...encodeSteps(entries), ...ev)) as FlowStatus | null);
+    return withEvents(this.eventJournal, this.k(id, 'events'), events, async (ev) => {
+      corkForTurn(this.redis);
+      return (await this.scripts.finishInstance(this.keys.finishInstance(id), retentionMs, meta.length / 2, ev.length / 2, ...meta, ...encodeSteps(entries), ...ev)) as FlowStatus | null;
+    });
   }
 
   /** One journal entry (e.g. the step a reply claims to answer). */

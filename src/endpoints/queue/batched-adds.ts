@@ -1,4 +1,6 @@
 import { Job, type JobsOptions, type Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { corkForTurn } from '../../store/corked-turn.ts';
 
 interface Pending {
   data: unknown;
@@ -7,9 +9,13 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
+function jobJson(q: Queue, p: Pending) {
+  return new Job(q, 'm', p.data, p.opts, p.opts.jobId).asJSON();
+}
+
 /**
- * Adds to one queue that are asked for in the same turn of the event loop go to Redis as one
- * pipeline: one write and one read for all of them instead of one each. A route or a flow
+ * Adds to one queue that are asked for in the same turn of the event loop go to Redis together,
+ * in one socket write (corkForTurn), instead of one write each. A route or a flow
  * runner with 50 messages in flight gets their replies in one socket read and so asks for its
  * adds together; on this path the socket write was the largest single cost of a message.
  *
@@ -19,10 +25,6 @@ interface Pending {
  * caught by the dedup key, as after any failed add. Nothing waits for a batch to fill: the
  * batch is sent when the current turn's callbacks have run.
  */
-function jobJson(q: Queue, p: Pending) {
-  return new Job(q, 'm', p.data, p.opts, p.opts.jobId).asJSON();
-}
-
 export class BatchedAdds {
   private readonly pending = new Map<Queue, Pending[]>();
 
@@ -44,20 +46,13 @@ export class BatchedAdds {
     this.pending.delete(q);
     try {
       const client = await q.backend.client;
-      // Corked, the adds' commands leave in one write when uncorked (a cluster client has no
-      // single stream; its adds go one by one as before).
-      const stream = (client as { stream?: { cork(): void; uncork(): void; writable?: boolean } }).stream;
-      stream?.cork();
-      try {
-        for (const p of list) {
-          try {
-            q.backend.addJobToTransaction(client, jobJson(q, p), p.opts.jobId).then(p.resolve, p.reject);
-          } catch (err) {
-            p.reject(err); // this add only (its data would not serialize, say); the others go on
-          }
+      corkForTurn(client as unknown as Redis);
+      for (const p of list) {
+        try {
+          q.backend.addJobToTransaction(client, jobJson(q, p), p.opts.jobId).then(p.resolve, p.reject);
+        } catch (err) {
+          p.reject(err); // this add only (its data would not serialize, say); the others go on
         }
-      } finally {
-        stream?.uncork();
       }
     } catch (err) {
       // No client: none of them was written.

@@ -1,6 +1,7 @@
 /**
- * Adds asked for in one turn of the event loop leave in one socket write
- * (src/endpoints/queue/batched-adds.ts), and batching changes nothing else: each add is stored,
+ * Commands asked for in one turn of the event loop after `corkForTurn` leave in one socket write
+ * (src/store/corked-turn.ts: the flow store's hot path), and so do queue adds asked for in one
+ * turn (src/endpoints/queue/batched-adds.ts); batching changes nothing else: each add is stored,
  * deduplicated and answered on its own, and one that cannot be stored fails only its caller.
  *
  * Real redis-server, real BullMQ queues through the QueueEndpoint. The socket's writes are counted
@@ -18,6 +19,7 @@ import { BatchedAdds } from '../../src/endpoints/queue/batched-adds.ts';
 import { bullQueueName } from '../../src/endpoints/queue/names.ts';
 import { QueueEndpoint } from '../../src/endpoints/queue/queue-endpoint.ts';
 import { queueScheme } from '../../src/endpoints/queue/scheme.ts';
+import { corkForTurn } from '../../src/store/corked-turn.ts';
 import { openRedis } from '../../src/store/redis.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
 
@@ -108,4 +110,37 @@ test('adds to different queues in one turn each reach their own queue', async ()
   assert.equal(results.filter((r) => r.duplicate).length, 0);
   assert.deepEqual(await waitingIds('queue:ba.one'), ['k0', 'k2']);
   assert.deepEqual(await waitingIds('queue:ba.two'), ['k1']);
+});
+
+test('corkForTurn: the commands of one turn leave in one write, in order, each with its own reply; the next turn writes anew', async () => {
+  const r = redis!;
+  const { result, writes } = await countWrites(r, async () => {
+    corkForTurn(r);
+    const first = await Promise.all([r.set('sbba:c1', 'a'), r.incr('sbba:n'), r.get('sbba:c1'), r.incr('sbba:n')]);
+    // A later turn: corked again, its own write.
+    await new Promise((resolve) => setImmediate(resolve));
+    corkForTurn(r);
+    const second = await Promise.all([r.incr('sbba:n'), r.get('sbba:missing')]);
+    return [first, second];
+  });
+  assert.deepEqual(result, [['OK', 1, 'a', 2], [3, null]]);
+  assert.equal(writes, 2, 'one write per turn');
+});
+
+test('corkForTurn: without it each command is its own write (what the count above is measured against)', async () => {
+  const r = redis!;
+  const { writes } = await countWrites(r, () => Promise.all([r.incr('sbba:m'), r.incr('sbba:m'), r.incr('sbba:m')]));
+  assert.equal(writes, 3);
+});
+
+test('corkForTurn on a client that is not connected does nothing; its commands wait for the connection as before', async () => {
+  const r = redis!.duplicate({ lazyConnect: true });
+  try {
+    corkForTurn(r); // not connected: no stream to cork
+    const reply = r.incr('sbba:lazy');
+    await r.connect().catch(() => undefined);
+    assert.equal(await reply, 1);
+  } finally {
+    r.disconnect();
+  }
 });
