@@ -31,10 +31,10 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { fmt, intOption, median, parseInfo, redisCpu, sleep } from './support/measure.ts';
+import { fmt, ignoredSharedOptions, intOption, median, parseInfo, redisCpu, SHARED_OPTIONS, sleep } from './support/measure.ts';
 
 const { values: args } = parseArgs({
-  options: { k: { type: 'string' }, steps: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  options: { ...SHARED_OPTIONS, k: { type: 'string' }, steps: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   strict: true,
 });
 if (args.help) {
@@ -43,6 +43,8 @@ if (args.help) {
   --steps  journaled steps before the wait (default 10,100,1000)`);
   process.exit(0);
 }
+const ignored = ignoredSharedOptions(args);
+if (ignored) console.log(ignored);
 const K = intOption('k', args.k, 7, 1);
 const STEPS = (args.steps ?? '10,100,1000').split(',').map((s) => intOption('steps', s, 0, 0));
 const FLOW = 'benchwake';

@@ -98,3 +98,22 @@ export async function profiled<T>(name: string, fn: () => Promise<T>): Promise<T
     await stop();
   }
 }
+
+/**
+ * The options `npm run bench` hands to every benchmark it runs (bench/run-all.ts), for parseArgs
+ * of a benchmark that has no use for them: accepted, and named as ignored by `ignoredSharedOptions`.
+ */
+export const SHARED_OPTIONS = {
+  n: { type: 'string' },
+  rounds: { type: 'string' },
+  concurrency: { type: 'string' },
+  warmup: { type: 'string' },
+  'body-bytes': { type: 'string' },
+  'timeout-s': { type: 'string' },
+} as const;
+
+/** A note naming the shared options given to a benchmark that ignores them, or undefined. */
+export function ignoredSharedOptions(args: Record<string, unknown>): string | undefined {
+  const given = Object.keys(SHARED_OPTIONS).filter((k) => args[k] !== undefined);
+  return given.length > 0 ? `note: ${given.map((o) => `--${o}`).join(', ')} ignored by this benchmark (see --help)` : undefined;
+}

@@ -144,3 +144,18 @@ test('corkForTurn on a client that is not connected does nothing; its commands w
     r.disconnect();
   }
 });
+
+test('a receive of 100 takes them 1, 2, 4, … at a time: all 100 in queue order, each once, in a handful of writes instead of 200', async () => {
+  const address = 'queue:ba.receive';
+  const ids = Array.from({ length: 100 }, (_, i) => `r-${String(i).padStart(3, '0')}`);
+  for (const id of ids) await queues!.send(systemMessage({ id, to: address, body: { id } }));
+  await queues!.receive('queue:ba.warm', 1, 1000); // the reader's scripts loaded before counting
+  const { result, writes } = await countWrites(redis!, () => queues!.receive(address, 150, 30_000));
+  assert.deepEqual(result.map((m) => m.id), ids, 'every message once, in the order sent');
+  assert.equal(new Set(result.map((m) => m.lease)).size, 100, 'each with its own lease');
+  // Rounds of 1, 2, 4, 8, 16, 32, 64 (the last one short: 37 of 64), then one write for the leases' locks.
+  assert.ok(writes <= 10, `${writes} writes`);
+  assert.deepEqual(await queues!.receive(address, 10, 30_000), [], 'nothing left to hand out while the leases live');
+  const acked = await queues!.ack(address, result.map((m) => m.lease));
+  assert.equal(acked.acked, 100);
+});

@@ -11,6 +11,7 @@ import type { DedupWindows } from '../../core/dedup-window.ts';
 import type { Metrics } from '../../core/metrics.ts';
 import { RateMeter } from '../../core/rate-meter.ts';
 import { retryDeadLetters } from '../../core/retry-dead-letters.ts';
+import { corkForTurn } from '../../store/corked-turn.ts';
 import { BatchedAdds } from './batched-adds.ts';
 import { discardWaitingJob, waitingJobsWithId } from './discard-waiting.ts';
 import { addressFromBullQueueName, bullQueueName, dedupId, newJobId } from './names.ts';
@@ -459,35 +460,52 @@ export class QueueEndpoint implements Endpoint {
 
   private async lease(address: string, e: OpenQueue, max: number, leaseMs: number): Promise<LeasedMessage[]> {
     const w = this.leaseWorker(address, e);
-    const out: LeasedMessage[] = [];
-    while (out.length < max) {
-      const token = randomUUID();
-      const job = (await w.getNextJob(token, { block: false })) as Job<Data> | undefined;
-      if (!job) break;
-      // BullMQ marks a message whose leases expired too often and leaves the failing to the
-      // worker that next takes it: here, that is us.
-      if (job.deferredFailure) {
-        await job.moveToFailed(new UnrecoverableError(job.deferredFailure), token, false);
-        this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
-        this.o.log.warn({ address, msgId: job.data?.id, reason: job.deferredFailure }, 'message dead-lettered');
-        continue;
+    const taken: { job: Job<Data>; token: string; message: Message }[] = [];
+    // Taken 1, 2, 4, … at a time, each round's takes in one write, until a round comes back short:
+    // a receive of n messages costs about log2(n) round trips, not n (each take is BullMQ's one
+    // atomic move, so takes in parallel never hand out a message twice).
+    for (let round = 1; taken.length < max; round *= 2) {
+      const n = Math.min(round, max - taken.length);
+      corkForTurn(this.o.redis);
+      const got = (await Promise.all(Array.from({ length: n }, async () => {
+        const token = randomUUID();
+        const job = (await w.getNextJob(token, { block: false })) as Job<Data> | undefined;
+        return job ? { job, token } : undefined;
+      }))).filter((t) => t !== undefined);
+      for (const { job, token } of got) {
+        // BullMQ marks a message whose leases expired too often and leaves the failing to the
+        // worker that next takes it: here, that is us.
+        if (job.deferredFailure) {
+          await job.moveToFailed(new UnrecoverableError(job.deferredFailure), token, false);
+          this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
+          this.o.log.warn({ address, msgId: job.data?.id, reason: job.deferredFailure }, 'message dead-lettered');
+          continue;
+        }
+        const leased = decodeMessage(job.data);
+        if (isExpired(leased)) {
+          await job.moveToFailed(new UnrecoverableError(expiryReason(leased)), token, false);
+          this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
+          this.o.log.warn({ address, msgId: leased.id, reason: expiryReason(leased) }, 'message dead-lettered');
+          continue;
+        }
+        taken.push({ job, token, message: leased });
       }
-      const leased = decodeMessage(job.data);
-      if (isExpired(leased)) {
-        await job.moveToFailed(new UnrecoverableError(expiryReason(leased)), token, false);
-        this.o.metrics.deadLettered.inc({ endpoint: 'queue' });
-        this.o.log.warn({ address, msgId: leased.id, reason: expiryReason(leased) }, 'message dead-lettered');
-        continue;
-      }
-      // Kept open until a lease that is never acked has expired and a stalled check (two
-      // intervals) has returned it to the queue.
-      e.leasesUntil = Math.max(e.leasesUntil, Date.now() + Math.max(leaseMs, this.o.lockMs) + 2 * this.o.stalledCheckMs + 1000);
-      await job.extendLock(token, leaseMs);
-      const lease = `${job.id}.${token}`;
-      this.leases.set(lease, { at: Date.now() + leaseMs, address, jobId: job.id!, token });
-      out.push({ ...leased, lease });
+      if (got.length < n) break;
     }
-    return out;
+    if (taken.length === 0) return [];
+    // Kept open until a lease that is never acked has expired and a stalled check (two
+    // intervals) has returned it to the queue.
+    e.leasesUntil = Math.max(e.leasesUntil, Date.now() + Math.max(leaseMs, this.o.lockMs) + 2 * this.o.stalledCheckMs + 1000);
+    // Taken under the reader's lock (lockMs); each lock set to the lease at once, together, so a
+    // batch's leases start (and so expire) within one round trip of each other.
+    corkForTurn(this.o.redis);
+    await Promise.all(taken.map(({ job, token }) => job.extendLock(token, leaseMs)));
+    const at = Date.now() + leaseMs;
+    return taken.map(({ job, token, message }) => {
+      const lease = `${job.id}.${token}`;
+      this.leases.set(lease, { at, address, jobId: job.id!, token });
+      return { ...message, lease };
+    });
   }
 
   ack(address: string, leases: string[]): Promise<AckResult> {
@@ -495,20 +513,32 @@ export class QueueEndpoint implements Endpoint {
   }
 
   private async ackLeases(q: Queue<Data>, leases: string[]): Promise<AckResult> {
-    const result: AckResult = { acked: 0, expired: [] };
-    for (const lease of leases) {
+    // Each lease is its own job and lock: acked side by side, each round's commands in one write.
+    corkForTurn(this.o.redis);
+    const ok = await Promise.all(leases.map(async (lease) => {
       const dot = lease.indexOf('.');
+      // Redis away: the ack fails as a whole (retryable), as before; a lease that no longer
+      // holds its job (expired, acked already, made up) is named back as expired.
       const job = dot > 0 ? await Job.fromId<Data>(q, lease.slice(0, dot)) : undefined;
+      if (!job) return false;
       try {
-        if (!job) throw new Error('gone');
+        corkForTurn(this.o.redis);
         await job.moveToCompleted(null, lease.slice(dot + 1), false);
-        this.leases.delete(lease);
-        result.acked++;
-        this.rates.add(`out:${q.name}`);
+        return true;
       } catch {
-        result.expired.push(lease);
+        return false;
       }
-    }
+    }));
+    const result: AckResult = { acked: 0, expired: [] };
+    leases.forEach((lease, i) => {
+      if (!ok[i]) {
+        result.expired.push(lease);
+        return;
+      }
+      this.leases.delete(lease);
+      result.acked++;
+      this.rates.add(`out:${q.name}`);
+    });
     return result;
   }
 
