@@ -49,19 +49,14 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, sleep } from './support/measure.ts';
+import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, SHARED_OPTIONS, sleep } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
 const { values: args } = parseArgs({
   options: {
-    n: { type: 'string' },
+    ...SHARED_OPTIONS,
     waiting: { type: 'string' },
-    rounds: { type: 'string' },
-    concurrency: { type: 'string' },
-    warmup: { type: 'string' },
-    'body-bytes': { type: 'string' },
-    'timeout-s': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
   strict: true,
