@@ -1,5 +1,6 @@
 import * as crypto from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { corkForTurn } from '../store/corked-turn.ts';
 import { principalId, type Message } from './message.ts';
 
 /**
@@ -53,11 +54,14 @@ export class DedupStore {
     return `${this.prefix}:dedup:{${scope}}:${sha256Hex(id)}`;
   }
 
+  // A bridge with many messages in flight looks up and remembers their ids together: one write a turn.
   async seen(scope: string, id: string): Promise<boolean> {
+    corkForTurn(this.redis);
     return (await this.redis.exists(this.key(scope, id))) === 1;
   }
 
   async remember(scope: string, id: string): Promise<void> {
+    corkForTurn(this.redis);
     await this.redis.set(this.key(scope, id), '1', 'PX', this.ttlMs);
   }
 
