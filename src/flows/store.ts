@@ -1,8 +1,8 @@
-import { corkForTurn } from '../store/corked-turn.ts';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { NO_EVENTS, withEvents, type ChangeEvents, type EventJournal } from '../core/lifecycle.ts';
 import type { StoredMessage } from '../core/message.ts';
+import { corkForTurn } from '../store/corked-turn.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
 import { FlowKeys, STATE_PARTS, type InstancePart } from './keys.ts';
 import { BeginRunCode, CreateInstanceCode, DeliverCode, LockCode } from './scripts/codes.ts';

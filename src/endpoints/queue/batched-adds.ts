@@ -20,10 +20,11 @@ function jobJson(q: Queue, p: Pending) {
  * adds together; on this path the socket write was the largest single cost of a message.
  *
  * Each add is still BullMQ's own add script, atomic on its own and answered on its own: one
- * that fails (a dedup script error, say) fails only its caller, and a lost connection fails
- * every add of the batch, none of which is then known to be stored — the callers' retries are
- * caught by the dedup key, as after any failed add. Nothing waits for a batch to fill: the
- * batch is sent when the current turn's callbacks have run.
+ * that fails (its data would not serialize, say) fails only its caller; a lost connection
+ * holds them all until Redis is back, as it does any command. Nothing waits for a batch to
+ * fill: the batch is sent when the current turn's callbacks have run. (Corking the adds where
+ * they are asked for, without gathering them here first, measured 0.56× raw on the route
+ * benchmark against 0.66–0.70× with this.)
  */
 export class BatchedAdds {
   private readonly pending = new Map<Queue, Pending[]>();
