@@ -48,14 +48,23 @@ export async function openConfiguredRedis(c: Config['redis'], log: Logger, clean
   let embedded: EmbeddedRedis = await startEmbeddedRedis(c.dataDir);
   let stopping = false;
   let restarts = 0;
+  // A restart still under way when the stop comes is waited for, so the server it starts is stopped too.
+  let restarting: Promise<void> | undefined;
   const watch = (e: EmbeddedRedis) => e.onUnexpectedExit(() => {
     if (stopping) return;
     if (++restarts > 5) return log.error({ dataDir: c.dataDir }, 'the private redis-server keeps ending: not starting it again; the gateway answers 503 until it is stopped');
     log.error({ pid: e.pid, dataDir: c.dataDir }, 'the private redis-server ended: starting it again on the same port and data');
-    startEmbeddedRedis(c.dataDir, { port: e.port }).then((next) => { embedded = next; watch(next); }, (err: Error) => log.error({ err: err.message }, 'could not start the private redis-server again'));
+    restarting = startEmbeddedRedis(c.dataDir, { port: e.port }).then(
+      (next) => { embedded = next; if (!stopping) watch(next); },
+      (err: Error) => { log.error({ err: err.message }, 'could not start the private redis-server again'); },
+    ).finally(() => { restarting = undefined; });
   });
   watch(embedded);
-  cleanup.push(async () => { stopping = true; await embedded.stop(); });
+  cleanup.push(async () => {
+    stopping = true;
+    await restarting;
+    await embedded.stop();
+  });
   const redis = await openRedis(embedded.url);
   cleanup.push(() => quitRedis(redis));
   log.info({ redis: describeRedis(embedded.url), source: 'embedded', dataDir: c.dataDir, pid: embedded.pid, adopted: embedded.adopted }, embedded.adopted ? 'using the private redis-server left running by an earlier gateway (no redis.url, cluster or sentinel configured)' : 'started a private redis-server (no redis.url, cluster or sentinel configured)');

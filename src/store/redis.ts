@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { DependencyUnavailable, SwitchboardError } from '../core/errors.ts';
+import './ioredis-end-on-disconnect.ts';
 
 /** TLS towards Redis: PEM file paths, read when the connection is made. */
 export interface RedisTlsFiles {

@@ -15,7 +15,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { after, test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { freePort } from '../../src/store/embedded-redis.ts';
@@ -78,6 +78,22 @@ async function setUp(name: string): Promise<{ dir: string; dataDir: string; conf
   return { dir, dataDir: join(dir, 'redis'), configFile, port };
 }
 
+/**
+ * Signals the gateway's whole process group and waits: it must exit 0 within its drain time and
+ * leave no redis-server for its data folder (killed after DRAIN_MS + 30 s so a hang fails by name).
+ */
+async function signalAndExpectCleanExit(t: TestContext, gw: Started, dataDir: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  const sentAt = Date.now();
+  process.kill(-gw.child.pid!, signal); // the group: the gateway and anything left in it
+  const timer = setTimeout(() => gw.child.kill('SIGKILL'), DRAIN_MS + 30_000);
+  const { code, at } = await gw.exited;
+  clearTimeout(timer);
+  t.diagnostic(`exited with ${code} after ${at - sentAt} ms`);
+  assert.equal(code, 0, `exit code after ${signal} to the group; output:\n${gw.output()}`);
+  assert.ok(at - sentAt < DRAIN_MS, `exited after ${at - sentAt} ms, drain time ${DRAIN_MS} ms; output:\n${gw.output()}`);
+  assert.deepEqual(redisServersFor(dataDir), [], 'the embedded redis-server is gone after the gateway exited');
+}
+
 const send = (url: string, id: string) => api(url, 'POST', '/api/messages', { user: 'ops', body: { to: 'queue:emb.kept', id, body: { id } } });
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -88,15 +104,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     const redisPids = redisServersFor(dataDir);
     assert.equal(redisPids.length, 1, `one redis-server for ${dataDir}: ${JSON.stringify(redisPids)}`);
 
-    const sentAt = Date.now();
-    process.kill(-gw.child.pid!, signal); // the group: the gateway and anything left in it
-    const timer = setTimeout(() => gw.child.kill('SIGKILL'), DRAIN_MS + 30_000);
-    const { code, at } = await gw.exited;
-    clearTimeout(timer);
-    t.diagnostic(`exited with ${code} after ${at - sentAt} ms`);
-    assert.equal(code, 0, `exit code after ${signal} to the group; output:\n${gw.output()}`);
-    assert.ok(at - sentAt < DRAIN_MS, `exited after ${at - sentAt} ms, drain time ${DRAIN_MS} ms; output:\n${gw.output()}`);
-    assert.deepEqual(redisServersFor(dataDir), [], 'the embedded redis-server is gone after the gateway exited');
+    await signalAndExpectCleanExit(t, gw, dataDir, signal);
     assert.equal(spawnSync('ps', ['-o', 'stat=', '-p', String(redisPids[0])], { encoding: 'utf8' }).stdout.trim().replace(/^Z.*/, ''), '', 'not running (a zombie nobody reaps counts as gone)');
   });
 }
@@ -107,15 +115,20 @@ test('the redis-server stops first (SIGTERM to it alone): the gateway starts it 
   assert.equal((await send(gw.url, 'first-1')).status, 202);
   const [redisPid] = redisServersFor(dataDir);
   process.kill(redisPid!, 'SIGTERM');
-  const sentAt = Date.now();
-  process.kill(-gw.child.pid!, 'SIGTERM');
-  const timer = setTimeout(() => gw.child.kill('SIGKILL'), DRAIN_MS + 30_000);
-  const { code, at } = await gw.exited;
-  clearTimeout(timer);
-  t.diagnostic(`exited with ${code} after ${at - sentAt} ms`);
-  assert.equal(code, 0, gw.output());
-  assert.ok(at - sentAt < DRAIN_MS, `exited after ${at - sentAt} ms; output:\n${gw.output()}`);
-  assert.deepEqual(redisServersFor(dataDir), [], 'no redis-server left for the folder');
+  await signalAndExpectCleanExit(t, gw, dataDir);
+});
+
+test('stopped while it starts its ended redis-server again (its clients waiting to reconnect): the gateway exits 0 within its drain time and stops the new server too', { timeout: 90_000 }, async (t) => {
+  const { dir, dataDir, configFile, port } = await setUp('midrestart');
+  const gw = await startGateway(dir, configFile, port);
+  assert.equal((await send(gw.url, 'mid-1')).status, 202);
+  const [redisPid] = redisServersFor(dataDir);
+  process.kill(redisPid!, 'SIGTERM');
+  // The stop comes as soon as the gateway has seen the end: its Redis clients retry ~200 ms later.
+  for (const deadline = Date.now() + 10_000; !/the private redis-server ended/.test(gw.output()); await new Promise((r) => setTimeout(r, 5))) {
+    assert.ok(Date.now() < deadline, `the gateway did not notice its redis-server ended; output:\n${gw.output()}`);
+  }
+  await signalAndExpectCleanExit(t, gw, dataDir);
 });
 
 test('kill -9 of the gateway three times: one redis-server per data folder, the orphan adopted, data kept, password 0600 and reused', { timeout: 180_000 }, async (t) => {
