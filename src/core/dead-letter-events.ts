@@ -128,14 +128,7 @@ export class DeadLetterEvents {
       while (!this.closed) {
         const failed = await this.o.redis.zrangebyscore(`${this.o.prefix}:${q.queue}:failed`, lower, '+inf', 'WITHSCORES', 'LIMIT', skip, batch);
         for (let i = 0; i + 1 < failed.length; i += 2) {
-          const jobId = failed[i]!;
-          const [data, reason, attempts, finishedOn] = await this.o.redis.hmget(`${this.o.prefix}:${q.queue}:${jobId}`, 'data', 'failedReason', 'atm', 'finishedOn');
-          if (data === null || data === undefined) continue; // discarded meanwhile
-          const d = this.deadLetter(q.address, jobId, data, reason ?? '', attempts ?? '0', finishedOn ?? String(failed[i + 1]));
-          if (!this.recorded.has(d.key)) {
-            for (const event of [this.event(d), ...(this.o.alsoReport?.(d) ?? [])]) await this.o.record(event);
-            this.recorded.set(d.key, Date.now());
-          }
+          await this.recordJob(q, failed[i]!, failed[i + 1]!);
           newest = Math.max(newest, Math.min(Number(failed[i + 1]), now));
         }
         // Moved on only past dead letters whose events are stored: a crash re-reads from here.
@@ -150,6 +143,26 @@ export class DeadLetterEvents {
     }
     const old = Date.now() - 2 * overlap;
     for (const [k, at] of this.recorded) if (at < old) this.recorded.delete(k);
+  }
+
+  /**
+   * Records the events of these dead letters now, before a replay or a discard takes them out of
+   * the failed set: a pass (every `pollMs`) would not find them any more. Keyed as a pass keys
+   * them, so one that read them too adds nothing. Throws if an event cannot be stored: the caller
+   * then moves nothing.
+   */
+  async recordLeaving(q: DeadLetterQueue, jobIds: readonly string[]): Promise<void> {
+    for (const jobId of jobIds) await this.recordJob(q, jobId);
+  }
+
+  /** The events of one dead letter as its job hash has it, unless recorded already; nothing for a job gone meanwhile. */
+  private async recordJob(q: DeadLetterQueue, jobId: string, score?: string): Promise<void> {
+    const [data, reason, attempts, finishedOn] = await this.o.redis.hmget(`${this.o.prefix}:${q.queue}:${jobId}`, 'data', 'failedReason', 'atm', 'finishedOn');
+    if (data === null || data === undefined) return; // discarded meanwhile
+    const d = this.deadLetter(q.address, jobId, data, reason ?? '', attempts ?? '0', finishedOn ?? score ?? '0');
+    if (this.recorded.has(d.key)) return;
+    for (const event of [this.event(d), ...(this.o.alsoReport?.(d) ?? [])]) await this.o.record(event);
+    this.recorded.set(d.key, Date.now());
   }
 
   private deadLetter(address: string | undefined, jobId: string, data: string, reason: string, attempts: string, finishedOn: string): DeadLetter {

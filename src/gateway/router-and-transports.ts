@@ -151,6 +151,8 @@ export async function openRouterAndTransports(config: Config, materials: Materia
       redis, prefix, transport: 'queue', record: deadLetterEvents, log,
       queues: async () => (await open.addresses()).map((address) => ({ address, queue: bullQueueName(address) })),
     });
+    // A dead letter replayed or discarded before a pass read it gets its event all the same.
+    open.recordDeadLettersLeavingWith((q, jobIds) => reconciler.recordLeaving(q, jobIds));
     reconciler.start();
     cleanup.push(() => reconciler.close()); // stopped before the events it records
   }

@@ -3,7 +3,8 @@
  * process that failed the job (src/core/dead-letter-events.ts): a job dead-lettered by a worker
  * nobody told anything (as after a kill -9 right after BullMQ's move) still gets its event, once;
  * a pass that fails to store an event leaves the checkpoint where it was; a replayed dead letter
- * failing again is a second event. Real redis-server and BullMQ.
+ * failing again is a second event; one replayed or discarded before a pass read it has its event
+ * recorded first (recordLeaving). Real redis-server and BullMQ.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -51,18 +52,23 @@ async function emptyQueue(): Promise<Queue> {
   return queue;
 }
 
-test('dead letters nobody reported get their event from the failed set, once; a failed store keeps the checkpoint; a replay that fails again is a new event', { timeout: 60_000 }, async () => {
-  const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
-  const recorded: LifecycleEvent[] = [];
-  let refuse = false;
-  const reconciler = () => new DeadLetterEvents({
+/** A reconciler of the test queue recording into `recorded`; its store fails while `store.refuse`. */
+function reconcilerInto(recorded: LifecycleEvent[], store: { refuse: boolean }): DeadLetterEvents {
+  return new DeadLetterEvents({
     redis, prefix: PREFIX, transport: 'queue', log,
     queues: async () => [{ address: 'queue:work.dl', queue: QUEUE }],
     record: async (e) => {
-      if (refuse) throw new Error('events outbox unreachable');
+      if (store.refuse) throw new Error('events outbox unreachable');
       recorded.push(e);
     },
   });
+}
+
+test('dead letters nobody reported get their event from the failed set, once; a failed store keeps the checkpoint; a replay that fails again is a new event', { timeout: 60_000 }, async () => {
+  const queue = new Queue(QUEUE, { connection: redis, prefix: PREFIX });
+  const recorded: LifecycleEvent[] = [];
+  const store = { refuse: false };
+  const reconciler = () => reconcilerInto(recorded, store);
   try {
     const first = reconciler();
     await first.pass(); // the first look sets the checkpoint (a minute back) and reports nothing older
@@ -70,11 +76,11 @@ test('dead letters nobody reported get their event from the failed set, once; a 
     const jobA = await deadLetter(queue, 'msg-a');
 
     // The store fails: nothing recorded, the checkpoint stays, so the next pass sees it again.
-    refuse = true;
+    store.refuse = true;
     const checkpoint = await redis.get(`${PREFIX}:dead-letter-events:${QUEUE}`);
     await assert.rejects(first.pass(), /unreachable/);
     assert.equal(await redis.get(`${PREFIX}:dead-letter-events:${QUEUE}`), checkpoint);
-    refuse = false;
+    store.refuse = false;
 
     // Another process (a new reconciler: nothing in memory) finds it, once, however often it looks.
     const second = reconciler();
@@ -104,6 +110,38 @@ test('dead letters nobody reported get their event from the failed set, once; a 
     assert.equal(recorded.length, 3, JSON.stringify(recorded.map((r) => r.data.reason)));
     assert.notEqual(recorded[2]!.key, recorded[0]!.key);
     assert.equal(recorded[2]!.data.reason, 'refused again');
+  } finally {
+    await queue.close();
+  }
+});
+
+test('a dead letter about to be replayed before any pass read it: recordLeaving records its event, keyed as a pass keys it, once; a store that fails refuses the move', { timeout: 60_000 }, async () => {
+  const queue = await emptyQueue();
+  const recorded: LifecycleEvent[] = [];
+  const store = { refuse: false };
+  const reconciler = reconcilerInto(recorded, store);
+  try {
+    await reconciler.pass(); // the checkpoint: from now on
+    const jobId = await deadLetter(queue, 'msg-leaving');
+
+    store.refuse = true;
+    await assert.rejects(reconciler.recordLeaving({ address: 'queue:work.dl', queue: QUEUE }, [jobId]), /unreachable/);
+    assert.equal(recorded.length, 0);
+    store.refuse = false;
+
+    await reconciler.recordLeaving({ address: 'queue:work.dl', queue: QUEUE }, [jobId, 'no-such-job']);
+    assert.equal(recorded.length, 1, 'one event; a job that is gone has none');
+    assert.deepEqual({ ...recorded[0]!.data }, { address: 'queue:work.dl', messageId: 'msg-leaving', transport: 'queue', reason: 'refused msg-leaving' });
+
+    // A pass of another process that still finds it has the same key (deduplicated downstream) …
+    const other = reconcilerInto(recorded, { refuse: false });
+    await other.pass();
+    assert.equal(recorded.length, 2);
+    assert.equal(recorded[1]!.key, recorded[0]!.key);
+    // … and this process records it once however often it is asked.
+    await reconciler.recordLeaving({ address: 'queue:work.dl', queue: QUEUE }, [jobId]);
+    await reconciler.pass();
+    assert.equal(recorded.length, 2);
   } finally {
     await queue.close();
   }

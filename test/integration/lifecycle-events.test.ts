@@ -356,6 +356,34 @@ test('a dead letter and its replay are events', { timeout: 60_000 }, async () =>
   assert.match(q.reason, /expired at/);
 });
 
+test('a queue dead letter replayed or discarded at once, before the reconciler looked, still has its dead-lettered event, once', { timeout: 60_000 }, async () => {
+  // Dead-lettered by the receive itself: the message is past its expiry when it is asked for.
+  const deadLetterNow = async (address: string, id: string) => {
+    const sent = await api(gw!.url, 'POST', '/api/messages', { user: 'ops', body: { to: address, id, expiresAt: new Date(Date.now() + 200).toISOString(), body: { id } } });
+    assert.equal(sent.status, 202, JSON.stringify(sent.body));
+    await new Promise((r) => setTimeout(r, 400));
+    const got = await api(gw!.url, 'POST', `/api/queues/${enc(address)}/receive`, { user: 'ops', body: { max: 5, leaseSeconds: 30 } });
+    assert.deepEqual(got.body.messages, []);
+  };
+  await deadLetterNow('queue:work.quickreplay', 'replayed-at-once');
+  const replay = await api(gw!.url, 'POST', `/api/dlq/${enc('queue:work.quickreplay')}/replay`, { user: 'ops', body: {} });
+  assert.equal(replay.status, 200, JSON.stringify(replay.body));
+  assert.equal(replay.body.replayed, 1);
+  await deadLetterNow('queue:work.quickdiscard', 'discarded-at-once');
+  assert.deepEqual(await gw!.router.discardDeadLetters('queue:work.quickdiscard', ['discarded-at-once']), { discarded: 1 });
+
+  await waitFor(async () => eventsOf('switchboard.message.dead-lettered', 'queue:work.quickreplay').length === 1 && eventsOf('switchboard.message.dead-lettered', 'queue:work.quickdiscard').length === 1, 30_000, 'both dead-lettered events');
+  // Two reconciler passes later (every 2 s) there is still one of each.
+  await new Promise((r) => setTimeout(r, 4500));
+  const replayed = eventsOf('switchboard.message.dead-lettered', 'queue:work.quickreplay');
+  const discarded = eventsOf('switchboard.message.dead-lettered', 'queue:work.quickdiscard');
+  assert.equal(replayed.length, 1);
+  assert.equal(discarded.length, 1);
+  assert.equal(replayed[0]!.body.data.messageId, 'replayed-at-once');
+  assert.equal(discarded[0]!.body.data.messageId, 'discarded-at-once');
+  assert.match(discarded[0]!.body.data.reason, /expired at/);
+});
+
 test('a poison message rejected to the broker (mq:) is a dead-lettered event, recorded before the reject, once', { timeout: 90_000 }, async () => {
   const sent = await api(gw!.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'mq:legacy/ev.poison', id: 'poison-ev-1', body: { n: 'not a number' } } });
   assert.equal(sent.status, 202, JSON.stringify(sent.body));

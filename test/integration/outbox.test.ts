@@ -269,3 +269,30 @@ test('a job holds the stored message itself (data.to, data.id), with the transpo
   assert.ok(Buffer.isBuffer(dead!.body), 'a binary body comes back as bytes');
   assert.equal(Object.hasOwn(dead!, 'extra'), false, 'the extra is not part of the message');
 });
+
+test('a dead letter replayed before the dead-letter events pass read it has its event recorded first, once; if that store fails nothing is replayed', async () => {
+  const recorded: { type: string; data: Record<string, unknown> }[] = [];
+  let refuse = false;
+  let deliverOk = false;
+  const box = outbox({
+    deliver: async () => { if (!deliverOk) throw new Undeliverable('refused'); },
+    // Passes far apart: the replay below comes before any pass could read the dead letter.
+    deadLetterEvents: { record: async (e) => { if (refuse) throw new Error('events outbox unreachable'); recorded.push({ type: e.type, data: e.data as Record<string, unknown> }); } },
+  });
+  await box.send(message('early-1', 'webhook:early'));
+  await waitFor(async () => (await box.deadLetters('webhook:early', 10)).depth === 1, 10_000, 'the dead letter');
+  const before = recorded.length;
+
+  refuse = true;
+  await assert.rejects(box.replayDeadLetters('webhook:early'), /unreachable/);
+  assert.equal((await box.deadLetters('webhook:early', 10)).depth, 1, 'still a dead letter: nothing moved');
+  refuse = false;
+
+  deliverOk = true;
+  assert.equal((await box.replayDeadLetters('webhook:early')).replayed, 1);
+  await waitFor(async () => (await box.depth()) === 0 && (await box.deadLetters('webhook:early', 10)).depth === 0, 10_000, 'delivered after the replay');
+  const mine = recorded.slice(before).filter((e) => e.data.messageId === 'early-1');
+  assert.equal(mine.length, 1, JSON.stringify(recorded));
+  assert.equal(mine[0]!.type, 'switchboard.message.dead-lettered');
+  assert.equal(mine[0]!.data.address, 'webhook:early');
+});

@@ -111,6 +111,9 @@ const noBlockingConnection = ((name: string, opts: Parameters<typeof createRedis
  * `queue:` — internal durable queues on BullMQ. The dead-letter queue of `queue:x` is BullMQ's
  * failed set of x, so dead-lettering and replay are each one atomic BullMQ script.
  */
+/** Records the events of these dead letters (job ids of one BullMQ queue) before they leave the failed set; throws if it cannot. */
+export type DeadLettersLeaving = (q: { address: string; queue: string }, jobIds: string[]) => Promise<void>;
+
 export class QueueEndpoint implements Endpoint {
   readonly scheme = 'queue';
   readonly dedupsOnIngress = true;
@@ -129,6 +132,8 @@ export class QueueEndpoint implements Endpoint {
   /** Accepted (`in:`) and acknowledged (`out:`) messages per address, for the console's rates. */
   private readonly rates = new RateMeter();
   private readonly adds = new BatchedAdds();
+  /** Records the events of dead letters about to be replayed or discarded (set when events want them). */
+  private deadLettersLeaving?: DeadLettersLeaving;
 
   /**
    * An expired lease or a crash while holding a message is a delivery that did not finish; with
@@ -566,6 +571,14 @@ export class QueueEndpoint implements Endpoint {
     return this.using(address, ({ queue: q }) => this.replay(q, address, ids, before));
   }
 
+  /**
+   * Where the events of dead letters are recorded before a replay or a discard takes them out of
+   * the failed set, which is where the events' reconciler would otherwise have found them.
+   */
+  recordDeadLettersLeavingWith(fn: DeadLettersLeaving): void {
+    this.deadLettersLeaving = fn;
+  }
+
   private async replay(q: Queue<Data>, address: string, ids?: string[], before?: BeforeReplay): Promise<ReplayResult> {
     const wanted = ids ? new Set(ids) : undefined;
     const jobs: Job<Data>[] = [];
@@ -585,6 +598,7 @@ export class QueueEndpoint implements Endpoint {
     if (wanted && jobs.length === 0) throw new NotFound(`no dead letter with id ${notFound.join(', ')} in dlq:${address}`);
     if (jobs.length === 0) return { replayed: 0, replayedJobs: [] };
     await before?.(jobs.map((j) => ({ queue: q.name, jobId: j.id!, finishedOn: j.finishedOn ?? 0, messageId: String(j.data.id) })));
+    await this.deadLettersLeaving?.({ address, queue: q.name }, jobs.map((j) => j.id!));
     const replayedJobs = await retryDeadLetters(jobs);
     const replayedIds = new Set(jobs.filter((j) => replayedJobs.includes(j.id!)).map((j) => j.data.id));
     return { replayed: replayedIds.size, replayedJobs, ...(notFound.length > 0 ? { notFound } : {}) };
@@ -605,6 +619,7 @@ export class QueueEndpoint implements Endpoint {
       }
       const unknown = [...wanted].filter((id) => !found.some((j) => j.data.id === id));
       if (unknown.length > 0) throw new NotFound(`no dead letter with id ${unknown.map((id) => `'${id}'`).join(', ')} in dlq:${address}; nothing was discarded`);
+      await this.deadLettersLeaving?.({ address, queue: q.name }, found.map((j) => j.id!));
       for (const j of found) await j.remove();
       return { discarded: found.length };
     });
