@@ -356,7 +356,8 @@ export class Outbox<E extends object = Record<never, never>> {
     if (jobs.length === 0) return { replayed: 0, replayedJobs: [] };
     await before?.(jobs.map((j) => ({ queue: j.queueName, jobId: j.id!, finishedOn: j.finishedOn ?? 0, messageId: String(unpack<E>(j.data).message.id) })));
     // A dead letter replayed before a pass read it would otherwise never have its event.
-    if (this.deadLetterEvents) for (const q of new Set(jobs.map((j) => j.queueName))) await this.deadLetterEvents.recordLeaving({ queue: q }, jobs.filter((j) => j.queueName === q).map((j) => j.id!));
+    const events = this.deadLetterEvents;
+    if (events) for (const j of jobs) await events.recordLeaving({ queue: j.queueName }, [j.id!]);
     const replayedJobs = await retryDeadLetters(jobs);
     return { replayed: replayedJobs.length, replayedJobs };
   }

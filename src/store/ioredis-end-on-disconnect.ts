@@ -4,7 +4,8 @@ import { Redis } from 'ioredis';
  * ioredis (5.x) never ends a client told to `disconnect()` while it waits to reconnect: the
  * socket is already gone, so no close event comes, no 'end' is emitted and the commands it holds
  * (a BullMQ worker's BZPOPMIN) stay pending. BullMQ's `Worker.close()` waits for that 'end', so a
- * gateway stopped in the ~200 ms after its Redis restarted never finished stopping (ioredis#1247 and PR #2169, bullmq#4656, all open).
+ * gateway stopped in the ~200 ms after its Redis restarted never finished stopping (ioredis#1247
+ * and PR #2169, bullmq#4656, all open).
  *
  * Here such a close is finished the way ioredis finishes a manual one: status 'end', and what the
  * client held is failed. Applied once, on load, to every client in the process, including the

@@ -109,21 +109,23 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 
-test('the redis-server stops first (SIGTERM to it alone): the gateway starts it again on its data and still exits 0 within its drain time', { timeout: 90_000 }, async (t) => {
-  const { dir, dataDir, configFile, port } = await setUp('redisfirst');
+/** A gateway that has stored a message, and then its redis-server alone is sent SIGTERM. */
+async function gatewayWhoseRedisEnds(name: string): Promise<{ gw: Started; dataDir: string }> {
+  const { dir, dataDir, configFile, port } = await setUp(name);
   const gw = await startGateway(dir, configFile, port);
-  assert.equal((await send(gw.url, 'first-1')).status, 202);
+  assert.equal((await send(gw.url, `${name}-1`)).status, 202);
   const [redisPid] = redisServersFor(dataDir);
   process.kill(redisPid!, 'SIGTERM');
+  return { gw, dataDir };
+}
+
+test('the redis-server stops first (SIGTERM to it alone): the gateway starts it again on its data and still exits 0 within its drain time', { timeout: 90_000 }, async (t) => {
+  const { gw, dataDir } = await gatewayWhoseRedisEnds('redisfirst');
   await signalAndExpectCleanExit(t, gw, dataDir);
 });
 
 test('stopped while it starts its ended redis-server again (its clients waiting to reconnect): the gateway exits 0 within its drain time and stops the new server too', { timeout: 90_000 }, async (t) => {
-  const { dir, dataDir, configFile, port } = await setUp('midrestart');
-  const gw = await startGateway(dir, configFile, port);
-  assert.equal((await send(gw.url, 'mid-1')).status, 202);
-  const [redisPid] = redisServersFor(dataDir);
-  process.kill(redisPid!, 'SIGTERM');
+  const { gw, dataDir } = await gatewayWhoseRedisEnds('midrestart');
   // The stop comes as soon as the gateway has seen the end: its Redis clients retry ~200 ms later.
   for (const deadline = Date.now() + 10_000; !/the private redis-server ended/.test(gw.output()); await new Promise((r) => setTimeout(r, 5))) {
     assert.ok(Date.now() < deadline, `the gateway did not notice its redis-server ended; output:\n${gw.output()}`);

@@ -107,13 +107,13 @@ export const OTHER_ADDRESSES = '(other)';
 const noBlockingConnection = ((name: string, opts: Parameters<typeof createRedisBackend>[1], extra?: Parameters<typeof createRedisBackend>[2]) =>
   createRedisBackend(name, opts, { ...extra, withBlockingConnection: false })) as unknown as BackendFactory<RedisQueueBackend>;
 
+/** Records the events of these dead letters (job ids of one BullMQ queue) before they leave the failed set; throws if it cannot. */
+export type DeadLettersLeaving = (q: { address: string; queue: string }, jobIds: string[]) => Promise<void>;
+
 /**
  * `queue:` — internal durable queues on BullMQ. The dead-letter queue of `queue:x` is BullMQ's
  * failed set of x, so dead-lettering and replay are each one atomic BullMQ script.
  */
-/** Records the events of these dead letters (job ids of one BullMQ queue) before they leave the failed set; throws if it cannot. */
-export type DeadLettersLeaving = (q: { address: string; queue: string }, jobIds: string[]) => Promise<void>;
-
 export class QueueEndpoint implements Endpoint {
   readonly scheme = 'queue';
   readonly dedupsOnIngress = true;
