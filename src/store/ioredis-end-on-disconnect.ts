@@ -12,7 +12,7 @@ import { Cluster, Redis } from 'ioredis';
  * client held is failed. Applied once, on load, to every client in the process, including the
  * ones BullMQ duplicates.
  *
- * A cluster client has the same fault twice over:
+ * A cluster client has that fault, in its own way, and two more:
  * - Told to close while it waits to reconnect (every node gone, its node pool empty), it never
  *   ends either: the close waits for the pool to report itself drained, and an empty pool never
  *   does. The commands it holds (BZPOPMIN) stay pending. Such a close is finished the same way.
