@@ -87,6 +87,24 @@ test('a repeat of an id in the same batch is a duplicate: stored once, the repea
   assert.deepEqual(await waitingIds(address), ['x', 'y', 'z']);
 });
 
+test("a flow's sends take BullMQ's own job ids (no EXISTS on an id given to it); a repeat is still stored once", async () => {
+  const address = 'queue:ba.flow';
+  await queues!.depth(address);
+  const fromFlow = (id: string) => ({ ...systemMessage({ id, to: address, body: { id } }), sender: { kind: 'flow' as const, name: 'orders' } });
+  const calls = async () => Number(/calls=(\d+)/.exec((await redis!.info('commandstats')).split('\n').find((l) => l.startsWith('cmdstat_exists:')) ?? '')?.[1] ?? 0);
+  const before = await calls();
+  // A replayed run sends the same ids again: in the same batch and in a later one.
+  await Promise.all(['i1:0', 'i1:2', 'i1:0'].map((id) => queues!.send(fromFlow(id))));
+  await queues!.send(fromFlow('i1:2'));
+  assert.equal(await calls(), before, 'EXISTS was run for a flow send');
+  assert.deepEqual(await waitingIds(address), ['i1:0', 'i1:2']);
+  // Another sender's add still gets its id checked, and its repeat told.
+  const again = await queues!.send(systemMessage({ id: 'sys-1', to: address, body: {} }));
+  const repeat = await queues!.send(systemMessage({ id: 'sys-1', to: address, body: {} }));
+  assert.deepEqual([again.duplicate, repeat.duplicate], [false, true]);
+  assert.ok((await calls()) > before, 'a system send checks its job id with EXISTS');
+});
+
 test('an add that cannot be stored fails only its own caller; the rest of its batch is stored', async () => {
   const q = new Queue(bullQueueName('queue:ba.partial'), { connection: redis!, prefix: PREFIX });
   try {

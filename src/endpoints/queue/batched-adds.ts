@@ -4,7 +4,7 @@ import { corkForTurn } from '../../store/corked-turn.ts';
 
 interface Pending {
   data: unknown;
-  opts: JobsOptions & { jobId: string };
+  opts: JobsOptions;
   resolve: (id: string) => void;
   reject: (err: unknown) => void;
 }
@@ -29,7 +29,7 @@ function jobJson(q: Queue, p: Pending) {
 export class BatchedAdds {
   private readonly pending = new Map<Queue, Pending[]>();
 
-  add(q: Queue, data: unknown, opts: JobsOptions & { jobId: string }): Promise<string> {
+  add(q: Queue, data: unknown, opts: JobsOptions): Promise<string> {
     return new Promise<string>((resolve, reject) => {
       let list = this.pending.get(q);
       if (!list) {
@@ -50,7 +50,8 @@ export class BatchedAdds {
       corkForTurn(client as unknown as Redis);
       for (const p of list) {
         try {
-          q.backend.addJobToTransaction(client, jobJson(q, p), p.opts.jobId).then(p.resolve, p.reject);
+          // No id: BullMQ numbers the job itself (its script reads '' so).
+          q.backend.addJobToTransaction(client, jobJson(q, p), p.opts.jobId ?? '').then(p.resolve, p.reject);
         } catch (err) {
           p.reject(err); // this add only (its data would not serialize, say); the others go on
         }

@@ -340,10 +340,14 @@ export class QueueEndpoint implements Endpoint {
     // The dedup key and the job are written by one BullMQ script: no window in which a crash
     // leaves the id marked without the message stored, or stored twice. With a TTL the key
     // outlives the job, so a redelivery after the message was consumed is still caught.
-    const jobId = newJobId();
+    // The job id is picked here only to tell a repeat by BullMQ's answer (the id of the job that
+    // holds the dedup key), and BullMQ checks a given id with one more command. A flow never
+    // reads that answer and repeats a send only when a run is replayed: its sends take BullMQ's
+    // own id, and a repeat is still caught by the dedup key, only not told (counted as accepted).
+    const jobId = message.sender.kind === 'flow' ? undefined : newJobId();
     const dedupWindow = this.o.dedupWindows?.windowFor(message.to) ?? this.o.dedupTtlMs;
     const opts = {
-      jobId,
+      ...(jobId ? { jobId } : {}),
       attempts: this.o.maxAttempts,
       backoff: { type: 'exponential' as const, delay: this.o.backoffMs },
       removeOnComplete: true,
@@ -352,7 +356,7 @@ export class QueueEndpoint implements Endpoint {
     };
     const id = await this.adds.add(q, encodeMessage(message), opts);
     // A deduplicated add returns the id of the job that holds the dedup key.
-    const duplicate = id !== jobId;
+    const duplicate = jobId !== undefined && id !== jobId;
     if (!duplicate) this.rates.add(`in:${q.name}`);
     return { id: message.id, duplicate };
   }
