@@ -63,11 +63,20 @@ export async function startTestCluster(o: { masters?: number; replicas?: number;
   const dir = mkdtempSync(join(tmpdir(), 'sb-cluster-'));
   const auth = o.password ? ['--requirepass', o.password, '--masterauth', o.password] : [];
   const nodes: RedisNode[] = [];
-  for (let i = 0; i < masters * (1 + replicas); i++) {
-    nodes.push(startNode(bin, dir, await freePort(), ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--appendonly', 'yes', '--appendfsync', o.appendfsync ?? 'everysec', ...auth]));
-  }
+  const nodeArgs = ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000', '--appendonly', 'yes', '--appendfsync', o.appendfsync ?? 'everysec', ...auth];
+  for (let i = 0; i < masters * (1 + replicas); i++) nodes.push(startNode(bin, dir, await freePort(), nodeArgs));
   const cli = cliFor(o.password);
-  for (const n of nodes) await waitFor(async () => cli(n.port, 'ping').trim() === 'PONG', 15_000, `cluster node ${n.port}`);
+  // A free port can be taken by another process before the node binds it; the node then exits at
+  // once, and is started again on another port.
+  for (let i = 0; i < nodes.length; i++) {
+    for (let attempt = 1; ; attempt++) {
+      const n = nodes[i]!;
+      await waitFor(async () => !n.alive() || cli(n.port, 'ping').trim() === 'PONG', 15_000, `cluster node ${n.port}`);
+      if (n.alive()) break;
+      if (attempt === 3) throw new Error(`a cluster node exited at start three times (last on port ${n.port})`);
+      nodes[i] = startNode(bin, dir, await freePort(), nodeArgs);
+    }
+  }
   const create = spawnSync('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', String(replicas), '--cluster-yes', ...(o.password ? ['-a', o.password, '--no-auth-warning'] : [])], { encoding: 'utf8' });
   if (!/All 16384 slots covered/.test(create.stdout)) throw new Error(`cluster create failed: ${create.stdout}${create.stderr}`);
   await waitFor(async () => nodes.every((n) => cli(n.port, 'cluster', 'info').includes('cluster_state:ok')), 30_000, 'cluster_state:ok on every node');
