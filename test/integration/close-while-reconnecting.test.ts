@@ -108,11 +108,7 @@ test('BullMQ workers on a cluster whose queue master was just killed (kill -9) c
   await Promise.all(queues.map((q) => q.add('one', {})));
   await sleep(500);
   const slot = keySlot(names[0]!);
-  const owner = cluster.cli(cluster.nodes[0]!.port, 'cluster', 'nodes').split('\n').find((l) => /\bmaster\b/.test(l) && l.split(' ').slice(8).some((r) => {
-    const [a, b] = r.split('-').map(Number);
-    return slot >= a! && slot <= (b ?? a)!;
-  }));
-  const victim = cluster.nodes.find((n) => owner?.includes(`:${n.port}@`));
+  const victim = cluster.masterOf(slot);
   assert.ok(victim, `the master of slot ${slot}`);
   await victim.kill('SIGKILL');
 

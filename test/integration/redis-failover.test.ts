@@ -147,8 +147,7 @@ test('redis.waitReplicas: 1 on a 3-master cluster with two replicas each — kil
     slot.gw = gw;
     // The master serving the queue's slot, from CLUSTER NODES.
     const queueSlot = keySlot(bullQueueName('queue:fc.orders'));
-    const owner = cluster.cli(cluster.nodes[0]!.port, 'cluster', 'nodes').split('\n').find((l) => /\bmaster\b/.test(l) && l.split(' ').slice(8).some((r) => { const [a, b] = r.split('-').map(Number); return queueSlot >= a! && queueSlot <= (b ?? a)!; }));
-    const victim = cluster.nodes.find((n) => owner?.includes(`:${n.port}@`))!;
+    const victim = cluster.masterOf(queueSlot)!;
     assert.ok(victim, `the master of slot ${queueSlot}`);
     const acked = new Set<string>();
     let next = 0;

@@ -27,6 +27,8 @@ export interface TestCluster {
   cli(port: number, ...args: string[]): string;
   /** Ports of the current masters (from CLUSTER NODES as seen by a live node). */
   masters(): number[];
+  /** The node that is master of `slot` now (from CLUSTER NODES as seen by the first node). */
+  masterOf(slot: number): RedisNode | undefined;
   stop(): Promise<void>;
 }
 
@@ -93,6 +95,13 @@ export async function startTestCluster(o: { masters?: number; replicas?: number;
       const live = nodes.find((n) => n.alive());
       if (!live) return [];
       return cli(live.port, 'cluster', 'nodes').split('\n').filter((l) => /\bmaster\b/.test(l) && !/\bfail\b/.test(l)).map((l) => Number(/:(\d+)@/.exec(l)?.[1])).filter((p) => p > 0);
+    },
+    masterOf(slot) {
+      const owner = cli(nodes[0]!.port, 'cluster', 'nodes').split('\n').find((l) => /\bmaster\b/.test(l) && l.split(' ').slice(8).some((r) => {
+        const [a, b] = r.split('-').map(Number);
+        return slot >= a! && slot <= (b ?? a)!;
+      }));
+      return nodes.find((n) => owner?.includes(`:${n.port}@`));
     },
     async stop() {
       await Promise.all(nodes.map((n) => n.kill('SIGTERM')));
