@@ -200,14 +200,41 @@ const SECTION: Record<string, number> = {
   'amqp:properties:list': 0x73, 'amqp:application-properties:map': 0x74, 'amqp:data:binary': 0x75, 'amqp:amqp-sequence:list': 0x76, 'amqp:value:*': 0x77,
 };
 
-/** The sections of an encoded message as rhea's Reader yields them, types and all. */
-function readSections(encoded: Buffer): Sections {
+type SectionReader = { read(): Typed; remaining(): number; read_constructor(): { typecode: number; descriptor?: Typed }; read_uint(width: number): number; skip(bytes: number): void; position: number };
+
+/**
+ * Moves past a section whose content is a list or a map without decoding it (their encoding
+ * states their size); false, with nothing moved, for any other encoding.
+ */
+function skipSection(reader: SectionReader, start: number, typecode: number): boolean {
+  const width = typecode === 0xc0 || typecode === 0xc1 ? 1 : typecode === 0xd0 || typecode === 0xd1 ? 4 : typecode === 0x45 ? 0 : -1;
+  if (width < 0) {
+    reader.position = start;
+    return false;
+  }
+  if (width > 0) reader.skip(reader.read_uint(width));
+  return true;
+}
+
+/**
+ * The sections of an encoded message as rhea's Reader yields them, types and all: the ones
+ * fromAmqp reads types from. A message passes here on every hop, so what rhea's own decode
+ * already told without loss is not decoded twice: the properties (only when an id is bytes,
+ * which may be a uuid or a binary), and data sections (bytes, read from rhea's message).
+ */
+function readSections(encoded: Buffer, idsAreBytes: boolean): Sections {
   const out: Sections = { sequences: [] };
-  const reader = new T.Reader(encoded);
+  const reader = new T.Reader(encoded) as unknown as SectionReader;
   while (reader.remaining() > 0) {
-    const s = reader.read();
-    const d = s.descriptor?.value;
+    const start = reader.position;
+    const c = reader.read_constructor();
+    const d = c.descriptor?.value;
     const code = typeof d === 'number' ? d : SECTION[String(d)];
+    // Data sections hold the body, and after them come only more of them and the footer.
+    if (code === 0x75) break;
+    if (code !== 0x74 && code !== 0x76 && code !== 0x77 && !(code === 0x73 && idsAreBytes) && skipSection(reader, start, c.typecode)) continue;
+    reader.position = start;
+    const s = reader.read();
     if (code === 0x73) out.properties = s.value as Typed[];
     else if (code === 0x74) out.applicationProperties = s.value as Typed[];
     else if (code === 0x76) out.sequences.push(stripDescriptor(s));
@@ -303,7 +330,7 @@ function dataBytes(body: unknown): Buffer | undefined {
 /** The typed sections: from the encoded bytes when rhea decoded the message, else from its JS values. */
 function sectionsOf(a: AmqpMessage): Sections {
   const encoded = (a as { [RAW]?: Buffer })[RAW];
-  if (encoded) return readSections(encoded);
+  if (encoded) return readSections(encoded, Buffer.isBuffer(a.message_id) || Buffer.isBuffer(a.correlation_id));
   const out: Sections = { sequences: [] };
   const props = a.application_properties as Record<string, unknown> | undefined;
   if (props) out.applicationProperties = Object.entries(props).flatMap(([k, v]) => [T.wrap_string!(k), isTyped(v) ? v : T.wrap!(v)]);

@@ -19,7 +19,7 @@ export function verbFor(to: string): Verb {
 export function authorizeSend(permissions: Permissions): SendInterceptor {
   return {
     name: 'authorize-send',
-    async send(input, next) {
+    send(input, next) {
       permissions.require(input.caller.principal, verbFor(input.message.to), input.message.to);
       return next(input);
     },
@@ -42,7 +42,7 @@ export class ReplyAddressRefused extends SwitchboardError {
 export function authorizeReplyTo(permissions: Permissions): SendInterceptor {
   return {
     name: 'authorize-reply-to',
-    async send(input, next) {
+    send(input, next) {
       const replyTo = input.message.replyTo;
       // Checked where a message enters from outside; a route or a flow moving it on carries a
       // reply address that was checked then (or that the flow set to itself).

@@ -101,6 +101,9 @@ export class Permissions {
   version = 0;
 
   private deployment = new Map<string, { grant: DeploymentGrant; pattern: AddressPattern }[]>();
+  // A route or a bridge asks the same question for every message it moves, and deployment grants
+  // never change after the start: their answers are kept (bounded), frozen since they are shared.
+  private deploymentAnswers = new Map<string, Readonly<Decision> | null>();
   private grantSources: GrantSource[] = [];
 
   constructor(rules: PermissionRule[], grants: DeploymentGrant[] = []) {
@@ -193,9 +196,8 @@ export class Permissions {
     // Flows are deployed code; `system` is the gateway's own notices and decisions, which no door
     // can present (the router's require-principal interceptor refuses it from client doors).
     if (p.kind === 'flow' || p.kind === 'system') return { ...base, allowed: true, reason: `${base.principal} is deployed code and acts unrestricted` };
-    for (const { grant, pattern } of this.deployment.get(base.principal) ?? []) {
-      if (grant.verbs.includes(verb) && matchesPattern(pattern, address)) return { ...base, allowed: true, reason: `${grant.reason} allows ${base.principal} to ${verb} on ${grant.address}` };
-    }
+    const granted = this.deploymentGrant(base, verb, address);
+    if (granted) return granted;
     for (const source of this.grantSources) {
       for (const g of source(p)) {
         if (g.verbs.includes(verb) && matchesPattern(g.pattern, address)) return { ...base, allowed: true, reason: `${g.reason} allows ${base.principal} to ${verb} on ${g.pattern.raw}` };
@@ -208,6 +210,25 @@ export class Permissions {
       }
     }
     return { ...base, allowed: false, reason: `no rule allows ${base.principal} to ${verb} on ${address} (default deny)` };
+  }
+
+  /** The decision a deployment grant makes, or null when none allows it. */
+  private deploymentGrant(base: { verb: Verb; address: string; principal: string }, verb: Verb, address: string): Decision | null {
+    const grants = this.deployment.get(base.principal);
+    if (!grants) return null;
+    const key = `${base.principal}\0${verb}\0${address}`;
+    const known = this.deploymentAnswers.get(key);
+    if (known !== undefined) return known;
+    let answer: Decision | null = null;
+    for (const { grant, pattern } of grants) {
+      if (grant.verbs.includes(verb) && matchesPattern(pattern, address)) {
+        answer = Object.freeze({ ...base, allowed: true, reason: `${grant.reason} allows ${base.principal} to ${verb} on ${grant.address}` });
+        break;
+      }
+    }
+    if (this.deploymentAnswers.size >= 10_000) this.deploymentAnswers.clear();
+    this.deploymentAnswers.set(key, answer);
+    return answer;
   }
 
   /** Admin patterns of a principal: where it may manage rules (delegated administration). */

@@ -30,7 +30,7 @@ export function claimedEventType(m: Pick<Message, 'headers' | 'contentType' | 'b
  */
 export const refuseForgedEvents: SendInterceptor = {
   name: 'refuse-forged-events',
-  async send(input, next) {
+  send(input, next) {
     if (!CLIENT_DOORS.has(input.caller.door) || input.caller.door === 'peer') return next(input);
     const type = claimedEventType(input.message);
     if (type !== undefined && /^switchboard\./i.test(type.trim())) throw new ForgedEvent(principalId(input.caller.principal), type);

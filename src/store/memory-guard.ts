@@ -72,7 +72,7 @@ export class MemoryGuard implements SendInterceptor {
     return this.full !== undefined;
   }
 
-  async send(input: SendInput, next: SendNext): Promise<SendResult> {
+  send(input: SendInput, next: SendNext): Promise<SendResult> {
     const full = this.full;
     if (full && CLIENT_DOORS.has(input.caller?.door)) {
       throw new DependencyUnavailable('redis', `its memory is nearly full (${mb(full.used)} of maxmemory ${mb(full.max)} on ${full.node}, limit ${Math.round(this.limit * 100)}%): new messages are refused until queues are drained; nothing was stored, try again later`);

@@ -27,6 +27,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import rhea, { type Connection, type ConnectionOptions, type Delivery, type EventContext, type Receiver, type Sender } from 'rhea';
@@ -259,6 +260,37 @@ test('API → mq:legacy/x → route → queue:y: ids, headers, correlation, JSON
   await waitFor(async () => { const q = (await rabbit!.queues()).x; return q?.ready === 0 && q.unacked === 0; }, 60_000, 'queue x on RabbitMQ to be empty');
   await sleep(500);
   assert.deepEqual(await queueState(base, 'queue:y'), { depth: 0, inFlight: 0 }, 'a redelivered id is not delivered twice');
+});
+
+test('under load a consumer grants credit half a window at a time, never past its free slots: 600 messages through a route of concurrency 20 in at most 60 grants, each exactly once', { timeout: 180_000 }, async () => {
+  const N = 600;
+  const CONCURRENCY = 20;
+  // Every credit grant of a receiver of this queue, as the gateway's rhea makes it (this process).
+  const grants: number[] = [];
+  const proto = (createRequire(import.meta.url)('rhea/lib/link.js') as { Receiver: { prototype: Receiver } }).Receiver.prototype;
+  const addCredit = proto.add_credit;
+  proto.add_credit = function (this: Receiver & { source?: { address?: string } }, n: number) {
+    if (this.source?.address === '/queue/credit') grants.push(n);
+    return addCredit.call(this, n);
+  };
+  try {
+    const g = await startGw({ routes: [{ from: 'mq:legacy/credit', to: 'queue:credit-sink', concurrency: CONCURRENCY }] });
+    const legacy = await RabbitClient.connect('legacy-credit');
+    const ids = Array.from({ length: N }, (_, i) => `credit-${String(i).padStart(4, '0')}`);
+    for (let i = 0; i < N; i += 200) {
+      await legacy.send('credit', ids.slice(i, i + 200).map((id) => ({ message_id: id, content_type: 'application/json', body: rhea.message.data_section(Buffer.from(JSON.stringify({ id }))) })));
+    }
+    const counts = new Map<string, number>();
+    await waitFor(async () => { await receiveBatch(g.url, 'queue:credit-sink', counts); return counts.size >= N; }, 120_000, `all ${N} messages at queue:credit-sink`);
+    await waitFor(async () => { const q = (await rabbit!.queues()).credit; return q?.ready === 0 && q.unacked === 0; }, 60_000, 'queue credit on RabbitMQ to be empty');
+    await drain(g.url, 'queue:credit-sink', counts);
+    assertExactlyOnce(ids, counts);
+    assert.ok(grants.length > 0, 'the consumer granted credit');
+    assert.ok(grants.every((n) => n >= CONCURRENCY / 2 && n <= CONCURRENCY), `every grant is between half a window and a window: ${JSON.stringify(grants)}`);
+    assert.ok(grants.length <= (N / (CONCURRENCY / 2)) * 1.0, `${grants.length} grants for ${N} messages: one per finished message would be ${N}`);
+  } finally {
+    proto.add_credit = addCredit;
+  }
 });
 
 test('queue:a → route → mq:legacy/z: on RabbitMQ the message has message_id, correlation_id, subject, headers and switchboard-sender as properties, no user_id', { timeout: 120_000 }, async () => {

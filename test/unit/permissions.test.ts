@@ -188,3 +188,40 @@ describe('rulesFromConfig', () => {
     assert.equal(p.check(user('olga', ['ops']), 'send', 'queue:x').rule?.id, 'config-1-1');
   });
 });
+
+describe('Permissions: deployment grants asked again and again', () => {
+  const route: Principal = { kind: 'route', name: 'queue:a -> queue:b.*' };
+  const grants = [{ principal: 'route:queue:a -> queue:b.*', address: 'queue:b.*', verbs: ['send' as const], reason: 'the route queue:a -> queue:b.* in the config' }];
+
+  test('each (verb, address) keeps its own answer, however often and in whatever order it is asked', () => {
+    const p = new Permissions([], grants);
+    for (let i = 0; i < 3; i++) {
+      assert.equal(p.check(route, 'send', 'queue:b.one').allowed, true);
+      assert.equal(p.check(route, 'send', 'queue:c').allowed, false, 'an address the grant does not match');
+      assert.equal(p.check(route, 'consume', 'queue:b.one').allowed, false, 'a verb the grant does not give');
+      assert.equal(p.check(route, 'send', 'queue:b.two').allowed, true);
+      assert.equal(p.check({ kind: 'route', name: 'queue:x -> queue:y' }, 'send', 'queue:b.one').allowed, false, 'another route');
+    }
+    assert.match(p.check(route, 'send', 'queue:b.one').reason, /the route queue:a -> queue:b\.\* in the config allows route:queue:a -> queue:b\.\* to send on queue:b\.\*/);
+    assert.throws(() => p.require(route, 'send', 'queue:c'), PermissionDenied);
+  });
+
+  test('a rule added later still applies where no deployment grant does, and the kept answer cannot be changed by a caller', () => {
+    const p = new Permissions([], grants);
+    assert.equal(p.check(route, 'consume', 'queue:b.one').allowed, false);
+    p.replace([rule({ id: 'r1', user: 'nobody', address: 'queue:**', verbs: ['consume'] })]);
+    assert.equal(p.check(user('nobody'), 'consume', 'queue:b.one').allowed, true);
+    const d = p.check(route, 'send', 'queue:b.one');
+    assert.throws(() => { (d as { allowed: boolean }).allowed = false; }, TypeError);
+    assert.equal(p.check(route, 'send', 'queue:b.one').allowed, true);
+  });
+
+  test('thousands of different addresses keep the kept answers bounded and correct', () => {
+    const p = new Permissions([], grants);
+    for (let i = 0; i < 25_000; i++) assert.equal(p.check(route, 'send', `queue:b.${i}`).allowed, true);
+    assert.equal(p.check(route, 'send', 'queue:b.0').allowed, true);
+    assert.equal(p.check(route, 'send', 'queue:bb.0').allowed, false);
+    const kept = (p as unknown as { deploymentAnswers: Map<string, unknown> }).deploymentAnswers.size;
+    assert.ok(kept <= 10_000, `${kept} answers kept`);
+  });
+});

@@ -96,4 +96,25 @@ describe('the router pipeline', () => {
     await c.send(msg('queue:in.a', { headers: { 'switchboard-task': 't1' } }), { kind: 'system', name: 'inbox' }, 'inbox');
     assert.deepEqual(c.reached[1]!.message.headers, { 'switchboard-task': 't1' });
   });
+
+  test('a refusal thrown by a plain (not async) link reaches every link before it and the caller as a rejection', async () => {
+    const seen: string[] = [];
+    // Like audit-denials: catches what a later link refuses.
+    const catcher = { name: 'catcher', async send(i: SendInput, next: (i: SendInput) => Promise<SendResult>) {
+      try { return await next(i); } catch (err) { seen.push(`caught: ${(err as Error).message}`); throw err; }
+    } };
+    const thrower = { name: 'thrower', send(): Promise<SendResult> { throw new Error('refused at once'); } };
+    let reachedEnd = false;
+    const send = compose([catcher, thrower], async (i) => { reachedEnd = true; return { id: i.message.id, duplicate: false }; });
+    const outer = compose([thrower], async (i) => ({ id: i.message.id, duplicate: false }));
+    const input = { message: msg('queue:x'), caller: { principal: clerk, door: 'http' as const } };
+    // A synchronous throw out of the chain would escape assert.rejects' promise argument here.
+    await assert.rejects(send(input), /refused at once/);
+    await assert.rejects(outer(input), /refused at once/);
+    assert.deepEqual(seen, ['caught: refused at once']);
+    assert.equal(reachedEnd, false);
+    // The end itself may throw synchronously too.
+    const endThrows = compose([catcher], (() => { throw new Error('the endpoint threw'); }) as never);
+    await assert.rejects(endThrows(input), /the endpoint threw/);
+  });
 });
