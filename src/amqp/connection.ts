@@ -236,7 +236,7 @@ export class Broker {
 
   /** Sends and resolves once the broker accepted it. */
   async send(address: string, message: AmqpMessage): Promise<void> {
-    await this.ready(this.config.sendTimeoutMs);
+    if (this.state !== 'open' || !this.connection?.is_open()) await this.ready(this.config.sendTimeoutMs);
     const s = this.sender(address);
     if (!s.sendable()) {
       let timer: NodeJS.Timeout | undefined;

@@ -2,7 +2,8 @@ import type { AttachmentStore, AttachmentInfo } from '../attachments/attachment-
 import { ATTACHMENTS_HEADER, parseAttachmentRefs } from '../attachments/reference.ts';
 import { SwitchboardError, ValidationError } from '../core/errors.ts';
 import { principalId, type Principal } from '../core/message.ts';
-import { CLIENT_DOORS, type SendInterceptor } from '../core/pipeline.ts';
+import type { SendResult } from '../core/endpoint.ts';
+import { CLIENT_DOORS, type SendInput, type SendInterceptor, type SendNext } from '../core/pipeline.ts';
 import type { AuditLog } from './audit.ts';
 import type { Permissions } from './permissions.ts';
 
@@ -65,31 +66,34 @@ export function requireAttachmentUpload(permissions: Permissions, p: Principal, 
 export function claimCheck(permissions: Permissions, store: AttachmentStore, audit: AuditLog): SendInterceptor {
   return {
     name: 'claim-check',
-    async send(input, next) {
+    send(input, next) {
       const header = input.message.headers[ATTACHMENTS_HEADER];
-      if (header === undefined) return next(input);
-      const refs = parseAttachmentRefs(header);
-      const p = input.caller.principal;
-      const expires = input.message.expiresAt ? Date.parse(input.message.expiresAt) : NaN;
-      const keepUntil = Math.max(Date.now() + store.retentionMs, Number.isFinite(expires) ? expires : 0);
-      for (const ref of refs) {
-        const info = await store.info(ref.id);
-        let mismatch: string | undefined;
-        if (!info) mismatch = 'no complete attachment with this id here (upload it first with POST /api/attachments; it may have expired)';
-        else if (info.sha256 !== ref.sha256) mismatch = `the message says SHA-256 ${ref.sha256}, the stored content has ${info.sha256}`;
-        else if (info.size !== ref.size) mismatch = `the message says ${ref.size} bytes, the stored content has ${info.size}`;
-        if (mismatch !== undefined || !info) {
-          const err = new AttachmentReferenceMismatch(ref.id, mismatch ?? 'not found');
-          await audit.record({ action: 'attachment.refused', actor: principalId(p), ...(input.caller.ip ? { ip: input.caller.ip } : {}), target: input.message.to, detail: `${input.caller.door} door, message ${input.message.id}: ${err.message}` });
-          throw err;
-        }
-        // A refusal here is a 403: the audit-denials interceptor records it.
-        if (CLIENT_DOORS.has(input.caller.door)) requireAttachmentRead(permissions, p, info);
-      }
-      // Granted before the destination stores the message, so nobody finds a message whose
-      // attachment they cannot open yet; the sender may send there, so the grant gives away nothing.
-      for (const ref of refs) await store.grant(ref.id, input.message.to, keepUntil);
-      return next(input);
+      return header === undefined ? next(input) : checked(input, next, header);
     },
   };
+
+  async function checked(input: SendInput, next: SendNext, header: string): Promise<SendResult> {
+    const refs = parseAttachmentRefs(header);
+    const p = input.caller.principal;
+    const expires = input.message.expiresAt ? Date.parse(input.message.expiresAt) : NaN;
+    const keepUntil = Math.max(Date.now() + store.retentionMs, Number.isFinite(expires) ? expires : 0);
+    for (const ref of refs) {
+      const info = await store.info(ref.id);
+      let mismatch: string | undefined;
+      if (!info) mismatch = 'no complete attachment with this id here (upload it first with POST /api/attachments; it may have expired)';
+      else if (info.sha256 !== ref.sha256) mismatch = `the message says SHA-256 ${ref.sha256}, the stored content has ${info.sha256}`;
+      else if (info.size !== ref.size) mismatch = `the message says ${ref.size} bytes, the stored content has ${info.size}`;
+      if (mismatch !== undefined || !info) {
+        const err = new AttachmentReferenceMismatch(ref.id, mismatch ?? 'not found');
+        await audit.record({ action: 'attachment.refused', actor: principalId(p), ...(input.caller.ip ? { ip: input.caller.ip } : {}), target: input.message.to, detail: `${input.caller.door} door, message ${input.message.id}: ${err.message}` });
+        throw err;
+      }
+      // A refusal here is a 403: the audit-denials interceptor records it.
+      if (CLIENT_DOORS.has(input.caller.door)) requireAttachmentRead(permissions, p, info);
+    }
+    // Granted before the destination stores the message, so nobody finds a message whose
+    // attachment they cannot open yet; the sender may send there, so the grant gives away nothing.
+    for (const ref of refs) await store.grant(ref.id, input.message.to, keepUntil);
+    return next(input);
+  }
 }

@@ -34,14 +34,36 @@ export function dedupKey(message: Pick<Message, 'to' | 'sender' | 'id'>): string
 const sha256Hex: (text: string) => string =
   typeof crypto.hash === 'function' ? (text) => crypto.hash('sha256', text, 'hex') : (text) => crypto.createHash('sha256').update(text).digest('hex');
 
+/** One caller waiting for its part of a batched look or mark. */
+interface Waiting<T> {
+  key: string;
+  resolve: (value: T) => void;
+  reject: (err: unknown) => void;
+}
+
+/** Sets each of KEYS to '1' with the time to live ARGV[1] (ms): one command for a batch of marks. */
+const REMEMBER = "for i = 1, #KEYS do redis.call('SET', KEYS[i], '1', 'PX', ARGV[1]) end return #KEYS";
+
+/** Keys in one command at most: a burst of thousands is still several commands, none huge. */
+const MAX_BATCH = 500;
+
 /**
  * Idempotent-receiver store for endpoints that cannot check ids atomically themselves
  * (a temporary queue, a broker). `remember` after the destination accepted; `seen` before
  * sending; for a message, the id to pass is its `dedupKey`.
  * A crash between the send and `remember` can repeat that one send: at-least-once, which is the
  * most a destination without ids allows. The queue endpoint and the outboxes dedup atomically instead.
+ *
+ * A bridge with many messages in flight asks for its looks and marks together: those asked for
+ * in one turn of the event loop go to Redis as one MGET and one script per scope (the keys of a
+ * scope share a hash tag, so a Redis Cluster runs each on one node), not one command a message.
+ * On the AMQP bridge the two commands a message cost about a tenth of its rate (npm run bench --
+ * mq). Each caller still gets its own answer, and a failed command fails exactly its batch.
  */
 export class DedupStore {
+  private readonly looks = new Map<string, Waiting<boolean>[]>();
+  private readonly marks = new Map<string, Waiting<void>[]>();
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
@@ -54,15 +76,37 @@ export class DedupStore {
     return `${this.prefix}:dedup:{${scope}}:${sha256Hex(id)}`;
   }
 
-  // A bridge with many messages in flight looks up and remembers their ids together: one write a turn.
-  async seen(scope: string, id: string): Promise<boolean> {
-    corkForTurn(this.redis);
-    return (await this.redis.exists(this.key(scope, id))) === 1;
+  seen(scope: string, id: string): Promise<boolean> {
+    return this.batch(this.looks, scope, this.key(scope, id), (keys) => this.redis.mget(keys).then((values) => values.map((v) => v !== null)));
   }
 
-  async remember(scope: string, id: string): Promise<void> {
-    corkForTurn(this.redis);
-    await this.redis.set(this.key(scope, id), '1', 'PX', this.ttlMs);
+  remember(scope: string, id: string): Promise<void> {
+    return this.batch(this.marks, scope, this.key(scope, id), (keys) => this.redis.eval(REMEMBER, keys.length, ...keys, this.ttlMs).then(() => keys.map(() => undefined)));
+  }
+
+  /** Adds `key` to this turn's batch of `scope`, sent once the turn's callbacks have run. */
+  private batch<T>(pending: Map<string, Waiting<T>[]>, scope: string, key: string, send: (keys: string[]) => Promise<T[]>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let list = pending.get(scope);
+      if (!list) {
+        pending.set(scope, (list = []));
+        process.nextTick(() => {
+          pending.delete(scope);
+          corkForTurn(this.redis);
+          for (let i = 0; i < list!.length; i += MAX_BATCH) {
+            const part = list!.slice(i, i + MAX_BATCH);
+            let sent: Promise<T[]>;
+            try {
+              sent = send(part.map((w) => w.key));
+            } catch (err) {
+              sent = Promise.reject(err);
+            }
+            sent.then((answers) => part.forEach((w, j) => w.resolve(answers[j]!)), (err: unknown) => part.forEach((w) => w.reject(err)));
+          }
+        });
+      }
+      list.push({ key, resolve, reject });
+    });
   }
 
   /** Binds `key` to `value` for `ttlMs` unless bound already; returns the earlier value, or null. */

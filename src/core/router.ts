@@ -68,8 +68,8 @@ export class Router {
    * Resolves when the destination has durably accepted the message (or had it already). The
    * caller is who hands it over and through which door; the pipeline decides whether it may.
    */
-  async send(message: Message, caller: Caller): Promise<SendResult> {
-    return this.chain({ message, caller });
+  send(message: Message, caller: Caller): Promise<SendResult> {
+    return this.chain({ message, caller }); // compose never throws: a refusal is a rejection
   }
 
   private async dispatch(message: Message): Promise<SendResult> {

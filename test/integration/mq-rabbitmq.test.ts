@@ -262,7 +262,7 @@ test('API → mq:legacy/x → route → queue:y: ids, headers, correlation, JSON
   assert.deepEqual(await queueState(base, 'queue:y'), { depth: 0, inFlight: 0 }, 'a redelivered id is not delivered twice');
 });
 
-test('under load a consumer grants credit half a window at a time, never past its free slots: 600 messages through a route of concurrency 20 in at most 60 grants, each exactly once', { timeout: 180_000 }, async () => {
+test('under load a consumer grants credit half a window at a time, never past its free slots: 600 messages through a route of concurrency 20 in at most 60 grants, each exactly once and counted out once', { timeout: 180_000 }, async () => {
   const N = 600;
   const CONCURRENCY = 20;
   // Every credit grant of a receiver of this queue, as the gateway's rhea makes it (this process).
@@ -285,6 +285,7 @@ test('under load a consumer grants credit half a window at a time, never past it
     await waitFor(async () => { const q = (await rabbit!.queues()).credit; return q?.ready === 0 && q.unacked === 0; }, 60_000, 'queue credit on RabbitMQ to be empty');
     await drain(g.url, 'queue:credit-sink', counts);
     assertExactlyOnce(ids, counts);
+    assert.equal(await metric(g.url, 'switchboard_messages_out_total', { endpoint: 'mq' }), N, 'each message consumed from the broker is counted out once');
     assert.ok(grants.length > 0, 'the consumer granted credit');
     assert.ok(grants.every((n) => n >= CONCURRENCY / 2 && n <= CONCURRENCY), `every grant is between half a window and a window: ${JSON.stringify(grants)}`);
     assert.ok(grants.length <= (N / (CONCURRENCY / 2)) * 1.0, `${grants.length} grants for ${N} messages: one per finished message would be ${N}`);

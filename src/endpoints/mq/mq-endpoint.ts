@@ -231,8 +231,7 @@ export class MqEndpoint implements Endpoint {
     try {
       // Destination unavailable: hold this one (no new credit), try again later.
       await holdWhileUnavailable(() => handler(message), { stopping, firstPauseMs: Math.min(this.o.backoffMs, 250) });
-      delivery.accept();
-      this.o.metrics.messagesOut.inc({ endpoint: 'mq' });
+      delivery.accept(); // counted out by the router, around the handler
       return;
     } catch (err) {
       if (isRetryable(err)) {
