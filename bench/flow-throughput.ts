@@ -49,7 +49,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, SHARED_OPTIONS, sleep } from './support/measure.ts';
+import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, SHARED_OPTIONS, sleep, measuredCode } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -647,7 +647,7 @@ async function main(): Promise<number> {
       startedAt: started.toISOString(),
       finishedAt: new Date().toISOString(),
       settings: { flows: N, waiting: W, rounds: ROUNDS, concurrency: CONCURRENCY, warmup: WARMUP, bodyBytes: BODY_BYTES, flow: `send ${S1} → step → send ${S2}`, raw: 'BullMQ worker: 3 × queue.add per job; waiting: delayed jobs' },
-      environment: { node: process.version, redis: version, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: mb(totalmem()) },
+      environment: { gatewayCode: measuredCode(), node: process.version, redis: version, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: mb(totalmem()) },
       summary: {
         rawMedianFlowsPerSecond: Math.round(rate('raw')),
         switchboardMedianFlowsPerSecond: Math.round(rate('sb')),
