@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { Queue, UnrecoverableError, Worker, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { dedupKey } from './dedup.ts';
+import { randomBase64url } from './random-text.ts';
 import { shardOf, shardTag } from '../store/redis.ts';
 import type { BeforeReplay, BrowseResult, HealthReport, ReplayResult, SendResult } from './endpoint.ts';
 import { retryDeadLetters } from './retry-dead-letters.ts';
@@ -124,7 +124,7 @@ export function outboxDedupId(message: Pick<Message, 'to' | 'sender' | 'id'>): s
  * shows. Prefixed, so never a plain integer, and free of `:` (both refused by BullMQ).
  */
 export function outboxJobId(): string {
-  return `o${randomBytes(12).toString('base64url')}`;
+  return `o${randomBase64url(12)}`;
 }
 
 function unpack<E>(data: Data): { message: StoredMessage; extra: E } {

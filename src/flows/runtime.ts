@@ -1,9 +1,10 @@
-import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Conflict, NotFound, ValidationError } from '../core/errors.ts';
 import { encodeMessage, principalId, type Message } from '../core/message.ts';
+import { randomBase64url } from '../core/random-text.ts';
 import type { EventJournal, LifecycleEvent } from '../core/lifecycle.ts';
 import type { Router } from '../core/router.ts';
 import { readTraceContext, withTraceContext } from '../tracing/trace-context.ts';
@@ -273,7 +274,7 @@ export class FlowRuntime {
         updatedAt: now,
         startedBy: principalId(message.sender),
         // 128 random bits as 22 characters (an HMAC key; instances stored with 32 hex digits keep them).
-        secret: randomBytes(16).toString('base64url'),
+        secret: randomBase64url(16),
         ...(message.replyTo ? { replyTo: message.replyTo } : {}),
         ...(message.correlationId ? { correlationId: message.correlationId } : {}),
         ...(trace ? { traceparent: trace.traceparent, ...(trace.tracestate !== undefined ? { tracestate: trace.tracestate } : {}) } : {}),
@@ -336,7 +337,7 @@ export class FlowRuntime {
   async run(id: string): Promise<'done' | 'busy'> {
     // 128 random bits, 22 characters: the lock's value and the instance's run mark (kept short
     // for the meta hash's compact encoding).
-    const token = randomBytes(16).toString('base64url');
+    const token = randomBase64url(16);
     const held = this.sticky.get(id);
     const begun = await this.store.beginRun(id, token, this.o.lockMs, held === undefined);
     if (begun === 'busy') return 'busy';

@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import { dedupKey } from '../../core/dedup.ts';
+import { randomBase64url } from '../../core/random-text.ts';
 import type { Message } from '../../core/message.ts';
 
 /**
@@ -24,21 +24,11 @@ export function dedupId(message: Pick<Message, 'to' | 'sender' | 'id'>): string 
   return dedupKey(message);
 }
 
-/** Random bytes for job ids, drawn 9 at a time: one randomBytes call per 512 ids, not per send. */
-let pool = Buffer.alloc(0);
-let used = 0;
-
 /**
  * A new job id: `m` and 72 random bits in base64url (12 characters). Short, because it appears
  * in every key and event BullMQ writes for the job; never a plain integer (BullMQ's own ids);
- * no ':'. Only unique, not secret: a queue's job ids are no capability. A 9-byte randomBytes call
- * per id cost ~7 µs on the send path; this ~0.5 µs.
+ * no ':'. Only unique, not secret: a queue's job ids are no capability.
  */
 export function newJobId(): string {
-  if (used + 9 > pool.length) {
-    pool = randomBytes(9 * 512);
-    used = 0;
-  }
-  used += 9;
-  return `m${pool.toString('base64url', used - 9, used)}`;
+  return `m${randomBase64url(9)}`;
 }
