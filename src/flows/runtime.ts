@@ -8,7 +8,7 @@ import { randomBase64url } from '../core/random-text.ts';
 import type { EventJournal, LifecycleEvent } from '../core/lifecycle.ts';
 import type { Router } from '../core/router.ts';
 import { readTraceContext, withTraceContext } from '../tracing/trace-context.ts';
-import { NO_TRACING, type Tracing } from '../tracing/tracing.ts';
+import { NO_TRACING, type SpanOptions, type Tracing } from '../tracing/tracing.ts';
 import { ReplayContext, answers, traceOf } from './context.ts';
 import type { FlowDefinition } from './define.ts';
 import { ReplyRefused, Suspend } from './errors.ts';
@@ -261,7 +261,9 @@ export class FlowRuntime {
     // The instance is one span of the trace that started it, and its context is stored with it:
     // every step, on whichever process and after however many replays, is a child of this span.
     const parent = readTraceContext(message.headers);
-    const span = this.tracing.startSpan(`flow ${name}`, { ...(parent ? { parent } : {}), attributes: { 'switchboard.flow': name, 'switchboard.flow.instance': id, 'switchboard.flow.starter': principalId(message.sender) } });
+    const spanOptions: SpanOptions = { attributes: { 'switchboard.flow': name, 'switchboard.flow.instance': id, 'switchboard.flow.starter': principalId(message.sender) } };
+    if (parent) spanOptions.parent = parent;
+    const span = this.tracing.startSpan(`flow ${name}`, spanOptions);
     const trace = span.context;
     let created: boolean;
     try {

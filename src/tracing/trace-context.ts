@@ -88,7 +88,10 @@ export function readTraceContext(headers: Readonly<Record<string, string>> | und
 
 /** The valid trace context kept beside a record (a flow instance, a task), if any. */
 export function storedTraceContext(record: { traceparent?: string | undefined; tracestate?: string | undefined }): TraceContext | undefined {
-  return readTraceContext({ ...(record.traceparent ? { [TRACEPARENT]: record.traceparent } : {}), ...(record.tracestate ? { [TRACESTATE]: record.tracestate } : {}) });
+  if (!record.traceparent) return undefined; // without one a tracestate alone means nothing
+  const headers: Record<string, string> = { [TRACEPARENT]: record.traceparent };
+  if (record.tracestate) headers[TRACESTATE] = record.tracestate;
+  return readTraceContext(headers);
 }
 
 /**
