@@ -94,6 +94,7 @@ before(async () => {
   const raw = await testConfig('unused', {
     redis: { cluster: { nodes: cluster.urls }, password: '${REDIS_PASSWORD}', prefix: 'core' },
     routes: [{ from: 'queue:cl.in', to: 'queue:cl.out' }],
+    queues: { limits: [{ address: 'queue:cl.bounded', maxDepth: 10 }] },
     flows: { dir: flowsDir, lockTimeout: '3s', stalledCheck: '1s' },
     email: { smtp: `smtp://127.0.0.1:${smtpPort}`, from: 'switchboard@example.com', backoff: '200ms', maxAttempts: 5 },
     webhooks: {
@@ -130,6 +131,17 @@ test('queues, dedup and a route on the cluster: every id exactly once, a resend 
   await new Promise((r) => setTimeout(r, 500));
   await drain(gw.url, 'queue:cl.out', counts);
   assertExactlyOnce(ids, counts);
+});
+
+test('a bounded queue on the cluster: 40 sends at once store exactly its maxDepth of 10, the rest are 503', { timeout: 60_000 }, async () => {
+  const sends = await Promise.all(Array.from({ length: 40 }, (_, i) => api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { to: 'queue:cl.bounded', id: `b-${i}`, body: {} } })));
+  const statuses = sends.map((r) => r.status);
+  assert.equal(statuses.filter((s) => s === 202).length, 10, JSON.stringify(statuses));
+  assert.equal(statuses.filter((s) => s === 503).length, 30, JSON.stringify(statuses));
+  assert.match(sends.find((r) => r.status === 503)!.body.error.message, /the queue is full \(10 messages, maxDepth 10\)/);
+  const counts = new Map<string, number>();
+  await drain(gw.url, 'queue:cl.bounded', counts);
+  assert.equal(counts.size, 10);
 });
 
 test('a flow with a timer and an ask, escalated by the follow-ups, decided over the API, then a webhook and an e-mail', { timeout: 120_000 }, async () => {

@@ -108,7 +108,7 @@ test("a flow's sends take BullMQ's own job ids (no EXISTS on an id given to it);
 test('an add that cannot be stored fails only its own caller; the rest of its batch is stored', async () => {
   const q = new Queue(bullQueueName('queue:ba.partial'), { connection: redis!, prefix: PREFIX });
   try {
-    const adds = new BatchedAdds();
+    const adds = new BatchedAdds(redis!);
     const opts = (jobId: string) => ({ jobId, removeOnComplete: true });
     const outcomes = await Promise.allSettled([
       adds.add(q, { n: 1 }, opts('mj1')),

@@ -12,6 +12,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Gateway } from '../../src/gateway.ts';
+import { DestinationUnavailable } from '../../src/core/errors.ts';
+import { createMessage } from '../../src/core/message.ts';
 import { startTestGateway, waitFor } from '../support/gateway.ts';
 import { assertExactlyOnce, dlqDepth, queueState, receiveBatch, sendAll, type QueueState } from '../support/counting-sink.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
@@ -24,13 +26,17 @@ const CONCURRENCY = 10;
 /** Drain out.b in small batches, so the route refills it between them. */
 const DRAIN = { max: 50, leaseSeconds: 120 };
 
+/** A bounded queue many senders race for at once. */
+const RACED = 'queue:raced.c';
+const RACED_DEPTH = 25;
+
 let redis: TestRedis | undefined;
 let gw: Gateway | undefined;
 
 before(async () => {
   redis = await startTestRedis();
   gw = await startTestGateway(redis.url, {
-    queues: { maxAttempts: 3, backoff: '100ms', lockTimeout: '5s', stalledCheck: '1s', limits: [{ address: TO, maxDepth: MAX_DEPTH }] },
+    queues: { maxAttempts: 3, backoff: '100ms', lockTimeout: '5s', stalledCheck: '1s', limits: [{ address: TO, maxDepth: MAX_DEPTH }, { address: RACED, maxDepth: RACED_DEPTH }] },
     routes: [{ from: FROM, to: TO, concurrency: CONCURRENCY }],
     // The router logs every refused send at warn (one line per held message per retry): quiet here.
     log: { level: 'error' },
@@ -99,4 +105,32 @@ test('a full destination stops the route pulling; draining it resumes the route 
   assert.deepEqual(await queueState(base, TO), { depth: 0, inFlight: 0 });
   assert.equal(await dlqDepth(base, FROM), 0, 'dead letters in in.a');
   assert.equal(await dlqDepth(base, TO), 0, 'dead letters in out.b');
+});
+
+test('200 senders racing for the last places of a queue with maxDepth 25: exactly 25 are stored, the rest refused as full, and room made later is taken exactly', async () => {
+  const base = gw!.url;
+  const caller = { principal: { kind: 'system' as const, name: 'race-test' }, door: 'system' as const };
+  const send = (id: string) => gw!.router.send(createMessage({ to: RACED, id, body: { id } }, caller.principal), caller);
+  // All in one turn: every add is asked for before any is answered, as under a burst.
+  const outcomes = await Promise.allSettled(Array.from({ length: 200 }, (_, i) => send(`race-${i}`)));
+  const stored = outcomes.filter((o) => o.status === 'fulfilled');
+  const refused = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+  assert.equal(stored.length, RACED_DEPTH, `${stored.length} stored: the limit was overshot or not reached`);
+  assert.equal(refused.length, 200 - RACED_DEPTH);
+  for (const r of refused) {
+    assert.ok(r.reason instanceof DestinationUnavailable, `refused with ${String(r.reason)}`);
+    assert.match((r.reason as Error).message, /queue:raced\.c cannot accept messages now: the queue is full \(25 messages, maxDepth 25\); try again later/);
+  }
+  assert.deepEqual(await queueState(base, RACED), { depth: RACED_DEPTH, inFlight: 0 });
+
+  // Five taken off (received and acknowledged): five more of another burst fit, no more.
+  const counts = new Map<string, number>();
+  assert.equal((await receiveBatch(base, RACED, counts, { max: 5, leaseSeconds: 60 })).length, 5);
+  const second = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => send(`again-${i}`)));
+  assert.equal(second.filter((o) => o.status === 'fulfilled').length, 5);
+  assert.deepEqual(await queueState(base, RACED), { depth: RACED_DEPTH, inFlight: 0 });
+  // A full queue refuses a repeat of a stored id too, and stores nothing for it.
+  const stat = outcomes.findIndex((o) => o.status === 'fulfilled');
+  await assert.rejects(send(`race-${stat}`), DestinationUnavailable);
+  assert.deepEqual(await queueState(base, RACED), { depth: RACED_DEPTH, inFlight: 0 });
 });

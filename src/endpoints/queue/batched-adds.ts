@@ -1,10 +1,13 @@
 import { Job, type JobsOptions, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { corkForTurn } from '../../store/corked-turn.ts';
+import { withinDepth } from './depth-guard.ts';
 
 interface Pending {
   data: unknown;
   opts: JobsOptions;
+  /** The queue's depth limit, checked in the same script as the add; none: no limit. */
+  maxDepth: number | undefined;
   resolve: (id: string) => void;
   reject: (err: unknown) => void;
 }
@@ -29,7 +32,10 @@ function jobJson(q: Queue, p: Pending) {
 export class BatchedAdds {
   private readonly pending = new Map<Queue, Pending[]>();
 
-  add(q: Queue, data: unknown, opts: JobsOptions): Promise<string> {
+  /** `redis`: the connection the queues are opened with (a depth-limited add runs a script on it). */
+  constructor(private readonly redis: Redis) {}
+
+  add(q: Queue, data: unknown, opts: JobsOptions, maxDepth?: number): Promise<string> {
     return new Promise<string>((resolve, reject) => {
       let list = this.pending.get(q);
       if (!list) {
@@ -38,7 +44,7 @@ export class BatchedAdds {
         // After the microtasks of this turn: every handler woken by the same read has asked by then.
         process.nextTick(() => void this.flush(q));
       }
-      list.push({ data, opts, resolve, reject });
+      list.push({ data, opts, maxDepth, resolve, reject });
     });
   }
 
@@ -51,7 +57,8 @@ export class BatchedAdds {
       for (const p of list) {
         try {
           // No id: BullMQ numbers the job itself (its script reads '' so).
-          q.backend.addJobToTransaction(client, jobJson(q, p), p.opts.jobId ?? '').then(p.resolve, p.reject);
+          const target = p.maxDepth === undefined ? client : withinDepth(this.redis, client, q, p.maxDepth);
+          q.backend.addJobToTransaction(target, jobJson(q, p), p.opts.jobId ?? '').then(p.resolve, p.reject);
         } catch (err) {
           p.reject(err); // this add only (its data would not serialize, say); the others go on
         }

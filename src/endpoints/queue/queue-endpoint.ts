@@ -3,7 +3,7 @@ import { DelayedError, Job, Queue, UnrecoverableError, Worker, createRedisBacken
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AckResult, BeforeReplay, BrowseResult, QueueStats, ReplayResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
-import { DestinationUnavailable, MessageInFlight, NotFound, ValidationError, isRetryable } from '../../core/errors.ts';
+import { MessageInFlight, NotFound, ValidationError, isRetryable } from '../../core/errors.ts';
 import { holdWhileUnavailable } from '../../core/hold.ts';
 import { matchesPattern, type AddressPattern } from '../../core/pattern.ts';
 import { decodeMessage, encodeMessage, expiryReason, isExpired, type Message, type StoredMessage } from '../../core/message.ts';
@@ -131,7 +131,7 @@ export class QueueEndpoint implements Endpoint {
   private returning = false;
   /** Accepted (`in:`) and acknowledged (`out:`) messages per address, for the console's rates. */
   private readonly rates = new RateMeter();
-  private readonly adds = new BatchedAdds();
+  private readonly adds: BatchedAdds;
   /** Records the events of dead letters about to be replayed or discarded (set when events want them). */
   private deadLettersLeaving?: DeadLettersLeaving;
 
@@ -142,6 +142,7 @@ export class QueueEndpoint implements Endpoint {
   private readonly stallsAllowed: number;
 
   constructor(private readonly o: QueueEndpointOptions) {
+    this.adds = new BatchedAdds(o.redis);
     this.stallsAllowed = Math.max(0, o.maxAttempts - 1);
     this.idleMs = o.idleMs ?? 60_000;
     this.maxOpen = o.maxOpen ?? 1000;
@@ -325,18 +326,13 @@ export class QueueEndpoint implements Endpoint {
     await e.queue.close().catch(() => undefined);
   }
 
-  private async add(q: Queue<Data>, message: Message): Promise<SendResult> {
-    const max = this.maxDepth(message.to);
-    if (max !== undefined) {
-      // Checked before the add, not atomically with it: concurrent senders may overshoot by
-      // their number, which a depth limit for backpressure tolerates.
-      const depth = await depthOf(q);
-      if (depth >= max) throw new DestinationUnavailable(message.to, `the queue is full (${depth} messages, maxDepth ${max}); try again later`);
-    }
-    return this.addJob(q, message);
+  private add(q: Queue<Data>, message: Message): Promise<SendResult> {
+    // A depth limit is checked in the script that adds (depth-guard.ts): senders racing for the
+    // last places cannot overshoot it.
+    return this.addJob(q, message, this.maxDepth(message.to));
   }
 
-  private async addJob(q: Queue<Data>, message: Message): Promise<SendResult> {
+  private async addJob(q: Queue<Data>, message: Message, maxDepth?: number): Promise<SendResult> {
     // The dedup key and the job are written by one BullMQ script: no window in which a crash
     // leaves the id marked without the message stored, or stored twice. With a TTL the key
     // outlives the job, so a redelivery after the message was consumed is still caught.
@@ -356,7 +352,7 @@ export class QueueEndpoint implements Endpoint {
     };
     if (jobId) opts.jobId = jobId;
     if (dedupWindow > 0) opts.deduplication = { id: dedupId(message), ttl: dedupWindow };
-    const id = await this.adds.add(q, encodeMessage(message), opts);
+    const id = await this.adds.add(q, encodeMessage(message), opts, maxDepth);
     // A deduplicated add returns the id of the job that holds the dedup key.
     const duplicate = jobId !== undefined && id !== jobId;
     if (!duplicate) this.rates.add(`in:${q.name}`);
