@@ -24,3 +24,22 @@ test('BullMQ\'s removeJob takes the two KEYS the discard guard leaves it (job ke
   const used = new Set([...removeJob.content.matchAll(/KEYS\[(\d+)\]/g)].map((m) => Number(m[1])));
   assert.deepEqual([...used].sort(), [1, 2], 'removeJob reads only KEYS[1] and KEYS[2]; the guard\'s KEYS[3..6] are its own');
 });
+
+// src/endpoints/queue/depth-guard.ts runs BullMQ's addStandardJob behind a depth guard: the guard
+// reads KEYS[1] wait, KEYS[2] paused and KEYS[6] delayed as addStandardJob names them, adds its
+// own KEYS[10] (prioritized) and ARGV[4] (the limit), and stands in for the client's runCommand
+// that BullMQ's addJobToTransaction calls with 'addStandardJob:<version>'.
+test("BullMQ's addStandardJob has the 9 KEYS and 3 ARGV the depth guard builds on, and adds through runCommand", async () => {
+  const { addStandardJob } = await import('bullmq/dist/esm/scripts/addStandardJob-9.js');
+  assert.equal(addStandardJob.keys, 9);
+  const keys = new Set([...addStandardJob.content.matchAll(/KEYS\[(\d+)\]/g)].map((m) => Number(m[1])));
+  assert.ok([...keys].every((k) => k >= 1 && k <= 9), `addStandardJob reads only KEYS[1..9]: ${[...keys]}`);
+  const argv = new Set([...addStandardJob.content.matchAll(/ARGV\[(\d+)\]/g)].map((m) => Number(m[1])));
+  assert.ok([...argv].every((a) => a >= 1 && a <= 3), `addStandardJob reads only ARGV[1..3] (the guard's limit is ARGV[4]): ${[...argv]}`);
+  assert.match(addStandardJob.content, /KEYS\[1\] 'wait'/);
+  assert.match(addStandardJob.content, /KEYS\[2\] 'paused'/);
+  assert.match(addStandardJob.content, /KEYS\[6\] 'delayed'/);
+  const backend = readFileSync(new URL('../../node_modules/bullmq/dist/cjs/classes/redis-queue-backend.js', import.meta.url), 'utf8');
+  assert.match(backend, /return client\.runCommand\(commandNameWithVersion, args\);/, 'BullMQ runs its scripts through the client\'s runCommand');
+  assert.match(backend, /this\.execCommand\(client, 'addStandardJob', argsList\)/, 'addJobToTransaction adds a standard job through execCommand on the client it is given');
+});
