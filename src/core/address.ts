@@ -75,7 +75,24 @@ registerScheme({
 });
 
 /** Parses and validates an address; throws AddressError saying what was expected. */
+/**
+ * Addresses parsed before (bounded): every message's address is parsed on its way, and a route
+ * or a flow sends to the same few again and again. Only valid ones are kept, frozen since they are
+ * shared; schemes are only ever added, so an address that was valid stays valid.
+ */
+const parsed = new Map<string, Address>();
+const PARSED_MAX = 10_000;
+
 export function parseAddress(raw: unknown): Address {
+  const known = typeof raw === 'string' ? parsed.get(raw) : undefined;
+  if (known) return known;
+  const address = Object.freeze(parseNew(raw));
+  if (parsed.size >= PARSED_MAX) parsed.clear();
+  parsed.set(address.raw, address);
+  return address;
+}
+
+function parseNew(raw: unknown): Address {
   if (typeof raw !== 'string' || raw === '') throw new AddressError(String(raw ?? ''), 'expected a non-empty string like queue:orders');
   if (raw.length > MAX_LENGTH) throw new AddressError(raw.slice(0, 40) + '…', `longer than ${MAX_LENGTH} characters`);
   const colon = raw.indexOf(':');

@@ -39,20 +39,35 @@ const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * Rethrows a failure that is not retryable, and a retryable one once `stopping()` is true.
  */
 export async function holdWhileUnavailable<T>(attempt: () => Promise<T>, o: HoldOptions): Promise<T> {
+  try {
+    return await attempt();
+  } catch (err) {
+    return holdAfterFailure(err, attempt, o);
+  }
+}
+
+/**
+ * holdWhileUnavailable for a first attempt the caller already made, which failed with `err`.
+ * A consumer that tries once itself builds no options or closures for the attempt that succeeds,
+ * which is nearly every message.
+ */
+export async function holdAfterFailure<T>(err: unknown, attempt: () => Promise<T>, o: HoldOptions): Promise<T> {
   const max = o.maxPauseMs ?? 5000;
   const jitter = o.jitter ?? 0.25;
   const sleep = o.sleep ?? wait;
   const random = o.random ?? Math.random;
   let pause = Math.min(o.firstPauseMs ?? 250, max);
+  let failure = err;
   for (;;) {
+    if (!isRetryable(failure) || o.stopping()) throw failure;
+    const ms = Math.round(pause * (1 - jitter + 2 * jitter * random()));
+    o.onHold?.(failure, ms);
+    await sleep(ms);
+    pause = Math.min(pause * 2, max);
     try {
       return await attempt();
-    } catch (err) {
-      if (!isRetryable(err) || o.stopping()) throw err;
-      const ms = Math.round(pause * (1 - jitter + 2 * jitter * random()));
-      o.onHold?.(err, ms);
-      await sleep(ms);
-      pause = Math.min(pause * 2, max);
+    } catch (next) {
+      failure = next;
     }
   }
 }

@@ -171,3 +171,24 @@ describe('parseAddress: length limit', () => {
     assert.equal(isAddress(raw), false);
   });
 });
+
+describe('parseAddress remembers what it parsed', () => {
+  test('the same address again is the same answer, which no caller can change', () => {
+    const a = parseAddress('queue:orders.eu');
+    const b = parseAddress('queue:orders.eu');
+    assert.equal(a, b);
+    assert.deepEqual(b, { scheme: 'queue', path: 'orders.eu', raw: 'queue:orders.eu' });
+    assert.throws(() => { (a as { path: string }).path = 'other'; }, TypeError);
+    assert.equal(parseAddress('queue:orders.eu').path, 'orders.eu');
+  });
+
+  test('an invalid address is refused every time it is asked, never remembered as valid', () => {
+    for (let i = 0; i < 3; i++) assertRefused('queue:orders..eu', /expected/);
+    for (let i = 0; i < 3; i++) assert.throws(() => parseAddress('nosuch:x'), AddressError);
+  });
+
+  test('tens of thousands of different addresses are each parsed right', () => {
+    for (let i = 0; i < 25_000; i++) assert.equal(parseAddress(`queue:q${i}.x`).path, `q${i}.x`);
+    assert.equal(parseAddress('queue:q0.x').raw, 'queue:q0.x');
+  });
+});

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DestinationUnavailable, ValidationError } from '../../src/core/errors.ts';
-import { holdWhileUnavailable, type HoldOptions } from '../../src/core/hold.ts';
+import { holdAfterFailure, holdWhileUnavailable, type HoldOptions } from '../../src/core/hold.ts';
 
 const unavailable = () => new DestinationUnavailable('queue:full', 'the queue is full');
 
@@ -97,5 +97,34 @@ describe('holdWhileUnavailable', () => {
     const started = Date.now();
     await holdWhileUnavailable(attempts([unavailable()], 1).fn, { stopping: () => false, firstPauseMs: 40, jitter: 0 });
     assert.ok(Date.now() - started >= 35);
+  });
+});
+
+describe('holdAfterFailure (the caller made the first attempt)', () => {
+  test('holds like holdWhileUnavailable from the first pause, and the attempts it makes are the retries', async () => {
+    const o = fake({ firstPauseMs: 200, maxPauseMs: 1000 });
+    const a = attempts([unavailable(), unavailable()], 'delivered');
+    assert.equal(await holdAfterFailure(unavailable(), a.fn, o), 'delivered');
+    assert.equal(a.calls(), 3, 'two more failures, then the delivery');
+    assert.deepEqual(o.pauses, [200, 400, 800]);
+  });
+
+  test('a first failure that is not retryable, or any while stopping, is rethrown without a pause or another attempt', async () => {
+    const refused = new ValidationError('bad input');
+    const o = fake();
+    const a = attempts([], 'never');
+    await assert.rejects(holdAfterFailure(refused, a.fn, o), (err) => err === refused);
+    const stopping = fake({ stopping: () => true });
+    const first = unavailable();
+    await assert.rejects(holdAfterFailure(first, a.fn, stopping), (err) => err === first);
+    assert.equal(a.calls(), 0);
+    assert.deepEqual([o.pauses, stopping.pauses], [[], []]);
+  });
+
+  test('a later failure that is not retryable ends the hold with that failure', async () => {
+    const o = fake();
+    const refused = new ValidationError('refused on the second try');
+    await assert.rejects(holdAfterFailure(unavailable(), attempts([refused], 'never').fn, o), (err) => err === refused);
+    assert.deepEqual(o.pauses, [250]);
   });
 });

@@ -4,7 +4,7 @@ import type { Delivery, EventContext, Receiver } from 'rhea';
 import type { Logger } from 'pino';
 import type { ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, SendResult, Subscription } from '../../core/endpoint.ts';
 import { UnknownTarget, ValidationError, isRetryable } from '../../core/errors.ts';
-import { holdWhileUnavailable } from '../../core/hold.ts';
+import { holdAfterFailure } from '../../core/hold.ts';
 import type { LifecycleEvent, RecordLifecycle } from '../../core/lifecycle.ts';
 import type { Message } from '../../core/message.ts';
 import type { Metrics } from '../../core/metrics.ts';
@@ -229,8 +229,13 @@ export class MqEndpoint implements Endpoint {
       return;
     }
     try {
-      // Destination unavailable: hold this one (no new credit), try again later.
-      await holdWhileUnavailable(() => handler(message), { stopping, firstPauseMs: Math.min(this.o.backoffMs, 250) });
+      // Destination unavailable: hold this one (no new credit), try again later. Tried once
+      // here: the hold's options and closure are made only for a message held.
+      try {
+        await handler(message);
+      } catch (first) {
+        await holdAfterFailure(first, () => handler(message), { stopping, firstPauseMs: Math.min(this.o.backoffMs, 250) });
+      }
       delivery.accept(); // counted out by the router, around the handler
       return;
     } catch (err) {

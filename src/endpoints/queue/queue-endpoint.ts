@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { AckResult, BeforeReplay, BrowseResult, QueueStats, ReplayResult, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from '../../core/endpoint.ts';
 import { MessageInFlight, NotFound, ValidationError, isRetryable } from '../../core/errors.ts';
-import { holdWhileUnavailable } from '../../core/hold.ts';
+import { holdAfterFailure } from '../../core/hold.ts';
 import { matchesPattern, type AddressPattern } from '../../core/pattern.ts';
 import { decodeMessage, encodeMessage, expiryReason, isExpired, type Message, type StoredMessage } from '../../core/message.ts';
 import type { DedupWindows } from '../../core/dedup-window.ts';
@@ -373,11 +373,16 @@ export class QueueEndpoint implements Endpoint {
         // A destination that cannot accept now keeps this message here (in flight, locked) and
         // so, with every slot busy, the worker stops pulling: backpressure, not a failed attempt.
         try {
-          await holdWhileUnavailable(() => handler(message), {
-            stopping: () => stopping,
-            firstPauseMs: Math.min(this.o.backoffMs, 250),
-            onHold: (err) => this.o.log.debug({ address, msgId: message.id, err: (err as Error).message }, 'destination unavailable; holding'),
-          });
+          // Tried once here: the options and closures of a hold are made only for a message held.
+          try {
+            await handler(message);
+          } catch (first) {
+            await holdAfterFailure(first, () => handler(message), {
+              stopping: () => stopping,
+              firstPauseMs: Math.min(this.o.backoffMs, 250),
+              onHold: (err) => this.o.log.debug({ address, msgId: message.id, err: (err as Error).message }, 'destination unavailable; holding'),
+            });
+          }
         } catch (err) {
           if (!isRetryable(err)) throw err;
           // Stopping: hand the message back to the queue now, without counting an attempt. Moved
