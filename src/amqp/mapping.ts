@@ -260,6 +260,37 @@ function plainBody(section: 'value' | 'sequence', typed: AmqpValue): unknown {
 const JSON_TYPE = /^application\/([a-z.+-]*\+)?json\b/i;
 const isBytes = (b: unknown): b is Uint8Array => Buffer.isBuffer(b) || b instanceof Uint8Array;
 
+/**
+ * The JSON data body a message came in with, by its fidelity record (which a route's copy of the
+ * message shares): bodyOut sends those bytes on while the body still says the same, instead of
+ * writing them again. Kept beside the record, never stored or shown.
+ */
+const receivedJson = new WeakMap<AmqpFidelity, { text: string; bytes: Buffer }>();
+
+/**
+ * `data` (the base64 of a JSON body JSON.stringify would not write the same: spacing, escapes,
+ * number forms) is worked out when read: by bodyOut of a message stored and read back, or when the
+ * message is stored (JSON.stringify reads it). A bridge passing a message straight on never needs it.
+ */
+function keepReceivedJson(x: AmqpFidelity, body: unknown, text: string, bytes: Buffer): void {
+  receivedJson.set(x, { text, bytes });
+  let data: string | undefined | null = null;
+  Object.defineProperty(x, 'data', {
+    enumerable: true,
+    configurable: true,
+    get: () => (data === null ? (data = JSON.stringify(body) !== text ? bytes.toString('base64') : undefined) : data),
+    set: (v: string | undefined) => { data = v; },
+  });
+}
+
+/** The bytes of a JSON body (`json`: JSON.stringify of it), those it came in with while it still says the same. */
+function jsonBytes(x: AmqpFidelity | undefined, body: unknown, json: string): Buffer {
+  const received = x?.bodySection === 'data' ? receivedJson.get(x) : undefined;
+  if (received) return json === received.text || sameJson(JSON.parse(received.text), body) ? received.bytes : Buffer.from(json, 'utf8');
+  const own = x?.data !== undefined && x.bodySection === 'data' ? Buffer.from(x.data, 'base64') : undefined;
+  return own && sameJson(JSON.parse(own.toString('utf8')), body) ? own : Buffer.from(json, 'utf8');
+}
+
 /** The body section(s) and content type a message leaves with. */
 function bodyOut(m: Message): { body: unknown; contentType?: string } {
   const x = m.amqp;
@@ -273,8 +304,7 @@ function bodyOut(m: Message): { body: unknown; contentType?: string } {
   }
   if (isBytes(m.body)) return { body: rhea.message.data_section(Buffer.from(m.body)), contentType: JSON_TYPE.test(type) ? 'application/octet-stream' : type };
   if (typeof m.body === 'string' && !JSON_TYPE.test(type)) return { body: rhea.message.data_section(Buffer.from(m.body, 'utf8')), contentType: type };
-  const own = x?.data !== undefined && x.bodySection === 'data' ? Buffer.from(x.data, 'base64') : undefined;
-  const bytes = own && sameJson(JSON.parse(own.toString('utf8')), m.body) ? own : Buffer.from(JSON.stringify(m.body ?? null), 'utf8');
+  const bytes = jsonBytes(x, m.body, JSON.stringify(m.body ?? null));
   return { body: rhea.message.data_section(bytes), contentType: x?.noContentType ? undefined : JSON_TYPE.test(type) ? type : 'application/json' };
 }
 
@@ -374,7 +404,7 @@ export function fromAmqp(a: AmqpMessage, to: string, sender: { kind: Message['se
       try {
         body = JSON.parse(text);
         type = contentType ?? type;
-        if (JSON.stringify(body) !== text) x.data = bytes.toString('base64');
+        keepReceivedJson(x, body, text, bytes);
       } catch (err) {
         if (contentType !== undefined) throw new ValidationError(`message body is declared ${contentType} but is not valid JSON: ${(err as Error).message}`, 'malformed_message');
         body = bytes;

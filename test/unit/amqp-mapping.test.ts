@@ -263,6 +263,24 @@ describe('AMQP types survive a hop (issue 14 point 6)', () => {
     assert.match(expiryReason({ expiresAt: '2030-01-01T00:00:00.000Z', amqp: { ttl: 5 } }), /expired at 2030-01-01T00:00:00.000Z \(ttl 5 ms\)/);
   });
 
+  test('a JSON data body leaves as the bytes it came with while it says the same, stored or not; changed, as its new JSON', () => {
+    const spaced = Buffer.from('{"a": 1,  "b": [1, 2], "c": "\\u00e9"}');
+    const m = received({ message_id: 'k', content_type: 'application/json', body: rhea.message.data_section(spaced) });
+    const out = (msg: Message) => (toAmqp(msg).body as { content: Buffer }).content;
+    assert.ok(out(m).equals(spaced), 'passed straight on (a route\'s copy of the message shares its record)');
+    assert.ok(out({ ...m, to: 'mq:b/next' }).equals(spaced));
+    const stored = decodeMessage(JSON.parse(JSON.stringify(encodeMessage(m))) as StoredMessage);
+    assert.equal(stored.amqp?.data, spaced.toString('base64'), 'storing keeps the original bytes, as data');
+    assert.ok(out(stored).equals(spaced), 'and a stored, read back message still leaves with them');
+    // Changed in place (as flow code could): never the stale bytes.
+    (m.body as { a: number }).a = 2;
+    assert.deepEqual(JSON.parse(out(m).toString()), { a: 2, b: [1, 2], c: 'é' });
+    // Bytes JSON.stringify writes the same need no copy when stored.
+    const plain = received({ message_id: 'p', content_type: 'application/json', body: rhea.message.data_section(Buffer.from('{"a":1}')) });
+    assert.equal('data' in JSON.parse(JSON.stringify(encodeMessage(plain))).amqp, false);
+    assert.ok(out(plain).equals(Buffer.from('{"a":1}')));
+  });
+
   test('the typed detail is JSON-safe: it survives storage (encodeMessage → JSON → decodeMessage) and a hop after it', () => {
     const m = received({ message_id: T.wrap_ulong(Buffer.from('fffffffffffffffe', 'hex')), body: T.wrap_list([T.wrap_long(-(2 ** 62)), T.wrap_float(1.5), T.wrap_double(Number.NaN), T.wrap_timestamp(1)]), application_properties: { u: T.wrap_ubyte(3) } });
     const stored = decodeMessage(JSON.parse(JSON.stringify(encodeMessage(m))) as StoredMessage);
