@@ -34,15 +34,20 @@ async function calls(admin: Redis): Promise<Record<string, number>> {
   return out;
 }
 
-const key = (id: string) => dedupKey({ to: 'mq:legacy/B', sender: { kind: 'broker', name: 'legacy' }, id });
-
-test('a turn of looks is one MGET and a turn of marks one script; each caller gets its own answer, keys keep their name and time to live', { timeout: 60_000 }, async () => {
+/** A private redis-server, a store on one client of it and a second client to look with. */
+async function storeOnRedis(): Promise<{ store: DedupStore; admin: Redis }> {
   const redis = await startTestRedis();
   servers.push(redis);
   const client = await openRedis(redis.url);
   const admin = await openRedis(redis.url);
   clients.push(client, admin);
-  const store = new DedupStore(client, 'sb', 60_000);
+  return { store: new DedupStore(client, 'sb', 60_000), admin };
+}
+
+const key = (id: string) => dedupKey({ to: 'mq:legacy/B', sender: { kind: 'broker', name: 'legacy' }, id });
+
+test('a turn of looks is one MGET and a turn of marks one script; each caller gets its own answer, keys keep their name and time to live', { timeout: 60_000 }, async () => {
+  const { store, admin } = await storeOnRedis();
   // Remembered by one SET a message, as the store did before it batched: still seen.
   const old = key('old-1');
   await admin.set(`sb:dedup:{mq:legacy/B}:${createHash('sha256').update(old).digest('hex')}`, '1', 'PX', 60_000);
@@ -77,12 +82,7 @@ test('a turn of looks is one MGET and a turn of marks one script; each caller ge
 });
 
 test('a look or a mark whose command fails fails its callers with the error; later ones work again', { timeout: 60_000 }, async () => {
-  const redis = await startTestRedis();
-  servers.push(redis);
-  const client = await openRedis(redis.url);
-  const admin = await openRedis(redis.url);
-  clients.push(client, admin);
-  const store = new DedupStore(client, 'sb', 60_000);
+  const { store, admin } = await storeOnRedis();
   // A read-only replica refuses writes: the script fails, the MGET is still answered.
   await admin.replicaof('127.0.0.1', 1); // nothing listens there: it stays a read-only replica of nobody
   const marks = await Promise.allSettled([store.remember('mq:x/q', key('f-1')), store.remember('mq:x/q', key('f-2'))]);
