@@ -7,7 +7,7 @@ import { decodeMessage, encodeMessage, type Message, type StoredMessage } from '
 import type { Decision, FlowContext, MessageMatch, SendOptions, TaskSpec } from './define.ts';
 import { FlowTimeout, NonDeterministicChange, Suspend } from './errors.ts';
 import { readTraceContext, storedTraceContext, withTraceContext, type TraceContext } from '../tracing/trace-context.ts';
-import { NO_TRACING, inSpan, type SpanOptions, type TraceSpan, type Tracing } from '../tracing/tracing.ts';
+import { NO_TRACING, inSpan, passThrough, type SpanOptions, type TraceSpan, type Tracing } from '../tracing/tracing.ts';
 import type { InstanceMeta, InstanceStore, JournalEntry } from './store.ts';
 
 /** What one run tells the context it lends itself to (a sticky context lives through many runs). */
@@ -278,10 +278,13 @@ export class ReplayContext implements FlowContext {
    */
   private inStep<T>(n: number, kind: JournalEntry['kind'], target: string | undefined, work: (span: TraceSpan) => Promise<T>): Promise<T> {
     const parent = traceOf(this.meta);
+    const tracing = this.deps.tracing ?? NO_TRACING;
+    // Tracing off (the default): no span name, attributes or span of its own for every step.
+    if (!tracing.enabled) return work(passThrough(parent));
     // Built by assignment: a literal opening with a conditional spread took V8 ~1.7 µs a step.
     const options: SpanOptions = { attributes: { 'switchboard.flow': this.flow, 'switchboard.flow.instance': this.id, 'switchboard.flow.step': n, 'switchboard.flow.step.kind': kind, 'switchboard.flow.step.target': target } };
     if (parent) options.parent = parent;
-    return inSpan(this.deps.tracing ?? NO_TRACING, `flow ${this.flow} ${kind}${target ? ` ${target}` : ''}`, options, work);
+    return inSpan(tracing, `flow ${this.flow} ${kind}${target ? ` ${target}` : ''}`, options, work);
   }
 
   private message(n: number, to: string, body: unknown, o: SendOptions = {}, trace?: TraceContext): Message {

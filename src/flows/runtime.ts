@@ -124,6 +124,9 @@ export class FlowRuntime {
   readonly store: InstanceStore;
   /** Parked flow functions by instance id, least recently parked first. */
   private readonly sticky = new Map<string, Execution>();
+  /** Locks of the runs in progress here, refreshed together (holdLock). */
+  private readonly heldLocks = new Set<HeldLock>();
+  private lockRefresher?: NodeJS.Timeout;
   private readonly stickyLimit: number;
   /** Runs that continued a parked flow, replayed one, and parked flows dropped (for benchmarks and metrics). */
   readonly stats = { continued: 0, replayed: 0, evicted: 0 };
@@ -349,12 +352,10 @@ export class FlowRuntime {
       held?.ctx.evict();
       return 'done';
     }
-    let lockLost = false;
     let released = false;
-    const refresh = setInterval(() => {
-      this.store.refreshLock(id, token, this.o.lockMs).then((ok) => { if (!ok) lockLost = true; }, () => { lockLost = true; });
-    }, Math.max(200, Math.floor(this.o.lockMs / 3)));
-    const control = { lockLost: () => lockLost };
+    const lock: HeldLock = { id, token, lost: false };
+    this.holdLock(lock);
+    const control = { lockLost: () => lock.lost };
     try {
       const { meta } = begun;
       if (!meta || FINISHED.includes(meta.status)) {
@@ -406,7 +407,7 @@ export class FlowRuntime {
         released = true;
         const waitingOn = ctx.waitingOn;
         const before = await this.store.park(id, token, ctx.takePending(), waitingOn, this.waitingEvent(meta.flow, id, waitingOn));
-        if (before === 'cancelled' || before === null || lockLost) ctx.evict();
+        if (before === 'cancelled' || before === null || lock.lost) ctx.evict();
         else this.keep(id, exec);
         return 'done';
       }
@@ -431,9 +432,23 @@ export class FlowRuntime {
       }
       return 'done';
     } finally {
-      clearInterval(refresh);
+      this.heldLocks.delete(lock);
       if (!released) await this.store.unlock(id, token).catch(() => {});
     }
+  }
+
+  /**
+   * Keeps the lock of a run alive while it runs: every run in progress has its lock refreshed by
+   * one interval of the runtime (every third of the lock's time), instead of a timer of its own,
+   * which nearly every run (done within milliseconds) made and cleared without ever firing.
+   */
+  private holdLock(lock: HeldLock): void {
+    this.heldLocks.add(lock);
+    this.lockRefresher ??= setInterval(() => {
+      for (const l of this.heldLocks) {
+        this.store.refreshLock(l.id, l.token, this.o.lockMs).then((ok) => { if (!ok) l.lost = true; }, () => { l.lost = true; });
+      }
+    }, Math.max(200, Math.floor(this.o.lockMs / 3))).unref();
   }
 
   /** Keeps a parked flow in memory, dropping the least recently parked beyond the limit. */
@@ -597,10 +612,19 @@ export class FlowRuntime {
     this.closing = true;
     await this.leftovers;
     await Promise.all(this.workers.map((w) => w.close()));
+    clearInterval(this.lockRefresher);
+    this.lockRefresher = undefined;
     for (const e of this.sticky.values()) e.ctx.evict();
     this.sticky.clear();
     await Promise.all(this.queues.map((q) => q.close()));
   }
+}
+
+/** The lock of one run in progress, and whether a refresh found it lost. */
+interface HeldLock {
+  readonly id: string;
+  readonly token: string;
+  lost: boolean;
 }
 
 function describe(err: unknown): { code?: string; message: string } {

@@ -194,6 +194,20 @@ export default defineFlow({
   },
 });
 `,
+  'ctx-long-step.ts': `${HEADER}
+export default defineFlow({
+  name: 'ctx-long-step',
+  input: z.object({ key: z.string() }),
+  async run(ctx, input) {
+    await ctx.step('long', async () => {
+      await hooks().redis.incr(input.key + ':entered');
+      while (!(await hooks().redis.get(input.key + ':go'))) await new Promise((r) => setTimeout(r, 50));
+    });
+    const m = await ctx.receive();
+    return { got: m.body };
+  },
+});
+`,
   'ctx-retry-request.ts': `${HEADER}
 export default defineFlow({
   name: 'ctx-retry-request',
@@ -669,6 +683,22 @@ test('cancel while a run is inside a step: the instance stays cancelled and runs
   const late = await deliver(`flow:ctx-slow/${id}`, { late: true });
   assert.equal(late.status, 409, JSON.stringify(late.body));
   assert.equal((await browse('queue:ctx.after-cancel')).depth, 0);
+});
+
+test('a run inside a step for longer than the lock time keeps its lock: a message arriving meanwhile does not start a second run of the step', async () => {
+  const key = `long-${Date.now()}`;
+  const id = await start('ctx-long-step', { key });
+  await waitFor(async () => (await count(`${key}:entered`)) === 1, 20_000, 'the long step to start');
+  // Past the 3 s lock of the run: only its refreshes keep it. Then a wake while it still runs.
+  await new Promise((r) => setTimeout(r, 4000));
+  const delivered = await deliver(`flow:ctx-long-step/${id}`, { n: 1 });
+  assert.equal(delivered.status, 202, JSON.stringify(delivered.body));
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(await count(`${key}:entered`), 1, 'a second run went into the step while the first was in it');
+  await client.set(`${key}:go`, '1');
+  const v = await reach('ctx-long-step', id, 'completed');
+  assert.deepEqual(v.result, { got: { n: 1 } });
+  assert.equal(await count(`${key}:entered`), 1);
 });
 
 test('retry after a request timed out sends the request again with a new id, and the reply completes it', async () => {
