@@ -99,6 +99,10 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
   // EventSource refused with a non-200 does not retry) and end with their session.
   const streams = liveStreams(deps.session);
   r.get('/inbox/events', login, (req, res) => {
+    // A client gone while its session was looked up (a page left at once) closed before this
+    // handler ran: the 'close' it listens for below has fired already, and nothing would ever
+    // stop the stream's timers (they kept a test process alive in CI).
+    if (req.socket.destroyed || res.closed) return;
     const p = res.locals.principal as Principal;
     let ended = false;
     const end = (reason: string) => {
@@ -119,7 +123,7 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
     });
     // A rule change may add or take away whole groups' tasks: every open inbox reloads its list.
     const offRules = deps.permissions.onChange(() => res.write(`event: task\ndata: ${JSON.stringify({ type: 'rules-changed' })}\n\n`));
-    const ping = setInterval(() => res.write(': keep-alive\n\n'), 20_000);
+    const ping = setInterval(() => res.write(': keep-alive\n\n'), 20_000).unref();
     // Logout in another process, or expiry: the stream notices its session is gone. The session's
     // groups (refreshed from the directory at every page the user loads) are the stream's too.
     const check = setInterval(() => {
@@ -127,15 +131,21 @@ export function inboxRoutes(deps: AppDeps): ExpressRouter {
         if (!err && !session?.user) end('session ended');
         else if (!err && session?.user) access.follow(sessionPrincipal(session.user));
       });
-    }, streams.sessionCheckMs);
-    req.on('close', () => {
+    }, streams.sessionCheckMs).unref();
+    let closed = false;
+    const close = () => {
+      if (closed) return;
+      closed = true;
       off();
       offRules();
       access.close();
       clearInterval(ping);
       clearInterval(check);
       stream.close();
-    });
+    };
+    // Whichever tells first that the connection is gone.
+    req.on('close', close);
+    res.on('close', close);
   });
 
   const showTask = async (req: Request, res: Response, extra: { error?: string; status?: number } = {}) => {
