@@ -198,7 +198,7 @@ export class Permissions {
     // Built without spreads: a flow's every send and start asks.
     if (p.kind === 'flow' || p.kind === 'system') return { verb, address, principal, allowed: true, reason: `${principal} is deployed code and acts unrestricted` };
     const base = { verb, address, principal };
-    const granted = this.deploymentGrant(base, verb, address);
+    const granted = this.deploymentGrant(base);
     if (granted) return granted;
     for (const source of this.grantSources) {
       for (const g of source(p)) {
@@ -215,7 +215,8 @@ export class Permissions {
   }
 
   /** The decision a deployment grant makes, or null when none allows it. */
-  private deploymentGrant(base: { verb: Verb; address: string; principal: string }, verb: Verb, address: string): Decision | null {
+  private deploymentGrant(base: { verb: Verb; address: string; principal: string }): Decision | null {
+    const { verb, address } = base;
     const grants = this.deployment.get(base.principal);
     if (!grants) return null;
     const key = `${base.principal}\0${verb}\0${address}`;

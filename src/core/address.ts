@@ -74,7 +74,6 @@ registerScheme({
   },
 });
 
-/** Parses and validates an address; throws AddressError saying what was expected. */
 /**
  * Addresses parsed before (bounded): every message's address is parsed on its way, and a route
  * or a flow sends to the same few again and again. Only valid ones are kept, frozen since they are
@@ -83,6 +82,7 @@ registerScheme({
 const parsed = new Map<string, Address>();
 const PARSED_MAX = 10_000;
 
+/** Parses and validates an address; throws AddressError saying what was expected. */
 export function parseAddress(raw: unknown): Address {
   const known = typeof raw === 'string' ? parsed.get(raw) : undefined;
   if (known) return known;
