@@ -137,26 +137,30 @@ function makeBody(seq: number): Record<string, unknown> {
 
 
 
-interface RedisSnapshot { cpu: number; commands: Record<string, number> }
+interface RedisSnapshot { cpu: number; commands: Record<string, number>; micros: Record<string, number> }
 
 async function redisSnapshot(admin: Redis): Promise<RedisSnapshot> {
   const cpu = parseInfo(await admin.info('cpu'));
   const stats = parseInfo(await admin.info('commandstats'));
   const commands: Record<string, number> = {};
+  const micros: Record<string, number> = {};
   for (const [k, v] of Object.entries(stats)) {
-    const m = /calls=(\d+)/.exec(v);
-    if (k.startsWith('cmdstat_') && m) commands[k.slice(8)] = Number(m[1]);
+    const m = /calls=(\d+),usec=(\d+)/.exec(v);
+    if (k.startsWith('cmdstat_') && m) {
+      commands[k.slice(8)] = Number(m[1]);
+      micros[k.slice(8)] = Number(m[2]);
+    }
   }
-  return { cpu: Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0), commands };
+  return { cpu: Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0), commands, micros };
 }
 
 /** The bench's own looks (INFO, counting, fail-fast samples), not part of what is measured. */
 const IGNORED = ['info', 'llen', 'config', 'flushall', 'bgrewriteaof', 'ping', 'memory', 'dbsize', 'hstrlen'];
 
-function diffCommands(a: RedisSnapshot, b: RedisSnapshot): Record<string, number> {
+function diffCommands(a: RedisSnapshot, b: RedisSnapshot, field: 'commands' | 'micros' = 'commands'): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(b.commands)) {
-    const d = v - (a.commands[k] ?? 0);
+  for (const [k, v] of Object.entries(b[field])) {
+    const d = v - (a[field][k] ?? 0);
     if (d > 0 && !IGNORED.includes(k)) out[k] = d;
   }
   return out;
@@ -249,10 +253,17 @@ interface ThroughputResult {
   otherCpuPercent: number | null;
   redisCommandsPerFlow: number;
   redisCommandBreakdown: Record<string, number>;
+  /** Redis's own time per flow by command (INFO commandstats usec): a script's commands count in it and on their own line too. */
+  redisMicrosBreakdown: Record<string, number>;
   redisCpuMicrosPerFlow: number;
   nodeCpuMicrosPerFlow: number;
   rssMB: number;
   verified: boolean;
+}
+
+/** Totals per flow, largest first, rounded to 0.01, zeros left out. */
+function perFlow(totals: Record<string, number>, n: number): Record<string, number> {
+  return Object.fromEntries(Object.entries(totals).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, Math.round((v / n) * 100) / 100]).filter(([, v]) => (v as number) > 0));
 }
 
 /** Times `start()` until `done()`; `half()` says whether half the work is done (for the two half-rates). */
@@ -281,7 +292,8 @@ async function measure(ctx: Ctx, n: number, start: () => Promise<void>, half: ()
     loadAverage1mBefore,
     otherCpuPercent: busy0 === undefined || busy1 === undefined ? null : Math.max(0, Math.round(((busy1 - busy0 - ownCpu) / (seconds * cpus().length)) * 100)),
     redisCommandsPerFlow: total / n,
-    redisCommandBreakdown: Object.fromEntries(Object.entries(breakdown).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, Math.round((v / n) * 100) / 100]).filter(([, v]) => (v as number) > 0)),
+    redisCommandBreakdown: perFlow(breakdown, n),
+    redisMicrosBreakdown: perFlow(diffCommands(before, after, 'micros'), n),
     redisCpuMicrosPerFlow: ((after.cpu - before.cpu) * 1e6) / n,
     nodeCpuMicrosPerFlow: (cpu.user + cpu.system) / n,
   };
@@ -349,7 +361,7 @@ async function runSwitchboard(ctx: Ctx, round: number, n: number, warmup: boolea
     gateway = await startGateway({ config, log: createLogger(config.log.level) });
     await runs.pause();
     const p0 = performance.now();
-    const ids = await startFlows(gateway, FLOW3, n);
+    const ids = await profiled(`sb-start-round-${round}`, () => startFlows(gateway!, FLOW3, n));
     const startSeconds = (performance.now() - p0) / 1000;
     const queued = await runs.getJobCounts('wait', 'active', 'delayed', 'prioritized');
     if (Object.values(queued).reduce((s, v) => s + v, 0) !== n) throw new Error(`sb round ${round}: expected ${n} queued runs while paused, got ${JSON.stringify(queued)}`);
@@ -638,7 +650,10 @@ async function main(): Promise<number> {
     }
     const sbRow = timed.find((r) => r.name === 'sb');
     const rawRow = timed.find((r) => r.name === 'raw');
-    if (sbRow && rawRow) console.log(`redis commands per flow: sb ${JSON.stringify(sbRow.redisCommandBreakdown)}; raw ${JSON.stringify(rawRow.redisCommandBreakdown)}`);
+    if (sbRow && rawRow) {
+      console.log(`redis commands per flow: sb ${JSON.stringify(sbRow.redisCommandBreakdown)}; raw ${JSON.stringify(rawRow.redisCommandBreakdown)}`);
+      console.log(`redis µs per flow by command (a script's commands also inside its eval): sb ${JSON.stringify(sbRow.redisMicrosBreakdown)}; raw ${JSON.stringify(rawRow.redisMicrosBreakdown)}`);
+    }
 
     mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
     const file = join(import.meta.dirname, 'results', `flow-throughput-${started.toISOString().replace(/[:.]/g, '-')}.json`);
