@@ -158,3 +158,41 @@ test('a session that ends elsewhere (gone from the store) ends its streams withi
   assert.equal(await settled(st.ended, 15_000), true, 'the stream noticed its session is gone');
   assert.match(await st.ended, /"reason":"session ended"/);
 });
+
+test('a stream whose client left while its session was being read holds no place: five such leave the user all five', async () => {
+  // A page left at once: the browser closes the connection while the login check still waits
+  // for the session from Redis. The stream handler then runs for a connection already closed,
+  // whose 'close' has fired; it must open nothing. (A stream opened then was never closed: it
+  // kept its place under the cap for good, and its timers kept the process alive.)
+  const s = await signIn('nobody');
+  const { Redis } = await import('ioredis');
+  const { request } = await import('node:http');
+  const admin = new Redis(redis.url);
+  try {
+    const port = Number(new URL(gw.url).port);
+    for (let i = 0; i < 5; i++) {
+      // Every client's commands wait for 600 ms, the session read included: the window in
+      // which the client leaves, made as wide as a test can see.
+      await admin.call('CLIENT', 'PAUSE', '600', 'ALL');
+      const req = request({ host: '127.0.0.1', port, path: '/inbox/events', headers: { cookie: s.cookie, accept: 'text/event-stream' } });
+      req.on('error', () => undefined); // destroyed below, on purpose
+      req.end();
+      await new Promise((r) => setTimeout(r, 200));
+      req.destroy();
+      // Past the pause: the session is read and the handler has run for the closed connection.
+      await new Promise((r) => setTimeout(r, 700));
+      assert.equal(await admin.ping(), 'PONG');
+    }
+  } finally {
+    admin.disconnect();
+  }
+  const streams: Stream[] = [];
+  for (let i = 0; i < 5; i++) {
+    const st = await openStream(s.cookie);
+    assert.equal(st.status, 200, `stream ${i + 1} after five left early: ${st.text}`);
+    streams.push(st);
+  }
+  const sixth = await openStream(s.cookie);
+  assert.equal(sixth.status, 429, 'the cap still counts the streams that are open');
+  for (const st of streams) st.abort();
+});
