@@ -49,7 +49,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, SHARED_OPTIONS, sleep, measuredCode } from './support/measure.ts';
+import { commandDelta, commandStats, fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, SHARED_OPTIONS, sleep, measuredCode, perUnit } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -141,29 +141,14 @@ interface RedisSnapshot { cpu: number; commands: Record<string, number>; micros:
 
 async function redisSnapshot(admin: Redis): Promise<RedisSnapshot> {
   const cpu = parseInfo(await admin.info('cpu'));
-  const stats = parseInfo(await admin.info('commandstats'));
-  const commands: Record<string, number> = {};
-  const micros: Record<string, number> = {};
-  for (const [k, v] of Object.entries(stats)) {
-    const m = /calls=(\d+),usec=(\d+)/.exec(v);
-    if (k.startsWith('cmdstat_') && m) {
-      commands[k.slice(8)] = Number(m[1]);
-      micros[k.slice(8)] = Number(m[2]);
-    }
-  }
-  return { cpu: Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0), commands, micros };
+  return { cpu: Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0), ...commandStats(await admin.info('commandstats')) };
 }
 
 /** The bench's own looks (INFO, counting, fail-fast samples), not part of what is measured. */
 const IGNORED = ['info', 'llen', 'config', 'flushall', 'bgrewriteaof', 'ping', 'memory', 'dbsize', 'hstrlen'];
 
 function diffCommands(a: RedisSnapshot, b: RedisSnapshot, field: 'commands' | 'micros' = 'commands'): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(b[field])) {
-    const d = v - (a[field][k] ?? 0);
-    if (d > 0 && !IGNORED.includes(k)) out[k] = d;
-  }
-  return out;
+  return commandDelta(a[field], b[field], IGNORED);
 }
 
 async function resetRedis(admin: Redis): Promise<void> {
@@ -261,11 +246,6 @@ interface ThroughputResult {
   verified: boolean;
 }
 
-/** Totals per flow, largest first, rounded to 0.01, zeros left out. */
-function perFlow(totals: Record<string, number>, n: number): Record<string, number> {
-  return Object.fromEntries(Object.entries(totals).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, Math.round((v / n) * 100) / 100]).filter(([, v]) => (v as number) > 0));
-}
-
 /** Times `start()` until `done()`; `half()` says whether half the work is done (for the two half-rates). */
 async function measure(ctx: Ctx, n: number, start: () => Promise<void>, half: () => Promise<boolean>, done: () => Promise<boolean>, what: string) {
   const loadAverage1mBefore = Math.round(loadavg()[0]! * 100) / 100;
@@ -292,8 +272,8 @@ async function measure(ctx: Ctx, n: number, start: () => Promise<void>, half: ()
     loadAverage1mBefore,
     otherCpuPercent: busy0 === undefined || busy1 === undefined ? null : Math.max(0, Math.round(((busy1 - busy0 - ownCpu) / (seconds * cpus().length)) * 100)),
     redisCommandsPerFlow: total / n,
-    redisCommandBreakdown: perFlow(breakdown, n),
-    redisMicrosBreakdown: perFlow(diffCommands(before, after, 'micros'), n),
+    redisCommandBreakdown: perUnit(breakdown, n),
+    redisMicrosBreakdown: perUnit(diffCommands(before, after, 'micros'), n),
     redisCpuMicrosPerFlow: ((after.cpu - before.cpu) * 1e6) / n,
     nodeCpuMicrosPerFlow: (cpu.user + cpu.system) / n,
   };

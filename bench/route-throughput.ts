@@ -50,7 +50,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, SHARED_OPTIONS, sleep, measuredCode } from './support/measure.ts';
+import { commandDelta, commandStats, fmt, intOption, machineBusySeconds, mb, median, parseInfo, perUnit, profiled, SHARED_OPTIONS, sleep, measuredCode } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -105,20 +105,14 @@ function makeBody(seq: number): Record<string, unknown> {
 
 
 /** Redis-side counters of one phase: commands by name, CPU seconds, AOF bytes and late fsyncs. */
-interface RedisSnapshot { cpu: number; commands: Record<string, number>; aofBytes: number; aofDelayedFsync: number }
+interface RedisSnapshot { cpu: number; commands: Record<string, number>; micros: Record<string, number>; aofBytes: number; aofDelayedFsync: number }
 
 async function redisSnapshot(admin: Redis): Promise<RedisSnapshot> {
   const cpu = parseInfo(await admin.info('cpu'));
   const aof = parseInfo(await admin.info('persistence'));
-  const stats = parseInfo(await admin.info('commandstats'));
-  const commands: Record<string, number> = {};
-  for (const [k, v] of Object.entries(stats)) {
-    const m = /calls=(\d+)/.exec(v);
-    if (k.startsWith('cmdstat_') && m) commands[k.slice(8)] = Number(m[1]);
-  }
   return {
     cpu: Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0),
-    commands,
+    ...commandStats(await admin.info('commandstats')),
     aofBytes: Number(aof.aof_current_size ?? 0),
     aofDelayedFsync: Number(aof.aof_delayed_fsync ?? 0),
   };
@@ -127,13 +121,8 @@ async function redisSnapshot(admin: Redis): Promise<RedisSnapshot> {
 /** The bench's own looks (INFO, counting, fail-fast checks), not part of what is measured. */
 const IGNORED = ['info', 'llen', 'config', 'flushall', 'bgrewriteaof', 'ping', 'zrandmember'];
 
-function diffCommands(a: RedisSnapshot, b: RedisSnapshot): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(b.commands)) {
-    const d = v - (a.commands[k] ?? 0);
-    if (d > 0 && !IGNORED.includes(k)) out[k] = d;
-  }
-  return out;
+function diffCommands(a: RedisSnapshot, b: RedisSnapshot, field: 'commands' | 'micros' = 'commands'): Record<string, number> {
+  return commandDelta(a[field], b[field], IGNORED);
 }
 
 /** Empties Redis and compacts its AOF, so every phase starts from the same state. */
@@ -238,6 +227,8 @@ interface PhaseResult {
   otherCpuPercent: number | null;
   redisCommandsPerMessage: number;
   redisCommandBreakdown: Record<string, number>;
+  /** Redis's own time per message by command (INFO commandstats usec): a script's commands count in it and on their own line too. */
+  redisMicrosBreakdown: Record<string, number>;
   redisCpuMicrosPerMessage: number;
   nodeCpuMicrosPerMessage: number;
   rssMB: number;
@@ -280,7 +271,8 @@ async function measureMove(ctx: Ctx, n: number, start: () => Promise<void>, a: Q
     aofDelayedFsyncs: after.aofDelayedFsync - before.aofDelayedFsync,
     loadAverage1mBefore,
     redisCommandsPerMessage: total / n,
-    redisCommandBreakdown: Object.fromEntries(Object.entries(breakdown).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, Math.round((v / n) * 100) / 100]).filter(([, v]) => (v as number) > 0)),
+    redisCommandBreakdown: perUnit(breakdown, n),
+    redisMicrosBreakdown: perUnit(diffCommands(before, after, 'micros'), n),
     redisCpuMicrosPerMessage: ((after.cpu - before.cpu) * 1000 * 1000) / n,
     nodeCpuMicrosPerMessage: ((cpu.user + cpu.system) / 1000) * (1000 / n),
   };
@@ -495,6 +487,7 @@ async function main(): Promise<number> {
     if (sbRow && rawRow) {
       console.log(`stored job data: sb ${sbRow.storedBytesPerJob} bytes (envelope + body), raw ${rawRow.storedBytesPerJob} bytes (body)`);
       console.log(`redis commands per moved message: sb ${JSON.stringify(sbRow.redisCommandBreakdown)}; raw ${JSON.stringify(rawRow.redisCommandBreakdown)}`);
+      console.log(`redis µs per moved message by command (a script's commands also inside its eval): sb ${JSON.stringify(sbRow.redisMicrosBreakdown)}; raw ${JSON.stringify(rawRow.redisMicrosBreakdown)}`);
     }
 
     mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });

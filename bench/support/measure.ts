@@ -61,6 +61,34 @@ export function parseInfo(text: string): Record<string, string> {
   return out;
 }
 
+/** Calls and microseconds by command name, from INFO commandstats (a script's commands count in it and on their own lines). */
+export function commandStats(text: string): { commands: Record<string, number>; micros: Record<string, number> } {
+  const commands: Record<string, number> = {};
+  const micros: Record<string, number> = {};
+  for (const [k, v] of Object.entries(parseInfo(text))) {
+    const m = /calls=(\d+),usec=(\d+)/.exec(v);
+    if (!k.startsWith('cmdstat_') || !m) continue;
+    commands[k.slice(8)] = Number(m[1]);
+    micros[k.slice(8)] = Number(m[2]);
+  }
+  return { commands, micros };
+}
+
+/** `after` − `before` per command, the unchanged and the `ignored` (the bench's own looks) left out. */
+export function commandDelta(before: Record<string, number>, after: Record<string, number>, ignored: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) {
+    const d = v - (before[k] ?? 0);
+    if (d > 0 && !ignored.includes(k)) out[k] = d;
+  }
+  return out;
+}
+
+/** Totals per unit of work (a message, a flow), largest first, rounded to 0.01, zeros left out. */
+export function perUnit(totals: Record<string, number>, n: number): Record<string, number> {
+  return Object.fromEntries(Object.entries(totals).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, Math.round((v / n) * 100) / 100]).filter(([, v]) => (v as number) > 0));
+}
+
 /** CPU seconds redis-server has used so far (INFO cpu). */
 export async function redisCpu(admin: Redis): Promise<number> {
   const cpu = parseInfo(await admin.info('cpu'));
