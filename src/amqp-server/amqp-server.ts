@@ -7,12 +7,12 @@ import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/authenticator.ts';
 import type { Directory } from '../auth/directory.ts';
 import { TooManyAttempts } from '../auth/login-guard.ts';
-import type { Permissions, Verb } from '../auth/permissions.ts';
 import { parseAddress } from '../core/address.ts';
 import type { Subscription } from '../core/endpoint.ts';
 import { DestinationUnavailable, PermissionDenied, SwitchboardError, isRetryable } from '../core/errors.ts';
 import { principalId, type Principal } from '../core/message.ts';
 import type { Metrics } from '../core/metrics.ts';
+import type { Action, Caller } from '../core/pipeline.ts';
 import type { Router } from '../core/router.ts';
 import { describe } from '../amqp/connection.ts';
 import { fromAmqp, toAmqp, type AmqpMessage } from '../amqp/mapping.ts';
@@ -51,7 +51,7 @@ export interface AmqpServerOptions {
   /** Checks SASL PLAIN logins (login limits shared with HTTP) and audits refusals before login. */
   auth: Authenticator;
   directory: Directory;
-  permissions: Permissions;
+  /** Decides every link and message (its guard and pipeline): this door asks, never checks rules itself. */
   router: Router;
   /** The tmp: transport's queue lifecycle, given by the wiring (a door never holds a transport). */
   temporaryQueues?: TemporaryQueues;
@@ -81,12 +81,6 @@ export interface TemporaryQueues {
 /** What this door needs from the `topic:` transport (DESIGN §6), given by the wiring like TemporaryQueues. */
 export interface TopicSubscriptions {
   createSubscription(topic: string, name: string, opts: { durable?: boolean; shared?: boolean; createdBy?: string }): Promise<{ subscription: { address: string } }>;
-}
-
-/** What the rules are checked on: a topic subscription (`topic:t?subscription=s`) is governed by its topic's rules. */
-function ruleAddress(address: string): string {
-  const q = address.indexOf('?');
-  return q < 0 ? address : address.slice(0, q);
 }
 
 /** A source or target as rhea hands it over (its typings have no fields for them). */
@@ -139,13 +133,15 @@ interface ClientConnection {
   /** `<server>-<n>`: names this connection's temporary queues, `tmp:<id>/<k>`. */
   id: string;
   principal: Principal;
+  /** Who acts through this connection, as the router sees it; it owns the connection's temporary queues. */
+  caller: Caller;
   links: Set<Link>;
   temporary: string[];
 }
 
 interface LinkEntry {
   principal: Principal;
-  verb: Verb;
+  verb: Extract<Action, 'send' | 'browse' | 'consume'>;
   /** Undefined on the anonymous relay: each message names its own `to`. */
   address?: string;
   conn: ClientConnection;
@@ -396,7 +392,9 @@ export class AmqpServer {
       return;
     }
     clearTimeout(door.timer);
-    this.conns.set(connection, { id: `${this.id}-${++this.nextConnection}`, principal: p, links: new Set(), temporary: [] });
+    const temporary: string[] = [];
+    const caller: Caller = { principal: p, door: 'amqp', ip: door.ip, owns: temporary };
+    this.conns.set(connection, { id: `${this.id}-${++this.nextConnection}`, principal: p, caller, links: new Set(), temporary });
     this.openConnections.add(connection);
     // Sessions begin after the open: each one is made to tell links apart by name *and* direction.
     const c = connection as unknown as { create_session: (...a: unknown[]) => Session };
@@ -533,13 +531,15 @@ export class AmqpServer {
     return address;
   }
 
-  /** The connection's own temporary queues are its to use; everything else is up to the rules. */
-  private allowed(conn: ClientConnection, verb: Verb, address: string): void {
-    if (conn.temporary.includes(address)) return;
-    if (verb === 'consume' && parseAddress(address).scheme === 'tmp') {
-      throw new PermissionDenied(principalId(conn.principal), verb, `${address} (only the connection that created a temporary queue may consume from it)`);
-    }
-    this.o.permissions.require(conn.principal, verb, ruleAddress(address));
+  /**
+   * Asks the router whether this connection may attach there (audited when refused), then
+   * admits the link or refuses it with the reason. Rhea has answered the attach by then; a link
+   * is refused by closing it with the condition, as brokers do.
+   */
+  private authorizeLink(link: Link, conn: ClientConnection, action: Action, address: string, admit: () => void): void {
+    this.o.router.authorize(action, address, conn.caller).then(() => {
+      if (!link.is_closed()) admit();
+    }, (err) => this.refuse(link, conn, condition(err), address));
   }
 
   private remoteAttach(link: Link): { source?: Terminus | null; target?: Terminus | null } {
@@ -579,13 +579,15 @@ export class AmqpServer {
     }
     // No target address: the anonymous relay, each message to its own `to`, checked per message.
     if (target?.address === undefined || target?.address === null) return admitted(undefined);
+    let address: string;
     try {
-      const address = parseAddress(target.address).raw;
-      this.allowed(conn, 'send', address);
-      admitted(address);
+      address = parseAddress(target.address).raw;
     } catch (err) {
-      this.refuse(receiver, conn, condition(err), target.address);
+      return this.refuse(receiver, conn, condition(err), target.address);
     }
+    // The sending right, asked at attach so a client without it learns at once (each message is
+    // still decided by the pipeline: a right revoked meanwhile stops the next one).
+    this.authorizeLink(receiver, conn, 'send', address, () => admitted(address));
   }
 
   private async onMessage(ctx: EventContext): Promise<void> {
@@ -632,19 +634,17 @@ export class AmqpServer {
         return this.refuse(sender, conn, condition(err));
       }
     }
+    let address: string;
     try {
       if (source?.address === undefined || source?.address === null) throw new SwitchboardError('bad_address', 'a receiver needs a source address (a Switchboard address such as queue:orders) or dynamic: true', 400);
-      const address = parseAddress(source.address).raw;
-      if (source.distribution_mode === 'copy') {
-        this.allowed(conn, 'browse', address);
-        return this.browseLink(conn, sender, address);
-      }
-      this.allowed(conn, 'consume', address);
-      if (address.startsWith('topic:') && !address.includes('?')) return this.subscribe(connection, conn, sender, address, source);
-      this.consume(connection, conn, sender, address);
+      address = parseAddress(source.address).raw;
     } catch (err) {
-      this.refuse(sender, conn, condition(err), source?.address ?? undefined);
+      return this.refuse(sender, conn, condition(err), source?.address ?? undefined);
     }
+    if (source.distribution_mode === 'copy') return this.authorizeLink(sender, conn, 'browse', address, () => this.browseLink(conn, sender, address));
+    if (address.startsWith('topic:') && !address.includes('?')) return this.authorizeLink(sender, conn, 'consume', address, () => this.subscribe(connection, conn, sender, address, source));
+    // router.consume asks the guard itself (and the refusal comes back to this link).
+    this.consume(connection, conn, sender, address);
   }
 
   /**
@@ -657,7 +657,7 @@ export class AmqpServer {
   private browseLink(conn: ClientConnection, sender: Sender, address: string): void {
     this.links.set(sender, { principal: conn.principal, verb: 'browse', address, conn, unwritten: 0 });
     conn.links.add(sender);
-    this.o.router.browse(address, BROWSE_LIMIT).then((snapshot) => {
+    this.o.router.browse(address, BROWSE_LIMIT, conn.caller).then((snapshot) => {
       const pending = [...snapshot.messages];
       const pump = () => {
         while (pending.length > 0 && this.links.has(sender) && !sender.is_closed() && sender.sendable()) {
@@ -704,7 +704,8 @@ export class AmqpServer {
     this.o.router
       .consume(address, async (m) => {
         if (!this.links.has(sender)) throw new DestinationUnavailable('amqp client', 'the link is gone');
-        this.allowed(conn, 'consume', address);
+        // A right revoked while the link is open stops the next message (recheck closes the link).
+        if (!this.o.router.allows('consume', address, conn.caller)) throw new PermissionDenied(principalId(conn.principal), 'consume', address);
         // rhea takes a send without credit and queues it in the session, where it blocks every
         // later transfer and, once its link is gone, goes out on a reused handle. So a send waits
         // for credit not already promised to a send that rhea has not written yet — in line, so
@@ -727,7 +728,7 @@ export class AmqpServer {
           process.nextTick(() => entry.unwritten--);
           this.outcomes.set(d, { resolve, reject });
         });
-      }, { maxInFlight: Math.min(this.o.credit, 100) })
+      }, { maxInFlight: Math.min(this.o.credit, 100) }, conn.caller)
       .then((sub) => {
         if (this.links.has(sender)) entry.sub = sub;
         else void sub.close();
@@ -799,8 +800,8 @@ export class AmqpServer {
   /** Detaches links whose principal lost the right (used when rules change). */
   recheck(): void {
     for (const [link, e] of this.links) {
-      if (e.address === undefined || e.conn.temporary.includes(e.address)) continue;
-      if (!this.o.permissions.check(e.principal, e.verb, ruleAddress(e.address)).allowed) {
+      if (e.address === undefined) continue;
+      if (!this.o.router.allows(e.verb, e.address, e.conn.caller)) {
         link.close({ condition: 'amqp:unauthorized-access', description: `${principalId(e.principal)} may no longer ${e.verb} on ${e.address}` });
         void this.linkGone(link);
       }

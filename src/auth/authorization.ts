@@ -1,6 +1,7 @@
-import { SwitchboardError } from '../core/errors.ts';
+import { parseAddress } from '../core/address.ts';
+import { PermissionDenied, SwitchboardError, Unauthenticated } from '../core/errors.ts';
 import { principalId } from '../core/message.ts';
-import { CLIENT_DOORS, type SendInterceptor } from '../core/pipeline.ts';
+import { ACTION_VERBS, CLIENT_DOORS, type Action, type ActionGuard, type Caller, type SendInterceptor } from '../core/pipeline.ts';
 import type { AuditLog } from './audit.ts';
 import type { Permissions, Verb } from './permissions.ts';
 
@@ -80,6 +81,59 @@ export function auditDenials(audit: AuditLog): SendInterceptor {
         }
         throw err;
       }
+    },
+  };
+}
+
+/** What the rules are checked on: a topic subscription (`topic:t?subscription=s`) is governed by its topic's rules. */
+export function ruleAddress(address: string): string {
+  const q = address.indexOf('?');
+  return q < 0 ? address : address.slice(0, q);
+}
+
+/** Principals only the gateway's own code acts as; a client door presenting one is refused. */
+const INTERNAL_KINDS: ReadonlySet<string> = new Set(['flow', 'system']);
+
+/**
+ * The router's guard for every act besides sending (DESIGN §5): browse, receive, ack, consume,
+ * dead letters, replay and discard, whichever door asks. Refusals name the missing right and are
+ * audited here, so no door checks permissions or writes the trail itself.
+ */
+export function actionGuard(permissions: Permissions, audit: AuditLog): ActionGuard {
+  const refusal = (action: Action, address: string, caller: Caller): SwitchboardError | undefined => {
+    const p = caller?.principal;
+    if (!p || typeof p.name !== 'string' || p.name === '') return new Unauthenticated(`${action} needs an authenticated caller; none was given`);
+    const client = CLIENT_DOORS.has(caller.door);
+    if (client && INTERNAL_KINDS.has(p.kind)) return new Unauthenticated(`the ${caller.door} door cannot act as ${p.kind}:${p.name}`);
+    if (caller.owns?.includes(address)) return undefined;
+    const verb = action === 'send' ? verbFor(address) : ACTION_VERBS[action];
+    const who = principalId(p);
+    // A temporary queue is its connection's inbox for replies: no rule lets anyone else read it.
+    if (client && (verb === 'consume' || verb === 'browse') && parseAddress(address).scheme === 'tmp') {
+      return new PermissionDenied(who, verb, `${address} (only the connection that created a temporary queue may ${verb} it)`);
+    }
+    const rule = ruleAddress(address);
+    if (permissions.check(p, verb, rule).allowed) return undefined;
+    if (action === 'stats' && permissions.check(p, 'admin', rule).allowed) return undefined;
+    return new PermissionDenied(who, verb, rule);
+  };
+  return {
+    allows: (action, address, caller) => refusal(action, address, caller) === undefined,
+    async authorize(action, address, caller) {
+      const err = refusal(action, address, caller);
+      if (!err) return;
+      const p = caller?.principal;
+      await audit.record({
+        action: 'access.denied',
+        actor: p?.name ? principalId(p) : '(none)',
+        ...(caller?.ip ? { ip: caller.ip } : {}),
+        target: address,
+        // As the HTTP error handler words a refusal, with the door and the act beside it; a
+        // refusal that is not about a missing right (a client door presenting an internal principal) says why.
+        detail: `${action === 'send' ? verbFor(address) : ACTION_VERBS[action]} denied on ${address} (${caller?.door ?? 'unknown'} door, ${action})${err instanceof PermissionDenied ? '' : `: ${err.message}`}`,
+      });
+      err.audited = true;
+      throw err;
     },
   };
 }

@@ -23,6 +23,38 @@ export interface Caller {
    * (DESIGN §11). The message's own `traceparent` stays what the send continues.
    */
   readonly traceLinks?: readonly { readonly traceparent: string; readonly tracestate?: string }[];
+  /**
+   * Addresses this caller made and holds for its own use (an AMQP connection's temporary queues):
+   * it acts on them without a rule, and nobody else may consume from them.
+   */
+  readonly owns?: readonly string[];
+}
+
+/**
+ * What a caller can do at an address (DESIGN §5): each act is decided by the router's guard, once,
+ * for every door — the HTTP API, the console, the AMQP endpoint. A message sent is decided by the
+ * interceptors; `send` here is the same question asked ahead (an AMQP link attached to send).
+ */
+export type Action = 'send' | 'stats' | 'browse' | 'deadLetters' | 'receive' | 'ack' | 'consume' | 'discardDeadLetters' | 'replay' | 'discardWaiting';
+
+/**
+ * The right each act takes. A queue's numbers (depth, rates, oldest age) are open to its
+ * administrators too; its messages are read with `browse` only, so administering the rules of an
+ * address never reads what flows through it without a rule saying so. Discarding a dead letter takes
+ * it away for good, as consuming does; a replay sends it back into its queue; discarding a waiting
+ * message removes what nobody consumed, which only an administrator of the queue may decide.
+ */
+export const ACTION_VERBS: Readonly<Record<Action, 'browse' | 'consume' | 'send' | 'admin'>> = {
+  send: 'send', stats: 'browse', browse: 'browse', deadLetters: 'browse', receive: 'consume', ack: 'consume', consume: 'consume',
+  discardDeadLetters: 'consume', replay: 'send', discardWaiting: 'admin',
+};
+
+/** Decides the acts; each message sent is decided by the interceptors. */
+export interface ActionGuard {
+  /** The answer alone (which buttons a page shows, whether an open link may go on): nothing recorded. */
+  allows(action: Action, address: string, caller: Caller): boolean;
+  /** Resolves when the caller may; otherwise records the refusal in the audit trail and rejects with it. */
+  authorize(action: Action, address: string, caller: Caller): Promise<void>;
 }
 
 export interface SendInput {

@@ -18,7 +18,7 @@ export interface RouteDefinition {
  */
 export class Route {
   private subscription?: Subscription;
-  /** A route acts as itself: it may send to its destination because the config says so, nowhere else. */
+  /** A route acts as itself: it may consume its source and send to its destination because the config says so, nowhere else. */
   readonly caller: Caller;
 
   constructor(
@@ -49,6 +49,7 @@ export class Route {
         await this.router.send({ ...message, to, from: message.from ?? from }, this.caller);
       },
       { maxInFlight: concurrency },
+      this.caller, // its deployment grant lets it consume its source, nothing else
     );
     this.log.info({ from, to, concurrency }, 'route started');
   }

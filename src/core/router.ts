@@ -2,17 +2,19 @@ import type { Logger } from 'pino';
 import { parseAddress, type Address } from './address.ts';
 import { dedupKey, type DedupStore } from './dedup.ts';
 import type { AckResult, BrowseResult, QueueStats, ConsumeOptions, DeliveryHandler, Endpoint, HealthReport, LeasedMessage, SendResult, Subscription } from './endpoint.ts';
-import { UnknownScheme, ValidationError, isRetryable } from './errors.ts';
-import type { Message } from './message.ts';
+import { PermissionDenied, UnknownScheme, ValidationError, isRetryable } from './errors.ts';
+import { principalId, type Message } from './message.ts';
 import type { Metrics } from './metrics.ts';
 import type { ReplayIntent, ReplayIntents } from './replay-intents.ts';
-import { compose, type Caller, type SendInterceptor, type SendNext } from './pipeline.ts';
+import { ACTION_VERBS, CLIENT_DOORS, compose, type Action, type ActionGuard, type Caller, type SendInterceptor, type SendNext } from './pipeline.ts';
 
 /**
  * Dispatches by scheme to the registered endpoints. Every message passes one chain of
  * interceptors first (authorization, header hygiene, audit, metrics: DESIGN §5), and the router
  * is the single place where dedup, metrics and logging wrap every send and delivery, so no door
- * or transport re-implements them. Doors hold the router, never an endpoint.
+ * or transport re-implements them. Every other act (browse, receive, ack, consume, dead letters,
+ * replay, discard) names its caller and is decided by one guard here too. Doors hold the router,
+ * never an endpoint.
  */
 export class Router {
   private readonly endpoints = new Map<string, Endpoint>();
@@ -25,6 +27,8 @@ export class Router {
     private readonly log: Logger,
     /** The pipeline, in order; the endpoint comes after the last one. */
     readonly interceptors: readonly SendInterceptor[] = [],
+    /** Decides the acts besides sending; without one, only the gateway's own doors may act (default deny). */
+    private readonly guard?: ActionGuard,
   ) {
     this.chain = compose(interceptors, ({ message }) => this.dispatch(message));
   }
@@ -72,6 +76,19 @@ export class Router {
     return this.chain({ message, caller }); // compose never throws: a refusal is a rejection
   }
 
+  /** Whether the caller may do this there; records nothing (a page's buttons, an open link's next message). */
+  allows(action: Action, address: string, caller: Caller): boolean {
+    if (this.guard) return this.guard.allows(action, address, caller);
+    return !CLIENT_DOORS.has(caller.door);
+  }
+
+  /** Resolves when the caller may do this there; otherwise the refusal is audited and thrown. */
+  authorize(action: Action, address: string, caller: Caller): Promise<void> {
+    if (this.guard) return this.guard.authorize(action, address, caller);
+    if (!CLIENT_DOORS.has(caller.door)) return Promise.resolve();
+    return Promise.reject(new PermissionDenied(principalId(caller.principal), ACTION_VERBS[action], address));
+  }
+
   private async dispatch(message: Message): Promise<SendResult> {
     const to = parseAddress(message.to);
     if (to.scheme === 'dlq') throw new ValidationError(`'${to.raw}': dead-letter queues are written by Switchboard only; send to the original address instead`);
@@ -113,8 +130,9 @@ export class Router {
     }
   }
 
-  async consume(address: string, handler: DeliveryHandler, options: ConsumeOptions): Promise<Subscription> {
+  async consume(address: string, handler: DeliveryHandler, options: ConsumeOptions, caller: Caller): Promise<Subscription> {
     const { address: a, endpoint } = this.resolve(address);
+    await this.authorize('consume', a.raw, caller);
     if (!endpoint.consume) throw new ValidationError(`messages cannot be consumed from ${a.scheme}: addresses`);
     const label = { endpoint: endpoint.scheme };
     return endpoint.consume(a.raw, async (m) => {
@@ -128,38 +146,43 @@ export class Router {
     }, options);
   }
 
-  async browse(address: string, limit: number): Promise<BrowseResult> {
+  async browse(address: string, limit: number, caller: Caller): Promise<BrowseResult> {
     const parsed = parseAddress(address);
-    if (parsed.scheme === 'dlq') return this.deadLetters(parsed.path, limit);
+    if (parsed.scheme === 'dlq') return this.deadLetters(parsed.path, limit, caller);
     const { endpoint } = this.resolve(address);
+    await this.authorize('browse', parsed.raw, caller);
     if (!endpoint.browse) throw new ValidationError(`${parsed.scheme}: addresses cannot be browsed`);
     return endpoint.browse(address, limit);
   }
 
-  async receive(address: string, max: number, leaseMs: number): Promise<LeasedMessage[]> {
+  async receive(address: string, max: number, leaseMs: number, caller: Caller): Promise<LeasedMessage[]> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.receive || parseAddress(address).scheme === 'dlq') throw new ValidationError(`${address} does not support receive with leases`);
+    await this.authorize('receive', a.raw, caller);
     const messages = await endpoint.receive(a.raw, max, leaseMs);
     return messages;
   }
 
-  async ack(address: string, leases: string[]): Promise<AckResult> {
+  async ack(address: string, leases: string[], caller: Caller): Promise<AckResult> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.ack) throw new ValidationError(`${address} does not support acknowledging leases`);
+    await this.authorize('ack', a.raw, caller);
     const result = await endpoint.ack(a.raw, leases);
     this.metrics.messagesOut.inc({ endpoint: endpoint.scheme }, result.acked);
     return result;
   }
 
-  async deadLetters(address: string, limit: number): Promise<BrowseResult> {
+  async deadLetters(address: string, limit: number, caller: Caller): Promise<BrowseResult> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.deadLetters) throw new ValidationError(`${a.scheme}: addresses have no dead letters`);
+    await this.authorize('deadLetters', a.raw, caller);
     return endpoint.deadLetters(a.raw, limit);
   }
 
-  async replayDeadLetters(address: string, ids?: string[]): Promise<{ replayed: number; notFound?: string[] }> {
+  async replayDeadLetters(address: string, ids: string[] | undefined, caller: Caller): Promise<{ replayed: number; notFound?: string[] }> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.replayDeadLetters) throw new ValidationError(`${a.scheme}: addresses have no dead letters`);
+    await this.authorize('replay', a.raw, caller);
     const intents = this.replays;
     if (!intents) {
       const { replayed, notFound } = await endpoint.replayDeadLetters(a.raw, ids);
@@ -189,21 +212,25 @@ export class Router {
     return { replayed: result.replayed, ...(result.notFound ? { notFound: result.notFound } : {}) };
   }
 
-  async discardDeadLetters(address: string, ids: string[]): Promise<{ discarded: number }> {
+  async discardDeadLetters(address: string, ids: string[], caller: Caller): Promise<{ discarded: number }> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.discardDeadLetters) throw new ValidationError(`dead letters of ${a.scheme}: addresses cannot be discarded here; replay them or let them expire`);
+    await this.authorize('discardDeadLetters', a.raw, caller);
     return endpoint.discardDeadLetters(a.raw, ids);
   }
 
-  async discardWaiting(address: string, id: string): Promise<void> {
+  async discardWaiting(address: string, id: string, caller: Caller): Promise<void> {
     const { address: a, endpoint } = this.resolve(address);
     if (a.raw !== parseAddress(address).raw || !endpoint.discardWaiting) throw new ValidationError(`waiting messages of ${a.scheme}: addresses cannot be discarded here`);
+    await this.authorize('discardWaiting', a.raw, caller);
     return endpoint.discardWaiting(a.raw, id);
   }
 
-  async queueStats(address: string): Promise<QueueStats> {
+  /** A queue's depth, rates and oldest age (no message): `browse`, or `admin` there. */
+  async queueStats(address: string, caller: Caller): Promise<QueueStats> {
     const { address: a, endpoint } = this.resolve(address);
     if (!endpoint.stats) throw new ValidationError(`${a.scheme}: addresses have no queue statistics`);
+    await this.authorize('stats', a.raw, caller);
     return endpoint.stats(a.raw);
   }
 

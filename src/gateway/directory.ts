@@ -51,7 +51,10 @@ export async function openDirectory(config: Config, materials: Materials, redis:
  */
 function deploymentGrants(config: Config): DeploymentGrant[] {
   const grants: DeploymentGrant[] = [];
-  for (const r of config.routes) grants.push({ principal: `route:${Route.principalName(r)}`, address: r.to, verbs: [verbFor(r.to)], reason: `the route ${Route.principalName(r)} in the config` });
+  for (const r of config.routes) {
+    const reason = `the route ${Route.principalName(r)} in the config`;
+    grants.push({ principal: `route:${Route.principalName(r)}`, address: r.to, verbs: [verbFor(r.to)], reason }, { principal: `route:${Route.principalName(r)}`, address: r.from, verbs: ['consume'], reason });
+  }
   for (const [name, w] of Object.entries(config.webhooks)) {
     if (w.inbound) grants.push({ principal: `webhook:${name}`, address: w.inbound.to, verbs: [verbFor(w.inbound.to)], reason: `the inbound webhook ${name} in the config` });
   }

@@ -105,7 +105,7 @@ export async function openDoors(input: DoorsInput, cleanup: Cleanup): Promise<Do
   let amqp: AmqpServer | undefined;
   if (config.amqp) {
     const a = config.amqp;
-    const server = new AmqpServer({ port: a.port, host: a.host, credit: a.credit, maxMessageBytes: a.maxMessageBytes, handshakeTimeoutMs: a.handshakeTimeout, maxConnectionsPerIp: a.maxConnectionsPerIp, preAuthMaxFrame: a.preAuthMaxFrame, auth, directory, permissions, router, temporaryQueues: transports.temporaryQueues, topics: transports.topics, metrics, log, ...(materials.amqpTls ? { tls: materials.amqpTls } : {}) });
+    const server = new AmqpServer({ port: a.port, host: a.host, credit: a.credit, maxMessageBytes: a.maxMessageBytes, handshakeTimeoutMs: a.handshakeTimeout, maxConnectionsPerIp: a.maxConnectionsPerIp, preAuthMaxFrame: a.preAuthMaxFrame, auth, directory, router, temporaryQueues: transports.temporaryQueues, topics: transports.topics, metrics, log, ...(materials.amqpTls ? { tls: materials.amqpTls } : {}) });
     amqp = server;
     await server.start();
     cleanup.push(() => server.close());

@@ -39,7 +39,9 @@ export async function startFlows(config: Config, flowDefs: FlowDefinitions, redi
   if (flowDefs.size > 0) log.info({ flows: [...flowDefs.keys()], dir: config.flows.dir }, 'flows loaded');
   for (const [name, b] of Object.entries(config.brokers)) {
     if (!b.replyQueue) continue;
-    const sub = await router.consume(`mq:${name}/${b.replyQueue}`, (m) => deliverReply(m, router, flows, name), { maxInFlight: 50 });
+    // The gateway's own consumer of a queue the config names: it acts as the system.
+    const caller = { principal: { kind: 'system', name: `broker-replies:${name}` }, door: 'system' } as const;
+    const sub = await router.consume(`mq:${name}/${b.replyQueue}`, (m) => deliverReply(m, router, flows, name), { maxInFlight: 50 }, caller);
     cleanup.push(() => sub.close());
   }
   return flows;

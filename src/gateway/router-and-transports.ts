@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { auditDenials, authorizeReplyTo, authorizeSend } from '../auth/authorization.ts';
+import { actionGuard, auditDenials, authorizeReplyTo, authorizeSend } from '../auth/authorization.ts';
 import type { Materials } from '../config/materials.ts';
 import type { Config } from '../config/schema.ts';
 import { DedupStore } from '../core/dedup.ts';
@@ -101,7 +101,8 @@ export async function openRouterAndTransports(config: Config, materials: Materia
     claimCheck(permissions, attachments, audit), // attachments referenced exist with that hash, the sender may read them; the destination may then
     memoryGuard, // Redis nearly full: new inbound work from client doors is refused (503), never dropped
     ...(replicaWait ? [replicaWait] : []), // after the endpoint stored: WAIT for N replicas before the acknowledgement
-  ]);
+  ], actionGuard(permissions, audit)); // every other act (browse, receive, ack, consume, dead letters, discard), from every door
+
   // The CloudEvents source: the gateway's network identity, else the URL it is reached at.
   const source = config.network ? `urn:switchboard:${encodeURIComponent(config.network.identity)}` : (config.http.baseUrl ?? `http://localhost:${config.http.port}`);
   const events = new LifecycleEvents({ redis, prefix, shards, router, source, mappings: config.events, dedupTtlMs: config.queues.dedupTtl, metrics, log });

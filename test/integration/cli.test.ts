@@ -11,6 +11,7 @@ import type { Gateway } from '../../src/gateway.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 import { api, enc, startTestGateway, testConfig, waitFor, USERS } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 // The real CLI (`node bin/switchboard.mjs …`) against an in-process gateway: it goes through the
 // HTTP API like any client, prints JSON, and exits 0 (ok), 1 (failed) or 2 (usage).
@@ -92,7 +93,7 @@ async function deadLetter(address: string, id: string, body: unknown): Promise<v
   assert.equal((await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { to: address, id, body } })).status, 202);
   const sub: Subscription = await gw.router.consume(address, async () => {
     throw new Error('the CLI test consumer always fails');
-  }, { maxInFlight: 1 });
+  }, { maxInFlight: 1 }, SYSTEM_CALLER);
   try {
     await waitFor(async () => (await api(gw.url, 'GET', `/api/dlq/${enc(address)}`, { user: 'ops' })).body.messages?.some((m: { id: string }) => m.id === id), 30_000, `${id} to be dead-lettered`);
   } finally {

@@ -15,6 +15,7 @@ import { createLogger } from '../../src/log.ts';
 import { freePort } from '../../src/store/embedded-redis.ts';
 import { api, enc, startTestGateway, USERS, waitFor } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 let redis: TestRedis;
 let gw: Gateway;
@@ -185,7 +186,7 @@ test('/metrics shows the age of the oldest waiting message per queue, and task a
   await new Promise((r) => setTimeout(r, 1500));
   const age = Number(/switchboard_queue_oldest_message_age_seconds\{address="queue:ages\.demo"\} ([\d.]+)/.exec(await metrics())?.[1]);
   assert.ok(age >= 1 && age < 120, `oldest age ${age}`);
-  const stats = await gw.router.queueStats(q);
+  const stats = await gw.router.queueStats(q, SYSTEM_CALLER);
   assert.equal(stats.address, q);
   assert.equal(stats.depth, 1);
   assert.ok(stats.inPerSecond > 0, 'the accepted message counts in the rate');
@@ -235,7 +236,7 @@ test('a user who may browse only their group sees none of the rest: queues, dead
   assert.equal(refused.status, 403);
   assert.match(refused.html, /User:clerk may not consume on queue:secret\.orders/);
   const denied = (await api(gw.url, 'GET', `/api/audit?action=access.denied&actor=${enc('user:clerk')}&limit=50`, { user: 'ops' })).body.entries as { target?: string; detail?: string }[];
-  assert.ok(denied.some((e) => e.target === q && e.detail === `consume denied on ${q}`), 'the refused discard is audited');
+  assert.ok(denied.some((e) => e.target === q && e.detail === `consume denied on ${q} (http door, discardDeadLetters)`), 'the refused discard is audited');
   assert.ok(denied.some((e) => e.target === '**' && e.detail === 'admin denied on **'), 'the refused audit page is audited');
   // Flows it did not start and may not browse: not listed, 404 (ids cannot be probed), cancel refused, nothing changed.
   assert.deepEqual(instanceIds((await clerk('/admin/flows?flow=tagged')).html), []);

@@ -19,6 +19,7 @@ import type { Gateway } from '../../src/gateway.ts';
 import { assertExactlyOnce, dlqDepth, drain, duplicatesCaught, queueState, queueStateIfUp, sendAll } from '../support/counting-sink.ts';
 import { GatewayFleet, prefixFor, sleep } from '../support/fleet.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 const FROM = 'queue:in.a';
 const TO = 'queue:out.b';
@@ -46,7 +47,7 @@ const startGw = (prefix: string, extra: Record<string, unknown> = {}) => fleet.s
 async function waitUntilMoving(observer: Gateway, n: number, atLeast: number): Promise<number> {
   const deadline = Date.now() + 60_000;
   for (;;) {
-    const { depth } = await observer.router.browse(TO, 1);
+    const { depth } = await observer.router.browse(TO, 1, SYSTEM_CALLER);
     if (depth >= n) throw new Error(`the route moved all ${n} messages before the fault could be injected: raise N`);
     if (depth >= atLeast) return depth;
     if (Date.now() > deadline) throw new Error(`the route did not start moving within 60 s (out.b depth ${depth})`);

@@ -13,6 +13,7 @@ import { bullQueueName } from '../../src/endpoints/queue/names.ts';
 import { MessageInFlight, NotFound } from '../../src/core/errors.ts';
 import { api, enc, startTestGateway } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 let redis: TestRedis;
 let gw: Gateway;
@@ -28,7 +29,7 @@ after(async () => {
 });
 
 const send = async (to: string, id: string) => assert.equal((await api(gw.url, 'POST', '/api/messages', { user: 'ops', body: { id, to, body: { id } } })).status, 202);
-const waiting = async (address: string) => (await gw.router.browse(address, 1000)).messages.map((m) => m.id);
+const waiting = async (address: string) => (await gw.router.browse(address, 1000, SYSTEM_CALLER)).messages.map((m) => m.id);
 
 test('a waiting message is discarded for good; one a consumer holds is not; an id of another queue is not found and stays', { timeout: 60_000 }, async () => {
   const Q = 'queue:discard.a';
@@ -36,23 +37,23 @@ test('a waiting message is discarded for good; one a consumer holds is not; an i
   for (const id of ['a1', 'a2', 'a3']) await send(Q, id);
   await send(OTHER, 'b1');
 
-  await gw.router.discardWaiting(Q, 'a2');
+  await gw.router.discardWaiting(Q, 'a2', SYSTEM_CALLER);
   assert.deepEqual((await waiting(Q)).sort(), ['a1', 'a3']);
-  await assert.rejects(gw.router.discardWaiting(Q, 'a2'), NotFound, 'discarded once, it is not there a second time');
+  await assert.rejects(gw.router.discardWaiting(Q, 'a2', SYSTEM_CALLER), NotFound, 'discarded once, it is not there a second time');
 
   // Another queue's message, named through this queue: not found, and still waiting where it is.
-  await assert.rejects(gw.router.discardWaiting(Q, 'b1'), (err: unknown) => err instanceof NotFound && /no message 'b1' waiting in queue:discard\.a/.test((err as Error).message));
+  await assert.rejects(gw.router.discardWaiting(Q, 'b1', SYSTEM_CALLER), (err: unknown) => err instanceof NotFound && /no message 'b1' waiting in queue:discard\.a/.test((err as Error).message));
   assert.deepEqual(await waiting(OTHER), ['b1']);
 
   // A consumer holds a1 (peek-lock): the discard is refused and the consumer's ack still works.
-  const [held] = await gw.router.receive(Q, 1, 30_000);
+  const [held] = await gw.router.receive(Q, 1, 30_000, SYSTEM_CALLER);
   assert.equal(held!.id, 'a1');
-  await assert.rejects(gw.router.discardWaiting(Q, 'a1'), (err: unknown) => err instanceof MessageInFlight && err.status === 409 && /being delivered right now/.test((err as Error).message));
-  assert.equal((await gw.router.ack(Q, [held!.lease])).acked, 1, 'the held message was delivered and acknowledged normally');
+  await assert.rejects(gw.router.discardWaiting(Q, 'a1', SYSTEM_CALLER), (err: unknown) => err instanceof MessageInFlight && err.status === 409 && /being delivered right now/.test((err as Error).message));
+  assert.equal((await gw.router.ack(Q, [held!.lease], SYSTEM_CALLER)).acked, 1, 'the held message was delivered and acknowledged normally');
   assert.deepEqual(await waiting(Q), ['a3']);
 
   // Only queue: addresses, and not their dead letters through dlq:.
-  await assert.rejects(gw.router.discardWaiting(`dlq:${Q}`, 'a3'), /cannot be discarded here/);
+  await assert.rejects(gw.router.discardWaiting(`dlq:${Q}`, 'a3', SYSTEM_CALLER), /cannot be discarded here/);
   assert.deepEqual(await waiting(Q), ['a3']);
 });
 
@@ -67,12 +68,12 @@ test('consumers taking messages while discards run: each message is discarded or
   let discarding = true;
   const consumer = (async () => {
     for (;;) {
-      const batch = await gw.router.receive(Q, 5, 30_000);
+      const batch = await gw.router.receive(Q, 5, 30_000, SYSTEM_CALLER);
       for (const m of batch) {
         assert.ok(!received.has(m.id), `${m.id} delivered twice`);
         received.add(m.id);
       }
-      if (batch.length > 0) assert.equal((await gw.router.ack(Q, batch.map((m) => m.lease))).acked, batch.length);
+      if (batch.length > 0) assert.equal((await gw.router.ack(Q, batch.map((m) => m.lease), SYSTEM_CALLER)).acked, batch.length);
       else if (!discarding) return;
       else await new Promise((r) => setTimeout(r, 5));
     }
@@ -83,7 +84,7 @@ test('consumers taking messages while discards run: each message is discarded or
     for (let i = lane; i < order.length; i += 4) {
       const id = order[i]!;
       try {
-        await gw.router.discardWaiting(Q, id);
+        await gw.router.discardWaiting(Q, id, SYSTEM_CALLER);
         discarded.add(id);
       } catch (err) {
         assert.ok(err instanceof MessageInFlight || err instanceof NotFound, `unexpected ${(err as Error).message}`);
@@ -98,7 +99,7 @@ test('consumers taking messages while discards run: each message is discarded or
   for (const id of ids) assert.ok(discarded.has(id) || received.has(id), `${id} was neither discarded nor delivered`);
   for (const id of refused.keys()) assert.ok(received.has(id), `${id} was refused as ${refused.get(id)} but never delivered`);
   assert.ok(discarded.size > 0 && received.size > 0, `both sides won some (discarded ${discarded.size}, delivered ${received.size})`);
-  const stats = await gw.router.queueStats(Q);
+  const stats = await gw.router.queueStats(Q, SYSTEM_CALLER);
   assert.deepEqual([stats.depth, stats.inFlight, stats.deadLetters], [0, 0, 0]);
   assert.equal((await api(gw.url, 'GET', `/api/queues/${enc(Q)}`, { user: 'ops' })).body.depth, 0);
 });
@@ -114,7 +115,7 @@ test('the atomic step refuses a message taken by a consumer even once its lock h
   const prefix = keys[0]!.slice(0, keys[0]!.indexOf(`:${name}:meta`));
   const q = new Queue(name, { connection: client, prefix });
   try {
-    const taken = await gw.router.receive(Q, 2, 30_000);
+    const taken = await gw.router.receive(Q, 2, 30_000, SYSTEM_CALLER);
     assert.deepEqual(taken.map((m) => m.id), ['l1', 'l2']);
     const jobIds = taken.map((m) => m.lease.slice(0, m.lease.indexOf('.')));
     // Both locks lapse (a consumer that stalled): the jobs are active without a lock.

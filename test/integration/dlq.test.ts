@@ -5,6 +5,7 @@ import type { Message } from '../../src/core/message.ts';
 import type { Gateway } from '../../src/gateway.ts';
 import { api, enc, startTestGateway, waitFor, type USERS } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 // Dead letters (DESIGN §1 `dlq:<address>`, §6 /api/dlq): a message whose processing keeps failing
 // is dead-lettered after queues.maxAttempts deliveries (3 in the test config, backoff 100ms), can
@@ -37,7 +38,7 @@ async function failingConsumer(address: string): Promise<{ calls: string[]; clos
   const sub = await gw.router.consume(address, async (m: Message) => {
     calls.push(m.id);
     throw new Error(`cannot process ${m.id}: the downstream system rejected it`);
-  }, { maxInFlight: 1 });
+  }, { maxInFlight: 1 }, SYSTEM_CALLER);
   subs.add(sub);
   return { calls, close: async () => { subs.delete(sub); await sub.close(); } };
 }

@@ -30,6 +30,7 @@ import { createLogger } from '../../src/log.ts';
 import { api, enc, startTestGateway, USERS, waitFor } from '../support/gateway.ts';
 import { startTestRabbit, type TestRabbit } from '../support/rabbitmq.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 const PYTHON = '/usr/bin/python3';
 const PREFIX = `ev${Math.random().toString(36).slice(2, 8)}`;
@@ -370,7 +371,7 @@ test('a queue dead letter replayed or discarded at once, before the reconciler l
   assert.equal(replay.status, 200, JSON.stringify(replay.body));
   assert.equal(replay.body.replayed, 1);
   await deadLetterNow('queue:work.quickdiscard', 'discarded-at-once');
-  assert.deepEqual(await gw!.router.discardDeadLetters('queue:work.quickdiscard', ['discarded-at-once']), { discarded: 1 });
+  assert.deepEqual(await gw!.router.discardDeadLetters('queue:work.quickdiscard', ['discarded-at-once'], SYSTEM_CALLER), { discarded: 1 });
 
   await waitFor(async () => eventsOf('switchboard.message.dead-lettered', 'queue:work.quickreplay').length === 1 && eventsOf('switchboard.message.dead-lettered', 'queue:work.quickdiscard').length === 1, 30_000, 'both dead-lettered events');
   // Two reconciler passes later (every 2 s) there is still one of each.

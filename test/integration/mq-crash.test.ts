@@ -19,6 +19,7 @@ import { assertExactlyOnce, dlqDepth, drain, duplicatesCaught, queueState, sendA
 import { GatewayFleet, logWarnings, prefixFor, sleep } from '../support/fleet.ts';
 import { startTestRabbit, type TestRabbit } from '../support/rabbitmq.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 const SOURCE = 'mq:legacy/in';
 const SINK = 'queue:sink';
@@ -76,7 +77,7 @@ test('kill -9 of the gateway mid-stream from RabbitMQ (mq:legacy/in → route, c
   const deadline = Date.now() + 120_000;
   let atKillDepth = 0;
   for (;;) {
-    const { depth } = await observer.router.browse(SINK, 1);
+    const { depth } = await observer.router.browse(SINK, 1, SYSTEM_CALLER);
     if (depth >= N) throw new Error(`the route moved all ${N} messages before the kill: raise N`);
     if (depth >= N / 5) { atKillDepth = depth; break; }
     if (Date.now() > deadline) throw new Error(`the route did not start moving within 120 s (sink depth ${depth})\n${logWarnings(first)}`);

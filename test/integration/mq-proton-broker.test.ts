@@ -32,6 +32,7 @@ import { assertExactlyOnce, drain, duplicatesCaught, queueState, sendAll } from 
 import { GatewayFleet, logWarnings, prefixFor, sleep } from '../support/fleet.ts';
 import { startTestProtonBroker, type TestProtonBroker } from '../support/proton-broker.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 let redis: TestRedis | undefined;
 let proton: TestProtonBroker | undefined;
@@ -131,8 +132,8 @@ test('both directions through the Proton broker keep ids, headers, correlation, 
   const binary = Buffer.from([0, 1, 2, 254, 255]);
   await put(legacy, 'x', [{ message_id: 'p-bin-1', correlation_id: 'corr-2', content_type: 'application/pdf', application_properties: { 'x-pages': '2' }, body: rhea.message.data_section(binary) }]);
   await waitFor(async () => (await queueState(base, 'queue:y')).depth >= 2, 30_000, 'both at queue:y');
-  const got = await gw!.router.receive('queue:y', 10, 60_000);
-  await gw!.router.ack('queue:y', got.map((m) => m.lease));
+  const got = await gw!.router.receive('queue:y', 10, 60_000, SYSTEM_CALLER);
+  await gw!.router.ack('queue:y', got.map((m) => m.lease), SYSTEM_CALLER);
   const byId = new Map(got.map((m) => [m.id, m]));
   assert.deepEqual([...byId.keys()].sort(), ['p-bin-1', 'p-json-1']);
   const j = byId.get('p-json-1')!;

@@ -38,6 +38,7 @@ import { logWarnings, prefixFor, sleep } from '../support/fleet.ts';
 import { MqGateways, PERMISSIONS, QUEUES, readyz } from '../support/mq-gateways.ts';
 import { startTestRabbit, type TestRabbit } from '../support/rabbitmq.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 let redis: TestRedis | undefined;
 let rabbit: TestRabbit | undefined;
@@ -226,8 +227,8 @@ test('API → mq:legacy/x → route → queue:y: ids, headers, correlation, JSON
 
   await waitFor(async () => (await queueState(base, 'queue:y')).depth >= 2, 60_000, 'both messages at queue:y');
   // In-process receive: the binary body comes back as bytes (the HTTP JSON would show it encoded).
-  const got = await gw!.router.receive('queue:y', 10, 60_000);
-  await gw!.router.ack('queue:y', got.map((m) => m.lease));
+  const got = await gw!.router.receive('queue:y', 10, 60_000, SYSTEM_CALLER);
+  await gw!.router.ack('queue:y', got.map((m) => m.lease), SYSTEM_CALLER);
   const byId = new Map(got.map((m) => [m.id, m]));
   assert.deepEqual([...byId.keys()].sort(), ['rt-bin-1', 'rt-json-1']);
 
@@ -343,8 +344,8 @@ test('a full circle queue:b → mq:legacy/w → queue:back keeps id, headers, co
   ids.push('circle-bin');
 
   await waitFor(async () => (await queueState(base, 'queue:back')).depth >= ids.length, 60_000, 'every message back at queue:back');
-  const got = await gw!.router.receive('queue:back', 100, 60_000);
-  await gw!.router.ack('queue:back', got.map((m) => m.lease));
+  const got = await gw!.router.receive('queue:back', 100, 60_000, SYSTEM_CALLER);
+  await gw!.router.ack('queue:back', got.map((m) => m.lease), SYSTEM_CALLER);
   const counts = new Map<string, number>();
   for (const m of got) counts.set(m.id, (counts.get(m.id) ?? 0) + 1);
   assertExactlyOnce(ids, counts);

@@ -29,6 +29,7 @@ import { networkConfig, testNetwork } from '../support/network.ts';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
 import { startTestRabbit, type TestRabbit } from '../support/rabbitmq.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 const FLOW = `import { defineFlow } from 'switchboard';
 import { z } from 'zod';
@@ -170,10 +171,10 @@ test('HTTP start → flow → ask → browser decision → RabbitMQ request → 
   }, 180_000, 'the flow to complete');
   assert.equal(view.status, 'completed', JSON.stringify(view));
   const atB = (await waitFor(async () => {
-    const got = await gateways[0]!.router.receive('queue:inbound.approved', 1, 60_000);
+    const got = await gateways[0]!.router.receive('queue:inbound.approved', 1, 60_000, SYSTEM_CALLER);
     return got[0];
   }, 60_000, 'the peer message at bank B'))!;
-  await gateways[0]!.router.ack('queue:inbound.approved', [atB.lease]);
+  await gateways[0]!.router.ack('queue:inbound.approved', [atB.lease], SYSTEM_CALLER);
 
   const span = (pred: (s: ReceivedSpan) => boolean, what: string) => otlp.waitFor((s) => s.traceId === traceId && pred(s), what, 60_000);
   const named = (service: string, name: string) => span((s) => s.service === service && s.name === name, `${name} at ${service}`);

@@ -22,6 +22,7 @@ import { registerScheme } from '../../src/core/address.ts';
 import { queueScheme } from '../../src/endpoints/queue/scheme.ts';
 import { openRedis } from '../../src/store/redis.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 registerScheme(queueScheme);
 
@@ -160,7 +161,7 @@ test('replay through the router: only the dead letters captured move, one event,
   const router = new Router(new DedupStore(redis!, PREFIX, 60_000), new Metrics(async () => ({})), log);
   router.register(queues!);
   router.recordReplaysIn(intents!);
-  const answer = await router.replayDeadLetters(address, ['late']);
+  const answer = await router.replayDeadLetters(address, ['late'], SYSTEM_CALLER);
   assert.deepEqual(answer, { replayed: 1 }, 'job ids stay inside');
   const events = recorded.filter((e) => e.subject === address);
   assert.equal(events.length, 1);

@@ -15,6 +15,7 @@ import { waitFor } from '../support/gateway.ts';
 import { assertExactlyOnce, dlqDepth, queueState, receiveBatch, sendAll } from '../support/counting-sink.ts';
 import { GatewayFleet, prefixFor, sleep } from '../support/fleet.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 const FROM = 'queue:in.a';
 const TO = 'queue:out.b';
@@ -48,7 +49,7 @@ test('SIGTERM mid-route: exit code 0, nothing left locked, a new gateway finishe
   // Wait until the route is moving (some but not all in out.b), polling as fast as Redis answers.
   let moved = 0;
   for (const deadline = Date.now() + 60_000; moved < N / 5; await sleep(5)) {
-    moved = (await observer.router.browse(TO, 1)).depth;
+    moved = (await observer.router.browse(TO, 1, SYSTEM_CALLER)).depth;
     if (moved >= N) throw new Error(`the route moved all ${N} messages before SIGTERM could be sent: raise N`);
     if (Date.now() > deadline) throw new Error(`the route did not start moving within 60 s (out.b depth ${moved})`);
   }

@@ -10,6 +10,7 @@ import type { Message } from '../../src/core/message.ts';
 import type { Gateway } from '../../src/gateway.ts';
 import { api, enc, startTestGateway, USERS, waitFor, type ApiResponse } from '../support/gateway.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 // Topics (DESIGN §1, §6): `topic:trades.eu` fans out to every subscription; a durable
 // subscription is a queue at `topic:<topic>?subscription=<name>` (receive/ack/browse/dlq through
@@ -190,7 +191,7 @@ test('a subscription has its dead letters, listed and replayed like a queue\'s',
   const consumer = await gw.router.consume(address, async (m) => {
     calls.push(m.id);
     throw new Error(`cannot page for ${m.id}`);
-  }, { maxInFlight: 1 });
+  }, { maxInFlight: 1 }, SYSTEM_CALLER);
   subs.add(consumer);
   await mustPublish('topic:alerts.dlq', 'page-1');
   const dead = await waitFor(async () => {

@@ -25,6 +25,7 @@ import { hashPassword } from '../../src/auth/password.ts';
 import { api, startTestGateway, USERS, waitFor } from '../support/gateway.ts';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
 import { startTestRedis, type TestRedis } from '../support/servers.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 const SECRET = 'a-webhook-secret-of-some-length';
 let redis: TestRedis;
@@ -101,12 +102,12 @@ test('HTTP door: POST /api/messages continues the caller (SERVER span, parent = 
   assert.equal(span.parentSpanId, c.spanId, 'the request header, not a traceparent named in the body, is the parent');
   assert.equal(span.kind, 2, 'SERVER');
   assert.equal(span.service, 'doors');
-  const [m] = await gw.router.receive('queue:tr.http', 1, 30_000);
+  const [m] = await gw.router.receive('queue:tr.http', 1, 30_000, SYSTEM_CALLER);
   assert.ok(m);
   const carried = parseTraceparent(m.headers.traceparent)!;
   assert.deepEqual([carried.traceId, carried.spanId], [c.traceId, span.spanId]);
   assert.equal(m.headers.tracestate, 'caller=1');
-  await gw.router.ack('queue:tr.http', [m.lease]);
+  await gw.router.ack('queue:tr.http', [m.lease], SYSTEM_CALLER);
 });
 
 test('HTTP door: an invalid traceparent is ignored — the message is accepted and starts a new trace', { timeout: 120_000 }, async () => {
@@ -116,13 +117,13 @@ test('HTTP door: an invalid traceparent is ignored — the message is accepted a
     const span = await otlp.waitFor((s) => s.attributes['messaging.message.id'] === `tr-bad-${i}`, `of tr-bad-${i}`);
     assert.equal(span.parentSpanId, undefined, `${bad}: a new trace (a root span)`);
   }
-  const got = await gw.router.receive('queue:tr.bad', 10, 30_000);
+  const got = await gw.router.receive('queue:tr.bad', 10, 30_000, SYSTEM_CALLER);
   assert.equal(got.length, 3);
   for (const m of got) {
     assert.ok(parseTraceparent(m.headers.traceparent), 'the message carries the new, valid trace');
     assert.equal(m.headers.tracestate, undefined, 'a tracestate beside an invalid traceparent is dropped');
   }
-  await gw.router.ack('queue:tr.bad', got.map((m) => m.lease));
+  await gw.router.ack('queue:tr.bad', got.map((m) => m.lease), SYSTEM_CALLER);
 });
 
 test('AMQP door: the traceparent application property is continued, and a consumer on the embedded endpoint gets the new span as traceparent', { timeout: 120_000 }, async () => {
@@ -210,10 +211,10 @@ test('a BullMQ job and a route carry the trace: the route\'s send is a child of 
   assert.equal(routed.parentSpanId, queued.spanId, 'the job kept the traceparent the HTTP span set');
   assert.equal(routed.attributes['switchboard.door'], 'route');
   assert.equal(routed.kind, 4, 'PRODUCER');
-  const [m] = await gw.router.receive('queue:tr.route.out', 1, 30_000);
+  const [m] = await gw.router.receive('queue:tr.route.out', 1, 30_000, SYSTEM_CALLER);
   const carried = parseTraceparent(m!.headers.traceparent)!;
   assert.deepEqual([carried.traceId, carried.spanId], [c.traceId, routed.spanId]);
-  await gw.router.ack('queue:tr.route.out', [m!.lease]);
+  await gw.router.ack('queue:tr.route.out', [m!.lease], SYSTEM_CALLER);
 });
 
 test('a task keeps the trace it was asked in: its e-mail notice is a child of the send that made the task', { timeout: 120_000 }, async () => {

@@ -8,6 +8,7 @@ import { AddressError, UnknownScheme, ValidationError } from '../../src/core/err
 import type { Message, Principal } from '../../src/core/message.ts';
 import { Metrics } from '../../src/core/metrics.ts';
 import { Router } from '../../src/core/router.ts';
+import { SYSTEM_CALLER } from '../support/callers.ts';
 
 // The router without Redis or transports: two small in-memory endpoints stand in for a transport
 // that dedups on ingress itself (like queue:) and one that does not (like webhook:), and an
@@ -101,9 +102,9 @@ describe('Router: dispatch by scheme', () => {
   test('browse reaches the endpoint of the address; dlq:<address> reaches that endpoint\'s dead letters', async () => {
     const { router } = setup();
     await router.send(message('memq:orders', 'm1'), CALLER);
-    const browsed = await router.browse('memq:orders', 10);
+    const browsed = await router.browse('memq:orders', 10, SYSTEM_CALLER);
     assert.equal(browsed.depth, 1);
-    assert.equal((await router.browse('dlq:memq:orders', 10)).address, 'dlq:memq:orders');
+    assert.equal((await router.browse('dlq:memq:orders', 10, SYSTEM_CALLER)).address, 'dlq:memq:orders');
   });
 
   test('a scheme no endpoint serves in this gateway is an UnknownScheme error listing the ones it has', async () => {
@@ -184,5 +185,56 @@ describe('Router: dead-letter queues', () => {
     // A door holding an endpoint could send around the pipeline: no public member returns one.
     const publicMembers = Object.getOwnPropertyNames(Object.getPrototypeOf(router)).filter((k) => k !== 'constructor' && k !== 'resolve' && k !== 'dispatch');
     assert.ok(!publicMembers.includes('endpoints'));
+  });
+});
+
+describe('Router: one guard decides every act besides a send', () => {
+  /** Counts what reached the endpoint, so a refusal can be shown to have changed and read nothing. */
+  function counted() {
+    const s = setup();
+    let reads = 0;
+    const browse = s.queue.browse.bind(s.queue);
+    s.queue.browse = async (a, l) => { reads++; return browse(a, l); };
+    const dead = s.queue.deadLetters.bind(s.queue);
+    s.queue.deadLetters = async (a) => { reads++; return dead(a); };
+    return { ...s, reads: () => reads };
+  }
+
+  test('built without a guard, a client door may not browse or read dead letters (default deny); the gateway\'s own doors may', async () => {
+    const { router, reads } = counted();
+    for (const door of ['http', 'amqp', 'peer', 'webhook', 'broker'] as const) {
+      const caller = { principal: OPS, door };
+      assert.equal(router.allows('browse', 'memq:orders', caller), false, door);
+      await assert.rejects(router.browse('memq:orders', 10, caller), (err: unknown) => err instanceof Error && /ops may not browse on memq:orders/.test(err.message), door);
+      await assert.rejects(router.browse('dlq:memq:orders', 10, caller), /may not browse on memq:orders/, `${door}: dlq:X is read with X's rights`);
+    }
+    assert.equal(reads(), 0, 'nothing was read for a refused caller');
+    assert.equal(router.allows('browse', 'memq:orders', { principal: { kind: 'route', name: 'r' }, door: 'route' }), true);
+    assert.equal((await router.browse('memq:orders', 10, SYSTEM_CALLER)).depth, 0);
+    assert.equal(reads(), 1);
+  });
+
+  test('with a guard, each act is asked with its name and the address it acts on, and a refusal stops it before the endpoint', async () => {
+    const dedup = new MemoryDedup();
+    const asked: string[] = [];
+    const guard = {
+      allows: (action: string, address: string) => action === 'deadLetters' && address === 'memq:open',
+      async authorize(action: string, address: string) {
+        asked.push(`${action} ${address}`);
+        if (!(action === 'deadLetters' && address === 'memq:open')) throw new ValidationError(`refused: ${action} on ${address}`);
+      },
+    };
+    const router = new Router(dedup as unknown as DedupStore, new Metrics(async () => ({})), pino({ level: 'silent' }), [], guard);
+    const queue = new MemoryEndpoint('memq', true);
+    let reads = 0;
+    queue.browse = async () => { reads++; return { address: 'x', depth: 0, messages: [] }; };
+    router.register(queue);
+    await assert.rejects(router.browse('memq:orders', 5, CALLER), /refused: browse on memq:orders/);
+    await assert.rejects(router.browse('dlq:memq:orders', 5, CALLER), /refused: deadLetters on memq:orders/);
+    assert.equal((await router.browse('dlq:memq:open', 5, CALLER)).address, 'dlq:memq:open');
+    assert.equal(reads, 0);
+    assert.deepEqual(asked, ['browse memq:orders', 'deadLetters memq:orders', 'deadLetters memq:open']);
+    assert.equal(router.allows('deadLetters', 'memq:open', CALLER), true);
+    assert.equal(router.allows('browse', 'memq:open', SYSTEM_CALLER), false, 'with a guard, the guard answers for every door');
   });
 });

@@ -2,7 +2,7 @@ import { Router as ExpressRouter } from 'express';
 import * as z from 'zod';
 import type { Message } from '../../core/message.ts';
 import type { AppDeps } from '../deps.ts';
-import { principalOf } from '../middleware/authenticate.ts';
+import { callerOf } from '../middleware/authenticate.ts';
 import { integerIn, operation, requestOf } from '../openapi-operation.ts';
 import { Address, LeasedMessage, QueueContents } from '../openapi-schemas.ts';
 
@@ -54,12 +54,6 @@ export const queueOperations = {
   }),
 };
 
-/** What the rules are checked on: a topic subscription (`topic:t?subscription=s`) is governed by its topic's rules. */
-function ruleAddress(address: string): string {
-  const q = address.indexOf('?');
-  return q < 0 ? address : address.slice(0, q);
-}
-
 /**
  * A message as JSON (DESIGN §6): a binary body is `{"base64": "…"}` beside its `contentType`
  * (JSON would otherwise turn a Buffer into `{type: 'Buffer', data: […]}`). Of `amqp`, the typed
@@ -76,41 +70,36 @@ function withMessagesJson<T extends { messages: Message[] }>(r: T): T {
   return { ...r, messages: r.messages.map(messageJson) };
 }
 
-/** Browse, peek-lock receive and ack, dead letters and replay. */
-export function queueRoutes({ router, permissions }: AppDeps): ExpressRouter {
+/** Browse, peek-lock receive and ack, dead letters and replay; the router decides who may. */
+export function queueRoutes({ router }: AppDeps): ExpressRouter {
   const r = ExpressRouter();
   const op = queueOperations;
 
   r.get(op.browse.path, async (req, res) => {
     const { address } = requestOf.params(op.browse, req);
-    permissions.require(principalOf(res), 'browse', ruleAddress(address));
-    res.json(withMessagesJson(await router.browse(address, requestOf.query(op.browse, req).limit)));
+    res.json(withMessagesJson(await router.browse(address, requestOf.query(op.browse, req).limit, callerOf(req, res))));
   });
 
   r.post(op.receive.path, async (req, res) => {
     const { address } = requestOf.params(op.receive, req);
-    permissions.require(principalOf(res), 'consume', ruleAddress(address));
     const { max, leaseSeconds } = requestOf.body(op.receive, req);
-    res.json({ messages: (await router.receive(address, max, leaseSeconds * 1000)).map(messageJson) });
+    res.json({ messages: (await router.receive(address, max, leaseSeconds * 1000, callerOf(req, res))).map(messageJson) });
   });
 
   r.post(op.ack.path, async (req, res) => {
     const { address } = requestOf.params(op.ack, req);
-    permissions.require(principalOf(res), 'consume', ruleAddress(address));
-    res.json(await router.ack(address, requestOf.body(op.ack, req).leases));
+    res.json(await router.ack(address, requestOf.body(op.ack, req).leases, callerOf(req, res)));
   });
 
   r.get(op.deadLetters.path, async (req, res) => {
     const { address } = requestOf.params(op.deadLetters, req);
-    permissions.require(principalOf(res), 'browse', ruleAddress(address));
-    res.json(withMessagesJson(await router.deadLetters(address, requestOf.query(op.deadLetters, req).limit)));
+    res.json(withMessagesJson(await router.deadLetters(address, requestOf.query(op.deadLetters, req).limit, callerOf(req, res))));
   });
 
   // Replay puts dead letters back into the queue they came from: a send into that address.
   r.post(op.replay.path, async (req, res) => {
     const { address } = requestOf.params(op.replay, req);
-    permissions.require(principalOf(res), 'send', ruleAddress(address));
-    res.json(await router.replayDeadLetters(address, requestOf.body(op.replay, req).ids));
+    res.json(await router.replayDeadLetters(address, requestOf.body(op.replay, req).ids, callerOf(req, res)));
   });
 
   return r;
