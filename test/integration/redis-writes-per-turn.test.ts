@@ -14,9 +14,10 @@ import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { registerScheme } from '../../src/core/address.ts';
 import { Metrics } from '../../src/core/metrics.ts';
+import { parsePattern } from '../../src/core/pattern.ts';
 import { systemMessage } from '../../src/core/system-message.ts';
 import { BatchedAdds } from '../../src/endpoints/queue/batched-adds.ts';
-import { bullQueueName } from '../../src/endpoints/queue/names.ts';
+import { bullQueueName, dedupId } from '../../src/endpoints/queue/names.ts';
 import { QueueEndpoint } from '../../src/endpoints/queue/queue-endpoint.ts';
 import { queueScheme } from '../../src/endpoints/queue/scheme.ts';
 import { corkForTurn } from '../../src/store/corked-turn.ts';
@@ -87,22 +88,72 @@ test('a repeat of an id in the same batch is a duplicate: stored once, the repea
   assert.deepEqual(await waitingIds(address), ['x', 'y', 'z']);
 });
 
-test("a flow's sends take BullMQ's own job ids (no EXISTS on an id given to it); a repeat is still stored once", async () => {
+test("every send takes BullMQ's own job id (no id of ours for BullMQ to check); a repeat is stored once and told, a flow's too", async () => {
   const address = 'queue:ba.flow';
   await queues!.depth(address);
   const fromFlow = (id: string) => ({ ...systemMessage({ id, to: address, body: { id } }), sender: { kind: 'flow' as const, name: 'orders' } });
   const calls = async () => Number(/calls=(\d+)/.exec((await redis!.info('commandstats')).split('\n').find((l) => l.startsWith('cmdstat_exists:')) ?? '')?.[1] ?? 0);
   const before = await calls();
   // A replayed run sends the same ids again: in the same batch and in a later one.
-  await Promise.all(['i1:0', 'i1:2', 'i1:0'].map((id) => queues!.send(fromFlow(id))));
-  await queues!.send(fromFlow('i1:2'));
-  assert.equal(await calls(), before, 'EXISTS was run for a flow send');
+  const first = await Promise.all(['i1:0', 'i1:2', 'i1:0'].map((id) => queues!.send(fromFlow(id))));
+  const later = await queues!.send(fromFlow('i1:2'));
+  assert.deepEqual([...first, later].map((r) => r.duplicate), [false, false, true, true]);
   assert.deepEqual(await waitingIds(address), ['i1:0', 'i1:2']);
-  // Another sender's add still gets its id checked, and its repeat told.
   const again = await queues!.send(systemMessage({ id: 'sys-1', to: address, body: {} }));
   const repeat = await queues!.send(systemMessage({ id: 'sys-1', to: address, body: {} }));
   assert.deepEqual([again.duplicate, repeat.duplicate], [false, true]);
-  assert.ok((await calls()) > before, 'a system send checks its job id with EXISTS');
+  assert.equal(await calls(), before, 'no EXISTS: BullMQ checks only ids it was given');
+  const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
+  try {
+    const ids = (await q.getJobs(['wait'], 0, -1)).map((j) => j.id!);
+    assert.ok(ids.every((id) => /^\d+$/.test(id)), `BullMQ numbered the jobs itself: ${ids}`);
+  } finally {
+    await q.close();
+  }
+});
+
+test("the dedup key is BullMQ's own (`<queue>:de:<id>`, the job id as value, the window as TTL): a key written through BullMQ's deduplication option is honoured", async () => {
+  const address = 'queue:ba.compat';
+  const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
+  try {
+    // As an earlier version of Switchboard wrote it: through BullMQ's own option.
+    const old = systemMessage({ id: 'old-1', to: address, body: {} });
+    const job = await q.add('m', { id: 'old-1' }, { deduplication: { id: dedupId(old), ttl: 60_000 } });
+    assert.equal((await queues!.send(old)).duplicate, true, 'the key written by BullMQ catches the repeat');
+    const fresh = systemMessage({ id: 'new-1', to: address, body: {} });
+    assert.equal((await queues!.send(fresh)).duplicate, false);
+    const key = `${q.keys.de}:${dedupId(fresh)}`;
+    const [holder, ttl] = await Promise.all([redis!.get(key), redis!.pttl(key)]);
+    assert.ok(holder && /^\d+$/.test(holder) && holder !== job.id, `the key names the new job: ${holder}`);
+    assert.ok(ttl > 55_000 && ttl <= 60_000, `the key lives for the window (dedupTtl 60 s): ${ttl} ms`);
+    assert.equal(await q.getWaitingCount(), 2);
+  } finally {
+    await q.close();
+  }
+});
+
+test('a refused add writes nothing: a queue at its depth limit keeps no dedup key, so the same message is taken once there is room', async () => {
+  const address = 'queue:ba.full';
+  const limited = new QueueEndpoint({
+    redis: redis!, prefix: PREFIX, maxAttempts: 3, backoffMs: 50, dedupTtlMs: 60_000, lockMs: 5000, stalledCheckMs: 1000, limits: [{ pattern: parsePattern(address), maxDepth: 1 }],
+    metrics: new Metrics(async () => ({})), log: pino({ level: 'silent' }),
+  });
+  try {
+    assert.equal((await limited.send(systemMessage({ id: 'f1', to: address, body: {} }))).duplicate, false);
+    const second = systemMessage({ id: 'f2', to: address, body: {} });
+    await assert.rejects(limited.send(second), /the queue is full \(1 messages, maxDepth 1\)/);
+    const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
+    try {
+      assert.equal(await redis!.exists(`${q.keys.de}:${dedupId(second)}`), 0, 'no dedup key for a message not stored');
+      const [job] = await q.getJobs(['wait'], 0, -1);
+      await job!.remove();
+    } finally {
+      await q.close();
+    }
+    assert.equal((await limited.send(second)).duplicate, false, 'sent again when there is room: stored, not taken for a repeat');
+  } finally {
+    await limited.close();
+  }
 });
 
 test('an add that cannot be stored fails only its own caller; the rest of its batch is stored', async () => {
@@ -111,9 +162,9 @@ test('an add that cannot be stored fails only its own caller; the rest of its ba
     const adds = new BatchedAdds(redis!);
     const opts = (jobId: string) => ({ jobId, removeOnComplete: true });
     const outcomes = await Promise.allSettled([
-      adds.add(q, { n: 1 }, opts('mj1')),
-      adds.add(q, { n: 2n }, opts('mj2')), // a BigInt: not JSON, never written
-      adds.add(q, { n: 3 }, opts('mj3')),
+      adds.add(q, { n: 1 }, opts('mj1'), { dedupMs: 0 }),
+      adds.add(q, { n: 2n }, opts('mj2'), { dedupMs: 0 }), // a BigInt: not JSON, never written
+      adds.add(q, { n: 3 }, opts('mj3'), { dedupMs: 0 }),
     ]);
     assert.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled']);
     assert.match(String((outcomes[1] as PromiseRejectedResult).reason), /BigInt/);

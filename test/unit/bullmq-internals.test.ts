@@ -25,9 +25,9 @@ test('BullMQ\'s removeJob takes the two KEYS the discard guard leaves it (job ke
   assert.deepEqual([...used].sort(), [1, 2], 'removeJob reads only KEYS[1] and KEYS[2]; the guard\'s KEYS[3..6] are its own');
 });
 
-// src/endpoints/queue/depth-guard.ts runs BullMQ's addStandardJob behind a depth guard: the guard
+// src/endpoints/queue/guarded-add.ts runs BullMQ's addStandardJob inside its dedup and depth guard: the guard
 // reads KEYS[1] wait, KEYS[2] paused and KEYS[6] delayed as addStandardJob names them, adds its
-// own KEYS[10] (prioritized) and ARGV[4] (the limit), and stands in for the client's runCommand
+// own KEYS[10] (prioritized), KEYS[11] (the dedup key), ARGV[4] (the limit) and ARGV[5] (the dedup window), and stands in for the client's runCommand
 // that BullMQ's addJobToTransaction calls with 'addStandardJob:<version>'.
 test("BullMQ's addStandardJob has the 9 KEYS and 3 ARGV the depth guard builds on, and adds through runCommand", async () => {
   const { addStandardJob } = await import('bullmq/dist/esm/scripts/addStandardJob-9.js');

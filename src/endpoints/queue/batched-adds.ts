@@ -1,14 +1,14 @@
 import { Job, type JobsOptions, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { corkForTurn } from '../../store/corked-turn.ts';
-import { withinDepth } from './depth-guard.ts';
+import { guardedClient, type AddGuard, type Duplicate } from './guarded-add.ts';
 
 interface Pending {
   data: unknown;
   opts: JobsOptions;
-  /** The queue's depth limit, checked in the same script as the add; none: no limit. */
-  maxDepth: number | undefined;
-  resolve: (id: string) => void;
+  /** The dedup key and the depth limit, checked in the same script as the add (guarded-add.ts). */
+  guard: AddGuard;
+  resolve: (id: string | Duplicate) => void;
   reject: (err: unknown) => void;
 }
 
@@ -22,7 +22,8 @@ function jobJson(q: Queue, p: Pending) {
  * runner with 50 messages in flight gets their replies in one socket read and so asks for its
  * adds together; on this path the socket write was the largest single cost of a message.
  *
- * Each add is still BullMQ's own add script, atomic on its own and answered on its own: one
+ * Each add is BullMQ's own add script inside the guarded add (dedup and depth checked in the
+ * same script), atomic on its own and answered on its own: one
  * that fails (its data would not serialize, say) fails only its caller; a lost connection
  * holds them all until Redis is back, as it does any command. Nothing waits for a batch to
  * fill: the batch is sent when the current turn's callbacks have run. (Corking the adds where
@@ -32,11 +33,12 @@ function jobJson(q: Queue, p: Pending) {
 export class BatchedAdds {
   private readonly pending = new Map<Queue, Pending[]>();
 
-  /** `redis`: the connection the queues are opened with (a depth-limited add runs a script on it). */
+  /** `redis`: the connection the queues are opened with (the guarded add runs on it). */
   constructor(private readonly redis: Redis) {}
 
-  add(q: Queue, data: unknown, opts: JobsOptions, maxDepth?: number): Promise<string> {
-    return new Promise<string>((resolve, reject) => {
+  /** Resolves to the new job's id, or to the job holding the dedup key when it is a repeat. */
+  add(q: Queue, data: unknown, opts: JobsOptions, guard: AddGuard): Promise<string | Duplicate> {
+    return new Promise<string | Duplicate>((resolve, reject) => {
       let list = this.pending.get(q);
       if (!list) {
         list = [];
@@ -44,7 +46,7 @@ export class BatchedAdds {
         // After the microtasks of this turn: every handler woken by the same read has asked by then.
         process.nextTick(() => void this.flush(q));
       }
-      list.push({ data, opts, maxDepth, resolve, reject });
+      list.push({ data, opts, guard, resolve, reject });
     });
   }
 
@@ -52,13 +54,12 @@ export class BatchedAdds {
     const list = this.pending.get(q)!;
     this.pending.delete(q);
     try {
-      const client = await q.backend.client;
-      corkForTurn(client as unknown as Redis);
+      await q.backend.client; // the queue's connection is up (or this waits, as any command would)
+      corkForTurn(this.redis);
       for (const p of list) {
         try {
           // No id: BullMQ numbers the job itself (its script reads '' so).
-          const target = p.maxDepth === undefined ? client : withinDepth(this.redis, client, q, p.maxDepth);
-          q.backend.addJobToTransaction(target, jobJson(q, p), p.opts.jobId ?? '').then(p.resolve, p.reject);
+          q.backend.addJobToTransaction(guardedClient(this.redis, q, p.guard) as never, jobJson(q, p), p.opts.jobId ?? '').then(p.resolve as (id: unknown) => void, p.reject);
         } catch (err) {
           p.reject(err); // this add only (its data would not serialize, say); the others go on
         }

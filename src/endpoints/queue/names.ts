@@ -1,5 +1,4 @@
 import { dedupKey } from '../../core/dedup.ts';
-import { randomBase64url } from '../../core/random-text.ts';
 import type { Message } from '../../core/message.ts';
 
 /**
@@ -16,19 +15,11 @@ export function addressFromBullQueueName(name: string): string {
 }
 
 /**
- * BullMQ's deduplication id of a message: the one dedup key of src/core/dedup.ts (address,
+ * The deduplication id of a message in its queue's dedup key (guarded-add.ts, the key BullMQ's own
+ * deduplication option would use): the one dedup key of src/core/dedup.ts (address,
  * original sender, id), so a queue dedups exactly like every other ingress. Fixed length, no
  * delimiter, so any id is safe in BullMQ's keys.
  */
 export function dedupId(message: Pick<Message, 'to' | 'sender' | 'id'>): string {
   return dedupKey(message);
-}
-
-/**
- * A new job id: `m` and 72 random bits in base64url (12 characters). Short, because it appears
- * in every key and event BullMQ writes for the job; never a plain integer (BullMQ's own ids);
- * no ':'. Only unique, not secret: a queue's job ids are no capability.
- */
-export function newJobId(): string {
-  return `m${randomBase64url(9)}`;
 }

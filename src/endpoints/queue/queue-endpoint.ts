@@ -14,7 +14,8 @@ import { retryDeadLetters } from '../../core/retry-dead-letters.ts';
 import { corkForTurn } from '../../store/corked-turn.ts';
 import { BatchedAdds } from './batched-adds.ts';
 import { discardWaitingJob, waitingJobsWithId } from './discard-waiting.ts';
-import { addressFromBullQueueName, bullQueueName, dedupId, newJobId } from './names.ts';
+import { addressFromBullQueueName, bullQueueName, dedupId } from './names.ts';
+import type { AddGuard } from './guarded-add.ts';
 
 export interface QueueEndpointOptions {
   /** Connection shared by producers; BullMQ duplicates it for each worker's blocking reads. */
@@ -327,34 +328,23 @@ export class QueueEndpoint implements Endpoint {
   }
 
   private add(q: Queue<Data>, message: Message): Promise<SendResult> {
-    // A depth limit is checked in the script that adds (depth-guard.ts): senders racing for the
+    // A depth limit is checked in the script that adds (guarded-add.ts): senders racing for the
     // last places cannot overshoot it.
     return this.addJob(q, message, this.maxDepth(message.to));
   }
 
   private async addJob(q: Queue<Data>, message: Message, maxDepth?: number): Promise<SendResult> {
-    // The dedup key and the job are written by one BullMQ script: no window in which a crash
-    // leaves the id marked without the message stored, or stored twice. With a TTL the key
-    // outlives the job, so a redelivery after the message was consumed is still caught.
-    // The job id is picked here only to tell a repeat by BullMQ's answer (the id of the job that
-    // holds the dedup key), and BullMQ checks a given id with one more command. A flow never
-    // reads that answer and repeats a send only when a run is replayed: its sends take BullMQ's
-    // own id, and a repeat is still caught by the dedup key, only not told (counted as accepted).
-    const jobId = message.sender.kind === 'flow' ? undefined : newJobId();
-    const dedupWindow = this.o.dedupWindows?.windowFor(message.to) ?? this.o.dedupTtlMs;
-    // Assigned, not spread from conditional literals: V8 built this object ~50 times slower with
-    // a leading `...(jobId ? { jobId } : {})` (2.3 µs against 0.04 µs a send, measured).
-    const opts: JobsOptions = {
-      attempts: this.o.maxAttempts,
-      backoff: { type: 'exponential', delay: this.o.backoffMs },
-      removeOnComplete: true,
-      removeOnFail: false,
-    };
-    if (jobId) opts.jobId = jobId;
-    if (dedupWindow > 0) opts.deduplication = { id: dedupId(message), ttl: dedupWindow };
-    const id = await this.adds.add(q, encodeMessage(message), opts, maxDepth);
-    // A deduplicated add returns the id of the job that holds the dedup key.
-    const duplicate = jobId !== undefined && id !== jobId;
+    // The dedup key and the job are written by one script (guarded-add.ts): no window in which
+    // a crash leaves the id marked without the message stored, or stored twice. The key outlives
+    // the job by its window, so a redelivery after the message was consumed is still caught. The
+    // job takes BullMQ's own id; a repeat is told by the script's answer.
+    const dedupMs = this.o.dedupWindows?.windowFor(message.to) ?? this.o.dedupTtlMs;
+    const opts: JobsOptions = { attempts: this.o.maxAttempts, backoff: { type: 'exponential', delay: this.o.backoffMs }, removeOnComplete: true };
+    const guard: AddGuard = { dedupMs };
+    if (dedupMs > 0) guard.dedupId = dedupId(message);
+    if (maxDepth !== undefined) guard.maxDepth = maxDepth;
+    const id = await this.adds.add(q, encodeMessage(message), opts, guard);
+    const duplicate = typeof id !== 'string';
     if (!duplicate) this.rates.add(`in:${q.name}`);
     return { id: message.id, duplicate };
   }
