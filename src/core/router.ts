@@ -18,6 +18,8 @@ import { ACTION_VERBS, CLIENT_DOORS, compose, type Action, type ActionGuard, typ
  */
 export class Router {
   private readonly endpoints = new Map<string, Endpoint>();
+  /** One metrics label object per endpoint, made at registration: a send used to build one for every message. */
+  private readonly labels = new Map<string, { readonly endpoint: string }>();
   private readonly chain: SendNext;
   private replays?: ReplayIntents;
 
@@ -43,6 +45,7 @@ export class Router {
 
   register(endpoint: Endpoint): void {
     this.endpoints.set(endpoint.scheme, endpoint);
+    this.labels.set(endpoint.scheme, Object.freeze({ endpoint: endpoint.scheme }));
   }
 
   get schemes(): string[] {
@@ -95,7 +98,7 @@ export class Router {
     const endpoint = this.endpoints.get(to.scheme);
     if (!endpoint) throw new UnknownScheme(to.scheme, this.schemes);
     endpoint.checkTarget?.(to.raw);
-    const label = { endpoint: endpoint.scheme };
+    const label = this.labels.get(endpoint.scheme)!;
     const started = performance.now();
     try {
       let result: SendResult;
@@ -134,15 +137,23 @@ export class Router {
     const { address: a, endpoint } = this.resolve(address);
     await this.authorize('consume', a.raw, caller);
     if (!endpoint.consume) throw new ValidationError(`messages cannot be consumed from ${a.scheme}: addresses`);
-    const label = { endpoint: endpoint.scheme };
-    return endpoint.consume(a.raw, async (m) => {
+    const label = this.labels.get(endpoint.scheme)!;
+    // Made once per subscription, not per delivery: every message passes here.
+    const delivered = () => this.metrics.messagesOut.inc(label);
+    const failed = (err: unknown) => {
+      this.metrics.messagesFailed.inc(label);
+      throw err;
+    };
+    return endpoint.consume(a.raw, (m) => {
+      let handled: Promise<void>;
       try {
-        await handler(m);
-        this.metrics.messagesOut.inc(label);
+        handled = handler(m);
       } catch (err) {
+        // A handler that throws before it has a promise: counted, and a rejection as before.
         this.metrics.messagesFailed.inc(label);
-        throw err;
+        return Promise.reject(err);
       }
+      return handled.then(delivered, failed);
     }, options);
   }
 

@@ -36,7 +36,7 @@ export class BatchedAdds {
   /** `redis`: the connection the queues are opened with (the guarded add runs on it). */
   constructor(private readonly redis: Redis) {}
 
-  /** Resolves to the new job's id, or to the job holding the dedup key when it is a repeat. */
+  /** Resolves to the new job's id, or to `Duplicate` when the message is a repeat. */
   add(q: Queue, data: unknown, opts: JobsOptions, guard: AddGuard): Promise<string | Duplicate> {
     return new Promise<string | Duplicate>((resolve, reject) => {
       let list = this.pending.get(q);

@@ -8,39 +8,46 @@ import { addressFromBullQueueName } from './names.ts';
 
 /**
  * One script around BullMQ's addStandardJob, so what guards an add cannot race it:
- * - the dedup check: a message whose dedup key is held is not added again (the answer names the
- *   job that holds it); after the add the key is set to the new job's id for the dedup window.
- *   The key is the one BullMQ's own `deduplication` option uses (`<queue>:de:<id>`, its job id
- *   as value), so keys written either way are honoured. Done here instead of through that option
- *   because BullMQ's dedup also writes the id into the job and checks the key again when the job
- *   finishes: ~11 µs of Redis a message against ~3 here (INFO commandstats, 10,000 adds and
- *   consumes), on every message through a queue;
+ * - the dedup check: the message's dedup key is set for the dedup window only if it is not held
+ *   (one SET NX); a held key means a repeat, not added again. The key is the one BullMQ's own
+ *   `deduplication` option uses (`<queue>:de:<id>`), so keys written either way are honoured.
+ *   Done here instead of through that option because BullMQ's dedup also writes the id into the
+ *   job and checks the key again when the job finishes: ~11 µs of Redis a message against ~3
+ *   here (INFO commandstats, 10,000 adds and consumes), on every message through a queue;
  * - the depth limit: a queue that already holds `maxDepth` waiting messages (wait, paused,
  *   prioritized, delayed: what the limit counts) takes no more, so senders racing for the last
- *   places cannot push it past its limit.
+ *   places cannot push it past its limit. A repeat is answered as such even then: it is stored.
+ * An add refused as full, or one that fails, leaves no dedup key behind: the same message sent
+ * again is taken, not mistaken for a repeat.
  * KEYS[1..9] as addStandardJob names them (KEYS[1] wait, KEYS[2] paused, KEYS[6] delayed),
  * KEYS[10] the prioritized set, KEYS[11] the dedup key (all of one queue: one hash tag);
  * ARGV[1..3] as addStandardJob, ARGV[4] the limit (-1: none), ARGV[5] the dedup window in ms
- * (0: no dedup). Returns {'duplicate', jobId}, {'full', depth}, or what addStandardJob returns.
- * Nothing is written before the add succeeds.
+ * (0: no dedup). Returns {'duplicate'}, {'full', depth}, or what addStandardJob returns.
  */
 const BEFORE = `
 local dedupMs = tonumber(ARGV[5])
-if dedupMs > 0 then
-  local holder = redis.call('GET', KEYS[11])
-  if holder then return {'duplicate', holder} end
+if dedupMs > 0 and not redis.call('SET', KEYS[11], '1', 'PX', dedupMs, 'NX') then return {'duplicate'} end
+local function unmark()
+  if dedupMs > 0 then redis.call('DEL', KEYS[11]) end
 end
 local maxDepth = tonumber(ARGV[4])
 if maxDepth >= 0 then
   local depth = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[6]) + redis.call('ZCARD', KEYS[10])
-  if depth >= maxDepth then return {'full', depth} end
+  if depth >= maxDepth then
+    unmark()
+    return {'full', depth}
+  end
 end
 local function bullmqAdd()
 `;
 const AFTER = `
 end
-local jobId = bullmqAdd()
-if dedupMs > 0 and type(jobId) == 'string' then redis.call('SET', KEYS[11], jobId, 'PX', dedupMs) end
+local ok, jobId = pcall(bullmqAdd)
+if not ok then
+  unmark()
+  error(jobId, 0)
+end
+if type(jobId) ~= 'string' then unmark() end
 return jobId
 `;
 
@@ -57,9 +64,9 @@ export interface AddGuard {
   maxDepth?: number;
 }
 
-/** The answer of an add the dedup key refused: the id of the job that holds the key. */
+/** The answer of an add the dedup key refused: the message is stored already. */
 export interface Duplicate {
-  duplicateOf: string;
+  duplicate: true;
 }
 
 const defined = new WeakSet<object>();
@@ -67,7 +74,7 @@ const defined = new WeakSet<object>();
 /**
  * A stand-in for the BullMQ client of queue `q` that runs its standard add as the guarded script
  * on `redis` (the connection the queue was opened with); hand it to BullMQ's addJobToTransaction.
- * A full queue is refused with DestinationUnavailable; a duplicate resolves to `Duplicate`
+ * A full queue is refused with DestinationUnavailable; a repeat resolves to `Duplicate`
  * instead of a job id. Only standard adds are guarded: any other script is refused, so an add
  * with a delay or a priority cannot go around the dedup check unnoticed.
  */
@@ -80,10 +87,13 @@ export function guardedClient(redis: Redis, q: Queue, guard: AddGuard): { runCom
   return {
     runCommand: async (name, args) => {
       if (!name.startsWith(ADD)) throw new Error(`a guarded add runs BullMQ's addStandardJob only, not ${name}`);
-      // addStandardJob's 9 keys, the prioritized set, the dedup key, its 3 arguments, the limit, the window.
-      const dedupKey = guard.dedupId !== undefined && guard.dedupMs > 0 ? `${q.keys.de}:${guard.dedupId}` : q.keys.de!;
-      const reply = await (redis as WithCommand)[COMMAND]([...args.slice(0, 9), q.keys.prioritized!, dedupKey, ...args.slice(9), guard.maxDepth ?? -1, guard.dedupId !== undefined ? guard.dedupMs : 0]);
-      if (Array.isArray(reply) && reply[0] === 'duplicate') return { duplicateOf: String(reply[1]) } satisfies Duplicate;
+      // addStandardJob's 9 keys, the prioritized set, the dedup key, its 3 arguments, the limit,
+      // the window: BullMQ's array is extended in place (it is made for this call alone).
+      const dedup = guard.dedupId !== undefined && guard.dedupMs > 0;
+      const own = args.splice(9);
+      args.push(q.keys.prioritized!, dedup ? `${q.keys.de}:${guard.dedupId}` : q.keys.de!, ...own, guard.maxDepth ?? -1, dedup ? guard.dedupMs : 0);
+      const reply = await (redis as WithCommand)[COMMAND](args);
+      if (Array.isArray(reply) && reply[0] === 'duplicate') return { duplicate: true } satisfies Duplicate;
       if (Array.isArray(reply) && reply[0] === 'full') {
         throw new DestinationUnavailable(addressFromBullQueueName(q.name), `the queue is full (${String(reply[1])} messages, maxDepth ${guard.maxDepth}); try again later`);
       }
