@@ -16,11 +16,12 @@ export interface AuditEntry {
 export type StoredAuditEntry = AuditEntry & { at: string; id: string };
 
 /**
- * Actions anyone can cause without credentials (a failed login at any door, AMQP SASL included,
- * a refused webhook or peer). These are rate-limited per source, so a flood from one address
- * cannot bury the trail.
+ * Actions anyone can cause without credentials that work (a failed login at any door, AMQP SASL
+ * included, a refused webhook or peer, a peer whose certificate is revoked: whoever holds the
+ * revoked key can connect again and again). These are rate-limited per source, so a flood from
+ * one address cannot bury the trail.
  */
-export const UNAUTHENTICATED_ACTIONS: ReadonlySet<string> = new Set(['login.failure', 'webhook.refused', 'peer.refused', 'amqp.refused']);
+export const UNAUTHENTICATED_ACTIONS: ReadonlySet<string> = new Set(['login.failure', 'webhook.refused', 'peer.refused', 'amqp.refused', 'peer.revoked']);
 
 export interface AuditOptions {
   /**

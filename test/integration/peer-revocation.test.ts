@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import rhea, { type Connection } from 'rhea';
 import type { Gateway } from '../../src/gateway.ts';
 import { api, enc, startTestGateway, waitFor } from '../support/gateway.ts';
 import { networkConfig, testNetwork, writeCrl } from '../support/network.ts';
@@ -117,4 +118,39 @@ test('an open bridge to a peer revoked meanwhile is closed and audited once; it 
   await new Promise((r) => setTimeout(r, 1500));
   const q = (await api(b.url, 'GET', `/api/queues/${enc('queue:inbound.br')}`, { user: 'ops' })).body as { depth: number; messages: { id: string }[] };
   assert.deepEqual(q.messages.map((m) => m.id).sort(), ['br-1', 'br-2'], 'each once');
+});
+
+test('a revoked peer that connects again and again cannot flood the audit trail: at most 20 entries a minute from its address, the rest counted in one summary', { timeout: 180_000 }, async () => {
+  const file = await writeCrl(net, ['bank-a'], join(net.dir, 'flood.crl'));
+  const b = await gateway('rev-flood', 'bank-b', [{ alias: 'bank-a', allow: ['queue:inbound.**'] }], { mode: 'hard-fail', file, refresh: '1m' }, 0);
+  const a = net.nodes['bank-a']!;
+  const started = Date.now();
+  const attempts = 60;
+  /** One connection with bank-a's genuine (revoked) certificate: how the listener ended it. */
+  const attempt = (n: number) => new Promise<string>((resolve) => {
+    const c: Connection = rhea.create_container({ id: `revoked-${n}` }).connect({
+      host: '127.0.0.1', port: b.peerPort!, transport: 'tls', reconnect: false, username: 'anonymous',
+      key: readFileSync(a.key), cert: readFileSync(a.cert), ca: readFileSync(net.ca), rejectUnauthorized: true,
+    } as never);
+    const t = setTimeout(() => { c.close(); resolve('no answer'); }, 10_000);
+    c.on('error', () => {});
+    c.on('connection_error', (ctx) => { clearTimeout(t); resolve(String((ctx.connection as unknown as { error?: { condition?: string } }).error?.condition)); });
+    c.on('disconnected', () => { clearTimeout(t); resolve('disconnected'); });
+  });
+  const outcomes: string[] = [];
+  for (let i = 0; i < attempts; i += 10) outcomes.push(...await Promise.all(Array.from({ length: 10 }, (_, j) => attempt(i + j))));
+  assert.ok(outcomes.every((o) => o === 'amqp:unauthorized-access' || o === 'disconnected'), `every connection refused: ${[...new Set(outcomes)]}`);
+  assert.ok(outcomes.includes('amqp:unauthorized-access'), 'refused with amqp:unauthorized-access, naming the reason');
+  const minutes = Math.floor(Date.now() / 60_000) - Math.floor(started / 60_000) + 1;
+  const written = await revokedEntries(b);
+  assert.ok(written.length >= 1 && written.length <= 20 * minutes, `the first refusals are recorded, at most 20 a minute: ${written.length} over ${minutes} minute(s)`);
+  assert.match(written[0]!.detail ?? '', /peer bank-a: certificate [0-9A-F]+ is revoked by the network CA/);
+  // When the minute ends, one entry says how many were left out.
+  const summarized = async () => {
+    const r = await api(b.url, 'GET', '/api/audit?action=audit.suppressed&limit=100', { user: 'ops' });
+    return (r.body.entries as { detail?: string }[]).filter((e) => /more peer\.revoked from/.test(e.detail ?? '')).reduce((n, e) => n + Number(/^(\d+) more/.exec(e.detail!)![1]), 0);
+  };
+  const refusedAtTheDoor = outcomes.filter((o) => o === 'amqp:unauthorized-access').length;
+  await waitFor(async () => ((await revokedEntries(b)).length + (await summarized()) >= refusedAtTheDoor ? true : undefined), 75_000 + 60_000 * minutes, 'the summary of the suppressed refusals');
+  assert.ok((await revokedEntries(b)).length + (await summarized()) >= refusedAtTheDoor, 'every refusal is an entry or counted in a summary');
 });
