@@ -16,3 +16,6 @@ export { parseAddress, isAddress, type Address } from './core/address.ts';
 export { parsePattern, matchesPattern, type AddressPattern } from './core/pattern.ts';
 export { createMessage, principalId, type Message, type MessageInput, type Principal } from './core/message.ts';
 export * from './core/errors.ts';
+// Who acts through the router (gateway.router.browse(address, limit, caller) and the other acts
+// take one, decided by the router's guard like every door's).
+export type { Action, Caller, Door } from './core/pipeline.ts';
