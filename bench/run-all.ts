@@ -78,9 +78,12 @@ function summary(): void {
     const r = JSON.parse(readFileSync(join(dir, f), 'utf8'));
     return Date.parse(r.startedAt ?? 0) >= startedAt ? r : undefined;
   };
-  const flow = newest('flow-throughput')?.summary;
-  const route = newest('route-throughput')?.summary;
-  const mq = newest('mq-throughput')?.summary;
+  const flowRun = newest('flow-throughput');
+  const routeRun = newest('route-throughput');
+  const mqRun = newest('mq-throughput');
+  const flow = flowRun?.summary;
+  const route = routeRun?.summary;
+  const mq = mqRun?.summary;
   const inbox = newest('inbox-latency')?.summary;
   const cli = newest('cli-startup')?.summary;
   const wake = newest('flow-wake')?.summary;
@@ -89,15 +92,24 @@ function summary(): void {
   const ov = over?.summary;
   const n = (v: unknown, d = 2) => (typeof v === 'number' ? v.toFixed(d) : '–');
   const ok = (pass: boolean | undefined) => (pass === undefined ? 'not run' : pass ? 'met' : 'NOT met');
+  // A side-by-side ratio is only a verdict when no timed phase shared the machine: other
+  // processes' CPU in one side's phases moves the ratio either way (a route "1.37" was seen).
+  const QUIET_PERCENT = 15;
+  const noisy = (run: any): string | undefined => {
+    const timed = ((run?.runs ?? []) as { warmup?: boolean; otherCpuPercent?: number | null }[]).filter((r) => !r.warmup);
+    const loud = timed.filter((r) => (r.otherCpuPercent ?? 0) > QUIET_PERCENT).length;
+    return loud > 0 ? `no verdict: other processes took > ${QUIET_PERCENT}% CPU in ${loud} of ${timed.length} timed phases` : undefined;
+  };
+  const quiet = (s: any) => (typeof s?.quietRunsRatio === 'number' && s.quietRunsRatio !== s.ratio ? ` (quiet phases ${n(s.quietRunsRatio)})` : '');
   type Row = [goal: string, measured: string, baseline: string, verdict: string];
   const rows: Row[] = [
-    ['1. 3-step flow ≥ 0.70× raw BullMQ (end to end)', n(flow?.endToEndPerSecond?.ratio), flow ? `raw ${flow.endToEndPerSecond.raw}/s` : '–', ok(flow && flow.endToEndPerSecond.ratio >= 0.7)],
+    ['1. 3-step flow ≥ 0.70× raw BullMQ (end to end)', n(flow?.endToEndPerSecond?.ratio), flow ? `raw ${flow.endToEndPerSecond.raw}/s` : '–', noisy(flowRun) ?? ok(flow && flow.endToEndPerSecond.ratio >= 0.7)],
     ['1. Redis commands per flow ≤ raw + 15%', flow ? `${n(flow.redisCommandsPerFlow.sb, 1)} (${n(flow.redisCommandsPerFlow.sb / flow.redisCommandsPerFlow.raw)}×)` : '–', flow ? `raw ${n(flow.redisCommandsPerFlow.raw, 1)} → goal ≤ ${n(flow.redisCommandsPerFlow.raw * 1.15, 1)}` : '–', ok(flow && flow.redisCommandsPerFlow.sb <= flow.redisCommandsPerFlow.raw * 1.15)],
     ['2. wake ≤ 2× from 10 to 1,000 steps (sticky)', wake ? `${n(wake.sticky.msRatio)}× time, ${n(wake.sticky.cpuRatio)}× CPU, ${n(wake.sticky.commandsRatio)}× cmds` : '–', 'the same flow at 10 steps', ok(wake && wake.sticky.msRatio <= 2 && wake.sticky.commandsRatio <= 2)],
     ['2. wake ≤ 2× from 10 to 1,000 steps (replay)', wake ? `${n(wake.replay.msRatio)}× time, ${n(wake.replay.cpuRatio)}× CPU, ${n(wake.replay.commandsRatio)}× cmds` : '–', 'the same flow at 10 steps', ok(wake && wake.replay.msRatio <= 2 && wake.replay.commandsRatio <= 2)],
     ['3. Redis per waiting flow ≤ 1,024 bytes', flow?.redisBytesPerWaitingFlow ? `${flow.redisBytesPerWaitingFlow.sb} B` : '–', flow?.redisBytesPerWaitingFlow ? `raw delayed job ${flow.redisBytesPerWaitingFlow.raw} B` : '–', ok(flow?.redisBytesPerWaitingFlow && flow.redisBytesPerWaitingFlow.sb <= 1024)],
-    ['4. route queue → queue ≥ 0.80× raw BullMQ', n(route?.ratio), route ? `raw ${route.rawMedianPerSecond}/s` : '–', ok(route && route.ratio >= 0.8)],
-    ['4. AMQP bridge ≥ 0.70× raw rhea forwarder', n(mq?.ratio), mq ? `raw ${mq.rawMedianPerSecond}/s` : '–', ok(mq && mq.ratio >= 0.7)],
+    ['4. route queue → queue ≥ 0.80× raw BullMQ', `${n(route?.ratio)}${quiet(route)}`, route ? `raw ${route.rawMedianPerSecond}/s` : '–', noisy(routeRun) ?? ok(route && route.ratio >= 0.8)],
+    ['4. AMQP bridge ≥ 0.70× raw rhea forwarder', `${n(mq?.ratio)}${quiet(mq)}`, mq ? `raw ${mq.rawMedianPerSecond}/s` : '–', noisy(mqRun) ?? ok(mq && mq.ratio >= 0.7)],
     // The goal holds "with 1,000 open inbox streams": a run with fewer (--streams) is not a verdict.
     ['4. ask → task on screen p99 < 50 ms, 1,000 streams', inbox?.askToSseMs ? `p50 ${inbox.askToSseMs.median} / p95 ${inbox.askToSseMs.p95} / p99 ${inbox.askToSseMs.p99} ms, ${inbox.streams?.openAtEnd ?? 0} streams` : '–', inbox?.rawPubSubMs ? `pub/sub p50 ${inbox.rawPubSubMs.median} / p95 ${inbox.rawPubSubMs.p95} / p99 ${inbox.rawPubSubMs.p99} ms` : '–', inbox ? ((inbox.streams?.openAtEnd ?? 0) < 1000 ? 'not measured (< 1,000 streams)' : ok(inbox.askToSseMs.p99 < 50)) : ok(undefined)],
     ['5. switchboard --help < 300 ms', cli ? `${cli.ms.help} ms` : '–', cli ? `node -e 0 ${cli.ms.floor} ms` : '–', ok(cli && cli.ms.help < 300)],
