@@ -94,10 +94,16 @@ export function ruleAddress(address: string): string {
 /** Principals only the gateway's own code acts as; a client door presenting one is refused. */
 const INTERNAL_KINDS: ReadonlySet<string> = new Set(['flow', 'system']);
 
+/** The verb an act takes there: a send to `flow:<name>` is a start. */
+function verbOf(action: Action, address: string): Verb {
+  return action === 'send' ? verbFor(address) : ACTION_VERBS[action];
+}
+
 /**
- * The router's guard for every act besides sending (DESIGN §5): browse, receive, ack, consume,
- * dead letters, replay and discard, whichever door asks. Refusals name the missing right and are
- * audited here, so no door checks permissions or writes the trail itself.
+ * The router's guard for every act on an address (DESIGN §5): stats, browse, dead letters,
+ * receive, ack, consume, replay, discard, and an AMQP link's send right asked at attach, whichever
+ * door asks (each message sent is still decided by the interceptors above). Refusals name the
+ * missing right and are audited here, so no door checks permissions or writes the trail itself.
  */
 export function actionGuard(permissions: Permissions, audit: AuditLog): ActionGuard {
   const refusal = (action: Action, address: string, caller: Caller): SwitchboardError | undefined => {
@@ -106,7 +112,7 @@ export function actionGuard(permissions: Permissions, audit: AuditLog): ActionGu
     const client = CLIENT_DOORS.has(caller.door);
     if (client && INTERNAL_KINDS.has(p.kind)) return new Unauthenticated(`the ${caller.door} door cannot act as ${p.kind}:${p.name}`);
     if (caller.owns?.includes(address)) return undefined;
-    const verb = action === 'send' ? verbFor(address) : ACTION_VERBS[action];
+    const verb = verbOf(action, address);
     const who = principalId(p);
     // A temporary queue is its connection's inbox for replies: no rule lets anyone else read it.
     if (client && (verb === 'consume' || verb === 'browse') && parseAddress(address).scheme === 'tmp') {
@@ -130,7 +136,7 @@ export function actionGuard(permissions: Permissions, audit: AuditLog): ActionGu
         target: address,
         // As the HTTP error handler words a refusal, with the door and the act beside it; a
         // refusal that is not about a missing right (a client door presenting an internal principal) says why.
-        detail: `${action === 'send' ? verbFor(address) : ACTION_VERBS[action]} denied on ${address} (${caller?.door ?? 'unknown'} door, ${action})${err instanceof PermissionDenied ? '' : `: ${err.message}`}`,
+        detail: `${verbOf(action, address)} denied on ${address} (${caller?.door ?? 'unknown'} door, ${action})${err instanceof PermissionDenied ? '' : `: ${err.message}`}`,
       });
       err.audited = true;
       throw err;
