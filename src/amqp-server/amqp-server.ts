@@ -641,9 +641,10 @@ export class AmqpServer {
     } catch (err) {
       return this.refuse(sender, conn, condition(err), source?.address ?? undefined);
     }
-    if (source.distribution_mode === 'copy') return this.authorizeLink(sender, conn, 'browse', address, () => this.browseLink(conn, sender, address));
+    // router.browse and router.consume ask the guard themselves (a refusal comes back to this link);
+    // a topic subscription is asked for first, so a refused client makes no subscription.
+    if (source.distribution_mode === 'copy') return this.browseLink(conn, sender, address);
     if (address.startsWith('topic:') && !address.includes('?')) return this.authorizeLink(sender, conn, 'consume', address, () => this.subscribe(connection, conn, sender, address, source));
-    // router.consume asks the guard itself (and the refusal comes back to this link).
     this.consume(connection, conn, sender, address);
   }
 
@@ -670,7 +671,10 @@ export class AmqpServer {
       sender.on('sender_draining', pump);
       // Proton pipelines attach and flow: nothing goes out before rhea has answered the attach.
       setImmediate(pump);
-    }, (err) => this.refuse(sender, conn, condition(err), address));
+    }, (err) => {
+      this.refuse(sender, conn, condition(err), address);
+      void this.linkGone(sender);
+    });
   }
 
   /**

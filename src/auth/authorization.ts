@@ -1,7 +1,7 @@
 import { parseAddress } from '../core/address.ts';
 import { PermissionDenied, SwitchboardError, Unauthenticated } from '../core/errors.ts';
 import { principalId } from '../core/message.ts';
-import { ACTION_VERBS, CLIENT_DOORS, type Action, type ActionGuard, type Caller, type SendInterceptor } from '../core/pipeline.ts';
+import { ACTION_VERBS, CLIENT_DOORS, INTERNAL_KINDS, type Action, type ActionGuard, type Caller, type SendInterceptor } from '../core/pipeline.ts';
 import type { AuditLog } from './audit.ts';
 import type { Permissions, Verb } from './permissions.ts';
 
@@ -86,13 +86,10 @@ export function auditDenials(audit: AuditLog): SendInterceptor {
 }
 
 /** What the rules are checked on: a topic subscription (`topic:t?subscription=s`) is governed by its topic's rules. */
-export function ruleAddress(address: string): string {
+function ruleAddress(address: string): string {
   const q = address.indexOf('?');
   return q < 0 ? address : address.slice(0, q);
 }
-
-/** Principals only the gateway's own code acts as; a client door presenting one is refused. */
-const INTERNAL_KINDS: ReadonlySet<string> = new Set(['flow', 'system']);
 
 /** The verb an act takes there: a send to `flow:<name>` is a start. */
 function verbOf(action: Action, address: string): Verb {

@@ -97,7 +97,7 @@ export function compose(interceptors: readonly SendInterceptor[], last: SendNext
 }
 
 /** Principals only the gateway's own code may act as; a client door handing one over is a bug or an attack. */
-const INTERNAL_KINDS: ReadonlySet<Principal['kind']> = new Set(['flow', 'system']);
+export const INTERNAL_KINDS: ReadonlySet<Principal['kind']> = new Set(['flow', 'system']);
 
 /** A message without an authenticated principal goes nowhere; internal principals come only from internal doors. */
 export const requirePrincipal: SendInterceptor = {

@@ -179,7 +179,7 @@ export class Router {
     if (!endpoint.ack) throw new ValidationError(`${address} does not support acknowledging leases`);
     await this.authorize('ack', a.raw, caller);
     const result = await endpoint.ack(a.raw, leases);
-    this.metrics.messagesOut.inc({ endpoint: endpoint.scheme }, result.acked);
+    this.metrics.messagesOut.inc(this.labels.get(endpoint.scheme)!, result.acked);
     return result;
   }
 

@@ -14,7 +14,7 @@ import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { registerScheme } from '../../src/core/address.ts';
 import { Metrics } from '../../src/core/metrics.ts';
-import { parsePattern } from '../../src/core/pattern.ts';
+import { parsePattern, type AddressPattern } from '../../src/core/pattern.ts';
 import { systemMessage } from '../../src/core/system-message.ts';
 import { BatchedAdds } from '../../src/endpoints/queue/batched-adds.ts';
 import { bullQueueName, dedupId } from '../../src/endpoints/queue/names.ts';
@@ -34,11 +34,26 @@ let queues: QueueEndpoint | undefined;
 before(async () => {
   server = await startTestRedis();
   redis = await openRedis(server.url);
-  queues = new QueueEndpoint({
-    redis, prefix: PREFIX, maxAttempts: 3, backoffMs: 50, dedupTtlMs: 60_000, lockMs: 5000, stalledCheckMs: 1000, limits: [],
+  queues = queueEndpoint();
+});
+
+/** A queue endpoint on the test's Redis (dedup window 60 s), with these depth limits. */
+function queueEndpoint(limits: { pattern: AddressPattern; maxDepth: number }[] = []): QueueEndpoint {
+  return new QueueEndpoint({
+    redis: redis!, prefix: PREFIX, maxAttempts: 3, backoffMs: 50, dedupTtlMs: 60_000, lockMs: 5000, stalledCheckMs: 1000, limits,
     metrics: new Metrics(async () => ({})), log: pino({ level: 'silent' }),
   });
-});
+}
+
+/** Runs `fn` with the BullMQ queue of `address` open, and closes it after. */
+async function withQueue<T>(address: string, fn: (q: Queue) => Promise<T>): Promise<T> {
+  const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
+  try {
+    return await fn(q);
+  } finally {
+    await q.close();
+  }
+}
 
 after(async () => {
   await queues?.close();
@@ -62,12 +77,7 @@ async function countWrites<T>(client: Redis, fn: () => Promise<T>): Promise<{ re
 }
 
 async function waitingIds(address: string): Promise<string[]> {
-  const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
-  try {
-    return (await q.getJobs(['wait'], 0, -1)).map((j) => (j.data as { id: string }).id).sort();
-  } finally {
-    await q.close();
-  }
+  return withQueue(address, async (q) => (await q.getJobs(['wait'], 0, -1)).map((j) => (j.data as { id: string }).id).sort());
 }
 
 test('50 sends to one queue in one turn are stored, each once, with one socket write', async () => {
@@ -103,19 +113,13 @@ test("every send takes BullMQ's own job id (no id of ours for BullMQ to check); 
   const repeat = await queues!.send(systemMessage({ id: 'sys-1', to: address, body: {} }));
   assert.deepEqual([again.duplicate, repeat.duplicate], [false, true]);
   assert.equal(await calls(), before, 'no EXISTS: BullMQ checks only ids it was given');
-  const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
-  try {
-    const ids = (await q.getJobs(['wait'], 0, -1)).map((j) => j.id!);
-    assert.ok(ids.every((id) => /^\d+$/.test(id)), `BullMQ numbered the jobs itself: ${ids}`);
-  } finally {
-    await q.close();
-  }
+  const ids = await withQueue(address, async (q) => (await q.getJobs(['wait'], 0, -1)).map((j) => j.id!));
+  assert.ok(ids.every((id) => /^\d+$/.test(id)), `BullMQ numbered the jobs itself: ${ids}`);
 });
 
 test("the dedup key is BullMQ's own (`<queue>:de:<id>`, the window as TTL): a key written through BullMQ's deduplication option is honoured", async () => {
   const address = 'queue:ba.compat';
-  const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
-  try {
+  await withQueue(address, async (q) => {
     // As an earlier version of Switchboard wrote it: through BullMQ's own option.
     const old = systemMessage({ id: 'old-1', to: address, body: {} });
     const job = await q.add('m', { id: 'old-1' }, { deduplication: { id: dedupId(old), ttl: 60_000 } });
@@ -125,29 +129,21 @@ test("the dedup key is BullMQ's own (`<queue>:de:<id>`, the window as TTL): a ke
     const ttl = await redis!.pttl(`${q.keys.de}:${dedupId(fresh)}`);
     assert.ok(ttl > 55_000 && ttl <= 60_000, `the key lives for the window (dedupTtl 60 s): ${ttl} ms`);
     assert.deepEqual((await q.getJobs(['wait'], 0, -1)).map((j) => j.id).sort(), [job.id, String(Number(job.id) + 1)].sort(), 'the old message and the new one, each once');
-  } finally {
-    await q.close();
-  }
+  });
 });
 
 test('a refused add writes nothing: a queue at its depth limit keeps no dedup key, so the same message is taken once there is room', async () => {
   const address = 'queue:ba.full';
-  const limited = new QueueEndpoint({
-    redis: redis!, prefix: PREFIX, maxAttempts: 3, backoffMs: 50, dedupTtlMs: 60_000, lockMs: 5000, stalledCheckMs: 1000, limits: [{ pattern: parsePattern(address), maxDepth: 1 }],
-    metrics: new Metrics(async () => ({})), log: pino({ level: 'silent' }),
-  });
+  const limited = queueEndpoint([{ pattern: parsePattern(address), maxDepth: 1 }]);
   try {
     assert.equal((await limited.send(systemMessage({ id: 'f1', to: address, body: {} }))).duplicate, false);
     const second = systemMessage({ id: 'f2', to: address, body: {} });
     await assert.rejects(limited.send(second), /the queue is full \(1 messages, maxDepth 1\)/);
-    const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
-    try {
+    await withQueue(address, async (q) => {
       assert.equal(await redis!.exists(`${q.keys.de}:${dedupId(second)}`), 0, 'no dedup key for a message not stored');
       const [job] = await q.getJobs(['wait'], 0, -1);
       await job!.remove();
-    } finally {
-      await q.close();
-    }
+    });
     assert.equal((await limited.send(second)).duplicate, false, 'sent again when there is room: stored, not taken for a repeat');
   } finally {
     await limited.close();
@@ -156,8 +152,7 @@ test('a refused add writes nothing: a queue at its depth limit keeps no dedup ke
 
 test('an add that fails inside the script (a queue key of the wrong type) leaves no dedup key: the message is taken when it is sent again', async () => {
   const address = 'queue:ba.broken';
-  const q = new Queue(bullQueueName(address), { connection: redis!, prefix: PREFIX });
-  try {
+  await withQueue(address, async (q) => {
     await redis!.set(q.keys.wait!, 'not a list'); // BullMQ's LPUSH onto it fails: WRONGTYPE
     const m = systemMessage({ id: 'b1', to: address, body: {} });
     await assert.rejects(queues!.send(m), /WRONGTYPE/);
@@ -165,9 +160,7 @@ test('an add that fails inside the script (a queue key of the wrong type) leaves
     await redis!.del(q.keys.wait!);
     assert.equal((await queues!.send(m)).duplicate, false, 'sent again: stored, not taken for a repeat');
     assert.deepEqual(await waitingIds(address), ['b1']);
-  } finally {
-    await q.close();
-  }
+  });
 });
 
 test('an add that cannot be stored fails only its own caller; the rest of its batch is stored', async () => {
@@ -176,9 +169,9 @@ test('an add that cannot be stored fails only its own caller; the rest of its ba
     const adds = new BatchedAdds(redis!);
     const opts = (jobId: string) => ({ jobId, removeOnComplete: true });
     const outcomes = await Promise.allSettled([
-      adds.add(q, { n: 1 }, opts('mj1'), { dedupMs: 0 }),
-      adds.add(q, { n: 2n }, opts('mj2'), { dedupMs: 0 }), // a BigInt: not JSON, never written
-      adds.add(q, { n: 3 }, opts('mj3'), { dedupMs: 0 }),
+      adds.add(q, { n: 1 }, opts('mj1'), {}),
+      adds.add(q, { n: 2n }, opts('mj2'), {}), // a BigInt: not JSON, never written
+      adds.add(q, { n: 3 }, opts('mj3'), {}),
     ]);
     assert.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled']);
     assert.match(String((outcomes[1] as PromiseRejectedResult).reason), /BigInt/);

@@ -57,10 +57,9 @@ const ADD = 'addStandardJob:';
 type RunCommand = (name: string, args: (string | number | Buffer)[]) => Promise<unknown>;
 type WithCommand = Redis & { [COMMAND]: (args: (string | number | Buffer)[]) => Promise<unknown> };
 
-/** What guards one add: the dedup key and its window (0: none), the depth limit (none: unlimited). */
+/** What guards one add: the dedup id and its window (none: no dedup), the depth limit (none: unlimited). */
 export interface AddGuard {
-  dedupId?: string;
-  dedupMs: number;
+  dedup?: { id: string; ms: number };
   maxDepth?: number;
 }
 
@@ -89,9 +88,9 @@ export function guardedClient(redis: Redis, q: Queue, guard: AddGuard): { runCom
       if (!name.startsWith(ADD)) throw new Error(`a guarded add runs BullMQ's addStandardJob only, not ${name}`);
       // addStandardJob's 9 keys, the prioritized set, the dedup key, its 3 arguments, the limit,
       // the window: BullMQ's array is extended in place (it is made for this call alone).
-      const dedup = guard.dedupId !== undefined && guard.dedupMs > 0;
+      const { dedup } = guard;
       const own = args.splice(9);
-      args.push(q.keys.prioritized!, dedup ? `${q.keys.de}:${guard.dedupId}` : q.keys.de!, ...own, guard.maxDepth ?? -1, dedup ? guard.dedupMs : 0);
+      args.push(q.keys.prioritized!, dedup ? `${q.keys.de}:${dedup.id}` : q.keys.de!, ...own, guard.maxDepth ?? -1, dedup?.ms ?? 0);
       const reply = await (redis as WithCommand)[COMMAND](args);
       if (Array.isArray(reply) && reply[0] === 'duplicate') return { duplicate: true } satisfies Duplicate;
       if (Array.isArray(reply) && reply[0] === 'full') {

@@ -340,8 +340,8 @@ export class QueueEndpoint implements Endpoint {
     // job takes BullMQ's own id; a repeat is told by the script's answer.
     const dedupMs = this.o.dedupWindows?.windowFor(message.to) ?? this.o.dedupTtlMs;
     const opts: JobsOptions = { attempts: this.o.maxAttempts, backoff: { type: 'exponential', delay: this.o.backoffMs }, removeOnComplete: true };
-    const guard: AddGuard = { dedupMs };
-    if (dedupMs > 0) guard.dedupId = dedupId(message);
+    const guard: AddGuard = {};
+    if (dedupMs > 0) guard.dedup = { id: dedupId(message), ms: dedupMs };
     if (maxDepth !== undefined) guard.maxDepth = maxDepth;
     const id = await this.adds.add(q, encodeMessage(message), opts, guard);
     const duplicate = typeof id !== 'string';
