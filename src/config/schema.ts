@@ -346,8 +346,14 @@ export const configSchema = z.strictObject({
        * crash or on another process.
        */
       stickyInstances: z.number().int().min(0).max(1_000_000).default(1000),
+      /**
+       * A new instance runs in the process that received its start, without a run job; false
+       * sends every start through the run queue. A crashed process's started instances are run
+       * elsewhere once its lease (lockTimeout) has expired.
+       */
+      eagerStart: z.boolean().default(true),
     })
-    .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000, retention: 30 * 86_400_000, stickyInstances: 1000 }),
+    .default({ dir: 'workflows', concurrency: 20, lockTimeout: 30_000, stalledCheck: 15_000, retention: 30 * 86_400_000, stickyInstances: 1000, eagerStart: true }),
   webhooks: z
     .record(
       z.string().regex(/^[A-Za-z0-9_-]+$/, 'webhook names are letters, digits, _ and -'),

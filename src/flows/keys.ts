@@ -28,6 +28,10 @@
  *   Index keys are written by separate commands, never in one transaction or script.
  * - `<prefix>:flow-tag:<name>=<value>` zset of `<flow>/<id>` tagged so by `ctx.tag`, scored by
  *   the instance's creation time (the business-key search of the console).
+ * - `<prefix>:flow-eager-owners` set of the processes that run starts eagerly (see eager-starts.ts);
+ *   `<prefix>:flow-eager:{<owner>}:alive` the heartbeat of one (string, with a lease) and
+ *   `<prefix>:flow-eager:{<owner>}:ids` the instances it has acknowledged a start of and not yet
+ *   parked, ended or handed to the run queue (set). One owner's two keys share a slot.
  * - The BullMQ queue of runs: `{flow-runs}` with one shard; with several, one queue per shard
  *   `{flow-runs.<i>.<n>}` (`shardTag`), an instance's runs, timers and stalled checks in the queue
  *   of `shardOf(<id>)`, so a Redis Cluster spreads them over its masters (DESIGN §9).
@@ -78,8 +82,23 @@ export class FlowKeys {
     return `${this.prefix}:flow-tag:${name}=${value}`;
   }
 
-  createInstance(id: string): [string, string, string] {
-    return [this.instance(id, 'meta'), this.instance(id, 'input'), this.instance(id, 'events')];
+  /** Processes running starts eagerly (set of owner names). */
+  eagerOwners(): string {
+    return `${this.prefix}:flow-eager-owners`;
+  }
+
+  /** One eager owner's heartbeat (expires with its lease). */
+  eagerAlive(owner: string): string {
+    return `${this.prefix}:flow-eager:{${owner}}:alive`;
+  }
+
+  /** The instances one eager owner has started and not yet dealt with. */
+  eagerIds(owner: string): string {
+    return `${this.prefix}:flow-eager:{${owner}}:ids`;
+  }
+
+  createInstance(id: string): [string, string, string, string] {
+    return [this.instance(id, 'meta'), this.instance(id, 'input'), this.instance(id, 'events'), this.instance(id, 'lock')];
   }
 
   cancelInstance(id: string): [string, string] {

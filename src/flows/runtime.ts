@@ -11,8 +11,9 @@ import { readTraceContext, withTraceContext } from '../tracing/trace-context.ts'
 import { NO_TRACING, type SpanOptions, type Tracing } from '../tracing/tracing.ts';
 import { ReplayContext, answers, traceOf } from './context.ts';
 import type { FlowDefinition } from './define.ts';
+import { EagerStarts } from './eager-starts.ts';
 import { ReplyRefused, Suspend } from './errors.ts';
-import { RUN_QUEUE_STREAMS, UNSHARDED_RUN_QUEUE, runQueues, runShard } from './keys.ts';
+import { FlowKeys, RUN_QUEUE_STREAMS, UNSHARDED_RUN_QUEUE, runQueues, runShard } from './keys.ts';
 import { DeliverCode, InstanceStore, type FlowStatus, type InstanceMeta, type JournalEntry } from './store.ts';
 
 type Settled = { result: unknown; thrown?: undefined } | { result?: undefined; thrown: unknown };
@@ -51,6 +52,13 @@ export interface FlowRuntimeOptions {
    * @defaultValue 1000
    */
   stickyInstances?: number;
+  /**
+   * Run a new instance in the process that received its start, without a run job (see
+   * eager-starts.ts); false sends every start through the run queue, to be run by whichever
+   * process takes it.
+   * @defaultValue true
+   */
+  eagerStart?: boolean;
   /** Told of every instance that ends (completed, failed, cancelled): the outcome counters of /metrics. */
   onOutcome?: (flow: string, status: FlowStatus) => void;
   /**
@@ -112,6 +120,12 @@ export interface FlowView {
 const FINISHED: FlowStatus[] = ['completed', 'failed', 'cancelled'];
 
 /**
+ * Started instances one process holds for an eager run beyond its `concurrency` (ids only, a few
+ * hundred KB at most); a start beyond it goes to the run queue, where any process may take it.
+ */
+const EAGER_BACKLOG = 5000;
+
+/**
  * Runs flow instances by journal replay. A run is a BullMQ job "run instance X" on the internal
  * queue of the instance's shard (the one queue `{flow-runs}` with one shard): starting, a message
  * arriving, a timer firing all add such a job; the job takes the instance's lock, runs the flow
@@ -141,9 +155,21 @@ export class FlowRuntime {
   /** The secret key instance ids are derived under, read once (see `instanceId`). */
   private idKey?: Promise<{ key: Buffer; legacyUntil: number }>;
   private readonly tracing: Tracing;
+  /** New instances run here, without a run job (none: `eagerStart` off). */
+  readonly eager?: EagerStarts;
 
   constructor(private readonly o: FlowRuntimeOptions) {
     this.tracing = o.tracing ?? NO_TRACING;
+    if (o.eagerStart ?? true) {
+      this.eager = new EagerStarts({
+        redis: o.redis, keys: new FlowKeys(o.prefix), wake: (id) => this.wake(id),
+        concurrency: Math.max(1, o.concurrency),
+        backlog: EAGER_BACKLOG,
+        leaseMs: o.lockMs,
+        sweepMs: o.stalledCheckMs,
+        log: o.log,
+      });
+    }
     this.store = new InstanceStore(o.redis, o.prefix, o.events);
     this.stickyLimit = Math.max(0, o.stickyInstances ?? 1000);
     this.shards = Math.max(1, o.shards ?? 1);
@@ -169,7 +195,8 @@ export class FlowRuntime {
    * `{flow-runs}` before the sharding (waiting, delayed timers, active in a process that died) are
    * still run: a worker on that queue too, if it holds any job when this process starts.
    */
-  start(): void {
+  async start(): Promise<void> {
+    await this.eager?.start();
     this.workers = this.queueNames.map((name) => this.worker(name));
     if (this.shards > 1) {
       this.leftovers = this.startLeftoverWorker().catch((err: Error) => this.o.log.error({ err: err.message, queue: UNSHARDED_RUN_QUEUE }, 'could not look at the unsharded flow run queue'));
@@ -268,9 +295,15 @@ export class FlowRuntime {
     if (parent) spanOptions.parent = parent;
     const span = this.tracing.startSpan(`flow ${name}`, spanOptions);
     const trace = span.context;
+    // Run here, without a run job, when this process has room: the instance is claimed (in this
+    // process's set, see eager-starts.ts) together with its creation, before the start is acknowledged.
+    const eager = this.eager?.reserve() ? this.eager : undefined;
+    // Its run begins with the creation (the lock taken in the same script): one round trip less.
+    const run = eager ? { token: randomBase64url(16), lockMs: this.o.lockMs } : undefined;
+    let meta: InstanceMeta | undefined;
     let created: boolean;
     try {
-      created = await this.store.create({
+      [created] = await Promise.all([this.store.create(meta = {
         id,
         flow: name,
         status: 'running',
@@ -283,16 +316,28 @@ export class FlowRuntime {
         ...(message.replyTo ? { replyTo: message.replyTo } : {}),
         ...(message.correlationId ? { correlationId: message.correlationId } : {}),
         ...(trace ? { traceparent: trace.traceparent, ...(trace.tracestate !== undefined ? { tracestate: trace.tracestate } : {}) } : {}),
-      }, () => [this.event('started', name, id, id, { startedBy: principalId(message.sender) })]);
+      }, () => [this.event('started', name, id, id, { startedBy: principalId(message.sender) })], run), eager?.claim(id)]);
       span.setAttribute('switchboard.duplicate', !created);
     } catch (err) {
+      eager?.release(id);
       span.fail(err);
       throw err;
     } finally {
       span.end();
     }
-    // Woken even for a duplicate: a crash between create and wake is repaired by the sender's retry.
-    await this.wake(id);
+    if (eager && run && created) {
+      const at = Date.now();
+      // Begun late (a long backlog), the run begins again with the same token and reads the instance.
+      eager.begin({
+        id,
+        run: () => this.run(id, Date.now() - at < this.o.lockMs / 2 ? { token: run.token, meta: meta! } : { token: run.token }),
+        unlock: () => this.store.unlock(id, run.token),
+      });
+    } else {
+      eager?.release(id);
+      // Woken even for a duplicate: a crash between create and wake is repaired by the sender's retry.
+      await this.wake(id);
+    }
     return { instanceId: id, duplicate: !created };
   }
 
@@ -337,14 +382,18 @@ export class FlowRuntime {
   /**
    * One run of one instance: a replay from the first step, or — when this process holds the
    * instance in memory from its last run and nobody ran it since — a continuation of the parked
-   * flow from the wait it stopped in. 'busy' when another run holds it.
+   * flow from the wait it stopped in. 'busy' when another run holds it. An eager start passes
+   * the token its creation locked the instance with, and the instance as created when its run
+   * follows soon enough that the lock is still good for a while.
    */
-  async run(id: string): Promise<'done' | 'busy'> {
+  async run(id: string, begun0?: { token: string; meta?: InstanceMeta }): Promise<'done' | 'busy'> {
     // 128 random bits, 22 characters: the lock's value and the instance's run mark (kept short
     // for the meta hash's compact encoding).
-    const token = randomBase64url(16);
+    const token = begun0?.token ?? randomBase64url(16);
     const held = this.sticky.get(id);
-    const begun = await this.store.beginRun(id, token, this.o.lockMs, held === undefined);
+    // An eager start's run began with the instance's creation: nothing to read, nothing journaled.
+    // (A cancel landing in between is honoured at its next look, as for any run in progress.)
+    const begun = begun0?.meta ? { meta: begun0.meta, journal: new Map<number, JournalEntry>() } : await this.store.beginRun(id, token, this.o.lockMs, held === undefined);
     if (begun === 'busy') return 'busy';
     this.sticky.delete(id);
     // Ended, its last run's lock not expired yet: nothing to run, and no lock taken to give back.
@@ -610,6 +659,7 @@ export class FlowRuntime {
 
   async close(): Promise<void> {
     this.closing = true;
+    await this.eager?.close();
     await this.leftovers;
     await Promise.all(this.workers.map((w) => w.close()));
     clearInterval(this.lockRefresher);

@@ -60,7 +60,7 @@ export interface InstanceMeta {
 
 const JSON_FIELDS = new Set(['input', 'result', 'error', 'waitingOn']);
 
-const SCRIPTS = { createInstance: 3, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 4, parkInstance: 4, finishInstance: 7, cancelInstance: 2 } as const;
+const SCRIPTS = { createInstance: 4, deliverMessage: 3, refreshLock: 1, releaseLock: 1, beginRun: 4, parkInstance: 4, finishInstance: 7, cancelInstance: 2 } as const;
 
 /**
  * Redis keeps a hash as a compact listpack while every value is at most hash-max-listpack-value
@@ -225,19 +225,24 @@ export class InstanceStore {
     return (await this.redis.hget(this.k(id, 'meta'), 'status')) as FlowStatus | null;
   }
 
-  async create(meta: InstanceMeta, events: ChangeEvents = NO_EVENTS): Promise<boolean> {
+  /**
+   * Creates the instance once per id (false: it existed, nothing written). With `run`, a run of
+   * this process begins with it: the lock is taken with the token `run.token` for `run.lockMs`,
+   * and the meta's run mark is that token, as `beginRun` would leave them.
+   */
+  async create(meta: InstanceMeta, events: ChangeEvents = NO_EVENTS, run?: { token: string; lockMs: number }): Promise<boolean> {
     const input = meta.input === undefined ? undefined : JSON.stringify(meta.input);
     const size = input === undefined ? 0 : Buffer.byteLength(input);
     const apart = size > CHUNKED_INPUT_BYTES;
     const pieces = size > INLINE_INPUT_BYTES && !apart ? chunks(input!, INLINE_INPUT_BYTES).flatMap((c, i) => [`i${i}`, c]) : [];
     // The id is the key's, not a field. An empty run mark: never run, so the first run does not
     // read the (empty) journal.
-    const fields: Record<string, unknown> = { run: '' };
+    const fields: Record<string, unknown> = { run: run?.token ?? '' };
     for (const k of Object.keys(meta)) if (k !== 'id') fields[k] = meta[k as keyof InstanceMeta];
     if (size > INLINE_INPUT_BYTES) fields.input = undefined;
     const args = encodeFields(fields);
     const created = await withEvents(this.eventJournal, this.k(meta.id, 'events'), events, async (entries) =>
-      (await this.scripts.createInstance(this.keys.createInstance(meta.id), apart ? input! : '', entries.length / 2, ...args, ...pieces, ...entries)) === CreateInstanceCode.Created);
+      (await this.scripts.createInstance(this.keys.createInstance(meta.id), apart ? input! : '', entries.length / 2, run?.token ?? '', run?.lockMs ?? 0, ...args, ...pieces, ...entries)) === CreateInstanceCode.Created);
     // Indexed on every start, not just the first: a crash between the create and this line is
     // mended by the sender's retry (ZADD of the stored time is idempotent).
     const createdAt = created ? meta.createdAt : ((await this.redis.hget(this.k(meta.id, 'meta'), 'createdAt')) ?? meta.createdAt);

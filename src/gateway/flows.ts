@@ -29,13 +29,14 @@ export async function startFlows(config: Config, flowDefs: FlowDefinitions, redi
     stalledCheckMs: config.flows.stalledCheck,
     retentionMs: config.flows.retention,
     stickyInstances: config.flows.stickyInstances,
+    eagerStart: config.flows.eagerStart,
     onOutcome: (flow, outcome) => transports.metrics.flowOutcomes.inc({ flow, outcome }),
     tracing: transports.tracing,
     ...(transports.events.journal ? { events: transports.events.journal } : {}),
     log,
   });
   router.register(new FlowEndpoint(flows));
-  flows.start();
+  await flows.start();
   if (flowDefs.size > 0) log.info({ flows: [...flowDefs.keys()], dir: config.flows.dir }, 'flows loaded');
   for (const [name, b] of Object.entries(config.brokers)) {
     if (!b.replyQueue) continue;

@@ -57,7 +57,7 @@ function newTask(id: string, owner: { assignee?: string; group?: string }): Omit
 
 /** The script calls themselves, on the same client the stores register them on. */
 const tasksScripts = () => loadScripts(redis, dir('people'), { createTask: 5, decideTask: 6, approveTask: 2, claimTask: 3, releaseTask: 2, reassignTask: 5 });
-const flowScripts = () => loadScripts(redis, dir('flows'), { createInstance: 3, deliverMessage: 3, refreshLock: 1, releaseLock: 1 });
+const flowScripts = () => loadScripts(redis, dir('flows'), { createInstance: 4, deliverMessage: 3, refreshLock: 1, releaseLock: 1 });
 const authScripts = () => loadScripts(redis, dir('auth'), { changeRule: 4, countFailedLogin: 1, readFailedLogins: 1 });
 
 test('createTask: Created, then Exists for the same id (nothing overwritten)', async () => {
@@ -219,7 +219,7 @@ test('createInstance: Created, then Exists; deliverMessage: Delivered, Duplicate
   const keys = new FlowKeys(PREFIX);
   assert.equal(await store.create(meta('i1')), true);
   assert.equal(await store.create(meta('i1')), false);
-  assert.equal(await flowScripts().createInstance(keys.createInstance('i1'), '', 0, 'id', 'i1'), CreateInstanceCode.Exists);
+  assert.equal(await flowScripts().createInstance(keys.createInstance('i1'), '', 0, '', 0, 'id', 'i1'), CreateInstanceCode.Exists);
   assert.deepEqual(await store.list('f', 10), [{ flow: 'f', id: 'i1' }]);
 
   assert.equal(await store.deliver('nope', message('m1')), DeliverCode.NoInstance);

@@ -14,15 +14,22 @@
 -- ARGV[3] '1' to read the journal and the input, '0' when the caller holds the flow in memory
 -- ARGV[4] the time now (ISO 8601: updatedAt when a waiting instance goes back to running)
 --
+-- A lock already held with this token (taken by createInstance for an eager start) is taken again.
+--
 -- Returns { 0 } when another run holds the lock (BeginRunCode.Busy), { 2 } when the lock is held
 -- but the instance has ended (BeginRunCode.Finished: finishInstance leaves its lock to expire, and
 -- nothing is left to run); otherwise
 -- { 1, previous run mark or nil, meta field/value list (empty: no instance), journal list,
 -- input kept apart or nil }. The meta list is as read, before this run's changes.
 if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then
-  local ended = redis.call('HGET', KEYS[2], 'status')
-  if ended == 'completed' or ended == 'failed' or ended == 'cancelled' then return { 2 } end
-  return { 0 }
+  -- The lock taken with this token at the instance's creation (an eager start begun late) is ours.
+  if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  else
+    local ended = redis.call('HGET', KEYS[2], 'status')
+    if ended == 'completed' or ended == 'failed' or ended == 'cancelled' then return { 2 } end
+    return { 0 }
+  end
 end
 local meta = redis.call('HGETALL', KEYS[2])
 if #meta == 0 then return { 1, false, meta, {} } end
