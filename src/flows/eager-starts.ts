@@ -98,7 +98,7 @@ export class EagerStarts {
     this.mine.add(id);
     if (!this.adds) {
       const ids: string[] = [];
-      const done = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+      const done = new Promise<void>((resolve) => process.nextTick(resolve)).then(async () => {
         this.adds = undefined;
         await this.o.redis.sadd(this.o.keys.eagerIds(this.owner), ...ids);
       });
@@ -165,7 +165,7 @@ export class EagerStarts {
   /** The instance's start is dealt with: out of the set (one SREM for a turn's worth). */
   private settle(id: string): void {
     this.removes.push(id);
-    this.removing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+    this.removing ??= new Promise<void>((resolve) => process.nextTick(resolve)).then(async () => {
       const ids = this.removes;
       this.removes = [];
       this.removing = undefined;

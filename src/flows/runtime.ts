@@ -136,6 +136,8 @@ const EAGER_BACKLOG = 5000;
  */
 export class FlowRuntime {
   readonly store: InstanceStore;
+  /** The store's connection (a duplicate of the one given, closed with the runtime). */
+  private readonly storeRedis: Redis;
   /** Parked flow functions by instance id, least recently parked first. */
   private readonly sticky = new Map<string, Execution>();
   /** Locks of the runs in progress here, refreshed together (holdLock). */
@@ -160,9 +162,15 @@ export class FlowRuntime {
 
   constructor(private readonly o: FlowRuntimeOptions) {
     this.tracing = o.tracing ?? NO_TRACING;
+    // The instances' reads and writes on a connection of their own, beside the one their sends
+    // take: Redis answers one while the process works through the other's replies, where one
+    // connection made the two wait for each other in turn (0.62 → 0.75× raw on the flow bench).
+    this.storeRedis = o.redis.duplicate();
+    this.storeRedis.on('error', () => {}); // reconnects are reported by the health checks
+    this.store = new InstanceStore(this.storeRedis, o.prefix, o.events);
     if (o.eagerStart ?? true) {
       this.eager = new EagerStarts({
-        redis: o.redis, keys: new FlowKeys(o.prefix), wake: (id) => this.wake(id),
+        redis: this.storeRedis, keys: new FlowKeys(o.prefix), wake: (id) => this.wake(id),
         concurrency: Math.max(1, o.concurrency),
         backlog: EAGER_BACKLOG,
         leaseMs: o.lockMs,
@@ -170,7 +178,6 @@ export class FlowRuntime {
         log: o.log,
       });
     }
-    this.store = new InstanceStore(o.redis, o.prefix, o.events);
     this.stickyLimit = Math.max(0, o.stickyInstances ?? 1000);
     this.shards = Math.max(1, o.shards ?? 1);
     this.queueNames = runQueues(this.shards);
@@ -667,6 +674,7 @@ export class FlowRuntime {
     for (const e of this.sticky.values()) e.ctx.evict();
     this.sticky.clear();
     await Promise.all(this.queues.map((q) => q.close()));
+    await this.storeRedis.quit().catch(() => this.storeRedis.disconnect());
   }
 }
 

@@ -81,6 +81,11 @@ const CHUNK_FIELD = /^i\d+$/;
 /** `text` cut into pieces of at most `max` UTF-8 bytes each, never inside a character. */
 function chunks(text: string, max: number): string[] {
   const out: string[] = [];
+  // One byte a character (ASCII, the usual JSON): plain slices, no walk over every character.
+  if (Buffer.byteLength(text) === text.length) {
+    for (let i = 0; i < text.length; i += max) out.push(text.slice(i, i + max));
+    return out;
+  }
   let piece = '';
   let bytes = 0;
   for (const ch of text) {
@@ -191,8 +196,26 @@ export class InstanceStore {
   private async addToIndexes(flow: string, id: string, score: number): Promise<void> {
     const known = this.named.has(flow);
     // Different slots: separate commands, not one pipeline (a Cluster client refuses that).
-    await Promise.all([this.redis.zadd(this.keys.index(flow), score, id), known ? undefined : this.redis.sadd(this.keys.names(), flow)]);
+    await Promise.all([this.indexLater(flow, score, id), known ? undefined : this.redis.sadd(this.keys.names(), flow)]);
     this.named.add(flow);
+  }
+
+  /** Index entries asked for in this turn, by flow: one ZADD each (many starts arrive together). */
+  private readonly indexing = new Map<string, { members: (string | number)[]; done: Promise<unknown> }>();
+
+  private indexLater(flow: string, score: number, id: string): Promise<unknown> {
+    let batch = this.indexing.get(flow);
+    if (!batch) {
+      const members: (string | number)[] = [];
+      const done = new Promise<void>((resolve) => process.nextTick(resolve)).then(() => {
+        this.indexing.delete(flow);
+        return this.redis.zadd(this.keys.index(flow), ...members);
+      });
+      batch = { members, done };
+      this.indexing.set(flow, batch);
+    }
+    batch.members.push(score, id);
+    return batch.done;
   }
 
   /**
