@@ -59,6 +59,7 @@ const { values: args } = parseArgs({
   options: {
     ...SHARED_OPTIONS,
     waiting: { type: 'string' },
+    'raw-connections': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
   strict: true,
@@ -72,7 +73,8 @@ if (args.help) {
   --concurrency flows.concurrency of the gateway and the raw worker's concurrency (default 50)
   --warmup      flows of an untimed warm-up per side, 0 for none (default 500)
   --body-bytes  size of each JSON input (default 200)
-  --timeout-s   give up on one phase after this long (default 180)`);
+  --timeout-s   give up on one phase after this long (default 180)
+  --raw-connections  1: the raw worker shares the queues' connection; 2: a connection of its own (default 2)`);
   process.exit(0);
 }
 
@@ -84,6 +86,8 @@ const CONCURRENCY = intOption('concurrency', args.concurrency, 50, 1);
 const WARMUP = intOption('warmup', args.warmup, 500, 0);
 const BODY_BYTES = intOption('body-bytes', args['body-bytes'], 200, 120);
 const TIMEOUT_MS = intOption('timeout-s', args['timeout-s'], 180, 1) * 1000;
+const RAW_CONNECTIONS = intOption('raw-connections', args['raw-connections'], 2, 1);
+if (RAW_CONNECTIONS > 2) throw new Error('--raw-connections must be 1 or 2');
 if (CONCURRENCY > 500) throw new Error('--concurrency must be at most 500 (flows.concurrency limit)');
 const START_BATCH = 500; // starts (router.send / queue.add) in flight at once
 const POLL_MS = 20;
@@ -392,7 +396,10 @@ async function eagerClaims(monitor: Redis, prefix: string): Promise<number> {
 async function runRaw(ctx: Ctx, round: number, n: number, warmup: boolean): Promise<ThroughputResult> {
   await resetRedis(ctx.admin);
   const prefix = `rawf${round}${warmup ? 'w' : ''}`;
-  const conn = await openRedis(ctx.redis.url); // shared by the queues and the worker, as in the gateway
+  const conn = await openRedis(ctx.redis.url); // shared by the queues (and the worker, with --raw-connections 1)
+  // With 2 (the default), the worker's commands take a connection of their own, as the gateway's
+  // flow state does: the layout that lets Redis and the process overlap is given to both sides.
+  const workerConn = RAW_CONNECTIONS === 2 ? await openRedis(ctx.redis.url) : conn;
   const source = new Queue('bench-flows', { connection: conn, prefix });
   const qS1 = new Queue('bench-s1', { connection: conn, prefix });
   const qStep = new Queue('bench-step', { connection: conn, prefix });
@@ -405,7 +412,7 @@ async function runRaw(ctx: Ctx, round: number, n: number, warmup: boolean): Prom
     await qS1.add('m', data);
     await qStep.add('m', { seq, total: seq * 2 });
     await qS2.add('m', { seq, total: seq * 2 });
-  }, { connection: conn, prefix, concurrency: CONCURRENCY });
+  }, { connection: workerConn, prefix, concurrency: CONCURRENCY });
   worker.on('error', (err) => console.error(`raw worker error: ${err.message}`));
   let closed = false;
   try {
@@ -437,6 +444,7 @@ async function runRaw(ctx: Ctx, round: number, n: number, warmup: boolean): Prom
     if (!closed) await worker.close().catch(() => undefined);
     await Promise.all([source, qS1, qStep, qS2, ...Object.values(watchers)].map((q) => q.close().catch(() => undefined)));
     await conn.quit().catch(() => conn.disconnect());
+    if (workerConn !== conn) await workerConn.quit().catch(() => workerConn.disconnect());
   }
 }
 
@@ -662,7 +670,7 @@ async function main(): Promise<number> {
       bench: 'flow-throughput',
       startedAt: started.toISOString(),
       finishedAt: new Date().toISOString(),
-      settings: { flows: N, waiting: W, rounds: ROUNDS, concurrency: CONCURRENCY, warmup: WARMUP, bodyBytes: BODY_BYTES, flow: `send ${S1} → step → send ${S2}`, raw: 'BullMQ worker: 3 × queue.add per job; waiting: delayed jobs' },
+      settings: { flows: N, waiting: W, rounds: ROUNDS, concurrency: CONCURRENCY, warmup: WARMUP, bodyBytes: BODY_BYTES, flow: `send ${S1} → step → send ${S2}`, raw: 'BullMQ worker: 3 × queue.add per job; waiting: delayed jobs', rawConnections: RAW_CONNECTIONS },
       environment: { gatewayCode: measuredCode(), node: process.version, redis: version, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: mb(totalmem()) },
       summary: {
         rawMedianFlowsPerSecond: Math.round(rate('raw')),
