@@ -120,6 +120,16 @@ export class EagerStarts {
   release(id?: string): void {
     this.pending--;
     if (id !== undefined) this.settle(id);
+    this.checkIdle();
+  }
+
+  /** Nothing reserved, waiting or running here: a stop may go on. */
+  private get busy(): boolean {
+    return this.running > 0 || this.queue.length > 0 || this.pending > 0;
+  }
+
+  private checkIdle(): void {
+    if (!this.busy) this.idle?.();
   }
 
   private pump(): void {
@@ -129,7 +139,7 @@ export class EagerStarts {
       void this.runOne(start).finally(() => {
         this.running--;
         this.pump();
-        if (this.running === 0 && this.queue.length === 0) this.idle?.();
+        this.checkIdle();
       });
     }
   }
@@ -218,7 +228,9 @@ export class EagerStarts {
     this.closing = true;
     clearInterval(this.heartbeat);
     clearInterval(this.sweeper);
-    if (this.running > 0 || this.queue.length > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    // Starts reserved before the stop (their instance still being created) are waited for too:
+    // each becomes a run to hand over, or a release.
+    if (this.busy) await new Promise<void>((resolve) => (this.idle = resolve));
     await this.adds?.done.catch(() => undefined);
     await this.removing;
     const k = this.o.keys;

@@ -151,6 +151,22 @@ test('a stop with starts waiting hands them to the run queue and leaves the regi
   assert.deepEqual(await redis.smembers(keys.eagerOwners()), []);
 });
 
+test('a stop waits for a start reserved before it (its instance still being created) and hands that one over too', async () => {
+  const { e, keys, woken } = eager({ concurrency: 1, backlog: 5 });
+  await e.start();
+  assert.equal(e.reserve(), true);
+  await e.claim('late');
+  let closed = false;
+  const closing = e.close().then(() => { closed = true; });
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(closed, false, 'the stop waits while a reserved start is unresolved');
+  e.begin({ id: 'late', run: async () => 'done', unlock });
+  await closing;
+  assert.deepEqual(woken, ['late'], 'begun during the stop: handed to the run queue, not run');
+  assert.equal(await redis.exists(keys.eagerIds(e.owner)), 0, 'nothing left claimed');
+  assert.deepEqual(await redis.smembers(keys.eagerOwners()), [], 'the registry left');
+});
+
 async function waitUntil(fn: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await fn())) {
