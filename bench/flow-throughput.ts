@@ -626,8 +626,6 @@ async function main(): Promise<number> {
     const cpuPer = (name: 'raw' | 'sb') => median(timed.filter((r) => r.name === name).map((r) => r.nodeCpuMicrosPerFlow + r.redisCpuMicrosPerFlow));
     const cmdsPer = (name: 'raw' | 'sb') => median(timed.filter((r) => r.name === name).map((r) => r.redisCommandsPerFlow));
     const ratio = rate('sb') / rate('raw');
-    // One clock from the first start to the last flow's second send: what a caller sees.
-    const e2e = rate;
     const cpuRatio = cpuPer('raw') / cpuPer('sb');
     const otherCpu = median(timed.map((r) => r.otherCpuPercent ?? 0));
 
@@ -676,7 +674,8 @@ async function main(): Promise<number> {
         rawMedianFlowsPerSecond: Math.round(rate('raw')),
         switchboardMedianFlowsPerSecond: Math.round(rate('sb')),
         ratio: Math.round(ratio * 1000) / 1000,
-        endToEndPerSecond: { raw: Math.round(e2e('raw')), sb: Math.round(e2e('sb')), ratio: Math.round((e2e('sb') / e2e('raw')) * 1000) / 1000 },
+        // The rate is end to end (one clock from the first start to the last completion); named so for the goals table.
+        endToEndPerSecond: { raw: Math.round(rate('raw')), sb: Math.round(rate('sb')), ratio: Math.round(ratio * 1000) / 1000 },
         cpuCostRatio: Math.round(cpuRatio * 1000) / 1000,
         quietRunsRatio: quietRatio === null ? null : Math.round(quietRatio * 1000) / 1000,
         medianOtherCpuPercent: otherCpu,

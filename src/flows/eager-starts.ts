@@ -1,6 +1,7 @@
-import { randomBase64url } from '../core/random-text.ts';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { randomBase64url } from '../core/random-text.ts';
+import { TurnBatches } from '../store/turn-batches.ts';
 import type { FlowKeys } from './keys.ts';
 
 /** A started instance to run here. */
@@ -48,15 +49,22 @@ export class EagerStarts {
   private running = 0;
   /** Ids in our set that this process still deals with (a sweep of our own set leaves them alone). */
   private readonly mine = new Set<string>();
-  private adds: { ids: string[]; done: Promise<void> } | undefined;
-  private removes: string[] = [];
-  private removing?: Promise<void>;
+  /** Claims of one turn: one SADD. */
+  private readonly adds = new TurnBatches<string>((key, ids) => this.o.redis.sadd(key, ...ids));
+  /** Settled starts of one turn: one SREM. */
+  private readonly removes = new TurnBatches<string>(async (key, ids) => {
+    await this.o.redis.srem(key, ...ids).catch((err: Error) => {
+      // Left in the set: a later sweep of our own set (or a recovery) wakes them once more, harmlessly.
+      this.o.log.warn({ err: err.message, instances: ids.length }, 'eager flow starts: could not clear settled starts');
+    });
+    for (const id of ids) this.mine.delete(id);
+  });
   private heartbeat?: NodeJS.Timeout;
   private sweeper?: NodeJS.Timeout;
   private closing = false;
   private idle?: () => void;
-  /** Starts run here, and starts sent to the run queue because the backlog was full. */
-  readonly stats = { eager: 0, overflow: 0, recovered: 0 };
+  /** Starts sent to the run queue because the backlog was full, and dead processes' starts handed over. */
+  readonly stats = { overflow: 0, recovered: 0 };
 
   constructor(private readonly o: EagerStartsOptions) {}
 
@@ -96,30 +104,20 @@ export class EagerStarts {
    */
   claim(id: string): Promise<void> {
     this.mine.add(id);
-    if (!this.adds) {
-      const ids: string[] = [];
-      const done = new Promise<void>((resolve) => process.nextTick(resolve)).then(async () => {
-        this.adds = undefined;
-        await this.o.redis.sadd(this.o.keys.eagerIds(this.owner), ...ids);
-      });
-      this.adds = { ids, done };
-    }
-    this.adds.ids.push(id);
-    return this.adds.done;
+    return this.adds.add(this.o.keys.eagerIds(this.owner), id);
   }
 
   /** Runs a claimed, created instance here as soon as a run is free. */
   begin(start: EagerRun): void {
     this.pending--;
-    this.stats.eager++;
     this.queue.push(start);
     this.pump();
   }
 
-  /** A reserved place not used (the start failed or was a duplicate); the id, if claimed, leaves the set. */
-  release(id?: string): void {
+  /** A reserved place not used (the start failed or was a duplicate); the id leaves the set. */
+  release(id: string): void {
     this.pending--;
-    if (id !== undefined) this.settle(id);
+    this.settle(id);
     this.checkIdle();
   }
 
@@ -174,17 +172,7 @@ export class EagerStarts {
 
   /** The instance's start is dealt with: out of the set (one SREM for a turn's worth). */
   private settle(id: string): void {
-    this.removes.push(id);
-    this.removing ??= new Promise<void>((resolve) => process.nextTick(resolve)).then(async () => {
-      const ids = this.removes;
-      this.removes = [];
-      this.removing = undefined;
-      await this.o.redis.srem(this.o.keys.eagerIds(this.owner), ...ids).catch((err: Error) => {
-        // Left in the set: a later sweep of our own set (or a recovery) wakes them once more, harmlessly.
-        this.o.log.warn({ err: err.message, instances: ids.length }, 'eager flow starts: could not clear settled starts');
-      });
-      for (const id of ids) this.mine.delete(id);
-    });
+    void this.removes.add(this.o.keys.eagerIds(this.owner), id);
   }
 
   /**
@@ -231,8 +219,7 @@ export class EagerStarts {
     // Starts reserved before the stop (their instance still being created) are waited for too:
     // each becomes a run to hand over, or a release.
     if (this.busy) await new Promise<void>((resolve) => (this.idle = resolve));
-    await this.adds?.done.catch(() => undefined);
-    await this.removing;
+    await this.removes.settled();
     const k = this.o.keys;
     try {
       if ((await this.o.redis.scard(k.eagerIds(this.owner))) === 0) {

@@ -4,6 +4,7 @@ import { NO_EVENTS, withEvents, type ChangeEvents, type EventJournal } from '../
 import type { StoredMessage } from '../core/message.ts';
 import { corkForTurn } from '../store/corked-turn.ts';
 import { loadScripts, type ScriptCalls } from '../store/scripts.ts';
+import { TurnBatches } from '../store/turn-batches.ts';
 import { FlowKeys, STATE_PARTS, type InstancePart } from './keys.ts';
 import { BeginRunCode, CreateInstanceCode, DeliverCode, LockCode } from './scripts/codes.ts';
 
@@ -196,27 +197,12 @@ export class InstanceStore {
   private async addToIndexes(flow: string, id: string, score: number): Promise<void> {
     const known = this.named.has(flow);
     // Different slots: separate commands, not one pipeline (a Cluster client refuses that).
-    await Promise.all([this.indexLater(flow, score, id), known ? undefined : this.redis.sadd(this.keys.names(), flow)]);
+    await Promise.all([this.indexing.add(this.keys.index(flow), [score, id]), known ? undefined : this.redis.sadd(this.keys.names(), flow)]);
     this.named.add(flow);
   }
 
-  /** Index entries asked for in this turn, by flow: one ZADD each (many starts arrive together). */
-  private readonly indexing = new Map<string, { members: (string | number)[]; done: Promise<unknown> }>();
-
-  private indexLater(flow: string, score: number, id: string): Promise<unknown> {
-    let batch = this.indexing.get(flow);
-    if (!batch) {
-      const members: (string | number)[] = [];
-      const done = new Promise<void>((resolve) => process.nextTick(resolve)).then(() => {
-        this.indexing.delete(flow);
-        return this.redis.zadd(this.keys.index(flow), ...members);
-      });
-      batch = { members, done };
-      this.indexing.set(flow, batch);
-    }
-    batch.members.push(score, id);
-    return batch.done;
-  }
+  /** Index entries asked for in one turn, by index: one ZADD each (many starts arrive together). */
+  private readonly indexing = new TurnBatches<[number, string]>((key, entries) => this.redis.zadd(key, ...entries.flat()));
 
   /**
    * The key instance ids are derived under (see FlowRuntime.instanceId), made once for the whole
