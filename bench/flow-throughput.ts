@@ -51,7 +51,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { commandDelta, commandStats, fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, SHARED_OPTIONS, sleep, measuredCode, perUnit } from './support/measure.ts';
+import { commandDelta, commandStats, fmt, intOption, machineBusySeconds, mb, median, parseInfo, profiled, SHARED_OPTIONS, sleep, measuredCode, perUnit, gatewayFlagsInUse } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -669,7 +669,7 @@ async function main(): Promise<number> {
       startedAt: started.toISOString(),
       finishedAt: new Date().toISOString(),
       settings: { flows: N, waiting: W, rounds: ROUNDS, concurrency: CONCURRENCY, warmup: WARMUP, bodyBytes: BODY_BYTES, flow: `send ${S1} → step → send ${S2}`, raw: 'BullMQ worker: 3 × queue.add per job; waiting: delayed jobs', rawConnections: RAW_CONNECTIONS },
-      environment: { gatewayCode: measuredCode(), node: process.version, redis: version, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: mb(totalmem()) },
+      environment: { gatewayCode: measuredCode(), nodeFlags: gatewayFlagsInUse(), node: process.version, redis: version, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: mb(totalmem()) },
       summary: {
         rawMedianFlowsPerSecond: Math.round(rate('raw')),
         switchboardMedianFlowsPerSecond: Math.round(rate('sb')),

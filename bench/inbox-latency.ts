@@ -73,7 +73,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { machineBusySeconds, parseInfo, processCpuSeconds, redisCpu, sleep, measuredCode } from './support/measure.ts';
+import { machineBusySeconds, parseInfo, processCpuSeconds, redisCpu, sleep, measuredCode, gatewayFlagsInUse } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -819,7 +819,7 @@ async function main(): Promise<number> {
         raw: `PUBLISH/SUBSCRIBE on ${CHANNEL}, two ioredis connections, same process and Redis, gateway stopped`,
         percentiles: 'nearest rank; ms',
       },
-      environment: { gatewayCode: measuredCode(), node: process.version, redis: version, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: Math.round(totalmem() / 1048576) },
+      environment: { gatewayCode: measuredCode(), nodeFlags: gatewayFlagsInUse(), node: process.version, redis: version, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: Math.round(totalmem() / 1048576) },
       summary: {
         startToSseMs: sb.startToSse,
         askToSseMs: sb.askToSse,

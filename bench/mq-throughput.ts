@@ -50,7 +50,7 @@ import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
 import { startTestRabbit, type TestRabbit } from '../test/support/rabbitmq.ts';
-import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, processCpuSeconds, redisCpu, SHARED_OPTIONS, sleep, startProfile, measuredCode } from './support/measure.ts';
+import { fmt, intOption, machineBusySeconds, mb, median, parseInfo, processCpuSeconds, redisCpu, SHARED_OPTIONS, sleep, startProfile, measuredCode, gatewayFlagsInUse } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -553,7 +553,7 @@ async function main(): Promise<number> {
       startedAt: started.toISOString(),
       finishedAt: new Date().toISOString(),
       settings: { messages: N, rounds: ROUNDS, concurrency: CONCURRENCY, warmup: WARMUP, bodyBytes: BODY_BYTES, path: 'RabbitMQ /queue/A → mover → RabbitMQ /queue/B (durable queues, durable messages)', sb: 'Route mq:legacy/A → mq:legacy/B, dedup on', raw: 'rhea forwarder, accept after the onward send was accepted' },
-      environment: { gatewayCode: measuredCode(), node: process.version, redis: redisVersion, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: mb(totalmem()) },
+      environment: { gatewayCode: measuredCode(), nodeFlags: gatewayFlagsInUse(), node: process.version, redis: redisVersion, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: mb(totalmem()) },
       summary: { rawMedianPerSecond: Math.round(raw), switchboardMedianPerSecond: Math.round(sb), ratio: Math.round(ratio * 1000) / 1000, target: TARGET, pass, cpuCostRatio: Math.round(cpuRatio * 1000) / 1000, quietRunsRatio: quietRatio === null ? null : Math.round(quietRatio * 1000) / 1000, medianOtherCpuPercent: otherCpu },
       runs: results,
     }, null, 2)}\n`);

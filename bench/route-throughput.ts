@@ -50,7 +50,7 @@ import { startGateway, type Gateway } from '../src/gateway.ts';
 import { createLogger } from '../src/log.ts';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/store/embedded-redis.ts';
 import { openRedis } from '../src/store/redis.ts';
-import { commandDelta, commandStats, fmt, intOption, machineBusySeconds, mb, median, parseInfo, perUnit, profiled, SHARED_OPTIONS, sleep, measuredCode } from './support/measure.ts';
+import { commandDelta, commandStats, fmt, intOption, machineBusySeconds, mb, median, parseInfo, perUnit, profiled, SHARED_OPTIONS, sleep, measuredCode, gatewayFlagsInUse } from './support/measure.ts';
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -497,7 +497,7 @@ async function main(): Promise<number> {
       startedAt: started.toISOString(),
       finishedAt: new Date().toISOString(),
       settings: { messages: N, rounds: ROUNDS, concurrency: CONCURRENCY, warmup: WARMUP, bodyBytes: BODY_BYTES, route: `${FROM} → ${TO}` },
-      environment: { gatewayCode: measuredCode(), node: process.version, redis: version, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: mb(totalmem()) },
+      environment: { gatewayCode: measuredCode(), nodeFlags: gatewayFlagsInUse(), node: process.version, redis: version, appendfsync: 'everysec', cpus: cpus().length, cpuModel: cpus()[0]?.model, totalMemMB: mb(totalmem()) },
       summary: { rawMedianPerSecond: Math.round(raw), switchboardMedianPerSecond: Math.round(sb), ratio: Math.round(ratio * 1000) / 1000, target: TARGET, pass, cpuCostRatio: Math.round(cpuRatio * 1000) / 1000, quietRunsRatio: quietRatio === null ? null : Math.round(quietRatio * 1000) / 1000, medianOtherCpuPercent: otherCpu },
       runs: results,
     }, null, 2)}\n`);

@@ -16,6 +16,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { distIsCurrent } from '../bin/dist-current.mjs';
+import { GATEWAY_NODE_FLAGS } from '../bin/node-flags.mjs';
 
 const BENCHES = { cli: 'cli-startup.ts', route: 'route-throughput.ts', flow: 'flow-throughput.ts', inbox: 'inbox-latency.ts', permissions: 'permissions.ts', mq: 'mq-throughput.ts', wake: 'flow-wake.ts', timers: 'timer-lateness.ts', scale: 'scale.ts', overload: 'overload.ts' } as const;
 type Name = keyof typeof BENCHES;
@@ -44,7 +45,10 @@ if (!distIsCurrent()) {
   spawnSync(process.execPath, [join(import.meta.dirname, '..', 'bin', 'build.mjs')], { stdio: 'inherit' });
 }
 const compiled = distIsCurrent();
-const execArgv = [...process.execArgv, ...(compiled ? ['--import', join(import.meta.dirname, 'support', 'compiled.mjs')] : [])];
+// Each benchmark runs with the V8 settings the gateway runs with (bin/node-flags.mjs); both sides
+// of a comparison share its process, so the raw baseline gets them too.
+const gatewayFlags = GATEWAY_NODE_FLAGS.filter((f) => !process.execArgv.includes(f));
+const execArgv = [...process.execArgv, ...gatewayFlags, ...(compiled ? ['--import', join(import.meta.dirname, 'support', 'compiled.mjs')] : [])];
 console.log(compiled ? 'measuring the compiled gateway (dist/)' : 'dist/ could not be built: measuring the TypeScript sources through tsx (slower than what users run)');
 
 const startedAt = Date.now();

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
+import { GATEWAY_NODE_FLAGS } from '../../bin/node-flags.mjs';
 
 // What every benchmark measures with: options, machine and Redis CPU, and the numbers' format.
 
@@ -96,6 +97,21 @@ export async function redisCpu(admin: Redis): Promise<number> {
 }
 
 /** Which gateway code a benchmark measures: the compiled dist/ (npm run bench) or the sources. */
+/**
+ * Which of the gateway's V8 flags (bin/node-flags.mjs) this process runs with: `npm run bench`
+ * passes them all; a benchmark started by hand without them says so once, as its figures are
+ * then not those of the gateway users run.
+ */
+export function gatewayFlagsInUse(): string[] {
+  const using = GATEWAY_NODE_FLAGS.filter((f) => process.execArgv.includes(f));
+  if (using.length < GATEWAY_NODE_FLAGS.length && !warnedFlags) {
+    warnedFlags = true;
+    console.log(`note: not run with the gateway's V8 flags (${GATEWAY_NODE_FLAGS.join(' ')}, as npm run bench does): its figures are not the gateway's`);
+  }
+  return using;
+}
+let warnedFlags = false;
+
 export function measuredCode(): 'dist' | 'src through tsx' {
   return process.env.SWITCHBOARD_BENCH_CODE === 'dist' ? 'dist' : 'src through tsx';
 }
