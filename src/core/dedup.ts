@@ -34,6 +34,12 @@ export function dedupKey(message: Pick<Message, 'to' | 'sender' | 'id'>): string
 const sha256Hex: (text: string) => string =
   typeof crypto.hash === 'function' ? (text) => crypto.hash('sha256', text, 'hex') : (text) => crypto.createHash('sha256').update(text).digest('hex');
 
+/** An id of a dedup scope with its Redis key (DedupStore.entry). */
+export interface DedupEntry {
+  readonly scope: string;
+  readonly key: string;
+}
+
 /** One caller waiting for its part of a batched look or mark. */
 interface Waiting<T> {
   key: string;
@@ -76,12 +82,28 @@ export class DedupStore {
     return `${this.prefix}:dedup:{${scope}}:${sha256Hex(id)}`;
   }
 
+  /**
+   * An id of a scope, its key worked out once for both the look and the mark (the router does
+   * both for every message to a transport that cannot check ids itself: a hash less a message).
+   */
+  entry(scope: string, id: string): DedupEntry {
+    return { scope, key: this.key(scope, id) };
+  }
+
   seen(scope: string, id: string): Promise<boolean> {
-    return this.batch(this.looks, scope, this.key(scope, id), (keys) => this.redis.mget(keys).then((values) => values.map((v) => v !== null)));
+    return this.seenEntry(this.entry(scope, id));
   }
 
   remember(scope: string, id: string): Promise<void> {
-    return this.batch(this.marks, scope, this.key(scope, id), (keys) => this.redis.eval(REMEMBER, keys.length, ...keys, this.ttlMs).then(() => keys.map(() => undefined)));
+    return this.rememberEntry(this.entry(scope, id));
+  }
+
+  seenEntry(e: DedupEntry): Promise<boolean> {
+    return this.batch(this.looks, e.scope, e.key, (keys) => this.redis.mget(keys).then((values) => values.map((v) => v !== null)));
+  }
+
+  rememberEntry(e: DedupEntry): Promise<void> {
+    return this.batch(this.marks, e.scope, e.key, (keys) => this.redis.eval(REMEMBER, keys.length, ...keys, this.ttlMs).then(() => keys.map(() => undefined)));
   }
 
   /** Adds `key` to this turn's batch of `scope`, sent once the turn's callbacks have run. */

@@ -107,11 +107,11 @@ export class Router {
       if (endpoint.dedupsOnIngress) {
         result = await endpoint.send(message);
       } else {
-        const key = dedupKey(message);
-        if (await this.dedup.seen(to.raw, key)) result = { id: message.id, duplicate: true };
+        const entry = this.dedup.entry(to.raw, dedupKey(message));
+        if (await this.dedup.seenEntry(entry)) result = { id: message.id, duplicate: true };
         else {
           result = await endpoint.send(message);
-          await this.dedup.remember(to.raw, key);
+          await this.dedup.rememberEntry(entry);
         }
       }
       // The debug lines' fields are built only when they are written: this runs for every message.

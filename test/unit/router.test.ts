@@ -57,11 +57,14 @@ class MemoryEndpoint implements Endpoint {
 /** The dedup store's contract (seen before send, remember after) in memory. */
 class MemoryDedup {
   readonly remembered = new Set<string>();
-  async seen(scope: string, id: string) {
-    return this.remembered.has(`${scope} ${id}`);
+  entry(scope: string, id: string) {
+    return { scope, key: `${scope} ${id}` };
   }
-  async remember(scope: string, id: string) {
-    this.remembered.add(`${scope} ${id}`);
+  async seenEntry(e: { key: string }) {
+    return this.remembered.has(e.key);
+  }
+  async rememberEntry(e: { key: string }) {
+    this.remembered.add(e.key);
   }
 }
 
