@@ -1,7 +1,9 @@
 /**
- * The V8 settings the gateway process runs with: `npm start` and the `switchboard` command pass
- * them (package.json, the shebang of bin/switchboard.mjs), `npm run bench` runs every benchmark
- * (both sides of each comparison) with them, and a unit test keeps the three the same.
+ * The V8 settings the gateway process runs with: `npm start` passes them (package.json; a unit
+ * test keeps it the same as this list), `npm run bench` runs every benchmark (both sides of each
+ * comparison) with them, and docs/operations.md tells a launcher of one's own to pass them. Not
+ * in the shebang of bin/switchboard.mjs: `#!/usr/bin/env -S node …` needs an env that splits its
+ * arguments, and BusyBox's (Alpine images) does not, which would leave the command unusable there.
  *
  * A 64 MB semi-space (V8's default is 16 MB): every message in flight holds a chain of promises
  * and its envelope until Redis answers, so with the default young generation each scavenge

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=64
+#!/usr/bin/env node
 // Runs the compiled CLI in dist/ (built by `npm run build`, which `npm install` runs) while it is
 // up to date with src/; otherwise the TypeScript sources through tsx, as before the build existed.
 // Either way, flow files are compiled on load by the flow loader (tsx), never the gateway itself.
