@@ -7,6 +7,16 @@ import { ApiClient, addressPath } from './client.ts';
 const local = () => import('./local-commands.ts');
 import { registerTopicsCommand } from './topics-command.ts';
 
+// A reader that has read enough (`switchboard browse … | head`) closes the pipe before a command
+// has written everything: the rest is not wanted, which is nobody's error to show with a stack
+// trace. Not so for a running gateway or float, which log there: for them it stays a failure
+// (a supervisor restarts a process that failed, not one that ended well).
+let serving = false;
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE' && !serving) process.exit(0);
+  throw err;
+});
+
 const program = new Command('switchboard')
   .description('Switchboard workflow integration gateway')
   .showHelpAfterError('(run with --help for usage)')
@@ -31,13 +41,19 @@ program
   .command('start')
   .description('run the gateway (config: --config, SWITCHBOARD_CONFIG, or config/switchboard.yaml)')
   .option('-c, --config <file>', 'configuration file')
-  .action(async (o: { config?: string }) => (await local()).startCommand(o.config));
+  .action(async (o: { config?: string }) => {
+    serving = true;
+    return (await local()).startCommand(o.config);
+  });
 
 program
   .command('float')
   .description('run the DMZ float: peer listener and per-peer outboxes only; the gateway connects out to it (docs/float.md)')
   .requiredOption('-c, --config <file>', 'float configuration file')
-  .action(async (o: { config: string }) => (await import('./float-command.ts')).floatCommand(o.config));
+  .action(async (o: { config: string }) => {
+    serving = true;
+    return (await import('./float-command.ts')).floatCommand(o.config);
+  });
 
 program
   .command('check-config')
