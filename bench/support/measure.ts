@@ -96,7 +96,6 @@ export async function redisCpu(admin: Redis): Promise<number> {
   return Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0);
 }
 
-/** Which gateway code a benchmark measures: the compiled dist/ (npm run bench) or the sources. */
 /**
  * Which of the gateway's V8 flags (bin/node-flags.mjs) this process runs with: `npm run bench`
  * passes them all; a benchmark started by hand without them says so once, as its figures are
@@ -112,6 +111,7 @@ export function gatewayFlagsInUse(): string[] {
 }
 let warnedFlags = false;
 
+/** Which gateway code a benchmark measures: the compiled dist/ (npm run bench) or the sources. */
 export function measuredCode(): 'dist' | 'src through tsx' {
   return process.env.SWITCHBOARD_BENCH_CODE === 'dist' ? 'dist' : 'src through tsx';
 }

@@ -261,19 +261,14 @@ const JSON_TYPE = /^application\/([a-z.+-]*\+)?json\b/i;
 const isBytes = (b: unknown): b is Uint8Array => Buffer.isBuffer(b) || b instanceof Uint8Array;
 
 /**
- * The JSON data body a message came in with, by its fidelity record (which a route's copy of the
- * message shares): bodyOut sends those bytes on while the body still says the same, instead of
- * writing them again. Kept beside the record, never stored or shown.
- */
-const receivedJson = new WeakMap<AmqpFidelity, { text: string; bytes: Buffer }>();
-
-/**
  * The record of a message whose body came as a JSON data section. Its `data` (the base64 of a
  * JSON body JSON.stringify would not write the same: spacing, escapes, number forms) is worked out
  * when read: by bodyOut of a message stored and read back, or when the message is stored
  * (JSON.stringify calls toJSON). A bridge passing a message straight on never needs it. An
  * accessor of the class, not one defined on each record: defining it per message cost ~5 µs a
- * message on the bridge (and left each record a slow dictionary object).
+ * message on the bridge (and left each record a slow dictionary object). The text and bytes it
+ * came in with stay on the record (which a route's copy of the message shares), never stored or
+ * shown: bodyOut sends those bytes on while the body still says the same.
  */
 class ReceivedJsonFidelity implements AmqpFidelity {
   #data: string | undefined | null = null;
@@ -282,7 +277,11 @@ class ReceivedJsonFidelity implements AmqpFidelity {
   /** The body and the text and bytes it was parsed from (fromAmqp, once it parsed). */
   keep(body: unknown, text: string, bytes: Buffer): void {
     this.#received = { body, text, bytes };
-    receivedJson.set(this, { text, bytes });
+  }
+
+  /** The text and bytes the body came in with; none when it was not JSON after all. */
+  get received(): { text: string; bytes: Buffer } | undefined {
+    return this.#received;
   }
 
   get data(): string | undefined {
@@ -304,7 +303,7 @@ class ReceivedJsonFidelity implements AmqpFidelity {
 
 /** The bytes of a JSON body (`json`: JSON.stringify of it), those it came in with while it still says the same. */
 function jsonBytes(x: AmqpFidelity | undefined, body: unknown, json: string): Buffer {
-  const received = x?.bodySection === 'data' ? receivedJson.get(x) : undefined;
+  const received = x instanceof ReceivedJsonFidelity ? x.received : undefined;
   if (received) return json === received.text || sameJson(JSON.parse(received.text), body) ? received.bytes : Buffer.from(json, 'utf8');
   const own = x?.data !== undefined && x.bodySection === 'data' ? Buffer.from(x.data, 'base64') : undefined;
   return own && sameJson(JSON.parse(own.toString('utf8')), body) ? own : Buffer.from(json, 'utf8');

@@ -125,10 +125,9 @@ export class MqEndpoint implements Endpoint {
       // Deliveries waiting for a free slot, held (not settled): those asked for ahead (below) and
       // any the broker sent past our credit.
       const overflow: EventContext[] = [];
-      // Whether the broker leaves deliveries unsettled for us to settle (so they can be held), as
-      // seen on those it sent; until one came, and for good once one came settled, it is not.
-      let holdable = false;
-      let presettling = false;
+      // Whether the broker settles deliveries as it sends them (then they cannot be held): unknown
+      // until one came, and for good once one came settled.
+      let settlesOnSending: boolean | undefined;
       const credit = () => (r as unknown as { credit: number }).credit;
       const topUp = () => {
         // Credit is granted only once the last grant is used up: RabbitMQ 3.x's AMQP 1.0 plugin
@@ -146,7 +145,7 @@ export class MqEndpoint implements Endpoint {
         // a delivery came unsettled: what a broker that settles on sending sends cannot be held
         // (only handled), so a window ahead would be handled too, past the route's concurrency.
         if (stopping || credit() > 0 || !r.is_open() || r !== receiver) return;
-        const want = (holdable ? 2 : 1) * options.maxInFlight - busy - overflow.length;
+        const want = (settlesOnSending === false ? 2 : 1) * options.maxInFlight - busy - overflow.length;
         if (want > 0 && want >= Math.ceil(options.maxInFlight / 2)) r.add_credit(want);
       };
       const start = (ctx: EventContext, settledBySender: boolean) => {
@@ -164,8 +163,7 @@ export class MqEndpoint implements Endpoint {
         // A broker that settles on sending (Qpid Proton's example broker) has already forgotten
         // the message: giving it back would lose it, so it is handled even now.
         const settledBySender = (delivery as unknown as { remote_settled?: boolean }).remote_settled === true;
-        if (settledBySender) presettling = true;
-        holdable = !presettling;
+        settlesOnSending = settlesOnSending === true || settledBySender;
         if (stopping && !settledBySender) {
           // Plain `released`: with parameters rhea sends `modified`, which RabbitMQ 3.10 refuses.
           delivery.release();
